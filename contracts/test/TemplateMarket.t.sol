@@ -381,6 +381,7 @@ contract TemplateMarketTest is Test {
 
     /// @dev floor(price * bps / 10000) without overflow, computed independently of the contract's mulDiv.
     function mulDivDown(uint256 price, uint256 bps) internal pure returns (uint256) {
+        // forge-lint: disable-next-line(divide-before-multiply)
         return (price / 10_000) * bps + ((price % 10_000) * bps) / 10_000;
     }
 }
