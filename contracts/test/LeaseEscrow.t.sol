@@ -109,6 +109,14 @@ contract LeaseEscrowTest is MarketplaceFixture {
         assertEq(escrow.leaseCount(), 0);
     }
 
+    function test_constructor_emitsTreasuryAndFee() public {
+        vm.expectEmit();
+        emit ILeaseEscrow.TreasurySet(treasury);
+        vm.expectEmit();
+        emit ILeaseEscrow.PlatformFeeSet(500);
+        new LeaseEscrow(IERC20(address(usdc)), registry, market, treasury, governance);
+    }
+
     function test_RevertWhen_constructedWithZeroAddress() public {
         IERC20 token = IERC20(address(usdc));
         vm.expectRevert(ILeaseEscrow.ZeroAddress.selector);

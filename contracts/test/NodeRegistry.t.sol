@@ -63,6 +63,14 @@ contract NodeRegistryTest is Test {
         _assertPrices(registry.defaultPrices(), _prices(10_000, 5_000, 100, 100_000));
     }
 
+    function test_constructor_emitsTheInitialFloorsAndDefaults() public {
+        vm.expectEmit();
+        emit INodeRegistry.FloorPricesSet(_prices(5_000, 2_500, 50, 50_000));
+        vm.expectEmit();
+        emit INodeRegistry.DefaultPricesSet(_prices(10_000, 5_000, 100, 100_000));
+        new NodeRegistry(governance);
+    }
+
     // ------------------------------------------------------------------ register
 
     function test_register_storesTheNodeAndEmits() public {
