@@ -64,6 +64,18 @@ abstract contract TestBase {
         vm.assertEq(left, right, "bytes mismatch");
     }
 
+    function assertEq(uint256[] memory left, uint256[] memory right) internal pure {
+        vm.assertEq(left, right, "uint[] mismatch");
+    }
+
+    function assertEq(bytes32[] memory left, bytes32[] memory right) internal pure {
+        vm.assertEq(left, right, "bytes32[] mismatch");
+    }
+
+    function assertApproxEqAbs(uint256 left, uint256 right, uint256 maxDelta) internal pure {
+        vm.assertApproxEqAbs(left, right, maxDelta, "values differ by more than maxDelta");
+    }
+
     function assertNotEq(uint256 left, uint256 right) internal pure {
         vm.assertNotEq(left, right, "values are equal");
     }
