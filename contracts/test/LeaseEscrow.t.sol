@@ -20,7 +20,7 @@ contract LeaseEscrowTest is MarketplaceFixture {
         _fund(tenant, 1_000e6);
     }
 
-    // ------------------------------------------------------------------ helpers
+    // ------------------------------------------------------------------ test utilities
 
     function _permit(uint256 key, address owner, uint256 amount, uint256 deadline)
         internal

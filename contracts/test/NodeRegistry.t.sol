@@ -19,7 +19,7 @@ contract NodeRegistryTest is Test {
         registry = new NodeRegistry(governance);
     }
 
-    // ------------------------------------------------------------------ helpers
+    // ------------------------------------------------------------------ test utilities
 
     function _caps() internal pure returns (INodeRegistry.Capabilities memory) {
         return INodeRegistry.Capabilities({

@@ -5,7 +5,7 @@ import {Vm} from "./Vm.sol";
 
 /// @title TestBase
 /// @notice What tests and invariant handlers share: the cheatcode handle, assertions that report through forge,
-///         and fuzz helpers. Handlers extend this, not `Test`, so forge does not mistake them for test suites.
+///         and fuzz utilities. Handlers extend this, not `Test`, so forge does not mistake them for test suites.
 abstract contract TestBase {
     /// @notice Forge's cheatcodes.
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
@@ -108,7 +108,7 @@ abstract contract TestBase {
         vm.assertGe(left, right, err);
     }
 
-    // ------------------------------------------------------------------ fuzz and scenario helpers
+    // ------------------------------------------------------------------ fuzz and scenario utilities
 
     /// @notice Maps `x` into `[min, max]`, leaving values already inside unchanged so that forge's shrinking and
     ///         edge-value dictionary keep working.

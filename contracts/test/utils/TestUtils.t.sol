@@ -11,7 +11,7 @@ contract Oracle {
 }
 
 /// @notice Proves the shared test base works: every cheatcode declared in Vm.sol reaches forge (a wrong
-///         signature would revert), and the helpers behave as documented.
+///         signature would revert), and the utilities behave as documented.
 contract TestUtilsTest is Test {
     error Custom(uint256 a, uint256 b);
 

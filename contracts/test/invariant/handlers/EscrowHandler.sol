@@ -247,7 +247,7 @@ contract EscrowHandler is TestBase {
         calls[this.warp.selector]++;
     }
 
-    // ------------------------------------------------------------------ helpers for the invariants
+    // ------------------------------------------------------------------ views for the invariants
 
     /// @notice Tokens the ghosts say the escrow must hold.
     function ghostBalance() external view returns (uint256) {
