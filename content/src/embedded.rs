@@ -23,8 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::store::check_size;
 use crate::{
-    AddOptions, ContentError, ContentStore, DEFAULT_MAX_OBJECT_SIZE, FileHasher, Verifier,
-    cid_of, verify,
+    AddOptions, ContentError, ContentStore, DEFAULT_MAX_OBJECT_SIZE, FileHasher, Verifier, cid_of,
+    verify,
 };
 
 /// Bytes read per step when streaming a file in or out.
@@ -282,7 +282,10 @@ async fn sync_dir(dir: &Path) -> Result<(), ContentError> {
     let handle = tokio::fs::File::open(dir)
         .await
         .map_err(|e| ContentError::io(dir, e))?;
-    handle.sync_all().await.map_err(|e| ContentError::io(dir, e))
+    handle
+        .sync_all()
+        .await
+        .map_err(|e| ContentError::io(dir, e))
 }
 
 /// Runs CPU-bound hashing off the async workers.
@@ -448,9 +451,14 @@ mod tests {
             store.put_file(&source).await,
             Err(ContentError::TooLarge { .. })
         ));
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert_eq!(
-            std::fs::read_dir(dir.path().join("objects")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("objects"))
+                .unwrap()
+                .count(),
             0
         );
     }
@@ -461,7 +469,10 @@ mod tests {
         drop(EmbeddedStore::open(dir.path()).await.unwrap());
         std::fs::write(dir.path().join("tmp").join("123-0"), b"half").unwrap();
         EmbeddedStore::open(dir.path()).await.unwrap();
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 
     #[tokio::test]

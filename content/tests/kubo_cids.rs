@@ -9,9 +9,12 @@ use decloud_content::{AddOptions, CHUNK_SIZE, Cid, FileHasher, MAX_LINKS, cid_of
 
 /// Runs `ipfs_cid` on a file and returns its (CIDv0, CIDv1).
 fn ipfs_cid(path: &Path) -> (String, String) {
-    let output = Command::new("ipfs_cid").arg(path).output().unwrap_or_else(|e| {
-        panic!("cannot run ipfs_cid ({e}): install the Debian package ipfs-cid (scripts/setup)")
-    });
+    let output = Command::new("ipfs_cid")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run ipfs_cid ({e}): install the Debian package ipfs-cid (scripts/setup)")
+        });
     assert!(output.status.success(), "ipfs_cid failed: {output:?}");
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     (
@@ -44,7 +47,11 @@ fn compare(name: &str, data: &[u8]) {
     let ours_v0 = cid_of(data, AddOptions::KUBO_DEFAULT);
     assert_eq!(ours_v0.to_string(), v0, "CIDv0 of {name}");
     // ipfs_cid's CIDv1 names the same dag-pb blocks as its CIDv0.
-    assert_eq!(ours_v0.into_v1().unwrap().to_string(), v1, "CIDv1 of {name}");
+    assert_eq!(
+        ours_v0.into_v1().unwrap().to_string(),
+        v1,
+        "CIDv1 of {name}"
+    );
 
     // Every form verifies against the content and the CIDs parse back.
     for cid in [&v0, &v1] {
