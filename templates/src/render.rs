@@ -185,13 +185,14 @@ pub(crate) fn escape(value: &str, context: Context) -> Option<String> {
         .then(|| value.to_owned()),
         Context::Plain { at_start, in_flow } => {
             let first = value.chars().next();
-            let safe = value.chars().all(|c| printable_inline(c) && c != '\t')
-                && !value.contains(": ")
-                && !value.ends_with(':')
-                && !value.contains(" #")
-                && value.trim() == value
-                && !(in_flow && value.contains([',', '[', ']', '{', '}', ':']))
-                && !(at_start && first.is_some_and(|c| "-?:,[]{}#&*!|>'\"%@`".contains(c)));
+            let breaks_structure = value.chars().any(|c| !printable_inline(c) || c == '\t')
+                || value.contains(": ")
+                || value.ends_with(':')
+                || value.contains(" #")
+                || value.trim() != value
+                || (in_flow && value.contains([',', '[', ']', '{', '}', ':']))
+                || (at_start && first.is_some_and(|c| "-?:,[]{}#&*!|>'\"%@`".contains(c)));
+            let safe = !breaks_structure;
             safe.then(|| value.to_owned())
         }
     }

@@ -808,10 +808,9 @@ fn segments(line: &str) -> Vec<Segment> {
         match c {
             '|' => {
                 flush(&mut word, &mut out);
+                // `||` is "or", `|&` pipes stderr too.
                 let or = chars.peek() == Some(&'|');
-                if or {
-                    chars.next();
-                } else if chars.peek() == Some(&'&') {
+                if or || chars.peek() == Some(&'&') {
                     chars.next();
                 }
                 out.last_mut().expect("never empty").pipes_into_next = !or;
