@@ -24,6 +24,22 @@ fn content() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Callers hold stores as trait objects and pick the backend from configuration.
+#[tokio::test]
+async fn stores_work_as_trait_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Box<dyn ContentStore> = Box::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let cid = store.put(Bytes::from_static(b"boxed")).await.unwrap();
+    assert_eq!(store.get(&cid).await.unwrap().as_ref(), b"boxed");
+    assert_eq!(store.add_options(), AddOptions::KUBO_CID_V1);
+    let kubo: Box<dyn ContentStore> =
+        Box::new(decloud_content::KuboStore::new("http://127.0.0.1:5001").unwrap());
+    assert_eq!(
+        kubo.max_object_size(),
+        decloud_content::DEFAULT_MAX_OBJECT_SIZE
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 

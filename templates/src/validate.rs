@@ -558,7 +558,13 @@ fn check_cloud_config(text: &str, policy: &Policy, out: &mut Findings) {
                     continue;
                 }
             };
-            let line = find_line(text, &command);
+            // A list command's last word is usually the script (`[sh, -c, '…']`), and
+            // is what appears verbatim on the source line.
+            let anchor = match item {
+                Value::Sequence(words) => words.last().map(scalar_text).unwrap_or_default(),
+                _ => command.clone(),
+            };
+            let line = find_line(text, &anchor);
             scan_shell(
                 &command,
                 line.unwrap_or(0),
@@ -1350,6 +1356,17 @@ mod tests {
         assert_eq!(rules(&bundle), vec![]);
         bundle.user_data = "#cloud-config\npackages: [nginx]\n".into();
         assert_eq!(rules(&bundle), vec![]);
+    }
+
+    #[test]
+    fn list_commands_are_located() {
+        let mut bundle = sample();
+        bundle.user_data =
+            "#cloud-config\nruncmd:\n  - [echo, hi]\n  - [sh, -c, 'ufw disable']\n".into();
+        let found = validate(&bundle).unwrap_err();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].location.line, Some(4));
+        assert_eq!(found[0].location.path.as_deref(), Some("runcmd[1]"));
     }
 
     #[test]
