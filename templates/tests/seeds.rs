@@ -31,7 +31,7 @@ const SEEDS: [(&str, &str); 6] = [
     ),
     (
         "web-proxy-browser",
-        "bafkreidejfoo6fmpvda6dli2lzcqmhfvnyvtvno6tudkdiazjywbjzmfzy",
+        "bafkreieykxvrypfv6vwbvd7m7my2eg5nxredwhu44pw6ayuwjryw2f2zze",
     ),
 ];
 
