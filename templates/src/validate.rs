@@ -545,7 +545,9 @@ fn check_cloud_config(text: &str, policy: &Policy, out: &mut Findings) {
         for (i, item) in items.iter().enumerate() {
             let command = match item {
                 Value::String(s) => s.clone(),
-                Value::Sequence(words) if words.iter().all(|w| !w.is_mapping()) => {
+                // cloud-init's schema wants every word a string: `[ufw, allow, 22]`
+                // (a number) is refused at boot, so it is refused here.
+                Value::Sequence(words) if words.iter().all(Value::is_string) => {
                     words.iter().map(scalar_text).collect::<Vec<_>>().join(" ")
                 }
                 _ => {
@@ -553,7 +555,7 @@ fn check_cloud_config(text: &str, policy: &Policy, out: &mut Findings) {
                         Rule::MalformedUserData,
                         None,
                         Some(format!("{key}[{i}]")),
-                        "a command must be a string or a list of words",
+                        "a command must be a string or a list of string words (quote numbers)",
                     );
                     continue;
                 }
@@ -1348,6 +1350,10 @@ mod tests {
         assert_eq!(rules(&bundle), vec![Rule::MalformedUserData]);
         bundle.user_data = "#include\nhttps://example.com/x\n".into();
         assert_eq!(rules(&bundle), vec![Rule::MalformedUserData]);
+        bundle.user_data = "#cloud-config\nruncmd:\n  - [ufw, allow, 22]\n".into();
+        assert_eq!(rules(&bundle), vec![Rule::MalformedUserData]);
+        bundle.user_data = "#cloud-config\nruncmd:\n  - [ufw, allow, \"22\"]\n".into();
+        assert_eq!(rules(&bundle), vec![]);
         bundle.user_data = "#cloud-config\nruncmd: echo hi\n".into();
         assert_eq!(rules(&bundle), vec![Rule::MalformedUserData]);
         bundle.user_data = "#cloud-config\nwrite_files:\n  - path: /x\n    encoding: gz+b64\n    content: H4sIAAAA\n".into();

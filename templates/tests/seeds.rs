@@ -15,7 +15,7 @@ const SEEDS: [(&str, &str); 6] = [
     ),
     (
         "shadowsocks",
-        "bafkreibxoil7g43f3lejrylj4upmir4eiaygqhzpygjdrdkenxbxbx7p6m",
+        "bafkreigotdwpzjyyobpdoy7gcizcgk2x4opu73l2wd3lzsyse3jvfki6ma",
     ),
     (
         "vscode-server",
@@ -100,6 +100,30 @@ fn seed_cids_are_stable() {
     }
     let expected: Vec<(&str, String)> = SEEDS.iter().map(|(s, c)| (*s, c.to_string())).collect();
     assert_eq!(actual, expected, "seed CIDs changed");
+}
+
+/// cloud-init's own schema validator (Debian's `cloud-init`, installed by
+/// `scripts/setup`) accepts every rendered seed.
+#[test]
+fn rendered_seeds_pass_cloud_init_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    for (slug, _) in SEEDS {
+        let bundle = Bundle::load_dir(seed_dir(slug)).unwrap();
+        let rendered = render(&bundle, &vars()).unwrap();
+        let path = dir.path().join(format!("{slug}.yaml"));
+        std::fs::write(&path, rendered.as_str()).unwrap();
+        let output = std::process::Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&path)
+            .output()
+            .expect("cloud-init missing: install the Debian package cloud-init (scripts/setup)");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("Valid cloud-config"),
+            "{slug}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
 
 /// The published bytes hash the same under Debian's independent `ipfs_cid`.
