@@ -1,6 +1,8 @@
-//! CIDs compared with an independent implementation of Kubo's `ipfs add`: Debian's
-//! `ipfs_cid` (package `ipfs-cid`, installed by `scripts/setup`), which prints the
-//! CIDv0 and CIDv1 Kubo's default `ipfs add` gives a file.
+//! CIDs compared with two independent implementations of Kubo's `ipfs add`:
+//! Debian's `ipfs_cid` (package `ipfs-cid`), which prints the CIDv0 and CIDv1 Kubo's
+//! default `ipfs add` gives a file, and the UnixFS importer of the IPFS JavaScript
+//! implementation (`tests/js/cid.mjs`), the reference here for CIDv1 with raw leaves
+//! (`ipfs add --cid-version=1`). `scripts/setup` installs both.
 
 use std::path::Path;
 use std::process::Command;
@@ -21,6 +23,24 @@ fn ipfs_cid(path: &Path) -> (String, String) {
         json["CIDv0"].as_str().unwrap().to_owned(),
         json["CIDv1"].as_str().unwrap().to_owned(),
     )
+}
+
+/// Runs the JavaScript UnixFS importer on a file; `mode` is `v0` or `v1`.
+fn js_cid(path: &Path, mode: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js/cid.mjs");
+    let output = Command::new("node")
+        .arg(&script)
+        .arg(path)
+        .arg(mode)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node ({e}): run scripts/setup"));
+    assert!(
+        output.status.success(),
+        "{} failed (run scripts/setup to install its packages): {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 /// Deterministic pseudo-random bytes (splitmix64), so a failure reproduces exactly.
@@ -53,12 +73,24 @@ fn compare(name: &str, data: &[u8]) {
         "CIDv1 of {name}"
     );
 
+    // CIDv1 with raw leaves, as `ipfs add --cid-version=1`.
+    let raw_v1 = cid_of(data, AddOptions::KUBO_CID_V1);
+    assert_eq!(
+        raw_v1.to_string(),
+        js_cid(&path, "v1"),
+        "raw-leaf CIDv1 of {name}"
+    );
+    assert_eq!(
+        ours_v0.to_string(),
+        js_cid(&path, "v0"),
+        "js CIDv0 of {name}"
+    );
+
     // Every form verifies against the content and the CIDs parse back.
     for cid in [&v0, &v1] {
         let parsed: Cid = decloud_content::parse_cid(cid).unwrap();
         verify(&parsed, data).unwrap();
     }
-    let raw_v1 = cid_of(data, AddOptions::KUBO_CID_V1);
     verify(&raw_v1, data).unwrap();
 }
 
