@@ -18,7 +18,7 @@ use regex::Regex;
 use crate::{Bundle, RenderError, Variable, Vars};
 
 /// `${DECLOUD_…}` with any name; unknown names are errors, not left alone.
-pub(crate) static PLACEHOLDER: LazyLock<Regex> =
+pub(crate) static VARIABLE_REF: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\$\{(DECLOUD_[A-Za-z0-9_]*)\}").expect("valid regex"));
 
 /// User-data with every variable substituted, ready for a NoCloud seed.
@@ -107,7 +107,7 @@ pub(crate) fn substitute<'v>(
     };
     let mut out = String::with_capacity(text.len() + 256);
     let mut last = 0;
-    for found in PLACEHOLDER.captures_iter(text) {
+    for found in VARIABLE_REF.captures_iter(text) {
         let whole = found.get(0).expect("group 0 always matches");
         let name = &found[1];
         let line = line_of(text, whole.start());
@@ -220,7 +220,7 @@ pub(crate) fn yaml_contexts(text: &str) -> Vec<(usize, Context)> {
         let indent = content.len() - content.trim_start_matches(' ').len();
         if let Some(parent) = block_parent {
             if content.trim().is_empty() || indent > parent {
-                for m in PLACEHOLDER.find_iter(content) {
+                for m in VARIABLE_REF.find_iter(content) {
                     found.push((base + m.start(), Context::Block));
                 }
                 continue;
@@ -231,11 +231,11 @@ pub(crate) fn yaml_contexts(text: &str) -> Vec<(usize, Context)> {
         let mut i = 0;
         let mut expect_scalar = quote.is_none();
         let mut plain_start: Option<usize> = None;
-        // Only `$` can start a placeholder; checking there also keeps slicing on
+        // Only `$` can start a variable reference; checking there also keeps slicing on
         // character boundaries.
-        let placeholder_at = |i: usize| {
+        let variable_at = |i: usize| {
             (bytes[i] == b'$')
-                .then(|| PLACEHOLDER.find(&content[i..]))
+                .then(|| VARIABLE_REF.find(&content[i..]))
                 .flatten()
                 .filter(|m| m.start() == 0)
         };
@@ -247,7 +247,7 @@ pub(crate) fn yaml_contexts(text: &str) -> Vec<(usize, Context)> {
                     (Quote::Single, b'\'') if bytes.get(i + 1) == Some(&b'\'') => i += 1,
                     (Quote::Single, b'\'') => quote = None,
                     _ => {
-                        if placeholder_at(i).is_some() {
+                        if variable_at(i).is_some() {
                             let context = match q {
                                 Quote::Single => Context::SingleQuoted,
                                 Quote::Double => Context::DoubleQuoted,
@@ -260,10 +260,10 @@ pub(crate) fn yaml_contexts(text: &str) -> Vec<(usize, Context)> {
                 continue;
             }
             let c = bytes[i];
-            let at_placeholder = placeholder_at(i);
+            let at_variable = variable_at(i);
             if let Some(start) = plain_start {
                 // Inside a plain scalar: look for its end.
-                if let Some(m) = at_placeholder {
+                if let Some(m) = at_variable {
                     found.push((
                         base + i,
                         Context::Plain {
@@ -290,7 +290,7 @@ pub(crate) fn yaml_contexts(text: &str) -> Vec<(usize, Context)> {
             match c {
                 b' ' | b'\t' => {}
                 b'#' => {
-                    for m in PLACEHOLDER.find_iter(&content[i..]) {
+                    for m in VARIABLE_REF.find_iter(&content[i..]) {
                         found.push((base + i + m.start(), Context::Comment));
                     }
                     break;

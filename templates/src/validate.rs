@@ -19,7 +19,7 @@ use regex::Regex;
 use serde_yaml::Value;
 
 use crate::bundle::{MANIFEST_FILE, USER_DATA_FILE};
-use crate::render::{PLACEHOLDER, is_cloud_config, line_of};
+use crate::render::{VARIABLE_REF, is_cloud_config, line_of};
 use crate::{Bundle, Readiness, Transport, Variable};
 
 /// Largest user-data accepted, in bytes.
@@ -464,12 +464,12 @@ fn check_user_data(text: &str, policy: &Policy, out: &mut Findings) {
 
 static BARE_VARIABLE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\$DECLOUD_[A-Za-z0-9_]*").expect("valid regex"));
-static BROKEN_PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
+static BROKEN_VARIABLE_REF: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\$\{DECLOUD_[A-Za-z0-9_]*(?:[^A-Za-z0-9_}]|$)").expect("valid regex")
 });
 
 fn check_variables(text: &str, out: &mut Findings) {
-    for found in PLACEHOLDER.captures_iter(text) {
+    for found in VARIABLE_REF.captures_iter(text) {
         let name = &found[1];
         if Variable::from_name(name).is_none() {
             let known: Vec<_> = Variable::ALL.iter().map(|v| v.name()).collect();
@@ -496,7 +496,7 @@ fn check_variables(text: &str, out: &mut Findings) {
             ),
         );
     }
-    for m in BROKEN_PLACEHOLDER.find_iter(text) {
+    for m in BROKEN_VARIABLE_REF.find_iter(text) {
         out.user_data(
             Rule::UnknownVariable,
             Some(line_of(text, m.start())),
