@@ -3,8 +3,9 @@
 //! A template is a manifest (name, slug, category, minimum specs, ports, readiness
 //! checks) plus cloud-init user-data with `${DECLOUD_*}` variables. This crate loads
 //! bundles from a directory, validates them against the platform's security rules,
-//! publishes them as one content-addressed object, and renders their user-data for a
-//! deployment.
+//! publishes them as one content-addressed object ([`Bundle::publish`],
+//! [`Bundle::fetch`] over any [`decloud_content::ContentStore`]), and renders their
+//! user-data for a deployment.
 //!
 //! ```
 //! use decloud_templates::{Bundle, Vars, render, validate};
@@ -29,6 +30,7 @@
 
 mod bundle;
 mod error;
+mod publish;
 mod render;
 mod validate;
 mod vars;
@@ -38,6 +40,7 @@ pub use bundle::{
     Manifest, MinSpecs, Port, Protocol, Readiness, Transport, USER_DATA_FILE,
 };
 pub use error::{RenderError, TemplateError, VarError};
+pub use publish::PublishError;
 pub use render::{RenderedUserData, render};
 pub use validate::{
     DEFAULT_TRUSTED_SOURCES, Location, MAX_USER_DATA, Policy, Rejection, Rule, TrustedSource,
