@@ -205,7 +205,11 @@ pub struct Config {
 
 impl Config {
     /// Resolves defaults → file → environment → flags.
-    pub fn resolve(file: Option<ConfigLayer>, env: ConfigLayer, flags: ConfigLayer) -> Result<Self> {
+    pub fn resolve(
+        file: Option<ConfigLayer>,
+        env: ConfigLayer,
+        flags: ConfigLayer,
+    ) -> Result<Self> {
         let merged = ConfigLayer::default()
             .overlay(file.unwrap_or_default())
             .overlay(env)
@@ -220,16 +224,24 @@ impl Config {
             }
         };
         for (name, image) in &merged.images {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return Err(Error::Config(format!("bad image name {name:?}")));
             }
             if image.initrd.is_some() && image.kernel.is_none() {
-                return Err(Error::Config(format!("image {name}: initrd without kernel")));
+                return Err(Error::Config(format!(
+                    "image {name}: initrd without kernel"
+                )));
             }
         }
         Ok(Self {
             data_dir: merged.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            libvirt_uri: merged.libvirt_uri.unwrap_or_else(|| DEFAULT_LIBVIRT_URI.into()),
+            libvirt_uri: merged
+                .libvirt_uri
+                .unwrap_or_else(|| DEFAULT_LIBVIRT_URI.into()),
             domain_type: merged.domain_type.unwrap_or(DomainType::Kvm),
             orchestrator_url: merged.orchestrator_url,
             operator: merged.operator,
@@ -292,9 +304,13 @@ mod tests {
         assert_eq!(config.shutdown_timeout_secs, 5);
         assert_eq!(config.network, NetworkConfig::Bridge { name: "br0".into() });
         assert_eq!(config.operator().unwrap(), Address::repeat_byte(0x11));
-        assert_eq!(config.images["debian"].base, PathBuf::from("/img/debian.qcow2"));
+        assert_eq!(
+            config.images["debian"].base,
+            PathBuf::from("/img/debian.qcow2")
+        );
 
-        let defaults = Config::resolve(None, ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        let defaults =
+            Config::resolve(None, ConfigLayer::default(), ConfigLayer::default()).unwrap();
         assert_eq!(defaults.libvirt_uri, DEFAULT_LIBVIRT_URI);
         assert_eq!(defaults.domain_type, DomainType::Kvm);
         assert_eq!(defaults.reserved_memory_mib, 1024);
@@ -303,8 +319,14 @@ mod tests {
 
     #[test]
     fn bad_values_are_refused() {
-        assert!(ConfigLayer::from_env(|k| (k == "DECLOUD_AGENT_DOMAIN_TYPE").then(|| "xen".into())).is_err());
-        assert!(ConfigLayer::from_env(|k| (k == "DECLOUD_AGENT_OPERATOR").then(|| "0x12".into())).is_err());
+        assert!(
+            ConfigLayer::from_env(|k| (k == "DECLOUD_AGENT_DOMAIN_TYPE").then(|| "xen".into()))
+                .is_err()
+        );
+        assert!(
+            ConfigLayer::from_env(|k| (k == "DECLOUD_AGENT_OPERATOR").then(|| "0x12".into()))
+                .is_err()
+        );
         assert!(toml::from_str::<ConfigLayer>("unknown_key = 1").is_err());
         let layer = ConfigLayer {
             log_format: Some("xml".into()),

@@ -61,7 +61,7 @@ pub struct DomainPlan<'a> {
 }
 
 /// Escapes text for XML content and attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -91,7 +91,11 @@ pub fn render(plan: &DomainPlan<'_>) -> String {
     let _ = writeln!(x, "    </decloud:vm>");
     let _ = writeln!(x, "  </metadata>");
     let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", spec.memory_mib);
-    let _ = writeln!(x, "  <currentMemory unit='MiB'>{}</currentMemory>", spec.memory_mib);
+    let _ = writeln!(
+        x,
+        "  <currentMemory unit='MiB'>{}</currentMemory>",
+        spec.memory_mib
+    );
     let _ = writeln!(x, "  <vcpu placement='static'>{}</vcpu>", spec.vcpus);
     let _ = writeln!(x, "  <cputune>");
     // Shares weigh VMs against each other under contention in proportion to what they pay for.
@@ -165,7 +169,10 @@ pub fn render(plan: &DomainPlan<'_>) -> String {
     let _ = writeln!(x, "      <target port='0'/>");
     let _ = writeln!(x, "    </serial>");
     let _ = writeln!(x, "    <channel type='unix'>");
-    let _ = writeln!(x, "      <target type='virtio' name='org.qemu.guest_agent.0'/>");
+    let _ = writeln!(
+        x,
+        "      <target type='virtio' name='org.qemu.guest_agent.0'/>"
+    );
     let _ = writeln!(x, "    </channel>");
     let _ = writeln!(x, "  </devices>");
     let _ = writeln!(x, "</domain>");
@@ -237,13 +244,22 @@ mod tests {
             cmdline: Some("console=ttyS0 a=<b>".into()),
         };
         let spec = spec(QualityTier::Balanced, BandwidthTier::Standard);
-        let xml = render_spec(&spec, &image, &NetworkConfig::Network { name: "default".into() });
+        let xml = render_spec(
+            &spec,
+            &image,
+            &NetworkConfig::Network {
+                name: "default".into(),
+            },
+        );
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let root = doc.root_element();
         assert_eq!(root.attribute("type"), Some("qemu"));
         assert_eq!(child(root, "name").text(), Some("decloud-vm-1"));
         let memory = child(root, "memory");
-        assert_eq!((memory.attribute("unit"), memory.text()), (Some("MiB"), Some("768")));
+        assert_eq!(
+            (memory.attribute("unit"), memory.text()),
+            (Some("MiB"), Some("768"))
+        );
         assert_eq!(child(root, "vcpu").text(), Some("2"));
         let cputune = child(root, "cputune");
         assert_eq!(child(cputune, "period").text(), Some("100000"));
@@ -256,31 +272,58 @@ mod tests {
         assert_eq!(child(os, "cmdline").text(), Some("console=ttyS0 a=<b>"));
 
         let devices = child(root, "devices");
-        let disks: Vec<_> = devices.children().filter(|n| n.has_tag_name("disk")).collect();
+        let disks: Vec<_> = devices
+            .children()
+            .filter(|n| n.has_tag_name("disk"))
+            .collect();
         assert_eq!(disks.len(), 2);
         assert_eq!(child(disks[0], "driver").attribute("type"), Some("qcow2"));
-        assert_eq!(child(disks[0], "source").attribute("file"), Some("/data/vms/vm-1/disk.qcow2"));
+        assert_eq!(
+            child(disks[0], "source").attribute("file"),
+            Some("/data/vms/vm-1/disk.qcow2")
+        );
         assert_eq!(child(disks[0], "target").attribute("bus"), Some("virtio"));
-        assert_eq!(child(disks[1], "source").attribute("file"), Some("/data/vms/vm-1/seed.iso"));
+        assert_eq!(
+            child(disks[1], "source").attribute("file"),
+            Some("/data/vms/vm-1/seed.iso")
+        );
         assert!(disks[1].children().any(|n| n.has_tag_name("readonly")));
 
         let nic = child(devices, "interface");
         assert_eq!(nic.attribute("type"), Some("network"));
         assert_eq!(child(nic, "source").attribute("network"), Some("default"));
         assert_eq!(child(nic, "model").attribute("type"), Some("virtio"));
-        assert_eq!(child(nic, "mac").attribute("address"), Some(mac_address("vm-1").as_str()));
+        assert_eq!(
+            child(nic, "mac").attribute("address"),
+            Some(mac_address("vm-1").as_str())
+        );
         let bandwidth = child(nic, "bandwidth");
         // 50 Mbit/s = 6250 kB/s each way.
-        assert_eq!(child(bandwidth, "inbound").attribute("average"), Some("6250"));
-        assert_eq!(child(bandwidth, "outbound").attribute("average"), Some("6250"));
+        assert_eq!(
+            child(bandwidth, "inbound").attribute("average"),
+            Some("6250")
+        );
+        assert_eq!(
+            child(bandwidth, "outbound").attribute("average"),
+            Some("6250")
+        );
 
         let serial = child(devices, "serial");
         assert_eq!(serial.attribute("type"), Some("file"));
-        assert_eq!(child(serial, "source").attribute("path"), Some("/data/vms/vm-1/console.log"));
+        assert_eq!(
+            child(serial, "source").attribute("path"),
+            Some("/data/vms/vm-1/console.log")
+        );
         let channel = child(devices, "channel");
-        assert_eq!(child(channel, "target").attribute("name"), Some("org.qemu.guest_agent.0"));
+        assert_eq!(
+            child(channel, "target").attribute("name"),
+            Some("org.qemu.guest_agent.0")
+        );
 
-        assert_eq!(owned_vm_id(&xml, B256::repeat_byte(0xab)).as_deref(), Some("vm-1"));
+        assert_eq!(
+            owned_vm_id(&xml, B256::repeat_byte(0xab)).as_deref(),
+            Some("vm-1")
+        );
         assert_eq!(owned_vm_id(&xml, B256::repeat_byte(0xac)), None);
     }
 
@@ -319,7 +362,10 @@ mod tests {
 
     #[test]
     fn foreign_domains_are_not_owned() {
-        assert_eq!(owned_vm_id("<domain><name>x</name></domain>", B256::ZERO), None);
+        assert_eq!(
+            owned_vm_id("<domain><name>x</name></domain>", B256::ZERO),
+            None
+        );
         assert_eq!(owned_vm_id("not xml", B256::ZERO), None);
     }
 }

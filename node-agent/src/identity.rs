@@ -131,17 +131,26 @@ mod tests {
         let config = Config::resolve(None, layer, ConfigLayer::default()).unwrap();
         let (first, created) = Identity::load_or_create(&config).unwrap();
         assert!(created);
-        let mode = std::fs::metadata(&first.key_path).unwrap().permissions().mode();
+        let mode = std::fs::metadata(&first.key_path)
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let (second, created) = Identity::load_or_create(&config).unwrap();
         assert!(!created);
         assert_eq!(first.address(), second.address());
         assert_eq!(
             first.node_id,
-            agent_protocol::node_id(alloy::primitives::keccak256("machine-a"), Address::repeat_byte(5))
+            agent_protocol::node_id(
+                alloy::primitives::keccak256("machine-a"),
+                Address::repeat_byte(5)
+            )
         );
 
         std::fs::set_permissions(&first.key_path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(Identity::load_or_create(&config), Err(Error::NodeKey { .. })));
+        assert!(matches!(
+            Identity::load_or_create(&config),
+            Err(Error::NodeKey { .. })
+        ));
     }
 }

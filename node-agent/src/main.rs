@@ -1,1 +1,5 @@
-fn main(){}
+//! `decloud-node-agent`: see the library documentation.
+
+fn main() -> std::process::ExitCode {
+    decloud_node_agent::main()
+}

@@ -66,7 +66,11 @@ pub async fn check(
     }
 }
 
-async fn first_ok<'a, F, Fut>(probe: &ReadinessProbe, addresses: &'a [String], run: F) -> ProbeResult
+async fn first_ok<'a, F, Fut>(
+    probe: &ReadinessProbe,
+    addresses: &'a [String],
+    run: F,
+) -> ProbeResult
 where
     F: Fn(&'a str) -> Fut,
     Fut: Future<Output = Result<(), String>>,
@@ -112,16 +116,24 @@ pub async fn tcp_probe(host: &str, port: u16) -> Result<(), String> {
 /// Succeeds when `GET path` on `host:port` answers with a 2xx or 3xx status.
 pub async fn http_probe(host: &str, port: u16, path: &str) -> Result<(), String> {
     let exchange = async {
-        let mut stream = TcpStream::connect((host, port)).await.map_err(|e| e.to_string())?;
+        let mut stream = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| e.to_string())?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: decloud-node-agent\r\nConnection: close\r\n\r\n"
         );
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         // The status line fits in the first bytes; the body does not matter.
         let mut head = vec![0u8; 256];
         let mut filled = 0;
         while filled < head.len() && !head[..filled].contains(&b'\n') {
-            let n = stream.read(&mut head[filled..]).await.map_err(|e| e.to_string())?;
+            let n = stream
+                .read(&mut head[filled..])
+                .await
+                .map_err(|e| e.to_string())?;
             if n == 0 {
                 break;
             }
@@ -184,30 +196,47 @@ mod tests {
         let probes = vec![
             ReadinessProbe::CloudInit,
             ReadinessProbe::Tcp { port: ok },
-            ReadinessProbe::Http { port: ok, path: "/health".into() },
+            ReadinessProbe::Http {
+                port: ok,
+                path: "/health".into(),
+            },
         ];
         let readiness = check(&probes, true, &here, &console).await;
         assert!(readiness.ready, "{readiness:?}");
 
         let bad = vec![
             ReadinessProbe::Tcp { port: closed },
-            ReadinessProbe::Http { port: broken, path: "/".into() },
+            ReadinessProbe::Http {
+                port: broken,
+                path: "/".into(),
+            },
         ];
         let readiness = check(&bad, true, &here, &console).await;
         assert!(!readiness.ready);
         assert!(readiness.probes.iter().all(|p| !p.ok));
-        assert!(readiness.probes[1].detail.as_deref().unwrap().contains("503"));
+        assert!(
+            readiness.probes[1]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("503")
+        );
 
         let readiness = check(&probes, true, &[], &dir.path().join("missing.log")).await;
         assert!(!readiness.ready);
-        assert_eq!(readiness.probes[1].detail.as_deref(), Some("no guest address known yet"));
+        assert_eq!(
+            readiness.probes[1].detail.as_deref(),
+            Some("no guest address known yet")
+        );
         assert!(!check(&[], false, &here, &console).await.ready);
         assert!(check(&[], true, &here, &console).await.ready);
     }
 
     #[test]
     fn cloud_init_marker_needs_the_final_message() {
-        assert!(!cloud_init_finished("Cloud-init v. 22.4.2 running 'modules:final'"));
+        assert!(!cloud_init_finished(
+            "Cloud-init v. 22.4.2 running 'modules:final'"
+        ));
         assert!(cloud_init_finished("Cloud-init v. 22.4.2 finished at Sat"));
     }
 }

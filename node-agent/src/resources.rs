@@ -222,8 +222,14 @@ mod tests {
 
     #[test]
     fn parses_cpu_and_memory() {
-        assert_eq!(cpu_model("processor : 0\nmodel name\t: Foo CPU @ 3GHz\n"), "Foo CPU @ 3GHz");
-        assert_eq!(mem_total_kib("MemTotal:       24684432 kB\n").unwrap(), 24_684_432);
+        assert_eq!(
+            cpu_model("processor : 0\nmodel name\t: Foo CPU @ 3GHz\n"),
+            "Foo CPU @ 3GHz"
+        );
+        assert_eq!(
+            mem_total_kib("MemTotal:       24684432 kB\n").unwrap(),
+            24_684_432
+        );
         assert_eq!(compute_points(2, BASELINE_HASHES_PER_SEC / 2), 100);
     }
 
@@ -232,6 +238,10 @@ mod tests {
         let a = single_core_rate() as f64;
         let b = single_core_rate() as f64;
         let spread = (a - b).abs() / a.max(b);
-        assert!(spread <= 0.05, "runs differ by {:.1}%: {a} vs {b}", spread * 100.0);
+        assert!(
+            spread <= 0.05,
+            "runs differ by {:.1}%: {a} vs {b}",
+            spread * 100.0
+        );
     }
 }

@@ -87,8 +87,15 @@ mod tests {
     use decloud_sdk::agent_protocol::{BandwidthTier, QualityTier};
 
     fn isoinfo(args: &[&str]) -> String {
-        let output = Command::new("isoinfo").args(args).output().expect("isoinfo (genisoimage package)");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let output = Command::new("isoinfo")
+            .args(args)
+            .output()
+            .expect("isoinfo (genisoimage package)");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     }
 
@@ -115,14 +122,20 @@ mod tests {
         let iso_arg = iso.to_str().unwrap();
         let header = isoinfo(&["-d", "-i", iso_arg]);
         assert!(header.contains("Volume id: cidata"), "{header}");
-        assert_eq!(isoinfo(&["-R", "-i", iso_arg, "-x", "/user-data"]), spec.user_data);
+        assert_eq!(
+            isoinfo(&["-R", "-i", iso_arg, "-x", "/user-data"]),
+            spec.user_data
+        );
         let meta = isoinfo(&["-R", "-i", iso_arg, "-x", "/meta-data"]);
         assert_eq!(meta, "instance-id: web-7\nlocal-hostname: shop\n");
         let network = isoinfo(&["-R", "-i", iso_arg, "-x", "/network-config"]);
         assert!(network.contains(&mac_address("web-7")), "{network}");
         assert!(network.contains("dhcp4: true"));
         // Nothing but the ISO is left behind.
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("seed.iso")]);
     }
 }

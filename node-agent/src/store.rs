@@ -9,7 +9,9 @@ use std::{path::Path, str::FromStr, time::Duration};
 use decloud_sdk::agent_protocol::{Ack, VmEvent, VmSpec, VmState};
 use sqlx::{
     Row,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 
 use crate::error::{Error, Result};
@@ -102,7 +104,7 @@ pub struct Store {
 }
 
 /// Current unix time in seconds.
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -168,27 +170,31 @@ impl Store {
 
     /// One VM.
     pub async fn vm(&self, id: &str) -> Result<Option<VmRecord>> {
-        let row = sqlx::query("SELECT spec, desired, state, domain_uuid, error FROM vms WHERE id = ?")
-            .bind(id.to_owned())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT spec, desired, state, domain_uuid, error FROM vms WHERE id = ?")
+                .bind(id.to_owned())
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| decode_vm(&r)).transpose()
     }
 
     /// All VMs, by id.
     pub async fn vms(&self) -> Result<Vec<VmRecord>> {
-        let rows = sqlx::query("SELECT spec, desired, state, domain_uuid, error FROM vms ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT spec, desired, state, domain_uuid, error FROM vms ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(decode_vm).collect()
     }
 
     /// Ports of a VM as (guest port, protocol).
     pub async fn ports(&self, id: &str) -> Result<Vec<(u16, String)>> {
-        let rows = sqlx::query("SELECT guest_port, protocol FROM ports WHERE vm_id = ? ORDER BY guest_port")
-            .bind(id.to_owned())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT guest_port, protocol FROM ports WHERE vm_id = ? ORDER BY guest_port",
+        )
+        .bind(id.to_owned())
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let port: i64 = r.try_get("guest_port")?;
@@ -277,12 +283,14 @@ impl Store {
     /// Stores the acknowledgement of an executed command (not yet delivered).
     pub async fn record_command(&self, ack: &Ack) -> Result<()> {
         let json = serde_json::to_string(ack).map_err(|e| Error::Corrupt(e.to_string()))?;
-        sqlx::query("INSERT OR REPLACE INTO commands (id, ack, delivered, executed_at) VALUES (?, ?, 0, ?)")
-            .bind(ack.command_id.clone())
-            .bind(json)
-            .bind(now() as i64)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO commands (id, ack, delivered, executed_at) VALUES (?, ?, 0, ?)",
+        )
+        .bind(ack.command_id.clone())
+        .bind(json)
+        .bind(now() as i64)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -297,10 +305,11 @@ impl Store {
 
     /// Acknowledgements not yet sent, oldest first.
     pub async fn undelivered_acks(&self) -> Result<Vec<Ack>> {
-        let rows: Vec<String> =
-            sqlx::query_scalar("SELECT ack FROM commands WHERE delivered = 0 ORDER BY executed_at, id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT ack FROM commands WHERE delivered = 0 ORDER BY executed_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|a| serde_json::from_str(a).map_err(|e| Error::Corrupt(e.to_string())))
             .collect()
@@ -309,17 +318,20 @@ impl Store {
     /// Events not yet reported in a heartbeat that got through.
     pub async fn pending_events(&self) -> Result<Vec<VmEvent>> {
         let cursor = self.meta("reported_event_seq").await?;
-        let rows = sqlx::query("SELECT seq, vm_id, state, at, reason FROM events WHERE seq > ? ORDER BY seq")
-            .bind(cursor)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, vm_id, state, at, reason FROM events WHERE seq > ? ORDER BY seq",
+        )
+        .bind(cursor)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let state: String = r.try_get("state")?;
                 Ok(VmEvent {
                     seq: r.try_get::<i64, _>("seq")? as u64,
                     vm_id: r.try_get("vm_id")?,
-                    state: VmState::parse(&state).ok_or_else(|| Error::Corrupt(format!("state {state:?}")))?,
+                    state: VmState::parse(&state)
+                        .ok_or_else(|| Error::Corrupt(format!("state {state:?}")))?,
                     at: r.try_get::<i64, _>("at")? as u64,
                     reason: r.try_get("reason")?,
                 })
@@ -392,7 +404,9 @@ fn decode_vm(row: &sqlx::sqlite::SqliteRow) -> Result<VmRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use decloud_sdk::agent_protocol::{AckOutcome, BandwidthTier, PortProtocol, PortSpec, QualityTier};
+    use decloud_sdk::agent_protocol::{
+        AckOutcome, BandwidthTier, PortProtocol, PortSpec, QualityTier,
+    };
 
     fn spec(id: &str) -> VmSpec {
         VmSpec {
@@ -405,7 +419,10 @@ mod tests {
             bandwidth: BandwidthTier::Basic,
             hostname: None,
             user_data: String::new(),
-            ports: vec![PortSpec { guest: 80, protocol: PortProtocol::Tcp }],
+            ports: vec![PortSpec {
+                guest: 80,
+                protocol: PortProtocol::Tcp,
+            }],
             readiness: vec![],
         }
     }
@@ -420,10 +437,19 @@ mod tests {
             store.insert_vm(&spec("a"), Desired::Running).await,
             Err(Error::InvalidSpec(_))
         ));
-        store.set_state("a", VmState::Running, None, None).await.unwrap();
-        store.set_state("a", VmState::Running, None, None).await.unwrap();
         store
-            .record_command(&Ack { command_id: "c1".into(), outcome: AckOutcome::Done { vm: None } })
+            .set_state("a", VmState::Running, None, None)
+            .await
+            .unwrap();
+        store
+            .set_state("a", VmState::Running, None, None)
+            .await
+            .unwrap();
+        store
+            .record_command(&Ack {
+                command_id: "c1".into(),
+                outcome: AckOutcome::Done { vm: None },
+            })
             .await
             .unwrap();
         store.close().await;
@@ -431,7 +457,10 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         let vm = store.vm("a").await.unwrap().unwrap();
         assert_eq!((vm.state, vm.desired), (VmState::Running, Desired::Running));
-        assert_eq!(store.ports("a").await.unwrap(), vec![(80, "tcp".to_owned())]);
+        assert_eq!(
+            store.ports("a").await.unwrap(),
+            vec![(80, "tcp".to_owned())]
+        );
         let events = store.pending_events().await.unwrap();
         let states: Vec<_> = events.iter().map(|e| e.state).collect();
         assert_eq!(states, vec![VmState::Creating, VmState::Running]);

@@ -77,7 +77,12 @@ pub fn kernel_release(kernel: &Path) -> Result<String> {
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_prefix("vmlinuz-"))
         .map(str::to_owned)
-        .ok_or_else(|| Error::Config(format!("{} is not /boot/vmlinuz-<release>", kernel.display())))
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "{} is not /boot/vmlinuz-<release>",
+                kernel.display()
+            ))
+        })
 }
 
 /// Builds the initramfs (an uncompressed newc cpio archive) for `release` at `out`.
@@ -129,7 +134,8 @@ pub fn build_initramfs(release: &str, out: &Path) -> Result<()> {
 /// Module paths (relative to the module root) that load `targets`, dependencies first.
 fn module_load_order(module_root: &Path, targets: &[&str]) -> Result<Vec<String>> {
     let dep_path = module_root.join("modules.dep");
-    let deps = std::fs::read_to_string(&dep_path).map_err(|e| Error::io("reading", &dep_path, e))?;
+    let deps =
+        std::fs::read_to_string(&dep_path).map_err(|e| Error::io("reading", &dep_path, e))?;
     let table: Vec<(String, Vec<String>)> = deps
         .lines()
         .filter_map(|line| {
