@@ -1,134 +1,17 @@
 //! The orchestrator link over real WebSockets on 127.0.0.1.
 //!
-//! The orchestrator does not exist yet; `TestOrchestratorPeer` below is a small protocol
-//! peer written for this test that plays the server half of
-//! `decloud_sdk::agent_protocol`: it issues challenges, verifies signatures with the SDK's
-//! `verify_auth`, sends commands and reads heartbeats and acks.
+//! The orchestrator does not exist yet; `common::peer::TestOrchestratorPeer` is a protocol
+//! peer standing in for it.
 
 mod common;
 
 use std::time::Duration;
 
+use common::peer::{TestOrchestratorPeer, WAIT, receive};
 use common::*;
 use decloud_node_agent::{Backoff, run_link};
-use decloud_sdk::agent_protocol::{
-    Ack, AckOutcome, AgentMessage, Challenge, Command, CommandAction, Heartbeat, Hello,
-    ServerMessage, VmState, Welcome, verify_auth,
-};
-use futures_util::{SinkExt, StreamExt};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::watch,
-    time::timeout,
-};
-use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Test peer standing in for the orchestrator (server half of the protocol).
-struct TestOrchestratorPeer {
-    listener: TcpListener,
-}
-
-struct PeerSession {
-    socket: WebSocketStream<TcpStream>,
-    hello: Hello,
-}
-
-impl TestOrchestratorPeer {
-    async fn bind() -> Self {
-        Self {
-            listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}", self.listener.local_addr().unwrap())
-    }
-
-    /// Accepts the agent's next connection and runs the handshake.
-    async fn accept(&self) -> PeerSession {
-        let (tcp, _) = timeout(WAIT, self.listener.accept())
-            .await
-            .expect("agent connects")
-            .unwrap();
-        let mut socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let hello = match receive(&mut socket).await {
-            AgentMessage::Hello(hello) => hello,
-            other => panic!("expected hello, got {other:?}"),
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let challenge = Challenge {
-            // A fresh random 32-byte value (a throwaway key's bytes).
-            nonce: alloy::signers::local::PrivateKeySigner::random().to_bytes(),
-            expires_at: now + 60,
-        };
-        send(&mut socket, ServerMessage::Challenge(challenge.clone())).await;
-        let auth = match receive(&mut socket).await {
-            AgentMessage::Auth(auth) => auth,
-            other => panic!("expected auth, got {other:?}"),
-        };
-        let signer = verify_auth(&hello, &challenge, &auth, now).expect("valid signature");
-        assert_eq!(signer, hello.address);
-        send(
-            &mut socket,
-            ServerMessage::Welcome(Welcome {
-                heartbeat_interval_secs: 1,
-            }),
-        )
-        .await;
-        PeerSession { socket, hello }
-    }
-}
-
-async fn send(socket: &mut WebSocketStream<TcpStream>, message: ServerMessage) {
-    socket.send(Message::text(message.to_json())).await.unwrap();
-}
-
-async fn receive(socket: &mut WebSocketStream<TcpStream>) -> AgentMessage {
-    loop {
-        let frame = timeout(WAIT, socket.next())
-            .await
-            .expect("agent message in time");
-        match frame.expect("connection open").unwrap() {
-            Message::Text(text) => return AgentMessage::from_json(text.as_str()).unwrap(),
-            Message::Close(frame) => panic!("agent closed: {frame:?}"),
-            _ => continue,
-        }
-    }
-}
-
-impl PeerSession {
-    async fn command(&mut self, id: &str, action: CommandAction) {
-        send(
-            &mut self.socket,
-            ServerMessage::Command(Command {
-                id: id.into(),
-                action,
-            }),
-        )
-        .await;
-    }
-
-    async fn next_heartbeat(&mut self) -> Heartbeat {
-        loop {
-            if let AgentMessage::Heartbeat(heartbeat) = receive(&mut self.socket).await {
-                return *heartbeat;
-            }
-        }
-    }
-
-    async fn next_ack(&mut self) -> Ack {
-        loop {
-            if let AgentMessage::Ack(ack) = receive(&mut self.socket).await {
-                return ack;
-            }
-        }
-    }
-}
+use decloud_sdk::agent_protocol::{AckOutcome, AgentMessage, Command, CommandAction, VmState};
+use tokio::{sync::watch, time::timeout};
 
 #[tokio::test]
 async fn link_authenticates_heartbeats_executes_and_reports_changes_after_reconnect() {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod peer;
+
 use std::{
     collections::BTreeMap,
     os::unix::fs::PermissionsExt,
@@ -113,4 +115,85 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The direct-boot test guest, built for the host's kernel: (kernel, initramfs).
+/// Panics with what to install when something is missing.
+pub fn test_guest(dir: &Path) -> (PathBuf, PathBuf) {
+    let kernel = decloud_node_agent::test_guest::find_kernel()
+        .unwrap_or_else(|e| panic!("real-VM tests need a kernel: {e}"));
+    let release = decloud_node_agent::test_guest::kernel_release(&kernel).unwrap();
+    let initrd = dir.join("test-guest.cpio");
+    decloud_node_agent::test_guest::build_initramfs(&release, &initrd)
+        .unwrap_or_else(|e| panic!("building the test guest initramfs: {e}"));
+    (kernel, initrd)
+}
+
+/// Fails with instructions unless libvirtd answers on qemu:///system.
+pub fn require_libvirtd() {
+    if let Err(e) = decloud_node_agent::Hypervisor::open("qemu:///system") {
+        panic!(
+            "real-VM tests need libvirtd and virtlogd running with QEMU installed \
+             (scripts/test installs and starts them; by hand: scripts/setup, then \
+             `virtlogd -d && libvirtd -d`): {e}"
+        );
+    }
+}
+
+/// Config TOML for a real QEMU guest under qemu:///system with user-mode networking.
+pub fn real_vm_config_toml(dir: &Path, machine: &str, orchestrator: Option<&str>) -> String {
+    let (kernel, initrd) = test_guest(dir);
+    let base = base_image(dir);
+    let orchestrator = orchestrator
+        .map(|url| format!("orchestrator_url = \"{url}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "data_dir = \"{data}\"\nlibvirt_uri = \"qemu:///system\"\ndomain_type = \"qemu\"\n\
+         operator = \"{OPERATOR}\"\nmachine_id = \"{machine}\"\nshutdown_timeout_secs = 3\n\
+         network = {{ type = \"user\" }}\n{orchestrator}\n\
+         [images.test-guest]\nbase = \"{base}\"\nkernel = \"{kernel}\"\ninitrd = \"{initrd}\"\n\
+         cmdline = \"{cmdline}\"\n",
+        data = dir.join("data").display(),
+        base = base.display(),
+        kernel = kernel.display(),
+        initrd = initrd.display(),
+        cmdline = decloud_node_agent::test_guest::CMDLINE,
+    )
+}
+
+/// A spec for the test guest whose user-data carries `value`.
+pub fn test_guest_spec(id: &str, value: &str) -> VmSpec {
+    let mut spec = spec(id, "test-guest");
+    spec.memory_mib = 256;
+    spec.user_data = format!("#cloud-config\ndecloud_test_value: {value}\n");
+    spec.readiness = vec![decloud_sdk::agent_protocol::ReadinessProbe::CloudInit];
+    spec
+}
+
+/// Waits until the console log contains `needle`; returns the log.
+pub async fn wait_for_console(log: &Path, needle: &str, limit: std::time::Duration) -> String {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let text = String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle:?} did not appear on the console within {limit:?}; console so far:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// A value no earlier run can have printed.
+pub fn unique_value() -> String {
+    format!(
+        "v{}x{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
 }
