@@ -151,36 +151,51 @@ impl Hypervisor {
     pub fn owned_domains(&self, node_id: B256) -> Result<Vec<OwnedDomain>> {
         let mut owned = Vec::new();
         for domain in self.conn.list_all_domains(0)? {
-            let name = domain.get_name()?;
-            if !name.starts_with(DOMAIN_PREFIX) {
-                continue;
-            }
-            let xml = domain.get_xml_desc(0)?;
-            if let Some(vm_id) = owned_vm_id(&xml, node_id) {
-                owned.push(OwnedDomain {
+            // A domain undefined by someone else between the listing and these calls is
+            // simply gone; it is not an error of the listing.
+            let inspect = || -> std::result::Result<Option<OwnedDomain>, virt::error::Error> {
+                let name = domain.get_name()?;
+                if !name.starts_with(DOMAIN_PREFIX) {
+                    return Ok(None);
+                }
+                let xml = domain.get_xml_desc(0)?;
+                let Some(vm_id) = owned_vm_id(&xml, node_id) else {
+                    return Ok(None);
+                };
+                Ok(Some(OwnedDomain {
                     name,
                     vm_id,
                     uuid: domain.get_uuid_string()?,
                     active: domain.is_active()?,
-                });
+                }))
+            };
+            match inspect() {
+                Ok(Some(found)) => owned.push(found),
+                Ok(None) => {}
+                Err(e) if is_no_domain(&e) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(owned)
+    }
+
+    /// Names of all domains on the connection, owned or not.
+    pub fn all_domain_names(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for domain in self.conn.list_all_domains(0)? {
+            match domain.get_name() {
+                Ok(name) => names.push(name),
+                Err(e) if is_no_domain(&e) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(names)
     }
 
     /// Logical CPUs and memory (MiB) of the host the hypervisor places domains on.
     pub fn node_capacity(&self) -> Result<(u32, u64)> {
         let info = self.conn.get_node_info()?;
         Ok((info.cpus, info.memory / 1024))
-    }
-
-    /// Names of all domains on the connection, owned or not.
-    pub fn all_domain_names(&self) -> Result<Vec<String>> {
-        self.conn
-            .list_all_domains(0)?
-            .iter()
-            .map(|d| d.get_name().map_err(Error::from))
-            .collect()
     }
 
     /// Guest IPv4 addresses libvirt knows (DHCP leases, then the guest agent).

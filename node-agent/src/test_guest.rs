@@ -206,7 +206,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.bytes.len() % 4 != 0 {
+        while !self.bytes.len().is_multiple_of(4) {
             self.bytes.push(0);
         }
     }
@@ -236,7 +236,7 @@ mod tests {
         archive.file("init", 0o755, b"#!/bin/sh\n");
         let bytes = archive.finish();
         assert!(bytes.starts_with(b"070701"));
-        assert_eq!(bytes.len() % 4, 0);
+        assert!(bytes.len().is_multiple_of(4));
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("init\0"));
         assert!(text.contains("TRAILER!!!\0"));

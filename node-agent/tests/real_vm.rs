@@ -46,7 +46,9 @@ async fn real_vm_reads_its_seed_then_stops_and_is_deleted_without_leftovers() {
     let console = agent.vm_dir("seed-check").join("console.log");
     wait_for_console(&console, &format!("{VALUE_MARKER}{value}"), BOOT_LIMIT).await;
 
-    // The readiness probe reads the same console.
+    // The readiness probe reads the same console; the guest prints its cloud-init-style
+    // final line right after the value.
+    wait_for_console(&console, "Cloud-init v. test-guest finished at", BOOT_LIMIT).await;
     agent.observe().await.unwrap();
     let report = agent.report("seed-check").await.unwrap();
     assert!(report.readiness.ready, "{report:?}");
