@@ -223,6 +223,14 @@ impl Config {
                 )));
             }
         };
+        if let Some(url) = &merged.orchestrator_url
+            && !url.starts_with("ws://")
+            && !url.starts_with("wss://")
+        {
+            return Err(Error::Config(format!(
+                "orchestrator url {url:?} must be a ws:// or wss:// URL"
+            )));
+        }
         for (name, image) in &merged.images {
             if name.is_empty()
                 || !name
@@ -330,6 +338,11 @@ mod tests {
         assert!(toml::from_str::<ConfigLayer>("unknown_key = 1").is_err());
         let layer = ConfigLayer {
             log_format: Some("xml".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(None, layer, ConfigLayer::default()).is_err());
+        let layer = ConfigLayer {
+            orchestrator_url: Some("http://orchestrator".into()),
             ..Default::default()
         };
         assert!(Config::resolve(None, layer, ConfigLayer::default()).is_err());
