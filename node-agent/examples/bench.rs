@@ -30,14 +30,14 @@ fn rss_kib() -> u64 {
         .expect("VmRSS")
 }
 
-fn spec(id: &str, image: &str, memory_mib: u64, user_data: String) -> VmSpec {
+fn spec(id: &str, image: &str, memory_mib: u64, user_data: String, quality: QualityTier) -> VmSpec {
     VmSpec {
         id: id.into(),
         image: image.into(),
         vcpus: 1,
         memory_mib,
         disk_gib: 1,
-        quality: QualityTier::Burstable,
+        quality,
         bandwidth: BandwidthTier::Basic,
         hostname: None,
         user_data,
@@ -83,11 +83,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn summary(name: &str, samples: &mut [f64]) {
+fn summary(tier: &str, name: &str, samples: &mut [f64]) {
     samples.sort_by(|a, b| a.total_cmp(b));
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
     println!(
-        "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+        "| {tier} | {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
         samples[0],
         samples[samples.len() / 2],
         mean,
@@ -145,6 +145,7 @@ async fn main() {
                 "guest",
                 64,
                 "#cloud-config\n".into(),
+                QualityTier::Burstable,
             ))
             .await
             .expect("create on the test driver");
@@ -178,57 +179,62 @@ async fn main() {
         cmdline: Some(test_guest::CMDLINE.into()),
     };
     let agent = open(config(dir.path(), "qemu:///system", "bench-real", image, 1)).await;
-    let (mut create, mut boot, mut stop, mut delete) = (vec![], vec![], vec![], vec![]);
-    for run in 0..REAL_RUNS {
-        let id = format!("bench-{run}");
-        let value = format!("run{run}");
-        let start = Instant::now();
-        agent
-            .create_vm(spec(
-                &id,
-                "guest",
-                256,
-                format!("#cloud-config\ndecloud_test_value: {value}\n"),
-            ))
-            .await
-            .expect("create");
-        create.push(ms(start.elapsed()));
-        let console = agent.vm_dir(&id).join("console.log");
-        let marker = format!("{}{value}", test_guest::VALUE_MARKER);
-        loop {
-            let text = std::fs::read_to_string(&console).unwrap_or_default();
-            if text.contains(&marker) {
-                break;
+    println!("\n## real VM under qemu:///system (TCG), milliseconds");
+    println!("| tier | step | min | median | mean | max |");
+    println!("|---|---|---|---|---|---|");
+    for (quality, runs) in [
+        (QualityTier::Dedicated, REAL_RUNS),
+        (QualityTier::Burstable, 2),
+    ] {
+        let (mut create, mut boot, mut stop, mut delete) = (vec![], vec![], vec![], vec![]);
+        for run in 0..runs {
+            let id = format!("bench-{run}");
+            let value = format!("run{run}");
+            let user_data = format!("#cloud-config\ndecloud_test_value: {value}\n");
+            let start = Instant::now();
+            agent
+                .create_vm(spec(&id, "guest", 256, user_data, quality))
+                .await
+                .expect("create");
+            create.push(ms(start.elapsed()));
+            let console = agent.vm_dir(&id).join("console.log");
+            let marker = format!("{}{value}", test_guest::VALUE_MARKER);
+            loop {
+                let text = std::fs::read_to_string(&console).unwrap_or_default();
+                if text.contains(&marker) {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(300),
+                    "guest did not boot"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(300),
-                "guest did not boot"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            boot.push(ms(start.elapsed()));
+            let t = Instant::now();
+            agent.stop_vm(&id).await.expect("stop");
+            stop.push(ms(t.elapsed()));
+            let t = Instant::now();
+            agent.delete_vm(&id).await.expect("delete");
+            delete.push(ms(t.elapsed()));
         }
-        boot.push(ms(start.elapsed()));
-        let t = Instant::now();
-        agent.stop_vm(&id).await.expect("stop");
-        stop.push(ms(t.elapsed()));
-        let t = Instant::now();
-        agent.delete_vm(&id).await.expect("delete");
-        delete.push(ms(t.elapsed()));
+        let tier = format!("{quality:?} ({runs} runs)");
+        summary(
+            &tier,
+            "create → running (overlay, seed ISO, define, start)",
+            &mut create,
+        );
+        summary(&tier, "create → seed value on the guest console", &mut boot);
+        summary(
+            &tier,
+            "stop (ACPI request, forced off after the 1 s timeout)",
+            &mut stop,
+        );
+        summary(
+            &tier,
+            "delete of the stopped VM (undefine, remove disks)",
+            &mut delete,
+        );
     }
     agent.close().await;
-    println!("\n## real VM under qemu:///system (TCG), {REAL_RUNS} runs, milliseconds");
-    println!("| step | min | median | mean | max |");
-    println!("|---|---|---|---|---|");
-    summary(
-        "create → running (overlay, seed ISO, define, start)",
-        &mut create,
-    );
-    summary("create → seed value on the guest console", &mut boot);
-    summary(
-        "stop (ACPI request, forced off after the 1 s timeout)",
-        &mut stop,
-    );
-    summary(
-        "delete of the stopped VM (undefine, remove disks)",
-        &mut delete,
-    );
 }

@@ -165,6 +165,8 @@ pub fn real_vm_config_toml(dir: &Path, machine: &str, orchestrator: Option<&str>
 pub fn test_guest_spec(id: &str, value: &str) -> VmSpec {
     let mut spec = spec(id, "test-guest");
     spec.memory_mib = 256;
+    // An uncapped vCPU: the Burstable tier's 25 % quota makes the emulated boot 4x slower.
+    spec.quality = decloud_sdk::agent_protocol::QualityTier::Dedicated;
     spec.user_data = format!("#cloud-config\ndecloud_test_value: {value}\n");
     spec.readiness = vec![decloud_sdk::agent_protocol::ReadinessProbe::CloudInit];
     spec
