@@ -32,9 +32,9 @@ pub const TEST_FUNDS: u64 = 1_000_000 * USDC;
 pub fn spawn_anvil() -> Result<AnvilInstance, Error> {
     let root = paths::repo_root()?;
     let anvil = paths::anvil_path(&root)?;
+    // Not `--silent`: the instance waits for anvil's "Listening on" line to learn the port.
     Anvil::at(anvil)
         .port(0u16)
-        .arg("--silent")
         .try_spawn()
         .map_err(|e| Error::Tool(format!("cannot start anvil: {e}")))
 }
