@@ -85,7 +85,6 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
     let usdc_addr = system.deployment.usdc;
     let registry_addr = system.deployment.contracts.node_registry.address;
 
-    eprintln!("STEP 0 {:?}", std::time::SystemTime::now());
     // The node registers; its operator is who the market pays.
     let registry = NodeRegistry::new(registry_addr, &operator);
     let machine_id = B256::repeat_byte(0x11);
@@ -109,7 +108,6 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
         .unwrap();
     let node_id = registry.computeNodeId(machine_id, operator_addr).call().await.unwrap();
 
-    eprintln!("STEP 1 {:?}", std::time::SystemTime::now());
     // Verifier for the test circuit, then the market.
     let keys = Keys::dev_setup(PARAMS).unwrap();
     let bytecode = compile_verifier(&generate_verifier(keys.vk(), &PARAMS));
@@ -121,7 +119,6 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
         .await
         .unwrap();
     let verifier = receipt.contract_address.unwrap();
-    eprintln!("STEP 2 {:?}", std::time::SystemTime::now());
     let market = StorageMarket::deploy(
         &deployer,
         usdc_addr,
@@ -137,7 +134,6 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
     .unwrap();
     let market_addr = *market.address();
 
-    eprintln!("STEP 3 {:?}", std::time::SystemTime::now());
     // The owner commits to a file and funds a 4-epoch deal with one replica.
     let data: Vec<u8> = (0..45 * SEGMENT_BYTES - 17).map(|i| ((i * 7 + i / 333) % 256) as u8).collect();
     let tree = MerkleTree::from_data(&data, PARAMS.depth).unwrap();
@@ -160,7 +156,6 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
     let deal = market.getDeal(U256::from(deal_id)).call().await.unwrap();
     assert_eq!(deal.remaining, deposit);
 
-    eprintln!("STEP 4 {:?}", std::time::SystemTime::now());
     // Epochs 0, 1 and 2: the node records the randomness, proves and submits.
     let node_market = StorageMarket::new(market_addr, &operator);
     let mut last_proof = [U256::ZERO; 8];
@@ -194,7 +189,6 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
         last_proof = words;
     }
 
-    eprintln!("STEP 5 {:?}", std::time::SystemTime::now());
     // Epoch 3: the node does not prove. Replaying epoch 2's proof is refused.
     let start: u64 = market.epochStartBlock(U256::from(deal_id), 3).call().await.unwrap().to();
     mine_to(&deployer, start + 1).await;
