@@ -99,7 +99,7 @@ contract StorageMarketFixtureTest is StorageMarketBase {
         uint256[8] memory p = _proof(".proof");
         assertFalse(_verify(p, root + R, segments, seed));
         assertFalse(_verify(p, root, segments, seed + R));
-        uint256 q = 21888242871839275222246405745257275088696311157215018059563237211541810155837;
+        uint256 q = 0x30644e72e131a029b85045b68181585d97816a916871ca8d3c208c16d87cfd47;
         p[6] = q;
         assertFalse(_verify(p, root, segments, seed));
     }
