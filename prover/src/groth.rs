@@ -331,11 +331,15 @@ mod tests {
 
     #[test]
     fn epoch_seed_matches_abi_encoding() {
-        // keccak256(abi.encode(bytes32(0), uint256(1), uint256(0), uint256(0))) computed by cast.
-        let seed = epoch_seed([0u8; 32], 1, 0, 0);
-        assert_ne!(seed, epoch_seed([0u8; 32], 1, 0, 1));
-        assert_ne!(seed, epoch_seed([0u8; 32], 1, 1, 0));
-        assert_ne!(seed, epoch_seed([0u8; 32], 2, 0, 0));
+        // `cast keccak $(cast abi-encode "f(bytes32,uint256,uint256,uint256)" 0x5e…5e 1 0 1)`, mod r.
+        let seed = epoch_seed([0x5e; 32], 1, 0, 1);
+        assert_eq!(
+            crate::field::fr_to_hex(&seed),
+            "0x0939aaa04ea2e1152edd345382818be0d28cd211bda6f4a400222c0eb46e8d39"
+        );
+        assert_ne!(seed, epoch_seed([0x5e; 32], 1, 0, 2));
+        assert_ne!(seed, epoch_seed([0x5e; 32], 1, 1, 1));
+        assert_ne!(seed, epoch_seed([0x5e; 32], 2, 0, 1));
     }
 
     #[test]
