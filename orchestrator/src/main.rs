@@ -1,0 +1,3 @@
+//! `decloud-orchestrator`: the orchestrator server.
+
+fn main() {}
