@@ -3,6 +3,82 @@
 //!
 //! It coordinates and never holds money.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod marketplace;
+pub mod metrics;
+pub mod ratelimit;
 pub mod reputation;
 pub mod scheduler;
 pub mod store;
+
+pub use api::{AppState, app};
+pub use config::{Args, Config, ConfigError};
+pub use store::{Store, StoreError};
+
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// Runs the server until SIGINT or SIGTERM: resolves the configuration, opens the store,
+/// serves the API, then drains in-flight requests before returning.
+pub async fn run(args: Args) -> eyre::Result<()> {
+    let config = Config::resolve(&args, |k| std::env::var(k).ok())?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if config.log_json {
+        logs.json().init()
+    } else {
+        logs.init()
+    }
+
+    let store = Store::connect(&config.database_url).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tracing::info!(target: "orchestrator", listen = %listener.local_addr()?, "serving");
+    let state = AppState::new(store.clone(), config).map_err(|e| eyre::eyre!(e))?;
+
+    // Used nonces and dead sessions are only clutter; clear them out every ten minutes.
+    let pruner = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                match store.prune_auth(api::now()).await {
+                    Ok(n) => {
+                        tracing::debug!(target: "orchestrator::auth", pruned = n, "pruned sign-in state")
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "orchestrator::auth", error = %e, "pruning sign-in state failed")
+                    }
+                }
+            }
+        })
+    };
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    pruner.abort();
+    store.close().await;
+    tracing::info!(target: "orchestrator", "stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!(target: "orchestrator", "shutting down");
+}

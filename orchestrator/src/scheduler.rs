@@ -4,7 +4,9 @@
 //! CPU is measured in compute points: a node's benchmark gives its total points, and one vCPU of
 //! the reference machine is [`POINTS_PER_VCPU`] points. A vCPU of a quality tier uses a share of
 //! that inverse to the tier's overcommit (Dedicated 1:1, Standard 1.5:1, Balanced 2:1,
-//! Burstable 4:1). Memory, disk and GPUs are never overcommitted.
+//! Burstable 4:1). Allocations are counted in compute units of 1/12 point, in which every tier's
+//! share is a whole number, so capacity is never lost or overcommitted by rounding. Memory,
+//! disk and GPUs are never overcommitted.
 
 use serde::{Deserialize, Serialize};
 use std::{cmp::Ordering, collections::BTreeMap};
@@ -12,6 +14,8 @@ use utoipa::ToSchema;
 
 /// Compute points of one vCPU of the reference machine.
 pub const POINTS_PER_VCPU: u64 = 1_000;
+/// Compute units per compute point: 12 is divisible by every overcommit numerator (1, 3, 2, 4).
+pub const UNITS_PER_POINT: u64 = 12;
 
 /// CPU overcommit class, in the order of the on-chain `QualityTier` enum.
 #[derive(
@@ -40,11 +44,11 @@ impl QualityTier {
         }
     }
 
-    /// Compute points that `vcpus` vCPUs of this tier hold on a node.
-    pub fn points_for(self, vcpus: u64) -> u64 {
+    /// Compute units (1/12 point) that `vcpus` vCPUs of this tier hold on a node.
+    pub fn units_for(self, vcpus: u64) -> u64 {
         let (num, den) = self.overcommit();
-        // Rounded up, so the sum of allocations never exceeds what the node has.
-        (vcpus * POINTS_PER_VCPU * den).div_ceil(num)
+        // Exact: UNITS_PER_POINT * POINTS_PER_VCPU is a multiple of every numerator.
+        vcpus.saturating_mul(POINTS_PER_VCPU * UNITS_PER_POINT * den / num)
     }
 
     /// The tier for its on-chain enum value.
@@ -101,11 +105,18 @@ pub struct Candidate {
     pub uptime_bps: Option<u32>,
 }
 
+impl Candidate {
+    /// The node's total compute in units.
+    pub fn total_units(&self) -> u64 {
+        self.compute_points.saturating_mul(UNITS_PER_POINT)
+    }
+}
+
 /// Resources held on a node.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Usage {
-    /// Compute points.
-    pub compute_points: u64,
+    /// Compute units (1/12 compute point).
+    pub compute_units: u64,
     /// Memory, GiB.
     pub memory_gib: u64,
     /// Disk, GiB.
@@ -146,8 +157,8 @@ pub struct Placement {
     pub node_id: String,
     /// The VM's price on that node, micro-USDC per hour.
     pub price_per_hour: u64,
-    /// Compute points the VM holds there.
-    pub compute_points: u64,
+    /// Compute units (1/12 point) the VM holds there.
+    pub compute_units: u64,
 }
 
 /// Why one node cannot take the VM.
@@ -173,11 +184,11 @@ pub enum Rejection {
         /// Host logical CPUs.
         host_vcpus: u64,
     },
-    /// Not enough free compute points under the tier's overcommit.
+    /// Not enough free compute under the tier's overcommit.
     InsufficientCompute {
-        /// Points the VM needs.
+        /// Compute units (1/12 point) the VM needs.
         needed: u64,
-        /// Points free.
+        /// Compute units free.
         free: u64,
     },
     /// Not enough free memory.
@@ -294,8 +305,8 @@ pub fn check(node: &Candidate, request: &Request) -> Option<Rejection> {
             host_vcpus: node.vcpus,
         });
     }
-    let needed = request.tier.points_for(request.vcpus);
-    let free = node.compute_points.saturating_sub(node.used.compute_points);
+    let needed = request.tier.units_for(request.vcpus);
+    let free = node.total_units().saturating_sub(node.used.compute_units);
     if needed > free {
         return Some(Rejection::InsufficientCompute { needed, free });
     }
@@ -328,9 +339,9 @@ pub fn check(node: &Candidate, request: &Request) -> Option<Rejection> {
 /// never depends on the order the candidates came in.
 fn preference(a: &Candidate, b: &Candidate, request: &Request) -> Ordering {
     let free_after = |n: &Candidate| {
-        n.compute_points
-            .saturating_sub(n.used.compute_points)
-            .saturating_sub(request.tier.points_for(request.vcpus))
+        n.total_units()
+            .saturating_sub(n.used.compute_units)
+            .saturating_sub(request.tier.units_for(request.vcpus))
     };
     price_per_hour(&a.prices, request)
         .cmp(&price_per_hour(&b.prices, request))
@@ -349,7 +360,7 @@ pub fn schedule(candidates: &[Candidate], request: &Request) -> Result<Placement
     let placement = |node: &Candidate| Placement {
         node_id: node.node_id.clone(),
         price_per_hour: price_per_hour(&node.prices, request),
-        compute_points: request.tier.points_for(request.vcpus),
+        compute_units: request.tier.units_for(request.vcpus),
     };
     if let Some(wanted) = &request.node_id {
         let Some(node) = candidates
@@ -427,12 +438,16 @@ mod tests {
 
     #[test]
     fn tiers_overcommit_as_specified() {
-        assert_eq!(QualityTier::Dedicated.points_for(2), 2_000);
-        assert_eq!(QualityTier::Standard.points_for(3), 2_000);
-        assert_eq!(QualityTier::Balanced.points_for(2), 1_000);
-        assert_eq!(QualityTier::Burstable.points_for(4), 1_000);
-        // Rounded up: one Standard vCPU holds 667 points, never 666.
-        assert_eq!(QualityTier::Standard.points_for(1), 667);
+        let point = UNITS_PER_POINT;
+        assert_eq!(QualityTier::Dedicated.units_for(2), 2_000 * point);
+        assert_eq!(QualityTier::Standard.units_for(3), 2_000 * point);
+        assert_eq!(QualityTier::Balanced.units_for(2), 1_000 * point);
+        assert_eq!(QualityTier::Burstable.units_for(4), 1_000 * point);
+        // Exact, no rounding: three Standard vCPUs hold exactly two reference vCPUs.
+        assert_eq!(
+            3 * QualityTier::Standard.units_for(1),
+            QualityTier::Dedicated.units_for(2)
+        );
     }
 
     #[test]
@@ -447,11 +462,11 @@ mod tests {
             let mut n = node("0x01");
             let mut placed = 0;
             while schedule(std::slice::from_ref(&n), &request(1, tier)).is_ok() {
-                n.used.compute_points += tier.points_for(1);
+                n.used.compute_units += tier.units_for(1);
                 placed += 1;
             }
             assert_eq!(placed, max_vcpus, "{tier:?}");
-            assert!(n.used.compute_points <= n.compute_points);
+            assert_eq!(n.used.compute_units, n.total_units());
         }
     }
 

@@ -829,7 +829,7 @@ impl Store {
         let mut usage: HashMap<String, Usage> = HashMap::new();
         for row in &rows {
             let entry = usage.entry(row.try_get("node_id")?).or_default();
-            entry.compute_points += tier(row)?.points_for(u(row, "vcpus")?);
+            entry.compute_units += tier(row)?.units_for(u(row, "vcpus")?);
             entry.memory_gib += u(row, "memory_gib")?;
             entry.disk_gib += u(row, "disk_gib")?;
             entry.gpus += u(row, "gpus")?;

@@ -241,8 +241,8 @@ async fn leases_vms_and_usage(url: String) {
     let usage = store.usage_by_node().await.unwrap();
     let u = usage[&n.node_id];
     assert_eq!(
-        (u.compute_points, u.memory_gib, u.disk_gib),
-        (2_000 + 500, 8, 40)
+        (u.compute_units, u.memory_gib, u.disk_gib),
+        ((2_000 + 500) * 12, 8, 40)
     );
     assert_eq!(
         store
