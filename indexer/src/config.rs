@@ -49,7 +49,11 @@ pub enum ConfigError {
 /// Command-line flags; each also reads an environment variable. Unset flags leave the file's or
 /// the default value in place.
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "decloud-indexer", version, about = "Index DeCloud's contracts and serve them over GraphQL")]
+#[command(
+    name = "decloud-indexer",
+    version,
+    about = "Index DeCloud's contracts and serve them over GraphQL"
+)]
 pub struct Args {
     /// TOML config file.
     #[arg(long, env = "DECLOUD_INDEXER_CONFIG")]
@@ -114,7 +118,12 @@ pub struct ContractEntry {
     /// The contract's address.
     pub address: Address,
     /// Its deploy block.
-    #[serde(default, alias = "blockNumber", alias = "deployBlock", alias = "startBlock")]
+    #[serde(
+        default,
+        alias = "blockNumber",
+        alias = "deployBlock",
+        alias = "startBlock"
+    )]
     pub start_block: u64,
 }
 
@@ -191,19 +200,31 @@ impl Config {
                 .clone()
                 .or(file.deployments_dir)
                 .unwrap_or_else(|| "deployments".into()),
-            confirmations: args.confirmations.or(file.confirmations).unwrap_or(confirmations),
-            reorg_window: args.reorg_window.or(file.reorg_window).unwrap_or(reorg_window),
+            confirmations: args
+                .confirmations
+                .or(file.confirmations)
+                .unwrap_or(confirmations),
+            reorg_window: args
+                .reorg_window
+                .or(file.reorg_window)
+                .unwrap_or(reorg_window),
             poll_interval_ms: file.poll_interval_ms.unwrap_or(if chain_id == 31337 {
                 200
             } else {
                 2_000
             }),
             max_range: file.max_range.unwrap_or(100_000),
-            log_format: args.log_format.clone().or(file.log_format).unwrap_or_else(|| "text".into()),
+            log_format: args
+                .log_format
+                .clone()
+                .or(file.log_format)
+                .unwrap_or_else(|| "text".into()),
             contracts: file.contracts,
         };
         if config.reorg_window == 0 {
-            return Err(ConfigError::Invalid("reorg_window must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "reorg_window must be at least 1".into(),
+            ));
         }
         if config.max_range == 0 {
             return Err(ConfigError::Invalid("max_range must be at least 1".into()));
@@ -240,10 +261,21 @@ impl Config {
     }
 
     /// The follower configuration for these contracts.
-    pub fn follower(&self, name: &str, contracts: &[(ContractKind, ContractEntry)]) -> FollowerConfig {
-        let start = contracts.iter().map(|(_, e)| e.start_block).min().unwrap_or(0);
-        let mut f =
-            FollowerConfig::new(name, contracts.iter().map(|(_, e)| e.address).collect(), start);
+    pub fn follower(
+        &self,
+        name: &str,
+        contracts: &[(ContractKind, ContractEntry)],
+    ) -> FollowerConfig {
+        let start = contracts
+            .iter()
+            .map(|(_, e)| e.start_block)
+            .min()
+            .unwrap_or(0);
+        let mut f = FollowerConfig::new(
+            name,
+            contracts.iter().map(|(_, e)| e.address).collect(),
+            start,
+        );
         f.confirmations = self.confirmations;
         f.reorg_window = self.reorg_window;
         f.poll_interval = Duration::from_millis(self.poll_interval_ms);
@@ -253,19 +285,28 @@ impl Config {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    toml::from_str(&text)
-        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// Reads `deployments/<chainId>.json`: an object of contract name → `{ "address", "blockNumber" }`
 /// (or → address string), either at the top level or under `"contracts"`. Names that are not
 /// DeCloud contracts (e.g. `MockUSDC`) and non-contract keys (e.g. `chainId`) are skipped.
 pub fn load_deployments(path: &Path) -> Result<BTreeMap<String, ContractEntry>, ConfigError> {
-    let bad = |message: String| ConfigError::Deployments { path: path.to_owned(), message };
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let bad = |message: String| ConfigError::Deployments {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let map = json
         .get("contracts")
@@ -279,11 +320,14 @@ pub fn load_deployments(path: &Path) -> Result<BTreeMap<String, ContractEntry>, 
         }
         let entry = match value {
             serde_json::Value::String(s) => ContractEntry {
-                address: s.parse().map_err(|_| bad(format!("{name}: invalid address {s}")))?,
+                address: s
+                    .parse()
+                    .map_err(|_| bad(format!("{name}: invalid address {s}")))?,
                 start_block: 0,
             },
-            other => serde_json::from_value(other.clone())
-                .map_err(|e| bad(format!("{name}: {e}")))?,
+            other => {
+                serde_json::from_value(other.clone()).map_err(|e| bad(format!("{name}: {e}")))?
+            }
         };
         out.insert(name.clone(), entry);
     }
@@ -305,7 +349,10 @@ mod tests {
             "#,
         )
         .unwrap();
-        let args = Args { rpc_url: Some("http://flag:8545".into()), ..Args::default() };
+        let args = Args {
+            rpc_url: Some("http://flag:8545".into()),
+            ..Args::default()
+        };
         let c = Config::merge(file, &args).unwrap();
         assert_eq!(c.database_url, "sqlite://file.db");
         assert_eq!(c.rpc_url, "http://flag:8545");
@@ -330,9 +377,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_values() {
-        let args = Args { reorg_window: Some(0), ..Args::default() };
+        let args = Args {
+            reorg_window: Some(0),
+            ..Args::default()
+        };
         assert!(Config::merge(FileConfig::default(), &args).is_err());
-        let args = Args { log_format: Some("xml".into()), ..Args::default() };
+        let args = Args {
+            log_format: Some("xml".into()),
+            ..Args::default()
+        };
         assert!(Config::merge(FileConfig::default(), &args).is_err());
         assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
     }

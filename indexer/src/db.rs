@@ -62,8 +62,10 @@ impl Database {
             }
             _ => url.to_owned(),
         };
-        let options = AnyConnectOptions::from_str(&url)
-            .map_err(|source| StoreError::Connect { url: redact(&url), source })?;
+        let options = AnyConnectOptions::from_str(&url).map_err(|source| StoreError::Connect {
+            url: redact(&url),
+            source,
+        })?;
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .after_connect(move |conn, _| {
@@ -71,16 +73,25 @@ impl Database {
                     if backend == Backend::Sqlite {
                         // WAL lets GraphQL readers run while the follower writes; NORMAL sync is
                         // durable across process crashes (only an OS crash can lose the last commit).
-                        sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 10000")
+                            .execute(&mut *conn)
+                            .await?;
                     }
                     Ok(())
                 })
             })
             .connect_with(options)
             .await
-            .map_err(|source| StoreError::Connect { url: redact(&url), source })?;
+            .map_err(|source| StoreError::Connect {
+                url: redact(&url),
+                source,
+            })?;
         Ok(Self { pool, backend })
     }
 
@@ -117,13 +128,19 @@ mod tests {
     #[test]
     fn backend_from_url() {
         assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
-        assert_eq!(Backend::from_url("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
         assert!(Backend::from_url("mysql://h/db").is_err());
     }
 
     #[test]
     fn redact_hides_password() {
-        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
     }
 }

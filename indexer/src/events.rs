@@ -11,7 +11,7 @@ use alloy::primitives::{Address, B256};
 use alloy::rpc::types::Log;
 use serde_json::{Map, Value, json};
 
-#[allow(missing_docs)]
+#[allow(missing_docs, clippy::too_many_arguments)]
 mod bindings {
     alloy::sol!(
         #[sol(abi)]
@@ -164,10 +164,18 @@ impl EventDecoder {
         let mut body = decoded.body.into_iter();
         let mut args = Map::new();
         for input in &event.inputs {
-            let value = if input.indexed { indexed.next() } else { body.next() }?;
+            let value = if input.indexed {
+                indexed.next()
+            } else {
+                body.next()
+            }?;
             args.insert(input.name.clone(), to_json(&value, &input.components));
         }
-        Some(DecodedLog { contract, name: event.name.clone(), args: Value::Object(args) })
+        Some(DecodedLog {
+            contract,
+            name: event.name.clone(),
+            args: Value::Object(args),
+        })
     }
 }
 
@@ -187,9 +195,9 @@ fn to_json(value: &DynSolValue, components: &[alloy::json_abi::Param]) -> Value 
         DynSolValue::Tuple(items) => {
             let mut map = Map::new();
             for (i, item) in items.iter().enumerate() {
-                let (name, sub) = components
-                    .get(i)
-                    .map_or((format!("_{i}"), &[][..]), |p| (p.name.clone(), &p.components[..]));
+                let (name, sub) = components.get(i).map_or((format!("_{i}"), &[][..]), |p| {
+                    (p.name.clone(), &p.components[..])
+                });
                 map.insert(name, to_json(item, sub));
             }
             Value::Object(map)
@@ -233,8 +241,14 @@ mod tests {
             (ContractKind::OperatorStaking, staking),
         ]);
         let who = address!("0x1111111111111111111111111111111111111111");
-        let e = ILeaseEscrow::Withdrawn { account: who, amount: U256::from(5), balance: U256::from(7) };
-        let d = decoder.decode(&rpc_log(escrow, e.encode_log_data())).unwrap();
+        let e = ILeaseEscrow::Withdrawn {
+            account: who,
+            amount: U256::from(5),
+            balance: U256::from(7),
+        };
+        let d = decoder
+            .decode(&rpc_log(escrow, e.encode_log_data()))
+            .unwrap();
         assert_eq!(d.contract, ContractKind::LeaseEscrow);
         assert_eq!(d.name, "Withdrawn");
         assert_eq!(
@@ -246,9 +260,15 @@ mod tests {
             requestId: U256::from(2),
             amount: U256::from(9),
         };
-        let d = decoder.decode(&rpc_log(staking, s.encode_log_data())).unwrap();
+        let d = decoder
+            .decode(&rpc_log(staking, s.encode_log_data()))
+            .unwrap();
         assert_eq!(d.args["requestId"], json!("2"));
-        assert!(decoder.decode(&rpc_log(Address::ZERO, s.encode_log_data())).is_none());
+        assert!(
+            decoder
+                .decode(&rpc_log(Address::ZERO, s.encode_log_data()))
+                .is_none()
+        );
     }
 
     #[test]
@@ -266,7 +286,9 @@ mod tests {
             requested: prices.clone(),
             stored: prices,
         };
-        let d = decoder.decode(&rpc_log(registry, e.encode_log_data())).unwrap();
+        let d = decoder
+            .decode(&rpc_log(registry, e.encode_log_data()))
+            .unwrap();
         assert_eq!(d.args["stored"]["cpuPerHour"], json!("5000"));
         assert_eq!(
             d.args["nodeId"],

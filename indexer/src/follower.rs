@@ -151,12 +151,19 @@ pub async fn load_cursor(db: &Database, name: &str) -> Result<Option<BlockRef>, 
         "SELECT block_number, block_hash, block_timestamp FROM follower_cursors WHERE name = {}",
         db.backend.param(1)
     );
-    let row = sqlx::query(AssertSqlSafe(sql.as_str())).bind(name).fetch_optional(&db.pool).await?;
+    let row = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(name)
+        .fetch_optional(&db.pool)
+        .await?;
     row.map(|row| {
         let number: i64 = row.try_get(0)?;
         let hash: String = row.try_get(1)?;
         let timestamp: i64 = row.try_get(2)?;
-        Ok(BlockRef { number: number as u64, hash: parse_hash(&hash)?, timestamp: timestamp as u64 })
+        Ok(BlockRef {
+            number: number as u64,
+            hash: parse_hash(&hash)?,
+            timestamp: timestamp as u64,
+        })
     })
     .transpose()
 }
@@ -194,7 +201,14 @@ impl<H: Handler> Follower<H> {
     /// A follower over `provider` writing through `handler` into `db`.
     pub fn new(provider: DynProvider, db: Database, config: FollowerConfig, handler: H) -> Self {
         let range = config.initial_range.clamp(1, config.max_range.max(1));
-        Self { provider, db, config, handler, metrics: Arc::default(), range }
+        Self {
+            provider,
+            db,
+            config,
+            handler,
+            metrics: Arc::default(),
+            range,
+        }
     }
 
     /// Shares the follower's metrics.
@@ -256,12 +270,16 @@ impl<H: Handler> Follower<H> {
 
     /// One step: detect and roll back a reorg, or index the next range, or report being caught up.
     pub async fn step(&mut self) -> Result<Step, FollowerError> {
-        let head = self.retry("eth_blockNumber", || self.provider.get_block_number()).await;
+        let head = self
+            .retry("eth_blockNumber", || self.provider.get_block_number())
+            .await;
         self.metrics.head_block.store(head, Ordering::Relaxed);
         let safe = head.saturating_sub(self.config.confirmations);
         let cursor = load_cursor(&self.db, &self.config.name).await?;
         if let Some(cursor) = cursor {
-            self.metrics.indexed_block.store(cursor.number, Ordering::Relaxed);
+            self.metrics
+                .indexed_block
+                .store(cursor.number, Ordering::Relaxed);
             match self.block(cursor.number).await {
                 Some(b) if b.hash == cursor.hash => {}
                 _ => return self.roll_back(cursor, head).await.map(Step::RolledBack),
@@ -282,20 +300,31 @@ impl<H: Handler> Follower<H> {
         };
         // A log of the last block with another hash means the chain changed between the two calls:
         // leave it to the next step, which sees a consistent view.
-        if logs.iter().any(|l| l.block_number == Some(to) && l.block_hash != Some(to_block.hash))
-            || logs.iter().any(|l| l.block_number.is_none_or(|n| n < from || n > to))
+        if logs
+            .iter()
+            .any(|l| l.block_number == Some(to) && l.block_hash != Some(to_block.hash))
+            || logs
+                .iter()
+                .any(|l| l.block_number.is_none_or(|n| n < from || n > to))
         {
             warn!(target: "indexer::follower", from, to, "logs and header disagree; retrying");
             return Ok(Step::Retry);
         }
         let elapsed = started.elapsed();
         let final_block = head.saturating_sub(self.config.reorg_window);
-        let batch =
-            LogBatch { from, to: to_block, logs: &logs, final_block, cursor: &self.config.name };
+        let batch = LogBatch {
+            from,
+            to: to_block,
+            logs: &logs,
+            final_block,
+            cursor: &self.config.name,
+        };
         self.commit(&batch).await?;
         self.handler.committed(&batch);
         self.metrics.indexed_block.store(to, Ordering::Relaxed);
-        self.metrics.events_total.fetch_add(logs.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .events_total
+            .fetch_add(logs.len() as u64, Ordering::Relaxed);
         debug!(target: "indexer::follower", from, to, logs = logs.len(), range = self.range,
             ms = elapsed.as_millis() as u64, "indexed range");
         if elapsed < Duration::from_secs(2) && logs.len() < self.config.target_logs {
@@ -307,7 +336,10 @@ impl<H: Handler> Follower<H> {
     async fn commit(&self, batch: &LogBatch<'_>) -> Result<(), FollowerError> {
         let p = |n| self.db.backend.param(n);
         let mut tx = self.db.pool.begin().await?;
-        self.handler.handle(&mut tx, batch).await.map_err(FollowerError::Handler)?;
+        self.handler
+            .handle(&mut tx, batch)
+            .await
+            .map_err(FollowerError::Handler)?;
         // Remember the hashes of the range's end and of every block with logs, while they can still
         // be reorganised: the walk back to the common ancestor compares them with the chain.
         let mut hashes: Vec<(u64, B256)> = batch
@@ -333,8 +365,11 @@ impl<H: Handler> Follower<H> {
                 .execute(&mut *tx)
                 .await?;
         }
-        let prune =
-            format!("DELETE FROM follower_blocks WHERE name = {} AND block_number < {}", p(1), p(2));
+        let prune = format!(
+            "DELETE FROM follower_blocks WHERE name = {} AND block_number < {}",
+            p(1),
+            p(2)
+        );
         sqlx::query(AssertSqlSafe(prune.as_str()))
             .bind(batch.cursor)
             .bind(batch.final_block.min(batch.to.number) as i64)
@@ -382,9 +417,15 @@ impl<H: Handler> Follower<H> {
             });
         };
         let mut tx = self.db.pool.begin().await?;
-        self.handler.rollback(&mut tx, ancestor.number).await.map_err(FollowerError::Handler)?;
-        let delete =
-            format!("DELETE FROM follower_blocks WHERE name = {} AND block_number > {}", p(1), p(2));
+        self.handler
+            .rollback(&mut tx, ancestor.number)
+            .await
+            .map_err(FollowerError::Handler)?;
+        let delete = format!(
+            "DELETE FROM follower_blocks WHERE name = {} AND block_number > {}",
+            p(1),
+            p(2)
+        );
         sqlx::query(AssertSqlSafe(delete.as_str()))
             .bind(&self.config.name)
             .bind(ancestor.number as i64)
@@ -393,7 +434,9 @@ impl<H: Handler> Follower<H> {
         save_cursor(&mut tx, self.db.backend, &self.config.name, ancestor).await?;
         tx.commit().await?;
         self.metrics.reorgs_total.fetch_add(1, Ordering::Relaxed);
-        self.metrics.indexed_block.store(ancestor.number, Ordering::Relaxed);
+        self.metrics
+            .indexed_block
+            .store(ancestor.number, Ordering::Relaxed);
         info!(target: "indexer::follower", cursor = cursor.number, ancestor = ancestor.number,
             depth = cursor.number - ancestor.number, "reorg rolled back");
         Ok(ancestor.number)
@@ -419,8 +462,10 @@ impl<H: Handler> Follower<H> {
     /// The logs of `from..=to`, or `None` after shrinking the range because the node refused it as
     /// too large. Other failures are retried with backoff.
     async fn logs(&mut self, from: u64, to: u64) -> Option<Vec<Log>> {
-        let filter =
-            Filter::new().address(self.config.addresses.clone()).from_block(from).to_block(to);
+        let filter = Filter::new()
+            .address(self.config.addresses.clone())
+            .from_block(from)
+            .to_block(to);
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.provider.get_logs(&filter).await {
@@ -429,9 +474,11 @@ impl<H: Handler> Follower<H> {
                     return Some(logs);
                 }
                 Err(e) => {
-                    self.metrics.rpc_errors_total.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .rpc_errors_total
+                        .fetch_add(1, Ordering::Relaxed);
                     if is_range_error(&e) && to > from {
-                        self.range = ((to - from + 1) / 2).max(1);
+                        self.range = (to - from).div_ceil(2).max(1);
                         warn!(target: "indexer::follower", from, to, range = self.range, error = %e,
                             "eth_getLogs range too large; shrinking");
                         return None;
@@ -456,7 +503,9 @@ impl<H: Handler> Follower<H> {
             match call().await {
                 Ok(v) => return v,
                 Err(e) => {
-                    self.metrics.rpc_errors_total.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .rpc_errors_total
+                        .fetch_add(1, Ordering::Relaxed);
                     warn!(target: "indexer::follower", call = what, error = %e,
                         backoff_ms = backoff.as_millis() as u64, "rpc call failed; retrying");
                     tokio::time::sleep(backoff).await;

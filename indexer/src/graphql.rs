@@ -14,9 +14,9 @@ use std::sync::atomic::Ordering;
 
 use alloy::primitives::U256;
 use async_graphql::dynamic::{
-    Enum, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext,
-    Scalar, Schema, SchemaError, Subscription, SubscriptionField, SubscriptionFieldFuture,
-    TypeRef, ValueAccessor,
+    Enum, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar,
+    Schema, SchemaError, Subscription, SubscriptionField, SubscriptionFieldFuture, TypeRef,
+    ValueAccessor,
 };
 use async_graphql::indexmap::IndexMap;
 use async_graphql::{Error, Name, Value};
@@ -127,7 +127,11 @@ pub fn schema(state: ApiState) -> Result<Schema, SchemaError> {
                     let Some(Value::Object(map)) = ctx.parent_value.as_value() else {
                         return Err(Error::new("internal error: entity is not an object"));
                     };
-                    Ok(map.get(name).cloned().filter(|v| *v != Value::Null).map(FieldValue::value))
+                    Ok(map
+                        .get(name)
+                        .cloned()
+                        .filter(|v| *v != Value::Null)
+                        .map(FieldValue::value))
                 })
             }));
         }
@@ -167,24 +171,35 @@ pub fn schema(state: ApiState) -> Result<Schema, SchemaError> {
         );
         let list_state = state.clone();
         query = query.field(
-            Field::new(def.list, TypeRef::named_nn_list_nn(def.type_name), move |ctx| {
-                let state = list_state.clone();
-                FieldFuture::new(async move {
-                    let rows = fetch_list(&state, def, &ctx).await?;
-                    Ok(Some(FieldValue::list(rows.into_iter().map(FieldValue::value))))
-                })
-            })
-            .argument(InputValue::new("where", TypeRef::named(format!("{}_filter", def.type_name))))
+            Field::new(
+                def.list,
+                TypeRef::named_nn_list_nn(def.type_name),
+                move |ctx| {
+                    let state = list_state.clone();
+                    FieldFuture::new(async move {
+                        let rows = fetch_list(&state, def, &ctx).await?;
+                        Ok(Some(FieldValue::list(
+                            rows.into_iter().map(FieldValue::value),
+                        )))
+                    })
+                },
+            )
+            .argument(InputValue::new(
+                "where",
+                TypeRef::named(format!("{}_filter", def.type_name)),
+            ))
             .argument(
-                InputValue::new("first", TypeRef::named(TypeRef::INT))
-                    .default_value(DEFAULT_FIRST),
+                InputValue::new("first", TypeRef::named(TypeRef::INT)).default_value(DEFAULT_FIRST),
             )
             .argument(InputValue::new("skip", TypeRef::named(TypeRef::INT)).default_value(0))
             .argument(InputValue::new(
                 "orderBy",
                 TypeRef::named(format!("{}_orderBy", def.type_name)),
             ))
-            .argument(InputValue::new("orderDirection", TypeRef::named("OrderDirection")))
+            .argument(InputValue::new(
+                "orderDirection",
+                TypeRef::named("OrderDirection"),
+            ))
             .argument(InputValue::new("after", TypeRef::named(TypeRef::ID))),
         );
     }
@@ -199,7 +214,10 @@ pub fn schema(state: ApiState) -> Result<Schema, SchemaError> {
         .register(
             Object::new("_Meta_")
                 .field(value_field("block", TypeRef::named_nn("_Block_")))
-                .field(value_field("hasIndexingErrors", TypeRef::named_nn(TypeRef::BOOLEAN))),
+                .field(value_field(
+                    "hasIndexingErrors",
+                    TypeRef::named_nn(TypeRef::BOOLEAN),
+                )),
         );
     let meta_state = state.clone();
     query = query.field(Field::new("_meta", TypeRef::named("_Meta_"), move |_| {
@@ -212,11 +230,18 @@ pub fn schema(state: ApiState) -> Result<Schema, SchemaError> {
         SubscriptionField::new("events", TypeRef::named_nn(EVENTS.type_name), move |ctx| {
             let state = sub_state.clone();
             SubscriptionFieldFuture::new(async move {
-                let name = ctx.args.get("name").map(|v| v.string().map(str::to_owned)).transpose()?;
-                let contract =
-                    ctx.args.get("contract").map(|v| v.string().map(str::to_owned)).transpose()?;
-                let stream = BroadcastStream::new(state.notices.subscribe()).filter_map(
-                    move |notice| {
+                let name = ctx
+                    .args
+                    .get("name")
+                    .map(|v| v.string().map(str::to_owned))
+                    .transpose()?;
+                let contract = ctx
+                    .args
+                    .get("contract")
+                    .map(|v| v.string().map(str::to_owned))
+                    .transpose()?;
+                let stream =
+                    BroadcastStream::new(state.notices.subscribe()).filter_map(move |notice| {
                         let keep = match &notice {
                             Ok(n) => {
                                 name.as_ref().is_none_or(|x| *x == n.name)
@@ -227,8 +252,7 @@ pub fn schema(state: ApiState) -> Result<Schema, SchemaError> {
                         futures::future::ready(
                             notice.ok().filter(|_| keep).map(|n| Ok(notice_value(&n))),
                         )
-                    },
-                );
+                    });
                 Ok(stream)
             })
         })
@@ -250,7 +274,11 @@ fn value_field(name: &'static str, ty: TypeRef) -> Field {
             let Some(Value::Object(map)) = ctx.parent_value.as_value() else {
                 return Err(Error::new("internal error: not an object"));
             };
-            Ok(map.get(name).cloned().filter(|v| *v != Value::Null).map(FieldValue::value))
+            Ok(map
+                .get(name)
+                .cloned()
+                .filter(|v| *v != Value::Null)
+                .map(FieldValue::value))
         })
     })
 }
@@ -258,9 +286,15 @@ fn value_field(name: &'static str, ty: TypeRef) -> Field {
 fn notice_value(n: &EventNotice) -> Value {
     let mut map = IndexMap::new();
     map.insert(Name::new("id"), Value::from(n.id.clone()));
-    map.insert(Name::new("blockNumber"), Value::from(n.block_number.to_string()));
+    map.insert(
+        Name::new("blockNumber"),
+        Value::from(n.block_number.to_string()),
+    );
     map.insert(Name::new("blockHash"), Value::from(n.block_hash.clone()));
-    map.insert(Name::new("transactionHash"), Value::from(n.transaction_hash.clone()));
+    map.insert(
+        Name::new("transactionHash"),
+        Value::from(n.transaction_hash.clone()),
+    );
     map.insert(Name::new("logIndex"), Value::from(n.log_index));
     map.insert(Name::new("address"), Value::from(n.address.clone()));
     map.insert(Name::new("contract"), Value::from(n.contract.clone()));
@@ -277,7 +311,9 @@ fn internal(e: impl std::fmt::Display) -> Error {
 }
 
 async fn meta(state: &ApiState) -> async_graphql::Result<Option<Value>> {
-    let cursor = load_cursor(&state.db, &state.cursor).await.map_err(internal)?;
+    let cursor = load_cursor(&state.db, &state.cursor)
+        .await
+        .map_err(internal)?;
     let mut block = IndexMap::new();
     block.insert(
         Name::new("number"),
@@ -332,7 +368,9 @@ async fn fetch_one(
         .fetch_optional(&state.db.pool)
         .await
         .map_err(internal)?;
-    row.map(|r| row_value(def, &r)).transpose().map_err(internal)
+    row.map(|r| row_value(def, &r))
+        .transpose()
+        .map_err(internal)
 }
 
 /// A value bound to a query.
@@ -450,7 +488,9 @@ impl Sql {
                     return Err(Error::new(format!("{key} takes a list")));
                 };
                 if items.len() > MAX_FIRST as usize {
-                    return Err(Error::new(format!("{key} takes at most {MAX_FIRST} values")));
+                    return Err(Error::new(format!(
+                        "{key} takes at most {MAX_FIRST} values"
+                    )));
                 }
                 if items.is_empty() {
                     // Nothing is in the empty set; everything is outside it.
@@ -469,10 +509,18 @@ impl Sql {
                 let Value::String(s) = v else {
                     return Err(Error::new(format!("{key} takes a string")));
                 };
-                let s = if column.ty == ColumnType::Bytes { s.to_lowercase() } else { s.clone() };
+                let s = if column.ty == ColumnType::Bytes {
+                    s.to_lowercase()
+                } else {
+                    s.clone()
+                };
                 let p = self.param(Bind::Text(s));
                 let pos = self.position(col, &p);
-                if suffix == "_contains" { format!("{pos} > 0") } else { format!("{pos} = 1") }
+                if suffix == "_contains" {
+                    format!("{pos} > 0")
+                } else {
+                    format!("{pos} = 1")
+                }
             }
             _ => return Err(Error::new(format!("unknown filter {key}"))),
         };
@@ -486,11 +534,23 @@ async fn fetch_list(
     def: &'static EntityDef,
     ctx: &ResolverContext<'_>,
 ) -> async_graphql::Result<Vec<Value>> {
-    let first = ctx.args.get("first").map(|v| v.i64()).transpose()?.unwrap_or(DEFAULT_FIRST);
+    let first = ctx
+        .args
+        .get("first")
+        .map(|v| v.i64())
+        .transpose()?
+        .unwrap_or(DEFAULT_FIRST);
     if !(0..=MAX_FIRST).contains(&first) {
-        return Err(Error::new(format!("first must be between 0 and {MAX_FIRST}")));
+        return Err(Error::new(format!(
+            "first must be between 0 and {MAX_FIRST}"
+        )));
     }
-    let skip = ctx.args.get("skip").map(|v| v.i64()).transpose()?.unwrap_or(0);
+    let skip = ctx
+        .args
+        .get("skip")
+        .map(|v| v.i64())
+        .transpose()?
+        .unwrap_or(0);
     if !(0..=MAX_SKIP).contains(&skip) {
         return Err(Error::new(format!(
             "skip must be between 0 and {MAX_SKIP}; page further with `after`"
@@ -514,7 +574,11 @@ async fn fetch_list(
         .unwrap_or(false);
     let dir = if desc { "DESC" } else { "ASC" };
 
-    let mut sql = Sql { backend: state.db.backend, clauses: Vec::new(), binds: Vec::new() };
+    let mut sql = Sql {
+        backend: state.db.backend,
+        clauses: Vec::new(),
+        binds: Vec::new(),
+    };
     if let Some(filter) = ctx.args.get("where") {
         for (key, value) in filter.object()?.iter() {
             sql.filter(def, key.as_str(), value)?;
@@ -523,7 +587,9 @@ async fn fetch_list(
     if let Some(after) = ctx.args.get("after") {
         let after = after.string()?.to_owned();
         if order.nullable {
-            return Err(Error::new(format!("`after` needs a non-null orderBy, not {order_field}")));
+            return Err(Error::new(format!(
+                "`after` needs a non-null orderBy, not {order_field}"
+            )));
         }
         // Keyset paging: continue strictly after the cursor row in (orderBy, id) order.
         let lookup = format!(
@@ -556,8 +622,11 @@ async fn fetch_list(
         };
         sql.clauses.push(clause);
     }
-    let where_sql =
-        if sql.clauses.is_empty() { String::new() } else { format!(" WHERE {}", sql.clauses.join(" AND ")) };
+    let where_sql = if sql.clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", sql.clauses.join(" AND "))
+    };
     let order_sql = if order.column == "id" {
         format!("id {dir}")
     } else {
@@ -576,5 +645,8 @@ async fn fetch_list(
         };
     }
     let rows = q.fetch_all(&state.db.pool).await.map_err(internal)?;
-    rows.iter().map(|r| row_value(def, r)).collect::<Result<_, _>>().map_err(internal)
+    rows.iter()
+        .map(|r| row_value(def, r))
+        .collect::<Result<_, _>>()
+        .map_err(internal)
 }

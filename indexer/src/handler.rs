@@ -67,7 +67,12 @@ impl IndexerHandler {
             .into_iter()
             .find(|a| decoder.contract(*a) == Some(ContractKind::LeaseEscrow));
         let (notices, _) = broadcast::channel(4096);
-        Self { decoder, backend, escrow, notices }
+        Self {
+            decoder,
+            backend,
+            escrow,
+            notices,
+        }
     }
 
     /// Subscribes to committed events (a slow subscriber misses the oldest ones).
@@ -91,8 +96,14 @@ impl IndexerHandler {
             self.backend.param(1),
             self.backend.param(2)
         );
-        let rows = sqlx::query(AssertSqlSafe(sql.as_str())).bind(from as i64).bind(to as i64).fetch_all(conn).await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+        let rows = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(from as i64)
+            .bind(to as i64)
+            .fetch_all(conn)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
     }
 
     async fn insert_events(
@@ -234,7 +245,12 @@ async fn apply(
 ) -> Result<(), StoreError> {
     let tx = log.transaction_hash.unwrap_or_default().to_string();
     let event_id = format!("{tx}-{}", log.log_index.unwrap_or_default());
-    let mut cx = Ctx { block: log.block_number.unwrap_or_default(), tx, event_id, conn };
+    let mut cx = Ctx {
+        block: log.block_number.unwrap_or_default(),
+        tx,
+        event_id,
+        conn,
+    };
     let data = &log.inner;
     match contract {
         ContractKind::NodeRegistry => {
@@ -291,7 +307,9 @@ fn status_name(kind: &str, v: u8) -> String {
         "node" => &["None", "Active", "Paused", "Retired"],
         _ => &["None", "Active", "Closed", "Terminated"],
     };
-    names.get(v as usize).map_or_else(|| format!("Unknown({v})"), |s| (*s).to_owned())
+    names
+        .get(v as usize)
+        .map_or_else(|| format!("Unknown({v})"), |s| (*s).to_owned())
 }
 
 fn set_capabilities(row: &mut EntityRow, c: &INodeRegistry::Capabilities) {
@@ -353,8 +371,14 @@ async fn node_registry(
                 .set("storage_gib_per_hour", Val::u64(e.stored.storageGiBPerHour))
                 .set("gpu_per_hour", Val::u64(e.stored.gpuPerHour))
                 .set("requested_cpu_per_hour", Val::u64(e.requested.cpuPerHour))
-                .set("requested_memory_gib_per_hour", Val::u64(e.requested.memoryGiBPerHour))
-                .set("requested_storage_gib_per_hour", Val::u64(e.requested.storageGiBPerHour))
+                .set(
+                    "requested_memory_gib_per_hour",
+                    Val::u64(e.requested.memoryGiBPerHour),
+                )
+                .set(
+                    "requested_storage_gib_per_hour",
+                    Val::u64(e.requested.storageGiBPerHour),
+                )
                 .set("requested_gpu_per_hour", Val::u64(e.requested.gpuPerHour))
                 .set("block_number", Val::u64(cx.block))
                 .set("tx_hash", Val::text(cx.tx.clone()));
@@ -437,8 +461,12 @@ async fn account_delta(
     add: U256,
     sub: U256,
 ) -> Result<(), StoreError> {
-    let (previous, mut row) = cx.load(changes, &ACCOUNTS, &format!("{account:#x}")).await?;
-    row.add_big("balance", add).sub_big("balance", sub).set("updated_block", Val::u64(cx.block));
+    let (previous, mut row) = cx
+        .load(changes, &ACCOUNTS, &format!("{account:#x}"))
+        .await?;
+    row.add_big("balance", add)
+        .sub_big("balance", sub)
+        .set("updated_block", Val::u64(cx.block));
     changes.put(cx.block, previous.as_ref(), row);
     Ok(())
 }
@@ -451,16 +479,18 @@ async fn escrow_events(
     use ILeaseEscrow::ILeaseEscrowEvents as E;
     match event {
         E::Deposited(e) => {
-            let (previous, mut row) =
-                cx.load(changes, &ACCOUNTS, &format!("{:#x}", e.account)).await?;
+            let (previous, mut row) = cx
+                .load(changes, &ACCOUNTS, &format!("{:#x}", e.account))
+                .await?;
             row.set("balance", Val::big(e.balance))
                 .add_big("total_deposited", e.amount)
                 .set("updated_block", Val::u64(cx.block));
             changes.put(cx.block, previous.as_ref(), row);
         }
         E::Withdrawn(e) => {
-            let (previous, mut row) =
-                cx.load(changes, &ACCOUNTS, &format!("{:#x}", e.account)).await?;
+            let (previous, mut row) = cx
+                .load(changes, &ACCOUNTS, &format!("{:#x}", e.account))
+                .await?;
             row.set("balance", Val::big(e.balance))
                 .add_big("total_withdrawn", e.amount)
                 .set("updated_block", Val::u64(cx.block));
@@ -563,8 +593,9 @@ async fn templates(
     use ITemplateMarket::ITemplateMarketEvents as E;
     match event {
         E::TemplatePublished(e) => {
-            let (previous, mut row) =
-                cx.load(changes, &TEMPLATES, &e.templateId.to_string()).await?;
+            let (previous, mut row) = cx
+                .load(changes, &TEMPLATES, &e.templateId.to_string())
+                .await?;
             row.set("template_id", Val::big(e.templateId))
                 .set("author", hex_addr(e.author))
                 .set("cid", Val::text(e.cid))
@@ -575,8 +606,9 @@ async fn templates(
             changes.put(cx.block, previous.as_ref(), row);
         }
         E::TemplateUpdated(e) => {
-            let (previous, mut row) =
-                cx.load(changes, &TEMPLATES, &e.templateId.to_string()).await?;
+            let (previous, mut row) = cx
+                .load(changes, &TEMPLATES, &e.templateId.to_string())
+                .await?;
             row.set("cid", Val::text(e.cid))
                 .set("price", Val::big(e.price))
                 .set("metadata", Val::text(e.metadata))
@@ -584,9 +616,11 @@ async fn templates(
             changes.put(cx.block, previous.as_ref(), row);
         }
         E::TemplateDeprecated(e) => {
-            let (previous, mut row) =
-                cx.load(changes, &TEMPLATES, &e.templateId.to_string()).await?;
-            row.set("deprecated", Val::bool(true)).set("updated_block", Val::u64(cx.block));
+            let (previous, mut row) = cx
+                .load(changes, &TEMPLATES, &e.templateId.to_string())
+                .await?;
+            row.set("deprecated", Val::bool(true))
+                .set("updated_block", Val::u64(cx.block));
             changes.put(cx.block, previous.as_ref(), row);
         }
         E::TemplatePurchased(e) => {
@@ -597,8 +631,9 @@ async fn templates(
                 .add_big("author_earnings", e.authorShare)
                 .set("updated_block", Val::u64(cx.block));
             changes.put(cx.block, previous.as_ref(), row);
-            let (previous, mut purchase) =
-                cx.load(changes, &PURCHASES, &e.purchaseId.to_string()).await?;
+            let (previous, mut purchase) = cx
+                .load(changes, &PURCHASES, &e.purchaseId.to_string())
+                .await?;
             purchase
                 .set("purchase_id", Val::big(e.purchaseId))
                 .set("template", Val::text(template))

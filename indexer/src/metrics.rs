@@ -32,14 +32,24 @@ impl Metrics {
     pub fn render(&self, prefix: &str) -> String {
         let mut out = String::new();
         let rows: [(&str, &str, &str, u64); 6] = [
-            ("head_block", "gauge", "Latest chain head seen.", self.head_block.load(Ordering::Relaxed)),
+            (
+                "head_block",
+                "gauge",
+                "Latest chain head seen.",
+                self.head_block.load(Ordering::Relaxed),
+            ),
             (
                 "indexed_block",
                 "gauge",
                 "Last block whose logs are committed.",
                 self.indexed_block.load(Ordering::Relaxed),
             ),
-            ("lag_blocks", "gauge", "Head minus indexed block.", self.lag()),
+            (
+                "lag_blocks",
+                "gauge",
+                "Head minus indexed block.",
+                self.lag(),
+            ),
             (
                 "events_total",
                 "counter",
@@ -78,7 +88,11 @@ mod tests {
         m.head_block.store(120, Ordering::Relaxed);
         m.indexed_block.store(100, Ordering::Relaxed);
         let text = m.render("decloud_indexer");
-        assert!(text.contains("# TYPE decloud_indexer_head_block gauge\ndecloud_indexer_head_block 120\n"));
+        assert!(
+            text.contains(
+                "# TYPE decloud_indexer_head_block gauge\ndecloud_indexer_head_block 120\n"
+            )
+        );
         assert!(text.contains("decloud_indexer_lag_blocks 20\n"));
         assert!(text.contains("# TYPE decloud_indexer_reorgs_total counter"));
     }

@@ -80,16 +80,30 @@ impl EntityDef {
 
     /// The comma-separated column list for SELECTs.
     pub fn select_list(&self) -> String {
-        self.columns.iter().map(|c| c.column).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| c.column)
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 const fn col(field: &'static str, column: &'static str, ty: ColumnType) -> Column {
-    Column { field, column, ty, nullable: false }
+    Column {
+        field,
+        column,
+        ty,
+        nullable: false,
+    }
 }
 
 const fn opt(field: &'static str, column: &'static str, ty: ColumnType) -> Column {
-    Column { field, column, ty, nullable: true }
+    Column {
+        field,
+        column,
+        ty,
+        nullable: true,
+    }
 }
 
 use ColumnType::{BigInt, BigInt64, Bool, Bytes, Id, Int, Text};
@@ -162,8 +176,16 @@ pub const NODE_PRICES: EntityDef = EntityDef {
         col("storageGiBPerHour", "storage_gib_per_hour", BigInt64),
         col("gpuPerHour", "gpu_per_hour", BigInt64),
         col("requestedCpuPerHour", "requested_cpu_per_hour", BigInt64),
-        col("requestedMemoryGiBPerHour", "requested_memory_gib_per_hour", BigInt64),
-        col("requestedStorageGiBPerHour", "requested_storage_gib_per_hour", BigInt64),
+        col(
+            "requestedMemoryGiBPerHour",
+            "requested_memory_gib_per_hour",
+            BigInt64,
+        ),
+        col(
+            "requestedStorageGiBPerHour",
+            "requested_storage_gib_per_hour",
+            BigInt64,
+        ),
         col("requestedGpuPerHour", "requested_gpu_per_hour", BigInt64),
         col("blockNumber", "block_number", BigInt64),
         col("transactionHash", "tx_hash", Bytes),

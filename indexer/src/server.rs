@@ -31,7 +31,10 @@ pub const CURSOR: &str = "indexer";
 pub fn app(state: ApiState) -> Result<Router, async_graphql::dynamic::SchemaError> {
     let schema = schema(state.clone())?;
     Ok(Router::new()
-        .route("/graphql", get(graphiql).post_service(GraphQL::new(schema.clone())))
+        .route(
+            "/graphql",
+            get(graphiql).post_service(GraphQL::new(schema.clone())),
+        )
         .route_service("/graphql/ws", GraphQLSubscription::new(schema))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -40,11 +43,19 @@ pub fn app(state: ApiState) -> Result<Router, async_graphql::dynamic::SchemaErro
 }
 
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").subscription_endpoint("/graphql/ws").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
 }
 
 async fn healthz(State(state): State<ApiState>) -> Response {
-    let db_ok = sqlx::query("SELECT 1").execute(&state.db.pool).await.is_ok();
+    let db_ok = sqlx::query("SELECT 1")
+        .execute(&state.db.pool)
+        .await
+        .is_ok();
     let indexing_ok = !state.metrics.indexing_error.load(Ordering::Relaxed);
     let body = serde_json::json!({
         "database": db_ok,
@@ -52,8 +63,11 @@ async fn healthz(State(state): State<ApiState>) -> Response {
         "head_block": state.metrics.head_block.load(Ordering::Relaxed),
         "indexed_block": state.metrics.indexed_block.load(Ordering::Relaxed),
     });
-    let status =
-        if db_ok && indexing_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db_ok && indexing_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, axum::Json(body)).into_response()
 }
 
@@ -68,8 +82,14 @@ async fn metrics(State(state): State<ApiState>) -> Response {
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Resolves the configuration, migrates the database, follows the chain and serves the API until
@@ -81,10 +101,16 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     let db = Database::connect(&config.database_url).await?;
     db.migrate().await?;
     ensure_follower_schema(&db).await?;
-    let provider = ProviderBuilder::new().connect_http(config.rpc_url.parse()?).erased();
+    let provider = ProviderBuilder::new()
+        .connect_http(config.rpc_url.parse()?)
+        .erased();
     let chain_id = provider.get_chain_id().await?;
     if chain_id != config.chain_id {
-        eyre::bail!("rpc {} is chain {chain_id}, configured chain is {}", config.rpc_url, config.chain_id);
+        eyre::bail!(
+            "rpc {} is chain {chain_id}, configured chain is {}",
+            config.rpc_url,
+            config.chain_id
+        );
     }
     let decoder = EventDecoder::new(contracts.iter().map(|(k, e)| (*k, e.address)));
     let handler = IndexerHandler::new(decoder, db.backend);

@@ -23,7 +23,7 @@ pub const BIGINT_WIDTH: usize = 78;
 
 /// A stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Val {
+pub(crate) enum Val {
     /// SQL NULL.
     Null,
     /// An integer column.
@@ -34,23 +34,23 @@ pub enum Val {
 
 impl Val {
     /// A `uint256` in its stored form.
-    pub fn big(v: U256) -> Self {
+    pub(crate) fn big(v: U256) -> Self {
         Self::Text(pad(v))
     }
 
     /// A `u64` in its stored form (BIGINT; values above i64::MAX wrap, which no event field reaches
     /// in practice but which the conversion keeps lossless by reinterpretation).
-    pub fn u64(v: u64) -> Self {
+    pub(crate) fn u64(v: u64) -> Self {
         Self::Int(v as i64)
     }
 
     /// Text.
-    pub fn text(v: impl Into<String>) -> Self {
+    pub(crate) fn text(v: impl Into<String>) -> Self {
         Self::Text(v.into())
     }
 
     /// A boolean in its stored form.
-    pub fn bool(v: bool) -> Self {
+    pub(crate) fn bool(v: bool) -> Self {
         Self::Int(i64::from(v))
     }
 
@@ -84,7 +84,7 @@ pub fn unpad(s: &str) -> &str {
 
 /// One entity row: its definition and its values in column order.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntityRow {
+pub(crate) struct EntityRow {
     /// The entity type.
     pub def: &'static EntityDef,
     /// Values in the order of `def.columns`.
@@ -93,7 +93,7 @@ pub struct EntityRow {
 
 impl EntityRow {
     /// A new row with every column set to a type-appropriate zero (NULL for nullable columns).
-    pub fn new(def: &'static EntityDef, id: impl Into<String>) -> Self {
+    pub(crate) fn new(def: &'static EntityDef, id: impl Into<String>) -> Self {
         let mut vals: Vec<Val> = def
             .columns
             .iter()
@@ -109,7 +109,7 @@ impl EntityRow {
     }
 
     /// The row's id.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         match &self.vals[0] {
             Val::Text(s) => s,
             _ => "",
@@ -117,14 +117,14 @@ impl EntityRow {
     }
 
     /// Sets a column by SQL name.
-    pub fn set(&mut self, column: &str, v: Val) -> &mut Self {
+    pub(crate) fn set(&mut self, column: &str, v: Val) -> &mut Self {
         let i = self.def.index(column);
         self.vals[i] = v;
         self
     }
 
     /// A `uint256` column's value (zero when unset or unreadable).
-    pub fn big(&self, column: &str) -> U256 {
+    pub(crate) fn big(&self, column: &str) -> U256 {
         match &self.vals[self.def.index(column)] {
             Val::Text(s) => unpad(s).parse().unwrap_or_default(),
             _ => U256::ZERO,
@@ -132,7 +132,7 @@ impl EntityRow {
     }
 
     /// An integer column's value.
-    pub fn int(&self, column: &str) -> i64 {
+    pub(crate) fn int(&self, column: &str) -> i64 {
         match &self.vals[self.def.index(column)] {
             Val::Int(i) => *i,
             _ => 0,
@@ -140,7 +140,7 @@ impl EntityRow {
     }
 
     /// A text column's value.
-    pub fn text(&self, column: &str) -> &str {
+    pub(crate) fn text(&self, column: &str) -> &str {
         match &self.vals[self.def.index(column)] {
             Val::Text(s) => s,
             _ => "",
@@ -148,19 +148,19 @@ impl EntityRow {
     }
 
     /// Adds to a `uint256` column (saturating: event amounts never overflow 2^256).
-    pub fn add_big(&mut self, column: &str, amount: U256) -> &mut Self {
+    pub(crate) fn add_big(&mut self, column: &str, amount: U256) -> &mut Self {
         let v = self.big(column).saturating_add(amount);
         self.set(column, Val::big(v))
     }
 
     /// Subtracts from a `uint256` column, stopping at zero.
-    pub fn sub_big(&mut self, column: &str, amount: U256) -> &mut Self {
+    pub(crate) fn sub_big(&mut self, column: &str, amount: U256) -> &mut Self {
         let v = self.big(column).saturating_sub(amount);
         self.set(column, Val::big(v))
     }
 
     /// Adds to an integer column.
-    pub fn add_int(&mut self, column: &str, amount: i64) -> &mut Self {
+    pub(crate) fn add_int(&mut self, column: &str, amount: i64) -> &mut Self {
         let v = self.int(column).saturating_add(amount);
         self.set(column, Val::Int(v))
     }
@@ -170,22 +170,36 @@ impl EntityRow {
     }
 
     fn from_json(def: &'static EntityDef, s: &str) -> Result<Self, StoreError> {
-        let corrupt = |reason: String| StoreError::Corrupt { table: "undo_log", reason };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            table: "undo_log",
+            reason,
+        };
         let v: Json = serde_json::from_str(s).map_err(|e| corrupt(e.to_string()))?;
-        let items = v.as_array().ok_or_else(|| corrupt("old row is not an array".into()))?;
+        let items = v
+            .as_array()
+            .ok_or_else(|| corrupt("old row is not an array".into()))?;
         if items.len() != def.columns.len() {
-            return Err(corrupt(format!("old row of {} has {} values", def.table, items.len())));
+            return Err(corrupt(format!(
+                "old row of {} has {} values",
+                def.table,
+                items.len()
+            )));
         }
-        Ok(Self { def, vals: items.iter().map(Val::from_json).collect() })
+        Ok(Self {
+            def,
+            vals: items.iter().map(Val::from_json).collect(),
+        })
     }
 }
 
 /// Reads one column of a row by its type.
-pub fn read_val(row: &AnyRow, i: usize, ty: ColumnType) -> Result<Val, sqlx::Error> {
+pub(crate) fn read_val(row: &AnyRow, i: usize, ty: ColumnType) -> Result<Val, sqlx::Error> {
     Ok(if ty.is_integer() {
-        row.try_get::<Option<i64>, _>(i)?.map_or(Val::Null, Val::Int)
+        row.try_get::<Option<i64>, _>(i)?
+            .map_or(Val::Null, Val::Int)
     } else {
-        row.try_get::<Option<String>, _>(i)?.map_or(Val::Null, Val::Text)
+        row.try_get::<Option<String>, _>(i)?
+            .map_or(Val::Null, Val::Text)
     })
 }
 
@@ -203,7 +217,7 @@ type Key = (&'static str, String);
 
 /// The entity changes of one batch, with their undo records. See the module docs.
 #[derive(Debug)]
-pub struct Changes {
+pub(crate) struct Changes {
     backend: Backend,
     final_block: u64,
     rows: HashMap<Key, EntityRow>,
@@ -214,7 +228,7 @@ pub struct Changes {
 
 impl Changes {
     /// An empty buffer; changes in blocks at or below `final_block` get no undo records.
-    pub fn new(backend: Backend, final_block: u64) -> Self {
+    pub(crate) fn new(backend: Backend, final_block: u64) -> Self {
         Self {
             backend,
             final_block,
@@ -226,7 +240,7 @@ impl Changes {
     }
 
     /// An entity row as of the changes so far.
-    pub async fn get(
+    pub(crate) async fn get(
         &mut self,
         conn: &mut AnyConnection,
         def: &'static EntityDef,
@@ -242,17 +256,25 @@ impl Changes {
             def.table,
             self.backend.param(1)
         );
-        let row = sqlx::query(AssertSqlSafe(sql.as_str())).bind(id).fetch_optional(&mut *conn).await?;
+        let row = sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
         Ok(row.map(|r| read_row(def, &r)).transpose()?)
     }
 
     /// Stores a row changed in `block`. `previous` is the row as [`Changes::get`] returned it
     /// (`None` for a new row); it becomes the undo record when this is the block's first change.
-    pub fn put(&mut self, block: u64, previous: Option<&EntityRow>, row: EntityRow) {
+    pub(crate) fn put(&mut self, block: u64, previous: Option<&EntityRow>, row: EntityRow) {
         let key = (row.def.table, row.id().to_owned());
         if block > self.final_block && self.undone_in.get(&key) != Some(&block) {
             self.undone_in.insert(key.clone(), block);
-            self.undo.push((block, row.def.table, key.1.clone(), previous.map(EntityRow::to_json)));
+            self.undo.push((
+                block,
+                row.def.table,
+                key.1.clone(),
+                previous.map(EntityRow::to_json),
+            ));
         }
         if self.rows.insert(key.clone(), row).is_none() {
             self.order.push(key);
@@ -260,7 +282,7 @@ impl Changes {
     }
 
     /// Writes every changed row and the undo records.
-    pub async fn flush(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+    pub(crate) async fn flush(self, conn: &mut AnyConnection) -> Result<(), StoreError> {
         let mut by_table: HashMap<&'static str, Vec<&EntityRow>> = HashMap::new();
         for key in &self.order {
             let row = &self.rows[key];
@@ -295,7 +317,12 @@ impl Changes {
             for (block, table, id, old) in chunk {
                 let s = seq.entry(*block).or_default();
                 *s += 1;
-                q = q.bind(*block as i64).bind(*s).bind(*table).bind(id.as_str()).bind(old.clone());
+                q = q
+                    .bind(*block as i64)
+                    .bind(*s)
+                    .bind(*table)
+                    .bind(id.as_str())
+                    .bind(old.clone());
             }
             q.execute(&mut *conn).await?;
         }
@@ -312,8 +339,10 @@ async fn upsert(
 ) -> Result<(), StoreError> {
     let ncols = def.columns.len();
     let per_chunk = (30_000 / ncols).max(1);
-    let updates: Vec<String> =
-        def.columns[1..].iter().map(|c| format!("{0} = excluded.{0}", c.column)).collect();
+    let updates: Vec<String> = def.columns[1..]
+        .iter()
+        .map(|c| format!("{0} = excluded.{0}", c.column))
+        .collect();
     for chunk in rows.chunks(per_chunk) {
         let mut sql = format!("INSERT INTO {} ({}) VALUES ", def.table, def.select_list());
         for (r, _) in chunk.iter().enumerate() {
@@ -329,7 +358,10 @@ async fn upsert(
             }
             sql.push(')');
         }
-        sql.push_str(&format!(" ON CONFLICT (id) DO UPDATE SET {}", updates.join(", ")));
+        sql.push_str(&format!(
+            " ON CONFLICT (id) DO UPDATE SET {}",
+            updates.join(", ")
+        ));
         let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
         for row in chunk {
             for (v, c) in row.vals.iter().zip(def.columns) {
@@ -348,7 +380,7 @@ async fn upsert(
 
 /// Restores every entity to its state at `ancestor` from the undo log, newest change first, and
 /// deletes the raw events above it.
-pub async fn rollback(
+pub(crate) async fn rollback(
     conn: &mut AnyConnection,
     backend: Backend,
     ancestor: u64,
@@ -359,16 +391,26 @@ pub async fn rollback(
          ORDER BY block_number DESC, seq DESC",
         p(1)
     );
-    let undo = sqlx::query(AssertSqlSafe(sql.as_str())).bind(ancestor as i64).fetch_all(&mut *conn).await?;
+    let undo = sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(ancestor as i64)
+        .fetch_all(&mut *conn)
+        .await?;
     for record in undo {
         let table: String = record.try_get(0)?;
         let id: String = record.try_get(1)?;
         let old: Option<String> = record.try_get(2)?;
-        let def = ENTITIES.into_iter().find(|d| d.table == table).ok_or_else(|| {
-            StoreError::Corrupt { table: "undo_log", reason: format!("unknown entity {table}") }
-        })?;
+        let def = ENTITIES
+            .into_iter()
+            .find(|d| d.table == table)
+            .ok_or_else(|| StoreError::Corrupt {
+                table: "undo_log",
+                reason: format!("unknown entity {table}"),
+            })?;
         let delete = format!("DELETE FROM {} WHERE id = {}", def.table, p(1));
-        sqlx::query(AssertSqlSafe(delete.as_str())).bind(&id).execute(&mut *conn).await?;
+        sqlx::query(AssertSqlSafe(delete.as_str()))
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
         if let Some(old) = old {
             let row = EntityRow::from_json(def, &old)?;
             upsert(conn, backend, def, &[&row]).await?;
@@ -378,19 +420,28 @@ pub async fn rollback(
         format!("DELETE FROM undo_log WHERE block_number > {}", p(1)),
         format!("DELETE FROM events WHERE block_number > {}", p(1)),
     ] {
-        sqlx::query(AssertSqlSafe(sql.as_str())).bind(ancestor as i64).execute(&mut *conn).await?;
+        sqlx::query(AssertSqlSafe(sql.as_str()))
+            .bind(ancestor as i64)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
 
 /// Drops undo records of blocks that can no longer be reorganised.
-pub async fn prune_undo(
+pub(crate) async fn prune_undo(
     conn: &mut AnyConnection,
     backend: Backend,
     final_block: u64,
 ) -> Result<(), StoreError> {
-    let sql = format!("DELETE FROM undo_log WHERE block_number <= {}", backend.param(1));
-    sqlx::query(AssertSqlSafe(sql.as_str())).bind(final_block as i64).execute(conn).await?;
+    let sql = format!(
+        "DELETE FROM undo_log WHERE block_number <= {}",
+        backend.param(1)
+    );
+    sqlx::query(AssertSqlSafe(sql.as_str()))
+        .bind(final_block as i64)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -33,7 +33,10 @@ async fn indexes_then_resumes(kind: Kind) {
 
     // A fresh index of the same chain is identical.
     let fresh = TestDb::new(kind).await;
-    follower(&chain, &fresh.db, "indexer").sync_to_head().await.unwrap();
+    follower(&chain, &fresh.db, "indexer")
+        .sync_to_head()
+        .await
+        .unwrap();
     assert_eq!(dump(&fresh.db).await, second);
 }
 
@@ -75,19 +78,52 @@ async fn reorg_of_64_blocks(kind: Kind) {
             .with_gas_limit(25_000_000);
         pairs.push((TransactionData::JSON(tx), i));
     }
-    let old_hash = chain.reader.get_block_by_number(head.into()).await.unwrap().unwrap().header.hash;
-    chain.reader.anvil_reorg(ReorgOptions { depth, tx_block_pairs: pairs }).await.unwrap();
-    let new_hash = chain.reader.get_block_by_number(head.into()).await.unwrap().unwrap().header.hash;
+    let old_hash = chain
+        .reader
+        .get_block_by_number(head.into())
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .hash;
+    chain
+        .reader
+        .anvil_reorg(ReorgOptions {
+            depth,
+            tx_block_pairs: pairs,
+        })
+        .await
+        .unwrap();
+    let new_hash = chain
+        .reader
+        .get_block_by_number(head.into())
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .hash;
     assert_ne!(old_hash, new_hash, "anvil_reorg replaced the head");
 
     f.sync_to_head().await.unwrap();
-    assert_eq!(f.metrics().reorgs_total.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        f.metrics()
+            .reorgs_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     let after = dump(&t.db).await;
     assert_ne!(before, after, "the reorg changed the indexed state");
     assert_events_match_chain(&chain, &t.db).await;
     let fresh = TestDb::new(kind).await;
-    follower(&chain, &fresh.db, "indexer").sync_to_head().await.unwrap();
-    assert_eq!(dump(&fresh.db).await, after, "reorged index differs from a fresh index");
+    follower(&chain, &fresh.db, "indexer")
+        .sync_to_head()
+        .await
+        .unwrap();
+    assert_eq!(
+        dump(&fresh.db).await,
+        after,
+        "reorged index differs from a fresh index"
+    );
     let cursor = load_cursor(&t.db, "indexer").await.unwrap().unwrap();
     assert_eq!(cursor.hash, new_hash);
 }
@@ -140,13 +176,20 @@ async fn followers_share_a_database_under_their_own_cursors() {
         .execute(&t.db.pool)
         .await
         .unwrap();
-    follower(&chain, &t.db, "indexer").sync_to_head().await.unwrap();
+    follower(&chain, &t.db, "indexer")
+        .sync_to_head()
+        .await
+        .unwrap();
     let mut config = chain.follower_config("orchestrator");
     config.addresses = vec![chain.address(ContractKind::LeaseEscrow)];
     let mut other =
         decloud_indexer::Follower::new(chain.reader.clone(), t.db.clone(), config, CountingHandler);
     other.sync_to_head().await.unwrap();
-    let seen: i64 = sqlx::query("SELECT COUNT(*) FROM seen").fetch_one(&t.db.pool).await.unwrap().get(0);
+    let seen: i64 = sqlx::query("SELECT COUNT(*) FROM seen")
+        .fetch_one(&t.db.pool)
+        .await
+        .unwrap()
+        .get(0);
     let escrow_events: i64 =
         sqlx::query("SELECT COUNT(*) FROM events WHERE contract = 'LeaseEscrow'")
             .fetch_one(&t.db.pool)

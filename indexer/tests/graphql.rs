@@ -27,7 +27,10 @@ async fn fixture(kind: Kind) -> Fixture {
     let chain = Chain::start().await;
     chain.scenario(1).await;
     let t = TestDb::new(kind).await;
-    follower(&chain, &t.db, "indexer").sync_to_head().await.unwrap();
+    follower(&chain, &t.db, "indexer")
+        .sync_to_head()
+        .await
+        .unwrap();
     let handler = IndexerHandler::new(chain.decoder(), t.db.backend);
     let state = ApiState {
         db: t.db.clone(),
@@ -36,7 +39,12 @@ async fn fixture(kind: Kind) -> Fixture {
         notices: handler.notices(),
     };
     let schema = schema(state.clone()).unwrap();
-    Fixture { chain, t, schema, state }
+    Fixture {
+        chain,
+        t,
+        schema,
+        state,
+    }
 }
 
 async fn data(schema: &Schema, query: &str) -> Value {
@@ -52,7 +60,11 @@ async fn error(schema: &Schema, query: &str) -> String {
 }
 
 fn ids(v: &Value) -> BTreeSet<String> {
-    v.as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap().to_owned()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn set<const N: usize>(items: [String; N]) -> BTreeSet<String> {
@@ -111,7 +123,10 @@ async fn expected_entities(f: &Fixture) {
         json!({"activeStake": "601", "unbonding": "0", "totalStaked": "1001",
                "totalWithdrawn": "400", "requestCount": 1})
     );
-    assert_eq!(d["unstakeRequests"][0]["id"], json!(format!("{}-0", addr(100))));
+    assert_eq!(
+        d["unstakeRequests"][0]["id"],
+        json!(format!("{}-0", addr(100)))
+    );
     assert_eq!(d["unstakeRequests"][0]["withdrawn"], json!(true));
     assert!(d["unstakeRequests"][0]["withdrawnBlock"].is_string());
     assert_eq!(
@@ -136,7 +151,14 @@ async fn expected_entities(f: &Fixture) {
     assert_eq!(l11["node"], json!(n10));
     assert_eq!(l11["funded"], json!("1500000"));
     assert_eq!(l11["ratePerHour"], json!("30001"));
-    assert_eq!((l11["feeBps"].clone(), l11["quality"].clone(), l11["bandwidth"].clone()), (json!(500), json!(1), json!(2)));
+    assert_eq!(
+        (
+            l11["feeBps"].clone(),
+            l11["quality"].clone(),
+            l11["bandwidth"].clone()
+        ),
+        (json!(500), json!(1), json!(2))
+    );
     assert_eq!(l11["operatorPaid"], json!("57000"));
     assert_eq!(l11["platformFeePaid"], json!("3000"));
     assert_eq!(l11["settled"], json!("90000"));
@@ -150,7 +172,10 @@ async fn expected_entities(f: &Fixture) {
         d["l12"],
         json!({"status": "Terminated", "failedAt": "1700000100", "settled": "10000", "refund": "990000"})
     );
-    assert_eq!(d["claims"], json!([{"lease": "11", "operatorAmount": "57000", "platformFee": "3000"}]));
+    assert_eq!(
+        d["claims"],
+        json!([{"lease": "11", "operatorAmount": "57000", "platformFee": "3000"}])
+    );
     assert_eq!(
         d["t1"],
         json!({"cid": "bafytemplate2", "price": "2000000", "purchaseCount": "2", "revenue": "4000000",
@@ -184,15 +209,22 @@ async fn every_entity_list_and_single(f: &Fixture) {
             .get(0);
         assert!(count > 0, "{} has rows", def.table);
         let fields: Vec<&str> = def.columns.iter().map(|c| c.field).collect();
-        let d = data(&f.schema, &format!("{{ {}(first: 1000) {{ {} }} }}", def.list, fields.join(" ")))
-            .await;
+        let d = data(
+            &f.schema,
+            &format!("{{ {}(first: 1000) {{ {} }} }}", def.list, fields.join(" ")),
+        )
+        .await;
         let list = d[def.list].as_array().unwrap();
         assert_eq!(list.len() as i64, count, "{}", def.list);
         let first = &list[0];
         let id = first["id"].as_str().unwrap();
         let d = data(
             &f.schema,
-            &format!(r#"{{ {}(id: "{id}") {{ {} }} }}"#, def.single, fields.join(" ")),
+            &format!(
+                r#"{{ {}(id: "{id}") {{ {} }} }}"#,
+                def.single,
+                fields.join(" ")
+            ),
         )
         .await;
         assert_eq!(&d[def.single], first, "{}", def.single);
@@ -209,14 +241,23 @@ async fn where_suffixes(f: &Fixture) {
     let q = |w: &str| format!("{{ nodes(where: {{{w}}}) {{ id }} }}");
     let cases: Vec<(&str, BTreeSet<String>)> = vec![
         (r#"region: "eu-west-0""#, set([n10.clone()])),
-        (r#"region_not: "eu-west-0""#, set([n11.clone(), n12.clone()])),
+        (
+            r#"region_not: "eu-west-0""#,
+            set([n11.clone(), n12.clone()]),
+        ),
         (r#"cpuPerHour_gt: "5002""#, set([n10.clone(), n12.clone()])),
         (r#"cpuPerHour_gte: "5003""#, set([n10.clone(), n12.clone()])),
         (r#"cpuPerHour_lt: "5003""#, set([n11.clone()])),
         (r#"cpuPerHour_lte: "5003""#, set([n11.clone(), n12.clone()])),
-        (r#"status_in: ["Active", "Retired"]"#, set([n10.clone(), n11.clone()])),
+        (
+            r#"status_in: ["Active", "Retired"]"#,
+            set([n10.clone(), n11.clone()]),
+        ),
         (r#"status_not_in: ["Active"]"#, set([n12.clone()])),
-        (r#"region_contains: "west""#, set([n10.clone(), n12.clone()])),
+        (
+            r#"region_contains: "west""#,
+            set([n10.clone(), n12.clone()]),
+        ),
         (r#"region_starts_with: "us-""#, set([n11.clone()])),
         (r#"vcpus_gte: 6, status: "Active""#, set([n11.clone()])),
         (r#"status_in: []"#, BTreeSet::new()),
@@ -234,11 +275,23 @@ async fn where_suffixes(f: &Fixture) {
     // 256-bit amounts compare as numbers, not as text.
     let d = data(s, r#"{ leases(where: {refund_gt: "999999"}) { id } }"#).await;
     assert_eq!(ids(&d["leases"]), set(["11".into()]));
-    let d = data(s, r#"{ leases(where: {refund_lt: "1000000", refund_gte: "990000"}) { id } }"#).await;
+    let d = data(
+        s,
+        r#"{ leases(where: {refund_lt: "1000000", refund_gte: "990000"}) { id } }"#,
+    )
+    .await;
     assert_eq!(ids(&d["leases"]), set(["12".into()]));
-    let d = data(s, r#"{ anchors(where: {batchId_in: ["100", "102"]}) { id } }"#).await;
+    let d = data(
+        s,
+        r#"{ anchors(where: {batchId_in: ["100", "102"]}) { id } }"#,
+    )
+    .await;
     assert_eq!(ids(&d["anchors"]), set(["100".into(), "102".into()]));
-    let d = data(s, r#"{ anchors(where: {batchId_not_in: ["100", "102"]}) { id } }"#).await;
+    let d = data(
+        s,
+        r#"{ anchors(where: {batchId_not_in: ["100", "102"]}) { id } }"#,
+    )
+    .await;
     assert_eq!(ids(&d["anchors"]), set(["101".into()]));
     let d = data(s, r#"{ templates(where: {deprecated: true}) { id } }"#).await;
     assert_eq!(ids(&d["templates"]), set(["2".into()]));
@@ -246,24 +299,41 @@ async fn where_suffixes(f: &Fixture) {
     assert_eq!(ids(&d["templates"]), set(["1".into()]));
     let d = data(s, r#"{ leases(where: {failedAt: null}) { id } }"#).await;
     assert_eq!(ids(&d["leases"]), set(["11".into()]));
-    let d = data(s, r#"{ events(where: {name_in: ["LeaseClosed", "LeaseTerminated"]}) { name } }"#)
-        .await;
+    let d = data(
+        s,
+        r#"{ events(where: {name_in: ["LeaseClosed", "LeaseTerminated"]}) { name } }"#,
+    )
+    .await;
     assert_eq!(d["events"].as_array().unwrap().len(), 2);
 }
 
 async fn ordering_and_paging(f: &Fixture) {
     let s = &f.schema;
-    let d = data(s, "{ nodes(orderBy: cpuPerHour, orderDirection: desc) { cpuPerHour } }").await;
-    assert_eq!(d["nodes"], json!([{"cpuPerHour": "5010"}, {"cpuPerHour": "5003"}, {"cpuPerHour": "5002"}]));
+    let d = data(
+        s,
+        "{ nodes(orderBy: cpuPerHour, orderDirection: desc) { cpuPerHour } }",
+    )
+    .await;
+    assert_eq!(
+        d["nodes"],
+        json!([{"cpuPerHour": "5010"}, {"cpuPerHour": "5003"}, {"cpuPerHour": "5002"}])
+    );
     let d = data(s, "{ anchors(first: 1, skip: 1, orderBy: batchId) { id } }").await;
     assert_eq!(d["anchors"], json!([{"id": "101"}]));
     // Keyset paging through every event, two at a time, in block order.
-    let total: i64 =
-        sqlx::query("SELECT COUNT(*) FROM events").fetch_one(&f.t.db.pool).await.unwrap().get(0);
+    let total: i64 = sqlx::query("SELECT COUNT(*) FROM events")
+        .fetch_one(&f.t.db.pool)
+        .await
+        .unwrap()
+        .get(0);
     let mut seen = Vec::new();
     let mut after = String::new();
     loop {
-        let cursor = if after.is_empty() { String::new() } else { format!(r#", after: "{after}""#) };
+        let cursor = if after.is_empty() {
+            String::new()
+        } else {
+            format!(r#", after: "{after}""#)
+        };
         let d = data(
             s,
             &format!("{{ events(first: 2, orderBy: blockNumber{cursor}) {{ id blockNumber }} }}"),
@@ -277,36 +347,73 @@ async fn ordering_and_paging(f: &Fixture) {
         seen.extend(page);
     }
     assert_eq!(seen.len() as i64, total);
-    let blocks: Vec<u64> =
-        seen.iter().map(|e| e["blockNumber"].as_str().unwrap().parse().unwrap()).collect();
+    let blocks: Vec<u64> = seen
+        .iter()
+        .map(|e| e["blockNumber"].as_str().unwrap().parse().unwrap())
+        .collect();
     assert!(blocks.windows(2).all(|w| w[0] <= w[1]));
     let unique: BTreeSet<&str> = seen.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(unique.len(), seen.len());
-    let d = data(s, r#"{ anchors(orderBy: batchId, orderDirection: desc, after: "101") { id } }"#).await;
+    let d = data(
+        s,
+        r#"{ anchors(orderBy: batchId, orderDirection: desc, after: "101") { id } }"#,
+    )
+    .await;
     assert_eq!(d["anchors"], json!([{"id": "100"}]));
 }
 
 async fn meta_and_errors(f: &Fixture) {
     let s = &f.schema;
     let head = f.chain.reader.get_block_number().await.unwrap();
-    let d = data(s, "{ _meta { block { number hash timestamp } hasIndexingErrors } }").await;
+    let d = data(
+        s,
+        "{ _meta { block { number hash timestamp } hasIndexingErrors } }",
+    )
+    .await;
     assert_eq!(d["_meta"]["block"]["number"], json!(head.to_string()));
-    assert!(d["_meta"]["block"]["hash"].as_str().unwrap().starts_with("0x"));
+    assert!(
+        d["_meta"]["block"]["hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x")
+    );
     assert_eq!(d["_meta"]["hasIndexingErrors"], json!(false));
 
-    assert!(error(s, "{ nodes(first: 1001) { id } }").await.contains("first"));
-    assert!(error(s, "{ nodes(first: -1) { id } }").await.contains("first"));
-    assert!(error(s, "{ nodes(skip: 5001) { id } }").await.contains("skip"));
-    assert!(error(s, r#"{ nodes(after: "nope") { id } }"#).await.contains("cursor"));
+    assert!(
+        error(s, "{ nodes(first: 1001) { id } }")
+            .await
+            .contains("first")
+    );
+    assert!(
+        error(s, "{ nodes(first: -1) { id } }")
+            .await
+            .contains("first")
+    );
+    assert!(
+        error(s, "{ nodes(skip: 5001) { id } }")
+            .await
+            .contains("skip")
+    );
+    assert!(
+        error(s, r#"{ nodes(after: "nope") { id } }"#)
+            .await
+            .contains("cursor")
+    );
     error(s, r#"{ leases(where: {refund_gt: "12abc"}) { id } }"#).await;
     error(s, r#"{ leases(where: {refund_gt: "-5"}) { id } }"#).await;
     error(s, r#"{ nodes(where: {nope: 1}) { id } }"#).await;
     error(s, "{ nodes { nonexistent } }").await;
     error(s, "{ nodes(orderBy: nope) { id } }").await;
     error(s, "{ nodes { id ").await;
-    // Depth limit.
-    let deep = format!("{{ {}__typename{} }}", "_meta { block { ".repeat(1), " } }".repeat(1));
-    data(s, &deep).await;
+    // Depth limit: introspection nests deeper than the data types do.
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType \
+                { ofType { ofType { name } } } } } } } } } } } }";
+    assert!(
+        error(s, deep)
+            .await
+            .to_lowercase()
+            .contains("nested too deep")
+    );
     let mut many = String::from("{ ");
     for i in 0..600 {
         many.push_str(&format!("a{i}: _meta {{ hasIndexingErrors }} "));
@@ -361,9 +468,23 @@ async fn http_server_and_subscriptions() {
 
     let page = http.get(format!("{base}/graphql")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().to_lowercase().contains("graphiql"));
-    for body in [json!({"query": "{ nodes { id"}), json!({"query": "{ nodes(first: 5000) { id } }"})] {
-        let r = http.post(format!("{base}/graphql")).json(&body).send().await.unwrap();
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("graphiql")
+    );
+    for body in [
+        json!({"query": "{ nodes { id"}),
+        json!({"query": "{ nodes(first: 5000) { id } }"}),
+    ] {
+        let r = http
+            .post(format!("{base}/graphql"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().as_u16() < 500);
         let v: Value = r.json().await.unwrap();
         assert!(v["errors"].is_array());
@@ -375,15 +496,26 @@ async fn http_server_and_subscriptions() {
         .send()
         .await
         .unwrap();
-    assert!(r.status().as_u16() < 500, "malformed body got {}", r.status());
+    assert!(
+        r.status().as_u16() < 500,
+        "malformed body got {}",
+        r.status()
+    );
 
     // Subscribe, then index: the subscriber sees the committed events.
-    let mut request = format!("ws://{addr}/graphql/ws").into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+    let mut request = format!("ws://{addr}/graphql/ws")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    ws.send(Message::text(json!({"type": "connection_init"}).to_string())).await.unwrap();
+    ws.send(Message::text(
+        json!({"type": "connection_init"}).to_string(),
+    ))
+    .await
+    .unwrap();
     let ack = ws.next().await.unwrap().unwrap();
     assert!(ack.to_text().unwrap().contains("connection_ack"));
     ws.send(Message::text(
@@ -405,15 +537,28 @@ async fn http_server_and_subscriptions() {
             .unwrap();
         let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
         assert_eq!(v["type"], json!("next"), "{v}");
-        assert_eq!(v["payload"]["data"]["events"]["name"], json!("BatchAnchored"));
+        assert_eq!(
+            v["payload"]["data"]["events"]["name"],
+            json!("BatchAnchored")
+        );
         anchored += 1;
     }
 
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     let head = chain.reader.get_block_number().await.unwrap();
-    assert!(metrics.contains(&format!("decloud_indexer_indexed_block {head}")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("decloud_indexer_indexed_block {head}")),
+        "{metrics}"
+    );
     assert!(metrics.contains("decloud_indexer_events_total "));
     assert!(metrics.contains("decloud_indexer_reorgs_total 0"));
     assert!(metrics.contains("decloud_indexer_rpc_errors_total 0"));

@@ -21,7 +21,10 @@ use decloud_indexer::{
 use sqlx::{AssertSqlSafe, Row};
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 sol! {
@@ -96,7 +99,12 @@ pub fn bytecode() -> &'static Bytes {
             .spawn()
             .expect("node runs contracts/bin/solc (run scripts/setup)");
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.to_string().as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         if let Some(errors) = json["errors"].as_array() {
@@ -137,16 +145,30 @@ impl Chain {
             .wallet(EthereumWallet::from(signer))
             .connect_http(anvil.endpoint_url())
             .erased();
-        let reader = ProviderBuilder::new().connect_http(anvil.endpoint_url()).erased();
+        let reader = ProviderBuilder::new()
+            .connect_http(anvil.endpoint_url())
+            .erased();
         let deploy_block = provider.get_block_number().await.unwrap() + 1;
         let mut contracts = Vec::new();
         for kind in ContractKind::ALL {
             let tx = TransactionRequest::default().with_deploy_code(bytecode().clone());
-            let receipt =
-                provider.send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
+            let receipt = provider
+                .send_transaction(tx)
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
             contracts.push((kind, receipt.contract_address.unwrap()));
         }
-        Self { anvil, provider, reader, from, contracts, deploy_block }
+        Self {
+            anvil,
+            provider,
+            reader,
+            from,
+            contracts,
+            deploy_block,
+        }
     }
 
     pub fn address(&self, kind: ContractKind) -> Address {
@@ -174,7 +196,14 @@ impl Chain {
             .with_to(self.address(kind))
             .with_input(call.abi_encode())
             .with_gas_limit(25_000_000);
-        let receipt = self.provider.send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
+        let receipt = self
+            .provider
+            .send_transaction(tx)
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
         assert!(receipt.status(), "fixture call reverted");
     }
 
@@ -192,7 +221,14 @@ impl Chain {
             .with_to(self.address(kind))
             .with_input(input)
             .with_gas_limit(25_000_000);
-        let receipt = self.provider.send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
+        let receipt = self
+            .provider
+            .send_transaction(tx)
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
         assert!(receipt.status(), "fixture call reverted");
     }
 
@@ -289,8 +325,12 @@ pub fn scenario_calls(chain: &Chain, salt: u64) -> Vec<(ContractKind, Bytes)> {
     }
     push(
         NodeRegistry,
-        nodePricesSetCall { nodeId: node_id(10 * s), requested: prices(7), stored: prices(9 + s) }
-            .abi_encode(),
+        nodePricesSetCall {
+            nodeId: node_id(10 * s),
+            requested: prices(7),
+            stored: prices(9 + s),
+        }
+        .abi_encode(),
     );
     push(
         NodeRegistry,
@@ -304,12 +344,23 @@ pub fn scenario_calls(chain: &Chain, salt: u64) -> Vec<(ContractKind, Bytes)> {
         }
         .abi_encode(),
     );
-    push(NodeRegistry, nodeStatusChangedCall { nodeId: node_id(2 + 10 * s), status: 2 }.abi_encode());
+    push(
+        NodeRegistry,
+        nodeStatusChangedCall {
+            nodeId: node_id(2 + 10 * s),
+            status: 2,
+        }
+        .abi_encode(),
+    );
     let op = user(100);
     push(
         OperatorStaking,
-        stakedCall { operator: op, amount: U256::from(1_000 + s), activeStake: U256::from(1_000 + s) }
-            .abi_encode(),
+        stakedCall {
+            operator: op,
+            amount: U256::from(1_000 + s),
+            activeStake: U256::from(1_000 + s),
+        }
+        .abi_encode(),
     );
     push(
         OperatorStaking,
@@ -324,14 +375,22 @@ pub fn scenario_calls(chain: &Chain, salt: u64) -> Vec<(ContractKind, Bytes)> {
     );
     push(
         OperatorStaking,
-        stakeWithdrawnCall { operator: op, requestId: U256::ZERO, amount: U256::from(400) }
-            .abi_encode(),
+        stakeWithdrawnCall {
+            operator: op,
+            requestId: U256::ZERO,
+            amount: U256::from(400),
+        }
+        .abi_encode(),
     );
     let tenant = user(1);
     push(
         LeaseEscrow,
-        depositedCall { account: tenant, amount: U256::from(10_000_000 + s), balance: U256::from(10_000_000 + s) }
-            .abi_encode(),
+        depositedCall {
+            account: tenant,
+            amount: U256::from(10_000_000 + s),
+            balance: U256::from(10_000_000 + s),
+        }
+        .abi_encode(),
     );
     push(
         TemplateMarket,
@@ -345,8 +404,12 @@ pub fn scenario_calls(chain: &Chain, salt: u64) -> Vec<(ContractKind, Bytes)> {
     );
     push(
         TemplateMarket,
-        templateUpdatedCall { templateId: U256::from(1), cid: "bafytemplate2".into(), price: U256::from(2_000_000) }
-            .abi_encode(),
+        templateUpdatedCall {
+            templateId: U256::from(1),
+            cid: "bafytemplate2".into(),
+            price: U256::from(2_000_000),
+        }
+        .abi_encode(),
     );
     push(
         TemplateMarket,
@@ -358,7 +421,13 @@ pub fn scenario_calls(chain: &Chain, salt: u64) -> Vec<(ContractKind, Bytes)> {
         }
         .abi_encode(),
     );
-    push(TemplateMarket, templateDeprecatedCall { templateId: U256::from(2) }.abi_encode());
+    push(
+        TemplateMarket,
+        templateDeprecatedCall {
+            templateId: U256::from(2),
+        }
+        .abi_encode(),
+    );
     for lease in 1..=2u64 {
         push(
             LeaseEscrow,
@@ -367,7 +436,12 @@ pub fn scenario_calls(chain: &Chain, salt: u64) -> Vec<(ContractKind, Bytes)> {
                 tenant,
                 nodeId: node_id(lease - 1 + 10 * s),
                 operator: user(100 + lease - 1),
-                resources: Resources { vcpus: 2, memoryGiB: 4, storageGiB: 50, gpus: 0 },
+                resources: Resources {
+                    vcpus: 2,
+                    memoryGiB: 4,
+                    storageGiB: 50,
+                    gpus: 0,
+                },
                 templateId: U256::from(1),
                 ratePerHour: 30_000 + s,
                 funding: U256::from(1_000_000),
@@ -413,8 +487,12 @@ pub fn scenario_calls(chain: &Chain, salt: u64) -> Vec<(ContractKind, Bytes)> {
     );
     push(
         LeaseEscrow,
-        leaseClosedCall { leaseId: U256::from(1 + 10 * s), settled: U256::from(90_000), refund: U256::from(1_410_000) }
-            .abi_encode(),
+        leaseClosedCall {
+            leaseId: U256::from(1 + 10 * s),
+            settled: U256::from(90_000),
+            refund: U256::from(1_410_000),
+        }
+        .abi_encode(),
     );
     push(
         LeaseEscrow,
@@ -428,13 +506,21 @@ pub fn scenario_calls(chain: &Chain, salt: u64) -> Vec<(ContractKind, Bytes)> {
     );
     push(
         LeaseEscrow,
-        escrowWithdrawnCall { account: tenant, amount: U256::from(1_000), balance: U256::from(123_456 + s) }
-            .abi_encode(),
+        escrowWithdrawnCall {
+            account: tenant,
+            amount: U256::from(1_000),
+            balance: U256::from(123_456 + s),
+        }
+        .abi_encode(),
     );
     push(
         AttestationAnchor,
-        anchorManyCall { firstId: U256::from(100 * s), n: U256::from(3), salt: B256::from(U256::from(s)) }
-            .abi_encode(),
+        anchorManyCall {
+            firstId: U256::from(100 * s),
+            n: U256::from(3),
+            salt: B256::from(U256::from(s)),
+        }
+        .abi_encode(),
     );
     calls
 }
@@ -457,7 +543,10 @@ impl TestDb {
         let (url, dir) = match kind {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
-                (format!("sqlite://{}", dir.path().join("index.db").display()), Some(dir))
+                (
+                    format!("sqlite://{}", dir.path().join("index.db").display()),
+                    Some(dir),
+                )
             }
             Kind::Postgres => (postgres_database().await, None),
         };
@@ -482,7 +571,10 @@ pub fn postgres_server() -> &'static str {
             .stderr(Stdio::inherit())
             .output()
             .expect("scripts/postgres-test-cluster runs");
-        assert!(out.status.success(), "cannot start a PostgreSQL test cluster");
+        assert!(
+            out.status.success(),
+            "cannot start a PostgreSQL test cluster"
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     })
 }
@@ -495,10 +587,15 @@ pub async fn postgres_database() -> String {
         "t_{}_{}_{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
             % 1_000_000
     );
-    let admin = Database::connect(&format!("{server}/postgres")).await.unwrap();
+    let admin = Database::connect(&format!("{server}/postgres"))
+        .await
+        .unwrap();
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin.pool)
         .await
@@ -520,8 +617,15 @@ pub fn follower(chain: &Chain, db: &Database, name: &str) -> Follower<IndexerHan
 pub async fn dump(db: &Database) -> Vec<(String, Vec<Vec<String>>)> {
     let mut out = Vec::new();
     for def in ENTITIES {
-        let sql = format!("SELECT {} FROM {} ORDER BY id", def.select_list(), def.table);
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&db.pool).await.unwrap();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY id",
+            def.select_list(),
+            def.table
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
         let rows = rows
             .iter()
             .map(|r| {
@@ -566,16 +670,19 @@ pub async fn assert_events_match_chain(chain: &Chain, db: &Database) {
         })
         .collect();
     truth.sort();
-    let rows = sqlx::query("SELECT id, block_number, block_hash, name, args FROM events ORDER BY id")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
+    let rows =
+        sqlx::query("SELECT id, block_number, block_hash, name, args FROM events ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
     let stored: Vec<(String, i64, String, String, String)> = rows
         .iter()
-        .map(|r| {
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
-        })
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();
-    assert_eq!(stored.len(), truth.len(), "event count differs from eth_getLogs");
+    assert_eq!(
+        stored.len(),
+        truth.len(),
+        "event count differs from eth_getLogs"
+    );
     assert_eq!(stored, truth, "events differ from eth_getLogs");
 }
