@@ -373,8 +373,7 @@ async fn store_suite_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_suite_on_postgres() {
-    let pg = support::Postgres::start();
-    suite!(pg.fresh_database());
+    suite!(support::postgres_database());
 }
 
 #[tokio::test]
