@@ -1,0 +1,877 @@
+//! The VM manager: validates specs, creates, starts, stops and deletes VMs, reconciles the
+//! database with libvirt, watches states and readiness, executes commands idempotently and
+//! builds heartbeats.
+//!
+//! Every change is written to the database before it is made in libvirt, so a crash at
+//! any point leaves a record that [`Agent::reconcile`] finishes on the next start.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Command as Process,
+    sync::{
+        Arc, Mutex as SyncMutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use decloud_sdk::agent_protocol::{
+    Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, Readiness,
+    VmReport, VmSpec, VmState,
+};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::{
+    config::{Config, ImageConfig},
+    domain_xml::{self, DomainPlan, domain_name},
+    error::{Error, Result},
+    hypervisor::{Hypervisor, StopOutcome},
+    identity::Identity,
+    readiness,
+    seed::{self, SeedFiles},
+    store::{Desired, Store, VmRecord},
+};
+
+/// Smallest memory a VM may have.
+pub const MIN_MEMORY_MIB: u64 = 32;
+/// Largest user-data accepted (cloud-init's own practical limit is lower than the ISO's).
+pub const MAX_USER_DATA_BYTES: usize = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+/// What a reconciliation did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Running domains taken over as they were.
+    pub adopted: Vec<String>,
+    /// VMs that should run and were started again.
+    pub restarted: Vec<String>,
+    /// VMs whose domain was missing and was defined again from the stored spec.
+    pub redefined: Vec<String>,
+    /// Owned domains without a record, removed with their files.
+    pub orphans_removed: Vec<String>,
+    /// Deletions interrupted by a crash, finished.
+    pub deletions_finished: Vec<String>,
+    /// VMs that could not be brought to their desired state.
+    pub failed: Vec<String>,
+}
+
+/// The node agent's VM manager. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    identity: Identity,
+    resources: NodeResources,
+    store: Store,
+    hypervisor: Arc<Hypervisor>,
+    host_cpus: u32,
+    host_memory_mib: u64,
+    /// Serialises lifecycle changes: two operations on libvirt and the database never
+    /// interleave.
+    ops: Mutex<()>,
+    /// Serialises command execution so a repeated command id finds the stored ack.
+    commands: Mutex<()>,
+    readiness: SyncMutex<HashMap<String, (Readiness, Vec<String>)>>,
+    ready: AtomicBool,
+}
+
+impl Agent {
+    /// Opens the state database and the libvirt connection.
+    pub async fn open(
+        config: Config,
+        identity: Identity,
+        resources: NodeResources,
+    ) -> Result<Self> {
+        let vms_dir = config.data_dir.join("vms");
+        std::fs::create_dir_all(&vms_dir).map_err(|e| Error::io("creating", &vms_dir, e))?;
+        // QEMU runs as its own user under qemu:///system and must reach the VM files.
+        set_mode(&config.data_dir, 0o755)?;
+        set_mode(&vms_dir, 0o755)?;
+        let store = Store::open(&config.data_dir.join("state.db")).await?;
+        let uri = config.libvirt_uri.clone();
+        let hypervisor = tokio::task::spawn_blocking(move || Hypervisor::open(&uri))
+            .await
+            .map_err(|e| Error::Libvirt(e.to_string()))??;
+        let (host_cpus, host_memory_mib) = hypervisor.node_capacity()?;
+        info!(target: "agent", uri = %config.libvirt_uri, host_cpus, host_memory_mib, "connected to libvirt");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                identity,
+                resources,
+                store,
+                hypervisor: Arc::new(hypervisor),
+                host_cpus,
+                host_memory_mib,
+                ops: Mutex::new(()),
+                commands: Mutex::new(()),
+                readiness: SyncMutex::new(HashMap::new()),
+                ready: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The node identity.
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The state database.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Whether the agent has reconciled and can take commands.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst)
+    }
+
+    async fn libvirt<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Hypervisor) -> Result<T> + Send + 'static,
+    {
+        let hypervisor = self.inner.hypervisor.clone();
+        tokio::task::spawn_blocking(move || f(&hypervisor))
+            .await
+            .map_err(|e| Error::Libvirt(format!("libvirt task failed: {e}")))?
+    }
+
+    /// Directory of a VM's files.
+    pub fn vm_dir(&self, vm_id: &str) -> PathBuf {
+        self.inner.config.data_dir.join("vms").join(vm_id)
+    }
+
+    fn disk_path(&self, vm_id: &str) -> PathBuf {
+        self.vm_dir(vm_id).join("disk.qcow2")
+    }
+
+    fn console_path(&self, vm_id: &str) -> PathBuf {
+        self.vm_dir(vm_id).join("console.log")
+    }
+
+    fn image(&self, name: &str) -> Result<&ImageConfig> {
+        self.inner.config.images.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self
+                .inner
+                .config
+                .images
+                .keys()
+                .map(String::as_str)
+                .collect();
+            Error::InvalidSpec(format!(
+                "unknown image {name:?}; this node offers {known:?}"
+            ))
+        })
+    }
+
+    /// Checks a spec against the node without changing anything.
+    pub async fn validate(&self, spec: &VmSpec) -> Result<()> {
+        validate_id(&spec.id)?;
+        if let Some(hostname) = &spec.hostname {
+            validate_hostname(hostname)?;
+        }
+        if spec.vcpus == 0 {
+            return Err(Error::InvalidSpec("vcpus must be at least 1".into()));
+        }
+        if spec.memory_mib < MIN_MEMORY_MIB {
+            return Err(Error::InvalidSpec(format!(
+                "memory must be at least {MIN_MEMORY_MIB} MiB, got {} MiB",
+                spec.memory_mib
+            )));
+        }
+        if spec.disk_gib == 0 {
+            return Err(Error::InvalidSpec("disk must be at least 1 GiB".into()));
+        }
+        if spec.user_data.len() > MAX_USER_DATA_BYTES {
+            return Err(Error::InvalidSpec(format!(
+                "user-data is {} bytes, the limit is {MAX_USER_DATA_BYTES}",
+                spec.user_data.len()
+            )));
+        }
+        let image = self.image(&spec.image)?;
+        let base_size = image_virtual_size(&image.base).await?;
+        if spec.disk_gib.saturating_mul(GIB) < base_size {
+            return Err(Error::InvalidSpec(format!(
+                "disk of {} GiB is smaller than image {} ({base_size} bytes)",
+                spec.disk_gib, spec.image
+            )));
+        }
+
+        let host_millicores = u64::from(self.inner.host_cpus) * 1000;
+        let (over_vcpus, over_cores) = spec.quality.overcommit();
+        let wanted = u64::from(spec.vcpus) * spec.quality.millicores_per_vcpu();
+        if wanted > host_millicores {
+            return Err(Error::InvalidSpec(format!(
+                "{} vCPUs exceed this host's {} CPUs under the {:?} tier's {over_vcpus}:{over_cores} overcommit (at most {} vCPUs)",
+                spec.vcpus,
+                self.inner.host_cpus,
+                spec.quality,
+                host_millicores / spec.quality.millicores_per_vcpu()
+            )));
+        }
+
+        // Another VM's files: a record with this id, or a directory nobody recorded.
+        if self.inner.store.vm(&spec.id).await?.is_some() {
+            return Err(Error::InvalidSpec(format!(
+                "vm {} already exists on this node; creating it again would overwrite its disk",
+                spec.id
+            )));
+        }
+        let dir = self.vm_dir(&spec.id);
+        if dir.exists() {
+            return Err(Error::InvalidSpec(format!(
+                "{} already exists; refusing to overwrite another vm's disk",
+                dir.display()
+            )));
+        }
+        let name = domain_name(&spec.id);
+        if self.libvirt(move |h| h.is_active(&name)).await?.is_some() {
+            return Err(Error::InvalidSpec(format!(
+                "a libvirt domain named {} already exists",
+                domain_name(&spec.id)
+            )));
+        }
+
+        let free = self.free_capacity().await?;
+        if wanted > free.millicores {
+            return Err(Error::Capacity(format!(
+                "{wanted} millicores wanted, {} free",
+                free.millicores
+            )));
+        }
+        if spec.memory_mib > free.memory_mib {
+            return Err(Error::Capacity(format!(
+                "{} MiB of memory wanted, {} MiB free",
+                spec.memory_mib, free.memory_mib
+            )));
+        }
+        if spec.disk_gib.saturating_mul(GIB) > free.disk_bytes {
+            return Err(Error::Capacity(format!(
+                "{} GiB of disk wanted, {} bytes free",
+                spec.disk_gib, free.disk_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Free capacity: host CPUs and memory (less the reserve) minus what VMs hold.
+    pub async fn free_capacity(&self) -> Result<Capacity> {
+        let vms = self.inner.store.vms().await?;
+        let used_millicores: u64 = vms
+            .iter()
+            .map(|v| u64::from(v.spec.vcpus) * v.spec.quality.millicores_per_vcpu())
+            .sum();
+        let used_memory: u64 = vms.iter().map(|v| v.spec.memory_mib).sum();
+        let memory = self
+            .inner
+            .host_memory_mib
+            .saturating_sub(self.inner.config.reserved_memory_mib);
+        let data_dir = self.inner.config.data_dir.clone();
+        let disk_bytes =
+            tokio::task::spawn_blocking(move || crate::resources::free_bytes(&data_dir))
+                .await
+                .map_err(|e| Error::Libvirt(e.to_string()))??;
+        Ok(Capacity {
+            millicores: (u64::from(self.inner.host_cpus) * 1000).saturating_sub(used_millicores),
+            memory_mib: memory.saturating_sub(used_memory),
+            disk_bytes,
+        })
+    }
+
+    /// Creates a VM and starts it. A refused spec changes nothing; a failure part-way
+    /// removes whatever was made.
+    pub async fn create_vm(&self, spec: VmSpec) -> Result<VmReport> {
+        let _ops = self.inner.ops.lock().await;
+        self.validate(&spec).await?;
+        self.inner.store.insert_vm(&spec, Desired::Running).await?;
+        info!(target: "agent::vm", vm = %spec.id, image = %spec.image, vcpus = spec.vcpus, memory_mib = spec.memory_mib, "creating vm");
+        match self.materialize(&spec, true, true).await {
+            Ok(uuid) => {
+                self.inner.store.set_domain_uuid(&spec.id, &uuid).await?;
+                self.inner
+                    .store
+                    .set_state(&spec.id, VmState::Running, None, None)
+                    .await?;
+            }
+            Err(error) => {
+                warn!(target: "agent::vm", vm = %spec.id, %error, "creation failed, removing what was made");
+                let name = domain_name(&spec.id);
+                if let Err(e) = self.libvirt(move |h| h.remove(&name)).await {
+                    warn!(target: "agent::vm", vm = %spec.id, error = %e, "could not remove the domain");
+                }
+                remove_dir(&self.vm_dir(&spec.id));
+                self.inner
+                    .store
+                    .delete_vm(&spec.id, Some(&format!("creation failed: {error}")))
+                    .await?;
+                return Err(error);
+            }
+        }
+        self.report(&spec.id).await
+    }
+
+    /// Makes the VM's files and domain exist (keeping an existing disk) and optionally
+    /// starts it. `fresh` demands that the VM directory does not exist yet.
+    async fn materialize(&self, spec: &VmSpec, fresh: bool, start: bool) -> Result<String> {
+        let image = self.image(&spec.image)?.clone();
+        let dir = self.vm_dir(&spec.id);
+        let made = if fresh {
+            std::fs::create_dir(&dir)
+        } else {
+            std::fs::create_dir_all(&dir)
+        };
+        made.map_err(|e| Error::io("creating", &dir, e))?;
+        set_mode(&dir, 0o755)?;
+        let disk = self.disk_path(&spec.id);
+        if !disk.exists() {
+            create_overlay(&image.base, &disk, spec.disk_gib).await?;
+        }
+        let seed_path = dir.join("seed.iso");
+        let files = SeedFiles::for_spec(spec);
+        let seed_target = seed_path.clone();
+        tokio::task::spawn_blocking(move || seed::write_iso(&files, &seed_target))
+            .await
+            .map_err(|e| Error::Libvirt(e.to_string()))??;
+        let xml = domain_xml::render(&DomainPlan {
+            spec,
+            node_id: self.inner.identity.node_id,
+            domain_type: self.inner.config.domain_type,
+            image: &image,
+            disk,
+            seed: seed_path,
+            console_log: self.console_path(&spec.id),
+            network: &self.inner.config.network,
+        });
+        let name = domain_name(&spec.id);
+        self.libvirt(move |h| {
+            let uuid = h.define(&xml)?;
+            if start {
+                h.start(&name)?;
+            }
+            Ok(uuid)
+        })
+        .await
+    }
+
+    async fn record(&self, vm_id: &str) -> Result<VmRecord> {
+        match self.inner.store.vm(vm_id).await? {
+            Some(record) if record.desired != Desired::Deleted => Ok(record),
+            _ => Err(Error::UnknownVm(vm_id.to_owned())),
+        }
+    }
+
+    /// Starts a stopped VM (defining its domain again if libvirt lost it).
+    pub async fn start_vm(&self, vm_id: &str) -> Result<VmReport> {
+        let _ops = self.inner.ops.lock().await;
+        let record = self.record(vm_id).await?;
+        self.inner
+            .store
+            .set_desired(vm_id, Desired::Running)
+            .await?;
+        let name = domain_name(vm_id);
+        let defined = self.libvirt(move |h| h.is_active(&name)).await?.is_some();
+        if defined {
+            let name = domain_name(vm_id);
+            self.libvirt(move |h| h.start(&name)).await?;
+        } else {
+            let uuid = self.materialize(&record.spec, false, true).await?;
+            self.inner.store.set_domain_uuid(vm_id, &uuid).await?;
+        }
+        self.inner
+            .store
+            .set_state(vm_id, VmState::Running, None, None)
+            .await?;
+        self.report(vm_id).await
+    }
+
+    /// Stops a VM: ACPI shutdown, forced off after the configured timeout.
+    pub async fn stop_vm(&self, vm_id: &str) -> Result<VmReport> {
+        let _ops = self.inner.ops.lock().await;
+        self.record(vm_id).await?;
+        self.inner
+            .store
+            .set_desired(vm_id, Desired::Stopped)
+            .await?;
+        let outcome = self.stop_domain(vm_id).await?;
+        let reason = (outcome == StopOutcome::Forced)
+            .then_some("guest did not shut down in time and was forced off");
+        self.inner
+            .store
+            .set_state(vm_id, VmState::Stopped, None, reason)
+            .await?;
+        self.report(vm_id).await
+    }
+
+    async fn stop_domain(&self, vm_id: &str) -> Result<StopOutcome> {
+        let name = domain_name(vm_id);
+        let timeout = Duration::from_secs(self.inner.config.shutdown_timeout_secs);
+        let outcome = self.libvirt(move |h| h.stop(&name, timeout)).await?;
+        info!(target: "agent::vm", vm = %vm_id, ?outcome, "stopped");
+        Ok(outcome)
+    }
+
+    /// Stops a VM and removes its domain, disks and record.
+    pub async fn delete_vm(&self, vm_id: &str) -> Result<()> {
+        let _ops = self.inner.ops.lock().await;
+        self.record(vm_id).await?;
+        self.inner
+            .store
+            .set_desired(vm_id, Desired::Deleted)
+            .await?;
+        self.stop_domain(vm_id).await?;
+        self.finish_delete(vm_id, None).await
+    }
+
+    async fn finish_delete(&self, vm_id: &str, reason: Option<&str>) -> Result<()> {
+        let name = domain_name(vm_id);
+        self.libvirt(move |h| h.remove(&name)).await?;
+        let dir = self.vm_dir(vm_id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
+        }
+        self.inner.store.delete_vm(vm_id, reason).await?;
+        self.inner
+            .readiness
+            .lock()
+            .expect("readiness lock")
+            .remove(vm_id);
+        info!(target: "agent::vm", vm = %vm_id, "deleted");
+        Ok(())
+    }
+
+    /// Brings libvirt in line with the database: adopts running domains, starts what should
+    /// run, defines again what libvirt lost, finishes interrupted deletions and removes
+    /// domains this node owns but has no record of. Domains without this node's ownership
+    /// metadata are never touched.
+    pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        let _ops = self.inner.ops.lock().await;
+        let node_id = self.inner.identity.node_id;
+        let owned = self.libvirt(move |h| h.owned_domains(node_id)).await?;
+        let records = self.inner.store.vms().await?;
+        let mut report = ReconcileReport::default();
+        for record in &records {
+            let id = record.spec.id.clone();
+            let domain = owned.iter().find(|d| d.vm_id == id);
+            let result = match (record.desired, domain) {
+                (Desired::Deleted, _) => self
+                    .finish_delete(&id, Some("deletion finished after agent restart"))
+                    .await
+                    .map(|()| report.deletions_finished.push(id.clone())),
+                (Desired::Running, Some(d)) if d.active => {
+                    report.adopted.push(id.clone());
+                    self.adopt(&id, &d.uuid, VmState::Running).await
+                }
+                (Desired::Running, Some(d)) => {
+                    let name = d.name.clone();
+                    match self.libvirt(move |h| h.start(&name)).await {
+                        Ok(()) => {
+                            report.restarted.push(id.clone());
+                            self.adopt(&id, &d.uuid, VmState::Running).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                (Desired::Stopped, Some(d)) => {
+                    let stopped = if d.active {
+                        self.stop_domain(&id).await.map(|_| ())
+                    } else {
+                        Ok(())
+                    };
+                    match stopped {
+                        Ok(()) => {
+                            report.adopted.push(id.clone());
+                            self.adopt(&id, &d.uuid, VmState::Stopped).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                (desired, None) => {
+                    let start = desired == Desired::Running;
+                    match self.materialize(&record.spec, false, start).await {
+                        Ok(uuid) => {
+                            report.redefined.push(id.clone());
+                            self.inner.store.set_domain_uuid(&id, &uuid).await?;
+                            let state = if start {
+                                VmState::Running
+                            } else {
+                                VmState::Stopped
+                            };
+                            self.inner
+                                .store
+                                .set_state(
+                                    &id,
+                                    state,
+                                    None,
+                                    Some("domain defined again from the stored spec"),
+                                )
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(error) = result {
+                warn!(target: "agent::reconcile", vm = %id, %error, "could not reconcile");
+                report.failed.push(id.clone());
+                self.inner
+                    .store
+                    .set_state(&id, VmState::Failed, Some(&error.to_string()), None)
+                    .await?;
+            }
+        }
+        for orphan in owned
+            .iter()
+            .filter(|d| !records.iter().any(|r| r.spec.id == d.vm_id))
+        {
+            let name = orphan.name.clone();
+            self.libvirt(move |h| h.remove(&name)).await?;
+            if validate_id(&orphan.vm_id).is_ok() {
+                remove_dir(&self.vm_dir(&orphan.vm_id));
+            }
+            warn!(target: "agent::reconcile", domain = %orphan.name, "removed an owned domain without a record");
+            report.orphans_removed.push(orphan.vm_id.clone());
+        }
+        self.inner.ready.store(true, Ordering::SeqCst);
+        info!(target: "agent::reconcile", ?report, "reconciled with libvirt");
+        Ok(report)
+    }
+
+    async fn adopt(&self, id: &str, uuid: &str, state: VmState) -> Result<()> {
+        self.inner.store.set_domain_uuid(id, uuid).await?;
+        self.inner.store.set_state(id, state, None, None).await
+    }
+
+    /// One observation round: records state changes libvirt shows (a guest that powered
+    /// itself off, a domain that vanished) and runs the readiness probes.
+    pub async fn observe(&self) -> Result<()> {
+        let records = {
+            let _ops = self.inner.ops.lock().await;
+            let records = self.inner.store.vms().await?;
+            for record in &records {
+                if !matches!(record.state, VmState::Running | VmState::Stopped) {
+                    continue;
+                }
+                let id = record.spec.id.clone();
+                let name = domain_name(&id);
+                match (
+                    record.state,
+                    self.libvirt(move |h| h.is_active(&name)).await?,
+                ) {
+                    (VmState::Running, Some(false)) => {
+                        // Like a cloud instance shut down from inside: it stays stopped.
+                        self.inner.store.set_desired(&id, Desired::Stopped).await?;
+                        self.inner
+                            .store
+                            .set_state(&id, VmState::Stopped, None, Some("guest powered off"))
+                            .await?;
+                    }
+                    (VmState::Stopped, Some(true)) => {
+                        self.inner.store.set_desired(&id, Desired::Running).await?;
+                        self.inner
+                            .store
+                            .set_state(
+                                &id,
+                                VmState::Running,
+                                None,
+                                Some("started outside the agent"),
+                            )
+                            .await?;
+                    }
+                    (_, None) => {
+                        self.inner
+                            .store
+                            .set_state(
+                                &id,
+                                VmState::Failed,
+                                Some("domain disappeared from libvirt"),
+                                None,
+                            )
+                            .await?;
+                    }
+                    _ => {}
+                }
+            }
+            self.inner.store.vms().await?
+        };
+        for record in records {
+            let id = record.spec.id.clone();
+            let name = domain_name(&id);
+            let running = record.state == VmState::Running;
+            let addresses = if running {
+                self.libvirt(move |h| Ok(h.addresses(&name))).await?
+            } else {
+                Vec::new()
+            };
+            let readiness = readiness::check(
+                &record.spec.readiness,
+                running,
+                &addresses,
+                &self.console_path(&id),
+            )
+            .await;
+            self.inner
+                .readiness
+                .lock()
+                .expect("readiness lock")
+                .insert(id, (readiness, addresses));
+        }
+        Ok(())
+    }
+
+    /// Report of one VM.
+    pub async fn report(&self, vm_id: &str) -> Result<VmReport> {
+        let record = self
+            .inner
+            .store
+            .vm(vm_id)
+            .await?
+            .ok_or_else(|| Error::UnknownVm(vm_id.to_owned()))?;
+        Ok(self.report_of(&record))
+    }
+
+    fn report_of(&self, record: &VmRecord) -> VmReport {
+        let known = self
+            .inner
+            .readiness
+            .lock()
+            .expect("readiness lock")
+            .get(&record.spec.id)
+            .cloned();
+        let (mut readiness, addresses) = known.unwrap_or_else(|| {
+            (
+                Readiness {
+                    ready: record.spec.readiness.is_empty(),
+                    probes: Vec::new(),
+                },
+                Vec::new(),
+            )
+        });
+        readiness.ready &= record.state == VmState::Running;
+        VmReport {
+            id: record.spec.id.clone(),
+            state: record.state,
+            readiness,
+            addresses,
+            error: record.error.clone(),
+        }
+    }
+
+    /// Reports of every VM that is not being deleted.
+    pub async fn reports(&self) -> Result<Vec<VmReport>> {
+        Ok(self
+            .inner
+            .store
+            .vms()
+            .await?
+            .iter()
+            .filter(|r| r.desired != Desired::Deleted)
+            .map(|r| self.report_of(r))
+            .collect())
+    }
+
+    /// Builds a heartbeat with every pending event.
+    pub async fn heartbeat(&self, seq: u64) -> Result<Heartbeat> {
+        Ok(Heartbeat {
+            seq,
+            sent_at: crate::store::now(),
+            ready: self.is_ready(),
+            resources: self.inner.resources.clone(),
+            free: self.free_capacity().await?,
+            vms: self.reports().await?,
+            events: self.inner.store.pending_events().await?,
+        })
+    }
+
+    /// Executes a command once: a command id seen before gets its stored acknowledgement
+    /// again without running again.
+    pub async fn execute(&self, command: Command) -> Result<Ack> {
+        let _commands = self.inner.commands.lock().await;
+        if let Some(ack) = self.inner.store.command_ack(&command.id).await? {
+            info!(target: "agent::command", id = %command.id, "repeated command, sending the stored ack");
+            return Ok(ack);
+        }
+        if !self.is_ready() {
+            return Err(Error::Link("agent is not reconciled yet".into()));
+        }
+        info!(target: "agent::command", id = %command.id, action = ?std::mem::discriminant(&command.action), "executing");
+        let result = match command.action {
+            CommandAction::CreateVm { spec } => self.create_vm(spec).await.map(Some),
+            CommandAction::StartVm { vm_id } => self.start_vm(&vm_id).await.map(Some),
+            CommandAction::StopVm { vm_id } => self.stop_vm(&vm_id).await.map(Some),
+            CommandAction::DeleteVm { vm_id } => self.delete_vm(&vm_id).await.map(|()| None),
+        };
+        let outcome = match result {
+            Ok(vm) => AckOutcome::Done { vm },
+            Err(Error::Db(e)) => return Err(Error::Db(e)),
+            Err(e) => AckOutcome::Failed {
+                error: e.to_string(),
+            },
+        };
+        let ack = Ack {
+            command_id: command.id,
+            outcome,
+        };
+        self.inner.store.record_command(&ack).await?;
+        Ok(ack)
+    }
+
+    /// Names of libvirt domains owned by this node.
+    pub async fn owned_domains(&self) -> Result<Vec<crate::hypervisor::OwnedDomain>> {
+        let node_id = self.inner.identity.node_id;
+        self.libvirt(move |h| h.owned_domains(node_id)).await
+    }
+
+    /// Runs a closure on the agent's libvirt connection (for tools and tests that must see
+    /// the same in-process driver state).
+    pub async fn with_hypervisor<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Hypervisor) -> Result<T> + Send + 'static,
+    {
+        self.libvirt(f).await
+    }
+
+    /// Closes the database.
+    pub async fn close(&self) {
+        self.inner.store.close().await;
+    }
+}
+
+/// VM ids are path and domain-name components: 1 to 48 of `a-z0-9-`, not starting with `-`.
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 48
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidSpec(format!(
+            "vm id {id:?} must be 1 to 48 characters of a-z, 0-9 and '-', not starting with '-'"
+        )))
+    }
+}
+
+fn validate_hostname(hostname: &str) -> Result<()> {
+    let ok = !hostname.is_empty()
+        && hostname.len() <= 63
+        && !hostname.starts_with('-')
+        && hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidSpec(format!(
+            "hostname {hostname:?} is not a valid host label"
+        )))
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("setting permissions of", path, e))
+}
+
+fn remove_dir(dir: &Path) {
+    if dir.exists()
+        && let Err(error) = std::fs::remove_dir_all(dir)
+    {
+        warn!(target: "agent::vm", dir = %dir.display(), %error, "could not remove");
+    }
+}
+
+/// Virtual size of a disk image in bytes, from `qemu-img info`.
+pub async fn image_virtual_size(path: &Path) -> Result<u64> {
+    if !path.is_file() {
+        return Err(Error::InvalidSpec(format!(
+            "base image {} does not exist on this node",
+            path.display()
+        )));
+    }
+    let output = tokio::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(path)
+        .output()
+        .await
+        .map_err(|e| Error::Tool {
+            tool: "qemu-img",
+            message: format!("cannot run it ({e}); install qemu-utils"),
+        })?;
+    if !output.status.success() {
+        return Err(Error::Tool {
+            tool: "qemu-img",
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| Error::Tool {
+            tool: "qemu-img",
+            message: format!("unreadable info: {e}"),
+        })?;
+    info["virtual-size"].as_u64().ok_or_else(|| Error::Tool {
+        tool: "qemu-img",
+        message: "no virtual-size in its info".into(),
+    })
+}
+
+/// Creates a qcow2 overlay of `size_gib` on `base` (written under a temporary name and
+/// renamed, so a crash never leaves a half-made disk under the real name).
+async fn create_overlay(base: &Path, disk: &Path, size_gib: u64) -> Result<()> {
+    let partial = disk.with_extension("qcow2.partial");
+    let output = tokio::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(base)
+        .arg(&partial)
+        .arg(format!("{size_gib}G"))
+        .output()
+        .await
+        .map_err(|e| Error::Tool {
+            tool: "qemu-img",
+            message: format!("cannot run it ({e}); install qemu-utils"),
+        })?;
+    if !output.status.success() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::Tool {
+            tool: "qemu-img",
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    std::fs::rename(&partial, disk).map_err(|e| Error::io("moving the disk to", disk, e))
+}
+
+/// Creates an empty qcow2 image (for tests and the benchmark's base image).
+pub fn create_blank_qcow2(path: &Path, size_mib: u64) -> Result<()> {
+    let output = Process::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(format!("{size_mib}M"))
+        .output()
+        .map_err(|e| Error::Tool {
+            tool: "qemu-img",
+            message: format!("cannot run it ({e}); install qemu-utils"),
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Tool {
+            tool: "qemu-img",
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}

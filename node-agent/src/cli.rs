@@ -1,0 +1,243 @@
+//! Command line: flags over environment over config file over defaults, and the `run`
+//! loop that ties identity, resources, the VM manager and the link together.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::{
+    agent::Agent,
+    config::{Config, ConfigLayer, DomainType},
+    error::{Error, Result},
+    identity::Identity,
+    link::{self, Backoff},
+    resources,
+};
+
+/// Default config file, read when it exists and no other is named.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/decloud/node-agent.toml";
+/// Seconds between two observation rounds (states and readiness).
+pub const OBSERVE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// DeCloud node agent.
+#[derive(Debug, Parser)]
+#[command(name = "decloud-node-agent", version, about)]
+pub struct Cli {
+    /// TOML config file (default: $DECLOUD_AGENT_CONFIG, then /etc/decloud/node-agent.toml).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory (database, node key, VM disks).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// libvirt URI, e.g. qemu:///system.
+    #[arg(long, global = true)]
+    pub libvirt_uri: Option<String>,
+    /// Domain type: kvm or qemu.
+    #[arg(long, global = true, value_parser = ["kvm", "qemu"])]
+    pub domain_type: Option<String>,
+    /// Orchestrator WebSocket URL.
+    #[arg(long, global = true)]
+    pub orchestrator_url: Option<String>,
+    /// Operator address the node is registered under.
+    #[arg(long, global = true)]
+    pub operator: Option<String>,
+    /// Machine id text (default: /etc/machine-id).
+    #[arg(long, global = true)]
+    pub machine_id: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Subcommands,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Subcommands {
+    /// Create the node key if needed and print the node id and key address to register.
+    Init,
+    /// Run the agent until SIGINT or SIGTERM.
+    Run,
+    /// Discover the host's resources (with the CPU benchmark) and print them as JSON.
+    Resources,
+}
+
+impl Cli {
+    fn flags(&self) -> Result<ConfigLayer> {
+        Ok(ConfigLayer {
+            data_dir: self.data_dir.clone(),
+            libvirt_uri: self.libvirt_uri.clone(),
+            domain_type: self.domain_type.as_deref().map(|t| {
+                if t == "kvm" {
+                    DomainType::Kvm
+                } else {
+                    DomainType::Qemu
+                }
+            }),
+            orchestrator_url: self.orchestrator_url.clone(),
+            operator: self
+                .operator
+                .as_deref()
+                .map(crate::config::parse_address)
+                .transpose()?,
+            machine_id: self.machine_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    /// Resolves the configuration from the file, the process environment and the flags.
+    pub fn config(&self) -> Result<Config> {
+        let named = self
+            .config
+            .clone()
+            .or_else(|| std::env::var_os("DECLOUD_AGENT_CONFIG").map(PathBuf::from));
+        let file = match named {
+            Some(path) => Some(ConfigLayer::from_file(&path)?),
+            None if std::path::Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                Some(ConfigLayer::from_file(DEFAULT_CONFIG_FILE.as_ref())?)
+            }
+            None => None,
+        };
+        let env = ConfigLayer::from_env(|name| std::env::var(name).ok())?;
+        Config::resolve(file, env, self.flags()?)
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling run twice) keeps the first subscriber.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let config = cli.config()?;
+    init_logging(config.json_logs);
+    match cli.command {
+        Subcommands::Init => {
+            let (identity, created) = Identity::load_or_create(&config)?;
+            if created {
+                eprintln!("created node key {}", identity.key_path.display());
+            }
+            println!("node_id:    {}", identity.node_id);
+            println!("node_key:   {}", identity.address());
+            println!("operator:   {}", identity.operator);
+            println!("machine_id: {}", identity.machine_id);
+            Ok(())
+        }
+        Subcommands::Resources => {
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| Error::io("creating", &config.data_dir, e))?;
+            let data_dir = config.data_dir.clone();
+            let found = tokio::task::spawn_blocking(move || resources::discover(&data_dir))
+                .await
+                .map_err(|e| Error::Config(e.to_string()))??;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&found).map_err(|e| Error::Corrupt(e.to_string()))?
+            );
+            Ok(())
+        }
+        Subcommands::Run => run_agent(config).await,
+    }
+}
+
+async fn run_agent(config: Config) -> Result<()> {
+    let (identity, created) = Identity::load_or_create(&config)?;
+    info!(
+        target: "agent",
+        node_id = %identity.node_id,
+        node_key = %identity.address(),
+        created_key = created,
+        "node identity"
+    );
+    let data_dir = config.data_dir.clone();
+    let found = tokio::task::spawn_blocking(move || resources::discover(&data_dir))
+        .await
+        .map_err(|e| Error::Config(e.to_string()))??;
+    info!(target: "agent", cores = found.cpu_cores, memory_mib = found.memory_mib, compute_points = found.compute_points, gpus = found.gpus.len(), "resources");
+    let url = config.orchestrator_url.clone();
+    let agent = Agent::open(config, identity, found).await?;
+    agent.reconcile().await?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let observer = {
+        let agent = agent.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = agent.observe().await {
+                    warn!(target: "agent", %error, "observation round failed");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(OBSERVE_INTERVAL) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
+    let link_task = match url {
+        Some(url) => Some(tokio::spawn(link::run(
+            agent.clone(),
+            url,
+            Backoff::default(),
+            stop_rx,
+        ))),
+        None => {
+            warn!(target: "agent", "no orchestrator_url configured: running local VMs only");
+            None
+        }
+    };
+
+    wait_for_signal().await?;
+    info!(target: "agent", "shutting down; VMs keep running");
+    let _ = stop_tx.send(true);
+    if let Some(task) = link_task
+        && let Err(e) = task.await
+    {
+        error!(target: "agent", error = %e, "link task failed");
+    }
+    let _ = observer.await;
+    agent.close().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("handling", "SIGTERM", e))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("handling", "SIGINT", e))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! Configuration: defaults, then a TOML file, then `DECLOUD_AGENT_*` environment variables,
+//! then command-line flags, resolved in [`Config::resolve`] and nowhere else.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use alloy::primitives::Address;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Default libvirt connection.
+pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/decloud-node-agent";
+
+/// Kind of libvirt domain to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DomainType {
+    /// Hardware virtualisation (production).
+    Kvm,
+    /// QEMU software emulation (tests, hosts without KVM).
+    Qemu,
+}
+
+impl DomainType {
+    /// The value of `<domain type=…>`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Kvm => "kvm",
+            Self::Qemu => "qemu",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "kvm" => Ok(Self::Kvm),
+            "qemu" => Ok(Self::Qemu),
+            other => Err(Error::Config(format!(
+                "domain type must be kvm or qemu, not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Where a VM's NIC is plugged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum NetworkConfig {
+    /// A libvirt virtual network (NAT with DHCP); libvirt enforces `<bandwidth>` with tc.
+    Network {
+        /// Network name, e.g. `default`.
+        name: String,
+    },
+    /// An existing host bridge; libvirt enforces `<bandwidth>` with tc.
+    Bridge {
+        /// Bridge device, e.g. `br0`.
+        name: String,
+    },
+    /// QEMU user-mode networking: needs no host setup. libvirt keeps the `<bandwidth>`
+    /// element but cannot enforce it, so use it for tests and development only.
+    User,
+}
+
+/// A base image VMs can be created from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// qcow2 base disk; each VM gets a copy-on-write overlay on it.
+    pub base: PathBuf,
+    /// Kernel for direct boot; the disk's boot loader is used when absent.
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    /// Initramfs for direct boot.
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line for direct boot.
+    #[serde(default)]
+    pub cmdline: Option<String>,
+}
+
+/// One layer of settings; later layers override earlier ones field by field.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// Data directory (database, node key, VM disks).
+    pub data_dir: Option<PathBuf>,
+    /// libvirt connection URI.
+    pub libvirt_uri: Option<String>,
+    /// `kvm` or `qemu`.
+    pub domain_type: Option<DomainType>,
+    /// WebSocket URL of the orchestrator; without it the agent runs VMs it already has but
+    /// takes no new work.
+    pub orchestrator_url: Option<String>,
+    /// Operator address the node is registered under.
+    pub operator: Option<Address>,
+    /// Machine id text; `/etc/machine-id` when absent.
+    pub machine_id: Option<String>,
+    /// Seconds a guest gets to shut down before it is forced off.
+    pub shutdown_timeout_secs: Option<u64>,
+    /// Memory kept for the host and never given to VMs, in MiB.
+    pub reserved_memory_mib: Option<u64>,
+    /// NIC attachment.
+    pub network: Option<NetworkConfig>,
+    /// `text` or `json` logs.
+    pub log_format: Option<String>,
+    /// Images by name (file only).
+    #[serde(default)]
+    pub images: BTreeMap<String, ImageConfig>,
+}
+
+impl ConfigLayer {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
+        toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))
+    }
+
+    /// Reads `DECLOUD_AGENT_*` variables through `var` (so tests need not touch the process
+    /// environment).
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let get = |name: &str| var(name).filter(|v| !v.is_empty());
+        Ok(Self {
+            data_dir: get("DECLOUD_AGENT_DATA_DIR").map(PathBuf::from),
+            libvirt_uri: get("DECLOUD_AGENT_LIBVIRT_URI"),
+            domain_type: get("DECLOUD_AGENT_DOMAIN_TYPE")
+                .map(|v| DomainType::parse(&v))
+                .transpose()?,
+            orchestrator_url: get("DECLOUD_AGENT_ORCHESTRATOR_URL"),
+            operator: get("DECLOUD_AGENT_OPERATOR")
+                .map(|v| parse_address(&v))
+                .transpose()?,
+            machine_id: get("DECLOUD_AGENT_MACHINE_ID"),
+            shutdown_timeout_secs: get("DECLOUD_AGENT_SHUTDOWN_TIMEOUT_SECS")
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        Error::Config(format!("DECLOUD_AGENT_SHUTDOWN_TIMEOUT_SECS={v:?}"))
+                    })
+                })
+                .transpose()?,
+            reserved_memory_mib: None,
+            network: None,
+            log_format: get("DECLOUD_AGENT_LOG_FORMAT"),
+            images: BTreeMap::new(),
+        })
+    }
+
+    fn overlay(mut self, top: Self) -> Self {
+        macro_rules! take {
+            ($($field:ident),*) => { $( if top.$field.is_some() { self.$field = top.$field; } )* };
+        }
+        take!(
+            data_dir,
+            libvirt_uri,
+            domain_type,
+            orchestrator_url,
+            operator,
+            machine_id,
+            shutdown_timeout_secs,
+            reserved_memory_mib,
+            network,
+            log_format
+        );
+        self.images.extend(top.images);
+        self
+    }
+}
+
+/// Parses a `0x…` address.
+pub fn parse_address(s: &str) -> Result<Address> {
+    s.parse()
+        .map_err(|_| Error::Config(format!("{s:?} is not an address")))
+}
+
+/// The agent's resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// libvirt URI.
+    pub libvirt_uri: String,
+    /// Domain type.
+    pub domain_type: DomainType,
+    /// Orchestrator WebSocket URL.
+    pub orchestrator_url: Option<String>,
+    /// Operator address.
+    pub operator: Option<Address>,
+    /// Machine id override.
+    pub machine_id: Option<String>,
+    /// Graceful shutdown timeout.
+    pub shutdown_timeout_secs: u64,
+    /// Host memory reserve.
+    pub reserved_memory_mib: u64,
+    /// NIC attachment.
+    pub network: NetworkConfig,
+    /// Whether logs are JSON.
+    pub json_logs: bool,
+    /// Images by name.
+    pub images: BTreeMap<String, ImageConfig>,
+}
+
+impl Config {
+    /// Resolves defaults → file → environment → flags.
+    pub fn resolve(
+        file: Option<ConfigLayer>,
+        env: ConfigLayer,
+        flags: ConfigLayer,
+    ) -> Result<Self> {
+        let merged = ConfigLayer::default()
+            .overlay(file.unwrap_or_default())
+            .overlay(env)
+            .overlay(flags);
+        let json_logs = match merged.log_format.as_deref() {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "log format must be text or json, not {other:?}"
+                )));
+            }
+        };
+        for (name, image) in &merged.images {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(Error::Config(format!("bad image name {name:?}")));
+            }
+            if image.initrd.is_some() && image.kernel.is_none() {
+                return Err(Error::Config(format!(
+                    "image {name}: initrd without kernel"
+                )));
+            }
+        }
+        Ok(Self {
+            data_dir: merged.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            libvirt_uri: merged
+                .libvirt_uri
+                .unwrap_or_else(|| DEFAULT_LIBVIRT_URI.into()),
+            domain_type: merged.domain_type.unwrap_or(DomainType::Kvm),
+            orchestrator_url: merged.orchestrator_url,
+            operator: merged.operator,
+            machine_id: merged.machine_id,
+            shutdown_timeout_secs: merged.shutdown_timeout_secs.unwrap_or(60),
+            reserved_memory_mib: merged.reserved_memory_mib.unwrap_or(1024),
+            network: merged.network.unwrap_or(NetworkConfig::Network {
+                name: "default".into(),
+            }),
+            json_logs,
+            images: merged.images,
+        })
+    }
+
+    /// Operator address, required to derive the node id.
+    pub fn operator(&self) -> Result<Address> {
+        self.operator.ok_or_else(|| {
+            Error::Config(
+                "operator address missing: set `operator` in the config file, \
+                 DECLOUD_AGENT_OPERATOR or --operator"
+                    .into(),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let file: ConfigLayer = toml::from_str(
+            r#"
+            data_dir = "/file"
+            libvirt_uri = "test:///default"
+            domain_type = "qemu"
+            shutdown_timeout_secs = 5
+            network = { type = "bridge", name = "br0" }
+            [images.debian]
+            base = "/img/debian.qcow2"
+            "#,
+        )
+        .unwrap();
+        let env = ConfigLayer::from_env(|k| match k {
+            "DECLOUD_AGENT_DATA_DIR" => Some("/env".into()),
+            "DECLOUD_AGENT_LIBVIRT_URI" => Some("qemu:///session".into()),
+            "DECLOUD_AGENT_OPERATOR" => Some("0x1111111111111111111111111111111111111111".into()),
+            _ => None,
+        })
+        .unwrap();
+        let flags = ConfigLayer {
+            data_dir: Some("/flag".into()),
+            ..Default::default()
+        };
+        let config = Config::resolve(Some(file), env, flags).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/flag"));
+        assert_eq!(config.libvirt_uri, "qemu:///session");
+        assert_eq!(config.domain_type, DomainType::Qemu);
+        assert_eq!(config.shutdown_timeout_secs, 5);
+        assert_eq!(config.network, NetworkConfig::Bridge { name: "br0".into() });
+        assert_eq!(config.operator().unwrap(), Address::repeat_byte(0x11));
+        assert_eq!(
+            config.images["debian"].base,
+            PathBuf::from("/img/debian.qcow2")
+        );
+
+        let defaults =
+            Config::resolve(None, ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        assert_eq!(defaults.libvirt_uri, DEFAULT_LIBVIRT_URI);
+        assert_eq!(defaults.domain_type, DomainType::Kvm);
+        assert_eq!(defaults.reserved_memory_mib, 1024);
+        assert!(defaults.operator().is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(
+            ConfigLayer::from_env(|k| (k == "DECLOUD_AGENT_DOMAIN_TYPE").then(|| "xen".into()))
+                .is_err()
+        );
+        assert!(
+            ConfigLayer::from_env(|k| (k == "DECLOUD_AGENT_OPERATOR").then(|| "0x12".into()))
+                .is_err()
+        );
+        assert!(toml::from_str::<ConfigLayer>("unknown_key = 1").is_err());
+        let layer = ConfigLayer {
+            log_format: Some("xml".into()),
+            ..Default::default()
+        };
+        assert!(Config::resolve(None, layer, ConfigLayer::default()).is_err());
+    }
+}

@@ -1,0 +1,48 @@
+//! DeCloud node agent: runs on an operator's host, runs tenants' VMs through libvirt with
+//! cloud-init NoCloud seeds, keeps its state in SQLite so VMs survive agent restarts,
+//! discovers the host's resources and rates its CPU in compute points, and keeps an
+//! outbound WebSocket link to the orchestrator (works behind NAT and CGNAT).
+//!
+//! The binary's subcommands: `init` creates the node key and prints what to register
+//! on-chain, `run` runs the agent, `resources` prints the discovered resources.
+
+mod agent;
+mod cli;
+mod config;
+mod domain_xml;
+mod error;
+mod hypervisor;
+mod identity;
+mod link;
+mod readiness;
+mod resources;
+mod seed;
+mod store;
+pub mod test_guest;
+
+pub use agent::{
+    Agent, MAX_USER_DATA_BYTES, MIN_MEMORY_MIB, ReconcileReport, create_blank_qcow2,
+    image_virtual_size, validate_id,
+};
+pub use cli::{Cli, DEFAULT_CONFIG_FILE, OBSERVE_INTERVAL, Subcommands, main, run};
+pub use config::{
+    Config, ConfigLayer, DEFAULT_DATA_DIR, DEFAULT_LIBVIRT_URI, DomainType, ImageConfig,
+    NetworkConfig, parse_address,
+};
+pub use domain_xml::{
+    CPU_PERIOD_US, DOMAIN_PREFIX, DomainPlan, METADATA_NS, bandwidth_kbytes, cpu_quota_us,
+    domain_name, mac_address, owned_vm_id, render as render_domain_xml,
+};
+pub use error::{Error, Result};
+pub use hypervisor::{Hypervisor, OwnedDomain, StopOutcome};
+pub use identity::{Identity, KEY_FILE, load_or_create_key};
+pub use link::{Backoff, HANDSHAKE_TIMEOUT, run as run_link};
+pub use readiness::{
+    PROBE_TIMEOUT, check as check_readiness, cloud_init_finished, http_probe, tcp_probe,
+};
+pub use resources::{
+    BASELINE_HASHES_PER_SEC, BENCH_ROUND_MILLIS, BENCH_ROUNDS, compute_points, discover,
+    discover_disks, discover_gpus, free_bytes, single_core_rate,
+};
+pub use seed::{SeedFiles, VOLUME_ID, write_iso};
+pub use store::{Desired, Store, VmRecord};

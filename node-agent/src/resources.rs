@@ -1,0 +1,247 @@
+//! Host resource discovery and the CPU benchmark behind compute points.
+//!
+//! # Compute points
+//!
+//! The benchmark chains keccak256 over a 32-byte value (`h = keccak256(h)`) on one thread:
+//! a fixed, branch-light integer workload that no compiler can skip and that depends on
+//! the core's speed rather than on memory or caches. It runs [`BENCH_ROUNDS`] rounds of
+//! [`BENCH_ROUND_MILLIS`] ms and keeps the best round: a round slowed down by another
+//! process says nothing about the core, the fastest one does, which is what makes the
+//! result repeatable within a few percent on a busy host.
+//!
+//! **Baseline:** one logical CPU that chains [`BASELINE_HASHES_PER_SEC`] hashes per second
+//! is worth 100 points. A host's compute points are
+//! `logical CPUs × 100 × best rate / baseline`, rounded down.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use alloy::primitives::{B256, keccak256};
+use decloud_sdk::agent_protocol::{DiskInfo, GpuInfo, NodeResources};
+
+use crate::error::{Error, Result};
+
+/// Hashes per second of the baseline core (100 points).
+pub const BASELINE_HASHES_PER_SEC: u64 = 1_000_000;
+/// Number of benchmark rounds.
+pub const BENCH_ROUNDS: u32 = 20;
+/// Length of one benchmark round.
+pub const BENCH_ROUND_MILLIS: u64 = 25;
+
+/// Measures the best single-core keccak256 chain rate in hashes per second.
+pub fn single_core_rate() -> u64 {
+    let mut best = 0f64;
+    let mut state = B256::repeat_byte(0x5a);
+    for _ in 0..BENCH_ROUNDS {
+        let round = Duration::from_millis(BENCH_ROUND_MILLIS);
+        let start = Instant::now();
+        let mut hashes = 0u64;
+        // Check the clock every 256 hashes so reading it does not dominate the loop.
+        while start.elapsed() < round {
+            for _ in 0..256 {
+                state = keccak256(state);
+            }
+            hashes += 256;
+        }
+        let rate = hashes as f64 / start.elapsed().as_secs_f64();
+        best = best.max(rate);
+    }
+    // Keep the chain observable so the loop cannot be optimised away.
+    std::hint::black_box(state);
+    best as u64
+}
+
+/// Compute points of a host with `cores` logical CPUs at `rate` hashes per second each.
+pub fn compute_points(cores: u32, rate: u64) -> u64 {
+    // Round down: a node never claims more than it measured.
+    u64::from(cores) * 100 * rate / BASELINE_HASHES_PER_SEC
+}
+
+/// Discovers the host's resources and runs the CPU benchmark. `data_dir` is where VM disks
+/// go; its free space is reported.
+pub fn discover(data_dir: &Path) -> Result<NodeResources> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo")
+        .map_err(|e| Error::io("reading", "/proc/cpuinfo", e))?;
+    let meminfo = std::fs::read_to_string("/proc/meminfo")
+        .map_err(|e| Error::io("reading", "/proc/meminfo", e))?;
+    let cpu_cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    Ok(NodeResources {
+        arch: std::env::consts::ARCH.to_owned(),
+        cpu_model: cpu_model(&cpuinfo),
+        cpu_cores,
+        memory_mib: mem_total_kib(&meminfo)? / 1024,
+        disks: discover_disks(Path::new("/sys/block")),
+        vm_storage_free_bytes: free_bytes(data_dir)?,
+        gpus: discover_gpus(Path::new("/sys/bus/pci/devices")),
+        compute_points: compute_points(cpu_cores, single_core_rate()),
+    })
+}
+
+fn cpu_model(cpuinfo: &str) -> String {
+    ["model name", "Model", "Hardware", "cpu model"]
+        .iter()
+        .find_map(|key| {
+            cpuinfo.lines().find_map(|line| {
+                let (k, v) = line.split_once(':')?;
+                (k.trim() == *key).then(|| v.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn mem_total_kib(meminfo: &str) -> Result<u64> {
+    meminfo
+        .lines()
+        .find_map(|line| {
+            let rest = line.strip_prefix("MemTotal:")?;
+            rest.trim().trim_end_matches("kB").trim().parse().ok()
+        })
+        .ok_or_else(|| Error::Config("no MemTotal in /proc/meminfo".into()))
+}
+
+/// Bytes available to unprivileged writers on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Config(format!("path {} contains NUL", path.display())))?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is a valid NUL-terminated string and stat a writable statvfs.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(Error::io("statvfs", path, std::io::Error::last_os_error()));
+    }
+    Ok(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// Block devices under a `/sys/block`-like directory, without virtual ones.
+pub fn discover_disks(sys_block: &Path) -> Vec<DiskInfo> {
+    let Ok(entries) = std::fs::read_dir(sys_block) else {
+        return Vec::new();
+    };
+    let mut disks: Vec<DiskInfo> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ["loop", "ram", "zram", "dm-", "sr", "nbd"]
+                .iter()
+                .any(|p| name.starts_with(p))
+            {
+                return None;
+            }
+            let dir = entry.path();
+            let sectors: u64 = read_trimmed(&dir.join("size"))?.parse().ok()?;
+            if sectors == 0 {
+                return None;
+            }
+            let rotational = read_trimmed(&dir.join("queue/rotational")).as_deref() == Some("1");
+            // sysfs counts 512-byte sectors whatever the device's own sector size.
+            Some(DiskInfo {
+                name,
+                total_bytes: sectors * 512,
+                rotational,
+            })
+        })
+        .collect();
+    disks.sort_by(|a, b| a.name.cmp(&b.name));
+    disks
+}
+
+/// PCI display controllers (class `0x03xxxx`) under a `/sys/bus/pci/devices`-like directory.
+pub fn discover_gpus(pci_devices: &Path) -> Vec<GpuInfo> {
+    let Ok(entries) = std::fs::read_dir(pci_devices) else {
+        return Vec::new();
+    };
+    let mut gpus: Vec<GpuInfo> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let dir = entry.path();
+            let class = read_trimmed(&dir.join("class"))?;
+            if !class.starts_with("0x03") {
+                return None;
+            }
+            Some(GpuInfo {
+                pci_address: entry.file_name().to_string_lossy().into_owned(),
+                vendor_id: read_trimmed(&dir.join("vendor")).unwrap_or_default(),
+                device_id: read_trimmed(&dir.join("device")).unwrap_or_default(),
+                class,
+            })
+        })
+        .collect();
+    gpus.sort_by(|a, b| a.pci_address.cmp(&b.pci_address));
+    gpus
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovers_this_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let resources = discover(dir.path()).unwrap();
+        assert_eq!(resources.arch, std::env::consts::ARCH);
+        assert!(resources.cpu_cores >= 1);
+        assert!(resources.memory_mib > 0);
+        assert!(resources.vm_storage_free_bytes > 0);
+        assert!(resources.compute_points > 0);
+        assert_ne!(resources.cpu_model, "");
+    }
+
+    #[test]
+    fn gpus_are_pci_display_class_devices() {
+        // A sysfs-shaped tree: this host has no GPU, so the parser is checked on a copy of
+        // the layout the kernel uses.
+        let root = tempfile::tempdir().unwrap();
+        for (address, class, vendor) in [
+            ("0000:00:02.0", "0x030000", "0x8086"),
+            ("0000:01:00.0", "0x030200", "0x10de"),
+            ("0000:00:1f.2", "0x010601", "0x8086"),
+        ] {
+            let dir = root.path().join(address);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("class"), format!("{class}\n")).unwrap();
+            std::fs::write(dir.join("vendor"), format!("{vendor}\n")).unwrap();
+            std::fs::write(dir.join("device"), "0x1234\n").unwrap();
+        }
+        let gpus = discover_gpus(root.path());
+        assert_eq!(gpus.len(), 2);
+        assert_eq!(gpus[0].pci_address, "0000:00:02.0");
+        assert_eq!(gpus[1].vendor_id, "0x10de");
+        assert_eq!(gpus[1].class, "0x030200");
+    }
+
+    #[test]
+    fn parses_cpu_and_memory() {
+        assert_eq!(
+            cpu_model("processor : 0\nmodel name\t: Foo CPU @ 3GHz\n"),
+            "Foo CPU @ 3GHz"
+        );
+        assert_eq!(
+            mem_total_kib("MemTotal:       24684432 kB\n").unwrap(),
+            24_684_432
+        );
+        assert_eq!(compute_points(2, BASELINE_HASHES_PER_SEC / 2), 100);
+    }
+
+    #[test]
+    fn benchmark_is_stable_within_five_percent() {
+        let a = single_core_rate() as f64;
+        let b = single_core_rate() as f64;
+        let spread = (a - b).abs() / a.max(b);
+        assert!(
+            spread <= 0.05,
+            "runs differ by {:.1}%: {a} vs {b}",
+            spread * 100.0
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! Durable state in SQLite: VMs with their specs, desired and observed states and ports;
+//! executed commands with their acknowledgements; VM state events not yet reported.
+//!
+//! Every write that changes a VM's state records the matching event in the same
+//! transaction, so a crash can lose neither.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use decloud_sdk::agent_protocol::{Ack, VmEvent, VmSpec, VmState};
+use sqlx::{
+    Row,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+};
+
+use crate::error::{Error, Result};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS vms (
+    id          TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    desired     TEXT NOT NULL CHECK (desired IN ('running', 'stopped', 'deleted')),
+    state       TEXT NOT NULL,
+    domain_uuid TEXT,
+    error       TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ports (
+    vm_id      TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+    guest_port INTEGER NOT NULL,
+    protocol   TEXT NOT NULL,
+    PRIMARY KEY (vm_id, guest_port, protocol)
+);
+CREATE TABLE IF NOT EXISTS commands (
+    id          TEXT PRIMARY KEY,
+    ack         TEXT NOT NULL,
+    delivered   INTEGER NOT NULL DEFAULT 0,
+    executed_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq    INTEGER PRIMARY KEY AUTOINCREMENT,
+    vm_id  TEXT NOT NULL,
+    state  TEXT NOT NULL,
+    at     INTEGER NOT NULL,
+    reason TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// What the agent should make of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    /// Keep it running.
+    Running,
+    /// Keep it defined but off.
+    Stopped,
+    /// Remove it (a delete is in progress).
+    Deleted,
+}
+
+impl Desired {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Deleted => "deleted",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "running" => Ok(Self::Running),
+            "stopped" => Ok(Self::Stopped),
+            "deleted" => Ok(Self::Deleted),
+            other => Err(Error::Corrupt(format!("desired state {other:?}"))),
+        }
+    }
+}
+
+/// A VM as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmRecord {
+    /// Its spec.
+    pub spec: VmSpec,
+    /// What it should be.
+    pub desired: Desired,
+    /// What it was last seen as.
+    pub state: VmState,
+    /// libvirt UUID of its domain, once defined.
+    pub domain_uuid: Option<String>,
+    /// Last failure.
+    pub error: Option<String>,
+}
+
+/// Handle on the state database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// Current unix time in seconds.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and its schema.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed VM row survives power loss, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Stores a new VM with its ports and a `creating` event. Fails if the id exists.
+    pub async fn insert_vm(&self, spec: &VmSpec, desired: Desired) -> Result<()> {
+        let spec_json = serde_json::to_string(spec).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let now = now() as i64;
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO vms (id, spec, desired, state, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(spec.id.clone())
+        .bind(spec_json)
+        .bind(desired.as_str())
+        .bind(VmState::Creating.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(Error::InvalidSpec(format!(
+                "vm {} already exists on this node; its disk would be overwritten",
+                spec.id
+            )));
+        }
+        for port in &spec.ports {
+            sqlx::query(
+                "INSERT OR IGNORE INTO ports (vm_id, guest_port, protocol) VALUES (?, ?, ?)",
+            )
+            .bind(spec.id.clone())
+            .bind(i64::from(port.guest))
+            .bind(port.protocol.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_event(&mut tx, &spec.id, VmState::Creating, None, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One VM.
+    pub async fn vm(&self, id: &str) -> Result<Option<VmRecord>> {
+        let row =
+            sqlx::query("SELECT spec, desired, state, domain_uuid, error FROM vms WHERE id = ?")
+                .bind(id.to_owned())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| decode_vm(&r)).transpose()
+    }
+
+    /// All VMs, by id.
+    pub async fn vms(&self) -> Result<Vec<VmRecord>> {
+        let rows =
+            sqlx::query("SELECT spec, desired, state, domain_uuid, error FROM vms ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(decode_vm).collect()
+    }
+
+    /// Ports of a VM as (guest port, protocol).
+    pub async fn ports(&self, id: &str) -> Result<Vec<(u16, String)>> {
+        let rows = sqlx::query(
+            "SELECT guest_port, protocol FROM ports WHERE vm_id = ? ORDER BY guest_port",
+        )
+        .bind(id.to_owned())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let port: i64 = r.try_get("guest_port")?;
+                Ok((port as u16, r.try_get("protocol")?))
+            })
+            .collect()
+    }
+
+    /// Sets what a VM should be.
+    pub async fn set_desired(&self, id: &str, desired: Desired) -> Result<()> {
+        sqlx::query("UPDATE vms SET desired = ?, updated_at = ? WHERE id = ?")
+            .bind(desired.as_str())
+            .bind(now() as i64)
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the domain's UUID.
+    pub async fn set_domain_uuid(&self, id: &str, uuid: &str) -> Result<()> {
+        sqlx::query("UPDATE vms SET domain_uuid = ?, updated_at = ? WHERE id = ?")
+            .bind(uuid.to_owned())
+            .bind(now() as i64)
+            .bind(id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the observed state (and error); records an event when the state changed.
+    pub async fn set_state(
+        &self,
+        id: &str,
+        state: VmState,
+        error: Option<&str>,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        let now = now() as i64;
+        let mut tx = self.pool.begin().await?;
+        let previous: Option<String> = sqlx::query_scalar("SELECT state FROM vms WHERE id = ?")
+            .bind(id.to_owned())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(previous) = previous else {
+            return Err(Error::UnknownVm(id.to_owned()));
+        };
+        sqlx::query("UPDATE vms SET state = ?, error = ?, updated_at = ? WHERE id = ?")
+            .bind(state.as_str())
+            .bind(error.map(str::to_owned))
+            .bind(now)
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if previous != state.as_str() {
+            insert_event(&mut tx, id, state, reason.or(error), now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes a VM (its ports go with it) and records a `deleted` event.
+    pub async fn delete_vm(&self, id: &str, reason: Option<&str>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query("DELETE FROM vms WHERE id = ?")
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() > 0 {
+            insert_event(&mut tx, id, VmState::Deleted, reason, now() as i64).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stored acknowledgement of an executed command.
+    pub async fn command_ack(&self, command_id: &str) -> Result<Option<Ack>> {
+        let ack: Option<String> = sqlx::query_scalar("SELECT ack FROM commands WHERE id = ?")
+            .bind(command_id.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        ack.map(|a| serde_json::from_str(&a).map_err(|e| Error::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// Stores the acknowledgement of an executed command (not yet delivered).
+    pub async fn record_command(&self, ack: &Ack) -> Result<()> {
+        let json = serde_json::to_string(ack).map_err(|e| Error::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO commands (id, ack, delivered, executed_at) VALUES (?, ?, 0, ?)",
+        )
+        .bind(ack.command_id.clone())
+        .bind(json)
+        .bind(now() as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks an acknowledgement as sent.
+    pub async fn mark_ack_delivered(&self, command_id: &str) -> Result<()> {
+        sqlx::query("UPDATE commands SET delivered = 1 WHERE id = ?")
+            .bind(command_id.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Acknowledgements not yet sent, oldest first.
+    pub async fn undelivered_acks(&self) -> Result<Vec<Ack>> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT ack FROM commands WHERE delivered = 0 ORDER BY executed_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|a| serde_json::from_str(a).map_err(|e| Error::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    /// Events not yet reported in a heartbeat that got through.
+    pub async fn pending_events(&self) -> Result<Vec<VmEvent>> {
+        let cursor = self.meta("reported_event_seq").await?;
+        let rows = sqlx::query(
+            "SELECT seq, vm_id, state, at, reason FROM events WHERE seq > ? ORDER BY seq",
+        )
+        .bind(cursor)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok(VmEvent {
+                    seq: r.try_get::<i64, _>("seq")? as u64,
+                    vm_id: r.try_get("vm_id")?,
+                    state: VmState::parse(&state)
+                        .ok_or_else(|| Error::Corrupt(format!("state {state:?}")))?,
+                    at: r.try_get::<i64, _>("at")? as u64,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records that events up to `seq` were reported, and forgets them.
+    pub async fn events_reported(&self, seq: u64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('reported_event_seq', ?)
+             ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+        )
+        .bind(seq as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM events WHERE seq <= ?")
+            .bind(seq as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn meta(&self, key: &str) -> Result<i64> {
+        let value: Option<i64> = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key.to_owned())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(value.unwrap_or(0))
+    }
+
+    /// Closes the pool, flushing the WAL.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    vm_id: &str,
+    state: VmState,
+    reason: Option<&str>,
+    at: i64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO events (vm_id, state, at, reason) VALUES (?, ?, ?, ?)")
+        .bind(vm_id.to_owned())
+        .bind(state.as_str())
+        .bind(at)
+        .bind(reason.map(str::to_owned))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn decode_vm(row: &sqlx::sqlite::SqliteRow) -> Result<VmRecord> {
+    let spec: String = row.try_get("spec")?;
+    let state: String = row.try_get("state")?;
+    let desired: String = row.try_get("desired")?;
+    Ok(VmRecord {
+        spec: serde_json::from_str(&spec).map_err(|e| Error::Corrupt(e.to_string()))?,
+        desired: Desired::parse(&desired)?,
+        state: VmState::parse(&state).ok_or_else(|| Error::Corrupt(format!("state {state:?}")))?,
+        domain_uuid: row.try_get("domain_uuid")?,
+        error: row.try_get("error")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use decloud_sdk::agent_protocol::{
+        AckOutcome, BandwidthTier, PortProtocol, PortSpec, QualityTier,
+    };
+
+    fn spec(id: &str) -> VmSpec {
+        VmSpec {
+            id: id.into(),
+            image: "img".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            disk_gib: 1,
+            quality: QualityTier::Standard,
+            bandwidth: BandwidthTier::Basic,
+            hostname: None,
+            user_data: String::new(),
+            ports: vec![PortSpec {
+                guest: 80,
+                protocol: PortProtocol::Tcp,
+            }],
+            readiness: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopen_and_events_are_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).await.unwrap();
+        store.insert_vm(&spec("a"), Desired::Running).await.unwrap();
+        assert!(matches!(
+            store.insert_vm(&spec("a"), Desired::Running).await,
+            Err(Error::InvalidSpec(_))
+        ));
+        store
+            .set_state("a", VmState::Running, None, None)
+            .await
+            .unwrap();
+        store
+            .set_state("a", VmState::Running, None, None)
+            .await
+            .unwrap();
+        store
+            .record_command(&Ack {
+                command_id: "c1".into(),
+                outcome: AckOutcome::Done { vm: None },
+            })
+            .await
+            .unwrap();
+        store.close().await;
+
+        let store = Store::open(&path).await.unwrap();
+        let vm = store.vm("a").await.unwrap().unwrap();
+        assert_eq!((vm.state, vm.desired), (VmState::Running, Desired::Running));
+        assert_eq!(
+            store.ports("a").await.unwrap(),
+            vec![(80, "tcp".to_owned())]
+        );
+        let events = store.pending_events().await.unwrap();
+        let states: Vec<_> = events.iter().map(|e| e.state).collect();
+        assert_eq!(states, vec![VmState::Creating, VmState::Running]);
+        store.events_reported(events[1].seq).await.unwrap();
+        assert!(store.pending_events().await.unwrap().is_empty());
+
+        assert_eq!(store.undelivered_acks().await.unwrap().len(), 1);
+        store.mark_ack_delivered("c1").await.unwrap();
+        assert!(store.undelivered_acks().await.unwrap().is_empty());
+        assert!(store.command_ack("c1").await.unwrap().is_some());
+
+        store.delete_vm("a", None).await.unwrap();
+        assert!(store.vm("a").await.unwrap().is_none());
+        assert!(store.ports("a").await.unwrap().is_empty());
+        let events = store.pending_events().await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].state, VmState::Deleted);
+    }
+}

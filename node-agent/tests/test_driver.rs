@@ -1,0 +1,340 @@
+//! VM lifecycle, bad specs, reconciliation and command idempotency against libvirt's
+//! in-process `test:///default` driver (real libvirt code, no daemon, no guest).
+//!
+//! The driver's state is shared by every connection in the process while one is open, so
+//! each test uses its own machine id (hence node id) and VM ids; the driver's built-in
+//! `test` domain is a domain the agents do not own and must leave alone.
+
+mod common;
+
+use common::*;
+use decloud_node_agent::{DOMAIN_PREFIX, Desired, Error, domain_name, render_domain_xml};
+use decloud_sdk::agent_protocol::{AckOutcome, Command, CommandAction, QualityTier, VmState};
+
+#[tokio::test]
+async fn lifecycle_create_stop_start_delete() {
+    let dir = data_dir();
+    let agent = open_agent(test_driver_config(dir.path(), "lifecycle")).await;
+    agent.reconcile().await.unwrap();
+
+    let report = agent.create_vm(spec("web-1", "blank")).await.unwrap();
+    assert_eq!(report.state, VmState::Running);
+    let vm_dir = agent.vm_dir("web-1");
+    assert!(vm_dir.join("disk.qcow2").is_file());
+    assert!(vm_dir.join("seed.iso").is_file());
+    let owned = agent.owned_domains().await.unwrap();
+    assert_eq!(owned.len(), 1);
+    assert_eq!((owned[0].vm_id.as_str(), owned[0].active), ("web-1", true));
+    // The overlay really sits on the base image.
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(vm_dir.join("disk.qcow2"))
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert!(
+        info["backing-filename"]
+            .as_str()
+            .unwrap()
+            .ends_with("base.qcow2")
+    );
+    assert_eq!(info["virtual-size"].as_u64(), Some(1 << 30));
+
+    let stopped = agent.stop_vm("web-1").await.unwrap();
+    assert_eq!(stopped.state, VmState::Stopped);
+    let name = domain_name("web-1");
+    let active = agent
+        .with_hypervisor(move |h| h.is_active(&name))
+        .await
+        .unwrap();
+    assert_eq!(active, Some(false));
+
+    let started = agent.start_vm("web-1").await.unwrap();
+    assert_eq!(started.state, VmState::Running);
+
+    agent.delete_vm("web-1").await.unwrap();
+    assert!(agent.owned_domains().await.unwrap().is_empty());
+    assert!(!vm_dir.exists());
+    assert!(agent.store().vm("web-1").await.unwrap().is_none());
+    assert!(matches!(
+        agent.delete_vm("web-1").await,
+        Err(Error::UnknownVm(_))
+    ));
+
+    let states: Vec<VmState> = agent
+        .store()
+        .pending_events()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            VmState::Creating,
+            VmState::Running,
+            VmState::Stopped,
+            VmState::Running,
+            VmState::Deleted
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_and_create_nothing() {
+    let dir = data_dir();
+    let agent = open_agent(test_driver_config(dir.path(), "bad-specs")).await;
+    agent.reconcile().await.unwrap();
+    agent.create_vm(spec("taken", "blank")).await.unwrap();
+    let (host_cpus, _) = agent.with_hypervisor(|h| h.node_capacity()).await.unwrap();
+
+    let zero_memory = {
+        let mut s = spec("a", "blank");
+        s.memory_mib = 0;
+        s
+    };
+    let unknown_image = spec("b", "no-such-image");
+    let too_many_vcpus = {
+        let mut s = spec("c", "blank");
+        s.quality = QualityTier::Dedicated;
+        s.vcpus = host_cpus + 1;
+        s
+    };
+    let overwrite = spec("taken", "blank");
+    let traversal = spec("../taken", "blank");
+    let cases = [
+        (zero_memory, "memory must be at least"),
+        (unknown_image, "unknown image \"no-such-image\""),
+        (too_many_vcpus, "under the Dedicated tier's 1:1 overcommit"),
+        (overwrite, "already exists on this node"),
+        (traversal, "must be 1 to 48 characters"),
+    ];
+    let data = agent.config().data_dir.clone();
+    let files_before = files_under(&data).len();
+    for (bad, expected) in cases {
+        let id = bad.id.clone();
+        let error = agent.create_vm(bad).await.unwrap_err().to_string();
+        assert!(error.contains(expected), "{id}: {error}");
+    }
+    // The same host takes 4x as many vCPUs in the Burstable tier.
+    let mut burstable = spec("d", "blank");
+    burstable.vcpus = host_cpus * 4 + 1;
+    let error = agent.create_vm(burstable).await.unwrap_err().to_string();
+    assert!(error.contains("4:1 overcommit"), "{error}");
+
+    // A directory left on disk by nobody on record is another VM's disk as far as we know.
+    std::fs::create_dir(agent.vm_dir("stray")).unwrap();
+    std::fs::write(agent.vm_dir("stray").join("disk.qcow2"), b"precious").unwrap();
+    let error = agent
+        .create_vm(spec("stray", "blank"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("refusing to overwrite"), "{error}");
+    assert_eq!(
+        std::fs::read(agent.vm_dir("stray").join("disk.qcow2")).unwrap(),
+        b"precious"
+    );
+    std::fs::remove_dir_all(agent.vm_dir("stray")).unwrap();
+
+    assert_eq!(files_under(&data).len(), files_before);
+    let owned = agent.owned_domains().await.unwrap();
+    assert_eq!(
+        owned.iter().map(|d| d.vm_id.as_str()).collect::<Vec<_>>(),
+        ["taken"]
+    );
+    assert_eq!(agent.store().vms().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn reconcile_adopts_restarts_redefines_and_removes_only_owned_orphans() {
+    let dir = data_dir();
+    let config = test_driver_config(dir.path(), "reconcile");
+    let agent = open_agent(config.clone()).await;
+    agent.reconcile().await.unwrap();
+    for id in ["keep", "crashed", "lost", "going"] {
+        agent.create_vm(spec(id, "blank")).await.unwrap();
+    }
+    let keep_uuid = agent.store().vm("keep").await.unwrap().unwrap().domain_uuid;
+
+    // What a host reboot, an operator's virsh and a crash mid-delete leave behind:
+    let crashed = domain_name("crashed");
+    let lost = domain_name("lost");
+    agent
+        .with_hypervisor(move |h| {
+            h.stop(&crashed, std::time::Duration::ZERO)?;
+            h.remove(&lost)
+        })
+        .await
+        .unwrap();
+    agent
+        .store()
+        .set_desired("going", Desired::Deleted)
+        .await
+        .unwrap();
+    // A domain with this node's metadata but no record (a crash between define and insert),
+    // and a foreign domain the agent must never touch.
+    let orphan_spec = spec("orphan", "blank");
+    let image = config.images["blank"].clone();
+    let orphan_xml = render_domain_xml(&decloud_node_agent::DomainPlan {
+        spec: &orphan_spec,
+        node_id: agent.identity().node_id,
+        domain_type: config.domain_type,
+        image: &image,
+        disk: dir.path().join("orphan.qcow2"),
+        seed: dir.path().join("orphan.iso"),
+        console_log: dir.path().join("orphan.log"),
+        network: &config.network,
+    });
+    let foreign_xml = orphan_xml
+        .replace(&format!("{DOMAIN_PREFIX}orphan"), "someone-elses-vm")
+        .replace(
+            &agent.identity().node_id.to_string(),
+            &format!("0x{}", "ee".repeat(32)),
+        );
+    let other_node_xml = orphan_xml
+        .replace(
+            &format!("{DOMAIN_PREFIX}orphan"),
+            &format!("{DOMAIN_PREFIX}other-node"),
+        )
+        .replace(
+            &agent.identity().node_id.to_string(),
+            &format!("0x{}", "dd".repeat(32)),
+        );
+    agent
+        .with_hypervisor(move |h| {
+            for xml in [&orphan_xml, &foreign_xml, &other_node_xml] {
+                h.define(xml)?;
+            }
+            h.start("someone-elses-vm")
+        })
+        .await
+        .unwrap();
+
+    let report = agent.reconcile().await.unwrap();
+    assert_eq!(report.adopted, ["keep"]);
+    assert_eq!(report.restarted, ["crashed"]);
+    assert_eq!(report.redefined, ["lost"]);
+    assert_eq!(report.deletions_finished, ["going"]);
+    assert_eq!(report.orphans_removed, ["orphan"]);
+    assert!(report.failed.is_empty());
+
+    // The driver is shared by every test in this process, so check only this test's names.
+    let names = agent
+        .with_hypervisor(|h| h.all_domain_names())
+        .await
+        .unwrap();
+    for present in [
+        "decloud-crashed",
+        "decloud-keep",
+        "decloud-lost",
+        "decloud-other-node",
+        "someone-elses-vm",
+        "test",
+    ] {
+        assert!(
+            names.iter().any(|n| n == present),
+            "{present} missing from {names:?}"
+        );
+    }
+    for absent in ["decloud-orphan", "decloud-going"] {
+        assert!(
+            !names.iter().any(|n| n == absent),
+            "{absent} still in {names:?}"
+        );
+    }
+    for id in ["keep", "crashed", "lost"] {
+        assert_eq!(
+            agent.report(id).await.unwrap().state,
+            VmState::Running,
+            "{id}"
+        );
+    }
+    assert_eq!(
+        agent.store().vm("keep").await.unwrap().unwrap().domain_uuid,
+        keep_uuid
+    );
+    assert!(agent.store().vm("going").await.unwrap().is_none());
+    assert!(!agent.vm_dir("going").exists());
+    let foreign_active = agent
+        .with_hypervisor(|h| h.is_active("someone-elses-vm"))
+        .await
+        .unwrap();
+    assert_eq!(foreign_active, Some(true));
+
+    // A second pass changes nothing.
+    let again = agent.reconcile().await.unwrap();
+    assert_eq!(again.adopted, ["crashed", "keep", "lost"]);
+    assert!(again.orphans_removed.is_empty() && again.restarted.is_empty());
+}
+
+#[tokio::test]
+async fn observe_records_a_guest_power_off() {
+    let dir = data_dir();
+    let agent = open_agent(test_driver_config(dir.path(), "observe")).await;
+    agent.reconcile().await.unwrap();
+    agent.create_vm(spec("observed", "blank")).await.unwrap();
+    let name = domain_name("observed");
+    agent
+        .with_hypervisor(move |h| h.stop(&name, std::time::Duration::ZERO))
+        .await
+        .unwrap();
+    agent.observe().await.unwrap();
+    let record = agent.store().vm("observed").await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.desired),
+        (VmState::Stopped, Desired::Stopped)
+    );
+    let last = agent.store().pending_events().await.unwrap().pop().unwrap();
+    assert_eq!(last.reason.as_deref(), Some("guest powered off"));
+}
+
+#[tokio::test]
+async fn commands_execute_once_per_id() {
+    let dir = data_dir();
+    let agent = open_agent(test_driver_config(dir.path(), "commands")).await;
+    agent.reconcile().await.unwrap();
+    let create = Command {
+        id: "cmd-1".into(),
+        action: CommandAction::CreateVm {
+            spec: spec("once", "blank"),
+        },
+    };
+    let first = agent.execute(create.clone()).await.unwrap();
+    let again = agent.execute(create).await.unwrap();
+    assert_eq!(first, again);
+    assert!(
+        matches!(&first.outcome, AckOutcome::Done { vm: Some(vm) } if vm.state == VmState::Running)
+    );
+    assert_eq!(agent.owned_domains().await.unwrap().len(), 1);
+
+    // A new command id for the same VM is a new request, and refused.
+    let duplicate = Command {
+        id: "cmd-2".into(),
+        action: CommandAction::CreateVm {
+            spec: spec("once", "blank"),
+        },
+    };
+    let ack = agent.execute(duplicate).await.unwrap();
+    assert!(
+        matches!(ack.outcome, AckOutcome::Failed { ref error } if error.contains("already exists"))
+    );
+
+    let delete = Command {
+        id: "cmd-3".into(),
+        action: CommandAction::DeleteVm {
+            vm_id: "once".into(),
+        },
+    };
+    assert_eq!(
+        agent.execute(delete.clone()).await.unwrap().outcome,
+        AckOutcome::Done { vm: None }
+    );
+    // Repeating the delete repeats its ack; it does not fail with "no such vm".
+    assert_eq!(
+        agent.execute(delete).await.unwrap().outcome,
+        AckOutcome::Done { vm: None }
+    );
+    assert!(agent.owned_domains().await.unwrap().is_empty());
+}

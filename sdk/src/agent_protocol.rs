@@ -1,0 +1,737 @@
+//! Wire protocol between a node agent and the orchestrator.
+//!
+//! # Transport
+//!
+//! The agent opens the only connection: one WebSocket from the agent to the orchestrator
+//! (`ws://` or `wss://`), so nodes behind CGNAT or a firewall without inbound ports can
+//! serve. Every frame is a UTF-8 text frame holding one JSON object. Agent-to-server frames
+//! are [`AgentMessage`]s, server-to-agent frames are [`ServerMessage`]s; both are tagged by a
+//! `"type"` field in `snake_case`.
+//!
+//! # Handshake
+//!
+//! ```text
+//! agent                                     orchestrator
+//!   | -- hello {node_id, address, version} --> |
+//!   | <-- challenge {nonce, expires_at} ------ |   nonce: 32 random bytes, fresh per connection
+//!   | -- auth {signature} -------------------> |   EIP-191 signature of auth_message(..)
+//!   | <-- welcome {heartbeat_interval_secs} -- |   or `rejected {reason}` and close
+//! ```
+//!
+//! The signed text is [`auth_message`]: a fixed domain line ([`AUTH_DOMAIN`]) followed by the
+//! protocol version, node id, nonce and expiry, each on a labelled line. The fixed first line
+//! keeps the signature from being replayable as any other EIP-191 message (a SIWE login, a
+//! template signature); the nonce binds it to one connection and the server-chosen expiry
+//! bounds how long a captured signature is useful. The server checks the recovered address
+//! against the node key registered on-chain for `node_id` ([`verify_auth`] does everything
+//! but the registry lookup).
+//!
+//! # Session
+//!
+//! After `welcome` the agent sends a [`Heartbeat`] at once and then every
+//! `heartbeat_interval_secs` (15 s by default): resources, free capacity, readiness and the
+//! state of every VM, plus the [`VmEvent`]s that happened since the last heartbeat that got
+//! through, including those that happened while the agent was disconnected.
+//!
+//! The server sends [`Command`]s at any time. Each has a server-chosen `id`; the agent
+//! answers each with exactly one [`Ack`] carrying that id. Commands are idempotent by id: an
+//! agent that receives an id it has already executed does not execute it again, it repeats
+//! the stored acknowledgement. So the server may resend any command whose ack it has not
+//! seen (after a reconnect, say) without risk of a second VM. Acks of commands that finished
+//! while the link was down are sent right after the next `welcome`.
+//!
+//! Either side may close the socket at any time; the agent reconnects with exponential
+//! backoff and performs the handshake again.
+
+use std::fmt;
+
+use alloy::{
+    primitives::{Address, B256, Bytes, Signature, keccak256},
+    signers::SignerSync,
+};
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol; sent in [`Hello`] and signed in [`auth_message`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default seconds between two heartbeats.
+pub const HEARTBEAT_INTERVAL_SECS: u64 = 15;
+
+/// First line of every authentication message: separates it from any other signed text.
+pub const AUTH_DOMAIN: &str = "DeCloud node agent authentication";
+
+/// Errors of the protocol helpers.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The challenge expired before the signature was checked.
+    #[error("challenge expired at {expires_at}, now is {now}")]
+    ChallengeExpired {
+        /// Expiry in the challenge (unix seconds).
+        expires_at: u64,
+        /// Time of the check (unix seconds).
+        now: u64,
+    },
+    /// The signature bytes are not a valid 65-byte secp256k1 signature.
+    #[error("malformed signature: {0}")]
+    MalformedSignature(String),
+    /// The signature is valid but made by another key than the one announced.
+    #[error("signature is by {recovered}, expected {expected}")]
+    WrongSigner {
+        /// Address announced in [`Hello`].
+        expected: Address,
+        /// Address recovered from the signature.
+        recovered: Address,
+    },
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+    /// A frame could not be decoded.
+    #[error("malformed message: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// Machine id as the registry expects it: keccak256 of the trimmed machine id text
+/// (for example the contents of `/etc/machine-id`).
+pub fn machine_id(text: &str) -> B256 {
+    keccak256(text.trim().as_bytes())
+}
+
+/// Node id: `keccak256(abi.encodePacked(bytes32 machineId, address operator))`.
+pub fn node_id(machine_id: B256, operator: Address) -> B256 {
+    let mut packed = [0u8; 52];
+    packed[..32].copy_from_slice(machine_id.as_slice());
+    packed[32..].copy_from_slice(operator.as_slice());
+    keccak256(packed)
+}
+
+/// The text an agent signs (EIP-191 `personal_sign`) to answer a challenge.
+pub fn auth_message(node_id: B256, nonce: B256, expires_at: u64) -> String {
+    format!(
+        "{AUTH_DOMAIN}\nversion: {PROTOCOL_VERSION}\nnode: {node_id}\nnonce: {nonce}\nexpires: {expires_at}"
+    )
+}
+
+/// Signs a challenge for `node_id` with the node key.
+pub fn sign_challenge<S: SignerSync>(
+    signer: &S,
+    node_id: B256,
+    challenge: &Challenge,
+) -> Result<Auth, ProtocolError> {
+    let message = auth_message(node_id, challenge.nonce, challenge.expires_at);
+    let signature = signer
+        .sign_message_sync(message.as_bytes())
+        .map_err(|e| ProtocolError::Signing(e.to_string()))?;
+    Ok(Auth {
+        signature: Bytes::from(signature.as_bytes().to_vec()),
+    })
+}
+
+/// Server side of the handshake: checks that `auth` signs `challenge` for the node announced
+/// in `hello`, by the key announced in `hello`, before the expiry. Returns the signer.
+///
+/// The caller must still check that `hello.address` is the node key registered for
+/// `hello.node_id`, and that the nonce was issued on this connection.
+pub fn verify_auth(
+    hello: &Hello,
+    challenge: &Challenge,
+    auth: &Auth,
+    now: u64,
+) -> Result<Address, ProtocolError> {
+    if now > challenge.expires_at {
+        return Err(ProtocolError::ChallengeExpired {
+            expires_at: challenge.expires_at,
+            now,
+        });
+    }
+    let signature = Signature::from_raw(&auth.signature)
+        .map_err(|e| ProtocolError::MalformedSignature(e.to_string()))?;
+    let message = auth_message(hello.node_id, challenge.nonce, challenge.expires_at);
+    let recovered = signature
+        .recover_address_from_msg(message.as_bytes())
+        .map_err(|e| ProtocolError::MalformedSignature(e.to_string()))?;
+    if recovered != hello.address {
+        return Err(ProtocolError::WrongSigner {
+            expected: hello.address,
+            recovered,
+        });
+    }
+    Ok(recovered)
+}
+
+/// A frame from the agent to the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// First frame of a connection.
+    Hello(Hello),
+    /// Answer to a [`Challenge`].
+    Auth(Auth),
+    /// Periodic state report.
+    Heartbeat(Box<Heartbeat>),
+    /// Result of a [`Command`].
+    Ack(Ack),
+}
+
+/// A frame from the orchestrator to the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Nonce to sign.
+    Challenge(Challenge),
+    /// Authentication accepted.
+    Welcome(Welcome),
+    /// Authentication refused or protocol violated; the server closes afterwards.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// Work for the agent.
+    Command(Command),
+}
+
+impl AgentMessage {
+    /// Encodes the frame as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("agent messages always serialize")
+    }
+
+    /// Decodes a JSON text frame.
+    pub fn from_json(text: &str) -> Result<Self, ProtocolError> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+impl ServerMessage {
+    /// Encodes the frame as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialize")
+    }
+
+    /// Decodes a JSON text frame.
+    pub fn from_json(text: &str) -> Result<Self, ProtocolError> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+/// The agent introduces itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the agent speaks ([`PROTOCOL_VERSION`]).
+    pub protocol_version: u32,
+    /// Node id as registered on-chain.
+    pub node_id: B256,
+    /// Address of the node key.
+    pub address: Address,
+    /// Agent software version, for operators' dashboards.
+    pub agent_version: String,
+}
+
+/// A nonce the agent must sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Fresh random nonce.
+    pub nonce: B256,
+    /// Unix seconds after which the signature is refused.
+    pub expires_at: u64,
+}
+
+/// The agent's answer to a [`Challenge`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    /// 65-byte EIP-191 signature (r, s, v) of [`auth_message`].
+    pub signature: Bytes,
+}
+
+/// Authentication accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Seconds between heartbeats the server expects.
+    pub heartbeat_interval_secs: u64,
+}
+
+/// Work for the agent, identified by a server-chosen id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Unique id; a repeated id is acknowledged again, never executed again.
+    pub id: String,
+    /// What to do.
+    pub action: CommandAction,
+}
+
+/// The actions a [`Command`] can ask for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum CommandAction {
+    /// Create a VM and start it.
+    CreateVm {
+        /// What to create.
+        spec: VmSpec,
+    },
+    /// Start a stopped VM.
+    StartVm {
+        /// Which VM.
+        vm_id: String,
+    },
+    /// Stop a VM gracefully, forcing it off after the agent's timeout.
+    StopVm {
+        /// Which VM.
+        vm_id: String,
+    },
+    /// Stop a VM and remove it with its disks.
+    DeleteVm {
+        /// Which VM.
+        vm_id: String,
+    },
+}
+
+/// Result of a [`Command`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Id of the command.
+    pub command_id: String,
+    /// What happened.
+    pub outcome: AckOutcome,
+}
+
+/// Outcome of a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AckOutcome {
+    /// Done; the VM's state afterwards (absent after a delete).
+    Done {
+        /// The VM after the command.
+        vm: Option<VmReport>,
+    },
+    /// Refused or failed; nothing was changed by a refused command.
+    Failed {
+        /// Human-readable reason.
+        error: String,
+    },
+}
+
+/// Quality tier of a VM: how many vCPUs share one physical core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum QualityTier {
+    /// 1 vCPU per core.
+    Dedicated = 0,
+    /// 1.5 vCPUs per core.
+    Standard = 1,
+    /// 2 vCPUs per core.
+    Balanced = 2,
+    /// 4 vCPUs per core.
+    Burstable = 3,
+}
+
+impl QualityTier {
+    /// Overcommit ratio as (vCPUs, physical cores): Dedicated 1:1, Standard 3:2,
+    /// Balanced 2:1, Burstable 4:1.
+    pub const fn overcommit(self) -> (u32, u32) {
+        match self {
+            Self::Dedicated => (1, 1),
+            Self::Standard => (3, 2),
+            Self::Balanced => (2, 1),
+            Self::Burstable => (4, 1),
+        }
+    }
+
+    /// Physical CPU share of one vCPU in thousandths of a core, rounded up so the host is
+    /// never promised more than it has.
+    pub const fn millicores_per_vcpu(self) -> u64 {
+        let (vcpus, cores) = self.overcommit();
+        // Round up: reserving slightly more than the exact share protects the host.
+        (1000 * cores as u64).div_ceil(vcpus as u64)
+    }
+}
+
+/// Bandwidth tier of a VM's NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum BandwidthTier {
+    /// 10 Mbit/s.
+    Basic = 0,
+    /// 50 Mbit/s.
+    Standard = 1,
+    /// 200 Mbit/s.
+    Performance = 2,
+    /// No limit.
+    Unmetered = 3,
+}
+
+impl BandwidthTier {
+    /// Limit in Mbit/s, `None` when unmetered.
+    pub const fn mbps(self) -> Option<u32> {
+        match self {
+            Self::Basic => Some(10),
+            Self::Standard => Some(50),
+            Self::Performance => Some(200),
+            Self::Unmetered => None,
+        }
+    }
+}
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortProtocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for PortProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+/// A port the tenant's workload listens on inside the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// Port inside the guest.
+    pub guest: u16,
+    /// Protocol.
+    pub protocol: PortProtocol,
+}
+
+/// A check that tells when a VM is ready for its tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReadinessProbe {
+    /// cloud-init reported that it finished (its final message on the serial console).
+    CloudInit,
+    /// A TCP connection to the guest port succeeds.
+    Tcp {
+        /// Guest port.
+        port: u16,
+    },
+    /// An HTTP GET of `path` on the guest port answers with a 2xx or 3xx status.
+    Http {
+        /// Guest port.
+        port: u16,
+        /// Request path, starting with `/`.
+        path: String,
+    },
+}
+
+/// Everything a node needs to create a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSpec {
+    /// VM id: 1 to 48 characters of `a-z`, `0-9` and `-`, unique on the node.
+    pub id: String,
+    /// Name of a base image the node offers.
+    pub image: String,
+    /// Virtual CPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Size of the VM's disk in GiB (at least the base image's size).
+    pub disk_gib: u64,
+    /// CPU quality tier.
+    pub quality: QualityTier,
+    /// Network bandwidth tier.
+    pub bandwidth: BandwidthTier,
+    /// Guest hostname; the VM id when absent.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// cloud-init user-data, passed to the guest unchanged.
+    pub user_data: String,
+    /// Ports the workload serves.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// Checks that decide readiness; none means ready once running.
+    #[serde(default)]
+    pub readiness: Vec<ReadinessProbe>,
+}
+
+/// Lifecycle state of a VM on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Accepted; disks and domain being prepared.
+    Creating,
+    /// The domain runs.
+    Running,
+    /// The domain is defined but not running.
+    Stopped,
+    /// The domain and its disks are gone.
+    Deleted,
+    /// The agent could not bring the VM to the state it should be in.
+    Failed,
+}
+
+impl VmState {
+    /// Stable lowercase name, as on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Deleted => "deleted",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses [`VmState::as_str`] output.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "creating" => Self::Creating,
+            "running" => Self::Running,
+            "stopped" => Self::Stopped,
+            "deleted" => Self::Deleted,
+            "failed" => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for VmState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Result of one readiness probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// The probe.
+    pub probe: ReadinessProbe,
+    /// Whether it passed at the last check.
+    pub ok: bool,
+    /// Why not, when it failed.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+/// Readiness of one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    /// All probes passed and the VM runs.
+    pub ready: bool,
+    /// Per-probe results.
+    pub probes: Vec<ProbeResult>,
+}
+
+/// A VM as reported in heartbeats and acks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmReport {
+    /// VM id.
+    pub id: String,
+    /// Current state.
+    pub state: VmState,
+    /// Readiness, as of the last probe round.
+    pub readiness: Readiness,
+    /// Guest IPv4 addresses known to the host.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Why the VM is failed, when it is.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A state change of a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmEvent {
+    /// Monotonic sequence number on this node.
+    pub seq: u64,
+    /// VM id.
+    pub vm_id: String,
+    /// New state.
+    pub state: VmState,
+    /// Unix seconds.
+    pub at: u64,
+    /// Why, for failures and for changes the agent did not command itself.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A disk (filesystem) of the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Block device name (`sda`, `nvme0n1`) or mount point.
+    pub name: String,
+    /// Size in bytes.
+    pub total_bytes: u64,
+    /// Whether the device is rotational (HDD).
+    pub rotational: bool,
+}
+
+/// A GPU (PCI display controller) of the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    /// PCI address, e.g. `0000:01:00.0`.
+    pub pci_address: String,
+    /// PCI vendor id, e.g. `0x10de`.
+    pub vendor_id: String,
+    /// PCI device id.
+    pub device_id: String,
+    /// PCI class, e.g. `0x030000`.
+    pub class: String,
+}
+
+/// What the host has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeResources {
+    /// CPU architecture, e.g. `x86_64`.
+    pub arch: String,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// Logical CPUs.
+    pub cpu_cores: u32,
+    /// Total memory in MiB.
+    pub memory_mib: u64,
+    /// Block devices.
+    pub disks: Vec<DiskInfo>,
+    /// Bytes free for VM disks in the agent's data directory.
+    pub vm_storage_free_bytes: u64,
+    /// GPUs.
+    pub gpus: Vec<GpuInfo>,
+    /// CPU benchmark result (see the node agent's documentation for the baseline).
+    pub compute_points: u64,
+}
+
+/// What is still free for new VMs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// Free physical CPU in thousandths of a core; a tier's vCPU takes
+    /// [`QualityTier::millicores_per_vcpu`].
+    pub millicores: u64,
+    /// Free memory in MiB.
+    pub memory_mib: u64,
+    /// Free bytes for VM disks.
+    pub disk_bytes: u64,
+}
+
+/// Periodic report of the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sequence number, increasing for the agent's process lifetime.
+    pub seq: u64,
+    /// Unix seconds.
+    pub sent_at: u64,
+    /// Whether the agent can take commands (libvirt reachable, state reconciled).
+    pub ready: bool,
+    /// Host resources.
+    pub resources: NodeResources,
+    /// Free capacity.
+    pub free: Capacity,
+    /// Every VM on the node that is not deleted.
+    pub vms: Vec<VmReport>,
+    /// State changes since the last heartbeat that was sent.
+    pub events: Vec<VmEvent>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::signers::local::PrivateKeySigner;
+
+    fn hello(signer: &PrivateKeySigner) -> Hello {
+        Hello {
+            protocol_version: PROTOCOL_VERSION,
+            node_id: node_id(machine_id("abc\n"), Address::repeat_byte(7)),
+            address: signer.address(),
+            agent_version: "test".into(),
+        }
+    }
+
+    #[test]
+    fn node_id_is_keccak_of_packed_machine_and_operator() {
+        let machine = machine_id(" 0123456789abcdef \n");
+        assert_eq!(machine, keccak256(b"0123456789abcdef"));
+        let operator = Address::repeat_byte(0x11);
+        let mut packed = machine.to_vec();
+        packed.extend_from_slice(operator.as_slice());
+        assert_eq!(packed.len(), 52);
+        assert_eq!(node_id(machine, operator), keccak256(&packed));
+    }
+
+    #[test]
+    fn signed_challenge_verifies_and_binds_every_field() {
+        let signer = PrivateKeySigner::random();
+        let hello = hello(&signer);
+        let challenge = Challenge {
+            nonce: B256::repeat_byte(3),
+            expires_at: 1_000,
+        };
+        let auth = sign_challenge(&signer, hello.node_id, &challenge).unwrap();
+        assert_eq!(
+            verify_auth(&hello, &challenge, &auth, 999).unwrap(),
+            signer.address()
+        );
+
+        let expired = verify_auth(&hello, &challenge, &auth, 1_001).unwrap_err();
+        assert!(matches!(expired, ProtocolError::ChallengeExpired { .. }));
+
+        let other_nonce = Challenge {
+            nonce: B256::repeat_byte(4),
+            ..challenge.clone()
+        };
+        assert!(matches!(
+            verify_auth(&hello, &other_nonce, &auth, 0),
+            Err(ProtocolError::WrongSigner { .. })
+        ));
+        let other_node = Hello {
+            node_id: B256::repeat_byte(9),
+            ..hello.clone()
+        };
+        assert!(matches!(
+            verify_auth(&other_node, &challenge, &auth, 0),
+            Err(ProtocolError::WrongSigner { .. })
+        ));
+        let bad = Auth {
+            signature: Bytes::from(vec![1, 2, 3]),
+        };
+        assert!(matches!(
+            verify_auth(&hello, &challenge, &bad, 0),
+            Err(ProtocolError::MalformedSignature(_))
+        ));
+    }
+
+    #[test]
+    fn auth_message_is_domain_separated() {
+        let text = auth_message(B256::ZERO, B256::repeat_byte(1), 42);
+        assert!(text.starts_with("DeCloud node agent authentication\nversion: 1\n"));
+        assert!(text.ends_with("\nexpires: 42"));
+    }
+
+    #[test]
+    fn messages_round_trip_as_tagged_json() {
+        let command = ServerMessage::Command(Command {
+            id: "c1".into(),
+            action: CommandAction::StopVm {
+                vm_id: "vm-1".into(),
+            },
+        });
+        let json = command.to_json();
+        assert!(json.contains(r#""type":"command""#), "{json}");
+        assert!(json.contains(r#""action":"stop_vm""#), "{json}");
+        assert_eq!(ServerMessage::from_json(&json).unwrap(), command);
+
+        let ack = AgentMessage::Ack(Ack {
+            command_id: "c1".into(),
+            outcome: AckOutcome::Failed {
+                error: "no such vm".into(),
+            },
+        });
+        assert_eq!(AgentMessage::from_json(&ack.to_json()).unwrap(), ack);
+        assert!(AgentMessage::from_json(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn tiers_follow_the_shared_table() {
+        assert_eq!(QualityTier::Dedicated.millicores_per_vcpu(), 1000);
+        assert_eq!(QualityTier::Standard.millicores_per_vcpu(), 667);
+        assert_eq!(QualityTier::Balanced.millicores_per_vcpu(), 500);
+        assert_eq!(QualityTier::Burstable.millicores_per_vcpu(), 250);
+        assert_eq!(BandwidthTier::Basic.mbps(), Some(10));
+        assert_eq!(BandwidthTier::Unmetered.mbps(), None);
+        assert_eq!(QualityTier::Burstable as u8, 3);
+    }
+}
