@@ -61,6 +61,7 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    agents: crate::agent::AgentHub,
     siwe: Siwe,
     limiter: RateLimiter,
     metrics: Metrics,
@@ -75,6 +76,7 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
+                agents: crate::agent::AgentHub::default(),
                 siwe,
                 limiter,
                 metrics: Metrics::default(),
@@ -86,6 +88,11 @@ impl AppState {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Connections of node agents.
+    pub fn agents(&self) -> &crate::agent::AgentHub {
+        &self.inner.agents
     }
 
     /// The metrics.
@@ -454,6 +461,7 @@ pub fn app(state: AppState) -> Router {
     let doc = Arc::new(doc);
     let config = state.inner.config.clone();
     api.route("/api/v1/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+        .route("/api/v1/agent/ws", get(crate::agent::ws_handler))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -3,6 +3,7 @@
 //!
 //! It coordinates and never holds money.
 
+pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -1,7 +1,16 @@
 //! Prometheus metrics in the text exposition format, kept in memory without a metrics library:
-//! request counts and latencies by route and status, and sign-in outcomes.
+//! request counts and latencies by route and status, sign-in outcomes, agent heartbeats and
+//! connections.
 
-use std::{collections::BTreeMap, fmt::Write, sync::Mutex, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt::Write,
+    sync::{
+        Mutex,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 /// Upper bounds of the latency histogram, seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -19,6 +28,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     sign_ins: Mutex<BTreeMap<String, u64>>,
+    heartbeats: AtomicU64,
+    agents: AtomicI64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -48,6 +59,16 @@ impl Metrics {
     /// Records a sign-in outcome (`ok` or an error code).
     pub fn record_sign_in(&self, outcome: &str) {
         *lock(&self.sign_ins).entry(outcome.to_string()).or_insert(0) += 1;
+    }
+
+    /// Counts a heartbeat received from a node agent.
+    pub fn record_heartbeat(&self) {
+        self.heartbeats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds `delta` (+1 or -1) to the number of connected node agents.
+    pub fn agent_connected(&self, delta: i64) {
+        self.agents.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// The metrics in Prometheus text format.
@@ -97,6 +118,22 @@ impl Metrics {
         for (outcome, n) in lock(&self.sign_ins).iter() {
             let _ = writeln!(out, "decloud_sign_ins_total{{outcome=\"{outcome}\"}} {n}");
         }
+        out.push_str(
+            "# HELP decloud_agent_heartbeats_total Heartbeats received from node agents.\n",
+        );
+        out.push_str("# TYPE decloud_agent_heartbeats_total counter\n");
+        let _ = writeln!(
+            out,
+            "decloud_agent_heartbeats_total {}",
+            self.heartbeats.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP decloud_agents_connected Node agents connected now.\n");
+        out.push_str("# TYPE decloud_agents_connected gauge\n");
+        let _ = writeln!(
+            out,
+            "decloud_agents_connected {}",
+            self.agents.load(Ordering::Relaxed)
+        );
         out
     }
 }

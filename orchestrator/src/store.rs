@@ -233,6 +233,38 @@ pub struct VmRecord {
 /// VM states that no longer hold capacity on their node.
 pub const RELEASED_VM_STATES: [&str; 2] = ["terminated", "failed"];
 
+/// A command queued for a node agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// Idempotency key, unique.
+    pub command_id: String,
+    /// Node that must execute it.
+    pub node_id: String,
+    /// The action as JSON (the protocol's `CommandAction`).
+    pub action: String,
+    /// Enqueue time, unix seconds.
+    pub created_at: i64,
+    /// Times it was sent.
+    pub attempts: i64,
+    /// Last send, unix seconds.
+    pub last_sent_at: Option<i64>,
+    /// Acknowledgement time, unix seconds.
+    pub acked_at: Option<i64>,
+    /// The acknowledgement's outcome as JSON (the protocol's `AckOutcome`).
+    pub outcome: Option<String>,
+}
+
+/// What recording an acknowledgement did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckRecorded {
+    /// First acknowledgement: stored.
+    Recorded,
+    /// Already acknowledged; the first outcome stands.
+    Duplicate,
+    /// No such command for this node.
+    Unknown,
+}
+
 /// A signed-in session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -339,6 +371,19 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRecord, StoreError> {
         gpus: u(row, "gpus")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
+    Ok(CommandRecord {
+        command_id: row.try_get("command_id")?,
+        node_id: row.try_get("node_id")?,
+        action: row.try_get("action")?,
+        created_at: row.try_get("created_at")?,
+        attempts: row.try_get("attempts")?,
+        last_sent_at: row.try_get("last_sent_at")?,
+        acked_at: row.try_get("acked_at")?,
+        outcome: row.try_get("outcome")?,
     })
 }
 
@@ -835,6 +880,116 @@ impl Store {
             entry.gpus += u(row, "gpus")?;
         }
         Ok(usage)
+    }
+
+    /// Sets the compute points a node's agent measured.
+    pub async fn set_compute_points(&self, node_id: &str, points: u64) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE nodes SET compute_points = $2 WHERE node_id = $1")
+            .bind(node_id.to_lowercase())
+            .bind(i(points))
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound("node"));
+        }
+        Ok(())
+    }
+
+    // ---- node agent commands ----
+
+    /// Queues a command for a node. Enqueuing an id that exists changes nothing and returns
+    /// `false`, so a retried enqueue cannot create a second command.
+    pub async fn enqueue_command(
+        &self,
+        command_id: &str,
+        node_id: &str,
+        action: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO agent_commands (command_id, node_id, action, created_at, attempts, last_sent_at, acked_at, \
+             outcome) VALUES ($1, $2, $3, $4, 0, NULL, NULL, NULL) ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(command_id.to_string())
+        .bind(node_id.to_lowercase())
+        .bind(action.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Unacknowledged commands of a node never sent or last sent at or before `sent_before`,
+    /// oldest first.
+    pub async fn due_commands(
+        &self,
+        node_id: &str,
+        sent_before: i64,
+    ) -> Result<Vec<CommandRecord>, StoreError> {
+        sqlx::query(
+            "SELECT * FROM agent_commands WHERE node_id = $1 AND acked_at IS NULL \
+             AND (last_sent_at IS NULL OR last_sent_at <= $2) ORDER BY created_at, command_id",
+        )
+        .bind(node_id.to_lowercase())
+        .bind(sent_before)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(command_from_row)
+        .collect()
+    }
+
+    /// Notes that a command was sent at `now`.
+    pub async fn mark_command_sent(&self, command_id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE agent_commands SET attempts = attempts + 1, last_sent_at = $2 WHERE command_id = $1")
+            .bind(command_id.to_string())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a node's acknowledgement of one of its commands; the first one wins.
+    pub async fn ack_command(
+        &self,
+        node_id: &str,
+        command_id: &str,
+        outcome: &str,
+        now: i64,
+    ) -> Result<AckRecorded, StoreError> {
+        let done = sqlx::query(
+            "UPDATE agent_commands SET acked_at = $3, outcome = $4 \
+             WHERE command_id = $1 AND node_id = $2 AND acked_at IS NULL",
+        )
+        .bind(command_id.to_string())
+        .bind(node_id.to_lowercase())
+        .bind(now)
+        .bind(outcome.to_string())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(AckRecorded::Recorded);
+        }
+        let exists =
+            sqlx::query("SELECT 1 FROM agent_commands WHERE command_id = $1 AND node_id = $2")
+                .bind(command_id.to_string())
+                .bind(node_id.to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(if exists.is_some() {
+            AckRecorded::Duplicate
+        } else {
+            AckRecorded::Unknown
+        })
+    }
+
+    /// One command by id.
+    pub async fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM agent_commands WHERE command_id = $1")
+            .bind(command_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(command_from_row).transpose()
     }
 
     // ---- sign-in ----

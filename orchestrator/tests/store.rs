@@ -6,8 +6,8 @@ use decloud_orchestrator::{
     reputation::{DAY_SECS, HEARTBEAT_INTERVAL_SECS},
     scheduler::{Prices, QualityTier},
     store::{
-        LeaseRecord, NodeRecord, NodeStatus, NonceProblem, SessionRecord, Store, StoreError,
-        VmRecord,
+        AckRecorded, LeaseRecord, NodeRecord, NodeStatus, NonceProblem, SessionRecord, Store,
+        StoreError, VmRecord,
     },
 };
 
@@ -347,11 +347,106 @@ async fn one_nonce_races_to_one_session(url: String) {
     assert_eq!(ok, 1);
 }
 
+async fn agent_commands_queue_and_ack(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(5);
+    store.upsert_node(&n).await.unwrap();
+    assert!(
+        store
+            .enqueue_command("c1", &n.node_id, "{\"a\":1}", 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .enqueue_command("c1", &n.node_id, "{\"a\":2}", 101)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .enqueue_command("c2", &n.node_id, "{}", 102)
+            .await
+            .unwrap()
+    );
+    let due: Vec<_> = store
+        .due_commands(&n.node_id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.command_id)
+        .collect();
+    assert_eq!(due, ["c1", "c2"]);
+    store.mark_command_sent("c1", 110).await.unwrap();
+    // Sent at 110: not due again before 110, due at 110 and after.
+    assert_eq!(store.due_commands(&n.node_id, 109).await.unwrap().len(), 1);
+    assert_eq!(store.due_commands(&n.node_id, 110).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .ack_command(&n.node_id, "c1", "done", 120)
+            .await
+            .unwrap(),
+        AckRecorded::Recorded
+    );
+    assert_eq!(
+        store
+            .ack_command(&n.node_id, "c1", "failed", 121)
+            .await
+            .unwrap(),
+        AckRecorded::Duplicate
+    );
+    assert_eq!(
+        store
+            .ack_command(&n.node_id, "nope", "done", 121)
+            .await
+            .unwrap(),
+        AckRecorded::Unknown
+    );
+    assert_eq!(
+        store.ack_command("0x01", "c2", "done", 121).await.unwrap(),
+        AckRecorded::Unknown,
+        "another node's command"
+    );
+    let c1 = store.command("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            c1.action.as_str(),
+            c1.attempts,
+            c1.acked_at,
+            c1.outcome.as_deref()
+        ),
+        ("{\"a\":1}", 1, Some(120), Some("done"))
+    );
+    assert_eq!(
+        store
+            .due_commands(&n.node_id, i64::MAX)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.set_compute_points(&n.node_id, 4_321).await.unwrap();
+    assert_eq!(
+        store
+            .node(&n.node_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .compute_points,
+        4_321
+    );
+    assert!(matches!(
+        store.set_compute_points("0x01", 1).await,
+        Err(StoreError::NotFound("node"))
+    ));
+}
+
 macro_rules! suite {
     ($make_url:expr) => {{
         suite!(@run $make_url, nodes_round_trip, heartbeats_build_reputation_that_survives_restart,
             counters_before_first_heartbeat_do_not_start_the_clock, concurrent_heartbeats_are_all_counted,
-            leases_vms_and_usage, nonces_are_single_use_and_expire, one_nonce_races_to_one_session)
+            leases_vms_and_usage, nonces_are_single_use_and_expire, one_nonce_races_to_one_session,
+            agent_commands_queue_and_ack)
     }};
     (@run $make_url:expr, $($check:ident),+) => {{
         $(
