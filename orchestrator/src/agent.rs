@@ -245,13 +245,14 @@ async fn on_heartbeat(
     node_id: &str,
     hb: &Heartbeat,
     points: &mut Option<u64>,
+    arrived: Instant,
 ) -> Result<(), String> {
     let missed = state
         .store()
         .record_heartbeat(node_id, now())
         .await
         .map_err(|e| e.to_string())?;
-    state.metrics().record_heartbeat();
+    state.metrics().record_heartbeat(arrived.elapsed());
     if missed > 0 {
         tracing::info!(target: "orchestrator::agent", %node_id, missed, "heartbeat after a gap");
     }
@@ -287,7 +288,7 @@ async fn session(state: &AppState, socket: &mut WebSocket, node_id: &str) -> Res
                 };
                 last_frame = Instant::now();
                 match AgentMessage::from_json(text.as_str()) {
-                    Ok(AgentMessage::Heartbeat(hb)) => on_heartbeat(state, node_id, &hb, &mut points).await?,
+                    Ok(AgentMessage::Heartbeat(hb)) => on_heartbeat(state, node_id, &hb, &mut points, last_frame).await?,
                     Ok(AgentMessage::Ack(ack)) => {
                         let outcome = serde_json::to_string(&ack.outcome).expect("outcomes always serialize");
                         let recorded = state.store().ack_command(node_id, &ack.command_id, &outcome, now()).await.map_err(|e| e.to_string())?;

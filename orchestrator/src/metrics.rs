@@ -22,6 +22,33 @@ struct Histogram {
     sum: f64,
 }
 
+impl Histogram {
+    fn observe(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, n) in BUCKETS.iter().zip(self.counts) {
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
 /// In-memory metrics of one server.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -29,6 +56,7 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<String, Histogram>>,
     sign_ins: Mutex<BTreeMap<String, u64>>,
     heartbeats: AtomicU64,
+    heartbeat_latency: Mutex<Histogram>,
     agents: AtomicI64,
 }
 
@@ -44,16 +72,10 @@ impl Metrics {
         *lock(&self.requests)
             .entry((method.to_string(), route.to_string(), status))
             .or_insert(0) += 1;
-        let secs = elapsed.as_secs_f64();
-        let mut latency = lock(&self.latency);
-        let h = latency.entry(route.to_string()).or_default();
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        lock(&self.latency)
+            .entry(route.to_string())
+            .or_default()
+            .observe(elapsed);
     }
 
     /// Records a sign-in outcome (`ok` or an error code).
@@ -61,9 +83,11 @@ impl Metrics {
         *lock(&self.sign_ins).entry(outcome.to_string()).or_insert(0) += 1;
     }
 
-    /// Counts a heartbeat received from a node agent.
-    pub fn record_heartbeat(&self) {
+    /// Counts a heartbeat received from a node agent and how long booking it took (from the
+    /// frame's arrival to the store's commit).
+    pub fn record_heartbeat(&self, elapsed: Duration) {
         self.heartbeats.fetch_add(1, Ordering::Relaxed);
+        lock(&self.heartbeat_latency).observe(elapsed);
     }
 
     /// Adds `delta` (+1 or -1) to the number of connected node agents.
@@ -90,27 +114,10 @@ impl Metrics {
         );
         out.push_str("# TYPE decloud_http_request_duration_seconds histogram\n");
         for (route, h) in lock(&self.latency).iter() {
-            let route = escape(route);
-            for (bound, n) in BUCKETS.iter().zip(h.counts) {
-                let _ = writeln!(
-                    out,
-                    "decloud_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "decloud_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "decloud_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "decloud_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
+            h.render(
+                &mut out,
+                "decloud_http_request_duration_seconds",
+                &format!("route=\"{}\"", escape(route)),
             );
         }
         out.push_str("# HELP decloud_sign_ins_total Sign-in attempts by outcome.\n");
@@ -127,6 +134,9 @@ impl Metrics {
             "decloud_agent_heartbeats_total {}",
             self.heartbeats.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP decloud_agent_heartbeat_seconds Time from a heartbeat's arrival to its commit.\n");
+        out.push_str("# TYPE decloud_agent_heartbeat_seconds histogram\n");
+        lock(&self.heartbeat_latency).render(&mut out, "decloud_agent_heartbeat_seconds", "");
         out.push_str("# HELP decloud_agents_connected Node agents connected now.\n");
         out.push_str("# TYPE decloud_agents_connected gauge\n");
         let _ = writeln!(
@@ -154,6 +164,7 @@ mod tests {
         m.record_request("GET", "/api/v1/nodes", 200, Duration::from_millis(3));
         m.record_request("GET", "/api/v1/nodes", 200, Duration::from_millis(30));
         m.record_sign_in("nonce_used");
+        m.record_heartbeat(Duration::from_millis(2));
         let text = m.render();
         assert!(text.contains(
             "decloud_http_requests_total{method=\"GET\",route=\"/api/v1/nodes\",status=\"200\"} 2"
@@ -165,5 +176,8 @@ mod tests {
             text.contains("decloud_http_request_duration_seconds_count{route=\"/api/v1/nodes\"} 2")
         );
         assert!(text.contains("decloud_sign_ins_total{outcome=\"nonce_used\"} 1"));
+        assert!(text.contains("decloud_agent_heartbeats_total 1"));
+        assert!(text.contains("decloud_agent_heartbeat_seconds_bucket{le=\"0.0025\"} 1"));
+        assert!(text.contains("decloud_agent_heartbeat_seconds_bucket{le=\"0.001\"} 0"));
     }
 }
