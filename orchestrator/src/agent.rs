@@ -70,7 +70,8 @@ impl AgentHub {
         wakers.entry(node_id.to_string()).or_default().clone()
     }
 
-    fn wake(&self, node_id: &str) {
+    /// Wakes the connection of `node_id`, if any, to deliver what is due.
+    pub fn wake(&self, node_id: &str) {
         // notify_one keeps a permit when nobody waits, so a command queued between two
         // deliveries is not missed.
         self.waker(node_id).notify_one();
@@ -293,7 +294,12 @@ async fn session(state: &AppState, socket: &mut WebSocket, node_id: &str) -> Res
                         let outcome = serde_json::to_string(&ack.outcome).expect("outcomes always serialize");
                         let recorded = state.store().ack_command(node_id, &ack.command_id, &outcome, now()).await.map_err(|e| e.to_string())?;
                         match recorded {
-                            AckRecorded::Recorded => tracing::info!(target: "orchestrator::agent", %node_id, command_id = %ack.command_id, "command acknowledged"),
+                            AckRecorded::Recorded => {
+                                tracing::info!(target: "orchestrator::agent", %node_id, command_id = %ack.command_id, "command acknowledged");
+                                if let Err(e) = crate::lifecycle::on_command_acked(state.store(), &ack.command_id, &ack.outcome).await {
+                                    tracing::error!(target: "orchestrator::agent", %node_id, command_id = %ack.command_id, error = %e, "acknowledgement did not move the vm");
+                                }
+                            }
                             AckRecorded::Duplicate => tracing::debug!(target: "orchestrator::agent", %node_id, command_id = %ack.command_id, "repeated acknowledgement"),
                             AckRecorded::Unknown => tracing::warn!(target: "orchestrator::agent", %node_id, command_id = %ack.command_id, "acknowledgement of an unknown command"),
                         }

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod lifecycle;
 pub mod marketplace;
 pub mod metrics;
 pub mod ratelimit;
@@ -34,6 +35,10 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     }
 
     let store = Store::connect(&config.database_url).await?;
+    let recovered = lifecycle::recover(&store).await?;
+    if recovered > 0 {
+        tracing::info!(target: "orchestrator::lifecycle", recovered, "applied acknowledgements left by a crash");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(target: "orchestrator", listen = %listener.local_addr()?, "serving");
     let state = AppState::new(store.clone(), config).map_err(|e| eyre::eyre!(e))?;

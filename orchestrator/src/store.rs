@@ -862,6 +862,99 @@ impl Store {
             .collect()
     }
 
+    /// Moves a VM from `from` to `to` and, in the same transaction, queues `command` for its
+    /// node (persist first: the command exists only if the new state does). Returns `false`
+    /// and changes nothing when the VM is no longer in `from` (another writer moved it).
+    pub async fn transition_vm(
+        &self,
+        vm_id: &str,
+        from: &str,
+        to: &str,
+        failure: Option<&str>,
+        command: Option<(&str, &str)>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let moved = sqlx::query(
+            "UPDATE vms SET state = $3, failure = $4, updated_at = $5 WHERE vm_id = $1 AND state = $2",
+        )
+        .bind(vm_id.to_string())
+        .bind(from.to_string())
+        .bind(to.to_string())
+        .bind(failure.map(str::to_string))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some((command_id, action)) = command {
+            let node: String = sqlx::query("SELECT node_id FROM vms WHERE vm_id = $1")
+                .bind(vm_id.to_string())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("node_id")?;
+            sqlx::query(
+                "INSERT INTO agent_commands (command_id, node_id, action, created_at, attempts, last_sent_at, \
+                 acked_at, outcome, vm_id) VALUES ($1, $2, $3, $4, 0, NULL, NULL, NULL, $5) \
+                 ON CONFLICT (command_id) DO NOTHING",
+            )
+            .bind(command_id.to_string())
+            .bind(node)
+            .bind(action.to_string())
+            .bind(now)
+            .bind(vm_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The VM a command acts on, if it acts on one.
+    pub async fn command_vm(&self, command_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT vm_id FROM agent_commands WHERE command_id = $1")
+            .bind(command_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("vm_id")?,
+            None => None,
+        })
+    }
+
+    /// Acknowledged commands whose VM is still waiting for them (provisioning or stopping):
+    /// what a crash between storing an acknowledgement and applying it leaves behind.
+    pub async fn unapplied_acks(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.command_id, c.outcome FROM agent_commands c JOIN vms v ON v.vm_id = c.vm_id \
+             WHERE c.acked_at IS NOT NULL AND v.state IN ('provisioning', 'stopping') ORDER BY c.acked_at, c.command_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("command_id")?,
+                    r.try_get::<Option<String>, _>("outcome")?
+                        .unwrap_or_default(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Why a VM failed, if it did.
+    pub async fn vm_failure(&self, vm_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT failure FROM vms WHERE vm_id = $1")
+            .bind(vm_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("failure")?,
+            None => None,
+        })
+    }
+
     /// Resources held on each node by VMs that are not terminated or failed.
     pub async fn usage_by_node(&self) -> Result<HashMap<String, Usage>, StoreError> {
         let rows = sqlx::query(

@@ -11,12 +11,14 @@ use decloud_orchestrator::{
     AppState, Config, Store,
     agent::{AgentError, enqueue_command},
     app,
-    scheduler::Prices,
-    store::{NodeRecord, NodeStatus},
+    lifecycle::{self, LifecycleError, VmState, Workload},
+    scheduler::{Prices, QualityTier},
+    store::{LeaseRecord, NodeRecord, NodeStatus},
 };
 use decloud_sdk::agent_protocol::{
-    self as proto, Ack, AckOutcome, AgentMessage, Capacity, CommandAction, Heartbeat, Hello,
-    NodeResources, PROTOCOL_VERSION, ServerMessage,
+    self as proto, Ack, AckOutcome, AgentMessage, BandwidthTier, Capacity, CommandAction,
+    Heartbeat, Hello, NodeResources, PROTOCOL_VERSION, Readiness, ServerMessage, VmReport,
+    VmState as AgentVmState,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::{net::SocketAddr, time::Duration};
@@ -25,6 +27,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungsten
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Server {
+    url: String,
     addr: SocketAddr,
     state: AppState,
     store: Store,
@@ -35,6 +38,7 @@ async fn server() -> Server {
     let (url, dir) = support::sqlite_database();
     let store = Store::connect(&url).await.unwrap();
     let state = AppState::new(store.clone(), Config::default()).unwrap();
+    let url = url.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = app(state.clone());
@@ -47,6 +51,7 @@ async fn server() -> Server {
         .unwrap();
     });
     Server {
+        url,
         addr,
         state,
         store,
@@ -398,4 +403,282 @@ async fn agents_without_the_registered_key_are_rejected() {
         rejected(next(&mut ws, Duration::from_secs(5)).await.unwrap()),
         "already authenticated"
     );
+}
+
+fn lease(id: &str, node_id: B256, vcpus: u64) -> LeaseRecord {
+    LeaseRecord {
+        lease_id: id.into(),
+        tenant: format!("{:#x}", Address::repeat_byte(0xaa)),
+        node_id: format!("{node_id:#x}"),
+        status: "active".into(),
+        tier: QualityTier::Standard,
+        vcpus,
+        memory_gib: 4,
+        storage_gib: 20,
+        gpus: 0,
+        rate_per_hour: 1_000,
+        opened_at: 1,
+    }
+}
+
+fn workload() -> Workload {
+    Workload {
+        image: "debian-12".into(),
+        user_data: "#cloud-config\n".into(),
+        bandwidth: BandwidthTier::Basic,
+    }
+}
+
+async fn state_of(store: &Store, vm_id: &str) -> String {
+    store.vm(vm_id).await.unwrap().unwrap().state
+}
+
+#[tokio::test]
+async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
+    let s = server().await;
+    let key = PrivateKeySigner::random();
+    let node_id = B256::repeat_byte(0x55);
+    let node = format!("{node_id:#x}");
+    register(&s.store, node_id, key.address()).await;
+    let mut ws = connect(s.addr).await;
+    assert!(matches!(
+        handshake(&mut ws, node_id, key.address(), &key).await,
+        ServerMessage::Welcome(_)
+    ));
+    send(&mut ws, &heartbeat(1, 8_000)).await;
+    eventually("the node to be online", async || {
+        s.store.liveness(&node).await.unwrap().is_some()
+    })
+    .await;
+
+    // LeaseOpened: the VM is recorded, placed and created on the node.
+    let vm = lifecycle::open_lease(
+        s.state.store(),
+        s.state.agents(),
+        &lease("1", node_id, 2),
+        &workload(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (vm.vm_id.as_str(), vm.state.as_str()),
+        ("vm-1", "provisioning")
+    );
+    let Some(ServerMessage::Command(cmd)) = next(&mut ws, Duration::from_secs(5)).await else {
+        panic!("no create")
+    };
+    let CommandAction::CreateVm { spec } = &cmd.action else {
+        panic!("{cmd:?}")
+    };
+    assert_eq!(
+        (
+            spec.id.as_str(),
+            spec.vcpus,
+            spec.memory_mib,
+            spec.image.as_str()
+        ),
+        ("vm-1", 2, 4096, "debian-12")
+    );
+    // A replayed event changes nothing and queues nothing new.
+    lifecycle::open_lease(
+        s.state.store(),
+        s.state.agents(),
+        &lease("1", node_id, 2),
+        &workload(),
+    )
+    .await
+    .unwrap();
+    assert!(next(&mut ws, Duration::from_millis(300)).await.is_none());
+
+    let running = VmReport {
+        id: "vm-1".into(),
+        state: AgentVmState::Running,
+        readiness: Readiness {
+            ready: true,
+            probes: Vec::new(),
+        },
+        addresses: Vec::new(),
+        error: None,
+    };
+    send(
+        &mut ws,
+        &AgentMessage::Ack(Ack {
+            command_id: cmd.id,
+            outcome: AckOutcome::Done { vm: Some(running) },
+        }),
+    )
+    .await;
+    eventually("the vm to run", async || {
+        state_of(&s.store, "vm-1").await == "running"
+    })
+    .await;
+    assert_eq!(
+        s.store.liveness(&node).await.unwrap().unwrap().vms_hosted,
+        1
+    );
+
+    // An invalid transition is refused and changes nothing.
+    let err = lifecycle::transition(&s.store, "vm-1", VmState::Pending, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        LifecycleError::InvalidTransition {
+            from: VmState::Running,
+            to: VmState::Pending
+        }
+    ));
+    assert_eq!(state_of(&s.store, "vm-1").await, "running");
+
+    // LeaseClosed: the VM is deleted on the node, then terminated.
+    lifecycle::close_lease(s.state.store(), s.state.agents(), "1", "closed")
+        .await
+        .unwrap();
+    assert_eq!(state_of(&s.store, "vm-1").await, "stopping");
+    let Some(ServerMessage::Command(cmd)) = next(&mut ws, Duration::from_secs(5)).await else {
+        panic!("no delete")
+    };
+    assert_eq!(
+        cmd.action,
+        CommandAction::DeleteVm {
+            vm_id: "vm-1".into()
+        }
+    );
+    send(
+        &mut ws,
+        &AgentMessage::Ack(Ack {
+            command_id: cmd.id,
+            outcome: AckOutcome::Done { vm: None },
+        }),
+    )
+    .await;
+    eventually("the vm to be terminated", async || {
+        state_of(&s.store, "vm-1").await == "terminated"
+    })
+    .await;
+    assert_eq!(
+        s.store
+            .liveness(&node)
+            .await
+            .unwrap()
+            .unwrap()
+            .vms_completed,
+        1
+    );
+    assert_eq!(s.store.lease("1").await.unwrap().unwrap().status, "closed");
+
+    // A VM the node cannot create fails with the node's reason.
+    lifecycle::open_lease(
+        s.state.store(),
+        s.state.agents(),
+        &lease("2", node_id, 1),
+        &workload(),
+    )
+    .await
+    .unwrap();
+    let Some(ServerMessage::Command(cmd)) = next(&mut ws, Duration::from_secs(5)).await else {
+        panic!("no create")
+    };
+    send(
+        &mut ws,
+        &AgentMessage::Ack(Ack {
+            command_id: cmd.id,
+            outcome: AckOutcome::Failed {
+                error: "no such image".into(),
+            },
+        }),
+    )
+    .await;
+    eventually("the vm to fail", async || {
+        state_of(&s.store, "vm-2").await == "failed"
+    })
+    .await;
+    assert_eq!(
+        s.store.vm_failure("vm-2").await.unwrap().as_deref(),
+        Some("no such image")
+    );
+}
+
+#[tokio::test]
+async fn vms_that_cannot_be_placed_fail_with_the_reason() {
+    let s = server().await;
+    let key = PrivateKeySigner::random();
+    let node_id = B256::repeat_byte(0x66);
+    register(&s.store, node_id, key.address()).await;
+    // The node never sent a heartbeat: offline.
+    let vm = lifecycle::open_lease(
+        s.state.store(),
+        s.state.agents(),
+        &lease("3", node_id, 1),
+        &workload(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(vm.state, "failed");
+    assert!(
+        s.store
+            .vm_failure("vm-3")
+            .await
+            .unwrap()
+            .unwrap()
+            .contains("offline")
+    );
+    assert!(
+        s.store
+            .due_commands(&format!("{node_id:#x}"), i64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A lease on an unknown node fails too; closing a never-provisioned lease just terminates it.
+    let vm = lifecycle::open_lease(
+        s.state.store(),
+        s.state.agents(),
+        &lease("4", B256::repeat_byte(1), 1),
+        &workload(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(vm.state, "failed");
+    lifecycle::close_lease(s.state.store(), s.state.agents(), "4", "closed")
+        .await
+        .unwrap();
+    assert_eq!(
+        state_of(&s.store, "vm-4").await,
+        "stopping",
+        "a failed vm is still cleaned up on its node"
+    );
+}
+
+#[tokio::test]
+async fn acknowledgements_stored_before_a_crash_are_applied_on_recovery() {
+    let s = server().await;
+    let node_id = B256::repeat_byte(0x88);
+    let node = format!("{node_id:#x}");
+    register(&s.store, node_id, Address::repeat_byte(2)).await;
+    s.store
+        .record_heartbeat(&node, decloud_orchestrator::api::now())
+        .await
+        .unwrap();
+    s.store.set_compute_points(&node, 8_000).await.unwrap();
+    lifecycle::open_lease(
+        &s.store,
+        s.state.agents(),
+        &lease("5", node_id, 1),
+        &workload(),
+    )
+    .await
+    .unwrap();
+    // The ack reached the store, the process died before the VM moved.
+    let outcome = serde_json::to_string(&AckOutcome::Done { vm: None }).unwrap();
+    s.store
+        .ack_command(&node, "create-vm-5", &outcome, 1)
+        .await
+        .unwrap();
+    assert_eq!(state_of(&s.store, "vm-5").await, "provisioning");
+    // Reopened (as after a restart), recovery applies it once.
+    let reopened = Store::connect(&s.url).await.unwrap();
+    assert_eq!(lifecycle::recover(&reopened).await.unwrap(), 1);
+    assert_eq!(state_of(&reopened, "vm-5").await, "running");
+    assert_eq!(lifecycle::recover(&reopened).await.unwrap(), 0);
 }

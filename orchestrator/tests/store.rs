@@ -441,12 +441,85 @@ async fn agent_commands_queue_and_ack(url: String) {
     ));
 }
 
+async fn vm_transitions_are_compare_and_set(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(6);
+    store.upsert_node(&n).await.unwrap();
+    store
+        .insert_vm(&vm("vm-t", &n.node_id, "pending", QualityTier::Standard))
+        .await
+        .unwrap();
+    // The command is queued only together with the state it belongs to.
+    assert!(
+        store
+            .transition_vm(
+                "vm-t",
+                "pending",
+                "provisioning",
+                None,
+                Some(("create-vm-t", "{}")),
+                50
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition_vm(
+                "vm-t",
+                "pending",
+                "failed",
+                Some("x"),
+                Some(("other", "{}")),
+                51
+            )
+            .await
+            .unwrap()
+    );
+    assert!(store.command("other").await.unwrap().is_none());
+    assert_eq!(
+        store.vm("vm-t").await.unwrap().unwrap().state,
+        "provisioning"
+    );
+    assert_eq!(
+        store.command_vm("create-vm-t").await.unwrap().as_deref(),
+        Some("vm-t")
+    );
+    assert_eq!(
+        store.command("create-vm-t").await.unwrap().unwrap().node_id,
+        n.node_id
+    );
+    assert!(store.unapplied_acks().await.unwrap().is_empty());
+    store
+        .ack_command(&n.node_id, "create-vm-t", "{\"status\":\"done\"}", 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.unapplied_acks().await.unwrap(),
+        vec![(
+            "create-vm-t".to_string(),
+            "{\"status\":\"done\"}".to_string()
+        )]
+    );
+    assert!(
+        store
+            .transition_vm("vm-t", "provisioning", "failed", Some("boom"), None, 61)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.vm_failure("vm-t").await.unwrap().as_deref(),
+        Some("boom")
+    );
+    assert!(store.unapplied_acks().await.unwrap().is_empty());
+}
+
 macro_rules! suite {
     ($make_url:expr) => {{
         suite!(@run $make_url, nodes_round_trip, heartbeats_build_reputation_that_survives_restart,
             counters_before_first_heartbeat_do_not_start_the_clock, concurrent_heartbeats_are_all_counted,
             leases_vms_and_usage, nonces_are_single_use_and_expire, one_nonce_races_to_one_session,
-            agent_commands_queue_and_ack)
+            agent_commands_queue_and_ack, vm_transitions_are_compare_and_set)
     }};
     (@run $make_url:expr, $($check:ident),+) => {{
         $(
