@@ -568,7 +568,8 @@ pub struct SessionResponse {
 /// Verifies a signed sign-in message and opens a session bound to its address. Rate-limited per IP.
 #[utoipa::path(post, path = "/auth/verify", tag = "auth", request_body = VerifyRequest,
     responses((status = 200, body = SessionResponse), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 429, body = ErrorBody), (status = 502, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 502, body = ErrorBody)))]
 async fn verify(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<VerifyRequest>,
@@ -714,7 +715,7 @@ async fn node_listing(store: &Store, node_id: &str) -> Result<NodeListing, ApiEr
 
 /// One node with pricing, capacity and reputation (including missed heartbeats per day).
 #[utoipa::path(get, path = "/nodes/{node_id}", tag = "marketplace",
-    params(("node_id" = String, Path, description = "0x-prefixed 32-byte node id")),
+    params(("node_id" = String, Path, description = "0x-prefixed 32-byte node id", pattern = r"^0x[0-9a-fA-F]{64}$")),
     responses((status = 200, body = NodeListing), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn node_detail(
     State(state): State<AppState>,
@@ -726,7 +727,8 @@ async fn node_detail(
 
 /// Where a VM with these needs would be placed now, or why it fits nowhere (422 with details).
 #[utoipa::path(post, path = "/scheduler/plan", tag = "scheduler", request_body = PlacementRequest,
-    responses((status = 200, body = Placement), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Placement), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 async fn plan(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<PlacementRequest>,
@@ -859,7 +861,7 @@ async fn my_nodes(
 
 /// One node the caller operates, with the VMs placed on it.
 #[utoipa::path(get, path = "/operator/nodes/{node_id}", tag = "operator", security(("session" = [])),
-    params(("node_id" = String, Path, description = "0x-prefixed 32-byte node id")),
+    params(("node_id" = String, Path, description = "0x-prefixed 32-byte node id", pattern = r"^0x[0-9a-fA-F]{64}$")),
     responses((status = 200, body = OperatorNode), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn my_node(

@@ -93,6 +93,7 @@ pub struct NodeSearch {
     /// Highest CPU price, micro-USDC per vCPU-hour.
     pub max_price: Option<u64>,
     /// Lowest 30-day uptime, basis points (0–10000).
+    #[param(maximum = 10000)]
     pub min_uptime: Option<u32>,
     /// Lowest total compute points.
     pub min_compute_points: Option<u64>,
@@ -101,8 +102,10 @@ pub struct NodeSearch {
     /// Only nodes with a heartbeat in the last two minutes.
     pub online_only: Option<bool>,
     /// Sort order (default `uptime`).
+    #[param(inline)]
     pub sort: Option<SortBy>,
     /// Page size, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// Results to skip.
     pub offset: Option<usize>,

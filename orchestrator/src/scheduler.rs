@@ -129,8 +129,10 @@ pub struct Usage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Request {
     /// vCPUs, at least 1.
+    #[schema(minimum = 1)]
     pub vcpus: u64,
     /// Memory in GiB, at least 1.
+    #[schema(minimum = 1)]
     pub memory_gib: u64,
     /// Disk in GiB.
     pub disk_gib: u64,
@@ -147,6 +149,7 @@ pub struct Request {
     pub max_price_per_hour: Option<u64>,
     /// Place on this node or nowhere.
     #[serde(default)]
+    #[schema(pattern = r"^0x[0-9a-fA-F]{64}$")]
     pub node_id: Option<String>,
 }
 
