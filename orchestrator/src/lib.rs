@@ -2,6 +2,9 @@
 //! record of node reliability and serves tenants and operators through an HTTP API.
 //!
 //! It coordinates and never holds money.
+//!
+//! The library is the whole server; the `decloud-orchestrator` binary only parses flags and calls
+//! [`run`]. Tests build the router with [`app`] and drive it without a socket.
 
 pub mod agent;
 pub mod api;
