@@ -70,7 +70,7 @@ struct Inner {
 
 impl AppState {
     /// State over an opened store and a resolved configuration.
-    pub fn new(store: Store, config: Config) -> Result<Self, String> {
+    pub fn new(store: Store, config: Config) -> Result<Self, crate::config::ConfigError> {
         let siwe = Siwe::new(config.siwe.clone())?;
         let limiter = RateLimiter::new(config.signin_burst, config.signin_per_minute);
         Ok(Self {

@@ -2,7 +2,7 @@
 //! sessions bound to the signing address.
 
 use crate::{
-    config::SiweConfig,
+    config::{ConfigError, SiweConfig},
     store::{NonceProblem, SessionRecord, Store, StoreError},
 };
 use alloy::transports::http::reqwest::Url;
@@ -139,13 +139,12 @@ pub fn token_hash(token: &str) -> String {
 
 impl Siwe {
     /// A sign-in service for `config`; fails if an RPC URL is not a URL.
-    pub fn new(config: SiweConfig) -> Result<Self, String> {
+    pub fn new(config: SiweConfig) -> Result<Self, ConfigError> {
         let mut rpc = HashMap::new();
         for c in &config.rpc {
-            let url = c
-                .url
-                .parse()
-                .map_err(|e| format!("rpc url {} for chain {}: {e}", c.url, c.chain_id))?;
+            let url = c.url.parse().map_err(|e| {
+                ConfigError::Invalid(format!("rpc url {} for chain {}: {e}", c.url, c.chain_id))
+            })?;
             rpc.insert(c.chain_id, url);
         }
         Ok(Self { config, rpc })

@@ -44,7 +44,7 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(target: "orchestrator", listen = %listener.local_addr()?, "serving");
-    let state = AppState::new(store.clone(), config).map_err(|e| eyre::eyre!(e))?;
+    let state = AppState::new(store.clone(), config)?;
 
     // Used nonces and dead sessions are only clutter; clear them out every ten minutes.
     let pruner = {
