@@ -197,6 +197,7 @@ pub async fn open_lease(
                 gpus: lease.gpus,
                 created_at: t,
                 updated_at: t,
+                failure: None,
             })
             .await?;
     }

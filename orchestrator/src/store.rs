@@ -228,6 +228,9 @@ pub struct VmRecord {
     pub created_at: i64,
     /// Last change, unix seconds.
     pub updated_at: i64,
+    /// Why the VM failed, when it did.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 /// VM states that no longer hold capacity on their node.
@@ -371,6 +374,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRecord, StoreError> {
         gpus: u(row, "gpus")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        failure: row.try_get("failure")?,
     })
 }
 
@@ -812,7 +816,7 @@ impl Store {
     pub async fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO vms (vm_id, lease_id, tenant, node_id, state, tier, vcpus, memory_gib, disk_gib, gpus, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             created_at, updated_at, failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(vm.vm_id.clone())
         .bind(vm.lease_id.clone())
@@ -826,6 +830,7 @@ impl Store {
         .bind(i(vm.gpus))
         .bind(vm.created_at)
         .bind(vm.updated_at)
+        .bind(vm.failure.clone())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -616,6 +616,10 @@ async fn vms_that_cannot_be_placed_fail_with_the_reason() {
     .unwrap();
     assert_eq!(vm.state, "failed");
     assert!(
+        vm.failure.as_deref().is_some_and(|f| f.contains("offline")),
+        "{vm:?}"
+    );
+    assert!(
         s.store
             .vm_failure("vm-3")
             .await

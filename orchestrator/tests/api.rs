@@ -247,6 +247,7 @@ fn vm(id: &str, tenant: Address, node_id: &str) -> VmRecord {
         gpus: 0,
         created_at: 1,
         updated_at: 1,
+        failure: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn vm(id: &str, node_id: &str, state: &str, tier: QualityTier) -> VmRecord {
         gpus: 0,
         created_at: 10,
         updated_at: 10,
+        failure: None,
     }
 }
 
