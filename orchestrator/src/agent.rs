@@ -6,8 +6,8 @@
 //! - each heartbeat is booked in the store (reputation) at the server's receive time, and the
 //!   compute points the agent measured are kept on the node;
 //! - commands are queued in the store first, then delivered: at once when queued, all
-//!   unacknowledged ones on every (re)connect, and again every [`RESEND_AFTER_SECS`] until
-//!   acknowledged. The command id is the idempotency key: the agent never executes an id
+//!   unacknowledged ones on every (re)connect, and again every `agent_resend_secs` (30 s by
+//!   default) until acknowledged. The command id is the idempotency key: the agent never executes an id
 //!   twice, and the first acknowledgement of an id is the one kept.
 
 use crate::{
@@ -38,9 +38,7 @@ use tokio::sync::Notify;
 pub const CHALLENGE_TTL_SECS: u64 = 30;
 /// How long the agent has for each handshake step.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// An unacknowledged command is sent again after this many seconds.
-pub const RESEND_AFTER_SECS: i64 = 30;
-/// How often a connection looks for commands due again, and for a silent agent.
+/// How often a connection looks for commands due again (at most), and for a silent agent.
 const RETRY_TICK: Duration = Duration::from_secs(5);
 /// How often an idle connection looks for commands queued by another orchestrator replica.
 const IDLE_POLL: Duration = Duration::from_secs(60);
@@ -280,7 +278,8 @@ async fn session(state: &AppState, socket: &mut WebSocket, node_id: &str) -> Res
     // After a (re)connect everything unacknowledged goes out again, whenever it was last sent.
     let mut awaiting = HashSet::new();
     deliver(state, socket, node_id, i64::MAX, &mut awaiting).await?;
-    let mut tick = tokio::time::interval(RETRY_TICK);
+    let resend_after = state.config().agent_resend_secs;
+    let mut tick = tokio::time::interval(RETRY_TICK.min(Duration::from_secs(resend_after as u64)));
     let mut last_poll = Instant::now();
     let mut last_frame = Instant::now();
     let mut points = None;
@@ -315,7 +314,7 @@ async fn session(state: &AppState, socket: &mut WebSocket, node_id: &str) -> Res
                     Err(e) => return Err(format!("malformed frame: {e}")),
                 }
             }
-            _ = waker.notified() => deliver(state, socket, node_id, now() - RESEND_AFTER_SECS, &mut awaiting).await?,
+            _ = waker.notified() => deliver(state, socket, node_id, now() - resend_after, &mut awaiting).await?,
             _ = tick.tick() => {
                 if last_frame.elapsed() > SILENCE_LIMIT {
                     return Err("no frame for two minutes".into());
@@ -325,7 +324,7 @@ async fn session(state: &AppState, socket: &mut WebSocket, node_id: &str) -> Res
                 // cannot reach this process); 10,000 idle agents then cost ~170 queries/s, not 2,000.
                 if !awaiting.is_empty() || last_poll.elapsed() >= IDLE_POLL {
                     last_poll = Instant::now();
-                    deliver(state, socket, node_id, now() - RESEND_AFTER_SECS, &mut awaiting).await?;
+                    deliver(state, socket, node_id, now() - resend_after, &mut awaiting).await?;
                 }
             }
         }

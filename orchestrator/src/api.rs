@@ -95,6 +95,11 @@ impl AppState {
         &self.inner.agents
     }
 
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics

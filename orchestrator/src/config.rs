@@ -56,6 +56,8 @@ pub struct Config {
     pub signin_burst: u32,
     /// Sign-in requests one IP regains per minute.
     pub signin_per_minute: u32,
+    /// Seconds after which a command a node agent has not acknowledged is sent again.
+    pub agent_resend_secs: i64,
     /// Sign-In with Ethereum.
     pub siwe: SiweConfig,
 }
@@ -100,6 +102,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             signin_burst: 10,
             signin_per_minute: 30,
+            agent_resend_secs: 30,
             siwe: SiweConfig::default(),
         }
     }
@@ -236,6 +239,11 @@ impl Config {
         if siwe.nonce_ttl_secs <= 0 || siwe.session_ttl_secs <= 0 || siwe.clock_skew_secs < 0 {
             return Err(ConfigError::Invalid(
                 "siwe lifetimes must be positive".into(),
+            ));
+        }
+        if self.agent_resend_secs <= 0 {
+            return Err(ConfigError::Invalid(
+                "agent_resend_secs must be positive".into(),
             ));
         }
         if self.signin_burst == 0 || self.signin_per_minute == 0 {

@@ -35,9 +35,13 @@ struct Server {
 }
 
 async fn server() -> Server {
+    server_with(Config::default()).await
+}
+
+async fn server_with(config: Config) -> Server {
     let (url, dir) = support::sqlite_database();
     let store = Store::connect(&url).await.unwrap();
-    let state = AppState::new(store.clone(), Config::default()).unwrap();
+    let state = AppState::new(store.clone(), config).unwrap();
     let url = url.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -685,4 +689,59 @@ async fn acknowledgements_stored_before_a_crash_are_applied_on_recovery() {
     assert_eq!(lifecycle::recover(&reopened).await.unwrap(), 1);
     assert_eq!(state_of(&reopened, "vm-5").await, "running");
     assert_eq!(lifecycle::recover(&reopened).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn unacknowledged_commands_are_resent_on_the_same_connection() {
+    let s = server_with(Config {
+        agent_resend_secs: 1,
+        ..Config::default()
+    })
+    .await;
+    let key = PrivateKeySigner::random();
+    let node_id = B256::repeat_byte(0x99);
+    let node = format!("{node_id:#x}");
+    register(&s.store, node_id, key.address()).await;
+    let mut ws = connect(s.addr).await;
+    assert!(matches!(
+        handshake(&mut ws, node_id, key.address(), &key).await,
+        ServerMessage::Welcome(_)
+    ));
+    let action = CommandAction::StartVm {
+        vm_id: "vm-r".into(),
+    };
+    enqueue_command(&s.state, &node, "cmd-r", &action)
+        .await
+        .unwrap();
+    for delivery in 1..=2 {
+        let Some(ServerMessage::Command(cmd)) = next(&mut ws, Duration::from_secs(5)).await else {
+            panic!("delivery {delivery} missing");
+        };
+        assert_eq!(cmd.id, "cmd-r");
+    }
+    assert!(s.store.command("cmd-r").await.unwrap().unwrap().attempts >= 2);
+    send(
+        &mut ws,
+        &AgentMessage::Ack(Ack {
+            command_id: "cmd-r".into(),
+            outcome: AckOutcome::Done { vm: None },
+        }),
+    )
+    .await;
+    eventually("the ack", async || {
+        s.store
+            .command("cmd-r")
+            .await
+            .unwrap()
+            .unwrap()
+            .acked_at
+            .is_some()
+    })
+    .await;
+    // Drain a resend that may have crossed the ack, then nothing more comes.
+    let _ = next(&mut ws, Duration::from_millis(200)).await;
+    assert!(
+        next(&mut ws, Duration::from_millis(2_500)).await.is_none(),
+        "acknowledged command resent"
+    );
 }
