@@ -3,12 +3,13 @@
 
 use crate::{
     auth::{AuthError, Siwe, token_hash},
+    catalog::{self, TemplateSearch},
     config::Config,
     marketplace::{self, NodeListing, NodeSearch, SearchError},
     metrics::Metrics,
     ratelimit::RateLimiter,
     scheduler::{self, NoFit, Placement, Request as PlacementRequest},
-    store::{LeaseRecord, Store, StoreError, VmRecord},
+    store::{LeaseRecord, Store, StoreError, TemplateRecord, VmRecord},
 };
 use axum::{
     Json, Router,
@@ -448,6 +449,8 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(featured_nodes))
         .routes(routes!(node_detail))
         .routes(routes!(plan))
+        .routes(routes!(search_templates))
+        .routes(routes!(template_detail))
         .routes(routes!(my_leases))
         .routes(routes!(my_lease))
         .routes(routes!(my_vms))
@@ -763,6 +766,48 @@ async fn plan(
             e.details = serde_json::to_value(&no_fit).ok();
             e
         })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers: templates
+
+/// A page of template search results.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TemplateSearchResponse {
+    /// Templates matching the filters, before paging.
+    pub total: usize,
+    /// This page.
+    pub templates: Vec<TemplateRecord>,
+}
+
+/// Searches the template catalog by category, GPU, tags and text.
+#[utoipa::path(get, path = "/templates", tag = "templates", params(TemplateSearch),
+    responses((status = 200, body = TemplateSearchResponse), (status = 400, body = ErrorBody)))]
+async fn search_templates(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<TemplateSearch>,
+) -> Result<Json<TemplateSearchResponse>, ApiError> {
+    let all = state.inner.store.templates().await?;
+    let (total, templates) = catalog::search(all, &q)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e))?;
+    Ok(Json(TemplateSearchResponse { total, templates }))
+}
+
+/// One template by slug or on-chain template id.
+#[utoipa::path(get, path = "/templates/{key}", tag = "templates",
+    params(("key" = String, Path, description = "slug (e.g. `postgresql`) or on-chain template id")),
+    responses((status = 200, body = TemplateRecord), (status = 404, body = ErrorBody)))]
+async fn template_detail(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<TemplateRecord>, ApiError> {
+    let t = state
+        .inner
+        .store
+        .template(&key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("template"))?;
+    Ok(Json(t))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -58,6 +58,8 @@ pub struct Config {
     pub signin_per_minute: u32,
     /// Seconds after which a command a node agent has not acknowledged is sent again.
     pub agent_resend_secs: i64,
+    /// Directory of template bundles (one subdirectory each) loaded into the catalog at start.
+    pub templates_dir: Option<PathBuf>,
     /// Sign-In with Ethereum.
     pub siwe: SiweConfig,
 }
@@ -103,6 +105,7 @@ impl Default for Config {
             signin_burst: 10,
             signin_per_minute: 30,
             agent_resend_secs: 30,
+            templates_dir: None,
             siwe: SiweConfig::default(),
         }
     }
@@ -196,6 +199,9 @@ impl Config {
                     });
                 }
             };
+        }
+        if let Some(v) = env("DECLOUD_ORCHESTRATOR_TEMPLATES_DIR") {
+            config.templates_dir = Some(PathBuf::from(v));
         }
         if let Some(v) = env("DECLOUD_ORCHESTRATOR_CORS_ORIGINS") {
             config.cors_origins = list(&v);

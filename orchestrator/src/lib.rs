@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod lifecycle;
 pub mod marketplace;
@@ -41,6 +42,10 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     let recovered = lifecycle::recover(&store).await?;
     if recovered > 0 {
         tracing::info!(target: "orchestrator::lifecycle", recovered, "applied acknowledgements left by a crash");
+    }
+    if let Some(dir) = &config.templates_dir {
+        let loaded = catalog::load_dir(&store, dir, api::now()).await?;
+        tracing::info!(target: "orchestrator::catalog", loaded, dir = %dir.display(), "template catalog loaded");
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(target: "orchestrator", listen = %listener.local_addr()?, "serving");

@@ -288,6 +288,8 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/vms/{vm_id}", "get"),
         ("/api/v1/operator/nodes", "get"),
         ("/api/v1/operator/nodes/{node_id}", "get"),
+        ("/api/v1/templates", "get"),
+        ("/api/v1/templates/{key}", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -296,7 +298,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        15,
+        17,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );
@@ -954,4 +956,111 @@ async fn scheduler_plans_or_explains() {
         "invalid_body",
     );
     assert_error(&plan(json!({"vcpus": 1, "memory_gib": 1, "disk_gib": 1, "tier": "standard", "node_id": "0x1"})).await, StatusCode::BAD_REQUEST, "invalid_node_id");
+}
+
+#[tokio::test]
+async fn template_catalog_search_and_detail() {
+    let t = TestApp::new().await;
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/seed");
+    assert_eq!(
+        decloud_orchestrator::catalog::load_dir(&t.store, &seeds, now())
+            .await
+            .unwrap(),
+        6
+    );
+    let get = |q: &str| {
+        let path = format!("/api/v1/templates{q}");
+        let t = &t;
+        async move { t.call(Method::GET, &path, None, None).await }
+    };
+    let slugs = |r: &Reply| -> Vec<String> {
+        r.body["templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["slug"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = get("").await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+    assert_eq!(all.body["total"], 6);
+    // Sorted by name: "PostgreSQL 16" before "Private Browser".
+    assert_eq!(slugs(&all)[..2], ["postgresql", "private-browser"]);
+    assert_eq!(slugs(&get("?category=database").await), ["postgresql"]);
+    assert_eq!(slugs(&get("?gpu=true").await), ["stable-diffusion"]);
+    assert_eq!(get("?gpu=false").await.body["total"], 5);
+    assert_eq!(
+        slugs(&get("?tags=privacy,proxy").await),
+        ["shadowsocks", "web-proxy-browser"]
+    );
+    assert_eq!(slugs(&get("?q=VSCODE%20ide").await), ["vscode-server"]);
+    assert_eq!(
+        get("?category=privacy&limit=1&offset=1").await.body["templates"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_error(
+        &get("?sort=popular").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+    assert_error(
+        &get("?limit=0").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+    );
+
+    let detail = get("/postgresql").await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert_eq!(detail.body["min_vcpus"], 1, "{}", detail.text);
+    assert!(
+        detail.body["cid"].as_str().unwrap().starts_with("b"),
+        "CIDv1: {}",
+        detail.text
+    );
+    assert!(detail.body["manifest"]["ports"].is_array());
+    // Once published on-chain, the same template is found by its id too.
+    let mut record = t.store.template("postgresql").await.unwrap().unwrap();
+    record.template_id = Some("7".into());
+    record.price = 2_500_000;
+    t.store.upsert_template(&record).await.unwrap();
+    assert_eq!(get("/7").await.body["slug"], "postgresql");
+    assert_eq!(
+        slugs(&get("?sort=price").await).last().unwrap(),
+        "postgresql"
+    );
+    assert_error(
+        &get("/no-such-template").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
+
+#[tokio::test]
+async fn unreadable_bundles_are_reported_and_not_stored() {
+    let (url, _dir) = support::sqlite_database();
+    let store = Store::connect(&url).await.unwrap();
+    let seeds = tempfile::tempdir().unwrap();
+    let good = seeds.path().join("a-postgresql");
+    std::fs::create_dir(&good).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/seed/postgresql");
+    for f in ["template.toml", "user-data"] {
+        std::fs::copy(src.join(f), good.join(f)).unwrap();
+    }
+    std::fs::create_dir(seeds.path().join("b-broken")).unwrap();
+    std::fs::write(seeds.path().join("b-broken/template.toml"), "name = 1\n").unwrap();
+    let err = decloud_orchestrator::catalog::load_dir(&store, seeds.path(), now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("b-broken"), "{err}");
+    let stored: Vec<String> = store
+        .templates()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.slug)
+        .collect();
+    assert_eq!(stored, ["postgresql"]);
 }

@@ -515,12 +515,55 @@ async fn vm_transitions_are_compare_and_set(url: String) {
     assert!(store.unapplied_acks().await.unwrap().is_empty());
 }
 
+async fn templates_round_trip(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let mut t = decloud_orchestrator::store::TemplateRecord {
+        slug: "pg".into(),
+        template_id: None,
+        cid: "bafy1".into(),
+        name: "PG".into(),
+        category: "database".into(),
+        description: "db".into(),
+        tags: vec!["sql".into(), "db".into()],
+        min_vcpus: 1,
+        min_memory_gib: 2,
+        min_disk_gib: 10,
+        gpus: 0,
+        price: 0,
+        manifest: serde_json::json!({"ports": []}),
+        added_at: 5,
+    };
+    store.upsert_template(&t).await.unwrap();
+    // Several unpublished templates may coexist (NULL ids are distinct in both databases).
+    store
+        .upsert_template(&decloud_orchestrator::store::TemplateRecord {
+            slug: "other".into(),
+            ..t.clone()
+        })
+        .await
+        .unwrap();
+    t.template_id = Some("3".into());
+    t.price = 1_000;
+    store.upsert_template(&t).await.unwrap();
+    assert_eq!(store.template("pg").await.unwrap().unwrap(), t);
+    assert_eq!(store.template("3").await.unwrap().unwrap().slug, "pg");
+    assert!(store.template("4").await.unwrap().is_none());
+    assert_eq!(store.templates().await.unwrap().len(), 2);
+    // One on-chain id belongs to one template.
+    let clash = decloud_orchestrator::store::TemplateRecord {
+        slug: "third".into(),
+        ..t.clone()
+    };
+    assert!(store.upsert_template(&clash).await.is_err());
+    assert!(store.template("third").await.unwrap().is_none());
+}
+
 macro_rules! suite {
     ($make_url:expr) => {{
         suite!(@run $make_url, nodes_round_trip, heartbeats_build_reputation_that_survives_restart,
             counters_before_first_heartbeat_do_not_start_the_clock, concurrent_heartbeats_are_all_counted,
             leases_vms_and_usage, nonces_are_single_use_and_expire, one_nonce_races_to_one_session,
-            agent_commands_queue_and_ack, vm_transitions_are_compare_and_set)
+            agent_commands_queue_and_ack, vm_transitions_are_compare_and_set, templates_round_trip)
     }};
     (@run $make_url:expr, $($check:ident),+) => {{
         $(
