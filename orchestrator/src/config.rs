@@ -62,6 +62,33 @@ pub struct Config {
     pub templates_dir: Option<PathBuf>,
     /// Sign-In with Ethereum.
     pub siwe: SiweConfig,
+    /// The chain whose lease events drive VMs; without it the orchestrator only serves the API.
+    pub chain: Option<ChainConfig>,
+}
+
+/// Where lease and node events come from, and what VMs run.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// HTTP JSON-RPC URL.
+    pub rpc_url: String,
+    /// NodeRegistry address.
+    pub node_registry: String,
+    /// LeaseEscrow address.
+    pub lease_escrow: String,
+    /// First block to read (the contracts' deploy block).
+    #[serde(default)]
+    pub start_block: u64,
+    /// Blocks below the head an event must be before it is acted on.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// Base image the nodes boot VMs from.
+    pub image: String,
+}
+
+fn default_confirmations() -> u64 {
+    // Polygon PoS reorganisations stay well under this depth.
+    64
 }
 
 /// Sign-In with Ethereum settings.
@@ -107,6 +134,7 @@ impl Default for Config {
             agent_resend_secs: 30,
             templates_dir: None,
             siwe: SiweConfig::default(),
+            chain: None,
         }
     }
 }
@@ -247,6 +275,23 @@ impl Config {
                 "siwe lifetimes must be positive".into(),
             ));
         }
+        if let Some(chain) = &self.chain {
+            for (name, value) in [
+                ("node_registry", &chain.node_registry),
+                ("lease_escrow", &chain.lease_escrow),
+            ] {
+                if value.parse::<alloy::primitives::Address>().is_err() {
+                    return Err(ConfigError::Invalid(format!(
+                        "chain.{name} is not an address: {value}"
+                    )));
+                }
+            }
+            if chain.image.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "chain.image must name a base image".into(),
+                ));
+            }
+        }
         if self.agent_resend_secs <= 0 {
             return Err(ConfigError::Invalid(
                 "agent_resend_secs must be positive".into(),
@@ -327,5 +372,33 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+    }
+
+    #[test]
+    fn chain_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.toml");
+        let addr = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        std::fs::write(
+            &path,
+            format!("[chain]\nrpc_url = \"http://127.0.0.1:8545\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\nimage = \"debian-12\"\n"),
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        };
+        let chain = Config::resolve(&args, |_| None).unwrap().chain.unwrap();
+        assert_eq!(
+            (chain.confirmations, chain.start_block, chain.image.as_str()),
+            (64, 0, "debian-12")
+        );
+        std::fs::write(
+            &path,
+            "[chain]\nrpc_url = \"x\"\nnode_registry = \"0x12\"\nlease_escrow = \"0x12\"\nimage = \"i\"\n",
+        )
+        .unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("chain.node_registry"), "{e}");
     }
 }

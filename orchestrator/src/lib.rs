@@ -10,6 +10,7 @@ pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod catalog;
+pub mod chain;
 pub mod config;
 pub mod lifecycle;
 pub mod marketplace;
@@ -69,16 +70,90 @@ pub async fn run(args: Args) -> eyre::Result<()> {
             }
         })
     };
+    let (stop_chain, chain_stopped) = tokio::sync::watch::channel(false);
+    let chain_tasks = match state.config().chain.clone() {
+        Some(chain) => Some(spawn_chain(&state, chain, chain_stopped).await?),
+        None => None,
+    };
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
+    let _ = stop_chain.send(true);
+    if let Some((follower, driver)) = chain_tasks {
+        driver.abort();
+        match follower.await {
+            Ok(Err(e)) => {
+                tracing::error!(target: "orchestrator::chain", error = %e, "chain follower stopped with an error")
+            }
+            Err(e) if !e.is_cancelled() => {
+                tracing::error!(target: "orchestrator::chain", error = %e, "chain follower panicked")
+            }
+            _ => {}
+        }
+    }
     pruner.abort();
     store.close().await;
     tracing::info!(target: "orchestrator", "stopped");
     Ok(())
+}
+
+type ChainTasks = (
+    tokio::task::JoinHandle<Result<(), decloud_indexer::FollowerError>>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Starts the chain follower (lease and node events into the store) and the lifecycle driver
+/// (acts on them after every batch and every 10 s, so failed side effects are retried).
+async fn spawn_chain(
+    state: &AppState,
+    chain: config::ChainConfig,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> eyre::Result<ChainTasks> {
+    use alloy::providers::{Provider, ProviderBuilder};
+    let committed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let handler = chain::ChainHandler::new(
+        chain.node_registry.parse()?,
+        chain.lease_escrow.parse()?,
+        committed.clone(),
+    );
+    let provider = ProviderBuilder::new()
+        .connect_http(chain.rpc_url.parse()?)
+        .erased();
+    let mut follower_config = decloud_indexer::FollowerConfig::new(
+        "orchestrator",
+        handler.addresses(),
+        chain.start_block,
+    );
+    follower_config.confirmations = chain.confirmations;
+    let mut follower = decloud_indexer::Follower::new(
+        provider,
+        state.store().follower_database(),
+        follower_config,
+        handler,
+    );
+    let follower = tokio::spawn(async move { follower.run(stopped).await });
+    let workload = lifecycle::Workload {
+        image: chain.image,
+        user_data: String::new(),
+        bandwidth: decloud_sdk::agent_protocol::BandwidthTier::Basic,
+    };
+    let state = state.clone();
+    let driver = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = committed.notified() => {}
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = lifecycle::drive(state.store(), state.agents(), &workload).await {
+                tracing::warn!(target: "orchestrator::lifecycle", error = %e, "lifecycle pass failed; retrying on the next");
+            }
+        }
+    });
+    Ok((follower, driver))
 }
 
 async fn shutdown_signal() {

@@ -201,14 +201,26 @@ pub async fn open_lease(
             })
             .await?;
     }
-    let (vm, state) = current(store, &vm_id).await?;
+    provision(store, agents, &vm_id, workload).await?;
+    Ok(store.vm(&vm_id).await?.expect("vm exists"))
+}
+
+/// Places a Pending VM on its lease's node and asks the node to create it (Provisioning), or
+/// fails it saying why it does not fit. A VM past Pending is left as it is.
+pub async fn provision(
+    store: &Store,
+    agents: &AgentHub,
+    vm_id: &str,
+    workload: &Workload,
+) -> Result<(), LifecycleError> {
+    let (vm, state) = current(store, vm_id).await?;
     if state != VmState::Pending {
         // A replayed event: the VM is already on its way.
-        return Ok(vm);
+        return Ok(());
     }
-    let node = store.node(&lease.node_id).await?;
+    let node = store.node(&vm.node_id).await?;
     let fit = match node {
-        None => Err(format!("node {} is not registered", lease.node_id)),
+        None => Err(format!("node {} is not registered", vm.node_id)),
         Some(node) => {
             let rep = store.reputation(&node.node_id, now()).await?;
             let mut used = store
@@ -233,7 +245,7 @@ pub async fn open_lease(
                 tier: vm.tier,
                 region: None,
                 max_price_per_hour: None,
-                node_id: Some(lease.node_id.clone()),
+                node_id: Some(vm.node_id.clone()),
             };
             scheduler::schedule(&[candidate], &request).map_err(|e| e.to_string())
         }
@@ -241,7 +253,7 @@ pub async fn open_lease(
     match fit {
         Ok(_) => {
             let spec = VmSpec {
-                id: vm_id.clone(),
+                id: vm_id.to_string(),
                 image: workload.image.clone(),
                 vcpus: u32::try_from(vm.vcpus).unwrap_or(u32::MAX),
                 memory_mib: vm.memory_gib.saturating_mul(1024),
@@ -261,21 +273,51 @@ pub async fn open_lease(
             let command_id = format!("create-{vm_id}");
             transition(
                 store,
-                &vm_id,
+                vm_id,
                 VmState::Provisioning,
                 None,
                 Some((&command_id, &CommandAction::CreateVm { spec })),
             )
             .await?;
-            store.record_vm_hosted(&lease.node_id, now()).await?;
-            agents.wake(&lease.node_id);
+            store.record_vm_hosted(&vm.node_id, now()).await?;
+            agents.wake(&vm.node_id);
         }
         Err(reason) => {
             tracing::warn!(target: "orchestrator::lifecycle", %vm_id, %reason, "vm cannot be placed");
-            transition(store, &vm_id, VmState::Failed, Some(&reason), None).await?;
+            transition(store, vm_id, VmState::Failed, Some(&reason), None).await?;
         }
     }
-    Ok(store.vm(&vm_id).await?.expect("vm exists"))
+    Ok(())
+}
+
+/// Acts on everything the chain recorded: provisions Pending VMs and removes the VMs of closed
+/// or terminated leases. Safe to run any number of times; run after every follower batch and
+/// periodically, so a side effect that failed is tried again.
+pub async fn drive(
+    store: &Store,
+    agents: &AgentHub,
+    workload: &Workload,
+) -> Result<usize, LifecycleError> {
+    let mut acted = 0;
+    for vm_id in store.vms_in_state(VmState::Pending.as_str()).await? {
+        let lease_closed = match store.vm(&vm_id).await? {
+            Some(vm) => store
+                .lease(&vm.lease_id)
+                .await?
+                .is_some_and(|l| l.status != "active"),
+            None => false,
+        };
+        // A lease opened and closed in the same batch never reaches the node.
+        if !lease_closed {
+            provision(store, agents, &vm_id, workload).await?;
+            acted += 1;
+        }
+    }
+    for (lease_id, status) in store.leases_to_close().await? {
+        close_lease(store, agents, &lease_id, &status).await?;
+        acted += 1;
+    }
+    Ok(acted)
 }
 
 /// A lease was closed (or terminated): the VM is deleted from its node, or simply terminated

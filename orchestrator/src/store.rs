@@ -978,6 +978,42 @@ impl Store {
         Ok(true)
     }
 
+    /// Ids of the VMs in one state, oldest first.
+    pub async fn vms_in_state(&self, state: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT vm_id FROM vms WHERE state = $1 ORDER BY created_at, vm_id")
+            .bind(state.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("vm_id")?)).collect()
+    }
+
+    /// Leases closed or terminated on-chain whose VM is still to be removed: `(lease_id, status)`.
+    pub async fn leases_to_close(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT l.lease_id, l.status FROM leases l JOIN vms v ON v.lease_id = l.lease_id \
+             WHERE l.status IN ('closed', 'terminated') AND v.state NOT IN ('terminated', 'stopping') \
+             ORDER BY l.lease_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("lease_id")?, r.try_get("status")?)))
+            .collect()
+    }
+
+    /// The pool, as the chain follower's database handle.
+    pub fn follower_database(&self) -> decloud_indexer::Database {
+        let backend = if self.sqlite {
+            decloud_indexer::Backend::Sqlite
+        } else {
+            decloud_indexer::Backend::Postgres
+        };
+        decloud_indexer::Database {
+            pool: self.pool.clone(),
+            backend,
+        }
+    }
+
     /// The VM a command acts on, if it acts on one.
     pub async fn command_vm(&self, command_id: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT vm_id FROM agent_commands WHERE command_id = $1")
