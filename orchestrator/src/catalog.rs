@@ -72,6 +72,7 @@ pub fn record_of(
         price,
         manifest: serde_json::to_value(m).expect("manifests serialize"),
         added_at: now,
+        content: Some(String::from_utf8(bundle.to_content()).expect("bundle content is JSON text")),
     })
 }
 

@@ -15,9 +15,10 @@ use crate::{
     store::{LeaseRecord, Store, StoreError, VmRecord},
 };
 use decloud_sdk::agent_protocol::{
-    AckOutcome, BandwidthTier, CommandAction, QualityTier as WireTier, VmSpec,
-    VmState as AgentVmState,
+    AckOutcome, BandwidthTier, CommandAction, PortProtocol, PortSpec, QualityTier as WireTier,
+    ReadinessProbe as ProbeSpec, VmSpec, VmState as AgentVmState,
 };
+use decloud_templates::{Bundle, Readiness as TemplateReadiness, Transport, Vars, render};
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
@@ -250,8 +251,12 @@ pub async fn provision(
             scheduler::schedule(&[candidate], &request).map_err(|e| e.to_string())
         }
     };
-    match fit {
-        Ok(_) => {
+    let guest = match fit {
+        Ok(_) => guest_setup(store, &vm, workload).await?,
+        Err(reason) => Err(reason),
+    };
+    match guest {
+        Ok((user_data, ports, readiness)) => {
             let spec = VmSpec {
                 id: vm_id.to_string(),
                 image: workload.image.clone(),
@@ -266,9 +271,9 @@ pub async fn provision(
                 },
                 bandwidth: workload.bandwidth,
                 hostname: None,
-                user_data: workload.user_data.clone(),
-                ports: Vec::new(),
-                readiness: Vec::new(),
+                user_data,
+                ports,
+                readiness,
             };
             let command_id = format!("create-{vm_id}");
             transition(
@@ -288,6 +293,69 @@ pub async fn provision(
         }
     }
     Ok(())
+}
+
+type GuestSetup = (String, Vec<PortSpec>, Vec<ProbeSpec>);
+
+/// User-data, ports and readiness checks of a VM: rendered from its lease's template when the
+/// lease names one (a template missing from the catalog fails the VM), else the workload's.
+async fn guest_setup(
+    store: &Store,
+    vm: &VmRecord,
+    workload: &Workload,
+) -> Result<Result<GuestSetup, String>, LifecycleError> {
+    let Some(template_id) = store.lease_template(&vm.lease_id).await? else {
+        return Ok(Ok((workload.user_data.clone(), Vec::new(), Vec::new())));
+    };
+    let template = store
+        .template(&template_id)
+        .await?
+        .filter(|t| t.template_id.as_deref() == Some(&template_id));
+    let Some(content) = template.and_then(|t| t.content) else {
+        return Ok(Err(format!("template {template_id} is not in the catalog")));
+    };
+    let rendered = (|| {
+        let bundle = Bundle::from_content(content.as_bytes()).map_err(|e| e.to_string())?;
+        let vars = Vars::new(&vm.vm_id, &vm.vm_id, &vm.lease_id, &vm.node_id, &vm.tenant)
+            .map_err(|e| e.to_string())?;
+        let user_data = render(&bundle, &vars)
+            .map_err(|e| e.to_string())?
+            .as_str()
+            .to_string();
+        let ports = bundle
+            .manifest
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(PortSpec {
+                    guest: u16::try_from(p.port).ok()?,
+                    protocol: match p.protocol.transport() {
+                        Transport::Tcp => PortProtocol::Tcp,
+                        Transport::Udp => PortProtocol::Udp,
+                    },
+                })
+            })
+            .collect();
+        let readiness = bundle
+            .manifest
+            .readiness
+            .iter()
+            .filter_map(|r| {
+                Some(match r {
+                    TemplateReadiness::CloudInit => ProbeSpec::CloudInit,
+                    TemplateReadiness::Tcp { port } => ProbeSpec::Tcp {
+                        port: u16::try_from(*port).ok()?,
+                    },
+                    TemplateReadiness::Http { port, path, .. } => ProbeSpec::Http {
+                        port: u16::try_from(*port).ok()?,
+                        path: path.clone(),
+                    },
+                })
+            })
+            .collect();
+        Ok::<_, String>((user_data, ports, readiness))
+    })();
+    Ok(rendered.map_err(|e| format!("template {template_id} cannot be rendered: {e}")))
 }
 
 /// Acts on everything the chain recorded: provisions Pending VMs and removes the VMs of closed

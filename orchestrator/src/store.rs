@@ -268,6 +268,9 @@ pub struct TemplateRecord {
     pub manifest: serde_json::Value,
     /// When it entered the catalog, unix seconds.
     pub added_at: i64,
+    /// The published bundle (`decloud-templates` content), from which user-data is rendered.
+    #[serde(skip)]
+    pub content: Option<String>,
 }
 
 /// A command queued for a node agent.
@@ -437,6 +440,7 @@ fn template_from_row(row: &AnyRow) -> Result<TemplateRecord, StoreError> {
             value: manifest.clone(),
         })?,
         added_at: row.try_get("added_at")?,
+        content: row.try_get("content")?,
     })
 }
 
@@ -978,6 +982,20 @@ impl Store {
         Ok(true)
     }
 
+    /// The on-chain template id a lease deploys, if it names one.
+    pub async fn lease_template(&self, lease_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT template_id FROM leases WHERE lease_id = $1")
+            .bind(lease_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r
+                .try_get::<Option<String>, _>("template_id")?
+                .filter(|t| t != "0"),
+            None => None,
+        })
+    }
+
     /// Ids of the VMs in one state, oldest first.
     pub async fn vms_in_state(&self, state: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT vm_id FROM vms WHERE state = $1 ORDER BY created_at, vm_id")
@@ -1104,13 +1122,13 @@ impl Store {
             .join(",");
         sqlx::query(
             "INSERT INTO templates (slug, template_id, cid, name, category, description, tags, min_vcpus, \
-             min_memory_gib, min_disk_gib, gpus, price, manifest, added_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             min_memory_gib, min_disk_gib, gpus, price, manifest, added_at, content) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              ON CONFLICT (slug) DO UPDATE SET template_id = excluded.template_id, cid = excluded.cid, \
              name = excluded.name, category = excluded.category, description = excluded.description, \
              tags = excluded.tags, min_vcpus = excluded.min_vcpus, min_memory_gib = excluded.min_memory_gib, \
              min_disk_gib = excluded.min_disk_gib, gpus = excluded.gpus, price = excluded.price, \
-             manifest = excluded.manifest",
+             manifest = excluded.manifest, content = excluded.content",
         )
         .bind(t.slug.clone())
         .bind(t.template_id.clone())
@@ -1126,6 +1144,7 @@ impl Store {
         .bind(i(t.price))
         .bind(t.manifest.to_string())
         .bind(t.added_at)
+        .bind(t.content.clone())
         .execute(&self.pool)
         .await?;
         Ok(())

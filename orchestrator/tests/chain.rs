@@ -339,6 +339,15 @@ async fn lease_events_on_chain_drive_the_vm_on_the_agent() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Template 3 on-chain is the PostgreSQL seed bundle in the catalog.
+    let seeds = root().join("templates/seed");
+    decloud_orchestrator::catalog::load_dir(&store, &seeds, 0)
+        .await
+        .unwrap();
+    let mut pg = store.template("postgresql").await.unwrap().unwrap();
+    pg.template_id = Some("3".into());
+    store.upsert_template(&pg).await.unwrap();
+
     // A tenant opens a lease on-chain: the VM is created on the node and runs.
     let tenant = Address::repeat_byte(0x0b);
     let resources = IEventSource::Resources {
@@ -381,6 +390,22 @@ async fn lease_events_on_chain_drive_the_vm_on_the_agent() {
     assert_eq!(
         (spec.id.as_str(), spec.vcpus, spec.disk_gib),
         ("vm-1", 2, 20)
+    );
+    // The template's user-data, rendered for this VM, with its ports and readiness checks.
+    assert!(
+        spec.user_data.starts_with("#cloud-config"),
+        "{}",
+        spec.user_data
+    );
+    assert!(
+        !spec.user_data.contains("${DECLOUD_"),
+        "unrendered variable left: {}",
+        spec.user_data
+    );
+    assert!(
+        spec.ports.iter().any(|p| p.guest == 5432),
+        "{:?}",
+        spec.ports
     );
     let running = VmReport {
         id: "vm-1".into(),
@@ -489,6 +514,36 @@ async fn lease_events_on_chain_drive_the_vm_on_the_agent() {
             .await
             .is_err(),
         "nothing sent for lease 2"
+    );
+
+    // A lease naming a template the catalog does not have fails its VM, saying so.
+    escrow
+        .leaseOpened(
+            U256::from(4),
+            tenant,
+            node_id,
+            operator,
+            IEventSource::Resources {
+                vcpus: 1,
+                memoryGiB: 1,
+                storageGiB: 5,
+                gpus: 0,
+            },
+            U256::from(99),
+            1,
+            U256::from(1),
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    sync(&mut follower).await;
+    let vm = store.vm("vm-4").await.unwrap().unwrap();
+    assert_eq!(
+        (vm.state.as_str(), vm.failure.as_deref()),
+        ("failed", Some("template 99 is not in the catalog"))
     );
 }
 

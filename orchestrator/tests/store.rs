@@ -532,6 +532,7 @@ async fn templates_round_trip(url: String) {
         price: 0,
         manifest: serde_json::json!({"ports": []}),
         added_at: 5,
+        content: None,
     };
     store.upsert_template(&t).await.unwrap();
     // Several unpublished templates may coexist (NULL ids are distinct in both databases).
