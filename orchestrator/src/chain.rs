@@ -2,7 +2,8 @@
 //!
 //! [`ChainHandler`] runs inside the follower's transaction (the cursor moves with the writes):
 //! NodeRegistry events keep the `nodes` table, LeaseEscrow's LeaseOpened records the lease and
-//! its VM (Pending), LeaseClosed/LeaseTerminated mark the lease. Nothing is asked of any node
+//! its VM (Pending) and its funding, LeaseToppedUp its new funding, LeaseClosed/LeaseTerminated
+//! mark the lease. Nothing is asked of any node
 //! here; after each commit [`crate::lifecycle::drive`] acts on what was recorded (persist first,
 //! side effects after, each retried by the next drive).
 //!
@@ -155,8 +156,9 @@ async fn apply(
             }
             sqlx::query(
                 "INSERT INTO leases (lease_id, tenant, node_id, status, tier, vcpus, memory_gib, storage_gib, gpus, \
-                 rate_per_hour, opened_at, bandwidth, template_id) \
-                 VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (lease_id) DO NOTHING",
+                 rate_per_hour, opened_at, bandwidth, template_id, funded, accrual_start, accrued_before) \
+                 VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $10, 0) \
+                 ON CONFLICT (lease_id) DO NOTHING",
             )
             .bind(lease_id.clone())
             .bind(tenant.clone())
@@ -170,6 +172,7 @@ async fn apply(
             .bind(opened_at)
             .bind(int(a, "bandwidth")?)
             .bind(text(a, "templateId")?)
+            .bind(int(a, "funding")?)
             .execute(&mut *conn)
             .await?;
             sqlx::query(
@@ -190,6 +193,15 @@ async fn apply(
             .execute(&mut *conn)
             .await?;
         }
+        "LeaseToppedUp" => {
+            sqlx::query("UPDATE leases SET funded = $2, accrual_start = $3, accrued_before = $4 WHERE lease_id = $1")
+                .bind(text(a, "leaseId")?)
+                .bind(int(a, "funded")?)
+                .bind(int(a, "accrualStart")?)
+                .bind(int(a, "accruedBefore")?)
+                .execute(&mut *conn)
+                .await?;
+        }
         "LeaseClosed" | "LeaseTerminated" => {
             let status = if log.name == "LeaseClosed" {
                 "closed"
@@ -202,7 +214,7 @@ async fn apply(
                 .execute(&mut *conn)
                 .await?;
         }
-        // Top-ups, settlements, claims and governance events change no orchestrator state.
+        // Settlements, claims and governance events change no orchestrator state.
         _ => {}
     }
     Ok(())

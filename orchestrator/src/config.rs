@@ -84,6 +84,14 @@ pub struct ChainConfig {
     pub confirmations: u64,
     /// Base image the nodes boot VMs from.
     pub image: String,
+    /// How long a VM whose lease ran out of funds stays paused for a top-up before it is
+    /// deleted, seconds.
+    #[serde(default = "default_grace")]
+    pub grace_secs: i64,
+}
+
+fn default_grace() -> i64 {
+    86_400
 }
 
 fn default_confirmations() -> u64 {
@@ -285,6 +293,11 @@ impl Config {
                         "chain.{name} is not an address: {value}"
                     )));
                 }
+            }
+            if chain.grace_secs < 0 {
+                return Err(ConfigError::Invalid(
+                    "chain.grace_secs must not be negative".into(),
+                ));
             }
             if chain.image.is_empty() {
                 return Err(ConfigError::Invalid(

@@ -139,6 +139,7 @@ async fn spawn_chain(
         image: chain.image,
         user_data: String::new(),
         bandwidth: decloud_sdk::agent_protocol::BandwidthTier::Basic,
+        grace_secs: chain.grace_secs,
     };
     let state = state.clone();
     let driver = tokio::spawn(async move {

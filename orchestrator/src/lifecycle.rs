@@ -121,6 +121,33 @@ pub struct Workload {
     pub user_data: String,
     /// Bandwidth tier of the lease.
     pub bandwidth: BandwidthTier,
+    /// How long a VM whose lease ran out of funds stays paused (stopped, disks kept) for a
+    /// top-up before it is deleted, seconds.
+    pub grace_secs: i64,
+}
+
+/// The second at which a lease's accrual reaches its funding: the escrow accrues
+/// `accrued_before + floor(rate * (t - accrual_start) / 3600)`, so that is the smallest `t` with
+/// `rate * (t - accrual_start) >= (funded - accrued_before) * 3600`.
+pub fn depleted_at(
+    funded: i64,
+    accrual_start: i64,
+    accrued_before: i64,
+    rate_per_hour: i64,
+) -> i64 {
+    let remaining = i128::from(funded) - i128::from(accrued_before);
+    if remaining <= 0 || rate_per_hour <= 0 {
+        // Nothing left, or nothing ever accrues (a free lease never runs out).
+        return if remaining <= 0 {
+            accrual_start
+        } else {
+            i64::MAX
+        };
+    }
+    let rate = i128::from(rate_per_hour);
+    // Rounded up: the VM keeps running through the last second that is still paid for.
+    let secs = (remaining * 3600 + rate - 1) / rate;
+    i64::try_from(i128::from(accrual_start) + secs).unwrap_or(i64::MAX)
 }
 
 /// The VM id of a lease: one VM per lease.
@@ -358,8 +385,9 @@ async fn guest_setup(
     Ok(rendered.map_err(|e| format!("template {template_id} cannot be rendered: {e}")))
 }
 
-/// Acts on everything the chain recorded: provisions Pending VMs and removes the VMs of closed
-/// or terminated leases. Safe to run any number of times; run after every follower batch and
+/// Acts on everything the chain recorded: provisions Pending VMs, removes the VMs of closed or
+/// terminated leases, pauses the VMs of leases whose funds ran out, resumes them after a top-up
+/// and deletes them when the grace period passes without one. Safe to run any number of times; run after every follower batch and
 /// periodically, so a side effect that failed is tried again.
 pub async fn drive(
     store: &Store,
@@ -383,6 +411,71 @@ pub async fn drive(
     }
     for (lease_id, status) in store.leases_to_close().await? {
         close_lease(store, agents, &lease_id, &status).await?;
+        acted += 1;
+    }
+    let now = now();
+    // Funds ran out: pause (never delete at once).
+    for vm_id in store.vms_in_state(VmState::Running.as_str()).await? {
+        let Some(vm) = store.vm(&vm_id).await? else {
+            continue;
+        };
+        if let Some(depleted) = store.lease_depleted_at(&vm.lease_id).await?
+            && now >= depleted
+        {
+            let command_id = format!("stop-{vm_id}-{depleted}");
+            let action = CommandAction::StopVm {
+                vm_id: vm_id.clone(),
+            };
+            transition(
+                store,
+                &vm_id,
+                VmState::Stopping,
+                None,
+                Some((&command_id, &action)),
+            )
+            .await?;
+            agents.wake(&vm.node_id);
+            acted += 1;
+        }
+    }
+    // Paused VMs: resume after a top-up, delete once the grace period is over.
+    for vm_id in store.vms_in_state(VmState::Stopped.as_str()).await? {
+        let Some(vm) = store.vm(&vm_id).await? else {
+            continue;
+        };
+        let Some(depleted) = store.lease_depleted_at(&vm.lease_id).await? else {
+            continue;
+        };
+        if now < depleted {
+            let command_id = format!("start-{vm_id}-{depleted}");
+            let action = CommandAction::StartVm {
+                vm_id: vm_id.clone(),
+            };
+            transition(
+                store,
+                &vm_id,
+                VmState::Provisioning,
+                None,
+                Some((&command_id, &action)),
+            )
+            .await?;
+        } else if now >= depleted.saturating_add(workload.grace_secs) {
+            let command_id = format!("delete-{vm_id}");
+            let action = CommandAction::DeleteVm {
+                vm_id: vm_id.clone(),
+            };
+            transition(
+                store,
+                &vm_id,
+                VmState::Stopping,
+                None,
+                Some((&command_id, &action)),
+            )
+            .await?;
+        } else {
+            continue;
+        }
+        agents.wake(&vm.node_id);
         acted += 1;
     }
     Ok(acted)
@@ -434,8 +527,10 @@ pub async fn on_command_acked(
         return Ok(());
     };
     let (vm, state) = current(store, &vm_id).await?;
-    let creating = command_id.starts_with("create-");
+    // create- and start- bring a VM up, stop- pauses it, delete- removes it.
+    let creating = command_id.starts_with("create-") || command_id.starts_with("start-");
     let deleting = command_id.starts_with("delete-");
+    let stopping = command_id.starts_with("stop-");
     match outcome {
         AckOutcome::Done { vm: report } => {
             if creating && state == VmState::Provisioning {
@@ -449,6 +544,8 @@ pub async fn on_command_acked(
                 } else {
                     transition(store, &vm_id, VmState::Running, None, None).await?;
                 }
+            } else if stopping && state == VmState::Stopping {
+                transition(store, &vm_id, VmState::Stopped, None, None).await?;
             } else if deleting && state == VmState::Stopping {
                 transition(store, &vm_id, VmState::Terminated, None, None).await?;
                 if store
@@ -531,6 +628,20 @@ mod tests {
             ALL.iter().all(|s| !Terminated.can_become(*s)),
             "terminated is final"
         );
+    }
+
+    #[test]
+    fn funds_run_out_when_accrual_reaches_funding() {
+        use super::depleted_at;
+        // 3600 per hour is 1 per second: 10 funded lasts 10 s.
+        assert_eq!(depleted_at(10, 1_000, 0, 3_600), 1_010);
+        // Rounded up: 1 unit at 7200/h accrues at 0.5 s, so the lease runs out at its first whole second.
+        assert_eq!(depleted_at(1, 0, 0, 7_200), 1);
+        assert_eq!(depleted_at(1, 0, 0, 1_000), 4);
+        // After a top-up the segment restarts: what accrued before is already spent.
+        assert_eq!(depleted_at(100, 500, 90, 3_600), 510);
+        assert_eq!(depleted_at(90, 500, 90, 3_600), 500);
+        assert_eq!(depleted_at(10, 0, 0, 0), i64::MAX);
     }
 
     #[test]

@@ -996,6 +996,30 @@ impl Store {
         })
     }
 
+    /// When an active lease's funds run out, unix seconds: `None` for a lease that is not active
+    /// or whose funding the chain has not told.
+    pub async fn lease_depleted_at(&self, lease_id: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT funded, accrual_start, accrued_before, rate_per_hour FROM leases \
+             WHERE lease_id = $1 AND status = 'active'",
+        )
+        .bind(lease_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (Some(funded), Some(start), Some(before)) = (
+            row.try_get::<Option<i64>, _>("funded")?,
+            row.try_get::<Option<i64>, _>("accrual_start")?,
+            row.try_get::<Option<i64>, _>("accrued_before")?,
+        ) else {
+            return Ok(None);
+        };
+        let rate: i64 = row.try_get("rate_per_hour")?;
+        Ok(Some(crate::lifecycle::depleted_at(
+            funded, start, before, rate,
+        )))
+    }
+
     /// Ids of the VMs in one state, oldest first.
     pub async fn vms_in_state(&self, state: &str) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT vm_id FROM vms WHERE state = $1 ORDER BY created_at, vm_id")

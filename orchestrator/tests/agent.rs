@@ -430,6 +430,7 @@ fn workload() -> Workload {
         image: "debian-12".into(),
         user_data: "#cloud-config\n".into(),
         bandwidth: BandwidthTier::Basic,
+        grace_secs: 86_400,
     }
 }
 
@@ -719,7 +720,11 @@ async fn unacknowledged_commands_are_resent_on_the_same_connection() {
         };
         assert_eq!(cmd.id, "cmd-r");
     }
-    assert!(s.store.command("cmd-r").await.unwrap().unwrap().attempts >= 2);
+    // The second send is recorded right after it leaves; wait for that write.
+    eventually("two recorded sends", async || {
+        s.store.command("cmd-r").await.unwrap().unwrap().attempts >= 2
+    })
+    .await;
     send(
         &mut ws,
         &AgentMessage::Ack(Ack {

@@ -46,6 +46,7 @@ mod fixture {
             function nodePricesSet(bytes32 nodeId, Prices requested, Prices stored) external;
             function leaseOpened(uint256 leaseId, address tenant, bytes32 nodeId, address operator, Resources resources, uint256 templateId, uint64 ratePerHour, uint256 funding) external;
             function leaseClosed(uint256 leaseId, uint256 settled, uint256 refund) external;
+        function leaseToppedUp(uint256 leaseId, address from, uint256 amount, uint256 funded, uint64 accrualStart, uint256 accruedBefore) external;
         }
     }
 }
@@ -200,10 +201,22 @@ async fn lease_events_on_chain_drive_the_vm_on_the_agent() {
         image: "debian-12".into(),
         user_data: "#cloud-config\n".into(),
         bandwidth: BandwidthTier::Basic,
+        grace_secs: 86_400,
     };
     let sync = async |follower: &mut Follower<ChainHandler>| {
         follower.sync_to_head().await.unwrap();
         lifecycle::drive(state.store(), state.agents(), &workload)
+            .await
+            .unwrap();
+    };
+    // The same, with a grace period short enough for a test.
+    let short = Workload {
+        grace_secs: 6,
+        ..workload.clone()
+    };
+    let sync_short = async |follower: &mut Follower<ChainHandler>| {
+        follower.sync_to_head().await.unwrap();
+        lifecycle::drive(state.store(), state.agents(), &short)
             .await
             .unwrap();
     };
@@ -544,6 +557,158 @@ async fn lease_events_on_chain_drive_the_vm_on_the_agent() {
     assert_eq!(
         (vm.state.as_str(), vm.failure.as_deref()),
         ("failed", Some("template 99 is not in the catalog"))
+    );
+
+    // Lease 5 runs out of funds (3 units at 3600/h last 3 s): its VM is paused, not deleted,
+    // and resumed by a top-up.
+    let small = || IEventSource::Resources {
+        vcpus: 1,
+        memoryGiB: 1,
+        storageGiB: 5,
+        gpus: 0,
+    };
+    let ack = |id: String, running: bool| {
+        let vm = running.then(|| VmReport {
+            id: "x".into(),
+            state: AgentVmState::Running,
+            readiness: Readiness {
+                ready: true,
+                probes: Vec::new(),
+            },
+            addresses: Vec::new(),
+            error: None,
+        });
+        AgentMessage::Ack(Ack {
+            command_id: id,
+            outcome: AckOutcome::Done { vm },
+        })
+    };
+    escrow
+        .leaseOpened(
+            U256::from(5),
+            tenant,
+            node_id,
+            operator,
+            small(),
+            U256::ZERO,
+            3_600,
+            U256::from(3),
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    sync(&mut follower).await;
+    let create = next_command(&mut ws).await;
+    send(&mut ws, ack(create.id, true)).await;
+    wait_state(&store, "vm-5", "running").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    sync_short(&mut follower).await;
+    let stop = next_command(&mut ws).await;
+    assert_eq!(
+        stop.action,
+        CommandAction::StopVm {
+            vm_id: "vm-5".into()
+        }
+    );
+    send(&mut ws, ack(stop.id, false)).await;
+    wait_state(&store, "vm-5", "stopped").await;
+    let now = decloud_orchestrator::api::now() as u64;
+    escrow
+        .leaseToppedUp(
+            U256::from(5),
+            tenant,
+            U256::from(1_000),
+            U256::from(1_003),
+            now,
+            U256::from(3),
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    sync_short(&mut follower).await;
+    let start = next_command(&mut ws).await;
+    assert_eq!(
+        start.action,
+        CommandAction::StartVm {
+            vm_id: "vm-5".into()
+        }
+    );
+    send(&mut ws, ack(start.id, true)).await;
+    wait_state(&store, "vm-5", "running").await;
+
+    // Lease 6 runs out and is never topped up: paused, then deleted after the grace period.
+    escrow
+        .leaseOpened(
+            U256::from(6),
+            tenant,
+            node_id,
+            operator,
+            small(),
+            U256::ZERO,
+            3_600,
+            U256::from(1),
+        )
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    sync(&mut follower).await;
+    let create = next_command(&mut ws).await;
+    send(&mut ws, ack(create.id, true)).await;
+    wait_state(&store, "vm-6", "running").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sync_short(&mut follower).await;
+    let stop = next_command(&mut ws).await;
+    assert_eq!(
+        stop.action,
+        CommandAction::StopVm {
+            vm_id: "vm-6".into()
+        }
+    );
+    send(&mut ws, ack(stop.id, false)).await;
+    wait_state(&store, "vm-6", "stopped").await;
+    sync_short(&mut follower).await;
+    assert_eq!(
+        state_of(&store, "vm-6").await,
+        "stopped",
+        "still within the grace period"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sync_short(&mut follower).await;
+    let delete = next_command(&mut ws).await;
+    assert_eq!(
+        delete.action,
+        CommandAction::DeleteVm {
+            vm_id: "vm-6".into()
+        }
+    );
+    send(&mut ws, ack(delete.id, false)).await;
+    wait_state(&store, "vm-6", "terminated").await;
+    assert_eq!(
+        state_of(&store, "vm-5").await,
+        "running",
+        "the topped-up lease keeps running"
+    );
+}
+
+async fn wait_state(store: &Store, vm_id: &str, state: &str) {
+    for _ in 0..100 {
+        if state_of(store, vm_id).await == state {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{vm_id} never reached {state}: {}",
+        state_of(store, vm_id).await
     );
 }
 
