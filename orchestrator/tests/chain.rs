@@ -150,6 +150,16 @@ async fn state_of(store: &Store, vm_id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_events_on_chain_drive_the_vm_on_the_agent() {
+    let (url, _dir) = support::sqlite_database();
+    lease_flow(url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_events_on_chain_drive_the_vm_on_postgres() {
+    lease_flow(support::postgres_database().await).await;
+}
+
+async fn lease_flow(url: String) {
     // Chain: one EventSource as the registry, one as the escrow.
     let anvil = Anvil::at(root().join("contracts/node_modules/.bin/anvil")).spawn();
     let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
@@ -173,7 +183,6 @@ async fn lease_events_on_chain_drive_the_vm_on_the_agent() {
     let escrow = IEventSource::new(addresses[1], provider.clone());
 
     // Orchestrator: store, server, follower with the orchestrator's handler.
-    let (url, _dir) = support::sqlite_database();
     let store = Store::connect(&url).await.unwrap();
     let state = AppState::new(store.clone(), Config::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

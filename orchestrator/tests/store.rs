@@ -559,12 +559,62 @@ async fn templates_round_trip(url: String) {
     assert!(store.template("third").await.unwrap().is_none());
 }
 
+async fn lifecycle_queries(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(7);
+    store.upsert_node(&n).await.unwrap();
+    let lease = LeaseRecord {
+        lease_id: "9".into(),
+        tenant: "0x00000000000000000000000000000000000000aa".into(),
+        node_id: n.node_id.clone(),
+        status: "active".into(),
+        tier: QualityTier::Dedicated,
+        vcpus: 1,
+        memory_gib: 1,
+        storage_gib: 1,
+        gpus: 0,
+        rate_per_hour: 3_600,
+        opened_at: 1,
+    };
+    store.upsert_lease(&lease).await.unwrap();
+    let mut v = vm("vm-9", &n.node_id, "running", QualityTier::Dedicated);
+    v.lease_id = "9".into();
+    store.insert_vm(&v).await.unwrap();
+    assert_eq!(store.vms_in_state("running").await.unwrap(), ["vm-9"]);
+    assert!(store.vms_in_state("pending").await.unwrap().is_empty());
+    // Leases recorded without chain funding or template: nothing to compute.
+    assert_eq!(store.lease_template("9").await.unwrap(), None);
+    assert_eq!(store.lease_depleted_at("9").await.unwrap(), None);
+    assert!(store.leases_to_close().await.unwrap().is_empty());
+    store
+        .upsert_lease(&LeaseRecord {
+            status: "closed".into(),
+            ..lease.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.leases_to_close().await.unwrap(),
+        [("9".to_string(), "closed".to_string())]
+    );
+    assert!(
+        store
+            .transition_vm("vm-9", "running", "stopping", None, None, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.leases_to_close().await.unwrap().is_empty(),
+        "already being removed"
+    );
+}
+
 macro_rules! suite {
     ($make_url:expr) => {{
         suite!(@run $make_url, nodes_round_trip, heartbeats_build_reputation_that_survives_restart,
             counters_before_first_heartbeat_do_not_start_the_clock, concurrent_heartbeats_are_all_counted,
             leases_vms_and_usage, nonces_are_single_use_and_expire, one_nonce_races_to_one_session,
-            agent_commands_queue_and_ack, vm_transitions_are_compare_and_set, templates_round_trip)
+            agent_commands_queue_and_ack, vm_transitions_are_compare_and_set, templates_round_trip, lifecycle_queries)
     }};
     (@run $make_url:expr, $($check:ident),+) => {{
         $(
