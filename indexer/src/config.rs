@@ -1,0 +1,411 @@
+//! Configuration of the `decloud-indexer` binary, resolved in one place with one precedence:
+//! defaults → file → environment → flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use alloy::primitives::Address;
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::events::ContractKind;
+use crate::follower::FollowerConfig;
+
+/// Errors of configuration and deployments loading.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The deployments file is not what the indexer expects.
+    #[error("invalid deployments file {path}: {message}")]
+    Deployments {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+    /// A value is out of range or missing.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Command-line flags; each also reads an environment variable. Unset flags leave the file's or
+/// the default value in place.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "decloud-indexer",
+    version,
+    about = "Index DeCloud's contracts and serve them over GraphQL"
+)]
+pub struct Args {
+    /// TOML config file.
+    #[arg(long, env = "DECLOUD_INDEXER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL: sqlite://FILE or postgres://USER@HOST/DB.
+    #[arg(long, env = "DECLOUD_INDEXER_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// JSON-RPC URL of the chain.
+    #[arg(long, env = "DECLOUD_INDEXER_RPC_URL")]
+    pub rpc_url: Option<String>,
+    /// Chain id; selects deployments/<chainId>.json and the network's finality defaults.
+    #[arg(long, env = "DECLOUD_INDEXER_CHAIN_ID")]
+    pub chain_id: Option<u64>,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "DECLOUD_INDEXER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory holding <chainId>.json deployment files.
+    #[arg(long, env = "DECLOUD_INDEXER_DEPLOYMENTS_DIR")]
+    pub deployments_dir: Option<PathBuf>,
+    /// Blocks below the head before a block is indexed.
+    #[arg(long, env = "DECLOUD_INDEXER_CONFIRMATIONS")]
+    pub confirmations: Option<u64>,
+    /// Blocks that may still be reorganised.
+    #[arg(long, env = "DECLOUD_INDEXER_REORG_WINDOW")]
+    pub reorg_window: Option<u64>,
+    /// Log format: text or json.
+    #[arg(long, env = "DECLOUD_INDEXER_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The config file's schema; every key is optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Config::database_url`].
+    pub database_url: Option<String>,
+    /// See [`Config::rpc_url`].
+    pub rpc_url: Option<String>,
+    /// See [`Config::chain_id`].
+    pub chain_id: Option<u64>,
+    /// See [`Config::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`Config::deployments_dir`].
+    pub deployments_dir: Option<PathBuf>,
+    /// See [`Config::confirmations`].
+    pub confirmations: Option<u64>,
+    /// See [`Config::reorg_window`].
+    pub reorg_window: Option<u64>,
+    /// See [`Config::poll_interval_ms`].
+    pub poll_interval_ms: Option<u64>,
+    /// See [`Config::max_range`].
+    pub max_range: Option<u64>,
+    /// See [`Config::log_format`].
+    pub log_format: Option<String>,
+    /// Contracts to index instead of the deployments file: name → address and start block.
+    pub contracts: Option<BTreeMap<String, ContractEntry>>,
+}
+
+/// A contract's address and the block to start reading it from.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub struct ContractEntry {
+    /// The contract's address.
+    pub address: Address,
+    /// Its deploy block.
+    #[serde(
+        default,
+        alias = "blockNumber",
+        alias = "deployBlock",
+        alias = "startBlock"
+    )]
+    pub start_block: u64,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Database URL.
+    pub database_url: String,
+    /// JSON-RPC URL.
+    pub rpc_url: String,
+    /// Chain id.
+    pub chain_id: u64,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Where `<chainId>.json` deployment files are.
+    pub deployments_dir: PathBuf,
+    /// Confirmation depth.
+    pub confirmations: u64,
+    /// Reorg window.
+    pub reorg_window: u64,
+    /// Poll interval once caught up, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Largest `eth_getLogs` range.
+    pub max_range: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Contracts given in the config file (otherwise read from the deployments file).
+    pub contracts: Option<BTreeMap<String, ContractEntry>>,
+}
+
+/// Finality defaults of a network: (confirmations, reorg window). Polygon PoS saw a 157-block reorg
+/// in 2023, hence its 256-block window; a local anvil chain reorganises only when told to.
+pub fn network_defaults(chain_id: u64) -> (u64, u64) {
+    match chain_id {
+        137 | 80002 => (32, 256),
+        1 => (12, 64),
+        _ => (0, 128),
+    }
+}
+
+impl Config {
+    /// Resolves defaults → file (from `args.config`) → environment and flags (`args`, which clap
+    /// filled from both, flags winning).
+    pub fn resolve(args: &Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Self::merge(file, args)
+    }
+
+    /// The merge itself, separated from file reading for tests.
+    pub fn merge(file: FileConfig, args: &Args) -> Result<Self, ConfigError> {
+        let chain_id = args.chain_id.or(file.chain_id).unwrap_or(31337);
+        let (confirmations, reorg_window) = network_defaults(chain_id);
+        let config = Self {
+            database_url: args
+                .database_url
+                .clone()
+                .or(file.database_url)
+                .unwrap_or_else(|| "sqlite://decloud-indexer.db".into()),
+            rpc_url: args
+                .rpc_url
+                .clone()
+                .or(file.rpc_url)
+                .unwrap_or_else(|| "http://127.0.0.1:8545".into()),
+            chain_id,
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000))),
+            deployments_dir: args
+                .deployments_dir
+                .clone()
+                .or(file.deployments_dir)
+                .unwrap_or_else(|| "deployments".into()),
+            confirmations: args
+                .confirmations
+                .or(file.confirmations)
+                .unwrap_or(confirmations),
+            reorg_window: args
+                .reorg_window
+                .or(file.reorg_window)
+                .unwrap_or(reorg_window),
+            poll_interval_ms: file.poll_interval_ms.unwrap_or(if chain_id == 31337 {
+                200
+            } else {
+                2_000
+            }),
+            max_range: file.max_range.unwrap_or(100_000),
+            log_format: args
+                .log_format
+                .clone()
+                .or(file.log_format)
+                .unwrap_or_else(|| "text".into()),
+            contracts: file.contracts,
+        };
+        if config.reorg_window == 0 {
+            return Err(ConfigError::Invalid(
+                "reorg_window must be at least 1".into(),
+            ));
+        }
+        if config.max_range == 0 {
+            return Err(ConfigError::Invalid("max_range must be at least 1".into()));
+        }
+        if !matches!(config.log_format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "log_format must be text or json, not {:?}",
+                config.log_format
+            )));
+        }
+        Ok(config)
+    }
+
+    /// The contracts to index with their start blocks: from the config file, or else from
+    /// `<deployments_dir>/<chainId>.json`.
+    pub fn contracts(&self) -> Result<Vec<(ContractKind, ContractEntry)>, ConfigError> {
+        let entries = match &self.contracts {
+            Some(c) => c.clone(),
+            None => {
+                let path = self.deployments_dir.join(format!("{}.json", self.chain_id));
+                load_deployments(&path)?
+            }
+        };
+        let mut out = Vec::new();
+        for (name, entry) in entries {
+            if let Ok(kind) = name.parse::<ContractKind>() {
+                out.push((kind, entry));
+            }
+        }
+        if out.is_empty() {
+            return Err(ConfigError::Invalid("no DeCloud contract to index".into()));
+        }
+        Ok(out)
+    }
+
+    /// The follower configuration for these contracts.
+    pub fn follower(
+        &self,
+        name: &str,
+        contracts: &[(ContractKind, ContractEntry)],
+    ) -> FollowerConfig {
+        let start = contracts
+            .iter()
+            .map(|(_, e)| e.start_block)
+            .min()
+            .unwrap_or(0);
+        let mut f = FollowerConfig::new(
+            name,
+            contracts.iter().map(|(_, e)| e.address).collect(),
+            start,
+        );
+        f.confirmations = self.confirmations;
+        f.reorg_window = self.reorg_window;
+        f.poll_interval = Duration::from_millis(self.poll_interval_ms);
+        f.max_range = self.max_range;
+        f
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Reads `deployments/<chainId>.json`: an object of contract name → `{ "address", "blockNumber" }`
+/// (or → address string), either at the top level or under `"contracts"`. Names that are not
+/// DeCloud contracts (e.g. `MockUSDC`) and non-contract keys (e.g. `chainId`) are skipped.
+pub fn load_deployments(path: &Path) -> Result<BTreeMap<String, ContractEntry>, ConfigError> {
+    let bad = |message: String| ConfigError::Deployments {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let map = json
+        .get("contracts")
+        .unwrap_or(&json)
+        .as_object()
+        .ok_or_else(|| bad("expected an object of contracts".into()))?;
+    let mut out = BTreeMap::new();
+    for (name, value) in map {
+        if name.parse::<ContractKind>().is_err() {
+            continue;
+        }
+        let entry = match value {
+            serde_json::Value::String(s) => ContractEntry {
+                address: s
+                    .parse()
+                    .map_err(|_| bad(format!("{name}: invalid address {s}")))?,
+                start_block: 0,
+            },
+            other => {
+                serde_json::from_value(other.clone()).map_err(|e| bad(format!("{name}: {e}")))?
+            }
+        };
+        out.insert(name.clone(), entry);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_is_defaults_file_then_env_and_flags() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            database_url = "sqlite://file.db"
+            rpc_url = "http://file:8545"
+            chain_id = 137
+            reorg_window = 300
+            "#,
+        )
+        .unwrap();
+        let args = Args {
+            rpc_url: Some("http://flag:8545".into()),
+            ..Args::default()
+        };
+        let c = Config::merge(file, &args).unwrap();
+        assert_eq!(c.database_url, "sqlite://file.db");
+        assert_eq!(c.rpc_url, "http://flag:8545");
+        assert_eq!(c.chain_id, 137);
+        assert_eq!(c.reorg_window, 300);
+        // Polygon's confirmation default applies where nothing overrides it.
+        assert_eq!(c.confirmations, 32);
+        let d = Config::merge(FileConfig::default(), &Args::default()).unwrap();
+        assert_eq!(d.chain_id, 31337);
+        assert_eq!(d.confirmations, 0);
+        assert_eq!(d.listen, SocketAddr::from(([127, 0, 0, 1], 8000)));
+    }
+
+    #[test]
+    fn env_is_read_by_clap_and_flags_win() {
+        // clap resolves flag > env inside `Args`; check the parse of both paths without touching
+        // the process environment.
+        let args = Args::try_parse_from(["decloud-indexer", "--chain-id", "80002"]).unwrap();
+        let c = Config::merge(FileConfig::default(), &args).unwrap();
+        assert_eq!((c.confirmations, c.reorg_window), (32, 256));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let args = Args {
+            reorg_window: Some(0),
+            ..Args::default()
+        };
+        assert!(Config::merge(FileConfig::default(), &args).is_err());
+        let args = Args {
+            log_format: Some("xml".into()),
+            ..Args::default()
+        };
+        assert!(Config::merge(FileConfig::default(), &args).is_err());
+        assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
+    }
+
+    #[test]
+    fn reads_deployments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("31337.json");
+        std::fs::write(
+            &path,
+            r#"{"chainId": 31337, "contracts": {
+                "NodeRegistry": {"address": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "blockNumber": 3},
+                "MockUSDC": {"address": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512", "blockNumber": 1},
+                "AttestationAnchor": "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"}}"#,
+        )
+        .unwrap();
+        let d = load_deployments(&path).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(d["NodeRegistry"].start_block, 3);
+        std::fs::write(&path, "[1]").unwrap();
+        assert!(load_deployments(&path).is_err());
+    }
+}

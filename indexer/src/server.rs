@@ -1,0 +1,175 @@
+//! The HTTP server: GraphQL (GraphiQL on GET, queries on POST, subscriptions over WebSocket),
+//! `/healthz` and `/metrics`; and [`run`], the binary's whole life.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use alloy::providers::{Provider, ProviderBuilder};
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQL, GraphQLSubscription};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::watch;
+use tower_http::trace::TraceLayer;
+use tracing::{error, info};
+
+use crate::config::{Args, Config};
+use crate::db::{Database, redact};
+use crate::events::EventDecoder;
+use crate::follower::{Follower, ensure_follower_schema};
+use crate::graphql::{ApiState, schema};
+use crate::handler::IndexerHandler;
+use crate::metrics::Metrics;
+
+/// The cursor name of the indexer's own follower.
+pub const CURSOR: &str = "indexer";
+
+/// Builds the router over a GraphQL schema built from `state`.
+pub fn app(state: ApiState) -> Result<Router, async_graphql::dynamic::SchemaError> {
+    let schema = schema(state.clone())?;
+    Ok(Router::new()
+        .route(
+            "/graphql",
+            get(graphiql).post_service(GraphQL::new(schema.clone())),
+        )
+        .route_service("/graphql/ws", GraphQLSubscription::new(schema))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state))
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+async fn healthz(State(state): State<ApiState>) -> Response {
+    let db_ok = sqlx::query("SELECT 1")
+        .execute(&state.db.pool)
+        .await
+        .is_ok();
+    let indexing_ok = !state.metrics.indexing_error.load(Ordering::Relaxed);
+    let body = serde_json::json!({
+        "database": db_ok,
+        "indexing": indexing_ok,
+        "head_block": state.metrics.head_block.load(Ordering::Relaxed),
+        "indexed_block": state.metrics.indexed_block.load(Ordering::Relaxed),
+    });
+    let status = if db_ok && indexing_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render("decloud_indexer"),
+    )
+        .into_response()
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Resolves the configuration, migrates the database, follows the chain and serves the API until
+/// SIGINT or SIGTERM, then stops both gracefully.
+pub async fn run(args: Args) -> eyre::Result<()> {
+    let config = Config::resolve(&args)?;
+    init_logs(&config.log_format);
+    let contracts = config.contracts()?;
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate().await?;
+    ensure_follower_schema(&db).await?;
+    let provider = ProviderBuilder::new()
+        .connect_http(config.rpc_url.parse()?)
+        .erased();
+    let chain_id = provider.get_chain_id().await?;
+    if chain_id != config.chain_id {
+        eyre::bail!(
+            "rpc {} is chain {chain_id}, configured chain is {}",
+            config.rpc_url,
+            config.chain_id
+        );
+    }
+    let decoder = EventDecoder::new(contracts.iter().map(|(k, e)| (*k, e.address)));
+    let handler = IndexerHandler::new(decoder, db.backend);
+    let metrics = Arc::new(Metrics::default());
+    let state = ApiState {
+        db: db.clone(),
+        cursor: CURSOR.into(),
+        metrics: metrics.clone(),
+        notices: handler.notices(),
+    };
+    let follower_config = config.follower(CURSOR, &contracts);
+    let mut follower =
+        Follower::new(provider, db.clone(), follower_config, handler).with_metrics(metrics);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let follower_stop = stop_rx.clone();
+    let follower_task = tokio::spawn(async move {
+        if let Err(e) = follower.run(follower_stop).await {
+            error!(target: "indexer::follower", error = %e, source = ?std::error::Error::source(&e),
+                "indexing stopped");
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    info!(target: "indexer::server", %addr, database = %redact(&config.database_url),
+        rpc = %config.rpc_url, chain_id, "serving GraphQL at http://{addr}/graphql");
+    let mut server_stop = stop_rx;
+    let server = axum::serve(listener, app(state)?).with_graceful_shutdown(async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    });
+    let server_task = tokio::spawn(async move { server.await });
+
+    shutdown_signal().await;
+    info!(target: "indexer::server", "shutting down");
+    let _ = stop_tx.send(true);
+    let _ = follower_task.await;
+    server_task.await??;
+    db.pool.close().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

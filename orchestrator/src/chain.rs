@@ -1,0 +1,245 @@
+//! Chain events into orchestrator state, through the indexer's reorg-safe follower.
+//!
+//! [`ChainHandler`] runs inside the follower's transaction (the cursor moves with the writes):
+//! NodeRegistry events keep the `nodes` table, LeaseEscrow's LeaseOpened records the lease and
+//! its VM (Pending) and its funding, LeaseToppedUp its new funding, LeaseClosed/LeaseTerminated
+//! mark the lease. Nothing is asked of any node
+//! here; after each commit [`crate::lifecycle::drive`] acts on what was recorded (persist first,
+//! side effects after, each retried by the next drive).
+//!
+//! The follower reads blocks `confirmations` deep. Effects of a lease event (a VM created on a
+//! node) cannot be taken back, so a reorg deeper than that is refused: the follower stops with
+//! an error instead of silently rewriting what nodes already did.
+
+use alloy::primitives::Address;
+use decloud_indexer::{BoxError, ContractKind, DecodedLog, EventDecoder, Handler, LogBatch};
+use serde_json::Value;
+use sqlx::AnyConnection;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Applies NodeRegistry and LeaseEscrow events to the orchestrator's tables.
+#[derive(Debug)]
+pub struct ChainHandler {
+    decoder: EventDecoder,
+    committed: Arc<Notify>,
+}
+
+impl ChainHandler {
+    /// A handler for the registry and escrow at these addresses; `committed` is notified after
+    /// every batch that was stored.
+    pub fn new(node_registry: Address, lease_escrow: Address, committed: Arc<Notify>) -> Self {
+        let decoder = EventDecoder::new([
+            (ContractKind::NodeRegistry, node_registry),
+            (ContractKind::LeaseEscrow, lease_escrow),
+        ]);
+        Self { decoder, committed }
+    }
+
+    /// The contract addresses to read logs from.
+    pub fn addresses(&self) -> Vec<Address> {
+        self.decoder.addresses()
+    }
+}
+
+fn text(args: &Value, key: &str) -> Result<String, BoxError> {
+    args.get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("event field {key} missing").into())
+}
+
+fn int(args: &Value, key: &str) -> Result<i64, BoxError> {
+    let s = text(args, key)?;
+    // uint256 amounts above i64 are clamped: they are ids and sizes here, never money.
+    Ok(s.parse::<u128>()
+        .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+        .map_err(|_| format!("event field {key} is not an integer: {s}"))?)
+}
+
+fn field<'a>(args: &'a Value, key: &str) -> Result<&'a Value, BoxError> {
+    args.get(key)
+        .ok_or_else(|| format!("event field {key} missing").into())
+}
+
+async fn apply(
+    conn: &mut AnyConnection,
+    log: &DecodedLog,
+    block_time: i64,
+) -> Result<(), BoxError> {
+    let a = &log.args;
+    match log.name.as_str() {
+        "NodeRegistered" | "NodeUpdated" => {
+            let caps = field(a, "capabilities")?;
+            let node_id = text(a, "nodeId")?;
+            if log.name == "NodeRegistered" {
+                sqlx::query(
+                    "INSERT INTO nodes (node_id, operator, node_key, status, region, endpoint, metadata_cid, tags, \
+                     vcpus, memory_gib, disk_gib, gpus, bandwidth_mbps, compute_points, price_cpu, price_memory, \
+                     price_storage, price_gpu, registered_at, updated_at) \
+                     VALUES ($1, $2, $3, 'active', $4, $5, $6, '', $7, $8, $9, $10, $11, 0, 0, 0, 0, 0, $12, $12) \
+                     ON CONFLICT (node_id) DO NOTHING",
+                )
+                .bind(node_id.clone())
+                .bind(text(a, "operator")?)
+                .bind(text(a, "nodeKey")?)
+                .bind(text(a, "region")?)
+                .bind(text(a, "endpoint")?)
+                .bind(text(a, "metadataCid")?)
+                .bind(int(caps, "vcpus")?)
+                .bind(int(caps, "memoryGiB")?)
+                .bind(int(caps, "diskGiB")?)
+                .bind(int(caps, "gpus")?)
+                .bind(int(caps, "bandwidthMbps")?)
+                .bind(block_time)
+                .execute(&mut *conn)
+                .await?;
+            } else {
+                sqlx::query(
+                    "UPDATE nodes SET node_key = $2, region = $3, endpoint = $4, metadata_cid = $5, vcpus = $6, \
+                     memory_gib = $7, disk_gib = $8, gpus = $9, bandwidth_mbps = $10, updated_at = $11 \
+                     WHERE node_id = $1",
+                )
+                .bind(node_id)
+                .bind(text(a, "nodeKey")?)
+                .bind(text(a, "region")?)
+                .bind(text(a, "endpoint")?)
+                .bind(text(a, "metadataCid")?)
+                .bind(int(caps, "vcpus")?)
+                .bind(int(caps, "memoryGiB")?)
+                .bind(int(caps, "diskGiB")?)
+                .bind(int(caps, "gpus")?)
+                .bind(int(caps, "bandwidthMbps")?)
+                .bind(block_time)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+        "NodePricesSet" => {
+            let p = field(a, "stored")?;
+            sqlx::query(
+                "UPDATE nodes SET price_cpu = $2, price_memory = $3, price_storage = $4, price_gpu = $5, \
+                 updated_at = $6 WHERE node_id = $1",
+            )
+            .bind(text(a, "nodeId")?)
+            .bind(int(p, "cpuPerHour")?)
+            .bind(int(p, "memoryGiBPerHour")?)
+            .bind(int(p, "storageGiBPerHour")?)
+            .bind(int(p, "gpuPerHour")?)
+            .bind(block_time)
+            .execute(&mut *conn)
+            .await?;
+        }
+        "NodeStatusChanged" => {
+            let status = match int(a, "status")? {
+                1 => "active",
+                2 => "paused",
+                3 => "retired",
+                other => return Err(format!("unknown node status {other}").into()),
+            };
+            sqlx::query("UPDATE nodes SET status = $2, updated_at = $3 WHERE node_id = $1")
+                .bind(text(a, "nodeId")?)
+                .bind(status)
+                .bind(block_time)
+                .execute(&mut *conn)
+                .await?;
+        }
+        "LeaseOpened" => {
+            let r = field(a, "resources")?;
+            let lease_id = text(a, "leaseId")?;
+            let tenant = text(a, "tenant")?;
+            let node_id = text(a, "nodeId")?;
+            let opened_at = int(a, "openedAt")?;
+            let tier = int(a, "quality")?;
+            if !(0..=3).contains(&tier) {
+                return Err(format!("unknown quality tier {tier}").into());
+            }
+            sqlx::query(
+                "INSERT INTO leases (lease_id, tenant, node_id, status, tier, vcpus, memory_gib, storage_gib, gpus, \
+                 rate_per_hour, opened_at, bandwidth, template_id, funded, accrual_start, accrued_before) \
+                 VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $10, 0) \
+                 ON CONFLICT (lease_id) DO NOTHING",
+            )
+            .bind(lease_id.clone())
+            .bind(tenant.clone())
+            .bind(node_id.clone())
+            .bind(tier)
+            .bind(int(r, "vcpus")?)
+            .bind(int(r, "memoryGiB")?)
+            .bind(int(r, "storageGiB")?)
+            .bind(int(r, "gpus")?)
+            .bind(int(a, "ratePerHour")?)
+            .bind(opened_at)
+            .bind(int(a, "bandwidth")?)
+            .bind(text(a, "templateId")?)
+            .bind(int(a, "funding")?)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO vms (vm_id, lease_id, tenant, node_id, state, tier, vcpus, memory_gib, disk_gib, gpus, \
+                 created_at, updated_at, failure) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $10, NULL) \
+                 ON CONFLICT (vm_id) DO NOTHING",
+            )
+            .bind(crate::lifecycle::vm_id_of(&lease_id))
+            .bind(lease_id)
+            .bind(tenant)
+            .bind(node_id)
+            .bind(tier)
+            .bind(int(r, "vcpus")?)
+            .bind(int(r, "memoryGiB")?)
+            .bind(int(r, "storageGiB")?)
+            .bind(int(r, "gpus")?)
+            .bind(opened_at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        "LeaseToppedUp" => {
+            sqlx::query("UPDATE leases SET funded = $2, accrual_start = $3, accrued_before = $4 WHERE lease_id = $1")
+                .bind(text(a, "leaseId")?)
+                .bind(int(a, "funded")?)
+                .bind(int(a, "accrualStart")?)
+                .bind(int(a, "accruedBefore")?)
+                .execute(&mut *conn)
+                .await?;
+        }
+        "LeaseClosed" | "LeaseTerminated" => {
+            let status = if log.name == "LeaseClosed" {
+                "closed"
+            } else {
+                "terminated"
+            };
+            sqlx::query("UPDATE leases SET status = $2 WHERE lease_id = $1 AND status = 'active'")
+                .bind(text(a, "leaseId")?)
+                .bind(status)
+                .execute(&mut *conn)
+                .await?;
+        }
+        // Settlements, claims and governance events change no orchestrator state.
+        _ => {}
+    }
+    Ok(())
+}
+
+impl Handler for ChainHandler {
+    async fn handle(&self, conn: &mut AnyConnection, batch: &LogBatch<'_>) -> Result<(), BoxError> {
+        let block_time = i64::try_from(batch.to.timestamp).unwrap_or(i64::MAX);
+        for log in batch.logs {
+            if let Some(decoded) = self.decoder.decode(log) {
+                apply(conn, &decoded, block_time).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn rollback(&self, _conn: &mut AnyConnection, ancestor: u64) -> Result<(), BoxError> {
+        Err(format!(
+            "chain reorganised below block {ancestor}, deeper than the confirmation depth; lease events above it \
+             may already have been carried out on nodes, so the orchestrator stops for an operator to decide"
+        )
+        .into())
+    }
+
+    fn committed(&self, _batch: &LogBatch<'_>) {
+        self.committed.notify_one();
+    }
+}

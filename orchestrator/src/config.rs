@@ -1,0 +1,417 @@
+//! Configuration, resolved in one place with one precedence:
+//! defaults → TOML file → environment (`DECLOUD_ORCHESTRATOR_*`) → command-line flags.
+
+use clap::Parser;
+use serde::Deserialize;
+use std::{net::SocketAddr, path::PathBuf};
+
+/// Errors while resolving the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML for this configuration.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// An environment variable has a value of the wrong form.
+    #[error("invalid value for {name}: {value}")]
+    Env {
+        /// Variable name.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The resolved configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything the orchestrator needs to run.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// `sqlite:path` (default) or `postgres://…`.
+    pub database_url: String,
+    /// Logs as JSON lines instead of text.
+    pub log_json: bool,
+    /// Origins a browser dApp may call from; empty allows any origin (sessions are bearer
+    /// tokens, never cookies, so no ambient credential is exposed).
+    pub cors_origins: Vec<String>,
+    /// Take the client IP for rate limits from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+    /// Sign-in requests one IP may burst.
+    pub signin_burst: u32,
+    /// Sign-in requests one IP regains per minute.
+    pub signin_per_minute: u32,
+    /// Seconds after which a command a node agent has not acknowledged is sent again.
+    pub agent_resend_secs: i64,
+    /// Directory of template bundles (one subdirectory each) loaded into the catalog at start.
+    pub templates_dir: Option<PathBuf>,
+    /// Sign-In with Ethereum.
+    pub siwe: SiweConfig,
+    /// The chain whose lease events drive VMs; without it the orchestrator only serves the API.
+    pub chain: Option<ChainConfig>,
+}
+
+/// Where lease and node events come from, and what VMs run.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// HTTP JSON-RPC URL.
+    pub rpc_url: String,
+    /// NodeRegistry address.
+    pub node_registry: String,
+    /// LeaseEscrow address.
+    pub lease_escrow: String,
+    /// First block to read (the contracts' deploy block).
+    #[serde(default)]
+    pub start_block: u64,
+    /// Blocks below the head an event must be before it is acted on.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// Base image the nodes boot VMs from.
+    pub image: String,
+    /// How long a VM whose lease ran out of funds stays paused for a top-up before it is
+    /// deleted, seconds.
+    #[serde(default = "default_grace")]
+    pub grace_secs: i64,
+}
+
+fn default_grace() -> i64 {
+    86_400
+}
+
+fn default_confirmations() -> u64 {
+    // Polygon PoS reorganisations stay well under this depth.
+    64
+}
+
+/// Sign-In with Ethereum settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiweConfig {
+    /// Domains (host[:port]) a message may name.
+    pub domains: Vec<String>,
+    /// URI prefixes a message's URI must start with.
+    pub uris: Vec<String>,
+    /// Chain ids a message may name.
+    pub chain_ids: Vec<u64>,
+    /// Lifetime of a nonce, seconds.
+    pub nonce_ttl_secs: i64,
+    /// Longest session, seconds (shorter if the message expires earlier).
+    pub session_ttl_secs: i64,
+    /// Tolerated clock difference with the wallet, seconds.
+    pub clock_skew_secs: i64,
+    /// JSON-RPC endpoints per chain, for EIP-1271 contract-wallet signatures.
+    pub rpc: Vec<ChainRpc>,
+}
+
+/// A JSON-RPC endpoint of one chain.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainRpc {
+    /// Chain id.
+    pub chain_id: u64,
+    /// HTTP JSON-RPC URL.
+    pub url: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite:decloud-orchestrator.db".into(),
+            log_json: false,
+            cors_origins: Vec::new(),
+            trust_forwarded_for: false,
+            signin_burst: 10,
+            signin_per_minute: 30,
+            agent_resend_secs: 30,
+            templates_dir: None,
+            siwe: SiweConfig::default(),
+            chain: None,
+        }
+    }
+}
+
+impl Default for SiweConfig {
+    fn default() -> Self {
+        Self {
+            domains: vec!["localhost:8080".into(), "127.0.0.1:8080".into()],
+            uris: vec![
+                "http://localhost:8080".into(),
+                "http://127.0.0.1:8080".into(),
+            ],
+            // Polygon, Polygon Amoy, anvil.
+            chain_ids: vec![137, 80_002, 31_337],
+            nonce_ttl_secs: 600,
+            session_ttl_secs: 86_400,
+            clock_skew_secs: 60,
+            rpc: Vec::new(),
+        }
+    }
+}
+
+/// Command-line flags; each overrides the file and the environment.
+#[derive(Clone, Debug, Default, Parser)]
+#[command(
+    name = "decloud-orchestrator",
+    version,
+    about = "DeCloud orchestrator server"
+)]
+pub struct Args {
+    /// TOML configuration file.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Database URL (`sqlite:path` or `postgres://…`).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl Config {
+    /// Resolves the configuration from the file named in `args`, the environment as seen
+    /// through `env`, and the flags.
+    pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => Self::default(),
+        };
+        const LISTEN: &str = "DECLOUD_ORCHESTRATOR_LISTEN";
+        const LOG_JSON: &str = "DECLOUD_ORCHESTRATOR_LOG_JSON";
+        const CHAINS: &str = "DECLOUD_ORCHESTRATOR_SIWE_CHAIN_IDS";
+        if let Some(v) = env(LISTEN) {
+            config.listen = v.parse().map_err(|_| ConfigError::Env {
+                name: LISTEN,
+                value: v,
+            })?;
+        }
+        if let Some(v) = env("DECLOUD_ORCHESTRATOR_DATABASE_URL") {
+            config.database_url = v;
+        }
+        if let Some(v) = env(LOG_JSON) {
+            config.log_json = match v.as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: LOG_JSON,
+                        value: v,
+                    });
+                }
+            };
+        }
+        if let Some(v) = env("DECLOUD_ORCHESTRATOR_TEMPLATES_DIR") {
+            config.templates_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("DECLOUD_ORCHESTRATOR_CORS_ORIGINS") {
+            config.cors_origins = list(&v);
+        }
+        if let Some(v) = env("DECLOUD_ORCHESTRATOR_SIWE_DOMAINS") {
+            config.siwe.domains = list(&v);
+        }
+        if let Some(v) = env("DECLOUD_ORCHESTRATOR_SIWE_URIS") {
+            config.siwe.uris = list(&v);
+        }
+        if let Some(v) = env(CHAINS) {
+            config.siwe.chain_ids = list(&v)
+                .iter()
+                .map(|c| c.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|_| ConfigError::Env {
+                    name: CHAINS,
+                    value: v.clone(),
+                })?;
+        }
+        if let Some(listen) = args.listen {
+            config.listen = listen;
+        }
+        if let Some(url) = &args.database_url {
+            config.database_url = url.clone();
+        }
+        if args.log_json {
+            config.log_json = true;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let siwe = &self.siwe;
+        if siwe.domains.is_empty() || siwe.uris.is_empty() || siwe.chain_ids.is_empty() {
+            return Err(ConfigError::Invalid(
+                "siwe domains, uris and chain_ids must not be empty".into(),
+            ));
+        }
+        if siwe.nonce_ttl_secs <= 0 || siwe.session_ttl_secs <= 0 || siwe.clock_skew_secs < 0 {
+            return Err(ConfigError::Invalid(
+                "siwe lifetimes must be positive".into(),
+            ));
+        }
+        if let Some(chain) = &self.chain {
+            for (name, value) in [
+                ("node_registry", &chain.node_registry),
+                ("lease_escrow", &chain.lease_escrow),
+            ] {
+                if value.parse::<alloy::primitives::Address>().is_err() {
+                    return Err(ConfigError::Invalid(format!(
+                        "chain.{name} is not an address: {value}"
+                    )));
+                }
+            }
+            if chain.grace_secs < 0 {
+                return Err(ConfigError::Invalid(
+                    "chain.grace_secs must not be negative".into(),
+                ));
+            }
+            if chain.image.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "chain.image must name a base image".into(),
+                ));
+            }
+        }
+        if self.agent_resend_secs <= 0 {
+            return Err(ConfigError::Invalid(
+                "agent_resend_secs must be positive".into(),
+            ));
+        }
+        if self.signin_burst == 0 || self.signin_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "sign-in rate limits must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndatabase_url = \"sqlite:file.db\"\nsignin_burst = 3\n\
+             [siwe]\ndomains = [\"app.example\"]\nchain_ids = [1]\n",
+        )
+        .unwrap();
+        let mut args = Args {
+            config: Some(path),
+            ..Args::default()
+        };
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("DECLOUD_ORCHESTRATOR_DATABASE_URL", "sqlite:env.db"),
+            ("DECLOUD_ORCHESTRATOR_SIWE_CHAIN_IDS", "137, 31337"),
+        ]);
+        let lookup = |k: &str| env.get(k).map(|v| v.to_string());
+        let c = Config::resolve(&args, lookup).unwrap();
+        assert_eq!(c.listen.port(), 9000); // file
+        assert_eq!(c.signin_burst, 3); // file
+        assert_eq!(c.signin_per_minute, 30); // default
+        assert_eq!(c.siwe.domains, vec!["app.example"]); // file
+        assert_eq!(c.database_url, "sqlite:env.db"); // env over file
+        assert_eq!(c.siwe.chain_ids, vec![137, 31337]); // env over file
+        args.database_url = Some("postgres://x/y".into());
+        assert_eq!(
+            Config::resolve(&args, lookup).unwrap().database_url,
+            "postgres://x/y"
+        ); // flag over env
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::resolve(&Args::default(), |k| {
+            (k == "DECLOUD_ORCHESTRATOR_SIWE_CHAIN_IDS").then(|| "137,abc".to_string())
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("DECLOUD_ORCHESTRATOR_SIWE_CHAIN_IDS"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let e = Config::resolve(
+            &Args {
+                config: Some(path),
+                ..Args::default()
+            },
+            |_| None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        let e = Config::resolve(&Args::default(), |k| {
+            (k == "DECLOUD_ORCHESTRATOR_SIWE_DOMAINS").then(String::new)
+        })
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+    }
+
+    #[test]
+    fn chain_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.toml");
+        let addr = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        std::fs::write(
+            &path,
+            format!("[chain]\nrpc_url = \"http://127.0.0.1:8545\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\nimage = \"debian-12\"\n"),
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        };
+        let chain = Config::resolve(&args, |_| None).unwrap().chain.unwrap();
+        assert_eq!(
+            (chain.confirmations, chain.start_block, chain.image.as_str()),
+            (64, 0, "debian-12")
+        );
+        std::fs::write(
+            &path,
+            "[chain]\nrpc_url = \"x\"\nnode_registry = \"0x12\"\nlease_escrow = \"0x12\"\nimage = \"i\"\n",
+        )
+        .unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("chain.node_registry"), "{e}");
+    }
+}

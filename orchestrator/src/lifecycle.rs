@@ -1,0 +1,654 @@
+//! VM lifecycle: Pending → Provisioning → Running → Stopping → Stopped/Terminated, and Failed.
+//!
+//! Every change is validated against [`VmState::can_become`], written with a compare-and-set on
+//! the current state, and — when it needs the node to act — written together with the agent
+//! command in one transaction (persist before side effects). Delivery, retry and idempotency
+//! of the command are the agent link's job ([`crate::agent`]); its acknowledgement moves the VM
+//! on through [`on_command_acked`]. Lease events enter through [`open_lease`] and
+//! [`close_lease`].
+
+use crate::{
+    agent::AgentHub,
+    api::now,
+    marketplace::NodeListing,
+    scheduler::{self, Request},
+    store::{LeaseRecord, Store, StoreError, VmRecord},
+};
+use decloud_sdk::agent_protocol::{
+    AckOutcome, BandwidthTier, CommandAction, PortProtocol, PortSpec, QualityTier as WireTier,
+    ReadinessProbe as ProbeSpec, VmSpec, VmState as AgentVmState,
+};
+use decloud_templates::{Bundle, Readiness as TemplateReadiness, Transport, Vars, render};
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+/// Lifecycle state of a VM as the orchestrator tracks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Recorded from the lease; nothing asked of the node yet.
+    Pending,
+    /// The node was asked to create or start the VM.
+    Provisioning,
+    /// The node reports it running.
+    Running,
+    /// The node was asked to stop or delete the VM.
+    Stopping,
+    /// Stopped on the node, disks kept (a paused lease).
+    Stopped,
+    /// Deleted for good. Final.
+    Terminated,
+    /// Could not be placed or the node could not run it.
+    Failed,
+}
+
+impl VmState {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Provisioning => "provisioning",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Terminated => "terminated",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Whether the lifecycle allows going from `self` to `to`.
+    pub fn can_become(self, to: Self) -> bool {
+        use VmState::*;
+        matches!(
+            (self, to),
+            (Pending, Provisioning | Terminated | Failed)
+                | (Provisioning, Running | Stopping | Failed)
+                | (Running, Stopping | Failed)
+                | (Stopping, Stopped | Terminated | Failed)
+                | (Stopped, Provisioning | Stopping)
+                | (Failed, Stopping | Terminated)
+        )
+    }
+}
+
+impl FromStr for VmState {
+    type Err = LifecycleError;
+    fn from_str(s: &str) -> Result<Self, LifecycleError> {
+        Ok(match s {
+            "pending" => Self::Pending,
+            "provisioning" => Self::Provisioning,
+            "running" => Self::Running,
+            "stopping" => Self::Stopping,
+            "stopped" => Self::Stopped,
+            "terminated" => Self::Terminated,
+            "failed" => Self::Failed,
+            other => return Err(LifecycleError::UnknownState(other.to_string())),
+        })
+    }
+}
+
+/// Errors of the lifecycle.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// The lifecycle does not allow this change.
+    #[error("invalid transition from {from:?} to {to:?}")]
+    InvalidTransition {
+        /// Current state.
+        from: VmState,
+        /// Requested state.
+        to: VmState,
+    },
+    /// Another writer changed the VM first.
+    #[error("vm {0} changed concurrently")]
+    Conflict(String),
+    /// A stored state is not a lifecycle state.
+    #[error("unknown vm state {0}")]
+    UnknownState(String),
+    /// The VM does not exist.
+    #[error("vm {0} not found")]
+    UnknownVm(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the node needs to run a lease's VM, beyond the lease's resources.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// Base image name the node offers.
+    pub image: String,
+    /// cloud-init user-data.
+    pub user_data: String,
+    /// Bandwidth tier of the lease.
+    pub bandwidth: BandwidthTier,
+    /// How long a VM whose lease ran out of funds stays paused (stopped, disks kept) for a
+    /// top-up before it is deleted, seconds.
+    pub grace_secs: i64,
+}
+
+/// The second at which a lease's accrual reaches its funding: the escrow accrues
+/// `accrued_before + floor(rate * (t - accrual_start) / 3600)`, so that is the smallest `t` with
+/// `rate * (t - accrual_start) >= (funded - accrued_before) * 3600`.
+pub fn depleted_at(
+    funded: i64,
+    accrual_start: i64,
+    accrued_before: i64,
+    rate_per_hour: i64,
+) -> i64 {
+    let remaining = i128::from(funded) - i128::from(accrued_before);
+    if remaining <= 0 || rate_per_hour <= 0 {
+        // Nothing left, or nothing ever accrues (a free lease never runs out).
+        return if remaining <= 0 {
+            accrual_start
+        } else {
+            i64::MAX
+        };
+    }
+    let rate = i128::from(rate_per_hour);
+    // Rounded up: the VM keeps running through the last second that is still paid for.
+    let secs = (remaining * 3600 + rate - 1) / rate;
+    i64::try_from(i128::from(accrual_start) + secs).unwrap_or(i64::MAX)
+}
+
+/// The VM id of a lease: one VM per lease.
+pub fn vm_id_of(lease_id: &str) -> String {
+    format!("vm-{lease_id}")
+}
+
+async fn current(store: &Store, vm_id: &str) -> Result<(VmRecord, VmState), LifecycleError> {
+    let vm = store
+        .vm(vm_id)
+        .await?
+        .ok_or_else(|| LifecycleError::UnknownVm(vm_id.to_string()))?;
+    let state = vm.state.parse()?;
+    Ok((vm, state))
+}
+
+/// Moves a VM to `to` if the lifecycle allows it, queueing `command` in the same transaction.
+pub async fn transition(
+    store: &Store,
+    vm_id: &str,
+    to: VmState,
+    failure: Option<&str>,
+    command: Option<(&str, &CommandAction)>,
+) -> Result<(), LifecycleError> {
+    let (_, from) = current(store, vm_id).await?;
+    if !from.can_become(to) {
+        return Err(LifecycleError::InvalidTransition { from, to });
+    }
+    let json = command.map(|(id, action)| {
+        (
+            id,
+            serde_json::to_string(action).expect("actions serialize"),
+        )
+    });
+    let moved = store
+        .transition_vm(
+            vm_id,
+            from.as_str(),
+            to.as_str(),
+            failure,
+            json.as_ref().map(|(id, a)| (*id, a.as_str())),
+            now(),
+        )
+        .await?;
+    if !moved {
+        return Err(LifecycleError::Conflict(vm_id.to_string()));
+    }
+    tracing::info!(target: "orchestrator::lifecycle", vm_id, from = from.as_str(), to = to.as_str(), "vm state changed");
+    Ok(())
+}
+
+/// A lease was opened: records it and its VM (Pending), then places the VM on the lease's node
+/// and asks the node to create it (Provisioning), or fails the VM saying why it does not fit.
+pub async fn open_lease(
+    store: &Store,
+    agents: &AgentHub,
+    lease: &LeaseRecord,
+    workload: &Workload,
+) -> Result<VmRecord, LifecycleError> {
+    let vm_id = vm_id_of(&lease.lease_id);
+    store.upsert_lease(lease).await?;
+    if store.vm(&vm_id).await?.is_none() {
+        let t = now();
+        store
+            .insert_vm(&VmRecord {
+                vm_id: vm_id.clone(),
+                lease_id: lease.lease_id.clone(),
+                tenant: lease.tenant.clone(),
+                node_id: lease.node_id.clone(),
+                state: VmState::Pending.as_str().into(),
+                tier: lease.tier,
+                vcpus: lease.vcpus,
+                memory_gib: lease.memory_gib,
+                disk_gib: lease.storage_gib,
+                gpus: lease.gpus,
+                created_at: t,
+                updated_at: t,
+                failure: None,
+            })
+            .await?;
+    }
+    provision(store, agents, &vm_id, workload).await?;
+    Ok(store.vm(&vm_id).await?.expect("vm exists"))
+}
+
+/// Places a Pending VM on its lease's node and asks the node to create it (Provisioning), or
+/// fails it saying why it does not fit. A VM past Pending is left as it is.
+pub async fn provision(
+    store: &Store,
+    agents: &AgentHub,
+    vm_id: &str,
+    workload: &Workload,
+) -> Result<(), LifecycleError> {
+    let (vm, state) = current(store, vm_id).await?;
+    if state != VmState::Pending {
+        // A replayed event: the VM is already on its way.
+        return Ok(());
+    }
+    let node = store.node(&vm.node_id).await?;
+    let fit = match node {
+        None => Err(format!("node {} is not registered", vm.node_id)),
+        Some(node) => {
+            let rep = store.reputation(&node.node_id, now()).await?;
+            let mut used = store
+                .usage_by_node()
+                .await?
+                .get(&node.node_id)
+                .copied()
+                .unwrap_or_default();
+            // The pending VM itself is already counted in the usage; take it out for the check.
+            used.compute_units = used
+                .compute_units
+                .saturating_sub(vm.tier.units_for(vm.vcpus));
+            used.memory_gib = used.memory_gib.saturating_sub(vm.memory_gib);
+            used.disk_gib = used.disk_gib.saturating_sub(vm.disk_gib);
+            used.gpus = used.gpus.saturating_sub(vm.gpus);
+            let candidate = NodeListing::new(node, rep, used).candidate();
+            let request = Request {
+                vcpus: vm.vcpus,
+                memory_gib: vm.memory_gib,
+                disk_gib: vm.disk_gib,
+                gpus: vm.gpus,
+                tier: vm.tier,
+                region: None,
+                max_price_per_hour: None,
+                node_id: Some(vm.node_id.clone()),
+            };
+            scheduler::schedule(&[candidate], &request).map_err(|e| e.to_string())
+        }
+    };
+    let guest = match fit {
+        Ok(_) => guest_setup(store, &vm, workload).await?,
+        Err(reason) => Err(reason),
+    };
+    match guest {
+        Ok((user_data, ports, readiness)) => {
+            let spec = VmSpec {
+                id: vm_id.to_string(),
+                image: workload.image.clone(),
+                vcpus: u32::try_from(vm.vcpus).unwrap_or(u32::MAX),
+                memory_mib: vm.memory_gib.saturating_mul(1024),
+                disk_gib: vm.disk_gib,
+                quality: match vm.tier {
+                    scheduler::QualityTier::Dedicated => WireTier::Dedicated,
+                    scheduler::QualityTier::Standard => WireTier::Standard,
+                    scheduler::QualityTier::Balanced => WireTier::Balanced,
+                    scheduler::QualityTier::Burstable => WireTier::Burstable,
+                },
+                bandwidth: workload.bandwidth,
+                hostname: None,
+                user_data,
+                ports,
+                readiness,
+            };
+            let command_id = format!("create-{vm_id}");
+            transition(
+                store,
+                vm_id,
+                VmState::Provisioning,
+                None,
+                Some((&command_id, &CommandAction::CreateVm { spec })),
+            )
+            .await?;
+            store.record_vm_hosted(&vm.node_id, now()).await?;
+            agents.wake(&vm.node_id);
+        }
+        Err(reason) => {
+            tracing::warn!(target: "orchestrator::lifecycle", %vm_id, %reason, "vm cannot be placed");
+            transition(store, vm_id, VmState::Failed, Some(&reason), None).await?;
+        }
+    }
+    Ok(())
+}
+
+type GuestSetup = (String, Vec<PortSpec>, Vec<ProbeSpec>);
+
+/// User-data, ports and readiness checks of a VM: rendered from its lease's template when the
+/// lease names one (a template missing from the catalog fails the VM), else the workload's.
+async fn guest_setup(
+    store: &Store,
+    vm: &VmRecord,
+    workload: &Workload,
+) -> Result<Result<GuestSetup, String>, LifecycleError> {
+    let Some(template_id) = store.lease_template(&vm.lease_id).await? else {
+        return Ok(Ok((workload.user_data.clone(), Vec::new(), Vec::new())));
+    };
+    let template = store
+        .template(&template_id)
+        .await?
+        .filter(|t| t.template_id.as_deref() == Some(&template_id));
+    let Some(content) = template.and_then(|t| t.content) else {
+        return Ok(Err(format!("template {template_id} is not in the catalog")));
+    };
+    let rendered = (|| {
+        let bundle = Bundle::from_content(content.as_bytes()).map_err(|e| e.to_string())?;
+        let vars = Vars::new(&vm.vm_id, &vm.vm_id, &vm.lease_id, &vm.node_id, &vm.tenant)
+            .map_err(|e| e.to_string())?;
+        let user_data = render(&bundle, &vars)
+            .map_err(|e| e.to_string())?
+            .as_str()
+            .to_string();
+        let ports = bundle
+            .manifest
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(PortSpec {
+                    guest: u16::try_from(p.port).ok()?,
+                    protocol: match p.protocol.transport() {
+                        Transport::Tcp => PortProtocol::Tcp,
+                        Transport::Udp => PortProtocol::Udp,
+                    },
+                })
+            })
+            .collect();
+        let readiness = bundle
+            .manifest
+            .readiness
+            .iter()
+            .filter_map(|r| {
+                Some(match r {
+                    TemplateReadiness::CloudInit => ProbeSpec::CloudInit,
+                    TemplateReadiness::Tcp { port } => ProbeSpec::Tcp {
+                        port: u16::try_from(*port).ok()?,
+                    },
+                    TemplateReadiness::Http { port, path, .. } => ProbeSpec::Http {
+                        port: u16::try_from(*port).ok()?,
+                        path: path.clone(),
+                    },
+                })
+            })
+            .collect();
+        Ok::<_, String>((user_data, ports, readiness))
+    })();
+    Ok(rendered.map_err(|e| format!("template {template_id} cannot be rendered: {e}")))
+}
+
+/// Acts on everything the chain recorded: provisions Pending VMs, removes the VMs of closed or
+/// terminated leases, pauses the VMs of leases whose funds ran out, resumes them after a top-up
+/// and deletes them when the grace period passes without one. Safe to run any number of times; run after every follower batch and
+/// periodically, so a side effect that failed is tried again.
+pub async fn drive(
+    store: &Store,
+    agents: &AgentHub,
+    workload: &Workload,
+) -> Result<usize, LifecycleError> {
+    let mut acted = 0;
+    for vm_id in store.vms_in_state(VmState::Pending.as_str()).await? {
+        let lease_closed = match store.vm(&vm_id).await? {
+            Some(vm) => store
+                .lease(&vm.lease_id)
+                .await?
+                .is_some_and(|l| l.status != "active"),
+            None => false,
+        };
+        // A lease opened and closed in the same batch never reaches the node.
+        if !lease_closed {
+            provision(store, agents, &vm_id, workload).await?;
+            acted += 1;
+        }
+    }
+    for (lease_id, status) in store.leases_to_close().await? {
+        close_lease(store, agents, &lease_id, &status).await?;
+        acted += 1;
+    }
+    let now = now();
+    // Funds ran out: pause (never delete at once).
+    for vm_id in store.vms_in_state(VmState::Running.as_str()).await? {
+        let Some(vm) = store.vm(&vm_id).await? else {
+            continue;
+        };
+        if let Some(depleted) = store.lease_depleted_at(&vm.lease_id).await?
+            && now >= depleted
+        {
+            let command_id = format!("stop-{vm_id}-{depleted}");
+            let action = CommandAction::StopVm {
+                vm_id: vm_id.clone(),
+            };
+            transition(
+                store,
+                &vm_id,
+                VmState::Stopping,
+                None,
+                Some((&command_id, &action)),
+            )
+            .await?;
+            agents.wake(&vm.node_id);
+            acted += 1;
+        }
+    }
+    // Paused VMs: resume after a top-up, delete once the grace period is over.
+    for vm_id in store.vms_in_state(VmState::Stopped.as_str()).await? {
+        let Some(vm) = store.vm(&vm_id).await? else {
+            continue;
+        };
+        let Some(depleted) = store.lease_depleted_at(&vm.lease_id).await? else {
+            continue;
+        };
+        if now < depleted {
+            let command_id = format!("start-{vm_id}-{depleted}");
+            let action = CommandAction::StartVm {
+                vm_id: vm_id.clone(),
+            };
+            transition(
+                store,
+                &vm_id,
+                VmState::Provisioning,
+                None,
+                Some((&command_id, &action)),
+            )
+            .await?;
+        } else if now >= depleted.saturating_add(workload.grace_secs) {
+            let command_id = format!("delete-{vm_id}");
+            let action = CommandAction::DeleteVm {
+                vm_id: vm_id.clone(),
+            };
+            transition(
+                store,
+                &vm_id,
+                VmState::Stopping,
+                None,
+                Some((&command_id, &action)),
+            )
+            .await?;
+        } else {
+            continue;
+        }
+        agents.wake(&vm.node_id);
+        acted += 1;
+    }
+    Ok(acted)
+}
+
+/// A lease was closed (or terminated): the VM is deleted from its node, or simply terminated
+/// if the node was never asked for it.
+pub async fn close_lease(
+    store: &Store,
+    agents: &AgentHub,
+    lease_id: &str,
+    status: &str,
+) -> Result<(), LifecycleError> {
+    if let Some(mut lease) = store.lease(lease_id).await? {
+        lease.status = status.to_string();
+        store.upsert_lease(&lease).await?;
+    }
+    let vm_id = vm_id_of(lease_id);
+    let (vm, state) = current(store, &vm_id).await?;
+    match state {
+        VmState::Pending => transition(store, &vm_id, VmState::Terminated, None, None).await,
+        VmState::Terminated | VmState::Stopping => Ok(()),
+        VmState::Provisioning | VmState::Running | VmState::Stopped | VmState::Failed => {
+            let command_id = format!("delete-{vm_id}");
+            let action = CommandAction::DeleteVm {
+                vm_id: vm_id.clone(),
+            };
+            transition(
+                store,
+                &vm_id,
+                VmState::Stopping,
+                None,
+                Some((&command_id, &action)),
+            )
+            .await?;
+            agents.wake(&vm.node_id);
+            Ok(())
+        }
+    }
+}
+
+/// Moves a VM on after its node acknowledged a command about it.
+pub async fn on_command_acked(
+    store: &Store,
+    command_id: &str,
+    outcome: &AckOutcome,
+) -> Result<(), LifecycleError> {
+    let Some(vm_id) = store.command_vm(command_id).await? else {
+        return Ok(());
+    };
+    let (vm, state) = current(store, &vm_id).await?;
+    // create- and start- bring a VM up, stop- pauses it, delete- removes it.
+    let creating = command_id.starts_with("create-") || command_id.starts_with("start-");
+    let deleting = command_id.starts_with("delete-");
+    let stopping = command_id.starts_with("stop-");
+    match outcome {
+        AckOutcome::Done { vm: report } => {
+            if creating && state == VmState::Provisioning {
+                let reported = report.as_ref().map(|r| r.state);
+                if reported == Some(AgentVmState::Failed) {
+                    let reason = report
+                        .as_ref()
+                        .and_then(|r| r.error.clone())
+                        .unwrap_or_else(|| "failed on the node".into());
+                    transition(store, &vm_id, VmState::Failed, Some(&reason), None).await?;
+                } else {
+                    transition(store, &vm_id, VmState::Running, None, None).await?;
+                }
+            } else if stopping && state == VmState::Stopping {
+                transition(store, &vm_id, VmState::Stopped, None, None).await?;
+            } else if deleting && state == VmState::Stopping {
+                transition(store, &vm_id, VmState::Terminated, None, None).await?;
+                if store
+                    .lease(&vm.lease_id)
+                    .await?
+                    .is_some_and(|l| l.status == "closed")
+                {
+                    store.record_vm_completed(&vm.node_id, now()).await?;
+                }
+            }
+        }
+        AckOutcome::Failed { error } => {
+            if creating && state == VmState::Provisioning {
+                transition(store, &vm_id, VmState::Failed, Some(error), None).await?;
+            } else {
+                tracing::warn!(target: "orchestrator::lifecycle", %vm_id, command_id, %error, "node could not carry out a command");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies acknowledgements that were stored but not applied before a crash. Run at start-up.
+pub async fn recover(store: &Store) -> Result<usize, LifecycleError> {
+    let pending = store.unapplied_acks().await?;
+    for (command_id, outcome) in &pending {
+        match serde_json::from_str::<AckOutcome>(outcome) {
+            Ok(outcome) => on_command_acked(store, command_id, &outcome).await?,
+            Err(e) => {
+                tracing::error!(target: "orchestrator::lifecycle", command_id, error = %e, "stored outcome unreadable")
+            }
+        }
+    }
+    Ok(pending.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VmState::{self, *};
+
+    const ALL: [VmState; 7] = [
+        Pending,
+        Provisioning,
+        Running,
+        Stopping,
+        Stopped,
+        Terminated,
+        Failed,
+    ];
+
+    #[test]
+    fn only_the_lifecycle_edges_are_allowed() {
+        let allowed = [
+            (Pending, Provisioning),
+            (Pending, Terminated),
+            (Pending, Failed),
+            (Provisioning, Running),
+            (Provisioning, Stopping),
+            (Provisioning, Failed),
+            (Running, Stopping),
+            (Running, Failed),
+            (Stopping, Stopped),
+            (Stopping, Terminated),
+            (Stopping, Failed),
+            (Stopped, Provisioning),
+            (Stopped, Stopping),
+            (Failed, Stopping),
+            (Failed, Terminated),
+        ];
+        for from in ALL {
+            for to in ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
+            }
+        }
+        assert!(
+            ALL.iter().all(|s| !Terminated.can_become(*s)),
+            "terminated is final"
+        );
+    }
+
+    #[test]
+    fn funds_run_out_when_accrual_reaches_funding() {
+        use super::depleted_at;
+        // 3600 per hour is 1 per second: 10 funded lasts 10 s.
+        assert_eq!(depleted_at(10, 1_000, 0, 3_600), 1_010);
+        // Rounded up: 1 unit at 7200/h accrues at 0.5 s, so the lease runs out at its first whole second.
+        assert_eq!(depleted_at(1, 0, 0, 7_200), 1);
+        assert_eq!(depleted_at(1, 0, 0, 1_000), 4);
+        // After a top-up the segment restarts: what accrued before is already spent.
+        assert_eq!(depleted_at(100, 500, 90, 3_600), 510);
+        assert_eq!(depleted_at(90, 500, 90, 3_600), 500);
+        assert_eq!(depleted_at(10, 0, 0, 0), i64::MAX);
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in ALL {
+            assert_eq!(s.as_str().parse::<VmState>().unwrap(), s);
+        }
+        assert!("sleeping".parse::<VmState>().is_err());
+    }
+}

@@ -1,0 +1,646 @@
+//! One suite of store checks, run against SQLite and against a real PostgreSQL.
+
+mod support;
+
+use decloud_orchestrator::{
+    reputation::{DAY_SECS, HEARTBEAT_INTERVAL_SECS},
+    scheduler::{Prices, QualityTier},
+    store::{
+        AckRecorded, LeaseRecord, NodeRecord, NodeStatus, NonceProblem, SessionRecord, Store,
+        StoreError, VmRecord,
+    },
+};
+
+const OPERATOR: &str = "0xAbCdEf0000000000000000000000000000000001";
+
+fn node(n: u8) -> NodeRecord {
+    NodeRecord {
+        node_id: format!("0x{:064x}", n),
+        operator: OPERATOR.into(),
+        node_key: format!("0x{:040x}", 0x1000 + n as u32),
+        status: NodeStatus::Active,
+        region: "eu-west".into(),
+        endpoint: "https://node.example".into(),
+        metadata_cid: "bafy".into(),
+        tags: vec!["NVMe".into(), "ssd".into()],
+        vcpus: 8,
+        memory_gib: 32,
+        disk_gib: 500,
+        gpus: 0,
+        bandwidth_mbps: 1000,
+        compute_points: 8000,
+        prices: Prices {
+            cpu_per_hour: 10_000,
+            memory_gib_per_hour: 2_000,
+            storage_gib_per_hour: 100,
+            gpu_per_hour: 0,
+        },
+        registered_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
+fn vm(id: &str, node_id: &str, state: &str, tier: QualityTier) -> VmRecord {
+    VmRecord {
+        vm_id: id.into(),
+        lease_id: "1".into(),
+        tenant: "0x00000000000000000000000000000000000000aa".into(),
+        node_id: node_id.into(),
+        state: state.into(),
+        tier,
+        vcpus: 2,
+        memory_gib: 4,
+        disk_gib: 20,
+        gpus: 0,
+        created_at: 10,
+        updated_at: 10,
+        failure: None,
+    }
+}
+
+async fn nodes_round_trip(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let mut a = node(1);
+    store.upsert_node(&a).await.unwrap();
+    store.upsert_node(&node(2)).await.unwrap();
+    let got = store.node(&a.node_id).await.unwrap().unwrap();
+    assert_eq!(got.operator, OPERATOR.to_lowercase());
+    assert_eq!(got.tags, vec!["nvme", "ssd"]);
+    assert_eq!(got.prices, a.prices);
+    a.status = NodeStatus::Paused;
+    a.region = "us-east".into();
+    store.upsert_node(&a).await.unwrap();
+    let got = store
+        .node(&a.node_id.to_uppercase().replace("0X", "0x"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.status, got.region.as_str()),
+        (NodeStatus::Paused, "us-east")
+    );
+    assert_eq!(store.nodes().await.unwrap().len(), 2);
+    assert_eq!(store.nodes_of_operator(OPERATOR).await.unwrap().len(), 2);
+    assert!(store.nodes_of_operator("0x01").await.unwrap().is_empty());
+    assert!(store.node("0xdead").await.unwrap().is_none());
+    // Reopening runs the migrations again without harm.
+    store.close().await;
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.nodes().await.unwrap().len(), 2);
+}
+
+async fn heartbeats_build_reputation_that_survives_restart(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(1);
+    store.upsert_node(&n).await.unwrap();
+    let t0 = 50 * DAY_SECS + DAY_SECS - 60;
+    assert_eq!(store.record_heartbeat(&n.node_id, t0).await.unwrap(), 0);
+    assert_eq!(
+        store.record_heartbeat(&n.node_id, t0 + 15).await.unwrap(),
+        0
+    );
+    // Two minutes of silence across midnight: 7 slots missed, split 2 before and 5 after.
+    let t1 = t0 + 15 + 120;
+    assert_eq!(store.record_heartbeat(&n.node_id, t1).await.unwrap(), 7);
+    // A late duplicate books nothing and does not move time back.
+    assert_eq!(store.record_heartbeat(&n.node_id, t0).await.unwrap(), 0);
+    let live = store.liveness(&n.node_id).await.unwrap().unwrap();
+    assert_eq!(
+        (live.first_heartbeat, live.last_heartbeat, live.heartbeats),
+        (t0, t1, 4)
+    );
+    store.record_vm_hosted(&n.node_id, t1).await.unwrap();
+    store.record_vm_hosted(&n.node_id, t1).await.unwrap();
+    store.record_vm_completed(&n.node_id, t1).await.unwrap();
+    store.close().await;
+
+    let store = Store::connect(&url).await.unwrap();
+    let rep = store.reputation(&n.node_id, t1).await.unwrap();
+    assert!(rep.online);
+    assert_eq!(rep.last_heartbeat, Some(t1));
+    let days: Vec<(i64, i64)> = rep
+        .failed_by_day
+        .iter()
+        .map(|d| (d.day, d.failed))
+        .collect();
+    assert_eq!(days, vec![(50, 2), (51, 5)]);
+    let expected = (t1 - t0) / HEARTBEAT_INTERVAL_SECS;
+    assert_eq!(
+        rep.uptime_bps,
+        Some(((expected - 7) * 10_000 / expected) as u32)
+    );
+    assert_eq!((rep.vms_hosted, rep.vms_completed), (2, 1));
+    // Three minutes later without a heartbeat the node is offline and the open gap counts.
+    let later = store.reputation(&n.node_id, t1 + 180).await.unwrap();
+    assert!(!later.online);
+    assert!(later.uptime_bps.unwrap() < rep.uptime_bps.unwrap());
+    let all = store.reputations(t1).await.unwrap();
+    assert_eq!(all[&n.node_id].uptime_bps, rep.uptime_bps);
+    // Unknown nodes are refused and leave no trace.
+    let unknown = format!("0x{:064x}", 99);
+    assert!(matches!(
+        store.record_heartbeat(&unknown, t1).await,
+        Err(StoreError::NotFound("node"))
+    ));
+    assert!(store.liveness(&unknown).await.unwrap().is_none());
+    assert!(matches!(
+        store.record_vm_hosted(&unknown, t1).await,
+        Err(StoreError::NotFound("node"))
+    ));
+}
+
+async fn counters_before_first_heartbeat_do_not_start_the_clock(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(3);
+    store.upsert_node(&n).await.unwrap();
+    store.record_vm_hosted(&n.node_id, 100).await.unwrap();
+    let rep = store.reputation(&n.node_id, 10_000).await.unwrap();
+    assert_eq!(
+        (rep.online, rep.uptime_bps, rep.vms_hosted),
+        (false, None, 1)
+    );
+    assert_eq!(store.record_heartbeat(&n.node_id, 10_000).await.unwrap(), 0);
+    let live = store.liveness(&n.node_id).await.unwrap().unwrap();
+    assert_eq!(
+        (live.first_heartbeat, live.heartbeats, live.vms_hosted),
+        (10_000, 1, 1)
+    );
+}
+
+async fn concurrent_heartbeats_are_all_counted(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(4);
+    store.upsert_node(&n).await.unwrap();
+    store.record_heartbeat(&n.node_id, 1_000).await.unwrap();
+    let mut tasks = Vec::new();
+    for k in 1..=8 {
+        let store = store.clone();
+        let id = n.node_id.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record_heartbeat(&id, 1_000 + k).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let live = store.liveness(&n.node_id).await.unwrap().unwrap();
+    assert_eq!((live.heartbeats, live.last_heartbeat), (9, 1_008));
+}
+
+async fn leases_vms_and_usage(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(1);
+    store.upsert_node(&n).await.unwrap();
+    let lease = LeaseRecord {
+        lease_id: "7".into(),
+        tenant: "0x00000000000000000000000000000000000000AA".into(),
+        node_id: n.node_id.clone(),
+        status: "active".into(),
+        tier: QualityTier::Balanced,
+        vcpus: 2,
+        memory_gib: 4,
+        storage_gib: 20,
+        gpus: 0,
+        rate_per_hour: 12_345,
+        opened_at: 5,
+    };
+    store.upsert_lease(&lease).await.unwrap();
+    let got = store.lease("7").await.unwrap().unwrap();
+    assert_eq!(got.tenant, lease.tenant.to_lowercase());
+    assert_eq!(got.tier, QualityTier::Balanced);
+    assert_eq!(
+        store.leases_of_tenant(&lease.tenant).await.unwrap().len(),
+        1
+    );
+    assert!(store.leases_of_tenant("0x01").await.unwrap().is_empty());
+
+    store
+        .insert_vm(&vm("vm-a", &n.node_id, "running", QualityTier::Dedicated))
+        .await
+        .unwrap();
+    store
+        .insert_vm(&vm("vm-b", &n.node_id, "pending", QualityTier::Burstable))
+        .await
+        .unwrap();
+    store
+        .insert_vm(&vm(
+            "vm-c",
+            &n.node_id,
+            "terminated",
+            QualityTier::Dedicated,
+        ))
+        .await
+        .unwrap();
+    // The same id twice is refused, and the first record is untouched.
+    assert!(
+        store
+            .insert_vm(&vm("vm-a", &n.node_id, "failed", QualityTier::Burstable))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.vm("vm-a").await.unwrap().unwrap().state, "running");
+    let usage = store.usage_by_node().await.unwrap();
+    let u = usage[&n.node_id];
+    assert_eq!(
+        (u.compute_units, u.memory_gib, u.disk_gib),
+        ((2_000 + 500) * 12, 8, 40)
+    );
+    assert_eq!(
+        store
+            .vms_of_tenant("0x00000000000000000000000000000000000000aa")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(store.vms_on_node(&n.node_id).await.unwrap().len(), 3);
+}
+
+async fn nonces_are_single_use_and_expire(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let session = SessionRecord {
+        address: "0x00000000000000000000000000000000000000Bb".into(),
+        chain_id: 31337,
+        expires_at: 5_000,
+    };
+    store
+        .create_nonce("aaaaaaaaaaaaaaaa", 100, 700)
+        .await
+        .unwrap();
+    store
+        .create_nonce("bbbbbbbbbbbbbbbb", 100, 700)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.usable_nonce("aaaaaaaaaaaaaaaa", 200).await.unwrap(),
+        100
+    );
+    store
+        .consume_nonce_and_create_session("aaaaaaaaaaaaaaaa", 200, "h1", &session)
+        .await
+        .unwrap();
+    let again = store
+        .consume_nonce_and_create_session("aaaaaaaaaaaaaaaa", 201, "h2", &session)
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Nonce(NonceProblem::Used))),
+        "{again:?}"
+    );
+    let late = store
+        .consume_nonce_and_create_session("bbbbbbbbbbbbbbbb", 700, "h3", &session)
+        .await;
+    assert!(
+        matches!(late, Err(StoreError::Nonce(NonceProblem::Expired))),
+        "{late:?}"
+    );
+    let unknown = store
+        .consume_nonce_and_create_session("cccccccccccccccc", 200, "h4", &session)
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::Nonce(NonceProblem::Unknown))),
+        "{unknown:?}"
+    );
+    // Refused sign-ins created no session.
+    for h in ["h2", "h3", "h4"] {
+        assert!(store.session(h, 200).await.unwrap().is_none());
+    }
+    let s = store.session("h1", 200).await.unwrap().unwrap();
+    assert_eq!(
+        (s.address.as_str(), s.chain_id),
+        ("0x00000000000000000000000000000000000000bb", 31337)
+    );
+    assert!(
+        store.session("h1", 5_000).await.unwrap().is_none(),
+        "expired"
+    );
+    assert!(store.revoke_session("h1", 300).await.unwrap());
+    assert!(!store.revoke_session("h1", 301).await.unwrap());
+    assert!(store.session("h1", 300).await.unwrap().is_none(), "revoked");
+    assert!(store.prune_auth(800).await.unwrap() >= 3);
+}
+
+async fn one_nonce_races_to_one_session(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    store
+        .create_nonce("racenonce0000000", 100, 700)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for k in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = SessionRecord {
+                address: "0x01".into(),
+                chain_id: 1,
+                expires_at: 999,
+            };
+            store
+                .consume_nonce_and_create_session("racenonce0000000", 200, &format!("race{k}"), &s)
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+async fn agent_commands_queue_and_ack(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(5);
+    store.upsert_node(&n).await.unwrap();
+    assert!(
+        store
+            .enqueue_command("c1", &n.node_id, "{\"a\":1}", 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .enqueue_command("c1", &n.node_id, "{\"a\":2}", 101)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .enqueue_command("c2", &n.node_id, "{}", 102)
+            .await
+            .unwrap()
+    );
+    let due: Vec<_> = store
+        .due_commands(&n.node_id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.command_id)
+        .collect();
+    assert_eq!(due, ["c1", "c2"]);
+    store.mark_command_sent("c1", 110).await.unwrap();
+    // Sent at 110: not due again before 110, due at 110 and after.
+    assert_eq!(store.due_commands(&n.node_id, 109).await.unwrap().len(), 1);
+    assert_eq!(store.due_commands(&n.node_id, 110).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .ack_command(&n.node_id, "c1", "done", 120)
+            .await
+            .unwrap(),
+        AckRecorded::Recorded
+    );
+    assert_eq!(
+        store
+            .ack_command(&n.node_id, "c1", "failed", 121)
+            .await
+            .unwrap(),
+        AckRecorded::Duplicate
+    );
+    assert_eq!(
+        store
+            .ack_command(&n.node_id, "nope", "done", 121)
+            .await
+            .unwrap(),
+        AckRecorded::Unknown
+    );
+    assert_eq!(
+        store.ack_command("0x01", "c2", "done", 121).await.unwrap(),
+        AckRecorded::Unknown,
+        "another node's command"
+    );
+    let c1 = store.command("c1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            c1.action.as_str(),
+            c1.attempts,
+            c1.acked_at,
+            c1.outcome.as_deref()
+        ),
+        ("{\"a\":1}", 1, Some(120), Some("done"))
+    );
+    assert_eq!(
+        store
+            .due_commands(&n.node_id, i64::MAX)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    store.set_compute_points(&n.node_id, 4_321).await.unwrap();
+    assert_eq!(
+        store
+            .node(&n.node_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .compute_points,
+        4_321
+    );
+    assert!(matches!(
+        store.set_compute_points("0x01", 1).await,
+        Err(StoreError::NotFound("node"))
+    ));
+}
+
+async fn vm_transitions_are_compare_and_set(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(6);
+    store.upsert_node(&n).await.unwrap();
+    store
+        .insert_vm(&vm("vm-t", &n.node_id, "pending", QualityTier::Standard))
+        .await
+        .unwrap();
+    // The command is queued only together with the state it belongs to.
+    assert!(
+        store
+            .transition_vm(
+                "vm-t",
+                "pending",
+                "provisioning",
+                None,
+                Some(("create-vm-t", "{}")),
+                50
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition_vm(
+                "vm-t",
+                "pending",
+                "failed",
+                Some("x"),
+                Some(("other", "{}")),
+                51
+            )
+            .await
+            .unwrap()
+    );
+    assert!(store.command("other").await.unwrap().is_none());
+    assert_eq!(
+        store.vm("vm-t").await.unwrap().unwrap().state,
+        "provisioning"
+    );
+    assert_eq!(
+        store.command_vm("create-vm-t").await.unwrap().as_deref(),
+        Some("vm-t")
+    );
+    assert_eq!(
+        store.command("create-vm-t").await.unwrap().unwrap().node_id,
+        n.node_id
+    );
+    assert!(store.unapplied_acks().await.unwrap().is_empty());
+    store
+        .ack_command(&n.node_id, "create-vm-t", "{\"status\":\"done\"}", 60)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.unapplied_acks().await.unwrap(),
+        vec![(
+            "create-vm-t".to_string(),
+            "{\"status\":\"done\"}".to_string()
+        )]
+    );
+    assert!(
+        store
+            .transition_vm("vm-t", "provisioning", "failed", Some("boom"), None, 61)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.vm_failure("vm-t").await.unwrap().as_deref(),
+        Some("boom")
+    );
+    assert!(store.unapplied_acks().await.unwrap().is_empty());
+}
+
+async fn templates_round_trip(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let mut t = decloud_orchestrator::store::TemplateRecord {
+        slug: "pg".into(),
+        template_id: None,
+        cid: "bafy1".into(),
+        name: "PG".into(),
+        category: "database".into(),
+        description: "db".into(),
+        tags: vec!["sql".into(), "db".into()],
+        min_vcpus: 1,
+        min_memory_gib: 2,
+        min_disk_gib: 10,
+        gpus: 0,
+        price: 0,
+        manifest: serde_json::json!({"ports": []}),
+        added_at: 5,
+        content: None,
+    };
+    store.upsert_template(&t).await.unwrap();
+    // Several unpublished templates may coexist (NULL ids are distinct in both databases).
+    store
+        .upsert_template(&decloud_orchestrator::store::TemplateRecord {
+            slug: "other".into(),
+            ..t.clone()
+        })
+        .await
+        .unwrap();
+    t.template_id = Some("3".into());
+    t.price = 1_000;
+    store.upsert_template(&t).await.unwrap();
+    assert_eq!(store.template("pg").await.unwrap().unwrap(), t);
+    assert_eq!(store.template("3").await.unwrap().unwrap().slug, "pg");
+    assert!(store.template("4").await.unwrap().is_none());
+    assert_eq!(store.templates().await.unwrap().len(), 2);
+    // One on-chain id belongs to one template.
+    let clash = decloud_orchestrator::store::TemplateRecord {
+        slug: "third".into(),
+        ..t.clone()
+    };
+    assert!(store.upsert_template(&clash).await.is_err());
+    assert!(store.template("third").await.unwrap().is_none());
+}
+
+async fn lifecycle_queries(url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let n = node(7);
+    store.upsert_node(&n).await.unwrap();
+    let lease = LeaseRecord {
+        lease_id: "9".into(),
+        tenant: "0x00000000000000000000000000000000000000aa".into(),
+        node_id: n.node_id.clone(),
+        status: "active".into(),
+        tier: QualityTier::Dedicated,
+        vcpus: 1,
+        memory_gib: 1,
+        storage_gib: 1,
+        gpus: 0,
+        rate_per_hour: 3_600,
+        opened_at: 1,
+    };
+    store.upsert_lease(&lease).await.unwrap();
+    let mut v = vm("vm-9", &n.node_id, "running", QualityTier::Dedicated);
+    v.lease_id = "9".into();
+    store.insert_vm(&v).await.unwrap();
+    assert_eq!(store.vms_in_state("running").await.unwrap(), ["vm-9"]);
+    assert!(store.vms_in_state("pending").await.unwrap().is_empty());
+    // Leases recorded without chain funding or template: nothing to compute.
+    assert_eq!(store.lease_template("9").await.unwrap(), None);
+    assert_eq!(store.lease_depleted_at("9").await.unwrap(), None);
+    assert!(store.leases_to_close().await.unwrap().is_empty());
+    store
+        .upsert_lease(&LeaseRecord {
+            status: "closed".into(),
+            ..lease.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.leases_to_close().await.unwrap(),
+        [("9".to_string(), "closed".to_string())]
+    );
+    assert!(
+        store
+            .transition_vm("vm-9", "running", "stopping", None, None, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.leases_to_close().await.unwrap().is_empty(),
+        "already being removed"
+    );
+}
+
+macro_rules! suite {
+    ($make_url:expr) => {{
+        suite!(@run $make_url, nodes_round_trip, heartbeats_build_reputation_that_survives_restart,
+            counters_before_first_heartbeat_do_not_start_the_clock, concurrent_heartbeats_are_all_counted,
+            leases_vms_and_usage, nonces_are_single_use_and_expire, one_nonce_races_to_one_session,
+            agent_commands_queue_and_ack, vm_transitions_are_compare_and_set, templates_round_trip, lifecycle_queries)
+    }};
+    (@run $make_url:expr, $($check:ident),+) => {{
+        $(
+            eprintln!("store check: {}", stringify!($check));
+            $check($make_url.await).await;
+        )+
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_on_sqlite() {
+    let mut dirs = Vec::new();
+    suite!(async {
+        let (url, dir) = support::sqlite_database();
+        dirs.push(dir);
+        url
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_on_postgres() {
+    suite!(support::postgres_database());
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    let err = Store::connect("mysql://localhost/x").await.unwrap_err();
+    assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err}");
+}
