@@ -130,11 +130,18 @@ impl Store {
         Ok(Self { pool })
     }
 
+    /// Starts a write transaction holding SQLite's write lock from its first statement. A deferred
+    /// transaction that reads before it writes fails at once with "database is locked" when another
+    /// connection commits in between; an immediate one waits its turn (up to the busy timeout).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Stores a new VM with its ports and a `creating` event. Fails if the id exists.
     pub async fn insert_vm(&self, spec: &VmSpec, desired: Desired) -> Result<()> {
         let spec_json = serde_json::to_string(spec).map_err(|e| Error::Corrupt(e.to_string()))?;
         let now = now() as i64;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO vms (id, spec, desired, state, created_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -148,6 +155,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
+            // Roll back now: a dropped transaction only queues its ROLLBACK, and until the pool
+            // reuses this connection it would keep SQLite's write lock from every other writer.
+            tx.rollback().await?;
             return Err(Error::InvalidSpec(format!(
                 "vm {} already exists on this node; its disk would be overwritten",
                 spec.id
@@ -234,7 +244,7 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<()> {
         let now = now() as i64;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let previous: Option<String> = sqlx::query_scalar("SELECT state FROM vms WHERE id = ?")
             .bind(id.to_owned())
             .fetch_optional(&mut *tx)
@@ -258,7 +268,7 @@ impl Store {
 
     /// Removes a VM (its ports go with it) and records a `deleted` event.
     pub async fn delete_vm(&self, id: &str, reason: Option<&str>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let deleted = sqlx::query("DELETE FROM vms WHERE id = ?")
             .bind(id.to_owned())
             .execute(&mut *tx)
@@ -341,7 +351,7 @@ impl Store {
 
     /// Records that events up to `seq` were reported, and forgets them.
     pub async fn events_reported(&self, seq: u64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('reported_event_seq', ?)
              ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
