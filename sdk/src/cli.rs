@@ -14,8 +14,8 @@ use url::Url;
 use crate::{
     Error,
     deploy::{
-        DEFAULT_PREMIUM_THRESHOLD, DEFAULT_UNBONDING_PERIOD, DeployConfig, UsdcSource,
-        deploy_system,
+        DEFAULT_PREMIUM_THRESHOLD, DEFAULT_STORAGE_EPOCH_BLOCKS, DEFAULT_STORAGE_FEE_BPS,
+        DEFAULT_UNBONDING_PERIOD, DeployConfig, UsdcSource, deploy_system,
     },
     deployments::{DeploymentsError, Network, Networks},
     dev::{ChainOptions, ChainService, DevService, run_services, shutdown_signal},
@@ -37,7 +37,8 @@ pub struct Cli {
 enum Command {
     /// Deploy the contracts to a network and write deployments/<chainId>.json. The key comes from
     /// DECLOUD_PRIVATE_KEY or --keystore (password from DECLOUD_KEYSTORE_PASSWORD or a prompt).
-    Deploy(DeployArgs),
+    // Boxed: the deploy arguments are several times the size of the others.
+    Deploy(Box<DeployArgs>),
     /// Run the local network: anvil with everything deployed and funded, until Ctrl-C.
     Dev(DevArgs),
 }
@@ -75,6 +76,13 @@ struct DeployArgs {
     /// OperatorStaking premium threshold in micro-USDC.
     #[arg(long, default_value_t = DEFAULT_PREMIUM_THRESHOLD)]
     premium_threshold: u64,
+    /// StorageMarket epoch length in blocks (default: the network's storage_epoch_blocks, else
+    /// 43200).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    storage_epoch_blocks: Option<u64>,
+    /// StorageMarket initial platform fee in basis points (at most 2000).
+    #[arg(long, default_value_t = DEFAULT_STORAGE_FEE_BPS)]
+    storage_fee_bps: u16,
     /// Directory of networks.toml and the deployment records (default: the repository's deployments/).
     #[arg(long)]
     deployments_dir: Option<PathBuf>,
@@ -122,7 +130,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Deploy(args) => deploy(args).await,
+            Command::Deploy(args) => deploy(*args).await,
             Command::Dev(args) => dev(args).await,
         }
     });
@@ -185,6 +193,14 @@ fn resolve_usdc(
     }
 }
 
+/// StorageMarket's epoch length: the flag, else the network's `storage_epoch_blocks`, else the
+/// default.
+fn resolve_storage_epoch_blocks(args: &DeployArgs, network: Option<&Network>) -> u64 {
+    args.storage_epoch_blocks
+        .or_else(|| network.and_then(|n| n.storage_epoch_blocks))
+        .unwrap_or(DEFAULT_STORAGE_EPOCH_BLOCKS)
+}
+
 async fn deploy(args: DeployArgs) -> Result<(), Error> {
     let dir = match &args.deployments_dir {
         Some(dir) => dir.clone(),
@@ -213,6 +229,8 @@ async fn deploy(args: DeployArgs) -> Result<(), Error> {
             .map(|(name, n)| (name.to_string(), n.clone())),
     };
     let usdc = resolve_usdc(&args, network.as_ref().map(|(_, n)| n), chain_id)?;
+    let storage_epoch_blocks =
+        resolve_storage_epoch_blocks(&args, network.as_ref().map(|(_, n)| n));
 
     let mut config = DeployConfig::new(usdc);
     config.network = network.map(|(name, _)| name);
@@ -222,6 +240,8 @@ async fn deploy(args: DeployArgs) -> Result<(), Error> {
     config.pauser = args.pauser;
     config.unbonding_period = args.unbonding_period;
     config.premium_threshold = U256::from(args.premium_threshold);
+    config.storage_epoch_blocks = storage_epoch_blocks;
+    config.storage_fee_bps = args.storage_fee_bps;
 
     let deployment = deploy_system(&provider, deployer, &config).await?;
     let path = deployment.save(&dir)?;
@@ -273,7 +293,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<DeployArgs, clap::Error> {
         let cli = Cli::try_parse_from(std::iter::once("decloud").chain(args.iter().copied()))?;
         match cli.command {
-            Command::Deploy(args) => Ok(args),
+            Command::Deploy(args) => Ok(*args),
             Command::Dev(_) => panic!("not deploy"),
         }
     }
@@ -360,5 +380,43 @@ mod tests {
             resolve_usdc(&flag, Some(amoy), 80002).unwrap(),
             UsdcSource::Existing(Address::repeat_byte(7))
         );
+    }
+
+    #[test]
+    fn storage_epoch_comes_from_flag_then_network_then_default() {
+        let networks = networks();
+        let polygon = networks.get("polygon").unwrap();
+        let none = parse(&["deploy", "--network", "polygon"]).unwrap();
+        assert_eq!(resolve_storage_epoch_blocks(&none, Some(polygon)), 43_200);
+        let mut unset = polygon.clone();
+        unset.storage_epoch_blocks = None;
+        assert_eq!(
+            resolve_storage_epoch_blocks(&none, Some(&unset)),
+            DEFAULT_STORAGE_EPOCH_BLOCKS
+        );
+        assert_eq!(
+            resolve_storage_epoch_blocks(&none, None),
+            DEFAULT_STORAGE_EPOCH_BLOCKS
+        );
+        let flag = parse(&[
+            "deploy",
+            "--network",
+            "polygon",
+            "--storage-epoch-blocks",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(resolve_storage_epoch_blocks(&flag, Some(polygon)), 7);
+        assert!(
+            parse(&[
+                "deploy",
+                "--network",
+                "polygon",
+                "--storage-epoch-blocks",
+                "0"
+            ])
+            .is_err()
+        );
+        assert_eq!(none.storage_fee_bps, DEFAULT_STORAGE_FEE_BPS);
     }
 }

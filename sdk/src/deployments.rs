@@ -10,6 +10,7 @@
 //! usdc = "0x41E94Eb019C0762f9Bfcf9Fb1E58725BfB0e7582"  # or `mock_usdc = true` on local chains
 //! confirmations = 16   # blocks an event must be buried under before services act on it
 //! reorg_window = 256   # recent block hashes the chain follower keeps to detect reorgs
+//! storage_epoch_blocks = 1800   # optional: StorageMarket epoch length in blocks (default 43200)
 //! ```
 
 use std::{
@@ -115,6 +116,10 @@ pub struct Network {
     pub confirmations: u64,
     /// How many recent block hashes a chain follower keeps to detect and undo reorgs.
     pub reorg_window: u64,
+    /// Length of a StorageMarket epoch in blocks (how often storage nodes prove and get paid);
+    /// absent: [`crate::deploy::DEFAULT_STORAGE_EPOCH_BLOCKS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_epoch_blocks: Option<u64>,
 }
 
 impl Network {
@@ -208,6 +213,11 @@ impl Networks {
                     network.reorg_window, network.confirmations
                 )));
             }
+            if network.storage_epoch_blocks == Some(0) {
+                return Err(invalid(format!(
+                    "network {name:?}: storage_epoch_blocks must be at least 1"
+                )));
+            }
         }
         Ok(networks)
     }
@@ -261,6 +271,10 @@ pub struct Contracts {
     pub lease_escrow: ContractDeployment,
     /// AttestationAnchor.
     pub attestation_anchor: ContractDeployment,
+    /// Groth16Verifier: the storage-proof verifier StorageMarket calls.
+    pub groth16_verifier: ContractDeployment,
+    /// StorageMarket.
+    pub storage_market: ContractDeployment,
 }
 
 /// Who holds the roles granted at deployment.
@@ -426,6 +440,13 @@ mod tests {
             )
         );
         assert_eq!(polygon.reorg_window, 256);
+        assert_eq!(
+            anvil.storage_epoch_blocks,
+            Some(crate::deploy::LOCAL_STORAGE_EPOCH_BLOCKS),
+            "decloud dev deploys with the anvil network's epoch"
+        );
+        assert_eq!(amoy.storage_epoch_blocks, Some(1_800));
+        assert_eq!(polygon.storage_epoch_blocks, Some(43_200));
         assert_eq!(networks.by_chain_id(137).unwrap().0, "polygon");
     }
 
@@ -473,6 +494,10 @@ mod tests {
                 "[networks.a]\nchain_id = 1\nrpc_url = \"http://x\"\nmock_usdc = true\nconfirmations = 1\nreorg_window = 2\ntypo = 1\n",
                 "typo",
             ),
+            (
+                "[networks.a]\nchain_id = 1\nrpc_url = \"http://x\"\nmock_usdc = true\nconfirmations = 1\nreorg_window = 2\nstorage_epoch_blocks = 0\n",
+                "storage_epoch_blocks",
+            ),
         ];
         for (text, expected) in cases {
             let err = Networks::parse(text, path).unwrap_err();
@@ -504,6 +529,8 @@ mod tests {
                 template_market: c(4),
                 lease_escrow: c(5),
                 attestation_anchor: c(6),
+                groth16_verifier: c(7),
+                storage_market: c(8),
             },
             roles: Roles {
                 admin: Address::repeat_byte(9),
@@ -526,6 +553,14 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         assert!(json["contracts"]["leaseEscrow"]["address"].is_string());
+        assert_eq!(
+            json["contracts"]["groth16Verifier"]["address"],
+            Address::repeat_byte(7).to_checksum(None)
+        );
+        assert_eq!(
+            json["contracts"]["storageMarket"]["address"],
+            Address::repeat_byte(8).to_checksum(None)
+        );
         assert_eq!(json["deployBlock"], 1);
         assert_eq!(json["deployer"], Address::repeat_byte(9).to_checksum(None));
         let lowercase = format!(

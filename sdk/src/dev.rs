@@ -20,7 +20,7 @@ use url::Url;
 
 use crate::{
     Error, USDC,
-    deploy::{DeployConfig, UsdcSource, deploy_system, mint_mock_usdc},
+    deploy::{DeployConfig, LOCAL_STORAGE_EPOCH_BLOCKS, UsdcSource, deploy_system, mint_mock_usdc},
     deployments::Deployment,
     tx,
 };
@@ -147,6 +147,7 @@ impl DevService for ChainService {
             let provider = tx::signing_provider(url.clone(), deployer);
             let mut config = DeployConfig::new(UsdcSource::Mock);
             config.network = Some("anvil".into());
+            config.storage_epoch_blocks = LOCAL_STORAGE_EPOCH_BLOCKS;
             let deployment = deploy_system(&provider, deployer_address, &config).await?;
             let amount = U256::from(o.mint_usdc) * U256::from(USDC);
             mint_mock_usdc(&provider, deployment.usdc, &addresses, amount).await?;
@@ -229,6 +230,8 @@ pub fn summary(ctx: &DevContext) -> String {
             ("TemplateMarket", c.template_market),
             ("LeaseEscrow", c.lease_escrow),
             ("AttestationAnchor", c.attestation_anchor),
+            ("Groth16Verifier", c.groth16_verifier),
+            ("StorageMarket", c.storage_market),
         ] {
             let _ = writeln!(out, "  {name:<20} {}", contract.address);
         }

@@ -4,13 +4,15 @@
 //! ```no_run
 //! // Cargo.toml: [dev-dependencies] decloud-sdk = { workspace = true, features = ["testing"] }
 //! # async fn example() -> Result<(), decloud_sdk::Error> {
-//! use decloud_sdk::{bindings::LeaseEscrow, testing::{self, TestSystem}};
+//! use decloud_sdk::{bindings::{LeaseEscrow, StorageMarket}, testing::{self, TestSystem}};
 //!
 //! let system = TestSystem::start().await?; // anvil on a free port, everything deployed
 //! let tenant = system.provider(1); // anvil account 1, holding 1,000,000 USDC
 //! let escrow = LeaseEscrow::new(system.deployment.contracts.lease_escrow.address, &tenant);
+//! // Storage deals: StorageMarket, wired to its Groth16Verifier, with 20-block epochs.
+//! let storage = StorageMarket::new(system.deployment.contracts.storage_market.address, &tenant);
 //! testing::increase_time(&tenant, 3600).await?;
-//! # let _ = escrow;
+//! # let _ = (escrow, storage);
 //! # Ok(())
 //! # }
 //! ```
@@ -24,7 +26,7 @@ use alloy::{
 
 use crate::{
     Error, USDC,
-    deploy::{DeployConfig, UsdcSource, deploy_system, mint_mock_usdc},
+    deploy::{DeployConfig, LOCAL_STORAGE_EPOCH_BLOCKS, UsdcSource, deploy_system, mint_mock_usdc},
     deployments::Deployment,
     paths, tx,
 };
@@ -95,7 +97,9 @@ pub async fn latest_timestamp<P: Provider>(provider: &P) -> Result<u64, Error> {
 pub struct TestSystem {
     /// The running anvil.
     pub anvil: AnvilInstance,
-    /// What was deployed (also the role holders: every role is on account 0).
+    /// What was deployed, every contract included (storage: `contracts.groth16_verifier` and
+    /// `contracts.storage_market`, with [`LOCAL_STORAGE_EPOCH_BLOCKS`]-block epochs); also the role
+    /// holders: every role is on account 0.
     pub deployment: Deployment,
 }
 
@@ -108,6 +112,7 @@ impl TestSystem {
         let provider = provider_for(&anvil, deployer);
         let mut config = DeployConfig::new(UsdcSource::Mock);
         config.network = Some("anvil".into());
+        config.storage_epoch_blocks = LOCAL_STORAGE_EPOCH_BLOCKS;
         let deployment = deploy_system(&provider, deployer_address, &config).await?;
         let usdc = deployment.usdc;
         mint_mock_usdc(&provider, usdc, anvil.addresses(), U256::from(TEST_FUNDS)).await?;

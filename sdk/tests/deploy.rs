@@ -4,11 +4,14 @@
 use std::{path::Path, process::Command};
 
 use alloy::{
-    primitives::{Address, hex},
+    primitives::{Address, U256, hex},
     providers::{Provider, ProviderBuilder},
 };
 use decloud_sdk::{
-    bindings::{AttestationAnchor, LeaseEscrow, MockUSDC, NodeRegistry},
+    bindings::{
+        AttestationAnchor, Groth16Verifier, LeaseEscrow, MockUSDC, NodeRegistry, StorageMarket,
+    },
+    deploy::{DEFAULT_STORAGE_FEE_BPS, STORAGE_MAX_FEE_BPS, STORAGE_MAX_SEGMENTS},
     deployments::Deployment,
     testing::{signer, spawn_anvil},
     tx,
@@ -53,6 +56,7 @@ async fn deploy_writes_a_loadable_record_of_live_contracts() {
     let dir = deployments_dir();
     let arbiter = Address::repeat_byte(0xa1);
     let anchor = Address::repeat_byte(0xa2);
+    let treasury = Address::repeat_byte(0xa3);
 
     let output = decloud(
         dir.path(),
@@ -61,6 +65,8 @@ async fn deploy_writes_a_loadable_record_of_live_contracts() {
             &anvil.endpoint(),
             "--arbiter",
             &arbiter.to_string(),
+            "--treasury",
+            &treasury.to_string(),
         ],
     )
     .env("DECLOUD_PRIVATE_KEY", &key)
@@ -102,6 +108,8 @@ async fn deploy_writes_a_loadable_record_of_live_contracts() {
         c.template_market,
         c.lease_escrow,
         c.attestation_anchor,
+        c.groth16_verifier,
+        c.storage_market,
     ] {
         assert!(
             !provider
@@ -182,6 +190,74 @@ async fn deploy_writes_a_loadable_record_of_live_contracts() {
         .await
         .unwrap()
     );
+
+    // StorageMarket is wired to this deployment's USDC, registry and verifier, with the anvil
+    // network's epoch length from networks.toml and the requested treasury.
+    let market = StorageMarket::new(c.storage_market.address, &provider);
+    assert_eq!(
+        tx::read("StorageMarket", market.usdc()).await.unwrap(),
+        mock.address
+    );
+    assert_eq!(
+        tx::read("StorageMarket", market.registry()).await.unwrap(),
+        c.node_registry.address
+    );
+    assert_eq!(
+        tx::read("StorageMarket", market.verifier()).await.unwrap(),
+        c.groth16_verifier.address
+    );
+    assert_eq!(
+        tx::read("StorageMarket", market.maxSegmentCount())
+            .await
+            .unwrap(),
+        STORAGE_MAX_SEGMENTS
+    );
+    assert_eq!(
+        tx::read("StorageMarket", market.epochBlocks())
+            .await
+            .unwrap(),
+        20
+    );
+    assert_eq!(
+        tx::read("StorageMarket", market.treasury()).await.unwrap(),
+        treasury
+    );
+    assert_eq!(
+        tx::read("StorageMarket", market.platformFeeBps())
+            .await
+            .unwrap(),
+        DEFAULT_STORAGE_FEE_BPS
+    );
+    assert_eq!(
+        tx::read("StorageMarket", market.MAX_FEE_BPS())
+            .await
+            .unwrap(),
+        STORAGE_MAX_FEE_BPS,
+        "the SDK checks the fee against the contract's cap"
+    );
+    let market_admin = tx::read("StorageMarket", market.DEFAULT_ADMIN_ROLE())
+        .await
+        .unwrap();
+    assert!(
+        tx::read(
+            "StorageMarket",
+            market.hasRole(market_admin, deployer.address())
+        )
+        .await
+        .unwrap()
+    );
+    // The deployed verifier is the committed storage-circuit verifier: it answers (and rejects
+    // an all-zero proof) rather than reverting.
+    let verifier = Groth16Verifier::new(c.groth16_verifier.address, &provider);
+    assert!(
+        !tx::read(
+            "Groth16Verifier",
+            verifier.verifyProof([U256::ZERO; 8], [U256::ZERO; 3])
+        )
+        .await
+        .unwrap()
+    );
+
     assert_eq!(
         tx::read(
             "MockUSDC",
@@ -244,6 +320,21 @@ async fn deploy_refuses_bad_input_and_writes_nothing() {
     .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no contract at the USDC address"));
+
+    // A storage fee above StorageMarket's cap is refused before anything is sent.
+    let output = decloud(
+        dir.path(),
+        &["--rpc-url", &anvil.endpoint(), "--storage-fee-bps", "2001"],
+    )
+    .env("DECLOUD_PRIVATE_KEY", &key)
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("above the cap"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     // No private-key flag exists.
     let output = decloud(

@@ -62,10 +62,21 @@ async fn dev_runs_the_local_network_until_interrupted() {
     let deployment = Deployment::load(dir.path(), 31337).expect("31337.json written");
     let url: url::Url = format!("http://127.0.0.1:{port}").parse().unwrap();
     assert!(summary.contains(url.as_str()), "{summary}");
-    assert!(
-        summary.contains(&deployment.contracts.lease_escrow.address.to_string()),
-        "{summary}"
-    );
+    for (name, address) in [
+        ("LeaseEscrow", deployment.contracts.lease_escrow.address),
+        (
+            "Groth16Verifier",
+            deployment.contracts.groth16_verifier.address,
+        ),
+        ("StorageMarket", deployment.contracts.storage_market.address),
+    ] {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.contains(name) && l.contains(&address.to_string())),
+            "{name} {address} not in {summary}"
+        );
+    }
     assert!(
         summary.contains("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"),
         "{summary}"
@@ -80,6 +91,8 @@ async fn dev_runs_the_local_network_until_interrupted() {
         c.template_market,
         c.lease_escrow,
         c.attestation_anchor,
+        c.groth16_verifier,
+        c.storage_market,
     ] {
         assert!(
             !provider
