@@ -5,7 +5,9 @@
 //! become escapes, inside a single-quoted one `'` is doubled; plain and block scalars
 //! have no escapes, so a value is placed there only if it cannot change the YAML
 //! structure (no line break, no `: ` or ` #`, no leading indicator), otherwise
-//! rendering fails and the template should quote the variable. The result is parsed
+//! rendering fails and the template should quote the variable. A variable that is a
+//! whole plain scalar is single-quoted when YAML 1.1 or 1.2 would not read its value
+//! back as that exact string (`0e0`, `123`, `on`, `- x`). The result is parsed
 //! again before it is returned. In `#!` script user-data values are inserted as they
 //! are: their formats ([`crate::Vars`]) exclude every shell metacharacter that could
 //! end a quoted word.
@@ -131,13 +133,28 @@ pub(crate) fn substitute<'v>(
         } else {
             Context::Script
         };
+        // A value that is the whole plain scalar but that YAML would read as a number, boolean
+        // or null (`0e0`, `123`, `on`, `-1`) goes in single quotes: the same string, unambiguous.
+        let quoted = matches!(
+            context,
+            Context::Plain { at_start: true, in_flow }
+                if ends_plain_scalar(&text[whole.end()..], in_flow) && !plainly_a_string(value)
+        );
+        let context = if quoted {
+            Context::SingleQuoted
+        } else {
+            context
+        };
         let escaped = escape(value, context).ok_or(RenderError::UnsafeValue {
             name: variable.name(),
             line,
             context: context.describe(),
         })?;
+        let quote = if quoted { "'" } else { "" };
         out.push_str(&text[last..whole.start()]);
+        out.push_str(quote);
         out.push_str(&escaped);
+        out.push_str(quote);
         last = whole.end();
     }
     out.push_str(&text[last..]);
@@ -146,6 +163,32 @@ pub(crate) fn substitute<'v>(
             .map_err(|e| RenderError::InvalidYaml(e.to_string()))?;
     }
     Ok(out)
+}
+
+/// Whether `rest`, the text right after a variable reference, starts by ending the plain
+/// scalar the reference is in: end of line, a comment, or in a flow collection its separator.
+fn ends_plain_scalar(rest: &str, in_flow: bool) -> bool {
+    let line = rest.split('\n').next().unwrap_or("");
+    line.trim_end().is_empty()
+        || line.starts_with(" #")
+        || (in_flow && line.trim_start().starts_with([',', ']', '}']))
+}
+
+/// Whether `value`, as a whole plain scalar, is a string both to YAML 1.2 and to the YAML 1.1
+/// that cloud-init's parser speaks (where `yes`, `on` and `0x1f` are not strings). Errs on the
+/// side of "no": quoting a string that needed none changes nothing.
+fn plainly_a_string(value: &str) -> bool {
+    const YAML_1_1_WORDS: [&str; 12] = [
+        "y", "yes", "n", "no", "on", "off", "true", "false", "null", "~", ".inf", ".nan",
+    ];
+    let lower = value.to_ascii_lowercase();
+    !value.is_empty()
+        && !value.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '.'))
+        && !YAML_1_1_WORDS.contains(&lower.as_str())
+        && matches!(
+            serde_yaml::from_str::<serde_yaml::Value>(value),
+            Ok(serde_yaml::Value::String(read)) if read == value
+        )
 }
 
 /// YAML's printable characters (YAML 1.2 §5.1) less line breaks; tab allowed.
@@ -405,8 +448,10 @@ mod tests {
 
     #[test]
     fn unsafe_plain_values_are_refused_not_mangled() {
-        let text = "#cloud-config\na: ${DECLOUD_VM_ID}\n";
-        for bad in ["x: y", "x #y", "- x", "*ref", "a\nb: c", " lead"] {
+        // Inside a longer plain scalar a value cannot be quoted: one that would change the
+        // document's structure is refused.
+        let text = "#cloud-config\na: x${DECLOUD_VM_ID}\n";
+        for bad in ["x: y", "x #y", "a\nb: c", "y "] {
             assert!(
                 matches!(
                     substitute(text, |_| Some(bad)),
@@ -415,9 +460,38 @@ mod tests {
                 "{bad:?}"
             );
         }
-        let quoted = "#cloud-config\na: \"${DECLOUD_VM_ID}\"\n";
-        let out = substitute(quoted, |_| Some("x: y #z \"q\" \\")).unwrap();
-        assert_eq!(parse(&out)["a"], "x: y #z \"q\" \\");
+        // As the whole scalar it is quoted and keeps its exact value; a line break still cannot
+        // be placed in a single-line scalar.
+        let text = "#cloud-config\na: ${DECLOUD_VM_ID}\n";
+        for value in ["x: y", "x #y", "- x", "*ref", " lead", "'q'"] {
+            let out = substitute(text, |_| Some(value)).unwrap();
+            assert_eq!(parse(&out)["a"].as_str(), Some(value), "{out}");
+        }
+        assert!(matches!(
+            substitute(text, |_| Some("a\nb: c")),
+            Err(RenderError::UnsafeValue { .. })
+        ));
+    }
+
+    #[test]
+    fn whole_plain_values_that_yaml_would_retype_are_quoted() {
+        for value in [
+            "0e0", "123", "0x1f", "on", "No", "null", "~", "-1", ".5", "true",
+        ] {
+            let text =
+                "#cloud-config\nhostname: ${DECLOUD_HOSTNAME}\nlist: [${DECLOUD_HOSTNAME}, b]\n";
+            let out = substitute(text, |_| Some(value)).unwrap();
+            let doc = parse(&out);
+            assert_eq!(doc["hostname"].as_str(), Some(value), "{out}");
+            assert_eq!(doc["list"][0].as_str(), Some(value), "{out}");
+        }
+        // Part of a longer scalar, or an ordinary string: left as it is.
+        let text =
+            "#cloud-config\nfqdn: ${DECLOUD_HOSTNAME}.example\nhostname: ${DECLOUD_HOSTNAME}\n";
+        assert_eq!(
+            substitute(text, |_| Some("web-1")).unwrap(),
+            "#cloud-config\nfqdn: web-1.example\nhostname: web-1\n"
+        );
     }
 
     #[test]

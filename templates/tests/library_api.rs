@@ -129,12 +129,8 @@ proptest! {
         let doc: serde_yaml::Value = serde_yaml::from_str(rendered.as_str()).unwrap();
         let get = |v: decloud_templates::Variable| vars.get(v).unwrap().to_owned();
         use decloud_templates::Variable::*;
-        // Plain scalars keep YAML typing: an all-digit host name reads back as a number.
-        let hostname = match &doc["hostname"] {
-            serde_yaml::Value::String(s) => s.clone(),
-            other => serde_yaml::to_string(other).unwrap().trim().to_owned(),
-        };
-        prop_assert_eq!(hostname, get(Hostname));
+        // Even where YAML would read the host name as a number (`0e0`, `123`), it stays a string.
+        prop_assert_eq!(doc["hostname"].as_str().unwrap(), get(Hostname));
         prop_assert_eq!(doc["fqdn"].as_str().unwrap(), format!("{}.decloud.internal", get(Hostname)));
         prop_assert_eq!(doc["users"][0]["ssh_authorized_keys"][0].as_str().unwrap(), get(SshKey));
         let env = doc["write_files"][0]["content"].as_str().unwrap();
