@@ -314,6 +314,18 @@ mod tests {
             ("postgresql", Some("7"), 2_500_000)
         );
         assert!(store.template("8").await.unwrap().is_none());
+
+        // A restart loads the catalog again; the mapping of unchanged content survives it.
+        crate::catalog::load_dir(&store, &seeds, 1).await.unwrap();
+        let again = store
+            .template("7")
+            .await
+            .unwrap()
+            .expect("still found by id");
+        assert_eq!(
+            (again.slug.as_str(), again.price),
+            ("postgresql", 2_500_000)
+        );
         store.close().await;
     }
 }

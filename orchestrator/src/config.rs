@@ -424,5 +424,12 @@ mod tests {
         .unwrap();
         let e = Config::resolve(&args, |_| None).unwrap_err();
         assert!(e.to_string().contains("chain.node_registry"), "{e}");
+        std::fs::write(
+            &path,
+            format!("[chain]\nrpc_url = \"x\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\ntemplate_market = \"0x12\"\nimage = \"i\"\n"),
+        )
+        .unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("chain.template_market"), "{e}");
     }
 }

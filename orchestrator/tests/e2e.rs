@@ -118,7 +118,7 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) 
         .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
-    let json = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text));
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, json)
 }
 
@@ -360,7 +360,7 @@ async fn tenant_opens_and_closes_a_lease_and_the_vm_follows_on_the_node() {
     );
 
     // An author publishes the seed bundle on TemplateMarket under its content id.
-    let bundle = decloud_templates::Bundle::load_dir(&root().join("templates/seed").join(SEED))
+    let bundle = decloud_templates::Bundle::load_dir(root().join("templates/seed").join(SEED))
         .expect("the seed bundle loads");
     let cid = bundle.cid().to_string();
     let market = TemplateMarket::new(d.contracts.template_market.address, author.clone());
