@@ -3,7 +3,9 @@
 //! [`ChainHandler`] runs inside the follower's transaction (the cursor moves with the writes):
 //! NodeRegistry events keep the `nodes` table, LeaseEscrow's LeaseOpened records the lease and
 //! its VM (Pending) and its funding, LeaseToppedUp its new funding, LeaseClosed/LeaseTerminated
-//! mark the lease. Nothing is asked of any node
+//! mark the lease; TemplateMarket's TemplatePublished/TemplateUpdated give the catalog bundle
+//! with that content id its on-chain template id and price, so a lease naming the template
+//! finds its bundle. Nothing is asked of any node
 //! here; after each commit [`crate::lifecycle::drive`] acts on what was recorded (persist first,
 //! side effects after, each retried by the next drive).
 //!
@@ -18,7 +20,8 @@ use sqlx::AnyConnection;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// Applies NodeRegistry and LeaseEscrow events to the orchestrator's tables.
+/// Applies NodeRegistry, LeaseEscrow and (when given) TemplateMarket events to the
+/// orchestrator's tables.
 #[derive(Debug)]
 pub struct ChainHandler {
     decoder: EventDecoder,
@@ -32,6 +35,21 @@ impl ChainHandler {
         let decoder = EventDecoder::new([
             (ContractKind::NodeRegistry, node_registry),
             (ContractKind::LeaseEscrow, lease_escrow),
+        ]);
+        Self { decoder, committed }
+    }
+
+    /// The same, also following the TemplateMarket at `template_market`.
+    pub fn with_template_market(
+        node_registry: Address,
+        lease_escrow: Address,
+        template_market: Address,
+        committed: Arc<Notify>,
+    ) -> Self {
+        let decoder = EventDecoder::new([
+            (ContractKind::NodeRegistry, node_registry),
+            (ContractKind::LeaseEscrow, lease_escrow),
+            (ContractKind::TemplateMarket, template_market),
         ]);
         Self { decoder, committed }
     }
@@ -214,6 +232,16 @@ async fn apply(
                 .execute(&mut *conn)
                 .await?;
         }
+        "TemplatePublished" | "TemplateUpdated" => {
+            // The bundle is known by its content id; a publication of content the catalog
+            // does not hold names no bundle, and a lease on it fails its VM with that reason.
+            sqlx::query("UPDATE templates SET template_id = $1, price = $2 WHERE cid = $3")
+                .bind(text(a, "templateId")?)
+                .bind(int(a, "price")?)
+                .bind(text(a, "cid")?)
+                .execute(&mut *conn)
+                .await?;
+        }
         // Settlements, claims and governance events change no orchestrator state.
         _ => {}
     }
@@ -241,5 +269,63 @@ impl Handler for ChainHandler {
 
     fn committed(&self, _batch: &LogBatch<'_>) {
         self.committed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use sqlx::Connection;
+
+    #[tokio::test]
+    async fn a_publication_names_the_catalog_bundle_with_its_content_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("o.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/seed");
+        crate::catalog::load_dir(&store, &seeds, 0).await.unwrap();
+        let pg = store.template("postgresql").await.unwrap().unwrap();
+        assert_eq!(pg.template_id, None);
+
+        let mut conn = AnyConnection::connect(&url).await.unwrap();
+        let published = |id: &str, cid: &str| DecodedLog {
+            contract: ContractKind::TemplateMarket,
+            name: "TemplatePublished".into(),
+            args: serde_json::json!({
+                "templateId": id, "author": "0x0000000000000000000000000000000000000001",
+                "cid": cid, "price": "2500000", "metadata": "{}"
+            }),
+        };
+        apply(&mut conn, &published("7", &pg.cid), 0).await.unwrap();
+        // Content the catalog does not hold names no bundle and changes nothing.
+        apply(&mut conn, &published("8", "bafynotinthecatalog"), 0)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+
+        let by_id = store.template("7").await.unwrap().expect("found by id");
+        assert_eq!(
+            (
+                by_id.slug.as_str(),
+                by_id.template_id.as_deref(),
+                by_id.price
+            ),
+            ("postgresql", Some("7"), 2_500_000)
+        );
+        assert!(store.template("8").await.unwrap().is_none());
+
+        // A restart loads the catalog again; the mapping of unchanged content survives it.
+        crate::catalog::load_dir(&store, &seeds, 1).await.unwrap();
+        let again = store
+            .template("7")
+            .await
+            .unwrap()
+            .expect("still found by id");
+        assert_eq!(
+            (again.slug.as_str(), again.price),
+            ("postgresql", 2_500_000)
+        );
+        store.close().await;
     }
 }

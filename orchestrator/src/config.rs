@@ -76,6 +76,10 @@ pub struct ChainConfig {
     pub node_registry: String,
     /// LeaseEscrow address.
     pub lease_escrow: String,
+    /// TemplateMarket address: when set, its publications give catalog bundles their on-chain
+    /// template ids.
+    #[serde(default)]
+    pub template_market: Option<String>,
     /// First block to read (the contracts' deploy block).
     #[serde(default)]
     pub start_block: u64,
@@ -287,7 +291,14 @@ impl Config {
             for (name, value) in [
                 ("node_registry", &chain.node_registry),
                 ("lease_escrow", &chain.lease_escrow),
-            ] {
+            ]
+            .into_iter()
+            .chain(
+                chain
+                    .template_market
+                    .as_ref()
+                    .map(|m| ("template_market", m)),
+            ) {
                 if value.parse::<alloy::primitives::Address>().is_err() {
                     return Err(ConfigError::Invalid(format!(
                         "chain.{name} is not an address: {value}"
@@ -413,5 +424,12 @@ mod tests {
         .unwrap();
         let e = Config::resolve(&args, |_| None).unwrap_err();
         assert!(e.to_string().contains("chain.node_registry"), "{e}");
+        std::fs::write(
+            &path,
+            format!("[chain]\nrpc_url = \"x\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\ntemplate_market = \"0x12\"\nimage = \"i\"\n"),
+        )
+        .unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("chain.template_market"), "{e}");
     }
 }

@@ -114,11 +114,19 @@ async fn spawn_chain(
 ) -> eyre::Result<ChainTasks> {
     use alloy::providers::{Provider, ProviderBuilder};
     let committed = std::sync::Arc::new(tokio::sync::Notify::new());
-    let handler = chain::ChainHandler::new(
-        chain.node_registry.parse()?,
-        chain.lease_escrow.parse()?,
-        committed.clone(),
-    );
+    let handler = match &chain.template_market {
+        Some(market) => chain::ChainHandler::with_template_market(
+            chain.node_registry.parse()?,
+            chain.lease_escrow.parse()?,
+            market.parse()?,
+            committed.clone(),
+        ),
+        None => chain::ChainHandler::new(
+            chain.node_registry.parse()?,
+            chain.lease_escrow.parse()?,
+            committed.clone(),
+        ),
+    };
     let provider = ProviderBuilder::new()
         .connect_http(chain.rpc_url.parse()?)
         .erased();

@@ -1135,7 +1135,9 @@ impl Store {
 
     // ---- template catalog ----
 
-    /// Inserts a template or replaces the one with the same slug.
+    /// Inserts a template or replaces the one with the same slug. A record without an on-chain
+    /// id (the catalog loaded again at start) keeps the id and price the chain gave the same
+    /// content, since the chain follower does not read those events again.
     pub async fn upsert_template(&self, t: &TemplateRecord) -> Result<(), StoreError> {
         let tags = t
             .tags
@@ -1148,10 +1150,15 @@ impl Store {
             "INSERT INTO templates (slug, template_id, cid, name, category, description, tags, min_vcpus, \
              min_memory_gib, min_disk_gib, gpus, price, manifest, added_at, content) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             ON CONFLICT (slug) DO UPDATE SET template_id = excluded.template_id, cid = excluded.cid, \
+             ON CONFLICT (slug) DO UPDATE SET \
+             template_id = CASE WHEN excluded.template_id IS NULL AND templates.cid = excluded.cid \
+               THEN templates.template_id ELSE excluded.template_id END, \
+             price = CASE WHEN excluded.template_id IS NULL AND templates.cid = excluded.cid \
+               THEN templates.price ELSE excluded.price END, \
+             cid = excluded.cid, \
              name = excluded.name, category = excluded.category, description = excluded.description, \
              tags = excluded.tags, min_vcpus = excluded.min_vcpus, min_memory_gib = excluded.min_memory_gib, \
-             min_disk_gib = excluded.min_disk_gib, gpus = excluded.gpus, price = excluded.price, \
+             min_disk_gib = excluded.min_disk_gib, gpus = excluded.gpus, \
              manifest = excluded.manifest, content = excluded.content",
         )
         .bind(t.slug.clone())
