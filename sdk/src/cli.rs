@@ -1,0 +1,368 @@
+//! The `decloud` command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use alloy::{
+    network::EthereumWallet,
+    primitives::{Address, U256},
+    providers::{Provider, ProviderBuilder},
+};
+use clap::{Args, Parser, Subcommand};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+use url::Url;
+
+use crate::{
+    Error,
+    deploy::{
+        DEFAULT_PREMIUM_THRESHOLD, DEFAULT_UNBONDING_PERIOD, DeployConfig, UsdcSource,
+        deploy_system,
+    },
+    deployments::{DeploymentsError, Network, Networks},
+    dev::{ChainOptions, ChainService, DevService, run_services, shutdown_signal},
+    paths, wallet,
+};
+
+/// DeCloud: rent VMs and storage from independent operators, paid in USDC on Polygon.
+#[derive(Debug, Parser)]
+#[command(name = "decloud", version, about)]
+pub struct Cli {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `decloud=debug`.
+    #[arg(long, global = true, env = "DECLOUD_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Deploy the contracts to a network and write deployments/<chainId>.json. The key comes from
+    /// DECLOUD_PRIVATE_KEY or --keystore (password from DECLOUD_KEYSTORE_PASSWORD or a prompt).
+    Deploy(DeployArgs),
+    /// Run the local network: anvil with everything deployed and funded, until Ctrl-C.
+    Dev(DevArgs),
+}
+
+/// Arguments of `decloud deploy`.
+#[derive(Debug, Clone, Default, Args)]
+struct DeployArgs {
+    /// Network name from deployments/networks.toml (anvil, amoy, polygon).
+    #[arg(long, required_unless_present = "rpc_url")]
+    network: Option<String>,
+    /// RPC URL (overrides the network's; alone, the chain is matched to a network by its chain id).
+    #[arg(long)]
+    rpc_url: Option<Url>,
+    /// Encrypted JSON keystore of the deployer.
+    #[arg(long)]
+    keystore: Option<PathBuf>,
+    /// USDC address (overrides the network's).
+    #[arg(long, env = "DECLOUD_USDC")]
+    usdc: Option<Address>,
+    /// Treasury (default: the deployer).
+    #[arg(long, env = "DECLOUD_TREASURY")]
+    treasury: Option<Address>,
+    /// Holder of LeaseEscrow's ARBITER_ROLE (default: the deployer).
+    #[arg(long, env = "DECLOUD_ARBITER")]
+    arbiter: Option<Address>,
+    /// Holder of AttestationAnchor's ANCHOR_ROLE (default: the deployer).
+    #[arg(long, env = "DECLOUD_ANCHOR")]
+    anchor: Option<Address>,
+    /// Holder of LeaseEscrow's PAUSER_ROLE (default: the deployer).
+    #[arg(long, env = "DECLOUD_PAUSER")]
+    pauser: Option<Address>,
+    /// OperatorStaking unbonding period in seconds.
+    #[arg(long, default_value_t = DEFAULT_UNBONDING_PERIOD)]
+    unbonding_period: u64,
+    /// OperatorStaking premium threshold in micro-USDC.
+    #[arg(long, default_value_t = DEFAULT_PREMIUM_THRESHOLD)]
+    premium_threshold: u64,
+    /// Directory of networks.toml and the deployment records (default: the repository's deployments/).
+    #[arg(long)]
+    deployments_dir: Option<PathBuf>,
+}
+
+/// Arguments of `decloud dev`.
+#[derive(Debug, Clone, Args)]
+struct DevArgs {
+    /// The anvil binary (default: contracts/node_modules/.bin/anvil).
+    #[arg(long)]
+    anvil_path: Option<PathBuf>,
+    /// Host anvil listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port anvil listens on.
+    #[arg(long, default_value_t = 8545)]
+    port: u16,
+    /// Number of funded accounts.
+    #[arg(long, default_value_t = 10)]
+    accounts: u32,
+    /// USDC minted to each account.
+    #[arg(long, default_value_t = 1_000_000)]
+    mint_usdc: u64,
+    /// Where 31337.json is written (default: the repository's deployments/).
+    #[arg(long)]
+    deployments_dir: Option<PathBuf>,
+}
+
+/// Runs the CLI; returns the process exit code. Errors go to stderr.
+pub fn run(cli: Cli) -> ExitCode {
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Deploy(args) => deploy(args).await,
+            Command::Dev(args) => dev(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where a deployment goes: resolved from networks.toml, the environment and the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DeployTarget {
+    network: Option<(String, Network)>,
+    rpc_url: Url,
+}
+
+/// Resolves the network and RPC URL: the flag wins over the network's environment variable, which
+/// wins over networks.toml.
+fn resolve_target(
+    args: &DeployArgs,
+    networks: &Networks,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<DeployTarget, DeploymentsError> {
+    let network = match &args.network {
+        Some(name) => Some((name.clone(), networks.get(name)?.clone())),
+        None => None,
+    };
+    let rpc_url = match (&args.rpc_url, &network) {
+        (Some(url), _) => url.clone(),
+        (None, Some((name, network))) => network.rpc_url_with(name, env)?,
+        (None, None) => unreachable!("clap requires --network or --rpc-url"),
+    };
+    Ok(DeployTarget { network, rpc_url })
+}
+
+/// Decides the USDC once the chain id is known: the flag, else the network's USDC or MockUSDC,
+/// else MockUSDC on anvil's chain id, else an error.
+fn resolve_usdc(
+    args: &DeployArgs,
+    network: Option<&Network>,
+    chain_id: u64,
+) -> Result<UsdcSource, Error> {
+    if let Some(usdc) = args.usdc {
+        return Ok(UsdcSource::Existing(usdc));
+    }
+    match network {
+        Some(Network {
+            usdc: Some(usdc), ..
+        }) => Ok(UsdcSource::Existing(*usdc)),
+        Some(Network {
+            mock_usdc: true, ..
+        }) => Ok(UsdcSource::Mock),
+        _ if chain_id == 31337 => Ok(UsdcSource::Mock),
+        _ => Err(Error::Chain(format!(
+            "no USDC is known for chain {chain_id}: pass --usdc"
+        ))),
+    }
+}
+
+async fn deploy(args: DeployArgs) -> Result<(), Error> {
+    let dir = match &args.deployments_dir {
+        Some(dir) => dir.clone(),
+        None => paths::deployments_dir(&paths::repo_root()?),
+    };
+    let networks = Networks::load(&dir.join("networks.toml"))?;
+    let target = resolve_target(&args, &networks, |name| std::env::var(name).ok())?;
+    let signer = wallet::load_signer(args.keystore.as_deref())?;
+    let deployer = signer.address();
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(target.rpc_url.clone())
+        .erased();
+    let chain_id = provider.get_chain_id().await?;
+
+    // With only --rpc-url, the chain id finds the network; with --network, it must match.
+    let network = match target.network {
+        Some((name, network)) => {
+            if network.chain_id != chain_id {
+                return Err(Error::Chain(format!(
+                    "network {name} is chain {}, but {} is chain {chain_id}",
+                    network.chain_id, target.rpc_url
+                )));
+            }
+            Some((name, network))
+        }
+        None => networks
+            .by_chain_id(chain_id)
+            .map(|(name, n)| (name.to_string(), n.clone())),
+    };
+    let usdc = resolve_usdc(&args, network.as_ref().map(|(_, n)| n), chain_id)?;
+
+    let mut config = DeployConfig::new(usdc);
+    config.network = network.map(|(name, _)| name);
+    config.treasury = args.treasury;
+    config.arbiter = args.arbiter;
+    config.anchor = args.anchor;
+    config.pauser = args.pauser;
+    config.unbonding_period = args.unbonding_period;
+    config.premium_threshold = U256::from(args.premium_threshold);
+
+    let deployment = deploy_system(&provider, deployer, &config).await?;
+    let path = deployment.save(&dir)?;
+    info!(target: "decloud::deploy", path = %path.display(), "deployment written");
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&deployment).expect("a deployment always serializes")
+    );
+    Ok(())
+}
+
+async fn dev(args: DevArgs) -> Result<(), Error> {
+    let root = paths::repo_root()?;
+    let anvil_path = match args.anvil_path {
+        Some(path) => path,
+        None => paths::anvil_path(&root)?,
+    };
+    let deployments_dir = args
+        .deployments_dir
+        .unwrap_or_else(|| paths::deployments_dir(&root));
+    let chain = ChainService::new(ChainOptions {
+        anvil_path,
+        host: args.host,
+        port: args.port,
+        accounts: args.accounts,
+        mint_usdc: args.mint_usdc,
+        deployments_dir,
+    });
+    // Later services (indexer, orchestrator, node agent) are appended here, after the chain.
+    let mut services: Vec<Box<dyn DevService>> = vec![Box::new(chain)];
+    run_services(&mut services, shutdown_signal())
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    fn networks() -> Networks {
+        Networks::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deployments/networks.toml"))
+            .unwrap()
+    }
+
+    fn parse(args: &[&str]) -> Result<DeployArgs, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("decloud").chain(args.iter().copied()))?;
+        match cli.command {
+            Command::Deploy(args) => Ok(args),
+            Command::Dev(_) => panic!("not deploy"),
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn deploy_needs_a_network_or_an_rpc_url_and_no_key_flag() {
+        assert!(parse(&["deploy"]).is_err());
+        assert!(parse(&["deploy", "--network", "amoy", "--private-key", "0x01"]).is_err());
+        let args = parse(&["deploy", "--rpc-url", "http://127.0.0.1:9999"]).unwrap();
+        let target = resolve_target(&args, &networks(), |_| None).unwrap();
+        assert_eq!(target.rpc_url.as_str(), "http://127.0.0.1:9999/");
+        assert_eq!(target.network, None);
+    }
+
+    #[test]
+    fn rpc_url_precedence_is_file_then_env_then_flag() {
+        let networks = networks();
+        let args = parse(&["deploy", "--network", "anvil"]).unwrap();
+        assert_eq!(
+            resolve_target(&args, &networks, |_| None)
+                .unwrap()
+                .rpc_url
+                .as_str(),
+            "http://127.0.0.1:8545/"
+        );
+
+        let args = parse(&["deploy", "--network", "amoy"]).unwrap();
+        let err = resolve_target(&args, &networks, |_| None).unwrap_err();
+        assert!(err.to_string().contains("DECLOUD_AMOY_RPC_URL"), "{err}");
+        let env = |name: &str| {
+            (name == "DECLOUD_AMOY_RPC_URL").then(|| "http://amoy.example:8545".to_string())
+        };
+        assert_eq!(
+            resolve_target(&args, &networks, env)
+                .unwrap()
+                .rpc_url
+                .as_str(),
+            "http://amoy.example:8545/"
+        );
+
+        let args = parse(&["deploy", "--network", "amoy", "--rpc-url", "http://flag:1"]).unwrap();
+        let target = resolve_target(&args, &networks, env).unwrap();
+        assert_eq!(target.rpc_url.as_str(), "http://flag:1/");
+        assert_eq!(target.network.unwrap().1.chain_id, 80002);
+
+        let args = parse(&["deploy", "--network", "mainnet"]).unwrap();
+        assert!(matches!(
+            resolve_target(&args, &networks, |_| None),
+            Err(DeploymentsError::UnknownNetwork { .. })
+        ));
+    }
+
+    #[test]
+    fn usdc_comes_from_flag_then_network_then_anvil_default() {
+        let networks = networks();
+        let amoy = networks.get("amoy").unwrap();
+        let anvil = networks.get("anvil").unwrap();
+        let none = DeployArgs::default();
+        assert_eq!(
+            resolve_usdc(&none, Some(amoy), 80002).unwrap(),
+            UsdcSource::Existing(amoy.usdc.unwrap())
+        );
+        assert_eq!(
+            resolve_usdc(&none, Some(anvil), 31337).unwrap(),
+            UsdcSource::Mock
+        );
+        assert_eq!(resolve_usdc(&none, None, 31337).unwrap(), UsdcSource::Mock);
+        assert!(
+            resolve_usdc(&none, None, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("--usdc")
+        );
+        let flag = DeployArgs {
+            usdc: Some(Address::repeat_byte(7)),
+            ..DeployArgs::default()
+        };
+        assert_eq!(
+            resolve_usdc(&flag, Some(amoy), 80002).unwrap(),
+            UsdcSource::Existing(Address::repeat_byte(7))
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! The local development network behind `decloud dev`.
+//!
+//! `decloud dev` runs a list of [`DevService`]s in order and stops them in reverse order on
+//! Ctrl-C or SIGTERM. Each service sees a [`DevContext`] that the services before it filled in:
+//! the [`ChainService`] starts anvil, deploys the system, funds the accounts and records the RPC
+//! URL, the deployment and the accounts; services added later (indexer, orchestrator, node
+//! agent) read them from the context and add their own endpoints to it, which `decloud dev`
+//! prints once everything runs.
+
+use std::{fmt::Write as _, future::Future, path::PathBuf, pin::Pin};
+
+use alloy::{
+    network::EthereumWallet,
+    node_bindings::{Anvil, AnvilInstance},
+    primitives::{Address, U256, hex},
+    providers::{Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
+use tracing::{info, warn};
+use url::Url;
+
+use crate::{
+    Error, USDC,
+    deploy::{DeployConfig, UsdcSource, deploy_system, mint_mock_usdc},
+    deployments::Deployment,
+};
+
+/// A boxed future, as [`DevService`] returns them (object-safe async methods).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An anvil account of the local network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevAccount {
+    /// Its address.
+    pub address: Address,
+    /// Its private key, hex (anvil's public test keys: never use them elsewhere).
+    pub private_key: String,
+}
+
+/// What the running services know about the local network.
+#[derive(Debug, Default, Clone)]
+pub struct DevContext {
+    /// JSON-RPC endpoint of the chain.
+    pub rpc_url: Option<Url>,
+    /// The deployed system.
+    pub deployment: Option<Deployment>,
+    /// Where the deployment record was written.
+    pub deployment_path: Option<PathBuf>,
+    /// Funded accounts.
+    pub accounts: Vec<DevAccount>,
+    /// Endpoints of the running services, by name, for the summary.
+    pub endpoints: Vec<(String, String)>,
+}
+
+/// One part of the local network.
+pub trait DevService: Send {
+    /// Short name for logs.
+    fn name(&self) -> &'static str;
+    /// Starts the service; it may read and extend the context.
+    fn start<'a>(&'a mut self, ctx: &'a mut DevContext) -> BoxFuture<'a, Result<(), Error>>;
+    /// Stops the service and releases everything it started. Called once, also after a failed start.
+    fn stop(&mut self) -> BoxFuture<'_, ()>;
+}
+
+/// Options of the local chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainOptions {
+    /// The anvil binary.
+    pub anvil_path: PathBuf,
+    /// Host to listen on.
+    pub host: String,
+    /// Port to listen on (0 for any free port).
+    pub port: u16,
+    /// How many accounts anvil creates and funds.
+    pub accounts: u32,
+    /// USDC minted to each account, whole USDC.
+    pub mint_usdc: u64,
+    /// Where `31337.json` is written.
+    pub deployments_dir: PathBuf,
+}
+
+/// Anvil with the system deployed and every account funded with MockUSDC.
+#[derive(Debug)]
+pub struct ChainService {
+    options: ChainOptions,
+    anvil: Option<AnvilInstance>,
+}
+
+impl ChainService {
+    /// A chain service that starts when [`DevService::start`] is called.
+    pub fn new(options: ChainOptions) -> Self {
+        Self {
+            options,
+            anvil: None,
+        }
+    }
+}
+
+impl DevService for ChainService {
+    fn name(&self) -> &'static str {
+        "chain"
+    }
+
+    fn start<'a>(&'a mut self, ctx: &'a mut DevContext) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let o = &self.options;
+            let anvil = Anvil::at(&o.anvil_path)
+                .host(o.host.clone())
+                .port(o.port)
+                .chain_id(31337)
+                .arg("--accounts")
+                .arg(o.accounts.to_string())
+                .try_spawn()
+                .map_err(|e| {
+                    Error::Tool(format!(
+                        "cannot start anvil ({}) on {}:{}: {e}",
+                        o.anvil_path.display(),
+                        o.host,
+                        o.port
+                    ))
+                })?;
+            let url: Url = format!("http://{}:{}", o.host, anvil.port())
+                .parse()
+                .map_err(|e| Error::Tool(format!("bad anvil endpoint: {e}")))?;
+            info!(target: "decloud::dev", %url, "anvil is running");
+            let signers: Vec<PrivateKeySigner> = anvil
+                .keys()
+                .iter()
+                .cloned()
+                .map(PrivateKeySigner::from)
+                .collect();
+            let addresses: Vec<Address> = signers.iter().map(PrivateKeySigner::address).collect();
+            ctx.accounts = signers
+                .iter()
+                .map(|s| DevAccount {
+                    address: s.address(),
+                    private_key: hex::encode_prefixed(s.to_bytes()),
+                })
+                .collect();
+            self.anvil = Some(anvil);
+
+            let deployer = signers
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::Tool("anvil has no accounts".into()))?;
+            let deployer_address = deployer.address();
+            let provider = ProviderBuilder::new()
+                .wallet(EthereumWallet::from(deployer))
+                .connect_http(url.clone())
+                .erased();
+            let mut config = DeployConfig::new(UsdcSource::Mock);
+            config.network = Some("anvil".into());
+            let deployment = deploy_system(&provider, deployer_address, &config).await?;
+            let amount = U256::from(o.mint_usdc) * U256::from(USDC);
+            mint_mock_usdc(&provider, deployment.usdc, &addresses, amount).await?;
+            let path = deployment.save(&o.deployments_dir)?;
+            info!(target: "decloud::dev", path = %path.display(), "deployment written");
+            let block = provider.get_block_number().await?;
+            info!(target: "decloud::dev", block, "system deployed and funded");
+
+            ctx.endpoints
+                .push(("chain (anvil JSON-RPC)".into(), url.to_string()));
+            ctx.rpc_url = Some(url);
+            ctx.deployment = Some(deployment);
+            ctx.deployment_path = Some(path);
+            Ok(())
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(anvil) = self.anvil.take() {
+                // Dropping the instance stops the anvil process and waits for it.
+                drop(anvil);
+                info!(target: "decloud::dev", "anvil stopped");
+            }
+        })
+    }
+}
+
+/// Starts `services` in order, prints the summary to stdout, waits for `shutdown`, then stops the
+/// services in reverse order. A failed start stops the services already started and returns the
+/// error.
+pub async fn run_services(
+    services: &mut [Box<dyn DevService>],
+    shutdown: impl Future<Output = ()>,
+) -> Result<DevContext, Error> {
+    let mut ctx = DevContext::default();
+    let mut started = 0;
+    let mut failure = None;
+    for service in services.iter_mut() {
+        info!(target: "decloud::dev", service = service.name(), "starting");
+        // Counted before the start so that a half-started service is stopped as well.
+        started += 1;
+        if let Err(e) = service.start(&mut ctx).await {
+            warn!(target: "decloud::dev", service = service.name(), error = %e, "failed to start");
+            failure = Some(e);
+            break;
+        }
+    }
+    if failure.is_none() {
+        print!("{}", summary(&ctx));
+        info!(target: "decloud::dev", "running; press Ctrl-C to stop");
+        shutdown.await;
+        info!(target: "decloud::dev", "shutting down");
+    }
+    for service in services[..started].iter_mut().rev() {
+        service.stop().await;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(ctx),
+    }
+}
+
+/// What `decloud dev` prints once everything runs.
+pub fn summary(ctx: &DevContext) -> String {
+    let mut out = String::new();
+    out.push_str("\nDeCloud local network is running.\n\n");
+    for (name, endpoint) in &ctx.endpoints {
+        let _ = writeln!(out, "  {name:<24} {endpoint}");
+    }
+    if let Some(d) = &ctx.deployment {
+        let _ = writeln!(out, "\nContracts (chain {}):", d.chain_id);
+        let c = &d.contracts;
+        if let Some(m) = c.mock_usdc {
+            let _ = writeln!(out, "  {:<20} {}", "MockUSDC", m.address);
+        }
+        for (name, contract) in [
+            ("NodeRegistry", c.node_registry),
+            ("OperatorStaking", c.operator_staking),
+            ("TemplateMarket", c.template_market),
+            ("LeaseEscrow", c.lease_escrow),
+            ("AttestationAnchor", c.attestation_anchor),
+        ] {
+            let _ = writeln!(out, "  {name:<20} {}", contract.address);
+        }
+    }
+    if let Some(path) = &ctx.deployment_path {
+        let _ = writeln!(out, "\nDeployment record: {}", path.display());
+    }
+    if !ctx.accounts.is_empty() {
+        out.push_str("\nAccounts (anvil's public test keys, funded with ETH and MockUSDC; never use them elsewhere):\n");
+        for (i, a) in ctx.accounts.iter().enumerate() {
+            let _ = writeln!(out, "  ({i}) {} {}", a.address, a.private_key);
+        }
+    }
+    out.push_str("\nPress Ctrl-C to stop.\n");
+    out
+}
+
+/// Resolves when the process gets SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            warn!(target: "decloud::dev", error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                warn!(target: "decloud::dev", error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Records what happens to it; fails to start when told to.
+    struct Probe {
+        name: &'static str,
+        fail: bool,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl DevService for Probe {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn start<'a>(&'a mut self, ctx: &'a mut DevContext) -> BoxFuture<'a, Result<(), Error>> {
+            Box::pin(async move {
+                self.log.lock().unwrap().push(format!(
+                    "start {} after {}",
+                    self.name,
+                    ctx.endpoints.len()
+                ));
+                if self.fail {
+                    return Err(Error::Tool(format!("{} failed", self.name)));
+                }
+                ctx.endpoints.push((self.name.into(), "http://x".into()));
+                Ok(())
+            })
+        }
+        fn stop(&mut self) -> BoxFuture<'_, ()> {
+            Box::pin(async move { self.log.lock().unwrap().push(format!("stop {}", self.name)) })
+        }
+    }
+
+    fn probes(fail_second: bool, log: &Arc<Mutex<Vec<String>>>) -> Vec<Box<dyn DevService>> {
+        ["a", "b", "c"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                Box::new(Probe {
+                    name,
+                    fail: fail_second && i == 1,
+                    log: log.clone(),
+                }) as Box<dyn DevService>
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn services_start_in_order_and_stop_in_reverse() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let ctx = run_services(&mut probes(false, &log), async {})
+            .await
+            .unwrap();
+        assert_eq!(ctx.endpoints.len(), 3);
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "start a after 0",
+                "start b after 1",
+                "start c after 2",
+                "stop c",
+                "stop b",
+                "stop a"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_stops_what_was_started() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let err = run_services(&mut probes(true, &log), async {
+            unreachable!("never waits")
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.to_string(), "b failed");
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["start a after 0", "start b after 1", "stop b", "stop a"]
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! Test helpers for every DeCloud crate (feature `testing`): a real anvil on a free port (killed
+//! when dropped), the whole system deployed on it, funded signers and time travel.
+//!
+//! ```ignore
+//! // Cargo.toml: [dev-dependencies] decloud-sdk = { workspace = true, features = ["testing"] }
+//! let system = decloud_sdk::testing::TestSystem::start().await?;
+//! let tenant = system.provider(1);                      // anvil account 1, 1,000,000 USDC
+//! let escrow = LeaseEscrow::new(system.deployment.contracts.lease_escrow.address, &tenant);
+//! decloud_sdk::testing::increase_time(&tenant, 3600).await?;
+//! ```
+
+use alloy::{
+    network::EthereumWallet,
+    node_bindings::{Anvil, AnvilInstance},
+    primitives::{Address, U256},
+    providers::{DynProvider, Provider, ProviderBuilder, ext::AnvilApi},
+    signers::local::PrivateKeySigner,
+};
+
+use crate::{
+    Error, USDC,
+    deploy::{DeployConfig, UsdcSource, deploy_system, mint_mock_usdc},
+    deployments::Deployment,
+    paths,
+};
+
+/// USDC minted to each anvil account by [`TestSystem::start`]: 1,000,000 USDC.
+pub const TEST_FUNDS: u64 = 1_000_000 * USDC;
+
+/// Starts the repository's pinned anvil on a free port. The process is killed when the returned
+/// instance is dropped.
+pub fn spawn_anvil() -> Result<AnvilInstance, Error> {
+    let root = paths::repo_root()?;
+    let anvil = paths::anvil_path(&root)?;
+    Anvil::at(anvil)
+        .port(0u16)
+        .arg("--silent")
+        .try_spawn()
+        .map_err(|e| Error::Tool(format!("cannot start anvil: {e}")))
+}
+
+/// Anvil's account `index` as a signer (anvil's well-known test keys).
+pub fn signer(anvil: &AnvilInstance, index: usize) -> PrivateKeySigner {
+    let key = anvil
+        .keys()
+        .get(index)
+        .unwrap_or_else(|| panic!("anvil has no account {index}"));
+    PrivateKeySigner::from(key.clone())
+}
+
+/// A provider that signs with `signer` and talks to `anvil`.
+pub fn provider_for(anvil: &AnvilInstance, signer: PrivateKeySigner) -> DynProvider {
+    ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(anvil.endpoint_url())
+        .erased()
+}
+
+/// Moves the chain's clock forward by `seconds` (`evm_increaseTime`) and mines a block at the new
+/// time.
+pub async fn increase_time<P: Provider>(provider: &P, seconds: u64) -> Result<(), Error> {
+    provider.anvil_increase_time(seconds).await?;
+    mine(provider).await
+}
+
+/// Makes the next block's timestamp exactly `timestamp` (no block is mined).
+pub async fn set_next_block_timestamp<P: Provider>(
+    provider: &P,
+    timestamp: u64,
+) -> Result<(), Error> {
+    provider.anvil_set_next_block_timestamp(timestamp).await?;
+    Ok(())
+}
+
+/// Mines one block.
+pub async fn mine<P: Provider>(provider: &P) -> Result<(), Error> {
+    provider.evm_mine(None).await?;
+    Ok(())
+}
+
+/// The timestamp of the latest block.
+pub async fn latest_timestamp<P: Provider>(provider: &P) -> Result<u64, Error> {
+    let block = provider
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await?
+        .ok_or_else(|| Error::Chain("the chain has no latest block".into()))?;
+    Ok(block.header.timestamp)
+}
+
+/// An anvil with the whole system deployed by account 0 and [`TEST_FUNDS`] of MockUSDC minted to
+/// every account. Dropping it kills anvil.
+#[derive(Debug)]
+pub struct TestSystem {
+    /// The running anvil.
+    pub anvil: AnvilInstance,
+    /// What was deployed (also the role holders: every role is on account 0).
+    pub deployment: Deployment,
+}
+
+impl TestSystem {
+    /// Starts anvil, deploys everything with account 0 and funds every account.
+    pub async fn start() -> Result<Self, Error> {
+        let anvil = spawn_anvil()?;
+        let deployer = signer(&anvil, 0);
+        let deployer_address = deployer.address();
+        let provider = provider_for(&anvil, deployer);
+        let mut config = DeployConfig::new(UsdcSource::Mock);
+        config.network = Some("anvil".into());
+        let deployment = deploy_system(&provider, deployer_address, &config).await?;
+        let usdc = deployment.usdc;
+        mint_mock_usdc(&provider, usdc, anvil.addresses(), U256::from(TEST_FUNDS)).await?;
+        Ok(Self { anvil, deployment })
+    }
+
+    /// Anvil's account `index` as a signer.
+    pub fn signer(&self, index: usize) -> PrivateKeySigner {
+        signer(&self.anvil, index)
+    }
+
+    /// The address of anvil's account `index`.
+    pub fn address(&self, index: usize) -> Address {
+        self.anvil.addresses()[index]
+    }
+
+    /// A provider signing as anvil's account `index`.
+    pub fn provider(&self, index: usize) -> DynProvider {
+        provider_for(&self.anvil, self.signer(index))
+    }
+
+    /// The RPC endpoint.
+    pub fn rpc_url(&self) -> url::Url {
+        self.anvil.endpoint_url()
+    }
+}
