@@ -107,7 +107,7 @@ fn big(v: U256) -> Value {
 
 async fn money_flow(kind: Kind) {
     let system = TestSystem::start().await.unwrap();
-    let c = system.deployment.contracts.clone();
+    let c = system.deployment.contracts;
     let usdc = system.deployment.usdc;
     let admin = system.provider(0);
     let tenant_p = system.provider(1);
