@@ -313,7 +313,8 @@ fn render_bindings(contracts: &[Contract]) -> String {
          \x20   pub fn decode(preferred: Option<&str>, data: &[u8]) -> Option<Self> {\n\
          \x20       #[allow(unused_imports)]\n\
          \x20       use alloy::sol_types::SolInterface as _;\n\
-         \x20       let decoders: &[(&str, fn(&[u8]) -> Option<Self>)] = &[\n",
+         \x20       type Decoder = fn(&[u8]) -> Option<RevertError>;\n\
+         \x20       let decoders: &[(&str, Decoder)] = &[\n",
     );
     for c in &with_errors {
         let module = snake_case(&c.name);

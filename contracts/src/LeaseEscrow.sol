@@ -133,7 +133,10 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
             // The price is read and paid in the same transaction, so the market pulls exactly this amount;
             // it reverts with PriceAboveMax if the author raised the price above what the tenant accepted.
             uint256 templatePrice = templates.getTemplate(templateId).price;
-            _debit(msg.sender, funding + templatePrice);
+            // Saturates instead of overflowing, so an absurd price fails as InsufficientBalance.
+            uint256 total =
+                templatePrice > type(uint256).max - funding ? type(uint256).max : funding + templatePrice;
+            _debit(msg.sender, total);
             if (templatePrice != 0) usdc.forceApprove(address(templates), templatePrice);
             templates.purchase(templateId, msg.sender, maxTemplatePrice);
         }

@@ -20,7 +20,7 @@ contract LeaseEscrowTest is MarketplaceFixture {
         _fund(tenant, 1_000e6);
     }
 
-    // ------------------------------------------------------------------ helpers
+    // ------------------------------------------------------------------ test utilities
 
     function _permit(uint256 key, address owner, uint256 amount, uint256 deadline)
         internal
@@ -107,6 +107,14 @@ contract LeaseEscrowTest is MarketplaceFixture {
         assertTrue(escrow.hasRole(bytes32(0), governance));
         assertFalse(escrow.paused());
         assertEq(escrow.leaseCount(), 0);
+    }
+
+    function test_constructor_emitsTreasuryAndFee() public {
+        vm.expectEmit();
+        emit ILeaseEscrow.TreasurySet(treasury);
+        vm.expectEmit();
+        emit ILeaseEscrow.PlatformFeeSet(500);
+        new LeaseEscrow(IERC20(address(usdc)), registry, market, treasury, governance);
     }
 
     function test_RevertWhen_constructedWithZeroAddress() public {
@@ -340,6 +348,39 @@ contract LeaseEscrowTest is MarketplaceFixture {
         assertEq(rate, 11_667 + 5_000);
     }
 
+    function test_RevertWhen_quoteRateUnknownNode() public {
+        bytes32 unknown = keccak256("nowhere");
+        vm.expectRevert(abi.encodeWithSelector(INodeRegistry.NodeNotFound.selector, unknown));
+        escrow.quoteRate(
+            unknown,
+            _resources(1, 1, 0, 0),
+            ILeaseEscrow.QualityTier.Dedicated,
+            ILeaseEscrow.BandwidthTier.Basic
+        );
+    }
+
+    function test_quoteRate_everyTierCombination() public view {
+        // 4 vCPU x 10_000 + 8 GiB x 5_000 + 100 GiB x 100 = 40_000 (CPU) + 50_000 (rest).
+        uint64[4][4] memory expected = [
+            // Basic (x1, +5_000), Standard (x1, +15_000), Performance (x1.2, +40_000), Unmetered (x1.5, +40_000)
+            [uint64(95_000), 105_000, 148_000, 175_000], // Dedicated: 40_000 + 50_000
+            [uint64(81_666), 91_666, 132_000, 155_000], // Standard: 26_666.67 + 50_000
+            [uint64(75_000), 85_000, 124_000, 145_000], // Balanced: 20_000 + 50_000
+            [uint64(65_000), 75_000, 112_000, 130_000] // Burstable: 10_000 + 50_000
+        ];
+        for (uint256 q; q < 4; ++q) {
+            for (uint256 b; b < 4; ++b) {
+                uint64 rate = escrow.quoteRate(
+                    nodeId,
+                    _resources(4, 8, 100, 0),
+                    ILeaseEscrow.QualityTier(q),
+                    ILeaseEscrow.BandwidthTier(b)
+                );
+                assertEq(rate, expected[q][b]);
+            }
+        }
+    }
+
     function test_openLease_usesFloorsRaisedAfterThePriceWasSet() public {
         vm.startPrank(governance);
         registry.setDefaultPrices(_prices(20_000, 5_000, 100, 100_000));
@@ -420,6 +461,14 @@ contract LeaseEscrowTest is MarketplaceFixture {
             abi.encodeWithSelector(ILeaseEscrow.InsufficientBalance.selector, 1_000e6 + 1, 1_000e6)
         );
         _openWithTemplate(templateId, 10e6, 990e6 + 1);
+    }
+
+    function test_RevertWhen_openLeaseWithAnAbsurdTemplatePrice() public {
+        uint256 templateId = _publishTemplate(type(uint256).max);
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.InsufficientBalance.selector, type(uint256).max, 1_000e6)
+        );
+        _openWithTemplate(templateId, type(uint256).max, 1);
     }
 
     function test_RevertWhen_openLeaseTemplateAboveMaxPrice() public {

@@ -19,7 +19,7 @@ contract NodeRegistryTest is Test {
         registry = new NodeRegistry(governance);
     }
 
-    // ------------------------------------------------------------------ helpers
+    // ------------------------------------------------------------------ test utilities
 
     function _caps() internal pure returns (INodeRegistry.Capabilities memory) {
         return INodeRegistry.Capabilities({
@@ -61,6 +61,14 @@ contract NodeRegistryTest is Test {
         assertTrue(registry.hasRole(registry.DEFAULT_ADMIN_ROLE(), governance));
         _assertPrices(registry.floorPrices(), _prices(5_000, 2_500, 50, 50_000));
         _assertPrices(registry.defaultPrices(), _prices(10_000, 5_000, 100, 100_000));
+    }
+
+    function test_constructor_emitsTheInitialFloorsAndDefaults() public {
+        vm.expectEmit();
+        emit INodeRegistry.FloorPricesSet(_prices(5_000, 2_500, 50, 50_000));
+        vm.expectEmit();
+        emit INodeRegistry.DefaultPricesSet(_prices(10_000, 5_000, 100, 100_000));
+        new NodeRegistry(governance);
     }
 
     // ------------------------------------------------------------------ register

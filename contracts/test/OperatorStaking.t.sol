@@ -49,6 +49,14 @@ contract OperatorStakingTest is Test {
         new OperatorStaking(IERC20(address(usdc)), 30 days, 0, governance);
     }
 
+    function test_constructor_emitsItsParameters() public {
+        vm.expectEmit();
+        emit IOperatorStaking.UnbondingPeriodSet(PERIOD);
+        vm.expectEmit();
+        emit IOperatorStaking.PremiumThresholdSet(THRESHOLD);
+        new OperatorStaking(IERC20(address(usdc)), PERIOD, THRESHOLD, governance);
+    }
+
     function test_RevertWhen_constructedWithTooLongUnbonding() public {
         vm.expectRevert(
             abi.encodeWithSelector(

@@ -48,6 +48,14 @@ contract TemplateMarketTest is Test {
         assertEq(market.templateCount(), 0);
     }
 
+    function test_constructor_emitsTreasuryAndShare() public {
+        vm.expectEmit();
+        emit ITemplateMarket.TreasurySet(treasury);
+        vm.expectEmit();
+        emit ITemplateMarket.PlatformShareSet(1500);
+        new TemplateMarket(IERC20(address(usdc)), treasury, governance);
+    }
+
     function test_RevertWhen_constructedWithZeroAddress() public {
         vm.expectRevert(ITemplateMarket.ZeroAddress.selector);
         new TemplateMarket(IERC20(address(0)), treasury, governance);

@@ -3,9 +3,8 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use alloy::{
-    network::EthereumWallet,
     primitives::{Address, U256},
-    providers::{Provider, ProviderBuilder},
+    providers::Provider,
 };
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
@@ -20,7 +19,7 @@ use crate::{
     },
     deployments::{DeploymentsError, Network, Networks},
     dev::{ChainOptions, ChainService, DevService, run_services, shutdown_signal},
-    paths, wallet,
+    paths, tx, wallet,
 };
 
 /// DeCloud: rent VMs and storage from independent operators, paid in USDC on Polygon.
@@ -195,10 +194,7 @@ async fn deploy(args: DeployArgs) -> Result<(), Error> {
     let target = resolve_target(&args, &networks, |name| std::env::var(name).ok())?;
     let signer = wallet::load_signer(args.keystore.as_deref())?;
     let deployer = signer.address();
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(signer))
-        .connect_http(target.rpc_url.clone())
-        .erased();
+    let provider = tx::signing_provider(target.rpc_url.clone(), signer);
     let chain_id = provider.get_chain_id().await?;
 
     // With only --rpc-url, the chain id finds the network; with --network, it must match.

@@ -236,6 +236,7 @@ impl Networks {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContractDeployment {
     /// Its address.
+    #[serde(with = "checksummed")]
     pub address: Address,
     /// The transaction that created it.
     pub tx_hash: TxHash,
@@ -267,14 +268,19 @@ pub struct Contracts {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Roles {
     /// DEFAULT_ADMIN_ROLE of every contract (governance).
+    #[serde(with = "checksummed")]
     pub admin: Address,
     /// Receives platform fees and template platform earnings.
+    #[serde(with = "checksummed")]
     pub treasury: Address,
     /// LeaseEscrow ARBITER_ROLE (terminates leases of failed nodes).
+    #[serde(with = "checksummed")]
     pub arbiter: Address,
     /// AttestationAnchor ANCHOR_ROLE.
+    #[serde(with = "checksummed")]
     pub anchor: Address,
     /// LeaseEscrow PAUSER_ROLE.
+    #[serde(with = "checksummed")]
     pub pauser: Address,
 }
 
@@ -288,8 +294,10 @@ pub struct Deployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
     /// Who sent the deployment transactions.
+    #[serde(with = "checksummed")]
     pub deployer: Address,
     /// The USDC the contracts use.
+    #[serde(with = "checksummed")]
     pub usdc: Address,
     /// The first block of the deployment: where a chain follower starts.
     pub deploy_block: u64,
@@ -353,6 +361,25 @@ impl Deployment {
             source,
         })?;
         Ok(path)
+    }
+}
+
+/// Addresses in deployment records are written EIP-55 checksummed, for people who read them.
+mod checksummed {
+    use alloy::primitives::Address;
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        address: &Address,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&address.to_checksum(None))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Address, D::Error> {
+        Address::deserialize(deserializer)
     }
 }
 
@@ -500,6 +527,15 @@ mod tests {
             serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         assert!(json["contracts"]["leaseEscrow"]["address"].is_string());
         assert_eq!(json["deployBlock"], 1);
+        assert_eq!(json["deployer"], Address::repeat_byte(9).to_checksum(None));
+        let lowercase = format!(
+            "{{\"address\":\"0x{}\",\"txHash\":\"0x{}\",\"block\":2}}",
+            "ab".repeat(20),
+            "cd".repeat(32)
+        );
+        let parsed: ContractDeployment =
+            serde_json::from_str(&lowercase).expect("lowercase addresses load too");
+        assert_eq!(parsed.address, Address::repeat_byte(0xab));
 
         assert!(matches!(
             Deployment::load(dir.path(), 1),

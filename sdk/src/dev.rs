@@ -10,10 +10,9 @@
 use std::{fmt::Write as _, future::Future, path::PathBuf, pin::Pin};
 
 use alloy::{
-    network::EthereumWallet,
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, U256, hex},
-    providers::{Provider, ProviderBuilder},
+    providers::Provider,
     signers::local::PrivateKeySigner,
 };
 use tracing::{info, warn};
@@ -23,6 +22,7 @@ use crate::{
     Error, USDC,
     deploy::{DeployConfig, UsdcSource, deploy_system, mint_mock_usdc},
     deployments::Deployment,
+    tx,
 };
 
 /// A boxed future, as [`DevService`] returns them (object-safe async methods).
@@ -144,10 +144,7 @@ impl DevService for ChainService {
                 .cloned()
                 .ok_or_else(|| Error::Tool("anvil has no accounts".into()))?;
             let deployer_address = deployer.address();
-            let provider = ProviderBuilder::new()
-                .wallet(EthereumWallet::from(deployer))
-                .connect_http(url.clone())
-                .erased();
+            let provider = tx::signing_provider(url.clone(), deployer);
             let mut config = DeployConfig::new(UsdcSource::Mock);
             config.network = Some("anvil".into());
             let deployment = deploy_system(&provider, deployer_address, &config).await?;

@@ -9,6 +9,7 @@
 //! - [`merkle`]: Merkle trees and proofs that OpenZeppelin's `MerkleProof` accepts;
 //! - [`permit`]: EIP-2612 permit signatures for USDC;
 //! - [`dev`]: the local development network behind `decloud dev`;
+//! - [`types`]: Rust enums for the contracts' enums (quality and bandwidth tiers, statuses);
 //! - `testing` (feature `testing`): anvil on a free port, a deployed system, funded signers and
 //!   time travel for the tests of every crate.
 
@@ -32,6 +33,7 @@ pub mod permit;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tx;
+pub mod types;
 pub mod wallet;
 
 pub use bindings::RevertError;

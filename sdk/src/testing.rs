@@ -1,19 +1,24 @@
 //! Test helpers for every DeCloud crate (feature `testing`): a real anvil on a free port (killed
 //! when dropped), the whole system deployed on it, funded signers and time travel.
 //!
-//! ```ignore
+//! ```no_run
 //! // Cargo.toml: [dev-dependencies] decloud-sdk = { workspace = true, features = ["testing"] }
-//! let system = decloud_sdk::testing::TestSystem::start().await?;
-//! let tenant = system.provider(1);                      // anvil account 1, 1,000,000 USDC
+//! # async fn example() -> Result<(), decloud_sdk::Error> {
+//! use decloud_sdk::{bindings::LeaseEscrow, testing::{self, TestSystem}};
+//!
+//! let system = TestSystem::start().await?; // anvil on a free port, everything deployed
+//! let tenant = system.provider(1); // anvil account 1, holding 1,000,000 USDC
 //! let escrow = LeaseEscrow::new(system.deployment.contracts.lease_escrow.address, &tenant);
-//! decloud_sdk::testing::increase_time(&tenant, 3600).await?;
+//! testing::increase_time(&tenant, 3600).await?;
+//! # let _ = escrow;
+//! # Ok(())
+//! # }
 //! ```
 
 use alloy::{
-    network::EthereumWallet,
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, U256},
-    providers::{DynProvider, Provider, ProviderBuilder, ext::AnvilApi},
+    providers::{DynProvider, Provider, ext::AnvilApi},
     signers::local::PrivateKeySigner,
 };
 
@@ -21,7 +26,7 @@ use crate::{
     Error, USDC,
     deploy::{DeployConfig, UsdcSource, deploy_system, mint_mock_usdc},
     deployments::Deployment,
-    paths,
+    paths, tx,
 };
 
 /// USDC minted to each anvil account by [`TestSystem::start`]: 1,000,000 USDC.
@@ -32,9 +37,9 @@ pub const TEST_FUNDS: u64 = 1_000_000 * USDC;
 pub fn spawn_anvil() -> Result<AnvilInstance, Error> {
     let root = paths::repo_root()?;
     let anvil = paths::anvil_path(&root)?;
+    // Not `--silent`: the instance waits for anvil's "Listening on" line to learn the port.
     Anvil::at(anvil)
         .port(0u16)
-        .arg("--silent")
         .try_spawn()
         .map_err(|e| Error::Tool(format!("cannot start anvil: {e}")))
 }
@@ -50,10 +55,7 @@ pub fn signer(anvil: &AnvilInstance, index: usize) -> PrivateKeySigner {
 
 /// A provider that signs with `signer` and talks to `anvil`.
 pub fn provider_for(anvil: &AnvilInstance, signer: PrivateKeySigner) -> DynProvider {
-    ProviderBuilder::new()
-        .wallet(EthereumWallet::from(signer))
-        .connect_http(anvil.endpoint_url())
-        .erased()
+    tx::signing_provider(anvil.endpoint_url(), signer)
 }
 
 /// Moves the chain's clock forward by `seconds` (`evm_increaseTime`) and mines a block at the new

@@ -12,7 +12,7 @@ import {ILeaseEscrow} from "../../src/interfaces/ILeaseEscrow.sol";
 
 /// @title MarketplaceFixture
 /// @notice Deploys the whole paid path (MockUSDC, NodeRegistry, TemplateMarket, LeaseEscrow) the way the SDK
-///         does, with one registered node, and offers helpers to fund tenants and open leases.
+///         does, with one registered node, and offers functions to fund tenants and open leases.
 abstract contract MarketplaceFixture is Test {
     MockUSDC internal usdc;
     NodeRegistry internal registry;

@@ -3,30 +3,12 @@ pragma solidity 0.8.30;
 
 import {Vm} from "./Vm.sol";
 
-/// @title Test
-/// @notice Base contract for DeCloud's forge tests: the cheatcode handle, assertions that report through forge,
-///         fuzz helpers, and the target lists forge reads for invariant tests.
-/// @dev Forge runs every contract with `IS_TEST` set; it calls `setUp()` first, then each `test*` function, and
-///      for `invariant*` functions it asks the views at the bottom which contracts, selectors and senders to
-///      fuzz.
-abstract contract Test {
-    /// @notice Marks the contract as a test suite for forge.
-    bool public IS_TEST = true;
-
+/// @title TestBase
+/// @notice What tests and invariant handlers share: the cheatcode handle, assertions that report through forge,
+///         and fuzz utilities. Handlers extend this, not `Test`, so forge does not mistake them for test suites.
+abstract contract TestBase {
     /// @notice Forge's cheatcodes.
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
-
-    /// @notice A contract and the selectors of it that invariant runs may call (forge's layout).
-    struct FuzzSelector {
-        address addr;
-        bytes4[] selectors;
-    }
-
-    address[] private _targetedContracts;
-    address[] private _excludedContracts;
-    address[] private _targetedSenders;
-    address[] private _excludedSenders;
-    FuzzSelector[] private _targetedSelectors;
 
     // ------------------------------------------------------------------ assertions
 
@@ -82,6 +64,18 @@ abstract contract Test {
         vm.assertEq(left, right, "bytes mismatch");
     }
 
+    function assertEq(uint256[] memory left, uint256[] memory right) internal pure {
+        vm.assertEq(left, right, "uint[] mismatch");
+    }
+
+    function assertEq(bytes32[] memory left, bytes32[] memory right) internal pure {
+        vm.assertEq(left, right, "bytes32[] mismatch");
+    }
+
+    function assertApproxEqAbs(uint256 left, uint256 right, uint256 maxDelta) internal pure {
+        vm.assertApproxEqAbs(left, right, maxDelta, "values differ by more than maxDelta");
+    }
+
     function assertNotEq(uint256 left, uint256 right) internal pure {
         vm.assertNotEq(left, right, "values are equal");
     }
@@ -114,7 +108,7 @@ abstract contract Test {
         vm.assertGe(left, right, err);
     }
 
-    // ------------------------------------------------------------------ fuzz and scenario helpers
+    // ------------------------------------------------------------------ fuzz and scenario utilities
 
     /// @notice Maps `x` into `[min, max]`, leaving values already inside unchanged so that forge's shrinking and
     ///         edge-value dictionary keep working.
@@ -143,6 +137,29 @@ abstract contract Test {
     function skip(uint256 secondsForward) internal {
         vm.warp(vm.getBlockTimestamp() + secondsForward);
     }
+}
+
+/// @title Test
+/// @notice Base contract for DeCloud's forge test suites: `TestBase` plus the target lists forge reads for
+///         invariant tests.
+/// @dev Forge runs every contract with `IS_TEST` set; it calls `setUp()` first, then each `test*` function, and
+///      for `invariant*` functions it asks the views at the bottom which contracts, selectors and senders to
+///      fuzz, checking the invariants after every call.
+abstract contract Test is TestBase {
+    /// @notice Marks the contract as a test suite for forge.
+    bool public IS_TEST = true;
+
+    /// @notice A contract and the selectors of it that invariant runs may call (forge's layout).
+    struct FuzzSelector {
+        address addr;
+        bytes4[] selectors;
+    }
+
+    address[] private _targetedContracts;
+    address[] private _excludedContracts;
+    address[] private _targetedSenders;
+    address[] private _excludedSenders;
+    FuzzSelector[] private _targetedSelectors;
 
     // ------------------------------------------------------------------ invariant targets
 

@@ -25,6 +25,30 @@ interface Vm {
     function chainId(uint256 newChainId) external;
     /// @notice The current `block.timestamp`, not folded by the optimizer.
     function getBlockTimestamp() external view returns (uint256);
+    /// @notice The current `block.number`, not folded by the optimizer.
+    function getBlockNumber() external view returns (uint256);
+    /// @notice Sets `block.basefee`.
+    function fee(uint256 newBasefee) external;
+    /// @notice Sets `block.coinbase`.
+    function coinbase(address newCoinbase) external;
+    /// @notice Sets `block.prevrandao` (the chain randomness contracts read).
+    function prevrandao(bytes32 newPrevrandao) external;
+    /// @notice Sets `block.prevrandao`.
+    function prevrandao(uint256 newPrevrandao) external;
+    /// @notice Replaces the runtime code at `target`.
+    function etch(address target, bytes calldata newRuntimeBytecode) external;
+    /// @notice Writes a storage slot of `target`.
+    function store(address target, bytes32 slot, bytes32 value) external;
+    /// @notice Reads a storage slot of `target`.
+    function load(address target, bytes32 slot) external view returns (bytes32 data);
+    /// @notice Makes calls to `callee` with calldata starting with `data` return `returnData`.
+    function mockCall(address callee, bytes calldata data, bytes calldata returnData) external;
+    /// @notice Removes every `mockCall`.
+    function clearMockedCalls() external;
+    /// @notice Snapshots the whole EVM state.
+    function snapshotState() external returns (uint256 snapshotId);
+    /// @notice Restores a state snapshot.
+    function revertToState(uint256 snapshotId) external returns (bool success);
 
     // ---------------------------------------------------------------- callers
 
@@ -45,6 +69,8 @@ interface Vm {
     function expectRevert(bytes4 revertData) external;
     /// @notice Expects the next call to revert with exactly this data (selector and arguments).
     function expectRevert(bytes calldata revertData) external;
+    /// @notice Expects the next call to revert with this selector, whatever the arguments.
+    function expectPartialRevert(bytes4 revertData) external;
     /// @notice Expects the next emitted event to match the next one emitted by the test, checking all topics
     ///         and data.
     function expectEmit() external;
@@ -66,6 +92,22 @@ interface Vm {
 
     /// @notice Discards the current fuzz input when `condition` is false.
     function assume(bool condition) external pure;
+
+    // ---------------------------------------------------------------- environment and strings
+
+    /// @notice The environment variable `name` as a uint, or `defaultValue` when unset.
+    function envOr(string calldata name, uint256 defaultValue) external view returns (uint256 value);
+    /// @notice The environment variable `name`, or `defaultValue` when unset.
+    function envOr(string calldata name, string calldata defaultValue)
+        external
+        view
+        returns (string memory value);
+    /// @notice The Foundry project's root directory.
+    function projectRoot() external view returns (string memory path);
+    /// @notice Decimal text of `value`.
+    function toString(uint256 value) external pure returns (string memory stringifiedValue);
+    /// @notice Checksummed hex text of `value`.
+    function toString(address value) external pure returns (string memory stringifiedValue);
 
     // ---------------------------------------------------------------- keys and labels
 
@@ -110,4 +152,12 @@ interface Vm {
     function assertGt(uint256 left, uint256 right, string calldata error) external pure;
     /// @notice Fails unless `left >= right`.
     function assertGe(uint256 left, uint256 right, string calldata error) external pure;
+    /// @notice Fails unless `left` and `right` differ by at most `maxDelta`.
+    function assertApproxEqAbs(uint256 left, uint256 right, uint256 maxDelta, string calldata error)
+        external
+        pure;
+    /// @notice Fails unless the arrays are equal.
+    function assertEq(uint256[] calldata left, uint256[] calldata right, string calldata error) external pure;
+    /// @notice Fails unless the arrays are equal.
+    function assertEq(bytes32[] calldata left, bytes32[] calldata right, string calldata error) external pure;
 }

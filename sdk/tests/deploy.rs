@@ -1,0 +1,264 @@
+//! `decloud deploy` against a real anvil: the record is written, loads back, points at real
+//! contracts and the roles went where they were asked; bad input changes nothing.
+
+use std::{path::Path, process::Command};
+
+use alloy::{
+    primitives::{Address, hex},
+    providers::{Provider, ProviderBuilder},
+};
+use decloud_sdk::{
+    bindings::{AttestationAnchor, LeaseEscrow, MockUSDC, NodeRegistry},
+    deployments::Deployment,
+    testing::{signer, spawn_anvil},
+    tx,
+};
+
+const ENV_TO_CLEAR: &[&str] = &[
+    "DECLOUD_PRIVATE_KEY",
+    "DECLOUD_KEYSTORE_PASSWORD",
+    "DECLOUD_USDC",
+    "DECLOUD_TREASURY",
+    "DECLOUD_ARBITER",
+    "DECLOUD_ANCHOR",
+    "DECLOUD_PAUSER",
+    "DECLOUD_AMOY_RPC_URL",
+    "DECLOUD_POLYGON_RPC_URL",
+];
+
+fn decloud(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_decloud"));
+    cmd.arg("deploy")
+        .args(args)
+        .arg("--deployments-dir")
+        .arg(dir);
+    for var in ENV_TO_CLEAR {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn deployments_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let networks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deployments/networks.toml");
+    std::fs::copy(networks, dir.path().join("networks.toml")).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn deploy_writes_a_loadable_record_of_live_contracts() {
+    let anvil = spawn_anvil().unwrap();
+    let deployer = signer(&anvil, 0);
+    let key = hex::encode_prefixed(deployer.to_bytes());
+    let dir = deployments_dir();
+    let arbiter = Address::repeat_byte(0xa1);
+    let anchor = Address::repeat_byte(0xa2);
+
+    let output = decloud(
+        dir.path(),
+        &[
+            "--rpc-url",
+            &anvil.endpoint(),
+            "--arbiter",
+            &arbiter.to_string(),
+        ],
+    )
+    .env("DECLOUD_PRIVATE_KEY", &key)
+    .env("DECLOUD_ANCHOR", anchor.to_string())
+    .output()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "deploy failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let deployment = Deployment::load(dir.path(), 31337).expect("31337.json written and loadable");
+    let printed: Deployment =
+        serde_json::from_slice(&output.stdout).expect("the record is printed on stdout");
+    assert_eq!(printed, deployment);
+    assert_eq!(
+        deployment.network.as_deref(),
+        Some("anvil"),
+        "matched by chain id"
+    );
+    assert_eq!(deployment.deployer, deployer.address());
+    let mock = deployment
+        .contracts
+        .mock_usdc
+        .expect("anvil has no USDC: MockUSDC deployed");
+    assert_eq!(deployment.usdc, mock.address);
+    assert_eq!(deployment.deploy_block, mock.block);
+    assert_eq!(deployment.roles.arbiter, arbiter);
+    assert_eq!(deployment.roles.anchor, anchor);
+    assert_eq!(deployment.roles.pauser, deployer.address());
+
+    let provider = ProviderBuilder::new().connect_http(anvil.endpoint_url());
+    let c = &deployment.contracts;
+    for contract in [
+        mock,
+        c.node_registry,
+        c.operator_staking,
+        c.template_market,
+        c.lease_escrow,
+        c.attestation_anchor,
+    ] {
+        assert!(
+            !provider
+                .get_code_at(contract.address)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let receipt = provider
+            .get_transaction_receipt(contract.tx_hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(receipt.contract_address, Some(contract.address));
+        assert_eq!(receipt.block_number, Some(contract.block));
+    }
+    assert_eq!(deployment.setup_txs.len(), 3);
+
+    let escrow = LeaseEscrow::new(c.lease_escrow.address, &provider);
+    let arbiter_role = tx::read("LeaseEscrow", escrow.ARBITER_ROLE())
+        .await
+        .unwrap();
+    let pauser_role = tx::read("LeaseEscrow", escrow.PAUSER_ROLE()).await.unwrap();
+    assert!(
+        tx::read("LeaseEscrow", escrow.hasRole(arbiter_role, arbiter))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx::read(
+            "LeaseEscrow",
+            escrow.hasRole(arbiter_role, deployer.address())
+        )
+        .await
+        .unwrap()
+    );
+    assert!(
+        tx::read(
+            "LeaseEscrow",
+            escrow.hasRole(pauser_role, deployer.address())
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        tx::read("LeaseEscrow", escrow.usdc()).await.unwrap(),
+        mock.address
+    );
+    assert_eq!(
+        tx::read("LeaseEscrow", escrow.registry()).await.unwrap(),
+        c.node_registry.address
+    );
+    assert_eq!(
+        tx::read("LeaseEscrow", escrow.templates()).await.unwrap(),
+        c.template_market.address
+    );
+    let anchor_contract = AttestationAnchor::new(c.attestation_anchor.address, &provider);
+    let anchor_role = tx::read("AttestationAnchor", anchor_contract.ANCHOR_ROLE())
+        .await
+        .unwrap();
+    assert!(
+        tx::read(
+            "AttestationAnchor",
+            anchor_contract.hasRole(anchor_role, anchor)
+        )
+        .await
+        .unwrap()
+    );
+    let registry = NodeRegistry::new(c.node_registry.address, &provider);
+    let admin_role = tx::read("NodeRegistry", registry.DEFAULT_ADMIN_ROLE())
+        .await
+        .unwrap();
+    assert!(
+        tx::read(
+            "NodeRegistry",
+            registry.hasRole(admin_role, deployer.address())
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        tx::read(
+            "MockUSDC",
+            MockUSDC::new(mock.address, &provider).decimals()
+        )
+        .await
+        .unwrap(),
+        6
+    );
+}
+
+#[tokio::test]
+async fn deploy_refuses_bad_input_and_writes_nothing() {
+    let anvil = spawn_anvil().unwrap();
+    let dir = deployments_dir();
+    let key = hex::encode_prefixed(signer(&anvil, 0).to_bytes());
+
+    // No key anywhere.
+    let output = decloud(dir.path(), &["--rpc-url", &anvil.endpoint()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DECLOUD_PRIVATE_KEY"));
+
+    // A public network without its RPC URL in the environment.
+    let output = decloud(dir.path(), &["--network", "amoy"])
+        .env("DECLOUD_PRIVATE_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("DECLOUD_AMOY_RPC_URL"));
+
+    // A network whose chain id is not the endpoint's.
+    let output = decloud(
+        dir.path(),
+        &["--network", "polygon", "--rpc-url", &anvil.endpoint()],
+    )
+    .env("DECLOUD_PRIVATE_KEY", &key)
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("chain 137"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A USDC address with no contract behind it.
+    let output = decloud(
+        dir.path(),
+        &[
+            "--rpc-url",
+            &anvil.endpoint(),
+            "--usdc",
+            &Address::repeat_byte(5).to_string(),
+        ],
+    )
+    .env("DECLOUD_PRIVATE_KEY", &key)
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no contract at the USDC address"));
+
+    // No private-key flag exists.
+    let output = decloud(
+        dir.path(),
+        &["--rpc-url", &anvil.endpoint(), "--private-key", &key],
+    )
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+
+    assert!(!dir.path().join("31337.json").exists());
+    let provider = ProviderBuilder::new().connect_http(anvil.endpoint_url());
+    assert_eq!(
+        provider.get_block_number().await.unwrap(),
+        0,
+        "nothing was sent to the chain"
+    );
+}
