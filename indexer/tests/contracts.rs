@@ -18,53 +18,12 @@ use decloud_indexer::{
 use decloud_sdk::bindings::{
     AttestationAnchor, LeaseEscrow, MockUSDC, NodeRegistry, OperatorStaking, TemplateMarket,
 };
-use decloud_sdk::deploy::{DeployConfig, UsdcSource, deploy_system, mint_mock_usdc};
-use decloud_sdk::deployments::Deployment;
-use decloud_sdk::testing::{increase_time, provider_for, signer};
+use decloud_sdk::testing::{TestSystem, increase_time};
 use serde_json::{Value, json};
 use sqlx::Row;
 use std::sync::Arc;
 
 const USDC: u64 = 1_000_000;
-
-/// Anvil with the whole system deployed by the SDK and every account funded: what the SDK's
-/// `TestSystem` does, but spawning anvil without `--silent`, whose missing "Listening on" line
-/// leaves alloy's spawn waiting for the port of `-p 0`.
-struct TestSystem {
-    anvil: alloy::node_bindings::AnvilInstance,
-    deployment: Deployment,
-}
-
-impl TestSystem {
-    async fn start() -> Result<Self, decloud_sdk::Error> {
-        let anvil = alloy::node_bindings::Anvil::at(common::anvil_bin()).spawn();
-        let deployer = signer(&anvil, 0);
-        let provider = provider_for(&anvil, deployer.clone());
-        let mut config = DeployConfig::new(UsdcSource::Mock);
-        config.network = Some("anvil".into());
-        let deployment = deploy_system(&provider, deployer.address(), &config).await?;
-        mint_mock_usdc(
-            &provider,
-            deployment.usdc,
-            anvil.addresses(),
-            U256::from(1_000_000 * USDC),
-        )
-        .await?;
-        Ok(Self { anvil, deployment })
-    }
-
-    fn provider(&self, index: usize) -> alloy::providers::DynProvider {
-        provider_for(&self.anvil, signer(&self.anvil, index))
-    }
-
-    fn address(&self, index: usize) -> Address {
-        self.anvil.addresses()[index]
-    }
-
-    fn rpc_url(&self) -> alloy::transports::http::reqwest::Url {
-        self.anvil.endpoint_url()
-    }
-}
 
 fn contracts(system: &TestSystem) -> Vec<(ContractKind, Address)> {
     let c = &system.deployment.contracts;
