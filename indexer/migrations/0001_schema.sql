@@ -166,6 +166,7 @@ CREATE INDEX leases_status ON leases (status);
 CREATE INDEX node_prices_node ON node_prices (node, block_number);
 CREATE INDEX claims_lease ON claims (lease);
 CREATE INDEX purchases_template ON purchases (template);
+CREATE INDEX anchors_batch_id ON anchors (batch_id);
 CREATE INDEX anchors_block_number ON anchors (block_number);
 CREATE INDEX anchors_timestamp ON anchors (timestamp);
 

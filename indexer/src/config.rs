@@ -10,6 +10,8 @@ use alloy::primitives::Address;
 use clap::Parser;
 use serde::Deserialize;
 
+use decloud_sdk::deployments::{Deployment, Networks};
+
 use crate::events::ContractKind;
 use crate::follower::FollowerConfig;
 
@@ -165,20 +167,30 @@ pub fn network_defaults(chain_id: u64) -> (u64, u64) {
 }
 
 impl Config {
-    /// Resolves defaults → file (from `args.config`) → environment and flags (`args`, which clap
-    /// filled from both, flags winning).
+    /// Resolves defaults (the network's finality from `deployments/networks.toml`, else
+    /// [`network_defaults`]) → file (from `args.config`) → environment and flags (`args`, which
+    /// clap filled from both, flags winning).
     pub fn resolve(args: &Args) -> Result<Self, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Self::merge(file, args)
+        let chain_id = args.chain_id.or(file.chain_id).unwrap_or(31337);
+        let dir = args
+            .deployments_dir
+            .clone()
+            .or_else(|| file.deployments_dir.clone())
+            .unwrap_or_else(|| "deployments".into());
+        let finality =
+            network_finality(&dir, chain_id)?.unwrap_or_else(|| network_defaults(chain_id));
+        Self::merge(file, args, finality)
     }
 
-    /// The merge itself, separated from file reading for tests.
-    pub fn merge(file: FileConfig, args: &Args) -> Result<Self, ConfigError> {
+    /// The merge itself, separated from file reading for tests; `finality` is the network's
+    /// default (confirmations, reorg window).
+    pub fn merge(file: FileConfig, args: &Args, finality: (u64, u64)) -> Result<Self, ConfigError> {
         let chain_id = args.chain_id.or(file.chain_id).unwrap_or(31337);
-        let (confirmations, reorg_window) = network_defaults(chain_id);
+        let (confirmations, reorg_window) = finality;
         let config = Self {
             database_url: args
                 .database_url
@@ -221,6 +233,12 @@ impl Config {
                 .unwrap_or_else(|| "text".into()),
             contracts: file.contracts,
         };
+        if config.reorg_window < config.confirmations.max(1) {
+            return Err(ConfigError::Invalid(format!(
+                "reorg_window ({}) must be at least 1 and at least confirmations ({})",
+                config.reorg_window, config.confirmations
+            )));
+        }
         if config.reorg_window == 0 {
             return Err(ConfigError::Invalid(
                 "reorg_window must be at least 1".into(),
@@ -243,10 +261,7 @@ impl Config {
     pub fn contracts(&self) -> Result<Vec<(ContractKind, ContractEntry)>, ConfigError> {
         let entries = match &self.contracts {
             Some(c) => c.clone(),
-            None => {
-                let path = self.deployments_dir.join(format!("{}.json", self.chain_id));
-                load_deployments(&path)?
-            }
+            None => load_deployments(&self.deployments_dir, self.chain_id)?,
         };
         let mut out = Vec::new();
         for (name, entry) in entries {
@@ -295,43 +310,53 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     })
 }
 
-/// Reads `deployments/<chainId>.json`: an object of contract name → `{ "address", "blockNumber" }`
-/// (or → address string), either at the top level or under `"contracts"`. Names that are not
-/// DeCloud contracts (e.g. `MockUSDC`) and non-contract keys (e.g. `chainId`) are skipped.
-pub fn load_deployments(path: &Path) -> Result<BTreeMap<String, ContractEntry>, ConfigError> {
-    let bad = |message: String| ConfigError::Deployments {
-        path: path.to_owned(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
+/// The contracts of `deployments/<chainId>.json` (the SDK's deployment record), each starting at
+/// the deployment's first block.
+pub fn load_deployments(
+    dir: &Path,
+    chain_id: u64,
+) -> Result<BTreeMap<String, ContractEntry>, ConfigError> {
+    let deployment = Deployment::load(dir, chain_id).map_err(|e| ConfigError::Deployments {
+        path: Deployment::path(dir, chain_id),
+        message: e.to_string(),
     })?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let map = json
-        .get("contracts")
-        .unwrap_or(&json)
-        .as_object()
-        .ok_or_else(|| bad("expected an object of contracts".into()))?;
-    let mut out = BTreeMap::new();
-    for (name, value) in map {
-        if name.parse::<ContractKind>().is_err() {
-            continue;
-        }
-        let entry = match value {
-            serde_json::Value::String(s) => ContractEntry {
-                address: s
-                    .parse()
-                    .map_err(|_| bad(format!("{name}: invalid address {s}")))?,
-                start_block: 0,
-            },
-            other => {
-                serde_json::from_value(other.clone()).map_err(|e| bad(format!("{name}: {e}")))?
-            }
+    Ok(deployment_contracts(&deployment))
+}
+
+/// The DeCloud contracts of a deployment record, by name.
+pub fn deployment_contracts(deployment: &Deployment) -> BTreeMap<String, ContractEntry> {
+    let c = &deployment.contracts;
+    [
+        (ContractKind::NodeRegistry, c.node_registry),
+        (ContractKind::OperatorStaking, c.operator_staking),
+        (ContractKind::LeaseEscrow, c.lease_escrow),
+        (ContractKind::TemplateMarket, c.template_market),
+        (ContractKind::AttestationAnchor, c.attestation_anchor),
+    ]
+    .into_iter()
+    .map(|(kind, d)| {
+        let entry = ContractEntry {
+            address: d.address,
+            start_block: d.block,
         };
-        out.insert(name.clone(), entry);
+        (kind.name().to_owned(), entry)
+    })
+    .collect()
+}
+
+/// The finality settings of `deployments/networks.toml` for a chain, if the file lists it.
+pub fn network_finality(dir: &Path, chain_id: u64) -> Result<Option<(u64, u64)>, ConfigError> {
+    let path = dir.join("networks.toml");
+    if !path.is_file() {
+        return Ok(None);
     }
-    Ok(out)
+    let networks = Networks::load(&path).map_err(|e| ConfigError::Deployments {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(networks
+        .by_chain_id(chain_id)
+        .map(|(_, n)| (n.confirmations, n.reorg_window)))
 }
 
 #[cfg(test)]
@@ -353,14 +378,19 @@ mod tests {
             rpc_url: Some("http://flag:8545".into()),
             ..Args::default()
         };
-        let c = Config::merge(file, &args).unwrap();
+        let c = Config::merge(file, &args, network_defaults(137)).unwrap();
         assert_eq!(c.database_url, "sqlite://file.db");
         assert_eq!(c.rpc_url, "http://flag:8545");
         assert_eq!(c.chain_id, 137);
         assert_eq!(c.reorg_window, 300);
         // Polygon's confirmation default applies where nothing overrides it.
         assert_eq!(c.confirmations, 32);
-        let d = Config::merge(FileConfig::default(), &Args::default()).unwrap();
+        let d = Config::merge(
+            FileConfig::default(),
+            &Args::default(),
+            network_defaults(31337),
+        )
+        .unwrap();
         assert_eq!(d.chain_id, 31337);
         assert_eq!(d.confirmations, 0);
         assert_eq!(d.listen, SocketAddr::from(([127, 0, 0, 1], 8000)));
@@ -371,7 +401,7 @@ mod tests {
         // clap resolves flag > env inside `Args`; check the parse of both paths without touching
         // the process environment.
         let args = Args::try_parse_from(["decloud-indexer", "--chain-id", "80002"]).unwrap();
-        let c = Config::merge(FileConfig::default(), &args).unwrap();
+        let c = Config::merge(FileConfig::default(), &args, network_defaults(80002)).unwrap();
         assert_eq!((c.confirmations, c.reorg_window), (32, 256));
     }
 
@@ -381,31 +411,31 @@ mod tests {
             reorg_window: Some(0),
             ..Args::default()
         };
-        assert!(Config::merge(FileConfig::default(), &args).is_err());
+        assert!(Config::merge(FileConfig::default(), &args, (0, 128)).is_err());
+        let args = Args {
+            reorg_window: Some(10),
+            ..Args::default()
+        };
+        assert!(Config::merge(FileConfig::default(), &args, (32, 256)).is_err());
         let args = Args {
             log_format: Some("xml".into()),
             ..Args::default()
         };
-        assert!(Config::merge(FileConfig::default(), &args).is_err());
+        assert!(Config::merge(FileConfig::default(), &args, (0, 128)).is_err());
         assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
     }
 
     #[test]
-    fn reads_deployments() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("31337.json");
-        std::fs::write(
-            &path,
-            r#"{"chainId": 31337, "contracts": {
-                "NodeRegistry": {"address": "0x5FbDB2315678afecb367f032d93F642f64180aa3", "blockNumber": 3},
-                "MockUSDC": {"address": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512", "blockNumber": 1},
-                "AttestationAnchor": "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0"}}"#,
-        )
-        .unwrap();
-        let d = load_deployments(&path).unwrap();
-        assert_eq!(d.len(), 2);
-        assert_eq!(d["NodeRegistry"].start_block, 3);
-        std::fs::write(&path, "[1]").unwrap();
-        assert!(load_deployments(&path).is_err());
+    fn reads_the_repository_networks() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deployments");
+        assert_eq!(network_finality(&dir, 137).unwrap(), Some((32, 256)));
+        assert_eq!(
+            network_finality(&dir, 31337).unwrap().map(|f| f.1),
+            Some(64)
+        );
+        assert_eq!(network_finality(&dir, 5).unwrap(), None);
+        let missing = tempfile::tempdir().unwrap();
+        assert_eq!(network_finality(missing.path(), 137).unwrap(), None);
+        assert!(load_deployments(missing.path(), 31337).is_err());
     }
 }

@@ -31,10 +31,12 @@ impl Backend {
         }
     }
 
-    /// The placeholder of the `n`-th (1-based) bind parameter.
+    /// The placeholder of the `n`-th (1-based) bind parameter. Every query binds its parameters in
+    /// the order they appear, so SQLite gets anonymous `?`: with numbered `?N` the driver looks each
+    /// one up by name, which is quadratic in the parameter count of a multi-row insert.
     pub fn param(self, n: usize) -> String {
         match self {
-            Self::Sqlite => format!("?{n}"),
+            Self::Sqlite => "?".to_owned(),
             Self::Postgres => format!("${n}"),
         }
     }

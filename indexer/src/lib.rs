@@ -9,10 +9,12 @@
 //!   history, stakes, escrow accounts, leases, claims, templates, purchases, anchors) in SQLite or
 //!   PostgreSQL through one portable schema.
 //! - [`graphql`] serves them in The Graph's conventions; [`run`] wires everything into the
-//!   `decloud-indexer` binary.
+//!   `decloud-indexer` binary, [`start`] runs the same in-process, and [`IndexerService`] runs it as
+//!   a service of the SDK's local development network (`decloud dev`).
 
 mod config;
 mod db;
+mod dev;
 mod error;
 mod events;
 mod follower;
@@ -24,9 +26,11 @@ mod server;
 mod store;
 
 pub use config::{
-    Args, Config, ConfigError, ContractEntry, FileConfig, load_deployments, network_defaults,
+    Args, Config, ConfigError, ContractEntry, FileConfig, deployment_contracts, load_deployments,
+    network_defaults, network_finality,
 };
 pub use db::{Backend, Database, redact};
+pub use dev::IndexerService;
 pub use error::{BoxError, FollowerError, StoreError};
 pub use events::{
     ContractKind, DecodedLog, EventDecoder, IAttestationAnchor, ILeaseEscrow, INodeRegistry,
@@ -39,5 +43,5 @@ pub use follower::{
 pub use handler::{EventNotice, IndexerHandler};
 pub use metrics::Metrics;
 pub use schema::{Column, ColumnType, ENTITIES, EntityDef};
-pub use server::{CURSOR, app, run};
+pub use server::{CURSOR, Running, app, run, start};
 pub use store::{BIGINT_WIDTH, pad, unpad};

@@ -1,6 +1,7 @@
 //! The HTTP server: GraphQL (GraphiQL on GET, queries on POST, subscriptions over WebSocket),
 //! `/healthz` and `/metrics`; and [`run`], the binary's whole life.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -13,12 +14,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tower_http::trace::TraceLayer;
 use tracing::{error, info};
 
-use crate::config::{Args, Config};
+use crate::config::{Args, Config, ContractEntry};
 use crate::db::{Database, redact};
-use crate::events::EventDecoder;
+use crate::events::{ContractKind, EventDecoder};
 use crate::follower::{Follower, ensure_follower_schema};
 use crate::graphql::{ApiState, schema};
 use crate::handler::IndexerHandler;
@@ -92,12 +94,39 @@ fn init_logs(format: &str) {
     };
 }
 
-/// Resolves the configuration, migrates the database, follows the chain and serves the API until
-/// SIGINT or SIGTERM, then stops both gracefully.
-pub async fn run(args: Args) -> eyre::Result<()> {
-    let config = Config::resolve(&args)?;
-    init_logs(&config.log_format);
-    let contracts = config.contracts()?;
+/// A running indexer: its follower and its HTTP server.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP server listens.
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    follower: JoinHandle<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    db: Database,
+}
+
+impl Running {
+    /// The GraphQL endpoint.
+    pub fn graphql_url(&self) -> String {
+        format!("http://{}/graphql", self.addr)
+    }
+
+    /// Stops the follower (an uncommitted range is rolled back) and the server (in-flight requests
+    /// finish), then closes the database.
+    pub async fn stop(self) -> eyre::Result<()> {
+        let _ = self.stop.send(true);
+        let _ = self.follower.await;
+        self.server.await??;
+        self.db.pool.close().await;
+        Ok(())
+    }
+}
+
+/// Migrates the database, then starts following the chain and serving the API.
+pub async fn start(
+    config: &Config,
+    contracts: &[(ContractKind, ContractEntry)],
+) -> eyre::Result<Running> {
     let db = Database::connect(&config.database_url).await?;
     db.migrate().await?;
     ensure_follower_schema(&db).await?;
@@ -121,19 +150,18 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         metrics: metrics.clone(),
         notices: handler.notices(),
     };
-    let follower_config = config.follower(CURSOR, &contracts);
+    let follower_config = config.follower(CURSOR, contracts);
     let mut follower =
         Follower::new(provider, db.clone(), follower_config, handler).with_metrics(metrics);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
     let follower_stop = stop_rx.clone();
-    let follower_task = tokio::spawn(async move {
+    let follower = tokio::spawn(async move {
         if let Err(e) = follower.run(follower_stop).await {
-            error!(target: "indexer::follower", error = %e, source = ?std::error::Error::source(&e),
-                "indexing stopped");
+            error!(target: "indexer::follower", error = %e,
+                source = ?std::error::Error::source(&e), "indexing stopped");
         }
     });
-
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     info!(target: "indexer::server", %addr, database = %redact(&config.database_url),
@@ -142,15 +170,26 @@ pub async fn run(args: Args) -> eyre::Result<()> {
     let server = axum::serve(listener, app(state)?).with_graceful_shutdown(async move {
         let _ = server_stop.wait_for(|s| *s).await;
     });
-    let server_task = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(async move { server.await });
+    Ok(Running {
+        addr,
+        stop,
+        follower,
+        server,
+        db,
+    })
+}
 
+/// Resolves the configuration, migrates the database, follows the chain and serves the API until
+/// SIGINT or SIGTERM, then stops both gracefully.
+pub async fn run(args: Args) -> eyre::Result<()> {
+    let config = Config::resolve(&args)?;
+    init_logs(&config.log_format);
+    let contracts = config.contracts()?;
+    let running = start(&config, &contracts).await?;
     shutdown_signal().await;
     info!(target: "indexer::server", "shutting down");
-    let _ = stop_tx.send(true);
-    let _ = follower_task.await;
-    server_task.await??;
-    db.pool.close().await;
-    Ok(())
+    running.stop().await
 }
 
 async fn shutdown_signal() {
