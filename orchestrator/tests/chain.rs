@@ -23,7 +23,6 @@ use decloud_sdk::agent_protocol::{
     VmState as AgentVmState,
 };
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
 use std::{
     io::Write,
     net::SocketAddr,
@@ -56,64 +55,9 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The indexer's EventSource fixture (it emits exactly the events the contract interfaces
-/// declare), compiled by the solc build forge uses.
+/// The indexer's event fixture: it emits the contracts' events with the data a test chooses.
 fn event_source_bytecode() -> Bytes {
-    let mut sources = serde_json::Map::new();
-    let fixture = root().join("indexer/tests/fixtures/EventSource.sol");
-    sources.insert(
-        "EventSource.sol".into(),
-        json!({"content": std::fs::read_to_string(fixture).unwrap()}),
-    );
-    for name in [
-        "IAttestationAnchor",
-        "ILeaseEscrow",
-        "INodeRegistry",
-        "IOperatorStaking",
-        "ITemplateMarket",
-    ] {
-        let rel = format!("contracts/src/interfaces/{name}.sol");
-        sources.insert(
-            rel.clone(),
-            json!({"content": std::fs::read_to_string(root().join(&rel)).unwrap()}),
-        );
-    }
-    let input = json!({
-        "language": "Solidity",
-        "sources": sources,
-        "settings": {
-            "optimizer": {"enabled": true, "runs": 200},
-            "evmVersion": "cancun",
-            "outputSelection": {"EventSource.sol": {"EventSource": ["evm.bytecode.object"]}}
-        }
-    });
-    let mut child = Command::new("node")
-        .arg(root().join("contracts/bin/solc"))
-        .arg("--standard-json")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node runs contracts/bin/solc (run scripts/setup)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let errors: Vec<_> = json["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["severity"] == "error")
-        .collect();
-    assert!(errors.is_empty(), "solc errors: {errors:#?}");
-    json["contracts"]["EventSource.sol"]["EventSource"]["evm"]["bytecode"]["object"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    decloud_sdk::testing::compile_fixture("indexer/tests/fixtures/EventSource.sol", "EventSource")
 }
 
 type Ws =

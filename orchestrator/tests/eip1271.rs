@@ -24,11 +24,7 @@ use decloud_orchestrator::{
 };
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::path::{Path, PathBuf};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tower::ServiceExt;
 
@@ -36,47 +32,13 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Creation bytecode of the fixture wallet, compiled by solc 0.8.30 (the npm build behind
-/// contracts/bin/solc, the compiler forge uses here).
+/// A minimal EIP-1271 contract wallet, compiled from its fixture.
 fn wallet_bytecode() -> Vec<u8> {
-    let source =
-        std::fs::read_to_string(root().join("orchestrator/tests/fixtures/ERC1271Wallet.sol"))
-            .unwrap();
-    let input = json!({
-        "language": "Solidity",
-        "sources": {"ERC1271Wallet.sol": {"content": source}},
-        "settings": {
-            "optimizer": {"enabled": true, "runs": 200},
-            "evmVersion": "cancun",
-            "outputSelection": {"ERC1271Wallet.sol": {"ERC1271Wallet": ["evm.bytecode.object"]}}
-        }
-    });
-    let mut child = Command::new("node")
-        .arg(root().join("contracts/bin/solc"))
-        .arg("--standard-json")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node runs contracts/bin/solc (run scripts/setup)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let errors: Vec<_> = json["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["severity"] == "error")
-        .collect();
-    assert!(errors.is_empty(), "solc errors: {errors:#?}");
-    let code = json["contracts"]["ERC1271Wallet.sol"]["ERC1271Wallet"]["evm"]["bytecode"]["object"]
-        .as_str()
-        .expect("bytecode in solc output");
-    hex::decode(code).unwrap()
+    decloud_sdk::testing::compile_fixture(
+        "orchestrator/tests/fixtures/ERC1271Wallet.sol",
+        "ERC1271Wallet",
+    )
+    .to_vec()
 }
 
 fn message(address: Address, nonce: &str) -> String {

@@ -7,10 +7,6 @@
 //! production verifier is checked against prover output in `tests/production.rs` and in
 //! `contracts/test/StorageMarket.fixture.t.sol`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{B256, Bytes, U256};
 use alloy::providers::{Provider, ext::AnvilApi};
@@ -30,51 +26,14 @@ const EPOCH_BLOCKS: u64 = 20;
 const PRICE: u128 = 2_500_000; // 2.5 USDC per epoch
 const FEE_BPS: u16 = 500;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// Compiles the generated verifier with the repository's solc (standard JSON) and returns
-/// its creation bytecode.
+/// Compiles the generated verifier (as if it stood at contracts/src/Groth16Verifier.sol, so its
+/// interface import resolves) and returns its creation bytecode.
 fn compile_verifier(source: &str) -> Bytes {
-    let contracts = repo_root().join("contracts");
-    let interface =
-        std::fs::read_to_string(contracts.join("src/interfaces/IStorageMarket.sol")).unwrap();
-    let input = serde_json::json!({
-        "language": "Solidity",
-        "sources": {
-            "Groth16Verifier.sol": { "content": source },
-            "interfaces/IStorageMarket.sol": { "content": interface },
-        },
-        "settings": {
-            "optimizer": { "enabled": true, "runs": 200 },
-            "evmVersion": "cancun",
-            "outputSelection": { "Groth16Verifier.sol": { "Groth16Verifier": ["evm.bytecode.object"] } },
-        },
-    });
-    let mut child = Command::new(contracts.join("bin/solc"))
-        .arg("--standard-json")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run contracts/bin/solc (scripts/setup installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "solc failed");
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let object =
-        json["contracts"]["Groth16Verifier.sol"]["Groth16Verifier"]["evm"]["bytecode"]["object"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no bytecode in solc output: {json}"));
-    hex::decode(object).unwrap().into()
+    decloud_sdk::testing::compile_source(
+        "contracts/src/Groth16Verifier.sol",
+        source,
+        "Groth16Verifier",
+    )
 }
 
 fn word(bytes: [u8; 32]) -> U256 {

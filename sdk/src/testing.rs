@@ -17,9 +17,14 @@
 //! # }
 //! ```
 
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+};
+
 use alloy::{
     node_bindings::{Anvil, AnvilInstance},
-    primitives::{Address, U256},
+    primitives::{Address, Bytes, U256},
     providers::{DynProvider, Provider, ext::AnvilApi},
     signers::local::PrivateKeySigner,
 };
@@ -138,4 +143,68 @@ impl TestSystem {
     pub fn rpc_url(&self) -> url::Url {
         self.anvil.endpoint_url()
     }
+}
+
+/// Compiles `contract` from a Solidity source file of the repository (a test fixture) with the
+/// pinned solc (`contracts/bin/solc`) and the settings of `contracts/foundry.toml`, and returns
+/// its creation bytecode. `path` is relative to the repository root; imports resolve from there
+/// (`contracts/src/interfaces/…`, or relative to the file).
+///
+/// # Panics
+/// When solc cannot run or reports an error: this is for tests, which should fail loudly.
+pub fn compile_fixture(path: &str, contract: &str) -> Bytes {
+    let root = paths::repo_root().expect("repository root");
+    let source = std::fs::read_to_string(root.join(path))
+        .unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    compile_source(path, &source, contract)
+}
+
+/// Like [`compile_fixture`] for source text made at run time (e.g. a generated verifier);
+/// `unit` is the repository-relative path the source would have, against which its relative
+/// imports resolve.
+///
+/// # Panics
+/// When solc cannot run or reports an error.
+pub fn compile_source(unit: &str, source: &str, contract: &str) -> Bytes {
+    let root = paths::repo_root().expect("repository root");
+    let input = serde_json::json!({
+        "language": "Solidity",
+        "sources": { unit: { "content": source } },
+        "settings": {
+            "optimizer": { "enabled": true, "runs": 200 },
+            "evmVersion": "cancun",
+            "remappings": ["@openzeppelin/=contracts/node_modules/@openzeppelin/"],
+            "outputSelection": { unit: { contract: ["evm.bytecode.object"] } },
+        },
+    });
+    let mut child = Command::new(root.join("contracts/bin/solc"))
+        .arg("--base-path")
+        .arg(&root)
+        .arg("--standard-json")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("contracts/bin/solc runs (scripts/setup installs it)");
+    child
+        .stdin
+        .take()
+        .expect("solc's stdin")
+        .write_all(input.to_string().as_bytes())
+        .expect("write solc's input");
+    let output = child.wait_with_output().expect("solc finishes");
+    assert!(output.status.success(), "solc failed on {unit}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("solc's JSON output");
+    let errors: Vec<_> = json["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["severity"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "solc errors in {unit}: {errors:#?}");
+    json["contracts"][unit][contract]["evm"]["bytecode"]["object"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no bytecode for {contract} in solc's output for {unit}"))
+        .parse()
+        .expect("bytecode is hex")
 }

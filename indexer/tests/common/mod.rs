@@ -62,59 +62,10 @@ pub use IEventSource::*;
 pub fn bytecode() -> &'static Bytes {
     static CODE: OnceLock<Bytes> = OnceLock::new();
     CODE.get_or_init(|| {
-        let root = root();
-        let mut sources = serde_json::Map::new();
-        let fixture = root.join("indexer/tests/fixtures/EventSource.sol");
-        sources.insert(
-            "EventSource.sol".into(),
-            serde_json::json!({"content": std::fs::read_to_string(fixture).unwrap()}),
-        );
-        for name in [
-            "IAttestationAnchor",
-            "ILeaseEscrow",
-            "INodeRegistry",
-            "IOperatorStaking",
-            "ITemplateMarket",
-        ] {
-            let rel = format!("contracts/src/interfaces/{name}.sol");
-            sources.insert(
-                rel.clone(),
-                serde_json::json!({"content": std::fs::read_to_string(root.join(&rel)).unwrap()}),
-            );
-        }
-        let input = serde_json::json!({
-            "language": "Solidity",
-            "sources": sources,
-            "settings": {
-                "optimizer": {"enabled": true, "runs": 200},
-                "evmVersion": "cancun",
-                "outputSelection": {"EventSource.sol": {"EventSource": ["evm.bytecode.object"]}}
-            }
-        });
-        let mut child = Command::new("node")
-            .arg(root.join("contracts/bin/solc"))
-            .arg("--standard-json")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node runs contracts/bin/solc (run scripts/setup)");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.to_string().as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if let Some(errors) = json["errors"].as_array() {
-            let fatal: Vec<_> = errors.iter().filter(|e| e["severity"] == "error").collect();
-            assert!(fatal.is_empty(), "solc errors: {fatal:#?}");
-        }
-        let hex = json["contracts"]["EventSource.sol"]["EventSource"]["evm"]["bytecode"]["object"]
-            .as_str()
-            .expect("bytecode in solc output");
-        hex.parse().unwrap()
+        decloud_sdk::testing::compile_fixture(
+            "indexer/tests/fixtures/EventSource.sol",
+            "EventSource",
+        )
     })
 }
 
