@@ -309,20 +309,7 @@ pub enum AckOutcome {
     },
 }
 
-/// Quality tier of a VM: how many vCPUs share one physical core.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum QualityTier {
-    /// 1 vCPU per core.
-    Dedicated = 0,
-    /// 1.5 vCPUs per core.
-    Standard = 1,
-    /// 2 vCPUs per core.
-    Balanced = 2,
-    /// 4 vCPUs per core.
-    Burstable = 3,
-}
+pub use crate::types::{BandwidthTier, QualityTier};
 
 impl QualityTier {
     /// Overcommit ratio as (vCPUs, physical cores): Dedicated 1:1, Standard 3:2,
@@ -343,21 +330,6 @@ impl QualityTier {
         // Round up: reserving slightly more than the exact share protects the host.
         (1000 * cores as u64).div_ceil(vcpus as u64)
     }
-}
-
-/// Bandwidth tier of a VM's NIC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum BandwidthTier {
-    /// 10 Mbit/s.
-    Basic = 0,
-    /// 50 Mbit/s.
-    Standard = 1,
-    /// 200 Mbit/s.
-    Performance = 2,
-    /// No limit.
-    Unmetered = 3,
 }
 
 impl BandwidthTier {

@@ -3,7 +3,8 @@
 //! ABI JSON has no enums (they are `uint8` there), so the generated bindings carry them as `u8`
 //! in struct fields and arguments. These enums give them names, in the order the contracts
 //! declare them, and convert both ways (`u8::from(QualityTier::Standard)`,
-//! `LeaseStatus::try_from(lease.status)`).
+//! `LeaseStatus::try_from(lease.status)`). In JSON (the node agent protocol, stored specs) they
+//! are snake_case names: `"dedicated"`, `"burstable"`.
 
 use crate::bindings::{lease_escrow::ILeaseEscrow, node_registry::INodeRegistry};
 
@@ -20,7 +21,8 @@ pub struct InvalidEnumValue {
 macro_rules! sol_enum {
     ($(#[$meta:meta])* $name:ident => $binding:ty { $($(#[$vmeta:meta])* $variant:ident = $value:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "snake_case")]
         #[repr(u8)]
         pub enum $name {
             $($(#[$vmeta])* $variant = $value),+
@@ -151,5 +153,18 @@ mod tests {
         );
         let err = Architecture::try_from(3u8).unwrap_err();
         assert_eq!(err.to_string(), "3 is not a valid Architecture");
+    }
+
+    #[test]
+    fn json_names_are_the_node_agent_protocol_s() {
+        assert_eq!(
+            serde_json::to_string(&QualityTier::Burstable).unwrap(),
+            "\"burstable\""
+        );
+        assert_eq!(
+            serde_json::from_str::<BandwidthTier>("\"performance\"").unwrap(),
+            BandwidthTier::Performance
+        );
+        assert!(serde_json::from_str::<QualityTier>("\"premium\"").is_err());
     }
 }
