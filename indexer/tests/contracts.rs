@@ -18,7 +18,7 @@ use decloud_indexer::{
 use decloud_sdk::bindings::{
     AttestationAnchor, LeaseEscrow, MockUSDC, NodeRegistry, OperatorStaking, TemplateMarket,
 };
-use decloud_sdk::testing::{TestSystem, increase_time};
+use decloud_sdk::testing::{SendOk as _, TestSystem, increase_time};
 use serde_json::{Value, json};
 use sqlx::Row;
 use std::sync::Arc;
@@ -104,12 +104,8 @@ async fn money_flow(kind: Kind) {
             "bafy".into(),
             prices.clone(),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     let node_id = registry
         .computeNodeId(machine, operator)
         .call()
@@ -117,70 +113,33 @@ async fn money_flow(kind: Kind) {
         .unwrap();
     let mut repriced = prices.clone();
     repriced.cpuPerHour = 7_000;
-    registry
-        .setPrices(node_id, repriced)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    registry.setPrices(node_id, repriced).send_ok().await;
 
     let staking = OperatorStaking::new(c.operator_staking.address, &operator_p);
     MockUSDC::new(usdc, &operator_p)
         .approve(c.operator_staking.address, U256::from(1_000 * USDC))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    staking
-        .stake(U256::from(1_000 * USDC))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
+    staking.stake(U256::from(1_000 * USDC)).send_ok().await;
     staking
         .requestUnstake(U256::from(400 * USDC))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
 
     // Author: a paid template.
     let market = TemplateMarket::new(c.template_market.address, &author_p);
     market
         .publish("bafytemplate".into(), U256::from(2 * USDC), "{}".into())
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
 
     // Tenant: deposit, open two leases (one with the template), top up.
     let escrow = LeaseEscrow::new(c.lease_escrow.address, &tenant_p);
     MockUSDC::new(usdc, &tenant_p)
         .approve(c.lease_escrow.address, U256::from(500 * USDC))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    escrow
-        .deposit(U256::from(500 * USDC))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
+    escrow.deposit(U256::from(500 * USDC)).send_ok().await;
     let resources = decloud_sdk::bindings::lease_escrow::ILeaseEscrow::Resources {
         vcpus: 2,
         memoryGiB: 4,
@@ -197,12 +156,8 @@ async fn money_flow(kind: Kind) {
             U256::from(2 * USDC),
             U256::from(50 * USDC),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     escrow
         .openLease(
             node_id,
@@ -213,41 +168,22 @@ async fn money_flow(kind: Kind) {
             U256::ZERO,
             U256::from(20 * USDC),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     increase_time(&admin, 3_600).await.unwrap();
     escrow
         .topUp(U256::from(1), U256::from(5 * USDC))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
 
     // Operator claims; time passes; the tenant closes lease 1; the arbiter terminates lease 2.
     increase_time(&admin, 1_800).await.unwrap();
     LeaseEscrow::new(c.lease_escrow.address, &operator_p)
         .claim(vec![U256::from(1), U256::from(2)])
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     increase_time(&admin, 900).await.unwrap();
-    escrow
-        .closeLease(U256::from(1))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    escrow.closeLease(U256::from(1)).send_ok().await;
     let now = admin
         .get_block(alloy::eips::BlockId::latest())
         .await
@@ -257,36 +193,14 @@ async fn money_flow(kind: Kind) {
         .timestamp;
     LeaseEscrow::new(c.lease_escrow.address, &admin)
         .terminateLease(U256::from(2), now - 60)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     LeaseEscrow::new(c.lease_escrow.address, &operator_p)
         .claim(vec![U256::from(1), U256::from(2)])
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    escrow
-        .withdraw(U256::from(100 * USDC))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    market
-        .withdrawEarnings(author)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
+    escrow.withdraw(U256::from(100 * USDC)).send_ok().await;
+    market.withdrawEarnings(author).send_ok().await;
 
     // Anchors.
     let anchor = AttestationAnchor::new(c.attestation_anchor.address, &admin);
@@ -299,12 +213,8 @@ async fn money_flow(kind: Kind) {
                 first,
                 format!("ipfs://b{i}"),
             )
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
+            .send_ok()
+            .await;
     }
 
     let t = TestDb::new(kind).await;

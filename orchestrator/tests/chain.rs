@@ -4,7 +4,7 @@
 mod support;
 
 use alloy::{
-    network::{EthereumWallet, TransactionBuilder},
+    network::TransactionBuilder,
     node_bindings::Anvil,
     primitives::{Address, B256, Bytes, U256},
     providers::{Provider, ProviderBuilder},
@@ -22,6 +22,7 @@ use decloud_sdk::agent_protocol::{
     Heartbeat, Hello, NodeResources, PROTOCOL_VERSION, Readiness, ServerMessage, VmReport,
     VmState as AgentVmState,
 };
+use decloud_sdk::testing::SendOk as _;
 use futures_util::{SinkExt, StreamExt};
 use std::{
     io::Write,
@@ -107,10 +108,7 @@ async fn lease_flow(url: String) {
     // Chain: one EventSource as the registry, one as the escrow.
     let anvil = Anvil::at(root().join("contracts/node_modules/.bin/anvil")).spawn();
     let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(deployer))
-        .connect_http(anvil.endpoint_url())
-        .erased();
+    let provider = decloud_sdk::tx::signing_provider(anvil.endpoint_url(), deployer);
     let mut addresses = Vec::new();
     for _ in 0..2 {
         let tx = TransactionRequest::default().with_deploy_code(event_source_bytecode());
@@ -198,12 +196,8 @@ async fn lease_flow(url: String) {
             "https://n".into(),
             "bafy".into(),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     let prices = IEventSource::Prices {
         cpuPerHour: 10_000,
         memoryGiBPerHour: 2_000,
@@ -212,12 +206,8 @@ async fn lease_flow(url: String) {
     };
     registry
         .nodePricesSet(node_id, prices.clone(), prices)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     sync(&mut follower).await;
     let node = store
         .node(&format!("{node_id:#x}"))
@@ -333,12 +323,8 @@ async fn lease_flow(url: String) {
             30_000,
             U256::from(1_000_000),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     sync(&mut follower).await;
     let lease = store.lease("1").await.unwrap().expect("lease synced");
     assert_eq!(
@@ -405,12 +391,8 @@ async fn lease_flow(url: String) {
     // The tenant closes the lease: the VM is deleted on the node.
     escrow
         .leaseClosed(U256::from(1), U256::from(10), U256::from(5))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     sync(&mut follower).await;
     let delete = next_command(&mut ws).await;
     assert_eq!(
@@ -459,20 +441,12 @@ async fn lease_flow(url: String) {
             1,
             U256::from(1),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     escrow
         .leaseClosed(U256::from(2), U256::ZERO, U256::ZERO)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     sync(&mut follower).await;
     assert_eq!(state_of(&store, "vm-2").await, "terminated");
     assert!(
@@ -499,12 +473,8 @@ async fn lease_flow(url: String) {
             1,
             U256::from(1),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     sync(&mut follower).await;
     let vm = store.vm("vm-4").await.unwrap().unwrap();
     assert_eq!(
@@ -547,12 +517,8 @@ async fn lease_flow(url: String) {
             3_600,
             U256::from(3),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     sync(&mut follower).await;
     let create = next_command(&mut ws).await;
     send(&mut ws, ack(create.id, true)).await;
@@ -578,12 +544,8 @@ async fn lease_flow(url: String) {
             now,
             U256::from(3),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     sync_short(&mut follower).await;
     let start = next_command(&mut ws).await;
     assert_eq!(
@@ -607,12 +569,8 @@ async fn lease_flow(url: String) {
             3_600,
             U256::from(1),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     sync(&mut follower).await;
     let create = next_command(&mut ws).await;
     send(&mut ws, ack(create.id, true)).await;
@@ -669,10 +627,7 @@ async fn wait_state(store: &Store, vm_id: &str, state: &str) {
 async fn the_binary_follows_the_chain_from_its_config() {
     let anvil = Anvil::at(root().join("contracts/node_modules/.bin/anvil")).spawn();
     let deployer: PrivateKeySigner = anvil.keys()[0].clone().into();
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(deployer))
-        .connect_http(anvil.endpoint_url())
-        .erased();
+    let provider = decloud_sdk::tx::signing_provider(anvil.endpoint_url(), deployer);
     let mut addresses = Vec::new();
     for _ in 0..2 {
         let tx = TransactionRequest::default().with_deploy_code(event_source_bytecode());
@@ -733,12 +688,8 @@ async fn the_binary_follows_the_chain_from_its_config() {
             String::new(),
             String::new(),
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     // The running server picks the registration up from the chain and lists the node.
     let mut found = false;
     for _ in 0..100 {

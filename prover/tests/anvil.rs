@@ -16,7 +16,7 @@ use decloud_prover::{
     proof_to_solidity, prove, split_segments,
 };
 use decloud_sdk::bindings::{MockUSDC, NodeRegistry, StorageMarket, node_registry::INodeRegistry};
-use decloud_sdk::testing::TestSystem;
+use decloud_sdk::testing::{SendOk as _, TestSystem};
 
 const PARAMS: CircuitParams = CircuitParams {
     depth: 6,
@@ -86,12 +86,8 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
             "bafy".into(),
             prices,
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     let node_id = registry
         .computeNodeId(machine_id, operator_addr)
         .call()
@@ -135,14 +131,7 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
     let operator_before = usdc_owner.balanceOf(operator_addr).call().await.unwrap();
     let treasury_before = usdc_owner.balanceOf(treasury).call().await.unwrap();
     let deposit = U256::from(PRICE * 4);
-    usdc_owner
-        .approve(market_addr, deposit)
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    usdc_owner.approve(market_addr, deposit).send_ok().await;
     let market_owner = StorageMarket::new(market_addr, &owner);
     market_owner
         .createDeal(
@@ -152,12 +141,8 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
             PRICE,
             4,
         )
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     let deal_id = 1u64;
     let deal = market.getDeal(U256::from(deal_id)).call().await.unwrap();
     assert_eq!(deal.remaining, deposit);
@@ -175,12 +160,8 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
         mine_to(&deployer, start + 1).await;
         node_market
             .recordEpochRandomness(U256::from(deal_id), epoch)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
+            .send_ok()
+            .await;
         let randomness = market
             .epochRandomness(U256::from(deal_id), epoch)
             .call()
@@ -202,12 +183,8 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
         let words = proof_to_solidity(&proof).map(word);
         node_market
             .submitProof(U256::from(deal_id), U256::ZERO, epoch, words)
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
+            .send_ok()
+            .await;
         assert!(
             market
                 .isProven(U256::from(deal_id), U256::ZERO, epoch)
@@ -250,30 +227,9 @@ async fn deal_pays_three_proven_epochs_and_refunds_the_missed_one() {
             .is_err()
     );
     mine_to(&deployer, deal.startBlock + 4 * EPOCH_BLOCKS).await;
-    market_owner
-        .settle(U256::from(deal_id))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    node_market
-        .claim()
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    market
-        .withdrawFees()
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
+    market_owner.settle(U256::from(deal_id)).send_ok().await;
+    node_market.claim().send_ok().await;
+    market.withdrawFees().send_ok().await;
 
     let fee = PRICE * u128::from(FEE_BPS) / 10_000;
     let usdc = MockUSDC::new(usdc_addr, &deployer);

@@ -1,4 +1,5 @@
-//! DeCloud's Rust SDK: the shared vocabulary of every DeCloud service and of the `decloud` CLI.
+//! DeCloud's Rust SDK: the shared vocabulary of every DeCloud service and of the `decloud` CLI
+//! (crate `decloud-cli`).
 //!
 //! - [`bindings`]: typed bindings for every contract in `contracts/src`, generated at build time
 //!   from the artifacts solc produces (never from hand-copied ABIs);
@@ -25,7 +26,6 @@ pub mod bindings {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 }
 
-mod cli;
 pub mod deploy;
 pub mod deployments;
 pub mod dev;
@@ -40,7 +40,6 @@ pub mod types;
 pub mod wallet;
 
 pub use bindings::RevertError;
-pub use cli::{Cli, run};
 pub use error::Error;
 
 /// USDC has 6 decimals: one USDC is 1_000_000 micro-USDC.

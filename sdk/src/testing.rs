@@ -23,9 +23,12 @@ use std::{
 };
 
 use alloy::{
+    contract::{CallBuilder, CallDecoder},
+    network::Ethereum,
     node_bindings::{Anvil, AnvilInstance},
     primitives::{Address, Bytes, U256},
     providers::{DynProvider, Provider, ext::AnvilApi},
+    rpc::types::TransactionReceipt,
     signers::local::PrivateKeySigner,
 };
 
@@ -38,6 +41,22 @@ use crate::{
 
 /// USDC minted to each anvil account by [`TestSystem::start`]: 1,000,000 USDC.
 pub const TEST_FUNDS: u64 = 1_000_000 * USDC;
+
+/// Sending contract calls in tests: a receipt is not success (a reverted transaction is mined
+/// too), so a test that goes on after an unchecked send may assert on a state that never happened.
+pub trait SendOk {
+    /// Sends the call and waits until it is mined; panics, naming the decoded revert, unless it
+    /// succeeded.
+    fn send_ok(self) -> impl Future<Output = TransactionReceipt>;
+}
+
+impl<P: Provider<Ethereum>, D: CallDecoder> SendOk for CallBuilder<P, D, Ethereum> {
+    async fn send_ok(self) -> TransactionReceipt {
+        tx::send("", self)
+            .await
+            .unwrap_or_else(|e| panic!("transaction failed: {e}"))
+    }
+}
 
 /// Starts the repository's pinned anvil on a free port. The process is killed when the returned
 /// instance is dropped.

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::network::TransactionBuilder;
 use alloy::node_bindings::{Anvil, AnvilInstance};
 use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -92,10 +92,7 @@ impl Chain {
         let anvil = Anvil::at(anvil_bin()).args(args.iter().copied()).spawn();
         let signer: PrivateKeySigner = anvil.keys()[0].clone().into();
         let from = signer.address();
-        let provider = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(signer))
-            .connect_http(anvil.endpoint_url())
-            .erased();
+        let provider = decloud_sdk::tx::signing_provider(anvil.endpoint_url(), signer);
         let reader = ProviderBuilder::new()
             .connect_http(anvil.endpoint_url())
             .erased();

@@ -1,4 +1,5 @@
-//! The `decloud` command line.
+//! `decloud`: DeCloud's command line for every role (deploy the contracts, run the local
+//! network).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -11,7 +12,7 @@ use tracing::info;
 use tracing_subscriber::EnvFilter;
 use url::Url;
 
-use crate::{
+use decloud_sdk::{
     Error,
     deploy::{
         DEFAULT_PREMIUM_THRESHOLD, DEFAULT_STORAGE_EPOCH_BLOCKS, DEFAULT_STORAGE_FEE_BPS,

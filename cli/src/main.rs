@@ -3,5 +3,5 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
-    decloud_sdk::run(decloud_sdk::Cli::parse())
+    decloud_cli::run(decloud_cli::Cli::parse())
 }
