@@ -1,6 +1,8 @@
 //! `decloud`: DeCloud's command line for every role (deploy the contracts, run the local
 //! network).
 
+mod attest;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use alloy::{
@@ -42,6 +44,9 @@ enum Command {
     Deploy(Box<DeployArgs>),
     /// Run the local network: anvil with everything deployed and funded, until Ctrl-C.
     Dev(DevArgs),
+    /// Attestations: verify what an orchestrator signed against the chain.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
 }
 
 /// Arguments of `decloud deploy`.
@@ -129,10 +134,15 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = match cli.command {
+        Command::Attest(command) => return runtime.block_on(attest::run(command)),
+        other => other,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Deploy(args) => deploy(*args).await,
             Command::Dev(args) => dev(args).await,
+            Command::Attest(_) => unreachable!("handled above"),
         }
     });
     match result {

@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod attestation;
 pub mod auth;
 pub mod catalog;
 pub mod chain;
@@ -39,7 +40,19 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         logs.init()
     }
 
-    let store = Store::connect(&config.database_url).await?;
+    let mut store = Store::connect(&config.database_url).await?;
+    let anchorer = match &config.attestation {
+        Some(a) => {
+            let (attestor, anchorer) = attestation_setup(a).await?;
+            tracing::info!(target: "orchestrator::attestation", signer = %attestor.address(), anchor = %attestor.anchor(), "attesting");
+            store = store.with_attestor(attestor);
+            Some(anchorer)
+        }
+        None => {
+            tracing::warn!(target: "orchestrator::attestation", "no [attestation] section: actions are not attested");
+            None
+        }
+    };
     let recovered = lifecycle::recover(&store).await?;
     if recovered > 0 {
         tracing::info!(target: "orchestrator::lifecycle", recovered, "applied acknowledgements left by a crash");
@@ -70,6 +83,22 @@ pub async fn run(args: Args) -> eyre::Result<()> {
             }
         })
     };
+    let anchoring = anchorer.map(|anchorer| {
+        let store = store.clone();
+        let a = config_attestation(&state);
+        tokio::spawn(async move {
+            // Sealing is cheap; checking every few seconds keeps the interval honest.
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if let Err(e) =
+                    attestation::pass(&store, &anchorer, a.batch_size, a.batch_interval_secs, api::now()).await
+                {
+                    tracing::warn!(target: "orchestrator::attestation", error = %e, "anchoring pass failed; retrying");
+                }
+            }
+        })
+    });
     let (stop_chain, chain_stopped) = tokio::sync::watch::channel(false);
     let chain_tasks = match state.config().chain.clone() {
         Some(chain) => Some(spawn_chain(&state, chain, chain_stopped).await?),
@@ -95,9 +124,48 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         }
     }
     pruner.abort();
+    if let Some(task) = anchoring {
+        task.abort();
+    }
     store.close().await;
     tracing::info!(target: "orchestrator", "stopped");
     Ok(())
+}
+
+fn config_attestation(state: &AppState) -> config::AttestationConfig {
+    state
+        .config()
+        .attestation
+        .clone()
+        .expect("anchoring runs only with an [attestation] section")
+}
+
+/// Loads the attestation key (environment or keystore, never a flag), learns the chain id and
+/// prepares the anchorer.
+async fn attestation_setup(
+    a: &config::AttestationConfig,
+) -> eyre::Result<(attestation::Attestor, attestation::Anchorer)> {
+    use alloy::providers::Provider;
+    let key = decloud_sdk::wallet::load_signer_with(
+        a.keystore.as_deref(),
+        |k| std::env::var(k).ok(),
+        || {
+            Err(decloud_sdk::wallet::WalletError::Prompt(
+                std::io::Error::other("a server does not prompt"),
+            ))
+        },
+    )?;
+    let provider = decloud_sdk::tx::signing_provider(a.rpc_url.parse()?, key.clone());
+    let chain_id = provider.get_chain_id().await?;
+    let anchor: alloy::primitives::Address = a.anchor.parse()?;
+    Ok((
+        attestation::Attestor::new(key, chain_id, anchor),
+        attestation::Anchorer {
+            provider,
+            anchor,
+            confirm_timeout: Duration::from_secs(a.confirm_timeout_secs),
+        },
+    ))
 }
 
 type ChainTasks = (
@@ -130,6 +198,10 @@ async fn spawn_chain(
     let provider = ProviderBuilder::new()
         .connect_http(chain.rpc_url.parse()?)
         .erased();
+    let handler = match state.store().attestor() {
+        Some(attestor) => handler.with_attestor(attestor.clone()),
+        None => handler,
+    };
     let mut follower_config = decloud_indexer::FollowerConfig::new(
         "orchestrator",
         handler.addresses(),
