@@ -305,7 +305,7 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("decloud").chain(args.iter().copied()))?;
         match cli.command {
             Command::Deploy(args) => Ok(*args),
-            Command::Dev(_) => panic!("not deploy"),
+            _ => panic!("not deploy"),
         }
     }
 
