@@ -10,6 +10,8 @@
 //! insert, move the head) from `--writers` concurrent tasks into a fresh SQLite database (or the
 //! given PostgreSQL database, which must be empty), then seals them into batches of
 //! `--batch-size` and reports appends per second, pure signing per second and sealing time.
+//! With `--anchor`, the batches are then anchored on a fresh anvil with the real
+//! AttestationAnchor and the gas of each anchor transaction is reported.
 
 use clap::Parser;
 use decloud_orchestrator::{Store, attestation::Attestor};
@@ -29,6 +31,9 @@ struct Args {
     /// Database (default: a fresh SQLite file in a temporary directory).
     #[arg(long)]
     database_url: Option<String>,
+    /// Also anchor the batches on anvil and report gas per anchored batch.
+    #[arg(long)]
+    anchor: bool,
 }
 
 #[tokio::main]
@@ -39,12 +44,22 @@ async fn main() -> eyre::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite:{}", dir.path().join("bench.db").display()));
-    let key = alloy::signers::local::PrivateKeySigner::random();
-    let attestor = Attestor::new(
-        key.clone(),
-        31337,
-        alloy::primitives::Address::repeat_byte(7),
-    );
+    let system = if args.anchor {
+        Some(decloud_sdk::testing::TestSystem::start().await?)
+    } else {
+        None
+    };
+    let (key, anchor) = match &system {
+        Some(s) => (
+            s.signer(0),
+            s.deployment.contracts.attestation_anchor.address,
+        ),
+        None => (
+            alloy::signers::local::PrivateKeySigner::random(),
+            alloy::primitives::Address::repeat_byte(7),
+        ),
+    };
+    let attestor = Attestor::new(key.clone(), 31337, anchor);
 
     // Signing alone: the EIP-712 hash and one secp256k1 signature.
     let domain = attestor.domain().clone();
@@ -109,6 +124,30 @@ async fn main() -> eyre::Result<()> {
         args.batch_size,
         seal.as_secs_f64() * 1000.0 / batches.max(1) as f64,
     );
+    if let Some(system) = &system {
+        use alloy::providers::Provider;
+        let anchorer = decloud_orchestrator::attestation::Anchorer {
+            provider: system.provider(0),
+            anchor,
+            confirm_timeout: std::time::Duration::from_secs(60),
+        };
+        let anchored = anchorer.anchor_pending(&store, 1_800_000_000).await?;
+        let mut gas = Vec::new();
+        for b in store.batches().await? {
+            let tx: alloy::primitives::B256 = b.tx_hash.expect("anchored").parse()?;
+            let receipt = system
+                .provider(0)
+                .get_transaction_receipt(tx)
+                .await?
+                .expect("receipt");
+            gas.push(receipt.gas_used);
+        }
+        println!(
+            "anchored_batches={anchored} gas_per_batch_min={} gas_per_batch_max={} (first batch pays the cold storage slots)",
+            gas.iter().min().unwrap_or(&0),
+            gas.iter().max().unwrap_or(&0)
+        );
+    }
     store.close().await;
     Ok(())
 }
