@@ -1,7 +1,8 @@
 //! DeCloud orchestrator: turns on-chain leases into VMs on the right nodes, keeps an honest
 //! record of node reliability and serves tenants and operators through an HTTP API.
 //!
-//! It coordinates and never holds money.
+//! It coordinates and never holds money. Everything it does is signed, chained and anchored
+//! on-chain ([`attestation`]), so anyone can check what happened to a VM, a lease or a node.
 //!
 //! The library is the whole server; the `decloud-orchestrator` binary only parses flags and calls
 //! [`run`]. Tests build the router with [`app`] and drive it without a socket.

@@ -447,3 +447,46 @@ async fn a_vm_transition_and_its_attestation_commit_together() {
         (Some("running"), Some("stopping"), Some("c1"))
     );
 }
+
+#[tokio::test]
+async fn template_validation_verdicts_are_attested() {
+    let (url, _dir) = support::sqlite_database();
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_attestor(Attestor::new(
+            PrivateKeySigner::random(),
+            31337,
+            Address::ZERO,
+        ));
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/seed");
+    let loaded = decloud_orchestrator::catalog::load_dir(&store, &seeds, 7)
+        .await
+        .unwrap();
+    assert!(loaded > 0);
+    let verdicts = store
+        .attestations_of("template:postgresql", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].kind, "template.validated");
+    let payload: Value = serde_json::from_str(&verdicts[0].payload).unwrap();
+    assert_eq!(payload["verdict"], "accepted");
+    assert_eq!(store.attestation_count().await.unwrap(), loaded as u64);
+
+    // A bundle that cannot be loaded is refused, and the refusal is attested too.
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::create_dir(bad.path().join("broken")).unwrap();
+    assert!(
+        decloud_orchestrator::catalog::load_dir(&store, bad.path(), 8)
+            .await
+            .is_err()
+    );
+    let all = store.attestation_count().await.unwrap();
+    let last = store.attestation(all - 1).await.unwrap().unwrap();
+    let payload: Value = serde_json::from_str(&last.payload).unwrap();
+    assert_eq!(
+        (last.kind.as_str(), &payload["verdict"]),
+        ("template.validated", &json!("rejected"))
+    );
+}
