@@ -11,7 +11,7 @@ use std::{fmt::Write as _, future::Future, path::PathBuf, pin::Pin};
 
 use alloy::{
     node_bindings::{Anvil, AnvilInstance},
-    primitives::{Address, U256, hex},
+    primitives::{Address, B256, U256, hex},
     providers::Provider,
     signers::local::PrivateKeySigner,
 };
@@ -50,6 +50,27 @@ pub struct DevContext {
     pub accounts: Vec<DevAccount>,
     /// Endpoints of the running services, by name, for the summary.
     pub endpoints: Vec<(String, String)>,
+    /// The WebSocket URL node agents connect to, once an orchestrator runs.
+    pub agent_ws_url: Option<Url>,
+    /// Nodes registered on the chain by the running services.
+    pub nodes: Vec<DevNode>,
+    /// Things the user must know about how the network runs (printed prominently).
+    pub warnings: Vec<String>,
+}
+
+/// A node that a service of the local network registered and runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevNode {
+    /// The on-chain node id.
+    pub node_id: B256,
+    /// The operator that registered it.
+    pub operator: Address,
+    /// The node key the agent signs with.
+    pub node_key: Address,
+    /// Where the agent runs its VMs.
+    pub libvirt_uri: String,
+    /// The agent's data directory.
+    pub data_dir: PathBuf,
 }
 
 /// One part of the local network.
@@ -236,6 +257,16 @@ pub fn summary(ctx: &DevContext) -> String {
             let _ = writeln!(out, "  {name:<20} {}", contract.address);
         }
     }
+    if !ctx.nodes.is_empty() {
+        out.push_str("\nNodes (registered on-chain, agent connected to the orchestrator):\n");
+        for n in &ctx.nodes {
+            let _ = writeln!(out, "  node id   {}", n.node_id);
+            let _ = writeln!(out, "  operator  {}", n.operator);
+            let _ = writeln!(out, "  node key  {}", n.node_key);
+            let _ = writeln!(out, "  libvirt   {}", n.libvirt_uri);
+            let _ = writeln!(out, "  data dir  {}", n.data_dir.display());
+        }
+    }
     if let Some(path) = &ctx.deployment_path {
         let _ = writeln!(out, "\nDeployment record: {}", path.display());
     }
@@ -244,6 +275,9 @@ pub fn summary(ctx: &DevContext) -> String {
         for (i, a) in ctx.accounts.iter().enumerate() {
             let _ = writeln!(out, "  ({i}) {} {}", a.address, a.private_key);
         }
+    }
+    for warning in &ctx.warnings {
+        let _ = writeln!(out, "\n!!! {warning}");
     }
     out.push_str("\nPress Ctrl-C to stop.\n");
     out
