@@ -114,16 +114,16 @@ impl DevService for OrchestratorService {
                 &rpc,
                 &deployment,
             );
-            let running = crate::start(config, listener)
-                .await
-                .map_err(|e| tool(&e))?;
+            let running = crate::start(config, listener).await.map_err(|e| tool(&e))?;
             let api = running.api_url();
             let ws = running.agent_ws_url();
             info!(target: "orchestrator::dev", %api, "orchestrator is running");
             ctx.endpoints
                 .push(("orchestrator (HTTP API)".into(), api.clone()));
-            ctx.endpoints
-                .push(("orchestrator (OpenAPI)".into(), format!("{api}/openapi.json")));
+            ctx.endpoints.push((
+                "orchestrator (OpenAPI)".into(),
+                format!("{api}/openapi.json"),
+            ));
             ctx.endpoints
                 .push(("orchestrator (agent WS)".into(), ws.clone()));
             ctx.agent_ws_url = Some(ws.parse().map_err(|e| tool(&e))?);

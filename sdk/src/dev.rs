@@ -258,7 +258,9 @@ pub fn summary(ctx: &DevContext) -> String {
         }
     }
     if !ctx.nodes.is_empty() {
-        out.push_str("\nNodes (registered on-chain; each agent dials the orchestrator's agent WebSocket):\n");
+        out.push_str(
+            "\nNodes (registered on-chain; each agent dials the orchestrator's agent WebSocket):\n",
+        );
         for n in &ctx.nodes {
             let _ = writeln!(out, "  node id   {}", n.node_id);
             let _ = writeln!(out, "  operator  {}", n.operator);
