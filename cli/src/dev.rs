@@ -2,7 +2,7 @@
 //! agent, each optional.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, ToSocketAddrs as _},
     path::{Path, PathBuf},
 };
 
@@ -49,9 +49,12 @@ pub(crate) fn services(
     args: &ServiceArgs,
     root: &Path,
 ) -> Result<Vec<Box<dyn DevService>>, Error> {
-    let ip: IpAddr = host
-        .parse()
-        .map_err(|_| Error::Tool(format!("--host must be an IP address, got {host}")))?;
+    let ip: IpAddr = (host, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .map(|addr| addr.ip())
+        .ok_or_else(|| Error::Tool(format!("--host {host} is not an address of this machine")))?;
     if args.no_orchestrator && !args.no_agent {
         tracing::info!(target: "decloud::dev", "no orchestrator: the node agent does not run either");
     }
@@ -75,4 +78,79 @@ pub(crate) fn services(
         }
     }
     Ok(services)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        services: ServiceArgs,
+    }
+
+    fn names(flags: &[&str]) -> Vec<&'static str> {
+        let flags =
+            Flags::try_parse_from(std::iter::once("dev").chain(flags.iter().copied())).unwrap();
+        let chain = Box::new(decloud_sdk::dev::ChainService::new(
+            decloud_sdk::dev::ChainOptions {
+                anvil_path: "anvil".into(),
+                host: "127.0.0.1".into(),
+                port: 0,
+                accounts: 1,
+                mint_usdc: 0,
+                deployments_dir: "d".into(),
+            },
+        ));
+        services(chain, "127.0.0.1", &flags.services, Path::new("."))
+            .unwrap()
+            .iter()
+            .map(|s| s.name())
+            .collect()
+    }
+
+    #[test]
+    fn flags_choose_the_services() {
+        assert_eq!(
+            names(&[]),
+            ["chain", "indexer", "orchestrator", "node agent"]
+        );
+        assert_eq!(names(&["--no-agent"]), ["chain", "indexer", "orchestrator"]);
+        assert_eq!(
+            names(&["--no-indexer"]),
+            ["chain", "orchestrator", "node agent"]
+        );
+        assert_eq!(names(&["--no-orchestrator"]), ["chain", "indexer"]);
+        let flags = Flags::try_parse_from(["dev"]).unwrap();
+        assert_eq!(flags.services.agent_libvirt_uri, TEST_DRIVER_URI);
+        assert_eq!(
+            (
+                flags.services.indexer_port,
+                flags.services.orchestrator_port
+            ),
+            (8000, 8080)
+        );
+    }
+
+    #[test]
+    fn host_must_resolve() {
+        let flags = Flags::try_parse_from(["dev"]).unwrap();
+        let chain = Box::new(decloud_sdk::dev::ChainService::new(
+            decloud_sdk::dev::ChainOptions {
+                anvil_path: "anvil".into(),
+                host: "no such host!".into(),
+                port: 0,
+                accounts: 1,
+                mint_usdc: 0,
+                deployments_dir: "d".into(),
+            },
+        ));
+        let err = services(chain, "no such host!", &flags.services, Path::new("."))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--host"), "{err}");
+    }
 }

@@ -62,7 +62,7 @@ impl OrchestratorService {
                 node_registry: c.node_registry.address.to_string(),
                 lease_escrow: c.lease_escrow.address.to_string(),
                 template_market: Some(c.template_market.address.to_string()),
-                start_block: c.node_registry.block.min(c.lease_escrow.block),
+                start_block: deployment.deploy_block,
                 confirmations: 0,
                 image: DEV_IMAGE.into(),
                 grace_secs: 86_400,
@@ -142,5 +142,73 @@ impl DevService for OrchestratorService {
             // Dropping the directory removes the database.
             self.temp.take();
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::{Address, TxHash};
+    use decloud_sdk::deployments::{ContractDeployment, Contracts, Deployment, Roles};
+
+    use super::*;
+
+    fn at(byte: u8, block: u64) -> ContractDeployment {
+        ContractDeployment {
+            address: Address::repeat_byte(byte),
+            tx_hash: TxHash::ZERO,
+            block,
+        }
+    }
+
+    #[test]
+    fn config_follows_the_deployment_and_signs_in_on_the_real_port() {
+        let deployment = Deployment {
+            chain_id: 31337,
+            network: Some("anvil".into()),
+            deployer: Address::ZERO,
+            usdc: Address::repeat_byte(9),
+            deploy_block: 2,
+            setup_txs: Vec::new(),
+            roles: Roles {
+                admin: Address::ZERO,
+                treasury: Address::ZERO,
+                arbiter: Address::ZERO,
+                anchor: Address::ZERO,
+                pauser: Address::ZERO,
+            },
+            contracts: Contracts {
+                mock_usdc: Some(at(9, 1)),
+                node_registry: at(1, 3),
+                operator_staking: at(2, 4),
+                template_market: at(3, 5),
+                lease_escrow: at(4, 6),
+                attestation_anchor: at(5, 7),
+                groth16_verifier: at(6, 8),
+                storage_market: at(7, 9),
+            },
+        };
+        let listen = SocketAddr::from(([127, 0, 0, 1], 4321));
+        let rpc: url::Url = "http://127.0.0.1:8545".parse().unwrap();
+        let config =
+            OrchestratorService::config(listen, "sqlite:x.db".into(), None, &rpc, &deployment);
+        config.validate().unwrap();
+        let chain = config.chain.as_ref().unwrap();
+        assert_eq!(chain.rpc_url, rpc.to_string());
+        assert_eq!(chain.node_registry, Address::repeat_byte(1).to_string());
+        assert_eq!(chain.lease_escrow, Address::repeat_byte(4).to_string());
+        assert_eq!(
+            chain.template_market.as_deref(),
+            Some(Address::repeat_byte(3).to_string().as_str())
+        );
+        assert_eq!((chain.start_block, chain.confirmations), (2, 0));
+        assert_eq!(chain.image, DEV_IMAGE);
+        assert!(config.siwe.domains.contains(&"127.0.0.1:4321".to_string()));
+        assert!(
+            config
+                .siwe
+                .uris
+                .contains(&"http://127.0.0.1:4321".to_string())
+        );
+        assert_eq!(config.siwe.chain_ids, vec![31337]);
     }
 }

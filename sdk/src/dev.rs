@@ -363,6 +363,41 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn summary_lists_endpoints_nodes_and_warnings() {
+        let ctx = DevContext {
+            endpoints: vec![(
+                "indexer (GraphQL)".into(),
+                "http://127.0.0.1:1/graphql".into(),
+            )],
+            nodes: vec![DevNode {
+                node_id: B256::repeat_byte(0xab),
+                operator: Address::repeat_byte(1),
+                node_key: Address::repeat_byte(2),
+                libvirt_uri: "test:///default".into(),
+                data_dir: PathBuf::from("/tmp/agent"),
+            }],
+            warnings: vec!["VMs are SIMULATED".into()],
+            ..DevContext::default()
+        };
+        let out = summary(&ctx);
+        assert!(
+            out.contains("indexer (GraphQL)        http://127.0.0.1:1/graphql"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("node id   {}", B256::repeat_byte(0xab))),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("operator  {}", Address::repeat_byte(1))),
+            "{out}"
+        );
+        assert!(out.contains("libvirt   test:///default"), "{out}");
+        assert!(out.contains("!!! VMs are SIMULATED"), "{out}");
+        assert!(out.trim_end().ends_with("Press Ctrl-C to stop."), "{out}");
+    }
+
     #[tokio::test]
     async fn services_start_in_order_and_stop_in_reverse() {
         let log = Arc::new(Mutex::new(Vec::new()));
