@@ -41,7 +41,7 @@ contract AttestationGasBench {
     /// @dev forge prints what is sent to `log(string)` at this address with -vv.
     address internal constant CONSOLE = 0x000000000000000000636F6e736F6c652e6c6f67;
 
-    /// @dev Our contract as we deploy it: the default profile's artifact, built by solc 0.8.30 (bench/eas builds it).
+    /// @dev Our contract as we deploy it: the default profile's artifact, built by solc 0.8.30 (bench/eas-gas builds it).
     string internal constant ANCHOR_ARTIFACT = "out/AttestationAnchor.sol/AttestationAnchor.json";
     /// @dev What one attestation says, in both systems: who it concerns, about what, a digest of the signed
     ///      statement and when.
@@ -65,8 +65,7 @@ contract AttestationGasBench {
     uint64 internal nextSequence;
     /// @dev One attestation's inclusion proof per anchored batch, indexed by batch id.
     KeptProof[] internal keptProofs;
-    /// @dev Attestations numbered across the whole run, so no two are alike (EAS rejects none, but their uids and
-    ///      our leaves stay distinct).
+    /// @dev Attestations numbered across the whole run, so every EAS uid and every leaf differs.
     uint256 internal attestationNonce;
 
     function setUp() public {
