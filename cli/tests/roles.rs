@@ -296,8 +296,7 @@ async fn operator_author_and_tenant_do_their_daily_work() {
         .await
         .unwrap();
     assert_eq!(
-        u64::from(quoted.ratePerHour),
-        rate,
+        quoted.ratePerHour, rate,
         "the preview's rate is the lease's"
     );
     assert_eq!(micro(&opened["template_price"]), 2_500_000);
