@@ -33,6 +33,21 @@ pub(crate) enum OperatorCommand {
     Claim(ClaimArgs),
     /// Your stake: active, unbonding, requests.
     Status(StatusArgs),
+    /// Pause an active node: it takes no new leases.
+    Pause(NodeArgs),
+    /// Resume a paused node.
+    Resume(NodeArgs),
+    /// Retire a node for good.
+    Retire(NodeArgs),
+}
+
+/// A node id.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Node id.
+    node: B256,
+    #[command(flatten)]
+    global: GlobalArgs,
 }
 
 /// CPU architectures as flags.
@@ -205,6 +220,9 @@ pub(crate) async fn run(command: OperatorCommand) -> Result<(), CliError> {
         OperatorCommand::Withdraw(args) => withdraw(args).await,
         OperatorCommand::Claim(args) => claim(args).await,
         OperatorCommand::Status(args) => status(args).await,
+        OperatorCommand::Pause(args) => node_status(NodeChange::Pause, args).await,
+        OperatorCommand::Resume(args) => node_status(NodeChange::Resume, args).await,
+        OperatorCommand::Retire(args) => node_status(NodeChange::Retire, args).await,
     }
 }
 
@@ -424,6 +442,44 @@ async fn claim(args: ClaimArgs) -> Result<(), CliError> {
         .map(|l| l.inner.data.operatorAmount)
         .sum();
     sent.report(vec![("paid", money(paid))])
+        .print(args.global.json);
+    Ok(())
+}
+
+/// A change of a node's status.
+#[derive(Debug, Clone, Copy)]
+enum NodeChange {
+    Pause,
+    Resume,
+    Retire,
+}
+
+async fn node_status(change: NodeChange, args: NodeArgs) -> Result<(), CliError> {
+    let settings = Settings::from_process(&args.global)?;
+    let chain = Chain::with_key(&settings).await?;
+    let registry = registry(&chain);
+    let plan = match change {
+        NodeChange::Pause => Plan::new("operator pause", "NodeRegistry", registry.pause(args.node)),
+        NodeChange::Resume => Plan::new(
+            "operator resume",
+            "NodeRegistry",
+            registry.resume(args.node),
+        ),
+        NodeChange::Retire => Plan::new(
+            "operator retire",
+            "NodeRegistry",
+            registry.retire(args.node),
+        )
+        .detail("warning", json!("retiring is final")),
+    }
+    .detail("node", json!(args.node.to_string()));
+    let sent = execute(&chain, &args.global, plan).await?;
+    let status = sent
+        .event::<NodeRegistry::NodeStatusChanged>()
+        .and_then(|e| decloud_sdk::types::NodeStatus::try_from(e.status).ok())
+        .map(|s| json!(s))
+        .unwrap_or_default();
+    sent.report(vec![("status", status)])
         .print(args.global.json);
     Ok(())
 }

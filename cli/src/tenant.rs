@@ -39,8 +39,9 @@ pub(crate) enum TenantCommand {
     Logout(GlobalOnly),
     /// Your USDC: in the wallet and free in the escrow.
     Balance(GlobalOnly),
-    /// Deposit USDC into the escrow (one transaction with an EIP-2612 permit).
-    Deposit(AmountArgs),
+    /// Deposit USDC into the escrow (one transaction with an EIP-2612 permit, or approve +
+    /// deposit with --approve).
+    Deposit(DepositArgs),
     /// Withdraw unspent USDC from the escrow to the wallet.
     Withdraw(AmountArgs),
     /// Search the node marketplace.
@@ -78,6 +79,21 @@ pub(crate) struct AmountArgs {
     /// Amount in USDC, e.g. 12.5 (at most 6 decimals).
     #[arg(value_parser = usdc_arg)]
     amount: u64,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// `decloud deposit`.
+#[derive(Debug, Args)]
+pub(crate) struct DepositArgs {
+    /// Amount in USDC, e.g. 12.5 (at most 6 decimals).
+    #[arg(value_parser = usdc_arg)]
+    amount: u64,
+    /// Approve the escrow and deposit in two transactions instead of signing a permit (for a
+    /// token or wallet without EIP-2612); no approval is sent when the allowance already covers
+    /// the amount.
+    #[arg(long)]
+    approve: bool,
     #[command(flatten)]
     global: GlobalArgs,
 }
@@ -342,7 +358,7 @@ async fn balance(global: GlobalArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn deposit(args: AmountArgs) -> Result<(), CliError> {
+async fn deposit(args: DepositArgs) -> Result<(), CliError> {
     if args.amount == 0 {
         return Err(CliError::Invalid("the amount must be above zero".into()));
     }
@@ -350,11 +366,9 @@ async fn deposit(args: AmountArgs) -> Result<(), CliError> {
     let chain = Chain::with_key(&settings).await?;
     let amount = U256::from(args.amount);
     let escrow_address = chain.deployment.contracts.lease_escrow.address;
-    let held = tx::read(
-        "MockUSDC",
-        MockUSDC::new(chain.deployment.usdc, &chain.provider).balanceOf(chain.sender()),
-    )
-    .await?;
+    // Only ERC-20 and ERC-2612 functions are called: the MockUSDC binding fits any USDC.
+    let token = MockUSDC::new(chain.deployment.usdc, &chain.provider);
+    let held = tx::read("MockUSDC", token.balanceOf(chain.sender())).await?;
     if held < amount {
         return Err(CliError::Invalid(format!(
             "the wallet holds {}, less than {}",
@@ -362,22 +376,42 @@ async fn deposit(args: AmountArgs) -> Result<(), CliError> {
             format_usdc(amount)
         )));
     }
-    // A permit valid for an hour of chain time: one transaction instead of approve + deposit.
-    let deadline = U256::from(chain.now().await? + 3_600);
-    let signed = permit::sign_permit(
-        &chain.provider,
-        chain.signer(),
-        chain.deployment.usdc,
-        escrow_address,
-        amount,
-        deadline,
-    )
-    .await?;
-    let plan = Plan::new(
-        "deposit",
-        "LeaseEscrow",
-        escrow(&chain).depositWithPermit(amount, deadline, signed.v, signed.r, signed.s),
-    )
+    let mut extra = Vec::new();
+    let plan = if args.approve {
+        let allowance =
+            tx::read("MockUSDC", token.allowance(chain.sender(), escrow_address)).await?;
+        if allowance < amount {
+            // The deposit cannot be estimated before the approval exists: it is estimated,
+            // shown and confirmed on its own once the approval is mined.
+            let approval = Plan::new("approve", "MockUSDC", token.approve(escrow_address, amount))
+                .detail("spender", json!(escrow_address.to_string()))
+                .detail("amount", money(amount))
+                .detail("next", json!("deposit, confirmed separately"));
+            let approved = execute(&chain, &args.global, approval).await?;
+            extra.push((
+                "approval_tx_hash",
+                json!(approved.receipt.transaction_hash.to_string()),
+            ));
+        }
+        Plan::new("deposit", "LeaseEscrow", escrow(&chain).deposit(amount))
+    } else {
+        // A permit valid for an hour of chain time: one transaction instead of approve + deposit.
+        let deadline = U256::from(chain.now().await? + 3_600);
+        let signed = permit::sign_permit(
+            &chain.provider,
+            chain.signer(),
+            chain.deployment.usdc,
+            escrow_address,
+            amount,
+            deadline,
+        )
+        .await?;
+        Plan::new(
+            "deposit",
+            "LeaseEscrow",
+            escrow(&chain).depositWithPermit(amount, deadline, signed.v, signed.r, signed.s),
+        )
+    }
     .detail("amount", money(amount))
     .detail("escrow", json!(escrow_address.to_string()));
     let sent = execute(&chain, &args.global, plan).await?;
@@ -385,8 +419,8 @@ async fn deposit(args: AmountArgs) -> Result<(), CliError> {
         .event::<LeaseEscrow::Deposited>()
         .map(|e| e.balance)
         .unwrap_or_default();
-    sent.report(vec![("escrow_free", money(balance))])
-        .print(args.global.json);
+    extra.push(("escrow_free", money(balance)));
+    sent.report(extra).print(args.global.json);
     Ok(())
 }
 

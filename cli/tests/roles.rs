@@ -409,6 +409,26 @@ async fn operator_author_and_tenant_do_their_daily_work() {
     let out = cli.ok(OPERATOR, &["operator", "withdraw", "0"]);
     assert_eq!(micro(&out["withdrawn"]), 40 * USDC);
     assert_eq!(chain.wallet(OPERATOR).await, before + usdc(40 * USDC));
+    let paused = cli.ok(OPERATOR, &["operator", "pause", &node_id.to_string()]);
+    assert_eq!(paused["status"], "paused");
+    let closed_node = cli.run(
+        TENANT,
+        &[
+            "lease",
+            "open",
+            "--node",
+            &node_id.to_string(),
+            "--funding",
+            "1",
+            "--yes",
+        ],
+    );
+    assert!(
+        closed_node.failure().contains("NodeNotActive"),
+        "{closed_node:#?}"
+    );
+    let resumed = cli.ok(OPERATOR, &["operator", "resume", &node_id.to_string()]);
+    assert_eq!(resumed["status"], "active");
     let status = cli.ok(OPERATOR, &["operator", "status"]);
     assert_eq!(micro(&status["active_stake"]), 60_500_000);
     assert_eq!(micro(&status["unbonding"]), 0);
@@ -510,6 +530,39 @@ async fn reverts_refusals_and_bad_input_change_nothing() {
     assert_eq!(chain.nonce(TENANT).await, nonce, "no transaction was sent");
     assert_eq!(chain.escrow_free(TENANT).await, usdc(3 * USDC));
     assert_eq!(chain.wallet(TENANT).await, wallet);
+
+    // On a terminal the answer decides: anything but yes sends nothing, "y" sends.
+    let declined = cli.on_terminal(TENANT, &["withdraw", "1"], "n\n");
+    assert_ne!(declined.code, Some(0), "{declined:#?}");
+    assert!(
+        declined.stdout.contains("Send this transaction? [y/N]"),
+        "{declined:#?}"
+    );
+    assert!(
+        declined.stdout.contains("cancelled: nothing was sent"),
+        "{declined:#?}"
+    );
+    assert_eq!(chain.nonce(TENANT).await, nonce);
+    assert_eq!(chain.escrow_free(TENANT).await, usdc(3 * USDC));
+    let accepted = cli.on_terminal(TENANT, &["withdraw", "1"], "y\n");
+    assert_eq!(accepted.code, Some(0), "{accepted:#?}");
+    assert_eq!(chain.escrow_free(TENANT).await, usdc(2 * USDC));
+    assert_eq!(chain.wallet(TENANT).await, wallet + usdc(USDC));
+    cli.ok(TENANT, &["deposit", "1"]);
+    let wallet = chain.wallet(TENANT).await;
+
+    // The approve + deposit path: two transactions, the second only once the first is mined.
+    let approved = cli.ok(TENANT, &["deposit", "0.75", "--approve"]);
+    assert!(
+        approved["approval_tx_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x")
+    );
+    assert_eq!(micro(&approved["escrow_free"]), 3_750_000);
+    assert_eq!(chain.escrow_free(TENANT).await, usdc(3_750_000));
+    assert_eq!(chain.wallet(TENANT).await, wallet - usdc(750_000));
+    cli.ok(TENANT, &["withdraw", "0.75"]);
 
     // Human-readable output names the amounts in USDC.
     let text = cli.run(TENANT, &["withdraw", "1.5", "--yes"]);

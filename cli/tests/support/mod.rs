@@ -124,6 +124,40 @@ impl Cli {
         self.run(account, &all).json()
     }
 
+    /// Runs `decloud ARGS` as `account` on a pseudo-terminal (util-linux `script`), typing
+    /// `input`; stdout holds everything the terminal showed.
+    pub fn on_terminal(&self, account: usize, args: &[&str], input: &str) -> Run {
+        use std::io::Write as _;
+        let inner = self.command(account, args);
+        let quote =
+            |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+        let line = std::iter::once(quote(inner.get_program()))
+            .chain(inner.get_args().map(quote))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = Command::new("script");
+        cmd.args(["-q", "-e", "-c", &line, "/dev/null"]);
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap().into()
+    }
+
     /// The directory the sessions file lives in.
     pub fn decloud_config_dir(&self) -> PathBuf {
         self.config_home.path().join("decloud")
