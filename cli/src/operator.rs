@@ -21,6 +21,8 @@ use crate::context::{
 pub(crate) enum OperatorCommand {
     /// Register a node on-chain with what `decloud-node-agent init` printed.
     Register(Box<RegisterArgs>),
+    /// Change a node's key, region, capabilities, endpoint and metadata.
+    Update(Box<UpdateArgs>),
     /// Set a node's hourly prices (0 means the platform default; the floor always applies).
     Pricing(PricingArgs),
     /// Add stake (one transaction with an EIP-2612 permit).
@@ -118,6 +120,17 @@ pub(crate) struct RegisterArgs {
     /// The node id the agent printed: checked against the id the registry will give.
     #[arg(long)]
     node_id: Option<B256>,
+    #[command(flatten)]
+    spec: NodeSpecArgs,
+    #[command(flatten)]
+    prices: PriceArgs,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// What a node is and offers: set at registration, changed with `operator update`.
+#[derive(Debug, Args)]
+pub(crate) struct NodeSpecArgs {
     /// Region, e.g. eu-west.
     #[arg(long)]
     region: String,
@@ -154,8 +167,39 @@ pub(crate) struct RegisterArgs {
     /// The node has IPv6.
     #[arg(long)]
     ipv6: bool,
+}
+
+impl NodeSpecArgs {
+    fn capabilities(&self) -> INodeRegistry::Capabilities {
+        INodeRegistry::Capabilities {
+            vcpus: self.vcpus,
+            memoryGiB: self.memory,
+            diskGiB: self.disk,
+            gpus: self.gpus,
+            bandwidthMbps: self.bandwidth_mbps,
+            architecture: Architecture::from(self.arch).into(),
+            flags: flags(self.public_ipv4, self.cgnat, self.ipv6),
+        }
+    }
+
+    fn offers(&self) -> serde_json::Value {
+        json!(format!(
+            "{} vCPU, {} GiB RAM, {} GiB disk, {} GPU, {} Mbps",
+            self.vcpus, self.memory, self.disk, self.gpus, self.bandwidth_mbps
+        ))
+    }
+}
+
+/// `decloud operator update`.
+#[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    /// Node id.
+    node: B256,
+    /// The node key (a new one after the agent's key was rotated).
+    #[arg(long)]
+    node_key: Address,
     #[command(flatten)]
-    prices: PriceArgs,
+    spec: NodeSpecArgs,
     #[command(flatten)]
     global: GlobalArgs,
 }
@@ -214,6 +258,7 @@ pub(crate) struct StatusArgs {
 pub(crate) async fn run(command: OperatorCommand) -> Result<(), CliError> {
     match command {
         OperatorCommand::Register(args) => register(*args).await,
+        OperatorCommand::Update(args) => update(*args).await,
         OperatorCommand::Pricing(args) => pricing(args).await,
         OperatorCommand::Stake(args) => stake(args).await,
         OperatorCommand::Unstake(args) => unstake(args).await,
@@ -261,15 +306,7 @@ async fn register(args: RegisterArgs) -> Result<(), CliError> {
             chain.sender()
         )));
     }
-    let capabilities = INodeRegistry::Capabilities {
-        vcpus: args.vcpus,
-        memoryGiB: args.memory,
-        diskGiB: args.disk,
-        gpus: args.gpus,
-        bandwidthMbps: args.bandwidth_mbps,
-        architecture: Architecture::from(args.arch).into(),
-        flags: flags(args.public_ipv4, args.cgnat, args.ipv6),
-    };
+    let spec = &args.spec;
     let prices = args.prices.prices();
     let plan = Plan::new(
         "operator register",
@@ -277,23 +314,17 @@ async fn register(args: RegisterArgs) -> Result<(), CliError> {
         registry(&chain).register(
             args.machine_id,
             args.node_key,
-            args.region.clone(),
-            capabilities,
-            args.endpoint.clone(),
-            args.metadata_cid.clone(),
+            spec.region.clone(),
+            spec.capabilities(),
+            spec.endpoint.clone(),
+            spec.metadata_cid.clone(),
             prices.clone(),
         ),
     )
     .detail("node", json!(node_id.to_string()))
     .detail("node_key", json!(args.node_key.to_string()))
-    .detail("region", json!(args.region))
-    .detail(
-        "offers",
-        json!(format!(
-            "{} vCPU, {} GiB RAM, {} GiB disk, {} GPU, {} Mbps",
-            args.vcpus, args.memory, args.disk, args.gpus, args.bandwidth_mbps
-        )),
-    )
+    .detail("region", json!(spec.region))
+    .detail("offers", spec.offers())
     .detail("requested_prices", prices_json(&prices));
     let sent = execute(&chain, &args.global, plan).await?;
     let stored = sent
@@ -301,6 +332,31 @@ async fn register(args: RegisterArgs) -> Result<(), CliError> {
         .map(|e| prices_json(&e.stored));
     sent.report(vec![("stored_prices", stored.unwrap_or_default())])
         .print(args.global.json);
+    Ok(())
+}
+
+async fn update(args: UpdateArgs) -> Result<(), CliError> {
+    let settings = Settings::from_process(&args.global)?;
+    let chain = Chain::with_key(&settings).await?;
+    let spec = &args.spec;
+    let plan = Plan::new(
+        "operator update",
+        "NodeRegistry",
+        registry(&chain).update(
+            args.node,
+            args.node_key,
+            spec.region.clone(),
+            spec.capabilities(),
+            spec.endpoint.clone(),
+            spec.metadata_cid.clone(),
+        ),
+    )
+    .detail("node", json!(args.node.to_string()))
+    .detail("node_key", json!(args.node_key.to_string()))
+    .detail("region", json!(spec.region))
+    .detail("offers", spec.offers());
+    let sent = execute(&chain, &args.global, plan).await?;
+    sent.report(Vec::new()).print(args.global.json);
     Ok(())
 }
 
@@ -571,8 +627,8 @@ mod tests {
                 assert_eq!(a.machine_id.to_string(), machine);
                 assert_eq!(a.prices.prices().cpuPerHour, 6_000);
                 assert_eq!(a.prices.prices().memoryGiBPerHour, 0, "0: platform default");
-                assert_eq!(flags(a.public_ipv4, a.cgnat, a.ipv6), 1);
-                assert!(matches!(a.arch, Arch::X86_64));
+                assert_eq!(a.spec.capabilities().flags, 1);
+                assert_eq!(a.spec.capabilities().architecture, 0, "x86_64");
             }
             other => panic!("{other:?}"),
         }

@@ -409,6 +409,45 @@ async fn operator_author_and_tenant_do_their_daily_work() {
     let out = cli.ok(OPERATOR, &["operator", "withdraw", "0"]);
     assert_eq!(micro(&out["withdrawn"]), 40 * USDC);
     assert_eq!(chain.wallet(OPERATOR).await, before + usdc(40 * USDC));
+    let new_key = Address::repeat_byte(0x43);
+    cli.ok(
+        OPERATOR,
+        &[
+            "operator",
+            "update",
+            &node_id.to_string(),
+            "--node-key",
+            &new_key.to_string(),
+            "--region",
+            "us-east",
+            "--vcpus",
+            "16",
+            "--memory",
+            "32",
+            "--disk",
+            "400",
+            "--endpoint",
+            "https://moved.example",
+            "--ipv6",
+        ],
+    );
+    let node = tx::read("NodeRegistry", registry.getNode(node_id))
+        .await
+        .unwrap();
+    assert_eq!(node.nodeKey, new_key);
+    assert_eq!(node.region, "us-east");
+    assert_eq!(node.capabilities.vcpus, 16);
+    assert_eq!(node.capabilities.flags, 4);
+    assert_eq!(node.endpoint, "https://moved.example");
+    assert_eq!(node.prices.cpuPerHour, 7_000, "an update keeps the prices");
+    let foreign = cli.run(
+        TENANT,
+        &["operator", "retire", &node_id.to_string(), "--yes"],
+    );
+    assert!(
+        foreign.failure().contains("NotNodeOperator"),
+        "{foreign:#?}"
+    );
     let paused = cli.ok(OPERATOR, &["operator", "pause", &node_id.to_string()]);
     assert_eq!(paused["status"], "paused");
     let closed_node = cli.run(
