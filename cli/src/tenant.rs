@@ -512,7 +512,10 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
     .detail("bandwidth", json!(bandwidth))
     .detail("rate_per_hour", money(U256::from(rate)))
     .detail("funding", money(funding))
-    .detail("runs_for_seconds", json!(seconds as u64))
+    .detail(
+        "runs_for_seconds",
+        json!(u64::try_from(seconds).unwrap_or(u64::MAX)),
+    )
     .detail("template", json!(args.template))
     .detail("template_price", money(template_price))
     .detail("total", money(funding + template_price));

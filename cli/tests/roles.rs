@@ -336,6 +336,7 @@ async fn operator_author_and_tenant_do_their_daily_work() {
     let shown = cli.ok(TENANT, &["lease", "show", "1"]);
     assert_eq!(shown["status"], "active");
     let closed = cli.ok(TENANT, &["lease", "close", "1"]);
+    assert_eq!(cli.ok(TENANT, &["lease", "show", "1"])["status"], "closed");
     let lease = tx::read("LeaseEscrow", chain.escrow().getLease(U256::from(1)))
         .await
         .unwrap();
@@ -471,6 +472,46 @@ async fn operator_author_and_tenant_do_their_daily_work() {
     let status = cli.ok(OPERATOR, &["operator", "status"]);
     assert_eq!(micro(&status["active_stake"]), 60_500_000);
     assert_eq!(micro(&status["unbonding"]), 0);
+
+    // Author replaces the bundle and the price; someone else cannot.
+    let updated = cli.ok(
+        AUTHOR,
+        &[
+            "template",
+            "update",
+            "1",
+            &seed("shadowsocks"),
+            "--price",
+            "3",
+            "--content-dir",
+            &content.path().display().to_string(),
+        ],
+    );
+    let new_cid = Bundle::load_dir(seed("shadowsocks"))
+        .unwrap()
+        .cid()
+        .to_string();
+    assert_eq!(updated["cid"], new_cid);
+    let template = tx::read("TemplateMarket", chain.market().getTemplate(U256::from(1)))
+        .await
+        .unwrap();
+    assert_eq!((template.cid, template.price), (new_cid, usdc(3 * USDC)));
+    let foreign = cli.run(
+        TENANT,
+        &[
+            "template",
+            "update",
+            "1",
+            &seed("postgresql"),
+            "--price",
+            "0",
+            "--yes",
+        ],
+    );
+    assert!(
+        foreign.failure().contains("NotTemplateAuthor"),
+        "{foreign:#?}"
+    );
 
     // Author deprecates the template; a lease naming it is refused with the decoded error.
     cli.ok(AUTHOR, &["template", "deprecate", "1"]);
