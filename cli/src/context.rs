@@ -601,6 +601,7 @@ pub(crate) async fn prepare<'a>(
         .estimate_gas(request.clone())
         .await
         .map_err(|e| transport_error(e, plan.contract))?;
+    tracing::debug!(target: "decloud::tx", action = plan.action, gas, "estimated");
     let fees = chain
         .provider
         .estimate_eip1559_fees()
@@ -644,7 +645,16 @@ impl Ready<'_> {
             .await
             .map_err(|e| transport_error(e, self.plan.contract))?;
         eprintln!("  sent {}, waiting until it is mined…", pending.tx_hash());
+        tracing::debug!(target: "decloud::tx", action = self.plan.action, tx = %pending.tx_hash(), "sent");
         let receipt = pending.get_receipt().await.map_err(Error::from)?;
+        tracing::debug!(
+            target: "decloud::tx",
+            action = self.plan.action,
+            block = ?receipt.block_number,
+            gas_used = receipt.gas_used,
+            success = receipt.status(),
+            "mined"
+        );
         if !receipt.status() {
             return Err(Error::TransactionFailed(receipt.transaction_hash).into());
         }
