@@ -7,7 +7,9 @@ use serde_json::json;
 
 use decloud_sdk::{
     agent_protocol,
-    bindings::{LeaseEscrow, NodeRegistry, OperatorStaking, node_registry::INodeRegistry},
+    bindings::{
+        LeaseEscrow, MockUSDC, NodeRegistry, OperatorStaking, node_registry::INodeRegistry,
+    },
     permit, tx,
     types::Architecture,
 };
@@ -25,8 +27,8 @@ pub(crate) enum OperatorCommand {
     Update(Box<UpdateArgs>),
     /// Set a node's hourly prices (0 means the platform default; the floor always applies).
     Pricing(PricingArgs),
-    /// Add stake (one transaction with an EIP-2612 permit).
-    Stake(StakeArgs),
+    /// Add stake (one transaction with an EIP-2612 permit, or approve + stake with --approve).
+    Stake(StakeInArgs),
     /// Move stake into the unbonding queue.
     Unstake(StakeArgs),
     /// Withdraw an unbonded request to the wallet.
@@ -225,6 +227,20 @@ pub(crate) struct StakeArgs {
     global: GlobalArgs,
 }
 
+/// `decloud operator stake`.
+#[derive(Debug, Args)]
+pub(crate) struct StakeInArgs {
+    /// Amount in USDC.
+    #[arg(value_parser = usdc_arg)]
+    amount: u64,
+    /// Approve the staking contract and stake in two transactions instead of signing a permit;
+    /// no approval is sent when the allowance already covers the amount.
+    #[arg(long)]
+    approve: bool,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
 /// `decloud operator withdraw`.
 #[derive(Debug, Args)]
 pub(crate) struct WithdrawArgs {
@@ -383,7 +399,7 @@ async fn pricing(args: PricingArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn stake(args: StakeArgs) -> Result<(), CliError> {
+async fn stake(args: StakeInArgs) -> Result<(), CliError> {
     if args.amount == 0 {
         return Err(CliError::Invalid("the amount must be above zero".into()));
     }
@@ -391,31 +407,60 @@ async fn stake(args: StakeArgs) -> Result<(), CliError> {
     let chain = Chain::with_key(&settings).await?;
     let staking = staking(&chain);
     let amount = U256::from(args.amount);
-    let token = tx::read("OperatorStaking", staking.token()).await?;
-    // A permit valid for an hour of chain time: one transaction instead of approve + stake.
-    let deadline = U256::from(chain.now().await? + 3_600);
-    let signed = permit::sign_permit(
-        &chain.provider,
-        chain.signer(),
-        token,
-        *staking.address(),
-        amount,
-        deadline,
-    )
-    .await?;
-    let plan = Plan::new(
-        "operator stake",
-        "OperatorStaking",
-        staking.stakeWithPermit(amount, deadline, signed.v, signed.r, signed.s),
-    )
+    let token_address = tx::read("OperatorStaking", staking.token()).await?;
+    // Only ERC-20 and ERC-2612 functions are called: the MockUSDC binding fits any USDC.
+    let token = MockUSDC::new(token_address, &chain.provider);
+    let mut extra = Vec::new();
+    let plan = if args.approve {
+        let allowance = tx::read(
+            "MockUSDC",
+            token.allowance(chain.sender(), *staking.address()),
+        )
+        .await?;
+        if allowance < amount {
+            // The stake cannot be estimated before the approval exists: it is estimated, shown
+            // and confirmed on its own once the approval is mined.
+            let approval = Plan::new(
+                "approve",
+                "MockUSDC",
+                token.approve(*staking.address(), amount),
+            )
+            .detail("spender", json!(staking.address().to_string()))
+            .detail("amount", money(amount))
+            .detail("next", json!("stake, confirmed separately"));
+            let approved = execute(&chain, &args.global, approval).await?;
+            extra.push((
+                "approval_tx_hash",
+                json!(approved.receipt.transaction_hash.to_string()),
+            ));
+        }
+        Plan::new("operator stake", "OperatorStaking", staking.stake(amount))
+    } else {
+        // A permit valid for an hour of chain time: one transaction instead of approve + stake.
+        let deadline = U256::from(chain.now().await? + 3_600);
+        let signed = permit::sign_permit(
+            &chain.provider,
+            chain.signer(),
+            token_address,
+            *staking.address(),
+            amount,
+            deadline,
+        )
+        .await?;
+        Plan::new(
+            "operator stake",
+            "OperatorStaking",
+            staking.stakeWithPermit(amount, deadline, signed.v, signed.r, signed.s),
+        )
+    }
     .detail("amount", money(amount));
     let sent = execute(&chain, &args.global, plan).await?;
     let active = sent
         .event::<OperatorStaking::Staked>()
         .map(|e| e.activeStake)
         .unwrap_or_default();
-    sent.report(vec![("active_stake", money(active))])
-        .print(args.global.json);
+    extra.push(("active_stake", money(active)));
+    sent.report(extra).print(args.global.json);
     Ok(())
 }
 

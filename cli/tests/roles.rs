@@ -469,8 +469,16 @@ async fn operator_author_and_tenant_do_their_daily_work() {
     );
     let resumed = cli.ok(OPERATOR, &["operator", "resume", &node_id.to_string()]);
     assert_eq!(resumed["status"], "active");
+    let approved = cli.ok(OPERATOR, &["operator", "stake", "0.5", "--approve"]);
+    assert!(
+        approved["approval_tx_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x")
+    );
+    assert_eq!(micro(&approved["active_stake"]), 61_000_000);
     let status = cli.ok(OPERATOR, &["operator", "status"]);
-    assert_eq!(micro(&status["active_stake"]), 60_500_000);
+    assert_eq!(micro(&status["active_stake"]), 61_000_000);
     assert_eq!(micro(&status["unbonding"]), 0);
 
     // Author replaces the bundle and the price; someone else cannot.
