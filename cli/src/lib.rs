@@ -23,6 +23,11 @@ use decloud_sdk::{
     paths, tx, wallet,
 };
 
+mod author;
+mod context;
+mod operator;
+mod tenant;
+
 /// DeCloud: rent VMs and storage from independent operators, paid in USDC on Polygon.
 #[derive(Debug, Parser)]
 #[command(name = "decloud", version, about)]
@@ -42,6 +47,14 @@ enum Command {
     Deploy(Box<DeployArgs>),
     /// Run the local network: anvil with everything deployed and funded, until Ctrl-C.
     Dev(DevArgs),
+    #[command(flatten)]
+    Tenant(tenant::TenantCommand),
+    /// Node operators: register nodes, set prices, stake, claim earnings.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
+    /// Template authors: publish, update and deprecate templates, collect earnings.
+    #[command(subcommand)]
+    Template(author::TemplateCommand),
 }
 
 /// Arguments of `decloud deploy`.
@@ -133,6 +146,9 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Deploy(args) => deploy(*args).await,
             Command::Dev(args) => dev(args).await,
+            Command::Tenant(command) => tenant::run(command).await.map_err(Error::from),
+            Command::Operator(command) => operator::run(command).await.map_err(Error::from),
+            Command::Template(command) => author::run(command).await.map_err(Error::from),
         }
     });
     match result {
@@ -295,7 +311,7 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("decloud").chain(args.iter().copied()))?;
         match cli.command {
             Command::Deploy(args) => Ok(*args),
-            Command::Dev(_) => panic!("not deploy"),
+            _ => panic!("not deploy"),
         }
     }
 
