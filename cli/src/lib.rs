@@ -1,8 +1,6 @@
 //! `decloud`: DeCloud's command line for every role (deploy the contracts, run the local
 //! network).
 
-mod dev;
-
 use std::{path::PathBuf, process::ExitCode};
 
 use alloy::{
@@ -25,6 +23,12 @@ use decloud_sdk::{
     paths, tx, wallet,
 };
 
+mod author;
+mod context;
+mod dev;
+mod operator;
+mod tenant;
+
 /// DeCloud: rent VMs and storage from independent operators, paid in USDC on Polygon.
 #[derive(Debug, Parser)]
 #[command(name = "decloud", version, about)]
@@ -45,6 +49,14 @@ enum Command {
     /// Run the local network until Ctrl-C: anvil with everything deployed and funded, the indexer,
     /// the orchestrator and one registered node agent.
     Dev(DevArgs),
+    #[command(flatten)]
+    Tenant(tenant::TenantCommand),
+    /// Node operators: register nodes, set prices, stake, claim earnings.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
+    /// Template authors: publish, update and deprecate templates, collect earnings.
+    #[command(subcommand)]
+    Template(author::TemplateCommand),
 }
 
 /// Arguments of `decloud deploy`.
@@ -138,6 +150,9 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Deploy(args) => deploy(*args).await,
             Command::Dev(args) => dev(args).await,
+            Command::Tenant(command) => tenant::run(command).await.map_err(Error::from),
+            Command::Operator(command) => operator::run(command).await.map_err(Error::from),
+            Command::Template(command) => author::run(command).await.map_err(Error::from),
         }
     });
     match result {
@@ -299,7 +314,7 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("decloud").chain(args.iter().copied()))?;
         match cli.command {
             Command::Deploy(args) => Ok(*args),
-            Command::Dev(_) => panic!("not deploy"),
+            _ => panic!("not deploy"),
         }
     }
 
