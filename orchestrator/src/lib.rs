@@ -14,6 +14,7 @@ pub mod auth;
 pub mod catalog;
 pub mod chain;
 pub mod config;
+pub mod dev;
 pub mod lifecycle;
 pub mod marketplace;
 pub mod metrics;
@@ -24,9 +25,10 @@ pub mod store;
 
 pub use api::{AppState, app};
 pub use config::{Args, Config, ConfigError};
+pub use dev::OrchestratorService;
 pub use store::{Store, StoreError};
 
-use std::time::Duration;
+use std::{future::IntoFuture as _, time::Duration};
 use tracing_subscriber::EnvFilter;
 
 /// Runs the server until SIGINT or SIGTERM: resolves the configuration, opens the store,
@@ -41,13 +43,74 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         logs.init()
     }
 
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let running = start(config, listener).await?;
+    shutdown_signal().await;
+    running.stop().await
+}
+
+/// A running orchestrator: its server, chain follower, lifecycle driver and housekeeping tasks.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP server listens.
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    chain_tasks: Option<ChainTasks>,
+    pruner: tokio::task::JoinHandle<()>,
+    anchoring: Option<tokio::task::JoinHandle<()>>,
+    store: Store,
+}
+
+impl Running {
+    /// Base URL of the HTTP API (`…/api/v1`).
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/v1", self.addr)
+    }
+
+    /// The WebSocket URL node agents connect to.
+    pub fn agent_ws_url(&self) -> String {
+        format!("ws://{}/api/v1/agent/ws", self.addr)
+    }
+
+    /// Drains in-flight requests, stops the chain follower and the lifecycle driver, and closes
+    /// the store.
+    pub async fn stop(self) -> eyre::Result<()> {
+        let _ = self.stop.send(true);
+        let served = self.server.await;
+        if let Some((follower, driver)) = self.chain_tasks {
+            driver.abort();
+            match follower.await {
+                Ok(Err(e)) => {
+                    tracing::error!(target: "orchestrator::chain", error = %e, "chain follower stopped with an error")
+                }
+                Err(e) if !e.is_cancelled() => {
+                    tracing::error!(target: "orchestrator::chain", error = %e, "chain follower panicked")
+                }
+                _ => {}
+            }
+        }
+        self.pruner.abort();
+        if let Some(task) = self.anchoring {
+            task.abort();
+        }
+        self.store.close().await;
+        tracing::info!(target: "orchestrator", "stopped");
+        served??;
+        Ok(())
+    }
+}
+
+/// Opens the store, recovers from a crash, loads the template catalog, starts following the chain
+/// (when configured) and serves the API on `listener` until [`Running::stop`].
+pub async fn start(config: Config, listener: tokio::net::TcpListener) -> eyre::Result<Running> {
     let mut store = Store::connect(&config.database_url).await?;
     let anchorer = match &config.attestation {
         Some(a) => {
             let (attestor, anchorer) = attestation_setup(a).await?;
             tracing::info!(target: "orchestrator::attestation", signer = %attestor.address(), anchor = %attestor.anchor(), "attesting");
             store = store.with_attestor(attestor);
-            Some(anchorer)
+            Some((anchorer, a.clone()))
         }
         None => {
             tracing::warn!(target: "orchestrator::attestation", "no [attestation] section: actions are not attested");
@@ -62,8 +125,8 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         let loaded = catalog::load_dir(&store, dir, api::now()).await?;
         tracing::info!(target: "orchestrator::catalog", loaded, dir = %dir.display(), "template catalog loaded");
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(target: "orchestrator", listen = %listener.local_addr()?, "serving");
+    let addr = listener.local_addr()?;
+    tracing::info!(target: "orchestrator", listen = %addr, "serving");
     let state = AppState::new(store.clone(), config)?;
 
     // Used nonces and dead sessions are only clutter; clear them out every ten minutes.
@@ -84,9 +147,8 @@ pub async fn run(args: Args) -> eyre::Result<()> {
             }
         })
     };
-    let anchoring = anchorer.map(|anchorer| {
+    let anchoring = anchorer.map(|(anchorer, a)| {
         let store = store.clone();
-        let a = config_attestation(&state);
         tokio::spawn(async move {
             // Sealing is cheap; checking every few seconds keeps the interval honest.
             let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -100,45 +162,31 @@ pub async fn run(args: Args) -> eyre::Result<()> {
             }
         })
     });
-    let (stop_chain, chain_stopped) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let chain_tasks = match state.config().chain.clone() {
-        Some(chain) => Some(spawn_chain(&state, chain, chain_stopped).await?),
+        Some(chain) => Some(spawn_chain(&state, chain, stopped.clone()).await?),
         None => None,
     };
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
-    let _ = stop_chain.send(true);
-    if let Some((follower, driver)) = chain_tasks {
-        driver.abort();
-        match follower.await {
-            Ok(Err(e)) => {
-                tracing::error!(target: "orchestrator::chain", error = %e, "chain follower stopped with an error")
-            }
-            Err(e) if !e.is_cancelled() => {
-                tracing::error!(target: "orchestrator::chain", error = %e, "chain follower panicked")
-            }
-            _ => {}
-        }
-    }
-    pruner.abort();
-    if let Some(task) = anchoring {
-        task.abort();
-    }
-    store.close().await;
-    tracing::info!(target: "orchestrator", "stopped");
-    Ok(())
-}
-
-fn config_attestation(state: &AppState) -> config::AttestationConfig {
-    state
-        .config()
-        .attestation
-        .clone()
-        .expect("anchoring runs only with an [attestation] section")
+    let mut server_stopped = stopped;
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = server_stopped.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
+    );
+    Ok(Running {
+        addr,
+        stop,
+        server,
+        chain_tasks,
+        pruner,
+        anchoring,
+        store,
+    })
 }
 
 /// Loads the attestation key (environment or keystore, never a flag), learns the chain id and
