@@ -28,7 +28,11 @@ pub(crate) struct VerifyArgs {
     /// Attestation id (its sequence number).
     id: u64,
     /// Base URL of the orchestrator (its API is under /api/v1).
-    #[arg(long, env = "DECLOUD_ORCHESTRATOR_URL")]
+    #[arg(
+        long,
+        env = "DECLOUD_ORCHESTRATOR",
+        default_value = "http://127.0.0.1:8080"
+    )]
     orchestrator: Url,
     /// JSON-RPC URL of the chain the roots are anchored on (trust your own node, not the
     /// orchestrator's).

@@ -30,7 +30,7 @@ impl Verifier {
             .args(["attest", "verify", &id.to_string(), "--json"])
             .args(["--orchestrator", &self.orchestrator, "--rpc-url", &self.rpc])
             .args(extra)
-            .env_remove("DECLOUD_ORCHESTRATOR_URL")
+            .env_remove("DECLOUD_ORCHESTRATOR")
             .env_remove("DECLOUD_RPC_URL")
             .output()
             .unwrap();
@@ -188,6 +188,31 @@ async fn verify_passes_untouched_attestations_and_names_every_tampering() {
     for id in 0..4 {
         blocking!(|v: &Verifier| v.assert_valid(id));
     }
+    // The human verdict: one line on stdout, exit code as with --json.
+    let (orchestrator, rpc) = (v.orchestrator.clone(), v.rpc.clone());
+    let human = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_decloud"))
+            .args([
+                "attest",
+                "verify",
+                "3",
+                "--orchestrator",
+                &orchestrator,
+                "--rpc-url",
+                &rpc,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&human.stdout);
+    assert!(human.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("VALID: attestation 3 (service.state of vm:vm-1)")
+            && stdout.contains("batch 0"),
+        "{stdout}"
+    );
     // Not batched yet.
     blocking!(|v: &Verifier| v.assert_fails(4, "merkle_proof", "not in a batch"));
     // A pinned signer that is not the orchestrator's.
