@@ -104,10 +104,21 @@ impl Running {
 /// Opens the store, recovers from a crash, loads the template catalog, starts following the chain
 /// (when configured) and serves the API on `listener` until [`Running::stop`].
 pub async fn start(config: Config, listener: tokio::net::TcpListener) -> eyre::Result<Running> {
+    start_with_attestation_key(config, listener, None).await
+}
+
+/// [`start`], signing attestations with `key` when given instead of the key from
+/// `DECLOUD_PRIVATE_KEY` or the configured keystore (for the local development network, whose
+/// keys are anvil's public test keys).
+pub async fn start_with_attestation_key(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    key: Option<alloy::signers::local::PrivateKeySigner>,
+) -> eyre::Result<Running> {
     let mut store = Store::connect(&config.database_url).await?;
     let anchorer = match &config.attestation {
         Some(a) => {
-            let (attestor, anchorer) = attestation_setup(a).await?;
+            let (attestor, anchorer) = attestation_setup(a, key).await?;
             tracing::info!(target: "orchestrator::attestation", signer = %attestor.address(), anchor = %attestor.anchor(), "attesting");
             store = store.with_attestor(attestor);
             Some((anchorer, a.clone()))
@@ -193,17 +204,21 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> eyre::R
 /// prepares the anchorer.
 async fn attestation_setup(
     a: &config::AttestationConfig,
+    key: Option<alloy::signers::local::PrivateKeySigner>,
 ) -> eyre::Result<(attestation::Attestor, attestation::Anchorer)> {
     use alloy::providers::Provider;
-    let key = decloud_sdk::wallet::load_signer_with(
-        a.keystore.as_deref(),
-        |k| std::env::var(k).ok(),
-        || {
-            Err(decloud_sdk::wallet::WalletError::Prompt(
-                std::io::Error::other("a server does not prompt"),
-            ))
-        },
-    )?;
+    let key = match key {
+        Some(key) => key,
+        None => decloud_sdk::wallet::load_signer_with(
+            a.keystore.as_deref(),
+            |k| std::env::var(k).ok(),
+            || {
+                Err(decloud_sdk::wallet::WalletError::Prompt(
+                    std::io::Error::other("a server does not prompt"),
+                ))
+            },
+        )?,
+    };
     let provider = decloud_sdk::tx::signing_provider(a.rpc_url.parse()?, key.clone());
     let chain_id = provider.get_chain_id().await?;
     let anchor: alloy::primitives::Address = a.anchor.parse()?;
