@@ -1,6 +1,8 @@
 //! `decloud`: DeCloud's command line for every role (deploy the contracts, run the local
 //! network).
 
+mod attest;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use alloy::{
@@ -57,6 +59,9 @@ enum Command {
     /// Template authors: publish, update and deprecate templates, collect earnings.
     #[command(subcommand)]
     Template(author::TemplateCommand),
+    /// Attestations: verify what an orchestrator signed against the chain.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
 }
 
 /// Arguments of `decloud deploy`.
@@ -146,13 +151,18 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = match cli.command {
+        Command::Attest(command) => return runtime.block_on(attest::run(command)),
+        other => other,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Deploy(args) => deploy(*args).await,
             Command::Dev(args) => dev(args).await,
             Command::Tenant(command) => tenant::run(command).await.map_err(Error::from),
             Command::Operator(command) => operator::run(command).await.map_err(Error::from),
             Command::Template(command) => author::run(command).await.map_err(Error::from),
+            Command::Attest(_) => unreachable!("handled above"),
         }
     });
     match result {

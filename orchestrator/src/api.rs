@@ -417,7 +417,7 @@ fn cors(config: &Config) -> CorsLayer {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "DeCloud orchestrator API", description = "Wallet sign-in, node marketplace, scheduling, leases and VMs."),
+    info(title = "DeCloud orchestrator API", description = "Wallet sign-in, node marketplace, scheduling, leases and VMs, signed attestations, hosting."),
     modifiers(&SessionAuth),
     components(schemas(ErrorBody, ErrorDetail))
 )]
@@ -457,6 +457,12 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(my_vm))
         .routes(routes!(my_nodes))
         .routes(routes!(my_node))
+        .routes(routes!(attestation_signer))
+        .routes(routes!(attestation_by_id))
+        .routes(routes!(attestations_by_subject))
+        .routes(routes!(network_nodes))
+        .routes(routes!(attest_service))
+        .routes(routes!(distribute_service))
 }
 
 /// The whole application: `/api/v1/…`, `/api/v1/openapi.json` and `/metrics`, with request
@@ -926,4 +932,397 @@ async fn my_node(
     }
     let vms = state.inner.store.vms_on_node(&node_id).await?;
     Ok(Json(OperatorNode { node, vms }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers: attestations and hosting
+
+fn attestations_disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "attestations_disabled",
+        "this orchestrator has no attestation key configured",
+    )
+}
+
+/// The key that signs attestations and its EIP-712 domain.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SignerView {
+    /// Address of the signing key.
+    pub signer: String,
+    /// EIP-712 domain name.
+    pub name: String,
+    /// EIP-712 domain version.
+    pub version: String,
+    /// EIP-712 domain chain id.
+    pub chain_id: u64,
+    /// EIP-712 verifying contract: the AttestationAnchor holding the batch roots.
+    pub verifying_contract: String,
+}
+
+/// One signed attestation, exactly as stored.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttestationView {
+    /// Position in the log from 0; the attestation's id.
+    pub sequence: u64,
+    /// What it is about (`vm:…`, `lease:…`, `node:…`, `template:…`).
+    pub subject: String,
+    /// What happened (`vm.transition`, `lease.opened`, `service.distribution`, …).
+    pub kind: String,
+    /// The attested data, JSON text; `payload_hash` is keccak256 of these bytes.
+    pub payload: String,
+    /// keccak256 of `payload`.
+    pub payload_hash: String,
+    /// Hash of the previous attestation (zero for the first).
+    pub previous: String,
+    /// Unix seconds.
+    pub time: u64,
+    /// EIP-712 signing hash of (subject, kind, payload_hash, sequence, previous, time).
+    pub hash: String,
+    /// 65-byte signature of `hash`, hex.
+    pub signature: String,
+}
+
+impl From<decloud_sdk::attestation::SignedAttestation> for AttestationView {
+    fn from(a: decloud_sdk::attestation::SignedAttestation) -> Self {
+        Self {
+            sequence: a.sequence,
+            subject: a.subject,
+            kind: a.kind,
+            payload: a.payload,
+            payload_hash: a.payload_hash.to_string(),
+            previous: a.previous.to_string(),
+            time: a.time,
+            hash: a.hash.to_string(),
+            signature: a.signature.to_string(),
+        }
+    }
+}
+
+/// The batch of an attestation, its Merkle proof and its anchor.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct InclusionView {
+    /// Batch id on AttestationAnchor.
+    pub batch: u64,
+    /// First sequence number of the batch.
+    pub first_sequence: u64,
+    /// Attestations in the batch.
+    pub count: u64,
+    /// Merkle root (OpenZeppelin layout; leaf = keccak256(keccak256(abi.encode(hash)))).
+    pub root: String,
+    /// Sibling hashes from the leaf up.
+    pub proof: Vec<String>,
+    /// The anchoring transaction, once confirmed.
+    pub tx_hash: Option<String>,
+    /// Its block.
+    pub block_number: Option<u64>,
+}
+
+/// An attestation with its inclusion proof and anchor.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EvidenceView {
+    /// The attestation.
+    pub attestation: AttestationView,
+    /// Batch, proof and anchor; absent until the attestation is batched.
+    pub inclusion: Option<InclusionView>,
+}
+
+/// The orchestrator's attestation signer and EIP-712 domain: what verifiers check signatures
+/// against.
+#[utoipa::path(get, path = "/attestations/signer", tag = "attestations",
+    responses((status = 200, body = SignerView), (status = 503, body = ErrorBody)))]
+async fn attestation_signer(State(state): State<AppState>) -> Result<Json<SignerView>, ApiError> {
+    let info = state
+        .inner
+        .store
+        .attestor()
+        .ok_or_else(attestations_disabled)?
+        .info();
+    Ok(Json(SignerView {
+        signer: info.signer.to_string(),
+        name: info.name,
+        version: info.version,
+        chain_id: info.chain_id,
+        verifying_contract: info.verifying_contract.to_string(),
+    }))
+}
+
+/// One attestation by id (its sequence number), with its batch, Merkle proof and anchor.
+#[utoipa::path(get, path = "/attestations/{id}", tag = "attestations",
+    params(("id" = u64, Path, description = "sequence number")),
+    responses((status = 200, body = EvidenceView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn attestation_by_id(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<u64>,
+) -> Result<Json<EvidenceView>, ApiError> {
+    let e = state
+        .inner
+        .store
+        .evidence(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("attestation"))?;
+    Ok(Json(EvidenceView {
+        attestation: e.attestation.into(),
+        inclusion: e.inclusion.map(|i| InclusionView {
+            batch: i.batch,
+            first_sequence: i.first_sequence,
+            count: i.count,
+            root: i.root.to_string(),
+            proof: i.proof.iter().map(ToString::to_string).collect(),
+            tx_hash: i.tx_hash.map(|t| t.to_string()),
+            block_number: i.block_number,
+        }),
+    }))
+}
+
+/// Which attestations to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationQuery {
+    /// Subject, e.g. `vm:vm-7`, `lease:7`, `node:0x…`.
+    pub subject: String,
+    /// Only attestations after this sequence number (keyset paging).
+    pub after: Option<u64>,
+    /// At most this many (1–500, default 100).
+    pub limit: Option<u32>,
+}
+
+/// Attestations about one subject, oldest first.
+#[utoipa::path(get, path = "/attestations", tag = "attestations", params(AttestationQuery),
+    responses((status = 200, body = Vec<AttestationView>), (status = 400, body = ErrorBody)))]
+async fn attestations_by_subject(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<AttestationQuery>,
+) -> Result<Json<Vec<AttestationView>>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) || q.subject.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "subject must not be empty and limit must be 1 to 500",
+        ));
+    }
+    let list = state
+        .inner
+        .store
+        .attestations_of(&q.subject, q.after, limit)
+        .await?;
+    Ok(Json(list.into_iter().map(Into::into).collect()))
+}
+
+/// What a registered node offers.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Capabilities {
+    /// Logical CPUs.
+    pub vcpus: u64,
+    /// Memory, GiB.
+    pub memory_gib: u64,
+    /// Disk, GiB.
+    pub disk_gib: u64,
+    /// GPUs.
+    pub gpus: u64,
+    /// Uplink, Mbit/s.
+    pub bandwidth_mbps: u64,
+    /// Compute points from the agent's CPU benchmark (0 until measured).
+    pub compute_points: u64,
+}
+
+/// A registered node of the hosting network.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct NetworkNode {
+    /// Node id.
+    pub node_id: String,
+    /// Operator address.
+    pub operator: String,
+    /// Region.
+    pub region: String,
+    /// On-chain status.
+    pub status: crate::store::NodeStatus,
+    /// Whether its agent sent a heartbeat in the last two minutes.
+    pub online: bool,
+    /// Address of the node's registered public key (what its agent signs with).
+    pub public_key: String,
+    /// Capabilities.
+    pub capabilities: Capabilities,
+}
+
+/// Every registered node with region, capabilities, public key and status.
+#[utoipa::path(get, path = "/hosting/network/nodes", tag = "hosting",
+    responses((status = 200, body = Vec<NetworkNode>)))]
+async fn network_nodes(State(state): State<AppState>) -> Result<Json<Vec<NetworkNode>>, ApiError> {
+    let store = &state.inner.store;
+    let reputations = store.reputations(now()).await?;
+    let nodes = store.nodes().await?;
+    Ok(Json(
+        nodes
+            .into_iter()
+            .map(|n| NetworkNode {
+                online: reputations.get(&n.node_id).is_some_and(|r| r.online),
+                capabilities: Capabilities {
+                    vcpus: n.vcpus,
+                    memory_gib: n.memory_gib,
+                    disk_gib: n.disk_gib,
+                    gpus: n.gpus,
+                    bandwidth_mbps: n.bandwidth_mbps,
+                    compute_points: n.compute_points,
+                },
+                node_id: n.node_id,
+                operator: n.operator,
+                region: n.region,
+                status: n.status,
+                public_key: n.node_key,
+            })
+            .collect(),
+    ))
+}
+
+/// The id of a new attestation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttestationCreated {
+    /// Its sequence number (`GET /attestations/{id}`).
+    pub attestation_id: u64,
+}
+
+/// The caller's service (VM) or why not.
+async fn own_service(state: &AppState, session: &Session, id: &str) -> Result<VmRecord, ApiError> {
+    let vm = state
+        .inner
+        .store
+        .vm(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("service"))?;
+    if vm.tenant != session.address {
+        return Err(ApiError::forbidden("service"));
+    }
+    Ok(vm)
+}
+
+/// Attests the current state of one of the caller's services (a VM and its lease).
+#[utoipa::path(post, path = "/hosting/services/{id}/attest", tag = "hosting", security(("session" = [])),
+    params(("id" = String, Path, description = "service (VM) id")),
+    responses((status = 201, body = AttestationCreated), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn attest_service(
+    State(state): State<AppState>,
+    session: Session,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(StatusCode, Json<AttestationCreated>), ApiError> {
+    let vm = own_service(&state, &session, &id).await?;
+    let lease = state.inner.store.lease(&vm.lease_id).await?;
+    let payload = serde_json::json!({ "vm": vm, "lease": lease, "requested_by": session.address });
+    let id = state
+        .inner
+        .store
+        .attest(
+            &format!("vm:{}", vm.vm_id),
+            "service.state",
+            &payload,
+            now(),
+        )
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(attestations_disabled)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AttestationCreated { attestation_id: id }),
+    ))
+}
+
+/// What is distributed.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DistributionKind {
+    /// A workload (VM image, container) to run in the regions.
+    Workload,
+    /// An artifact (file, bundle) to replicate to the regions.
+    Artifact,
+}
+
+/// An intent to distribute a workload or artifact to regions.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DistributeRequest {
+    /// Workload or artifact.
+    pub kind: DistributionKind,
+    /// Its name or content id (1–512 printable characters).
+    pub artifact: String,
+    /// SHA-256 of its bytes, 64 hex digits.
+    pub sha256: String,
+    /// Target regions: each must be the region of a registered active node; no duplicates.
+    pub regions: Vec<String>,
+}
+
+/// Records (as a signed attestation) the intent to distribute a workload or artifact of one of
+/// the caller's services to target regions.
+#[utoipa::path(post, path = "/hosting/services/{id}/distribute", tag = "hosting", security(("session" = [])),
+    params(("id" = String, Path, description = "service (VM) id")), request_body = DistributeRequest,
+    responses((status = 201, body = AttestationCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn distribute_service(
+    State(state): State<AppState>,
+    session: Session,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<DistributeRequest>,
+) -> Result<(StatusCode, Json<AttestationCreated>), ApiError> {
+    let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", m.to_string());
+    if req.artifact.is_empty()
+        || req.artifact.chars().count() > 512
+        || req.artifact.chars().any(char::is_control)
+    {
+        return Err(bad("artifact must be 1 to 512 printable characters"));
+    }
+    if req.sha256.len() != 64 || !req.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("sha256 must be 64 hex digits"));
+    }
+    if req.regions.is_empty() || req.regions.len() > 64 {
+        return Err(bad("regions must name 1 to 64 regions"));
+    }
+    let mut regions = req.regions.clone();
+    regions.sort();
+    regions.dedup();
+    if regions.len() != req.regions.len() {
+        return Err(bad("regions must not repeat"));
+    }
+    let vm = own_service(&state, &session, &id).await?;
+    let served: std::collections::BTreeSet<String> = state
+        .inner
+        .store
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| n.status == crate::store::NodeStatus::Active)
+        .map(|n| n.region)
+        .collect();
+    let unknown: Vec<&String> = regions.iter().filter(|r| !served.contains(*r)).collect();
+    if !unknown.is_empty() {
+        let mut e = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_region",
+            format!("no active node serves these regions: {unknown:?}"),
+        );
+        e.details = Some(serde_json::json!({ "unknown": unknown }));
+        return Err(e);
+    }
+    let payload = serde_json::json!({
+        "vm_id": vm.vm_id, "lease_id": vm.lease_id, "kind": req.kind, "artifact": req.artifact,
+        "sha256": req.sha256.to_lowercase(), "regions": regions, "requested_by": session.address,
+    });
+    let id = state
+        .inner
+        .store
+        .attest(
+            &format!("vm:{}", vm.vm_id),
+            "service.distribution",
+            &payload,
+            now(),
+        )
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(attestations_disabled)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AttestationCreated { attestation_id: id }),
+    ))
 }

@@ -32,6 +32,9 @@ pub enum CatalogError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The validation verdict could not be attested.
+    #[error(transparent)]
+    Attest(#[from] crate::attestation::AttestError),
 }
 
 /// The catalog row of a validated bundle.
@@ -102,10 +105,31 @@ pub async fn load_dir(store: &Store, dir: &Path, now: i64) -> Result<usize, Cata
         match result {
             Ok(record) => {
                 store.upsert_template(&record).await?;
+                let verdict = serde_json::json!({
+                    "slug": record.slug, "cid": record.cid, "verdict": "accepted",
+                });
+                store
+                    .attest(
+                        &format!("template:{}", record.slug),
+                        "template.validated",
+                        &verdict,
+                        now,
+                    )
+                    .await?;
                 loaded += 1;
             }
             Err(e) => {
                 tracing::warn!(target: "orchestrator::catalog", error = %e, "template bundle not loaded");
+                let subject = match &e {
+                    CatalogError::Rejected { slug, .. } => format!("template:{slug}"),
+                    _ => format!("template-bundle:{}", path.display()),
+                };
+                let verdict = serde_json::json!({
+                    "path": path.display().to_string(), "verdict": "rejected", "reason": e.to_string(),
+                });
+                store
+                    .attest(&subject, "template.validated", &verdict, now)
+                    .await?;
                 first_error.get_or_insert(e);
             }
         }

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 pub struct ChainHandler {
     decoder: EventDecoder,
     committed: Arc<Notify>,
+    attestor: Option<Arc<crate::attestation::Attestor>>,
 }
 
 impl ChainHandler {
@@ -36,7 +37,11 @@ impl ChainHandler {
             (ContractKind::NodeRegistry, node_registry),
             (ContractKind::LeaseEscrow, lease_escrow),
         ]);
-        Self { decoder, committed }
+        Self {
+            decoder,
+            committed,
+            attestor: None,
+        }
     }
 
     /// The same, also following the TemplateMarket at `template_market`.
@@ -51,7 +56,18 @@ impl ChainHandler {
             (ContractKind::LeaseEscrow, lease_escrow),
             (ContractKind::TemplateMarket, template_market),
         ]);
-        Self { decoder, committed }
+        Self {
+            decoder,
+            committed,
+            attestor: None,
+        }
+    }
+
+    /// The same, attesting every node, lease and template event it applies (in the follower's
+    /// transaction, so an event is applied and attested together or not at all).
+    pub fn with_attestor(mut self, attestor: crate::attestation::Attestor) -> Self {
+        self.attestor = Some(Arc::new(attestor));
+        self
     }
 
     /// The contract addresses to read logs from.
@@ -248,12 +264,51 @@ async fn apply(
     Ok(())
 }
 
+/// The subject and kind an applied event is attested under, for the events that change state.
+fn attested_as(log: &DecodedLog) -> Option<(String, &'static str)> {
+    let id = |key: &str| log.args.get(key).and_then(Value::as_str).unwrap_or("");
+    let (prefix, key, kind) = match log.name.as_str() {
+        "NodeRegistered" => ("node", "nodeId", "node.registered"),
+        "NodeUpdated" => ("node", "nodeId", "node.updated"),
+        "NodePricesSet" => ("node", "nodeId", "node.prices_set"),
+        "NodeStatusChanged" => ("node", "nodeId", "node.status_changed"),
+        "LeaseOpened" => ("lease", "leaseId", "lease.opened"),
+        "LeaseToppedUp" => ("lease", "leaseId", "lease.topped_up"),
+        "LeaseClosed" => ("lease", "leaseId", "lease.closed"),
+        "LeaseTerminated" => ("lease", "leaseId", "lease.terminated"),
+        "TemplatePublished" => ("template", "templateId", "template.published"),
+        "TemplateUpdated" => ("template", "templateId", "template.updated"),
+        _ => return None,
+    };
+    Some((format!("{prefix}:{}", id(key).to_lowercase()), kind))
+}
+
 impl Handler for ChainHandler {
     async fn handle(&self, conn: &mut AnyConnection, batch: &LogBatch<'_>) -> Result<(), BoxError> {
         let block_time = i64::try_from(batch.to.timestamp).unwrap_or(i64::MAX);
         for log in batch.logs {
             if let Some(decoded) = self.decoder.decode(log) {
                 apply(conn, &decoded, block_time).await?;
+                if let (Some(attestor), Some((subject, kind))) =
+                    (&self.attestor, attested_as(&decoded))
+                {
+                    let payload = serde_json::json!({
+                        "event": decoded.name,
+                        "args": decoded.args,
+                        "block_number": log.block_number,
+                        "transaction_hash": log.transaction_hash,
+                        "log_index": log.log_index,
+                    });
+                    crate::attestation::append(
+                        conn,
+                        attestor,
+                        &subject,
+                        kind,
+                        &payload,
+                        crate::api::now(),
+                    )
+                    .await?;
+                }
             }
         }
         Ok(())

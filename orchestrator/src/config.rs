@@ -64,6 +64,44 @@ pub struct Config {
     pub siwe: SiweConfig,
     /// The chain whose lease events drive VMs; without it the orchestrator only serves the API.
     pub chain: Option<ChainConfig>,
+    /// Signed attestations and their anchoring; without it nothing is attested.
+    pub attestation: Option<AttestationConfig>,
+}
+
+/// Where attestations are anchored and how they are batched. The signing key (which must hold
+/// ANCHOR_ROLE on the anchor) comes from `DECLOUD_PRIVATE_KEY`, or from `keystore` with its
+/// password in `DECLOUD_KEYSTORE_PASSWORD`: never from a file of this configuration or a flag.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// HTTP JSON-RPC URL of the anchor's chain.
+    pub rpc_url: String,
+    /// AttestationAnchor address.
+    pub anchor: String,
+    /// Encrypted JSON keystore of the attestation key (else `DECLOUD_PRIVATE_KEY`).
+    #[serde(default)]
+    pub keystore: Option<PathBuf>,
+    /// A batch is sealed once this many attestations wait.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u64,
+    /// A batch is sealed once its oldest attestation waited this long, seconds.
+    #[serde(default = "default_batch_interval")]
+    pub batch_interval_secs: i64,
+    /// How long to wait for an anchor transaction's confirmation before asking the chain again.
+    #[serde(default = "default_confirm_timeout")]
+    pub confirm_timeout_secs: u64,
+}
+
+fn default_batch_size() -> u64 {
+    256
+}
+
+fn default_batch_interval() -> i64 {
+    600
+}
+
+fn default_confirm_timeout() -> u64 {
+    120
 }
 
 /// Where lease and node events come from, and what VMs run.
@@ -147,6 +185,7 @@ impl Default for Config {
             templates_dir: None,
             siwe: SiweConfig::default(),
             chain: None,
+            attestation: None,
         }
     }
 }
@@ -262,6 +301,22 @@ impl Config {
                     value: v.clone(),
                 })?;
         }
+        const BATCH_SIZE: &str = "DECLOUD_ORCHESTRATOR_ATTESTATION_BATCH_SIZE";
+        const BATCH_INTERVAL: &str = "DECLOUD_ORCHESTRATOR_ATTESTATION_BATCH_INTERVAL_SECS";
+        if let Some(a) = config.attestation.as_mut() {
+            if let Some(v) = env(BATCH_SIZE) {
+                a.batch_size = v.parse().map_err(|_| ConfigError::Env {
+                    name: BATCH_SIZE,
+                    value: v,
+                })?;
+            }
+            if let Some(v) = env(BATCH_INTERVAL) {
+                a.batch_interval_secs = v.parse().map_err(|_| ConfigError::Env {
+                    name: BATCH_INTERVAL,
+                    value: v,
+                })?;
+            }
+        }
         if let Some(listen) = args.listen {
             config.listen = listen;
         }
@@ -313,6 +368,20 @@ impl Config {
             if chain.image.is_empty() {
                 return Err(ConfigError::Invalid(
                     "chain.image must name a base image".into(),
+                ));
+            }
+        }
+        if let Some(a) = &self.attestation {
+            if a.anchor.parse::<alloy::primitives::Address>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "attestation.anchor is not an address: {}",
+                    a.anchor
+                )));
+            }
+            if a.batch_size == 0 || a.batch_interval_secs <= 0 || a.confirm_timeout_secs == 0 {
+                return Err(ConfigError::Invalid(
+                    "attestation batch_size, batch_interval_secs and confirm_timeout_secs must be positive"
+                        .into(),
                 ));
             }
         }
@@ -396,6 +465,54 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(e, ConfigError::Invalid(_)), "{e}");
+    }
+
+    #[test]
+    fn attestation_section_is_read_checked_and_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.toml");
+        let addr = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        std::fs::write(
+            &path,
+            format!("[attestation]\nrpc_url = \"http://127.0.0.1:8545\"\nanchor = \"{addr}\"\nbatch_size = 8\n"),
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        };
+        let a = Config::resolve(&args, |_| None)
+            .unwrap()
+            .attestation
+            .unwrap();
+        assert_eq!((a.batch_size, a.batch_interval_secs), (8, 600));
+        let a = Config::resolve(&args, |k| {
+            (k == "DECLOUD_ORCHESTRATOR_ATTESTATION_BATCH_INTERVAL_SECS").then(|| "30".into())
+        })
+        .unwrap()
+        .attestation
+        .unwrap();
+        assert_eq!((a.batch_size, a.batch_interval_secs), (8, 30));
+        let e = Config::resolve(&args, |k| {
+            (k == "DECLOUD_ORCHESTRATOR_ATTESTATION_BATCH_SIZE").then(|| "many".into())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("ATTESTATION_BATCH_SIZE"), "{e}");
+        std::fs::write(&path, "[attestation]\nrpc_url = \"x\"\nanchor = \"0x12\"\n").unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("attestation.anchor"), "{e}");
+        // The key is never part of the file.
+        std::fs::write(
+            &path,
+            format!(
+                "[attestation]\nrpc_url = \"x\"\nanchor = \"{addr}\"\nprivate_key = \"0x01\"\n"
+            ),
+        )
+        .unwrap();
+        assert!(matches!(
+            Config::resolve(&args, |_| None),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

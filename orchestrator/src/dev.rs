@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::{
     Running,
-    config::{ChainConfig, Config},
+    config::{AttestationConfig, ChainConfig, Config},
 };
 
 /// Name of the base image the local network's VMs boot; the node agent service offers an image
@@ -67,6 +67,15 @@ impl OrchestratorService {
                 image: DEV_IMAGE.into(),
                 grace_secs: 86_400,
             }),
+            // Small, frequent batches, so attestations are verifiable on-chain within a minute.
+            attestation: Some(AttestationConfig {
+                rpc_url: rpc_url.to_string(),
+                anchor: c.attestation_anchor.address.to_string(),
+                keystore: None,
+                batch_size: 16,
+                batch_interval_secs: 30,
+                confirm_timeout_secs: 60,
+            }),
             ..Config::default()
         };
         let port = listen.port();
@@ -114,7 +123,22 @@ impl DevService for OrchestratorService {
                 &rpc,
                 &deployment,
             );
-            let running = crate::start(config, listener).await.map_err(|e| tool(&e))?;
+            // Attestations are signed by the account holding ANCHOR_ROLE (an anvil test key).
+            let anchor_key = ctx
+                .accounts
+                .iter()
+                .find(|a| a.address == deployment.roles.anchor)
+                .map(|a| a.private_key.parse())
+                .transpose()
+                .map_err(|e| tool(&format!("anchor account key: {e}")))?;
+            let mut config = config;
+            if anchor_key.is_none() {
+                warn!(target: "orchestrator::dev", "no local account holds ANCHOR_ROLE: attestations are off");
+                config.attestation = None;
+            }
+            let running = crate::start_with_attestation_key(config, listener, anchor_key)
+                .await
+                .map_err(|e| tool(&e))?;
             let api = running.api_url();
             let ws = running.agent_ws_url();
             info!(target: "orchestrator::dev", %api, "orchestrator is running");

@@ -1,13 +1,15 @@
 //! DeCloud orchestrator: turns on-chain leases into VMs on the right nodes, keeps an honest
 //! record of node reliability and serves tenants and operators through an HTTP API.
 //!
-//! It coordinates and never holds money.
+//! It coordinates and never holds money. Everything it does is signed, chained and anchored
+//! on-chain ([`attestation`]), so anyone can check what happened to a VM, a lease or a node.
 //!
 //! The library is the whole server; the `decloud-orchestrator` binary only parses flags and calls
 //! [`run`]. Tests build the router with [`app`] and drive it without a socket.
 
 pub mod agent;
 pub mod api;
+pub mod attestation;
 pub mod auth;
 pub mod catalog;
 pub mod chain;
@@ -56,6 +58,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     chain_tasks: Option<ChainTasks>,
     pruner: tokio::task::JoinHandle<()>,
+    anchoring: Option<tokio::task::JoinHandle<()>>,
     store: Store,
 }
 
@@ -88,6 +91,9 @@ impl Running {
             }
         }
         self.pruner.abort();
+        if let Some(task) = self.anchoring {
+            task.abort();
+        }
         self.store.close().await;
         tracing::info!(target: "orchestrator", "stopped");
         served??;
@@ -98,7 +104,30 @@ impl Running {
 /// Opens the store, recovers from a crash, loads the template catalog, starts following the chain
 /// (when configured) and serves the API on `listener` until [`Running::stop`].
 pub async fn start(config: Config, listener: tokio::net::TcpListener) -> eyre::Result<Running> {
-    let store = Store::connect(&config.database_url).await?;
+    start_with_attestation_key(config, listener, None).await
+}
+
+/// [`start`], signing attestations with `key` when given instead of the key from
+/// `DECLOUD_PRIVATE_KEY` or the configured keystore (for the local development network, whose
+/// keys are anvil's public test keys).
+pub async fn start_with_attestation_key(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    key: Option<alloy::signers::local::PrivateKeySigner>,
+) -> eyre::Result<Running> {
+    let mut store = Store::connect(&config.database_url).await?;
+    let anchorer = match &config.attestation {
+        Some(a) => {
+            let (attestor, anchorer) = attestation_setup(a, key).await?;
+            tracing::info!(target: "orchestrator::attestation", signer = %attestor.address(), anchor = %attestor.anchor(), "attesting");
+            store = store.with_attestor(attestor);
+            Some((anchorer, a.clone()))
+        }
+        None => {
+            tracing::warn!(target: "orchestrator::attestation", "no [attestation] section: actions are not attested");
+            None
+        }
+    };
     let recovered = lifecycle::recover(&store).await?;
     if recovered > 0 {
         tracing::info!(target: "orchestrator::lifecycle", recovered, "applied acknowledgements left by a crash");
@@ -129,6 +158,21 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> eyre::R
             }
         })
     };
+    let anchoring = anchorer.map(|(anchorer, a)| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            // Sealing is cheap; checking every few seconds keeps the interval honest.
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if let Err(e) =
+                    attestation::pass(&store, &anchorer, a.batch_size, a.batch_interval_secs, api::now()).await
+                {
+                    tracing::warn!(target: "orchestrator::attestation", error = %e, "anchoring pass failed; retrying");
+                }
+            }
+        })
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let chain_tasks = match state.config().chain.clone() {
         Some(chain) => Some(spawn_chain(&state, chain, stopped.clone()).await?),
@@ -151,8 +195,41 @@ pub async fn start(config: Config, listener: tokio::net::TcpListener) -> eyre::R
         server,
         chain_tasks,
         pruner,
+        anchoring,
         store,
     })
+}
+
+/// Loads the attestation key (environment or keystore, never a flag), learns the chain id and
+/// prepares the anchorer.
+async fn attestation_setup(
+    a: &config::AttestationConfig,
+    key: Option<alloy::signers::local::PrivateKeySigner>,
+) -> eyre::Result<(attestation::Attestor, attestation::Anchorer)> {
+    use alloy::providers::Provider;
+    let key = match key {
+        Some(key) => key,
+        None => decloud_sdk::wallet::load_signer_with(
+            a.keystore.as_deref(),
+            |k| std::env::var(k).ok(),
+            || {
+                Err(decloud_sdk::wallet::WalletError::Prompt(
+                    std::io::Error::other("a server does not prompt"),
+                ))
+            },
+        )?,
+    };
+    let provider = decloud_sdk::tx::signing_provider(a.rpc_url.parse()?, key.clone());
+    let chain_id = provider.get_chain_id().await?;
+    let anchor: alloy::primitives::Address = a.anchor.parse()?;
+    Ok((
+        attestation::Attestor::new(key, chain_id, anchor),
+        attestation::Anchorer {
+            provider,
+            anchor,
+            confirm_timeout: Duration::from_secs(a.confirm_timeout_secs),
+        },
+    ))
 }
 
 type ChainTasks = (
@@ -185,6 +262,10 @@ async fn spawn_chain(
     let provider = ProviderBuilder::new()
         .connect_http(chain.rpc_url.parse()?)
         .erased();
+    let handler = match state.store().attestor() {
+        Some(attestor) => handler.with_attestor(attestor.clone()),
+        None => handler,
+    };
     let mut follower_config = decloud_indexer::FollowerConfig::new(
         "orchestrator",
         handler.addresses(),

@@ -42,6 +42,19 @@ pub enum StoreError {
     /// A sign-in nonce cannot be used.
     #[error("nonce {0}")]
     Nonce(NonceProblem),
+    /// An attestation of the change could not be made; the change was not stored.
+    #[error("attestation failed: {0}")]
+    Attestation(String),
+}
+
+impl StoreError {
+    /// A failure of appending an attestation inside a store transaction.
+    pub(crate) fn from_attest(e: crate::attestation::AttestError) -> Self {
+        match e {
+            crate::attestation::AttestError::Store(e) => e,
+            other => Self::Attestation(other.to_string()),
+        }
+    }
 }
 
 /// Why a sign-in nonce was refused.
@@ -321,6 +334,7 @@ pub struct SessionRecord {
 pub struct Store {
     pool: AnyPool,
     sqlite: bool,
+    attestor: Option<std::sync::Arc<crate::attestation::Attestor>>,
 }
 
 fn u(row: &AnyRow, column: &'static str) -> Result<u64, StoreError> {
@@ -507,13 +521,19 @@ impl Store {
         }
         let pool = options.connect(&url).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool, sqlite })
+        Ok(Self {
+            pool,
+            sqlite,
+            attestor: None,
+        })
     }
 
     /// Starts a transaction that will write. SQLite cannot upgrade a read transaction to a write
     /// one while another connection writes (it fails at once with "database is locked"), so
     /// there the write lock is taken up front and waits under the busy timeout instead.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         Ok(self
             .pool
             .begin_with(if self.sqlite {
@@ -522,6 +542,22 @@ impl Store {
                 "BEGIN"
             })
             .await?)
+    }
+
+    /// The same store, signing an attestation of every state change it makes with `attestor`
+    /// (in the transaction of the change).
+    pub fn with_attestor(mut self, attestor: crate::attestation::Attestor) -> Self {
+        self.attestor = Some(std::sync::Arc::new(attestor));
+        self
+    }
+
+    /// The attestation key, when one is configured.
+    pub fn attestor(&self) -> Option<&crate::attestation::Attestor> {
+        self.attestor.as_deref()
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Closes every connection.
@@ -959,12 +995,29 @@ impl Store {
         if moved.rows_affected() != 1 {
             return Ok(false);
         }
+        let row = sqlx::query("SELECT node_id, lease_id FROM vms WHERE vm_id = $1")
+            .bind(vm_id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        let node: String = row.try_get("node_id")?;
+        if let Some(attestor) = self.attestor() {
+            let lease: String = row.try_get("lease_id")?;
+            let payload = serde_json::json!({
+                "vm_id": vm_id, "lease_id": lease, "node_id": node, "from": from, "to": to,
+                "failure": failure, "command_id": command.map(|(id, _)| id),
+            });
+            crate::attestation::append(
+                &mut tx,
+                attestor,
+                &format!("vm:{vm_id}"),
+                "vm.transition",
+                &payload,
+                now,
+            )
+            .await
+            .map_err(StoreError::from_attest)?;
+        }
         if let Some((command_id, action)) = command {
-            let node: String = sqlx::query("SELECT node_id FROM vms WHERE vm_id = $1")
-                .bind(vm_id.to_string())
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("node_id")?;
             sqlx::query(
                 "INSERT INTO agent_commands (command_id, node_id, action, created_at, attempts, last_sent_at, \
                  acked_at, outcome, vm_id) VALUES ($1, $2, $3, $4, 0, NULL, NULL, NULL, $5) \

@@ -290,6 +290,12 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/operator/nodes/{node_id}", "get"),
         ("/api/v1/templates", "get"),
         ("/api/v1/templates/{key}", "get"),
+        ("/api/v1/attestations", "get"),
+        ("/api/v1/attestations/signer", "get"),
+        ("/api/v1/attestations/{id}", "get"),
+        ("/api/v1/hosting/network/nodes", "get"),
+        ("/api/v1/hosting/services/{id}/attest", "post"),
+        ("/api/v1/hosting/services/{id}/distribute", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -298,7 +304,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        17,
+        23,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );

@@ -125,7 +125,15 @@ async fn lease_flow(url: String) {
     let escrow = IEventSource::new(addresses[1], provider.clone());
 
     // Orchestrator: store, server, follower with the orchestrator's handler.
-    let store = Store::connect(&url).await.unwrap();
+    let attestor = decloud_orchestrator::attestation::Attestor::new(
+        PrivateKeySigner::random(),
+        31337,
+        Address::repeat_byte(0xaa),
+    );
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_attestor(attestor.clone());
     let state = AppState::new(store.clone(), Config::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -142,7 +150,8 @@ async fn lease_flow(url: String) {
         addresses[0],
         addresses[1],
         Arc::new(tokio::sync::Notify::new()),
-    );
+    )
+    .with_attestor(attestor.clone());
     let reader = ProviderBuilder::new()
         .connect_http(anvil.endpoint_url())
         .erased();
@@ -608,6 +617,55 @@ async fn lease_flow(url: String) {
         "running",
         "the topped-up lease keeps running"
     );
+
+    // Every lease event and VM transition above was attested, in order, in one signed chain.
+    let kinds = |subject: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .attestations_of(subject, None, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.kind)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(kinds("lease:6").await, ["lease.opened"]);
+    assert_eq!(kinds("vm:vm-6").await, ["vm.transition"; 6]);
+    let transitions: Vec<(String, String)> = store
+        .attestations_of("vm:vm-6", None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let p: serde_json::Value = serde_json::from_str(&a.payload).unwrap();
+            (
+                p["from"].as_str().unwrap().into(),
+                p["to"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("pending", "provisioning"),
+        ("provisioning", "running"),
+        ("running", "stopping"),
+        ("stopping", "stopped"),
+        ("stopped", "stopping"),
+        ("stopping", "terminated"),
+    ];
+    assert_eq!(
+        transitions,
+        expected.map(|(f, t)| (f.to_string(), t.to_string()))
+    );
+    let count = store.attestation_count().await.unwrap();
+    let mut previous = None;
+    for id in 0..count {
+        let a = store.attestation(id).await.unwrap().unwrap();
+        decloud_sdk::attestation::check_record(&a, attestor.domain(), attestor.address()).unwrap();
+        decloud_sdk::attestation::check_link(&a, id, previous.as_ref()).unwrap();
+        previous = Some(a);
+    }
 }
 
 async fn wait_state(store: &Store, vm_id: &str, state: &str) {

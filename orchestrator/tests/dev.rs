@@ -92,6 +92,36 @@ async fn dev_services_register_the_node_and_link_its_agent() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // The registration was attested, signed by the account holding ANCHOR_ROLE.
+    let signer: Value = http
+        .get(format!("{api}/attestations/signer"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        signer["signer"]
+            .as_str()
+            .unwrap()
+            .parse::<alloy::primitives::Address>()
+            .unwrap(),
+        system.deployment.roles.anchor
+    );
+    let attested: Value = http
+        .get(format!(
+            "{api}/attestations?subject=node:{:#x}",
+            node.node_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(attested[0]["kind"], "node.registered", "{attested}");
+
     agent.stop().await;
     orchestrator.stop().await;
     assert!(http.get(format!("{api}/health")).send().await.is_err());
