@@ -474,6 +474,15 @@ pub const STORAGE_PAYEES: EntityDef = EntityDef {
     ],
 };
 
+/// The tables of the entities derived from StorageMarket's events.
+pub const STORAGE_TABLES: [&str; 5] = [
+    DEALS.table,
+    DEAL_REPLICAS.table,
+    DEAL_EPOCHS.table,
+    PROOFS.table,
+    STORAGE_PAYEES.table,
+];
+
 /// Every entity, in GraphQL schema order.
 pub const ENTITIES: [&EntityDef; 16] = [
     &NODES,

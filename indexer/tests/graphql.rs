@@ -199,9 +199,13 @@ async fn expected_entities(f: &Fixture) {
     );
 }
 
-/// Every entity's list query returns every row, and its single query returns the listed item.
+/// Every entity's list query returns every row, and its single query returns the listed item. The
+/// StorageMarket entities need real proofs and are covered the same way by `tests/storage.rs`.
 async fn every_entity_list_and_single(f: &Fixture) {
-    for def in ENTITIES {
+    for def in ENTITIES
+        .into_iter()
+        .filter(|d| !decloud_indexer::schema::STORAGE_TABLES.contains(&d.table))
+    {
         let count: i64 = sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM {}", def.table)))
             .fetch_one(&f.t.db.pool)
             .await
