@@ -39,15 +39,33 @@ fn config(chain: &System, url: &str, dir: &std::path::Path) -> std::path::PathBu
     path
 }
 
-fn start(config: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_decloud-indexer"))
-        .arg("--config")
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+/// The running binary; killed if a failing test drops it, so no indexer outlives its test.
+struct Indexer(Child);
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
+
+fn start(config: &std::path::Path) -> Indexer {
+    Indexer(
+        Command::new(env!("CARGO_BIN_EXE_decloud-indexer"))
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Generous: a loaded 2-core machine runs these four tests, each with its own anvil, indexer and
+/// database, side by side with other builds.
+const PATIENCE: Duration = Duration::from_secs(240);
 
 async fn count(db: &Database, sql: &str) -> i64 {
     sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -62,7 +80,7 @@ async fn event_count(db: &Database) -> i64 {
 
 /// Waits until the indexer has stored at least `n` events.
 async fn wait_for_events(db: &Database, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     while event_count(db).await < n {
         assert!(Instant::now() < deadline, "indexer made no progress");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -71,7 +89,7 @@ async fn wait_for_events(db: &Database, n: i64) {
 
 /// Waits until the cursor reaches `head`.
 async fn wait_for_cursor(db: &Database, head: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         if load_cursor(db, CURSOR)
             .await
@@ -140,10 +158,10 @@ async fn assert_committed_prefix(chain: &System, db: &Database) -> BlockRef {
     cursor
 }
 
-async fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
+async fn wait_exit(child: &mut Indexer) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             return status;
         }
         assert!(Instant::now() < deadline, "the indexer did not stop");
@@ -161,8 +179,8 @@ async fn crash_mid_backfill(kind: Kind) {
 
     let mut child = start(&config);
     wait_for_events(&t.db, 2_000).await;
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
 
     let cursor = assert_committed_prefix(&chain, &t.db).await;
     assert!(
@@ -171,10 +189,9 @@ async fn crash_mid_backfill(kind: Kind) {
     );
     assert!(event_count(&t.db).await < PRICE_CHANGES as i64);
 
-    let mut child = start(&config);
+    let child = start(&config);
     wait_for_cursor(&t.db, head).await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 
     assert!(event_count(&t.db).await > PRICE_CHANGES as i64);
     assert_events_match_chain(&chain, &t.db).await;
@@ -208,7 +225,7 @@ async fn sigterm_mid_backfill(kind: Kind) {
     wait_for_events(&t.db, 1_000).await;
     let killed = Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     assert!(killed.success());
@@ -232,7 +249,7 @@ async fn sigterm_mid_backfill(kind: Kind) {
     wait_for_cursor(&t.db, head).await;
     Command::new("kill")
         .arg("-TERM")
-        .arg(child.id().to_string())
+        .arg(child.0.id().to_string())
         .status()
         .unwrap();
     assert_eq!(wait_exit(&mut child).await.code(), Some(0));

@@ -607,7 +607,7 @@ pub async fn dump(db: &Database) -> Vec<(String, Vec<Vec<String>>)> {
         let rows = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&db.pool)
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("dump of {}: {e}", def.table));
         let rows = rows
             .iter()
             .map(|r| {
