@@ -400,7 +400,8 @@ async fn money_flow(kind: Kind) {
     filters(&s, tenant, operator, c.lease_escrow.address).await;
 }
 
-/// `where` filters on the entities of the real flow: at least one per entity, on both databases.
+/// `where` filters on the entities of the real flow: at least one per entity, on both databases
+/// (the StorageMarket entities' are in `tests/storage.rs`).
 async fn filters(s: &Schema, tenant: Address, operator: Address, escrow: Address) {
     let ids = |v: &Value| -> Vec<String> {
         let mut ids: Vec<String> = v
@@ -451,6 +452,15 @@ async fn filters(s: &Schema, tenant: Address, operator: Address, escrow: Address
     assert_eq!(d["a"], json!([{"cpuPerHour": "7000"}]));
     assert_eq!(ids(&d["b"]), vec!["1".to_owned()]);
     assert_eq!(ids(&d["c"]), vec!["1".to_owned(), "2".to_owned()]);
+    let d = q(s, &format!(r#"{{ a: nodes(where: {{region_starts_with: "eu-", operator: "{operator}"}}) {{ id }} b: nodes(where: {{region_not: "eu-west"}}) {{ id }} }}"#)).await;
+    assert_eq!(ids(&d["a"]).len(), 1);
+    assert!(ids(&d["b"]).is_empty());
+    let d = q(s, r#"{ a: anchors(where: {batchId_gt: "0", count_lte: "10"}) { id } b: events(where: {name: "LeaseOpened"}) { contract } }"#).await;
+    assert_eq!(ids(&d["a"]), vec!["1".to_owned(), "2".to_owned()]);
+    assert_eq!(
+        d["b"],
+        json!([{"contract": "LeaseEscrow"}, {"contract": "LeaseEscrow"}])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
