@@ -60,7 +60,7 @@ async fn reorg_of_64_blocks(kind: Kind) {
     const DEPTH: u64 = 64;
     let chain = System::start().await;
     let setup_head = chain.reader.get_block_number().await.unwrap();
-    // More than 64 blocks of calls after the setup (14 per round): the reorg replaces only them,
+    // More than 64 blocks of calls after the setup (15 per round): the reorg replaces only them,
     // updating rows that existed before it (nodes, accounts, leases, stakes, templates) and
     // removing rows it created.
     chain.rounds(1, 5).await;
@@ -72,7 +72,8 @@ async fn reorg_of_64_blocks(kind: Kind) {
     let before = dump(&t.db).await;
 
     // The replacement: rounds of other calls (other salts: other prices, amounts, nodes, leases,
-    // templates, anchors), valid on the state of the common ancestor, one transaction per block.
+    // templates, storage deals, anchors), valid on the state of the common ancestor, one
+    // transaction per block.
     let ancestor = head - DEPTH;
     let mut sequence = chain.next_sequence(BlockId::number(ancestor)).await;
     let mut actions = Vec::new();
@@ -148,6 +149,21 @@ async fn reorg_of_64_blocks(kind: Kind) {
     );
     let after = dump(&t.db).await;
     assert_ne!(before, after, "the reorg changed the indexed state");
+    for table in [
+        "nodes",
+        "leases",
+        "purchases",
+        "deals",
+        "deal_replicas",
+        "anchors",
+    ] {
+        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(&t.db.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert!(n > 0, "{table} has rows after the reorg");
+    }
     assert_events_match_chain(&chain, &t.db).await;
     let fresh = TestDb::new(kind).await;
     follower(&chain, &fresh.db, "indexer")

@@ -12,8 +12,8 @@ use alloy::rpc::types::TransactionRequest;
 use alloy::sol;
 use decloud_indexer::{ContractKind, EventDecoder, FollowerConfig, deployment_contracts};
 use decloud_sdk::bindings::{
-    AttestationAnchor, LeaseEscrow, MockUSDC, NodeRegistry, OperatorStaking, TemplateMarket,
-    lease_escrow::ILeaseEscrow, node_registry::INodeRegistry,
+    AttestationAnchor, LeaseEscrow, MockUSDC, NodeRegistry, OperatorStaking, StorageMarket,
+    TemplateMarket, lease_escrow::ILeaseEscrow, node_registry::INodeRegistry,
 };
 use decloud_sdk::testing::{SendOk as _, TestSystem};
 
@@ -202,6 +202,10 @@ impl System {
             .send_ok()
             .await;
         }
+        MockUSDC::new(usdc, self.provider(TENANT_A))
+            .approve(self.address(ContractKind::StorageMarket), U256::MAX)
+            .send_ok()
+            .await;
         let sequence = self.next_sequence(BlockId::latest()).await;
         self.send(&[anchor_action(self, 0, sequence)]).await;
     }
@@ -218,8 +222,9 @@ impl System {
 
     /// A round of calls that is valid after the setup whatever rounds came before: price changes,
     /// an update, a registration, deposits, withdrawals, a stake and an unstake request, a lease
-    /// with a template purchase, top-ups, template publication and update, and an anchor whose
-    /// first sequence is `sequence`. `salt` makes every round's data different.
+    /// with a template purchase, top-ups, template publication and update, a two-replica storage
+    /// deal, and an anchor whose first sequence is `sequence`. `salt` makes every round's data
+    /// different.
     pub fn round(&self, salt: u64, sequence: u64) -> Vec<Action> {
         use ContractKind as K;
         let (registry_at, staking_at, escrow_at, market_at) = (
@@ -232,6 +237,8 @@ impl System {
         let staking = OperatorStaking::new(staking_at, &self.reader);
         let escrow = LeaseEscrow::new(escrow_at, &self.reader);
         let market = TemplateMarket::new(market_at, &self.reader);
+        let storage_at = self.address(K::StorageMarket);
+        let storage = StorageMarket::new(storage_at, &self.reader);
         let operator_b = self.account(OPERATOR_B);
         vec![
             Action::new(
@@ -342,6 +349,20 @@ impl System {
                         format!("bafyother{salt}"),
                         U256::from(100 * salt),
                         "{}".into(),
+                    )
+                    .calldata(),
+            ),
+            Action::new(
+                TENANT_A,
+                storage_at,
+                storage
+                    .createDeal(
+                        vec![self.node_a, self.node_b],
+                        // Roots are BN254 scalars: small numbers are.
+                        vec![U256::from(1_000 + salt), U256::from(2_000 + salt)],
+                        10 + salt % 50,
+                        100 + u128::from(salt),
+                        1 + (salt % 5) as u32,
                     )
                     .calldata(),
             ),
