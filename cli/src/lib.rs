@@ -19,9 +19,15 @@ use decloud_sdk::{
         DEFAULT_UNBONDING_PERIOD, DeployConfig, UsdcSource, deploy_system,
     },
     deployments::{DeploymentsError, Network, Networks},
-    dev::{ChainOptions, ChainService, DevService, run_services, shutdown_signal},
+    dev::{ChainOptions, ChainService, run_services, shutdown_signal},
     paths, tx, wallet,
 };
+
+mod author;
+mod context;
+mod dev;
+mod operator;
+mod tenant;
 
 /// DeCloud: rent VMs and storage from independent operators, paid in USDC on Polygon.
 #[derive(Debug, Parser)]
@@ -40,8 +46,17 @@ enum Command {
     /// DECLOUD_PRIVATE_KEY or --keystore (password from DECLOUD_KEYSTORE_PASSWORD or a prompt).
     // Boxed: the deploy arguments are several times the size of the others.
     Deploy(Box<DeployArgs>),
-    /// Run the local network: anvil with everything deployed and funded, until Ctrl-C.
+    /// Run the local network until Ctrl-C: anvil with everything deployed and funded, the indexer,
+    /// the orchestrator and one registered node agent.
     Dev(DevArgs),
+    #[command(flatten)]
+    Tenant(tenant::TenantCommand),
+    /// Node operators: register nodes, set prices, stake, claim earnings.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
+    /// Template authors: publish, update and deprecate templates, collect earnings.
+    #[command(subcommand)]
+    Template(author::TemplateCommand),
 }
 
 /// Arguments of `decloud deploy`.
@@ -110,6 +125,8 @@ struct DevArgs {
     /// Where 31337.json is written (default: the repository's deployments/).
     #[arg(long)]
     deployments_dir: Option<PathBuf>,
+    #[command(flatten)]
+    services: dev::ServiceArgs,
 }
 
 /// Runs the CLI; returns the process exit code. Errors go to stderr.
@@ -133,6 +150,9 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Deploy(args) => deploy(*args).await,
             Command::Dev(args) => dev(args).await,
+            Command::Tenant(command) => tenant::run(command).await.map_err(Error::from),
+            Command::Operator(command) => operator::run(command).await.map_err(Error::from),
+            Command::Template(command) => author::run(command).await.map_err(Error::from),
         }
     });
     match result {
@@ -265,14 +285,13 @@ async fn dev(args: DevArgs) -> Result<(), Error> {
         .unwrap_or_else(|| paths::deployments_dir(&root));
     let chain = ChainService::new(ChainOptions {
         anvil_path,
-        host: args.host,
+        host: args.host.clone(),
         port: args.port,
         accounts: args.accounts,
         mint_usdc: args.mint_usdc,
         deployments_dir,
     });
-    // Later services (indexer, orchestrator, node agent) are appended here, after the chain.
-    let mut services: Vec<Box<dyn DevService>> = vec![Box::new(chain)];
+    let mut services = dev::services(Box::new(chain), &args.host, &args.services, &root)?;
     run_services(&mut services, shutdown_signal())
         .await
         .map(drop)
@@ -295,7 +314,7 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("decloud").chain(args.iter().copied()))?;
         match cli.command {
             Command::Deploy(args) => Ok(*args),
-            Command::Dev(_) => panic!("not deploy"),
+            _ => panic!("not deploy"),
         }
     }
 

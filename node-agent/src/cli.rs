@@ -4,6 +4,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
+use decloud_sdk::agent_protocol::NodeResources;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -170,63 +171,110 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn run_agent(config: Config) -> Result<()> {
-    let (identity, created) = Identity::load_or_create(&config)?;
-    info!(
-        target: "agent",
-        node_id = %identity.node_id,
-        node_key = %identity.address(),
-        created_key = created,
-        "node identity"
-    );
-    let data_dir = config.data_dir.clone();
-    let found = tokio::task::spawn_blocking(move || resources::discover(&data_dir))
-        .await
-        .map_err(|e| Error::Config(e.to_string()))??;
-    info!(target: "agent", cores = found.cpu_cores, memory_mib = found.memory_mib, compute_points = found.compute_points, gpus = found.gpus.len(), "resources");
-    let url = config.orchestrator_url.clone();
-    let agent = Agent::open(config, identity, found).await?;
-    agent.reconcile().await?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let observer = {
-        let agent = agent.clone();
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Err(error) = agent.observe().await {
-                    warn!(target: "agent", %error, "observation round failed");
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(OBSERVE_INTERVAL) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-        })
-    };
-    let link_task = match url {
-        Some(url) => Some(tokio::spawn(link::run(
-            agent.clone(),
-            url,
-            Backoff::default(),
-            stop_rx,
-        ))),
-        None => {
-            warn!(target: "agent", "no orchestrator_url configured: running local VMs only");
-            None
-        }
-    };
-
+    let running = RunningAgent::start(config).await?;
     wait_for_signal().await?;
     info!(target: "agent", "shutting down; VMs keep running");
-    let _ = stop_tx.send(true);
-    if let Some(task) = link_task
-        && let Err(e) = task.await
-    {
-        error!(target: "agent", error = %e, "link task failed");
-    }
-    let _ = observer.await;
-    agent.close().await;
+    running.stop().await;
     Ok(())
+}
+
+/// Discovers the host's resources (CPU benchmark included) off the async runtime.
+pub(crate) async fn discover(config: &Config) -> Result<NodeResources> {
+    let data_dir = config.data_dir.clone();
+    tokio::task::spawn_blocking(move || resources::discover(&data_dir))
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?
+}
+
+/// An agent running in this process: its observation loop and, with an orchestrator URL, its
+/// link. Stopping it leaves its VMs running.
+#[derive(Debug)]
+pub struct RunningAgent {
+    agent: Agent,
+    stop: watch::Sender<bool>,
+    observer: tokio::task::JoinHandle<()>,
+    link: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningAgent {
+    /// Loads or creates the identity, discovers the host's resources, opens the store,
+    /// reconciles with libvirt, then starts observing and (with an orchestrator URL) linking.
+    pub async fn start(config: Config) -> Result<Self> {
+        let (identity, created) = Identity::load_or_create(&config)?;
+        info!(
+            target: "agent",
+            node_id = %identity.node_id,
+            node_key = %identity.address(),
+            created_key = created,
+            "node identity"
+        );
+        let found = discover(&config).await?;
+        Self::start_with(config, identity, found).await
+    }
+
+    /// Starts the agent with an identity and resources already at hand.
+    pub async fn start_with(
+        config: Config,
+        identity: Identity,
+        found: NodeResources,
+    ) -> Result<Self> {
+        info!(target: "agent", cores = found.cpu_cores, memory_mib = found.memory_mib, compute_points = found.compute_points, gpus = found.gpus.len(), "resources");
+        let url = config.orchestrator_url.clone();
+        let agent = Agent::open(config, identity, found).await?;
+        agent.reconcile().await?;
+
+        let (stop, stop_rx) = watch::channel(false);
+        let observer = {
+            let agent = agent.clone();
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(error) = agent.observe().await {
+                        warn!(target: "agent", %error, "observation round failed");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(OBSERVE_INTERVAL) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            })
+        };
+        let link = match url {
+            Some(url) => Some(tokio::spawn(link::run(
+                agent.clone(),
+                url,
+                Backoff::default(),
+                stop_rx,
+            ))),
+            None => {
+                warn!(target: "agent", "no orchestrator_url configured: running local VMs only");
+                None
+            }
+        };
+        Ok(Self {
+            agent,
+            stop,
+            observer,
+            link,
+        })
+    }
+
+    /// The running agent.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
+    /// Closes the link, stops observing and closes the store; VMs keep running.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.link
+            && let Err(e) = task.await
+        {
+            error!(target: "agent", error = %e, "link task failed");
+        }
+        let _ = self.observer.await;
+        self.agent.close().await;
+    }
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -9,6 +9,7 @@
 mod agent;
 mod cli;
 mod config;
+pub mod dev;
 mod domain_xml;
 mod error;
 mod hypervisor;
@@ -24,11 +25,12 @@ pub use agent::{
     Agent, MAX_USER_DATA_BYTES, MIN_MEMORY_MIB, ReconcileReport, create_blank_qcow2,
     image_virtual_size, validate_id,
 };
-pub use cli::{Cli, DEFAULT_CONFIG_FILE, OBSERVE_INTERVAL, Subcommands, main, run};
+pub use cli::{Cli, DEFAULT_CONFIG_FILE, OBSERVE_INTERVAL, RunningAgent, Subcommands, main, run};
 pub use config::{
     Config, ConfigLayer, DEFAULT_DATA_DIR, DEFAULT_LIBVIRT_URI, DomainType, ImageConfig,
     NetworkConfig, parse_address,
 };
+pub use dev::NodeAgentService;
 pub use domain_xml::{
     CPU_PERIOD_US, DOMAIN_PREFIX, DomainPlan, METADATA_NS, bandwidth_kbytes, cpu_quota_us,
     domain_name, mac_address, owned_vm_id, render as render_domain_xml,

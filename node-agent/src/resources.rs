@@ -11,17 +11,18 @@
 //! repeatable within a few percent on a busy host.
 //!
 //! **Baseline:** one logical CPU that chains [`BASELINE_HASHES_PER_SEC`] hashes per second
-//! is worth 100 points. A host's compute points are
-//! `logical CPUs × 100 × best rate / baseline`, rounded down.
+//! is worth [`POINTS_PER_BASELINE_CPU`] (100) points, the unit the orchestrator's scheduler
+//! reserves per vCPU. A host's compute points are `logical CPUs × 100 × best rate / baseline`,
+//! rounded down.
 
 use std::{path::Path, time::Duration};
 
 use alloy::primitives::{B256, keccak256};
-use decloud_sdk::agent_protocol::{DiskInfo, GpuInfo, NodeResources};
+use decloud_sdk::agent_protocol::{DiskInfo, GpuInfo, NodeResources, POINTS_PER_BASELINE_CPU};
 
 use crate::error::{Error, Result};
 
-/// Hashes per second of the baseline core (100 points).
+/// Hashes per second of the baseline core ([`POINTS_PER_BASELINE_CPU`] points).
 pub const BASELINE_HASHES_PER_SEC: u64 = 1_000_000;
 /// Number of benchmark rounds.
 pub const BENCH_ROUNDS: u32 = 20;
@@ -70,7 +71,7 @@ pub fn single_core_rate() -> u64 {
 /// Compute points of a host with `cores` logical CPUs at `rate` hashes per second each.
 pub fn compute_points(cores: u32, rate: u64) -> u64 {
     // Round down: a node never claims more than it measured.
-    u64::from(cores) * 100 * rate / BASELINE_HASHES_PER_SEC
+    u64::from(cores) * POINTS_PER_BASELINE_CPU * rate / BASELINE_HASHES_PER_SEC
 }
 
 /// Discovers the host's resources and runs the CPU benchmark. `data_dir` is where VM disks

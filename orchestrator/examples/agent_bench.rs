@@ -112,7 +112,7 @@ fn heartbeat(seq: u64) -> String {
             disks: Vec::new(),
             vm_storage_free_bytes: 1 << 40,
             gpus: Vec::new(),
-            compute_points: 16_000,
+            compute_points: 1_600,
         },
         free: Capacity {
             millicores: 16_000,
@@ -226,7 +226,7 @@ async fn main() -> eyre::Result<()> {
                 disk_gib: 1000,
                 gpus: 0,
                 bandwidth_mbps: 1000,
-                compute_points: 16_000,
+                compute_points: 1_600,
                 prices: Prices::default(),
                 registered_at: 0,
                 updated_at: 0,

@@ -65,7 +65,7 @@ fn bench_scheduler(nodes: usize, seconds: u64) {
                 active: rng.next(20) != 0,
                 online: rng.next(10) != 0,
                 vcpus,
-                compute_points: vcpus * (800 + rng.next(400)),
+                compute_points: vcpus * (80 + rng.next(40)),
                 memory_gib: 16 + rng.next(240),
                 disk_gib: 200 + rng.next(2000),
                 gpus: if rng.next(10) == 0 {
@@ -149,7 +149,7 @@ async fn bench_heartbeats(args: &Args) -> eyre::Result<()> {
                 disk_gib: 1000,
                 gpus: 0,
                 bandwidth_mbps: 1000,
-                compute_points: 16_000,
+                compute_points: 1_600,
                 prices: Prices::default(),
                 registered_at: 0,
                 updated_at: 0,

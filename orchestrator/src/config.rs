@@ -275,7 +275,7 @@ impl Config {
         Ok(config)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let siwe = &self.siwe;
         if siwe.domains.is_empty() || siwe.uris.is_empty() || siwe.chain_ids.is_empty() {
             return Err(ConfigError::Invalid(

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod catalog;
 pub mod chain;
 pub mod config;
+pub mod dev;
 pub mod lifecycle;
 pub mod marketplace;
 pub mod metrics;
@@ -22,9 +23,10 @@ pub mod store;
 
 pub use api::{AppState, app};
 pub use config::{Args, Config, ConfigError};
+pub use dev::OrchestratorService;
 pub use store::{Store, StoreError};
 
-use std::time::Duration;
+use std::{future::IntoFuture as _, time::Duration};
 use tracing_subscriber::EnvFilter;
 
 /// Runs the server until SIGINT or SIGTERM: resolves the configuration, opens the store,
@@ -39,6 +41,63 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         logs.init()
     }
 
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let running = start(config, listener).await?;
+    shutdown_signal().await;
+    running.stop().await
+}
+
+/// A running orchestrator: its server, chain follower, lifecycle driver and housekeeping tasks.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTP server listens.
+    pub addr: std::net::SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    chain_tasks: Option<ChainTasks>,
+    pruner: tokio::task::JoinHandle<()>,
+    store: Store,
+}
+
+impl Running {
+    /// Base URL of the HTTP API (`…/api/v1`).
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/v1", self.addr)
+    }
+
+    /// The WebSocket URL node agents connect to.
+    pub fn agent_ws_url(&self) -> String {
+        format!("ws://{}/api/v1/agent/ws", self.addr)
+    }
+
+    /// Drains in-flight requests, stops the chain follower and the lifecycle driver, and closes
+    /// the store.
+    pub async fn stop(self) -> eyre::Result<()> {
+        let _ = self.stop.send(true);
+        let served = self.server.await;
+        if let Some((follower, driver)) = self.chain_tasks {
+            driver.abort();
+            match follower.await {
+                Ok(Err(e)) => {
+                    tracing::error!(target: "orchestrator::chain", error = %e, "chain follower stopped with an error")
+                }
+                Err(e) if !e.is_cancelled() => {
+                    tracing::error!(target: "orchestrator::chain", error = %e, "chain follower panicked")
+                }
+                _ => {}
+            }
+        }
+        self.pruner.abort();
+        self.store.close().await;
+        tracing::info!(target: "orchestrator", "stopped");
+        served??;
+        Ok(())
+    }
+}
+
+/// Opens the store, recovers from a crash, loads the template catalog, starts following the chain
+/// (when configured) and serves the API on `listener` until [`Running::stop`].
+pub async fn start(config: Config, listener: tokio::net::TcpListener) -> eyre::Result<Running> {
     let store = Store::connect(&config.database_url).await?;
     let recovered = lifecycle::recover(&store).await?;
     if recovered > 0 {
@@ -48,8 +107,8 @@ pub async fn run(args: Args) -> eyre::Result<()> {
         let loaded = catalog::load_dir(&store, dir, api::now()).await?;
         tracing::info!(target: "orchestrator::catalog", loaded, dir = %dir.display(), "template catalog loaded");
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!(target: "orchestrator", listen = %listener.local_addr()?, "serving");
+    let addr = listener.local_addr()?;
+    tracing::info!(target: "orchestrator", listen = %addr, "serving");
     let state = AppState::new(store.clone(), config)?;
 
     // Used nonces and dead sessions are only clutter; clear them out every ten minutes.
@@ -70,34 +129,30 @@ pub async fn run(args: Args) -> eyre::Result<()> {
             }
         })
     };
-    let (stop_chain, chain_stopped) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let chain_tasks = match state.config().chain.clone() {
-        Some(chain) => Some(spawn_chain(&state, chain, chain_stopped).await?),
+        Some(chain) => Some(spawn_chain(&state, chain, stopped.clone()).await?),
         None => None,
     };
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
-    let _ = stop_chain.send(true);
-    if let Some((follower, driver)) = chain_tasks {
-        driver.abort();
-        match follower.await {
-            Ok(Err(e)) => {
-                tracing::error!(target: "orchestrator::chain", error = %e, "chain follower stopped with an error")
-            }
-            Err(e) if !e.is_cancelled() => {
-                tracing::error!(target: "orchestrator::chain", error = %e, "chain follower panicked")
-            }
-            _ => {}
-        }
-    }
-    pruner.abort();
-    store.close().await;
-    tracing::info!(target: "orchestrator", "stopped");
-    Ok(())
+    let mut server_stopped = stopped;
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = server_stopped.wait_for(|stop| *stop).await;
+        })
+        .into_future(),
+    );
+    Ok(Running {
+        addr,
+        stop,
+        server,
+        chain_tasks,
+        pruner,
+        store,
+    })
 }
 
 type ChainTasks = (

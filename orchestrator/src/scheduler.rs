@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::{cmp::Ordering, collections::BTreeMap};
 use utoipa::ToSchema;
 
-/// Compute points of one vCPU of the reference machine.
-pub const POINTS_PER_VCPU: u64 = 1_000;
+/// Compute points of one vCPU at 1:1: one logical CPU of the baseline speed, the unit the node
+/// agent's benchmark reports in.
+pub const POINTS_PER_VCPU: u64 = decloud_sdk::agent_protocol::POINTS_PER_BASELINE_CPU;
 /// Compute units per compute point: 12 is divisible by every overcommit numerator (1, 3, 2, 4).
 pub const UNITS_PER_POINT: u64 = 12;
 
@@ -411,7 +412,7 @@ mod tests {
             active: true,
             online: true,
             vcpus: 8,
-            compute_points: 8_000,
+            compute_points: 8 * POINTS_PER_VCPU,
             memory_gib: 32,
             disk_gib: 500,
             gpus: 0,
@@ -442,10 +443,11 @@ mod tests {
     #[test]
     fn tiers_overcommit_as_specified() {
         let point = UNITS_PER_POINT;
-        assert_eq!(QualityTier::Dedicated.units_for(2), 2_000 * point);
-        assert_eq!(QualityTier::Standard.units_for(3), 2_000 * point);
-        assert_eq!(QualityTier::Balanced.units_for(2), 1_000 * point);
-        assert_eq!(QualityTier::Burstable.units_for(4), 1_000 * point);
+        let vcpu = POINTS_PER_VCPU * point;
+        assert_eq!(QualityTier::Dedicated.units_for(2), 2 * vcpu);
+        assert_eq!(QualityTier::Standard.units_for(3), 2 * vcpu);
+        assert_eq!(QualityTier::Balanced.units_for(2), vcpu);
+        assert_eq!(QualityTier::Burstable.units_for(4), vcpu);
         // Exact, no rounding: three Standard vCPUs hold exactly two reference vCPUs.
         assert_eq!(
             3 * QualityTier::Standard.units_for(1),
@@ -455,7 +457,7 @@ mod tests {
 
     #[test]
     fn a_node_takes_exactly_its_overcommitted_capacity() {
-        // 8000 points hold 8 Dedicated, 12 Standard, 16 Balanced or 32 Burstable vCPUs.
+        // 8 vCPUs' points hold 8 Dedicated, 12 Standard, 16 Balanced or 32 Burstable vCPUs.
         for (tier, max_vcpus) in [
             (QualityTier::Dedicated, 8),
             (QualityTier::Standard, 12),

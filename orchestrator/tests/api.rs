@@ -221,7 +221,7 @@ fn node(n: u8, operator: Address) -> NodeRecord {
         disk_gib: 500,
         gpus: 0,
         bandwidth_mbps: 1000,
-        compute_points: 8_000,
+        compute_points: 800,
         prices: Prices {
             cpu_per_hour: 10_000 + n as u64,
             memory_gib_per_hour: 2_000,
@@ -918,7 +918,7 @@ async fn scheduler_plans_or_explains() {
     assert_eq!(
         r.body["node_id"],
         a.node_id.as_str(),
-        "cheaper node a still has 2000 points"
+        "cheaper node a still has 2 vCPUs of points"
     );
     assert_eq!(r.body["price_per_hour"], 2 * 10_001 + 4 * 2_000 + 20 * 100);
     let r = plan(json!({"vcpus": 3, "memory_gib": 4, "disk_gib": 20, "tier": "dedicated"})).await;
@@ -933,8 +933,8 @@ async fn scheduler_plans_or_explains() {
         r.body["error"]["details"]["rejection"]["reason"],
         "insufficient_compute"
     );
-    assert_eq!(r.body["error"]["details"]["rejection"]["free"], 2_000 * 12);
-    // Burstable packs four vCPUs into the same 1000 points.
+    assert_eq!(r.body["error"]["details"]["rejection"]["free"], 200 * 12);
+    // Burstable packs four vCPUs into one vCPU's points.
     let r = plan(json!({"vcpus": 8, "memory_gib": 4, "disk_gib": 20, "tier": "burstable", "node_id": a.node_id})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let r = plan(json!({"vcpus": 2, "memory_gib": 64, "disk_gib": 20, "tier": "standard", "region": "eu-west"})).await;

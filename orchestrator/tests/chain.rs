@@ -270,7 +270,7 @@ async fn lease_flow(url: String) {
             disks: Vec::new(),
             vm_storage_free_bytes: 1 << 40,
             gpus: Vec::new(),
-            compute_points: 8_000,
+            compute_points: 800,
         },
         free: Capacity {
             millicores: 8_000,

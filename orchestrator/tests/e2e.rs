@@ -228,7 +228,7 @@ async fn tenant_opens_and_closes_a_lease_and_the_vm_follows_on_the_node() {
         disks: vec![],
         vm_storage_free_bytes: 1 << 40,
         gpus: vec![],
-        compute_points: 1_000,
+        compute_points: 400,
     };
     let agent = Agent::open(agent_config, identity, resources)
         .await

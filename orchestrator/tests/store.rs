@@ -28,7 +28,7 @@ fn node(n: u8) -> NodeRecord {
         disk_gib: 500,
         gpus: 0,
         bandwidth_mbps: 1000,
-        compute_points: 8000,
+        compute_points: 800,
         prices: Prices {
             cpu_per_hour: 10_000,
             memory_gib_per_hour: 2_000,
@@ -243,7 +243,7 @@ async fn leases_vms_and_usage(url: String) {
     let u = usage[&n.node_id];
     assert_eq!(
         (u.compute_units, u.memory_gib, u.disk_gib),
-        ((2_000 + 500) * 12, 8, 40)
+        ((200 + 50) * 12, 8, 40)
     );
     assert_eq!(
         store

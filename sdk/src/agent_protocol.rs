@@ -564,9 +564,14 @@ pub struct NodeResources {
     pub vm_storage_free_bytes: u64,
     /// GPUs.
     pub gpus: Vec<GpuInfo>,
-    /// CPU benchmark result (see the node agent's documentation for the baseline).
+    /// CPU benchmark result, [`POINTS_PER_BASELINE_CPU`] per logical CPU of the baseline speed
+    /// (see the node agent's documentation for the benchmark).
     pub compute_points: u64,
 }
+
+/// Compute points of one logical CPU of the baseline speed: the unit of the node agent's CPU
+/// benchmark, and what the scheduler reserves for one vCPU of a node at 1:1 overcommit.
+pub const POINTS_PER_BASELINE_CPU: u64 = 100;
 
 /// What is still free for new VMs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use std::{fmt::Write as _, future::Future, path::PathBuf, pin::Pin};
 
 use alloy::{
     node_bindings::{Anvil, AnvilInstance},
-    primitives::{Address, U256, hex},
+    primitives::{Address, B256, U256, hex},
     providers::Provider,
     signers::local::PrivateKeySigner,
 };
@@ -50,6 +50,27 @@ pub struct DevContext {
     pub accounts: Vec<DevAccount>,
     /// Endpoints of the running services, by name, for the summary.
     pub endpoints: Vec<(String, String)>,
+    /// The WebSocket URL node agents connect to, once an orchestrator runs.
+    pub agent_ws_url: Option<Url>,
+    /// Nodes registered on the chain by the running services.
+    pub nodes: Vec<DevNode>,
+    /// Things the user must know about how the network runs (printed prominently).
+    pub warnings: Vec<String>,
+}
+
+/// A node that a service of the local network registered and runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevNode {
+    /// The on-chain node id.
+    pub node_id: B256,
+    /// The operator that registered it.
+    pub operator: Address,
+    /// The node key the agent signs with.
+    pub node_key: Address,
+    /// Where the agent runs its VMs.
+    pub libvirt_uri: String,
+    /// The agent's data directory.
+    pub data_dir: PathBuf,
 }
 
 /// One part of the local network.
@@ -236,6 +257,18 @@ pub fn summary(ctx: &DevContext) -> String {
             let _ = writeln!(out, "  {name:<20} {}", contract.address);
         }
     }
+    if !ctx.nodes.is_empty() {
+        out.push_str(
+            "\nNodes (registered on-chain; each agent dials the orchestrator's agent WebSocket):\n",
+        );
+        for n in &ctx.nodes {
+            let _ = writeln!(out, "  node id   {}", n.node_id);
+            let _ = writeln!(out, "  operator  {}", n.operator);
+            let _ = writeln!(out, "  node key  {}", n.node_key);
+            let _ = writeln!(out, "  libvirt   {}", n.libvirt_uri);
+            let _ = writeln!(out, "  data dir  {}", n.data_dir.display());
+        }
+    }
     if let Some(path) = &ctx.deployment_path {
         let _ = writeln!(out, "\nDeployment record: {}", path.display());
     }
@@ -244,6 +277,9 @@ pub fn summary(ctx: &DevContext) -> String {
         for (i, a) in ctx.accounts.iter().enumerate() {
             let _ = writeln!(out, "  ({i}) {} {}", a.address, a.private_key);
         }
+    }
+    for warning in &ctx.warnings {
+        let _ = writeln!(out, "\n!!! {warning}");
     }
     out.push_str("\nPress Ctrl-C to stop.\n");
     out
@@ -325,6 +361,41 @@ mod tests {
                 }) as Box<dyn DevService>
             })
             .collect()
+    }
+
+    #[test]
+    fn summary_lists_endpoints_nodes_and_warnings() {
+        let ctx = DevContext {
+            endpoints: vec![(
+                "indexer (GraphQL)".into(),
+                "http://127.0.0.1:1/graphql".into(),
+            )],
+            nodes: vec![DevNode {
+                node_id: B256::repeat_byte(0xab),
+                operator: Address::repeat_byte(1),
+                node_key: Address::repeat_byte(2),
+                libvirt_uri: "test:///default".into(),
+                data_dir: PathBuf::from("/tmp/agent"),
+            }],
+            warnings: vec!["VMs are SIMULATED".into()],
+            ..DevContext::default()
+        };
+        let out = summary(&ctx);
+        assert!(
+            out.contains("indexer (GraphQL)        http://127.0.0.1:1/graphql"),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("node id   {}", B256::repeat_byte(0xab))),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("operator  {}", Address::repeat_byte(1))),
+            "{out}"
+        );
+        assert!(out.contains("libvirt   test:///default"), "{out}");
+        assert!(out.contains("!!! VMs are SIMULATED"), "{out}");
+        assert!(out.trim_end().ends_with("Press Ctrl-C to stop."), "{out}");
     }
 
     #[tokio::test]

@@ -1,0 +1,244 @@
+//! One node agent as a service of the local development network (`decloud dev`): it creates the
+//! node's identity in a fresh temp directory, registers the node on the local chain from one of
+//! anvil's funded accounts, and runs the agent linked to the orchestrator the context names.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use alloy::signers::local::PrivateKeySigner;
+use decloud_sdk::{
+    Error,
+    agent_protocol::NodeResources,
+    bindings::{NodeRegistry, node_registry::INodeRegistry},
+    dev::{BoxFuture, DevContext, DevNode, DevService},
+    tx,
+    types::Architecture,
+};
+use tracing::{info, warn};
+
+use crate::{
+    Identity, RunningAgent,
+    config::{Config, ConfigLayer, DomainType, ImageConfig, NetworkConfig},
+};
+
+/// libvirt's in-process test driver: VMs are simulated, nothing boots.
+pub const TEST_DRIVER_URI: &str = "test:///default";
+
+/// Runs one node agent inside `decloud dev`. Needs the chain and the orchestrator services before
+/// it in the service list.
+#[derive(Debug)]
+pub struct NodeAgentService {
+    /// Where the agent runs VMs: `test:///default` (simulated VMs) or e.g. `qemu:///system`.
+    pub libvirt_uri: String,
+    /// Which of anvil's funded accounts operates the node.
+    pub operator_account: usize,
+    /// The machine id text the node id derives from.
+    pub machine_id: String,
+    /// Region registered on-chain.
+    pub region: String,
+    /// Base disk image offered under the orchestrator's image name; an empty qcow2 disk when
+    /// unset.
+    pub image: Option<PathBuf>,
+    /// The name the orchestrator asks VMs to boot from.
+    pub image_name: String,
+    running: Option<RunningAgent>,
+    temp: Option<tempfile::TempDir>,
+}
+
+impl NodeAgentService {
+    /// An agent on `libvirt_uri` operated by anvil's account 1, offering `image_name`.
+    pub fn new(libvirt_uri: impl Into<String>, image_name: impl Into<String>) -> Self {
+        Self {
+            libvirt_uri: libvirt_uri.into(),
+            operator_account: 1,
+            machine_id: "decloud-dev-node".into(),
+            region: "local".into(),
+            image: None,
+            image_name: image_name.into(),
+            running: None,
+            temp: None,
+        }
+    }
+
+    fn is_test_driver(&self) -> bool {
+        self.libvirt_uri.starts_with("test://")
+    }
+}
+
+/// The capabilities registered on-chain for discovered resources.
+pub fn capabilities(found: &NodeResources) -> INodeRegistry::Capabilities {
+    let gib = |bytes: u64| u32::try_from(bytes >> 30).unwrap_or(u32::MAX);
+    let architecture = match found.arch.as_str() {
+        "aarch64" => Architecture::Aarch64,
+        "riscv64" => Architecture::Riscv64,
+        _ => Architecture::X86_64,
+    };
+    INodeRegistry::Capabilities {
+        vcpus: found.cpu_cores,
+        memoryGiB: gib(found.memory_mib << 20).max(1),
+        diskGiB: gib(found.vm_storage_free_bytes),
+        gpus: u16::try_from(found.gpus.len()).unwrap_or(u16::MAX),
+        bandwidthMbps: 1_000,
+        architecture: architecture.into(),
+        // The agent dials out, so a local node needs no public address.
+        flags: 0,
+    }
+}
+
+impl DevService for NodeAgentService {
+    fn name(&self) -> &'static str {
+        "node agent"
+    }
+
+    fn start<'a>(&'a mut self, ctx: &'a mut DevContext) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let tool = |e: &dyn std::fmt::Display| Error::Tool(format!("node agent: {e}"));
+            let rpc = ctx
+                .rpc_url
+                .clone()
+                .ok_or_else(|| tool(&"no chain is running (start the chain service first)"))?;
+            let deployment = ctx
+                .deployment
+                .clone()
+                .ok_or_else(|| tool(&"no deployment recorded by the chain service"))?;
+            let ws = ctx.agent_ws_url.clone().ok_or_else(|| {
+                tool(&"no orchestrator is running (start the orchestrator service first)")
+            })?;
+            let account = ctx.accounts.get(self.operator_account).ok_or_else(|| {
+                tool(&format!(
+                    "the chain has no account {} to operate the node",
+                    self.operator_account
+                ))
+            })?;
+            let operator: PrivateKeySigner = account
+                .private_key
+                .parse()
+                .map_err(|e| tool(&format!("account key: {e}")))?;
+
+            let temp = tempfile::Builder::new()
+                .prefix("decloud-dev-agent-")
+                .tempdir()
+                .map_err(|e| tool(&e))?;
+            let data_dir = temp.path().join("data");
+            let image = match &self.image {
+                Some(path) => path.clone(),
+                None => {
+                    let path = temp.path().join(format!("{}.qcow2", self.image_name));
+                    crate::create_blank_qcow2(&path, 1024).map_err(|e| tool(&e))?;
+                    path
+                }
+            };
+            self.temp = Some(temp);
+            let network = if self.is_test_driver() {
+                // The test driver ships a network named `default`.
+                NetworkConfig::Network {
+                    name: "default".into(),
+                }
+            } else {
+                // User networking needs no bridge or dnsmasq on the host.
+                NetworkConfig::User
+            };
+            let config = Config::resolve(
+                None,
+                ConfigLayer::default(),
+                ConfigLayer {
+                    data_dir: Some(data_dir.clone()),
+                    libvirt_uri: Some(self.libvirt_uri.clone()),
+                    // KVM is not assumed on a development machine; QEMU emulates.
+                    domain_type: Some(DomainType::Qemu),
+                    orchestrator_url: Some(ws.to_string()),
+                    operator: Some(operator.address()),
+                    machine_id: Some(self.machine_id.clone()),
+                    shutdown_timeout_secs: Some(5),
+                    network: Some(network),
+                    images: BTreeMap::from([(
+                        self.image_name.clone(),
+                        ImageConfig {
+                            base: image,
+                            kernel: None,
+                            initrd: None,
+                            cmdline: None,
+                        },
+                    )]),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| tool(&e))?;
+            let (identity, _) = Identity::load_or_create(&config).map_err(|e| tool(&e))?;
+            let found = crate::cli::discover(&config).await.map_err(|e| tool(&e))?;
+
+            // Registered before the agent dials, so the orchestrator can check its key.
+            let provider = tx::signing_provider(rpc, operator.clone());
+            let registry = NodeRegistry::new(deployment.contracts.node_registry.address, provider);
+            tx::send(
+                "NodeRegistry",
+                registry.register(
+                    identity.machine_id,
+                    identity.address(),
+                    self.region.clone(),
+                    capabilities(&found),
+                    String::new(),
+                    String::new(),
+                    // Zero prices take the registry's defaults.
+                    INodeRegistry::Prices {
+                        cpuPerHour: 0,
+                        memoryGiBPerHour: 0,
+                        storageGiBPerHour: 0,
+                        gpuPerHour: 0,
+                    },
+                ),
+            )
+            .await?;
+            info!(target: "agent::dev", node_id = %identity.node_id, operator = %operator.address(), "node registered");
+
+            let node = DevNode {
+                node_id: identity.node_id,
+                operator: operator.address(),
+                node_key: identity.address(),
+                libvirt_uri: self.libvirt_uri.clone(),
+                data_dir,
+            };
+            let running = RunningAgent::start_with(config, identity, found)
+                .await
+                .map_err(|e| tool(&e))?;
+            self.running = Some(running);
+            ctx.nodes.push(node);
+            if self.is_test_driver() {
+                ctx.warnings.push(format!(
+                    "The node agent runs on libvirt's TEST DRIVER ({}): its VMs are SIMULATED, \
+                     nothing boots. Pass --agent-libvirt-uri qemu:///system (libvirtd running) \
+                     for real QEMU guests.",
+                    self.libvirt_uri
+                ));
+            } else if self.image.is_none() {
+                ctx.warnings.push(format!(
+                    "The node agent's image {} is an EMPTY disk: VMs start but boot nothing. \
+                     Pass --agent-image with a bootable qcow2.",
+                    self.image_name
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(running) = self.running.take() {
+                // An agent keeps its VMs across restarts; the local network's agent does not
+                // come back, so its VMs (real QEMU processes outside the test driver) go with it.
+                match running.agent().owned_domains().await {
+                    Ok(domains) => {
+                        for domain in domains {
+                            if let Err(e) = running.agent().delete_vm(&domain.vm_id).await {
+                                warn!(target: "agent::dev", vm = %domain.vm_id, error = %e, "cannot delete VM");
+                            }
+                        }
+                    }
+                    Err(e) => warn!(target: "agent::dev", error = %e, "cannot list VMs"),
+                }
+                running.stop().await;
+                info!(target: "agent::dev", "node agent stopped");
+            }
+            self.temp.take();
+        })
+    }
+}

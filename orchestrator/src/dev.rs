@@ -1,0 +1,214 @@
+//! The orchestrator as a service of the local development network (`decloud dev`): it follows the
+//! chain the context's chain service started, from the deployment it recorded, keeps its state in
+//! SQLite under a fresh temp directory and serves the API on loopback.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use decloud_sdk::{
+    Error,
+    dev::{BoxFuture, DevContext, DevService},
+};
+use tracing::{info, warn};
+
+use crate::{
+    Running,
+    config::{ChainConfig, Config},
+};
+
+/// Name of the base image the local network's VMs boot; the node agent service offers an image
+/// under this name.
+pub const DEV_IMAGE: &str = "debian-12";
+
+/// Runs the orchestrator inside `decloud dev`. Needs a chain service before it in the service list.
+#[derive(Debug)]
+pub struct OrchestratorService {
+    /// Where the API listens (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Directory of template bundles loaded into the catalog, if any.
+    pub templates_dir: Option<PathBuf>,
+    running: Option<Running>,
+    temp: Option<tempfile::TempDir>,
+}
+
+impl Default for OrchestratorService {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            templates_dir: None,
+            running: None,
+            temp: None,
+        }
+    }
+}
+
+impl OrchestratorService {
+    /// The configuration for a chain at `rpc_url` with `deployment`, listening on `listen`:
+    /// every event acted on at once (anvil does not reorganise), sign-in accepted for the
+    /// address the API really listens on.
+    pub fn config(
+        listen: SocketAddr,
+        database_url: String,
+        templates_dir: Option<PathBuf>,
+        rpc_url: &url::Url,
+        deployment: &decloud_sdk::deployments::Deployment,
+    ) -> Config {
+        let c = &deployment.contracts;
+        let mut config = Config {
+            listen,
+            database_url,
+            templates_dir,
+            chain: Some(ChainConfig {
+                rpc_url: rpc_url.to_string(),
+                node_registry: c.node_registry.address.to_string(),
+                lease_escrow: c.lease_escrow.address.to_string(),
+                template_market: Some(c.template_market.address.to_string()),
+                start_block: deployment.deploy_block,
+                confirmations: 0,
+                image: DEV_IMAGE.into(),
+                grace_secs: 86_400,
+            }),
+            ..Config::default()
+        };
+        let port = listen.port();
+        config.siwe.domains = vec![format!("127.0.0.1:{port}"), format!("localhost:{port}")];
+        config.siwe.uris = vec![
+            format!("http://127.0.0.1:{port}"),
+            format!("http://localhost:{port}"),
+        ];
+        config.siwe.chain_ids = vec![deployment.chain_id];
+        config
+    }
+}
+
+impl DevService for OrchestratorService {
+    fn name(&self) -> &'static str {
+        "orchestrator"
+    }
+
+    fn start<'a>(&'a mut self, ctx: &'a mut DevContext) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            let tool = |e: &dyn std::fmt::Display| Error::Tool(format!("orchestrator: {e}"));
+            let rpc = ctx
+                .rpc_url
+                .clone()
+                .ok_or_else(|| tool(&"no chain is running (start the chain service first)"))?;
+            let deployment = ctx
+                .deployment
+                .clone()
+                .ok_or_else(|| tool(&"no deployment recorded by the chain service"))?;
+            // Bound first, so that a free port is known before the sign-in domains are set.
+            let listener = tokio::net::TcpListener::bind(self.listen)
+                .await
+                .map_err(|e| tool(&format!("cannot listen on {}: {e}", self.listen)))?;
+            let listen = listener.local_addr().map_err(|e| tool(&e))?;
+            let temp = tempfile::Builder::new()
+                .prefix("decloud-dev-orchestrator-")
+                .tempdir()
+                .map_err(|e| tool(&e))?;
+            let database_url = format!("sqlite:{}", temp.path().join("orchestrator.db").display());
+            self.temp = Some(temp);
+            let config = Self::config(
+                listen,
+                database_url,
+                self.templates_dir.clone(),
+                &rpc,
+                &deployment,
+            );
+            let running = crate::start(config, listener).await.map_err(|e| tool(&e))?;
+            let api = running.api_url();
+            let ws = running.agent_ws_url();
+            info!(target: "orchestrator::dev", %api, "orchestrator is running");
+            ctx.endpoints
+                .push(("orchestrator (HTTP API)".into(), api.clone()));
+            ctx.endpoints.push((
+                "orchestrator (OpenAPI)".into(),
+                format!("{api}/openapi.json"),
+            ));
+            ctx.endpoints
+                .push(("orchestrator (agent WS)".into(), ws.clone()));
+            ctx.agent_ws_url = Some(ws.parse().map_err(|e| tool(&e))?);
+            self.running = Some(running);
+            Ok(())
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(running) = self.running.take()
+                && let Err(e) = running.stop().await
+            {
+                warn!(target: "orchestrator::dev", error = %e, "orchestrator stopped with an error");
+            }
+            // Dropping the directory removes the database.
+            self.temp.take();
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::{Address, TxHash};
+    use decloud_sdk::deployments::{ContractDeployment, Contracts, Deployment, Roles};
+
+    use super::*;
+
+    fn at(byte: u8, block: u64) -> ContractDeployment {
+        ContractDeployment {
+            address: Address::repeat_byte(byte),
+            tx_hash: TxHash::ZERO,
+            block,
+        }
+    }
+
+    #[test]
+    fn config_follows_the_deployment_and_signs_in_on_the_real_port() {
+        let deployment = Deployment {
+            chain_id: 31337,
+            network: Some("anvil".into()),
+            deployer: Address::ZERO,
+            usdc: Address::repeat_byte(9),
+            deploy_block: 2,
+            setup_txs: Vec::new(),
+            roles: Roles {
+                admin: Address::ZERO,
+                treasury: Address::ZERO,
+                arbiter: Address::ZERO,
+                anchor: Address::ZERO,
+                pauser: Address::ZERO,
+            },
+            contracts: Contracts {
+                mock_usdc: Some(at(9, 1)),
+                node_registry: at(1, 3),
+                operator_staking: at(2, 4),
+                template_market: at(3, 5),
+                lease_escrow: at(4, 6),
+                attestation_anchor: at(5, 7),
+                groth16_verifier: at(6, 8),
+                storage_market: at(7, 9),
+            },
+        };
+        let listen = SocketAddr::from(([127, 0, 0, 1], 4321));
+        let rpc: url::Url = "http://127.0.0.1:8545".parse().unwrap();
+        let config =
+            OrchestratorService::config(listen, "sqlite:x.db".into(), None, &rpc, &deployment);
+        config.validate().unwrap();
+        let chain = config.chain.as_ref().unwrap();
+        assert_eq!(chain.rpc_url, rpc.to_string());
+        assert_eq!(chain.node_registry, Address::repeat_byte(1).to_string());
+        assert_eq!(chain.lease_escrow, Address::repeat_byte(4).to_string());
+        assert_eq!(
+            chain.template_market.as_deref(),
+            Some(Address::repeat_byte(3).to_string().as_str())
+        );
+        assert_eq!((chain.start_block, chain.confirmations), (2, 0));
+        assert_eq!(chain.image, DEV_IMAGE);
+        assert!(config.siwe.domains.contains(&"127.0.0.1:4321".to_string()));
+        assert!(
+            config
+                .siwe
+                .uris
+                .contains(&"http://127.0.0.1:4321".to_string())
+        );
+        assert_eq!(config.siwe.chain_ids, vec![31337]);
+    }
+}
