@@ -157,7 +157,8 @@ impl Chain {
     pub async fn anchors(&self, first_id: u64, total: u64, per_tx: u64) {
         let mut id = first_id;
         let end = first_id + total;
-        let mut pending = Vec::new();
+        // One at a time: anvil automines when a transaction arrives, and transactions that arrive
+        // together beyond one block's gas stay in its pool until another one comes.
         while id < end {
             let n = per_tx.min(end - id);
             let call = anchorManyCall {
@@ -169,16 +170,9 @@ impl Chain {
                 .with_to(self.address(ContractKind::AttestationAnchor))
                 .with_input(call.abi_encode())
                 .with_gas_limit(29_000_000);
-            pending.push(self.provider.send_transaction(tx).await.unwrap());
+            let pending = self.provider.send_transaction(tx).await.unwrap();
+            assert!(pending.get_receipt().await.unwrap().status());
             id += n;
-            if pending.len() >= 16 {
-                for p in pending.drain(..) {
-                    assert!(p.get_receipt().await.unwrap().status());
-                }
-            }
-        }
-        for p in pending {
-            assert!(p.get_receipt().await.unwrap().status());
         }
     }
 }
