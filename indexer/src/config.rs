@@ -332,6 +332,7 @@ pub fn deployment_contracts(deployment: &Deployment) -> BTreeMap<String, Contrac
         (ContractKind::LeaseEscrow, c.lease_escrow),
         (ContractKind::TemplateMarket, c.template_market),
         (ContractKind::AttestationAnchor, c.attestation_anchor),
+        (ContractKind::StorageMarket, c.storage_market),
     ]
     .into_iter()
     .map(|(kind, d)| {

@@ -38,10 +38,16 @@ mod bindings {
         #[sol(all_derives)]
         "../contracts/src/interfaces/IAttestationAnchor.sol"
     );
+    alloy::sol!(
+        #[sol(abi)]
+        #[sol(all_derives)]
+        "../contracts/src/interfaces/IStorageMarket.sol"
+    );
 }
 
 pub use bindings::{
-    IAttestationAnchor, ILeaseEscrow, INodeRegistry, IOperatorStaking, ITemplateMarket,
+    IAttestationAnchor, ILeaseEscrow, INodeRegistry, IOperatorStaking, IStorageMarket,
+    ITemplateMarket,
 };
 
 /// The DeCloud contracts whose events are indexed.
@@ -57,16 +63,19 @@ pub enum ContractKind {
     TemplateMarket,
     /// AttestationAnchor.
     AttestationAnchor,
+    /// StorageMarket.
+    StorageMarket,
 }
 
 impl ContractKind {
     /// Every kind.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::NodeRegistry,
         Self::OperatorStaking,
         Self::LeaseEscrow,
         Self::TemplateMarket,
         Self::AttestationAnchor,
+        Self::StorageMarket,
     ];
 
     /// The contract's name as in `deployments/<chainId>.json`.
@@ -77,6 +86,7 @@ impl ContractKind {
             Self::LeaseEscrow => "LeaseEscrow",
             Self::TemplateMarket => "TemplateMarket",
             Self::AttestationAnchor => "AttestationAnchor",
+            Self::StorageMarket => "StorageMarket",
         }
     }
 
@@ -87,6 +97,7 @@ impl ContractKind {
             Self::LeaseEscrow => ILeaseEscrow::abi::contract(),
             Self::TemplateMarket => ITemplateMarket::abi::contract(),
             Self::AttestationAnchor => IAttestationAnchor::abi::contract(),
+            Self::StorageMarket => IStorageMarket::abi::contract(),
         }
     }
 }

@@ -17,12 +17,12 @@ use crate::db::Backend;
 use crate::error::{BoxError, StoreError};
 use crate::events::{
     ContractKind, DecodedLog, EventDecoder, IAttestationAnchor, ILeaseEscrow, INodeRegistry,
-    IOperatorStaking, ITemplateMarket,
+    IOperatorStaking, IStorageMarket, ITemplateMarket,
 };
 use crate::follower::{Handler, LogBatch};
 use crate::schema::{
-    ACCOUNTS, ANCHORS, CLAIMS, EntityDef, LEASES, NODE_PRICES, NODES, PURCHASES, STAKES, TEMPLATES,
-    UNSTAKE_REQUESTS,
+    ACCOUNTS, ANCHORS, CLAIMS, DEAL_EPOCHS, DEAL_REPLICAS, DEALS, EntityDef, LEASES, NODE_PRICES,
+    NODES, PROOFS, PURCHASES, STAKES, STORAGE_PAYEES, TEMPLATES, UNSTAKE_REQUESTS,
 };
 use crate::store::{Changes, EntityRow, Val, prune_undo, rollback};
 
@@ -298,6 +298,13 @@ async fn apply(
             // Batch ids are unique, so the row is new: no read needed on this hot path.
             changes.put(cx.block, None, row);
             Ok(())
+        }
+        ContractKind::StorageMarket => {
+            use IStorageMarket::IStorageMarketEvents as E;
+            let Ok(event) = <E as alloy::sol_types::SolEventInterface>::decode_log(data) else {
+                return Ok(());
+            };
+            storage(&mut cx, changes, event.data).await
         }
     }
 }
@@ -654,6 +661,121 @@ async fn templates(
         | E::PlatformEarningsWithdrawn(_)
         | E::PlatformShareSet(_)
         | E::TreasurySet(_) => {}
+    }
+    Ok(())
+}
+
+async fn storage(
+    cx: &mut Ctx<'_>,
+    changes: &mut Changes,
+    event: IStorageMarket::IStorageMarketEvents,
+) -> Result<(), StoreError> {
+    use IStorageMarket::IStorageMarketEvents as E;
+    match event {
+        E::DealCreated(e) => {
+            let deal = e.dealId.to_string();
+            let (previous, mut row) = cx.load(changes, &DEALS, &deal).await?;
+            row.set("deal_id", Val::big(e.dealId))
+                .set("owner", hex_addr(e.owner))
+                .set("segment_count", Val::u64(e.segmentCount))
+                .set("price_per_epoch", Val::big(U256::from(e.pricePerEpoch)))
+                .set("epochs", Val::u64(e.epochs.into()))
+                .set("start_block", Val::u64(e.startBlock))
+                .set("fee_bps", Val::Int(e.feeBps.into()))
+                .set("replica_count", Val::Int(e.replicas.len() as i64))
+                .set("deposit", Val::big(e.deposit))
+                .set("remaining", Val::big(e.deposit))
+                .set("created_block", Val::u64(cx.block))
+                .set("updated_block", Val::u64(cx.block));
+            changes.put(cx.block, previous.as_ref(), row);
+            for (i, replica) in e.replicas.iter().enumerate() {
+                let id = format!("{deal}-{i}");
+                let (previous, mut row) = cx.load(changes, &DEAL_REPLICAS, &id).await?;
+                row.set("deal", Val::text(deal.clone()))
+                    .set("replica", Val::Int(i as i64))
+                    .set("node", hex_b256(replica.nodeId))
+                    .set("payee", hex_addr(replica.payee))
+                    .set("root", hex_b256(B256::from(replica.root)));
+                changes.put(cx.block, previous.as_ref(), row);
+            }
+        }
+        E::EpochRandomnessRecorded(e) => {
+            let deal = e.dealId.to_string();
+            let id = format!("{deal}-{}", e.epoch);
+            let (previous, mut row) = cx.load(changes, &DEAL_EPOCHS, &id).await?;
+            row.set("deal", Val::text(deal))
+                .set("epoch", Val::u64(e.epoch.into()))
+                .set("randomness", hex_b256(e.randomness))
+                .set("recorded_block", Val::u64(cx.block));
+            changes.put(cx.block, previous.as_ref(), row);
+        }
+        E::EpochProven(e) => {
+            let deal = e.dealId.to_string();
+            let paid = e.nodeAmount.saturating_add(e.fee);
+            let (previous, mut row) = cx.load(changes, &DEALS, &deal).await?;
+            // The market takes the whole epoch price out of the deal: the node's share plus the fee.
+            row.sub_big("remaining", paid)
+                .add_int("proven_epochs", 1)
+                .add_big("node_paid", e.nodeAmount)
+                .add_big("fees_paid", e.fee)
+                .set("updated_block", Val::u64(cx.block));
+            changes.put(cx.block, previous.as_ref(), row);
+
+            let replica = format!("{deal}-{}", e.replica);
+            let (previous, mut row) = cx.load(changes, &DEAL_REPLICAS, &replica).await?;
+            row.add_int("proven_epochs", 1)
+                .add_big("earned", e.nodeAmount);
+            changes.put(cx.block, previous.as_ref(), row);
+
+            let epoch = format!("{deal}-{}", e.epoch);
+            let (previous, mut row) = cx.load(changes, &DEAL_EPOCHS, &epoch).await?;
+            row.set("deal", Val::text(deal.clone()))
+                .set("epoch", Val::u64(e.epoch.into()))
+                .add_int("proven_replicas", 1);
+            changes.put(cx.block, previous.as_ref(), row);
+
+            let mut proof = EntityRow::new(&PROOFS, format!("{deal}-{}-{}", e.replica, e.epoch));
+            proof
+                .set("deal", Val::text(deal))
+                .set("replica", Val::Int(e.replica.saturating_to()))
+                .set("epoch", Val::u64(e.epoch.into()))
+                .set("payee", hex_addr(e.payee))
+                .set("node_amount", Val::big(e.nodeAmount))
+                .set("fee", Val::big(e.fee))
+                .set("block_number", Val::u64(cx.block))
+                .set("tx_hash", Val::text(cx.tx.clone()));
+            // A replica proves an epoch once (the market refuses a second proof): the row is new.
+            changes.put(cx.block, None, proof);
+
+            let (previous, mut row) = cx
+                .load(changes, &STORAGE_PAYEES, &format!("{:#x}", e.payee))
+                .await?;
+            row.add_big("earned", e.nodeAmount)
+                .add_big("unclaimed", e.nodeAmount)
+                .add_int("proof_count", 1)
+                .set("updated_block", Val::u64(cx.block));
+            changes.put(cx.block, previous.as_ref(), row);
+        }
+        E::DealSettled(e) => {
+            let (previous, mut row) = cx.load(changes, &DEALS, &e.dealId.to_string()).await?;
+            row.set("remaining", Val::big(U256::ZERO))
+                .set("settled", Val::bool(true))
+                .set("refund", Val::big(e.refund))
+                .set("settled_block", Val::u64(cx.block))
+                .set("updated_block", Val::u64(cx.block));
+            changes.put(cx.block, previous.as_ref(), row);
+        }
+        E::EarningsClaimed(e) => {
+            let (previous, mut row) = cx
+                .load(changes, &STORAGE_PAYEES, &format!("{:#x}", e.payee))
+                .await?;
+            row.add_big("claimed", e.amount)
+                .sub_big("unclaimed", e.amount)
+                .set("updated_block", Val::u64(cx.block));
+            changes.put(cx.block, previous.as_ref(), row);
+        }
+        // Governance and treasury movements live in the raw events only.
+        E::FeesWithdrawn(_) | E::PlatformFeeUpdated(_) | E::TreasuryUpdated(_) => {}
     }
     Ok(())
 }

@@ -6,8 +6,9 @@
 //!   rolls back to the common ancestor on a reorg. Other services run it with their own handler and
 //!   cursor name.
 //! - [`IndexerHandler`] stores every decoded event and derives the entities (nodes and their price
-//!   history, stakes, escrow accounts, leases, claims, templates, purchases, anchors) in SQLite or
-//!   PostgreSQL through one portable schema.
+//!   history, stakes, escrow accounts, leases, claims, templates, purchases, anchors, storage deals
+//!   with their replicas, epochs, proofs and payees) in SQLite or PostgreSQL through one portable
+//!   schema.
 //! - [`graphql`] serves them in The Graph's conventions; [`run`] wires everything into the
 //!   `decloud-indexer` binary, [`start`] runs the same in-process, and [`IndexerService`] runs it as
 //!   a service of the SDK's local development network (`decloud dev`).
@@ -34,7 +35,7 @@ pub use dev::IndexerService;
 pub use error::{BoxError, FollowerError, StoreError};
 pub use events::{
     ContractKind, DecodedLog, EventDecoder, IAttestationAnchor, ILeaseEscrow, INodeRegistry,
-    IOperatorStaking, ITemplateMarket,
+    IOperatorStaking, IStorageMarket, ITemplateMarket,
 };
 pub use follower::{
     BlockRef, Follower, FollowerConfig, Handler, LogBatch, Step, ensure_follower_schema,

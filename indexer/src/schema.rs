@@ -368,8 +368,123 @@ pub const ANCHORS: EntityDef = EntityDef {
     ],
 };
 
+/// Storage deals.
+pub const DEALS: EntityDef = EntityDef {
+    type_name: "Deal",
+    single: "deal",
+    list: "deals",
+    table: "deals",
+    description: "A storage deal of StorageMarket. Id: the deal id in decimal.",
+    columns: &[
+        col("id", "id", Id),
+        col("dealId", "deal_id", BigInt),
+        col("owner", "owner", Bytes),
+        col("segmentCount", "segment_count", BigInt64),
+        col("pricePerEpoch", "price_per_epoch", BigInt),
+        col("epochs", "epochs", BigInt64),
+        col("startBlock", "start_block", BigInt64),
+        col("feeBps", "fee_bps", Int),
+        col("replicaCount", "replica_count", Int),
+        col("deposit", "deposit", BigInt),
+        col("remaining", "remaining", BigInt),
+        col("provenEpochs", "proven_epochs", BigInt64),
+        col("nodePaid", "node_paid", BigInt),
+        col("feesPaid", "fees_paid", BigInt),
+        col("settled", "settled", Bool),
+        col("refund", "refund", BigInt),
+        col("createdBlock", "created_block", BigInt64),
+        opt("settledBlock", "settled_block", BigInt64),
+        col("updatedBlock", "updated_block", BigInt64),
+    ],
+};
+
+/// The replicas of storage deals.
+pub const DEAL_REPLICAS: EntityDef = EntityDef {
+    type_name: "DealReplica",
+    single: "dealReplica",
+    list: "dealReplicas",
+    table: "deal_replicas",
+    description: "A node storing a copy of a deal's data, with its commitment. Id: dealId-replica.",
+    columns: &[
+        col("id", "id", Id),
+        col("deal", "deal", Id),
+        col("replica", "replica", Int),
+        col("node", "node", Bytes),
+        col("payee", "payee", Bytes),
+        col("root", "root", Bytes),
+        col("provenEpochs", "proven_epochs", BigInt64),
+        col("earned", "earned", BigInt),
+    ],
+};
+
+/// The epochs of storage deals whose randomness was recorded or that were proven.
+pub const DEAL_EPOCHS: EntityDef = EntityDef {
+    type_name: "DealEpoch",
+    single: "dealEpoch",
+    list: "dealEpochs",
+    table: "deal_epochs",
+    description: "An epoch of a deal: its recorded randomness and how many replicas proved it. \
+                  Id: dealId-epoch.",
+    columns: &[
+        col("id", "id", Id),
+        col("deal", "deal", Id),
+        col("epoch", "epoch", BigInt64),
+        opt("randomness", "randomness", Bytes),
+        opt("recordedBlock", "recorded_block", BigInt64),
+        col("provenReplicas", "proven_replicas", Int),
+    ],
+};
+
+/// Storage proofs accepted by StorageMarket.
+pub const PROOFS: EntityDef = EntityDef {
+    type_name: "Proof",
+    single: "proof",
+    list: "proofs",
+    table: "proofs",
+    description: "A storage proof the market verified, and the payment it earned. \
+                  Id: dealId-replica-epoch.",
+    columns: &[
+        col("id", "id", Id),
+        col("deal", "deal", Id),
+        col("replica", "replica", Int),
+        col("epoch", "epoch", BigInt64),
+        col("payee", "payee", Bytes),
+        col("nodeAmount", "node_amount", BigInt),
+        col("fee", "fee", BigInt),
+        col("blockNumber", "block_number", BigInt64),
+        col("transactionHash", "tx_hash", Bytes),
+    ],
+};
+
+/// Storage earnings per payee.
+pub const STORAGE_PAYEES: EntityDef = EntityDef {
+    type_name: "StoragePayee",
+    single: "storagePayee",
+    list: "storagePayees",
+    table: "storage_payees",
+    description: "An operator's storage earnings: earned by proofs, claimed, still unclaimed. \
+                  Id: the payee's address.",
+    columns: &[
+        col("id", "id", Id),
+        col("earned", "earned", BigInt),
+        col("claimed", "claimed", BigInt),
+        col("unclaimed", "unclaimed", BigInt),
+        col("proofCount", "proof_count", BigInt64),
+        col("updatedBlock", "updated_block", BigInt64),
+    ],
+};
+
+/// The tables of the entities derived from StorageMarket's events.
+pub const STORAGE_TABLES: [&str; 5] = [
+    DEALS.table,
+    DEAL_REPLICAS.table,
+    DEAL_EPOCHS.table,
+    PROOFS.table,
+    STORAGE_PAYEES.table,
+];
+
 /// Every entity, in GraphQL schema order.
-pub const ENTITIES: [&EntityDef; 11] = [
+pub const ENTITIES: [&EntityDef; 16] = [
     &NODES,
     &NODE_PRICES,
     &STAKES,
@@ -380,5 +495,10 @@ pub const ENTITIES: [&EntityDef; 11] = [
     &TEMPLATES,
     &PURCHASES,
     &ANCHORS,
+    &DEALS,
+    &DEAL_REPLICAS,
+    &DEAL_EPOCHS,
+    &PROOFS,
+    &STORAGE_PAYEES,
     &EVENTS,
 ];

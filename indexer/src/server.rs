@@ -185,30 +185,34 @@ pub async fn start(
 pub async fn run(args: Args) -> eyre::Result<()> {
     let config = Config::resolve(&args)?;
     init_logs(&config.log_format);
+    // Listening before anything starts: a signal during startup also stops gracefully rather than
+    // killing the process with the default action.
+    let shutdown = shutdown_signal()?;
     let contracts = config.contracts()?;
     let running = start(&config, &contracts).await?;
-    shutdown_signal().await;
+    shutdown.await;
     info!(target: "indexer::server", "shutting down");
     running.stop().await
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Registers the SIGINT and SIGTERM handlers now and returns a future that completes on either.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
+    })
+}
+
+/// Completes on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

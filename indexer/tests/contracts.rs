@@ -397,6 +397,70 @@ async fn money_flow(kind: Kind) {
                    "uri": batch.uri})
         );
     }
+    filters(&s, tenant, operator, c.lease_escrow.address).await;
+}
+
+/// `where` filters on the entities of the real flow: at least one per entity, on both databases
+/// (the StorageMarket entities' are in `tests/storage.rs`).
+async fn filters(s: &Schema, tenant: Address, operator: Address, escrow: Address) {
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (tenant, operator, escrow) = (
+        format!("{tenant:#x}"),
+        format!("{operator:#x}"),
+        format!("{escrow:#x}"),
+    );
+    let active = (600 * USDC).to_string();
+    let d = q(s, &format!(r#"{{ a: stakes(where: {{activeStake_gte: "{active}"}}) {{ id }} b: stakes(where: {{activeStake_gt: "{active}"}}) {{ id }} }}"#)).await;
+    assert_eq!(ids(&d["a"]), vec![operator.clone()]);
+    assert!(ids(&d["b"]).is_empty());
+    let amount = (400 * USDC).to_string();
+    let d = q(s, &format!(r#"{{ a: unstakeRequests(where: {{withdrawn_not: true, amount_lte: "{amount}"}}) {{ id }} b: unstakeRequests(where: {{amount_lt: "{amount}"}}) {{ id }} }}"#)).await;
+    assert_eq!(ids(&d["a"]), vec![format!("{operator}-0")]);
+    assert!(ids(&d["b"]).is_empty());
+    let d = q(s, &format!(r#"{{ a: accounts(where: {{id_in: ["{tenant}", "{operator}"]}}) {{ id }} b: accounts(where: {{balance_lt: "1"}}) {{ id }} }}"#)).await;
+    assert_eq!(ids(&d["a"]), vec![tenant.clone()]);
+    assert!(ids(&d["b"]).is_empty());
+    let all = q(s, "{ claims { id lease } }").await;
+    let of = |lease: &str| -> Vec<String> {
+        let mut v: Vec<String> = all["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["lease"] == json!(lease))
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert!(!of("1").is_empty() && !of("2").is_empty());
+    let d = q(s, &format!(r#"{{ a: claims(where: {{lease_in: ["1"]}}) {{ id }} b: claims(where: {{lease_not_in: ["1"], operator: "{operator}"}}) {{ id }} }}"#)).await;
+    assert_eq!(ids(&d["a"]), of("1"));
+    assert_eq!(ids(&d["b"]), of("2"));
+    let d = q(s, &format!(r#"{{ a: purchases(where: {{payer: "{escrow}", buyer_starts_with: "{}"}}) {{ id }} b: purchases(where: {{price_gt: "{}"}}) {{ id }} }}"#, &tenant[..10], 2 * USDC)).await;
+    assert_eq!(ids(&d["a"]), vec!["1".to_owned()]);
+    assert!(ids(&d["b"]).is_empty());
+    let d = q(s, r#"{ a: nodePrices(where: {cpuPerHour_gt: "6000"}) { cpuPerHour } b: templates(where: {cid_contains: "template"}) { id } c: leases(where: {status_not: "Active"}) { id } }"#).await;
+    assert_eq!(d["a"], json!([{"cpuPerHour": "7000"}]));
+    assert_eq!(ids(&d["b"]), vec!["1".to_owned()]);
+    assert_eq!(ids(&d["c"]), vec!["1".to_owned(), "2".to_owned()]);
+    let d = q(s, &format!(r#"{{ a: nodes(where: {{region_starts_with: "eu-", operator: "{operator}"}}) {{ id }} b: nodes(where: {{region_not: "eu-west"}}) {{ id }} }}"#)).await;
+    assert_eq!(ids(&d["a"]).len(), 1);
+    assert!(ids(&d["b"]).is_empty());
+    let d = q(s, r#"{ a: anchors(where: {batchId_gt: "0", count_lte: "10"}) { id } b: events(where: {name: "LeaseOpened"}) { contract } }"#).await;
+    assert_eq!(ids(&d["a"]), vec!["1".to_owned(), "2".to_owned()]);
+    assert_eq!(
+        d["b"],
+        json!([{"contract": "LeaseEscrow"}, {"contract": "LeaseEscrow"}])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
