@@ -5,7 +5,8 @@
 //! its VM (Pending) and its funding, LeaseToppedUp its new funding, LeaseClosed/LeaseTerminated
 //! mark the lease; TemplateMarket's TemplatePublished/TemplateUpdated give the catalog bundle
 //! with that content id its on-chain template id and price, so a lease naming the template
-//! finds its bundle. Nothing is asked of any node
+//! finds its bundle. StorageMarket's deals, epoch challenges, accepted proofs and settlements
+//! change no table and are only attested. Nothing is asked of any node
 //! here; after each commit [`crate::lifecycle::drive`] acts on what was recorded (persist first,
 //! side effects after, each retried by the next drive).
 //!
@@ -20,8 +21,17 @@ use sqlx::AnyConnection;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// The optional contracts the orchestrator follows besides the registry and the escrow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Markets {
+    /// TemplateMarket: its publications give catalog bundles their on-chain template ids.
+    pub template_market: Option<Address>,
+    /// StorageMarket: its deals, epoch challenges, proofs and settlements are attested.
+    pub storage_market: Option<Address>,
+}
+
 /// Applies NodeRegistry, LeaseEscrow and (when given) TemplateMarket events to the
-/// orchestrator's tables.
+/// orchestrator's tables, and attests (when given) StorageMarket's proof outcomes.
 #[derive(Debug)]
 pub struct ChainHandler {
     decoder: EventDecoder,
@@ -33,15 +43,7 @@ impl ChainHandler {
     /// A handler for the registry and escrow at these addresses; `committed` is notified after
     /// every batch that was stored.
     pub fn new(node_registry: Address, lease_escrow: Address, committed: Arc<Notify>) -> Self {
-        let decoder = EventDecoder::new([
-            (ContractKind::NodeRegistry, node_registry),
-            (ContractKind::LeaseEscrow, lease_escrow),
-        ]);
-        Self {
-            decoder,
-            committed,
-            attestor: None,
-        }
+        Self::with_markets(node_registry, lease_escrow, Markets::default(), committed)
     }
 
     /// The same, also following the TemplateMarket at `template_market`.
@@ -51,11 +53,30 @@ impl ChainHandler {
         template_market: Address,
         committed: Arc<Notify>,
     ) -> Self {
-        let decoder = EventDecoder::new([
-            (ContractKind::NodeRegistry, node_registry),
-            (ContractKind::LeaseEscrow, lease_escrow),
-            (ContractKind::TemplateMarket, template_market),
-        ]);
+        let markets = Markets {
+            template_market: Some(template_market),
+            ..Markets::default()
+        };
+        Self::with_markets(node_registry, lease_escrow, markets, committed)
+    }
+
+    /// The same, also following whichever of the `markets` are given.
+    pub fn with_markets(
+        node_registry: Address,
+        lease_escrow: Address,
+        markets: Markets,
+        committed: Arc<Notify>,
+    ) -> Self {
+        let decoder = EventDecoder::new(
+            [
+                (ContractKind::NodeRegistry, Some(node_registry)),
+                (ContractKind::LeaseEscrow, Some(lease_escrow)),
+                (ContractKind::TemplateMarket, markets.template_market),
+                (ContractKind::StorageMarket, markets.storage_market),
+            ]
+            .into_iter()
+            .filter_map(|(kind, address)| address.map(|a| (kind, a))),
+        );
         Self {
             decoder,
             committed,
@@ -63,8 +84,8 @@ impl ChainHandler {
         }
     }
 
-    /// The same, attesting every node, lease and template event it applies (in the follower's
-    /// transaction, so an event is applied and attested together or not at all).
+    /// The same, attesting every node, lease, template and storage event it applies (in the
+    /// follower's transaction, so an event is applied and attested together or not at all).
     pub fn with_attestor(mut self, attestor: crate::attestation::Attestor) -> Self {
         self.attestor = Some(Arc::new(attestor));
         self
@@ -258,7 +279,8 @@ async fn apply(
                 .execute(&mut *conn)
                 .await?;
         }
-        // Settlements, claims and governance events change no orchestrator state.
+        // Settlements, claims, storage deals and governance events change no orchestrator
+        // state; storage deals are only attested.
         _ => {}
     }
     Ok(())
@@ -278,6 +300,13 @@ fn attested_as(log: &DecodedLog) -> Option<(String, &'static str)> {
         "LeaseTerminated" => ("lease", "leaseId", "lease.terminated"),
         "TemplatePublished" => ("template", "templateId", "template.published"),
         "TemplateUpdated" => ("template", "templateId", "template.updated"),
+        // Storage proof outcomes, per deal: the challenge of an epoch (its randomness fixes the
+        // segments every replica must prove), a replica's accepted and paid proof, and the
+        // settlement whose refund is what the unproven, i.e. failed, epochs would have earned.
+        "DealCreated" => ("deal", "dealId", "storage.deal_created"),
+        "EpochRandomnessRecorded" => ("deal", "dealId", "storage.epoch_challenged"),
+        "EpochProven" => ("deal", "dealId", "storage.epoch_proven"),
+        "DealSettled" => ("deal", "dealId", "storage.deal_settled"),
         _ => return None,
     };
     Some((format!("{prefix}:{}", id(key).to_lowercase()), kind))

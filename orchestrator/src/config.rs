@@ -118,6 +118,10 @@ pub struct ChainConfig {
     /// template ids.
     #[serde(default)]
     pub template_market: Option<String>,
+    /// StorageMarket address: when set, its deals, epoch challenges, accepted proofs and
+    /// settlements are attested.
+    #[serde(default)]
+    pub storage_market: Option<String>,
     /// First block to read (the contracts' deploy block).
     #[serde(default)]
     pub start_block: u64,
@@ -353,7 +357,9 @@ impl Config {
                     .template_market
                     .as_ref()
                     .map(|m| ("template_market", m)),
-            ) {
+            )
+            .chain(chain.storage_market.as_ref().map(|m| ("storage_market", m)))
+            {
                 if value.parse::<alloy::primitives::Address>().is_err() {
                     return Err(ConfigError::Invalid(format!(
                         "chain.{name} is not an address: {value}"
@@ -548,5 +554,23 @@ mod tests {
         .unwrap();
         let e = Config::resolve(&args, |_| None).unwrap_err();
         assert!(e.to_string().contains("chain.template_market"), "{e}");
+        std::fs::write(
+            &path,
+            format!("[chain]\nrpc_url = \"x\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\nstorage_market = \"0x12\"\nimage = \"i\"\n"),
+        )
+        .unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("chain.storage_market"), "{e}");
+        let market = "0x9fE46736679d2D9a65F0992F2272dE9f3c7fa6e0";
+        std::fs::write(
+            &path,
+            format!("[chain]\nrpc_url = \"x\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\nstorage_market = \"{market}\"\nimage = \"i\"\n"),
+        )
+        .unwrap();
+        let chain = Config::resolve(&args, |_| None).unwrap().chain.unwrap();
+        assert_eq!(
+            (chain.storage_market.as_deref(), chain.template_market),
+            (Some(market), None)
+        );
     }
 }

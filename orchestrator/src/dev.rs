@@ -62,6 +62,7 @@ impl OrchestratorService {
                 node_registry: c.node_registry.address.to_string(),
                 lease_escrow: c.lease_escrow.address.to_string(),
                 template_market: Some(c.template_market.address.to_string()),
+                storage_market: Some(c.storage_market.address.to_string()),
                 start_block: deployment.deploy_block,
                 confirmations: 0,
                 image: DEV_IMAGE.into(),
@@ -223,6 +224,10 @@ mod tests {
         assert_eq!(
             chain.template_market.as_deref(),
             Some(Address::repeat_byte(3).to_string().as_str())
+        );
+        assert_eq!(
+            chain.storage_market.as_deref(),
+            Some(Address::repeat_byte(7).to_string().as_str())
         );
         assert_eq!((chain.start_block, chain.confirmations), (2, 0));
         assert_eq!(chain.image, DEV_IMAGE);

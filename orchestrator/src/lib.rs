@@ -246,19 +246,24 @@ async fn spawn_chain(
 ) -> eyre::Result<ChainTasks> {
     use alloy::providers::{Provider, ProviderBuilder};
     let committed = std::sync::Arc::new(tokio::sync::Notify::new());
-    let handler = match &chain.template_market {
-        Some(market) => chain::ChainHandler::with_template_market(
-            chain.node_registry.parse()?,
-            chain.lease_escrow.parse()?,
-            market.parse()?,
-            committed.clone(),
-        ),
-        None => chain::ChainHandler::new(
-            chain.node_registry.parse()?,
-            chain.lease_escrow.parse()?,
-            committed.clone(),
-        ),
+    let markets = chain::Markets {
+        template_market: chain
+            .template_market
+            .as_deref()
+            .map(str::parse)
+            .transpose()?,
+        storage_market: chain
+            .storage_market
+            .as_deref()
+            .map(str::parse)
+            .transpose()?,
     };
+    let handler = chain::ChainHandler::with_markets(
+        chain.node_registry.parse()?,
+        chain.lease_escrow.parse()?,
+        markets,
+        committed.clone(),
+    );
     let provider = ProviderBuilder::new()
         .connect_http(chain.rpc_url.parse()?)
         .erased();
