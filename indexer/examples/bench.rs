@@ -4,12 +4,14 @@
 //! cargo run --release -p decloud-indexer --example bench -- [EVENTS] [CLIENTS] [QUERIES]
 //! ```
 //!
-//! Generates EVENTS (default 100,000) `BatchAnchored` logs on a fresh anvil (400 per transaction,
-//! one transaction per block), then for SQLite and for PostgreSQL (a durable throwaway cluster
-//! from indexer/scripts/postgres-test-cluster) measures the backfill rate of the follower with the
-//! indexer's handler (raw events + anchor entities, one transaction per range), and the p50/p99
-//! latency of a filtered, ordered GraphQL list query over HTTP under CLIENTS (default 16)
-//! concurrent clients issuing QUERIES (default 4,000) queries in all.
+//! On a fresh anvil with the real contracts deployed (and the tests' setup: nodes, leases, a
+//! stake, an anchor), makes the real NodeRegistry emit EVENTS (default 100,000) `NodePricesSet`
+//! events, 400 per transaction, through the PriceChurner test fixture (a contract that operates
+//! one node and reprices it in a loop). Then, for SQLite and for PostgreSQL (a durable throwaway
+//! cluster from indexer/scripts/postgres-test-cluster), measures the backfill rate of the
+//! follower with the indexer's handler (raw events + entities, one transaction per range), and
+//! the p50/p99 latency of a filtered, ordered GraphQL list query over HTTP under CLIENTS (default
+//! 16) concurrent clients issuing QUERIES (default 4,000) queries in all.
 #![allow(missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
@@ -20,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use alloy::providers::Provider;
 use alloy::transports::http::reqwest;
-use common::{Chain, Kind, TestDb, follower};
+use common::system::System;
+use common::{Kind, TestDb, follower};
 use decloud_indexer::graphql::ApiState;
 use decloud_indexer::{IndexerHandler, Metrics};
 use serde_json::json;
@@ -38,16 +41,30 @@ async fn main() {
     let clients: usize = args.get(2).map_or(16, |s| s.parse().unwrap());
     let queries: usize = args.get(3).map_or(4_000, |s| s.parse().unwrap());
 
-    // Blocks carry 400 events each; a 30M gas limit fits one such transaction per block.
-    let chain = Chain::start_with(&["--gas-limit", "60000000"]).await;
+    assert!(events >= 22_000, "EVENTS must be at least 22,000");
+    let chain = System::start().await;
     let started = Instant::now();
-    chain.anchors(0, events, 400).await;
+    chain.price_changes(events, 400).await;
     let head = chain.reader.get_block_number().await.unwrap();
     eprintln!(
         "generated {events} events in {} blocks in {:.1}s",
         head - chain.deploy_block,
         started.elapsed().as_secs_f64()
     );
+    // Every log of the deployment, the setup and the price changes: what the index must hold.
+    let expected = chain
+        .reader
+        .get_logs(
+            &alloy::rpc::types::Filter::new()
+                .address(chain.decoder().addresses())
+                .from_block(chain.deploy_block)
+                .to_block(head),
+        )
+        .await
+        .unwrap()
+        .iter()
+        .filter(|l| chain.decoder().decode(l).is_some())
+        .count() as u64;
     if std::env::var("DECLOUD_TEST_POSTGRES_URL").is_err() {
         let out = std::process::Command::new(
             common::root().join("indexer/scripts/postgres-test-cluster"),
@@ -78,7 +95,7 @@ async fn main() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(stored as u64, events);
+        assert_eq!(stored as u64, expected);
 
         let handler = IndexerHandler::new(chain.decoder(), t.db.backend);
         let state = ApiState {
@@ -101,17 +118,19 @@ async fn main() {
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(per_client);
                 for i in 0..per_client {
-                    let from = ((c * 7919 + i * 104_729) as u64) % events.saturating_sub(1_000).max(1);
+                    // The churner's CPU prices run from 6,000 up, one per event; the setup's
+                    // nodes stay below 20,000, so these windows hold churner prices only.
+                    let from = 26_000 + ((c * 7919 + i * 104_729) as u64) % (events - 21_000).max(1);
                     let query = format!(
-                        "{{ anchors(where: {{batchId_gte: \"{from}\", batchId_lt: \"{}\", count: \"8\"}}, \
-                         first: 100, orderBy: batchId, orderDirection: desc) {{ id root timestamp }} }}",
+                        "{{ nodePrices(where: {{cpuPerHour_gte: \"{from}\", cpuPerHour_lt: \"{}\", requestedGpuPerHour: \"0\"}}, \
+                         first: 100, orderBy: cpuPerHour, orderDirection: desc) {{ id node cpuPerHour }} }}",
                         from + 1_000
                     );
                     let started = Instant::now();
                     let r = http.post(&url).json(&json!({"query": query})).send().await.unwrap();
                     let body: serde_json::Value = r.json().await.unwrap();
                     latencies.push(started.elapsed());
-                    assert_eq!(body["data"]["anchors"].as_array().map(Vec::len), Some(100));
+                    assert_eq!(body["data"]["nodePrices"].as_array().map(Vec::len), Some(100), "{body}");
                 }
                 latencies
             }));
@@ -123,12 +142,12 @@ async fn main() {
         all.sort();
         server.abort();
         println!(
-            "| {} | {events} | {secs:.2} | {:.0} | {:.2} | {:.2} |",
+            "| {} | {expected} | {secs:.2} | {:.0} | {:.2} | {:.2} |",
             match kind {
                 Kind::Sqlite => "SQLite",
                 Kind::Postgres => "PostgreSQL",
             },
-            events as f64 / secs,
+            expected as f64 / secs,
             percentile(&all, 0.5).as_secs_f64() * 1e3,
             percentile(&all, 0.99).as_secs_f64() * 1e3,
         );
