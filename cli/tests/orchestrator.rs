@@ -17,7 +17,11 @@ use alloy::{
     primitives::Address,
     providers::{Provider as _, ProviderBuilder},
 };
-use decloud_orchestrator::{AppState, Config, Store, app, chain::ChainHandler, config::SiweConfig};
+use decloud_orchestrator::{
+    AppState, Config, Store, app,
+    chain::{ChainHandler, Markets},
+    config::SiweConfig,
+};
 use decloud_sdk::agent_protocol;
 use serde_json::Value;
 use support::Cli;
@@ -65,10 +69,13 @@ async fn serve_orchestrator(cli: &Cli, db_dir: &Path) -> String {
     assert!(loaded > 0);
 
     let contracts = &cli.system.deployment.contracts;
-    let handler = ChainHandler::with_template_market(
+    let handler = ChainHandler::with_markets(
         contracts.node_registry.address,
         contracts.lease_escrow.address,
-        contracts.template_market.address,
+        Markets {
+            template_market: Some(contracts.template_market.address),
+            storage_market: None,
+        },
         Arc::new(tokio::sync::Notify::new()),
     );
     let mut follower_config = decloud_indexer::FollowerConfig::new(

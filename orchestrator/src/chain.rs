@@ -46,20 +46,6 @@ impl ChainHandler {
         Self::with_markets(node_registry, lease_escrow, Markets::default(), committed)
     }
 
-    /// The same, also following the TemplateMarket at `template_market`.
-    pub fn with_template_market(
-        node_registry: Address,
-        lease_escrow: Address,
-        template_market: Address,
-        committed: Arc<Notify>,
-    ) -> Self {
-        let markets = Markets {
-            template_market: Some(template_market),
-            ..Markets::default()
-        };
-        Self::with_markets(node_registry, lease_escrow, markets, committed)
-    }
-
     /// The same, also following whichever of the `markets` are given.
     pub fn with_markets(
         node_registry: Address,
