@@ -937,11 +937,14 @@ async fn my_node(
 // ---------------------------------------------------------------------------------------------
 // Handlers: attestations and hosting
 
+/// An orchestrator without an `[attestation]` section attests nothing: a client error with the
+/// reason, not a server failure (a 5xx would hide the message and invite retries that cannot
+/// succeed).
 fn attestations_disabled() -> ApiError {
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::NOT_FOUND,
         "attestations_disabled",
-        "this orchestrator has no attestation key configured",
+        "this orchestrator does not attest (it has no attestation key configured)",
     )
 }
 
@@ -1030,7 +1033,7 @@ pub struct EvidenceView {
 /// The orchestrator's attestation signer and EIP-712 domain: what verifiers check signatures
 /// against.
 #[utoipa::path(get, path = "/attestations/signer", tag = "attestations",
-    responses((status = 200, body = SignerView), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = SignerView), (status = 404, body = ErrorBody)))]
 async fn attestation_signer(State(state): State<AppState>) -> Result<Json<SignerView>, ApiError> {
     let info = state
         .inner
@@ -1202,7 +1205,7 @@ async fn own_service(state: &AppState, session: &Session, id: &str) -> Result<Vm
 #[utoipa::path(post, path = "/hosting/services/{id}/attest", tag = "hosting", security(("session" = [])),
     params(("id" = String, Path, description = "service (VM) id")),
     responses((status = 201, body = AttestationCreated), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn attest_service(
     State(state): State<AppState>,
     session: Session,
@@ -1259,7 +1262,7 @@ pub struct DistributeRequest {
     params(("id" = String, Path, description = "service (VM) id")), request_body = DistributeRequest,
     responses((status = 201, body = AttestationCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 422, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn distribute_service(
     State(state): State<AppState>,
     session: Session,

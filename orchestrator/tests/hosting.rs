@@ -390,13 +390,17 @@ async fn without_a_key_nothing_is_attested_and_the_endpoints_say_so() {
     .await;
     assert_eq!(
         (status, &body["error"]["code"]),
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!("attestations_disabled")
-        )
+        (StatusCode::NOT_FOUND, &json!("attestations_disabled"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not attest"),
+        "{body}"
     );
     let a = sign_in(&router, &alice).await;
-    let (status, _) = call(
+    let (status, body) = call(
         &router,
         Method::POST,
         "/api/v1/hosting/services/vm-1/attest",
@@ -404,7 +408,10 @@ async fn without_a_key_nothing_is_attested_and_the_endpoints_say_so() {
         Some(&a),
     )
     .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("attestations_disabled"))
+    );
 }
 
 #[tokio::test]
