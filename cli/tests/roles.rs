@@ -667,6 +667,20 @@ async fn reverts_refusals_and_bad_input_change_nothing() {
         U256::from(micro(&balance["wallet"])),
         wallet + usdc(1_500_000)
     );
+
+    // A reader that goes away (`decloud balance | head -0`): the command ends quietly, without a
+    // panic. The pipe's read end is closed before the command writes anything.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let closed = cli
+        .command(TENANT, &["balance"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(closed.status.code(), Some(101), "{stderr}");
 }
 
 /// A price raise mined between the tenant's quote and the lease (a front-run, or a floor raise):

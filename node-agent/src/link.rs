@@ -59,14 +59,11 @@ pub async fn run(agent: Agent, url: String, backoff: Backoff, mut shutdown: watc
         if welcomed {
             delay = backoff.initial;
         }
-        // Up to 25% jitter so a fleet that lost the orchestrator does not return in lockstep.
-        let jitter = u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0),
-        ) % 250;
-        let wait = delay + delay * jitter as u32 / 1000;
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let wait = reconnect_wait(delay, jitter);
         info!(target: "agent::link", wait_ms = wait.as_millis() as u64, "reconnecting");
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -74,6 +71,13 @@ pub async fn run(agent: Agent, url: String, backoff: Backoff, mut shutdown: watc
         }
         delay = (delay * 2).min(backoff.max);
     }
+}
+
+/// The wait before the next attempt: `delay` less up to 25% of it, picked by `jitter` (any
+/// number), so a fleet that lost the orchestrator does not return in lockstep. Jitter only ever
+/// shortens the delay, so the wait never exceeds the backoff's maximum.
+fn reconnect_wait(delay: Duration, jitter: u32) -> Duration {
+    delay - delay * (jitter % 250) / 1000
 }
 
 async fn send(socket: &mut Socket, message: &AgentMessage) -> Result<()> {
@@ -212,5 +216,36 @@ async fn session(
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_never_exceed_the_backoff_maximum() {
+        let backoff = Backoff::default();
+        let mut delay = backoff.initial;
+        for attempt in 0..20u32 {
+            for jitter in [
+                0,
+                1,
+                249,
+                250,
+                999,
+                u32::MAX,
+                attempt.wrapping_mul(2_654_435_761),
+            ] {
+                let wait = reconnect_wait(delay, jitter);
+                assert!(wait <= backoff.max, "{wait:?} after attempt {attempt}");
+                assert!(
+                    wait <= delay && wait * 4 >= delay * 3,
+                    "{wait:?} for {delay:?}"
+                );
+            }
+            delay = (delay * 2).min(backoff.max);
+        }
+        assert_eq!(delay, backoff.max);
     }
 }
