@@ -29,12 +29,9 @@ pub enum CatalogError {
         /// Every rule it breaks.
         reasons: String,
     },
-    /// The store failed.
+    /// The store failed, or the validation verdict could not be attested.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The validation verdict could not be attested.
-    #[error(transparent)]
-    Attest(#[from] crate::attestation::AttestError),
 }
 
 /// The catalog row of a validated bundle.

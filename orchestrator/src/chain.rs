@@ -14,8 +14,17 @@
 //! node) cannot be taken back, so a reorg deeper than that is refused: the follower stops with
 //! an error instead of silently rewriting what nodes already did.
 
+use crate::{
+    clock::now,
+    lifecycle::vm_id_of,
+    scheduler::{Prices, QualityTier},
+    store::{
+        Attestor, LeaseFunding, LeaseOpened, NodeCapabilities, NodeRegistration, NodeStatus, chain,
+    },
+};
 use alloy::primitives::Address;
 use decloud_indexer::{BoxError, ContractKind, DecodedLog, EventDecoder, Handler, LogBatch};
+use decloud_sdk::types::LeaseStatus;
 use serde_json::Value;
 use sqlx::AnyConnection;
 use std::sync::Arc;
@@ -36,7 +45,7 @@ pub struct Markets {
 pub struct ChainHandler {
     decoder: EventDecoder,
     committed: Arc<Notify>,
-    attestor: Option<Arc<crate::attestation::Attestor>>,
+    attestor: Option<Arc<Attestor>>,
 }
 
 impl ChainHandler {
@@ -72,7 +81,7 @@ impl ChainHandler {
 
     /// The same, attesting every node, lease, template and storage event it applies (in the
     /// follower's transaction, so an event is applied and attested together or not at all).
-    pub fn with_attestor(mut self, attestor: crate::attestation::Attestor) -> Self {
+    pub fn with_attestor(mut self, attestor: Attestor) -> Self {
         self.attestor = Some(Arc::new(attestor));
         self
     }
@@ -103,6 +112,21 @@ fn field<'a>(args: &'a Value, key: &str) -> Result<&'a Value, BoxError> {
         .ok_or_else(|| format!("event field {key} missing").into())
 }
 
+fn uint(args: &Value, key: &str) -> Result<u64, BoxError> {
+    // Above i64 the store clamps; these are sizes, rates and amounts of at most 64 bits on-chain.
+    Ok(u64::try_from(int(args, key)?).unwrap_or(0))
+}
+
+fn capabilities(caps: &Value) -> Result<NodeCapabilities, BoxError> {
+    Ok(NodeCapabilities {
+        vcpus: uint(caps, "vcpus")?,
+        memory_gib: uint(caps, "memoryGiB")?,
+        disk_gib: uint(caps, "diskGiB")?,
+        gpus: uint(caps, "gpus")?,
+        bandwidth_mbps: uint(caps, "bandwidthMbps")?,
+    })
+}
+
 async fn apply(
     conn: &mut AnyConnection,
     log: &DecodedLog,
@@ -111,159 +135,96 @@ async fn apply(
     let a = &log.args;
     match log.name.as_str() {
         "NodeRegistered" | "NodeUpdated" => {
-            let caps = field(a, "capabilities")?;
-            let node_id = text(a, "nodeId")?;
+            let node = NodeRegistration {
+                node_id: text(a, "nodeId")?,
+                // NodeUpdated names no operator; the registration's stays.
+                operator: if log.name == "NodeRegistered" {
+                    text(a, "operator")?
+                } else {
+                    String::new()
+                },
+                node_key: text(a, "nodeKey")?,
+                region: text(a, "region")?,
+                endpoint: text(a, "endpoint")?,
+                metadata_cid: text(a, "metadataCid")?,
+                capabilities: capabilities(field(a, "capabilities")?)?,
+            };
             if log.name == "NodeRegistered" {
-                sqlx::query(
-                    "INSERT INTO nodes (node_id, operator, node_key, status, region, endpoint, metadata_cid, tags, \
-                     vcpus, memory_gib, disk_gib, gpus, bandwidth_mbps, compute_points, price_cpu, price_memory, \
-                     price_storage, price_gpu, registered_at, updated_at) \
-                     VALUES ($1, $2, $3, 'active', $4, $5, $6, '', $7, $8, $9, $10, $11, 0, 0, 0, 0, 0, $12, $12) \
-                     ON CONFLICT (node_id) DO NOTHING",
-                )
-                .bind(node_id.clone())
-                .bind(text(a, "operator")?)
-                .bind(text(a, "nodeKey")?)
-                .bind(text(a, "region")?)
-                .bind(text(a, "endpoint")?)
-                .bind(text(a, "metadataCid")?)
-                .bind(int(caps, "vcpus")?)
-                .bind(int(caps, "memoryGiB")?)
-                .bind(int(caps, "diskGiB")?)
-                .bind(int(caps, "gpus")?)
-                .bind(int(caps, "bandwidthMbps")?)
-                .bind(block_time)
-                .execute(&mut *conn)
-                .await?;
+                chain::node_registered(conn, &node, block_time).await?;
             } else {
-                sqlx::query(
-                    "UPDATE nodes SET node_key = $2, region = $3, endpoint = $4, metadata_cid = $5, vcpus = $6, \
-                     memory_gib = $7, disk_gib = $8, gpus = $9, bandwidth_mbps = $10, updated_at = $11 \
-                     WHERE node_id = $1",
-                )
-                .bind(node_id)
-                .bind(text(a, "nodeKey")?)
-                .bind(text(a, "region")?)
-                .bind(text(a, "endpoint")?)
-                .bind(text(a, "metadataCid")?)
-                .bind(int(caps, "vcpus")?)
-                .bind(int(caps, "memoryGiB")?)
-                .bind(int(caps, "diskGiB")?)
-                .bind(int(caps, "gpus")?)
-                .bind(int(caps, "bandwidthMbps")?)
-                .bind(block_time)
-                .execute(&mut *conn)
-                .await?;
+                chain::node_updated(conn, &node, block_time).await?;
             }
         }
         "NodePricesSet" => {
             let p = field(a, "stored")?;
-            sqlx::query(
-                "UPDATE nodes SET price_cpu = $2, price_memory = $3, price_storage = $4, price_gpu = $5, \
-                 updated_at = $6 WHERE node_id = $1",
-            )
-            .bind(text(a, "nodeId")?)
-            .bind(int(p, "cpuPerHour")?)
-            .bind(int(p, "memoryGiBPerHour")?)
-            .bind(int(p, "storageGiBPerHour")?)
-            .bind(int(p, "gpuPerHour")?)
-            .bind(block_time)
-            .execute(&mut *conn)
-            .await?;
+            let prices = Prices {
+                cpu_per_hour: uint(p, "cpuPerHour")?,
+                memory_gib_per_hour: uint(p, "memoryGiBPerHour")?,
+                storage_gib_per_hour: uint(p, "storageGiBPerHour")?,
+                gpu_per_hour: uint(p, "gpuPerHour")?,
+            };
+            chain::node_prices_set(conn, &text(a, "nodeId")?, &prices, block_time).await?;
         }
         "NodeStatusChanged" => {
+            // The registry never emits None (0); a status this build does not know stops the
+            // follower rather than being stored as something it is not.
             let status = match int(a, "status")? {
-                1 => "active",
-                2 => "paused",
-                3 => "retired",
+                1 => NodeStatus::Active,
+                2 => NodeStatus::Paused,
+                3 => NodeStatus::Retired,
                 other => return Err(format!("unknown node status {other}").into()),
             };
-            sqlx::query("UPDATE nodes SET status = $2, updated_at = $3 WHERE node_id = $1")
-                .bind(text(a, "nodeId")?)
-                .bind(status)
-                .bind(block_time)
-                .execute(&mut *conn)
-                .await?;
+            chain::node_status_changed(conn, &text(a, "nodeId")?, status, block_time).await?;
         }
         "LeaseOpened" => {
             let r = field(a, "resources")?;
-            let lease_id = text(a, "leaseId")?;
-            let tenant = text(a, "tenant")?;
-            let node_id = text(a, "nodeId")?;
-            let opened_at = int(a, "openedAt")?;
             let tier = int(a, "quality")?;
-            if !(0..=3).contains(&tier) {
-                return Err(format!("unknown quality tier {tier}").into());
-            }
-            sqlx::query(
-                "INSERT INTO leases (lease_id, tenant, node_id, status, tier, vcpus, memory_gib, storage_gib, gpus, \
-                 rate_per_hour, opened_at, bandwidth, template_id, funded, accrual_start, accrued_before) \
-                 VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $10, 0) \
-                 ON CONFLICT (lease_id) DO NOTHING",
-            )
-            .bind(lease_id.clone())
-            .bind(tenant.clone())
-            .bind(node_id.clone())
-            .bind(tier)
-            .bind(int(r, "vcpus")?)
-            .bind(int(r, "memoryGiB")?)
-            .bind(int(r, "storageGiB")?)
-            .bind(int(r, "gpus")?)
-            .bind(int(a, "ratePerHour")?)
-            .bind(opened_at)
-            .bind(int(a, "bandwidth")?)
-            .bind(text(a, "templateId")?)
-            .bind(int(a, "funding")?)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO vms (vm_id, lease_id, tenant, node_id, state, tier, vcpus, memory_gib, disk_gib, gpus, \
-                 created_at, updated_at, failure) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $10, NULL) \
-                 ON CONFLICT (vm_id) DO NOTHING",
-            )
-            .bind(crate::lifecycle::vm_id_of(&lease_id))
-            .bind(lease_id)
-            .bind(tenant)
-            .bind(node_id)
-            .bind(tier)
-            .bind(int(r, "vcpus")?)
-            .bind(int(r, "memoryGiB")?)
-            .bind(int(r, "storageGiB")?)
-            .bind(int(r, "gpus")?)
-            .bind(opened_at)
-            .execute(&mut *conn)
-            .await?;
+            let lease = LeaseOpened {
+                lease_id: text(a, "leaseId")?,
+                tenant: text(a, "tenant")?,
+                node_id: text(a, "nodeId")?,
+                tier: u8::try_from(tier)
+                    .ok()
+                    .and_then(|t| QualityTier::try_from(t).ok())
+                    .ok_or_else(|| format!("unknown quality tier {tier}"))?,
+                vcpus: uint(r, "vcpus")?,
+                memory_gib: uint(r, "memoryGiB")?,
+                storage_gib: uint(r, "storageGiB")?,
+                gpus: uint(r, "gpus")?,
+                rate_per_hour: uint(a, "ratePerHour")?,
+                opened_at: int(a, "openedAt")?,
+                bandwidth: uint(a, "bandwidth")?,
+                template_id: text(a, "templateId")?,
+                funding: uint(a, "funding")?,
+            };
+            chain::lease_opened(conn, &lease, &vm_id_of(&lease.lease_id)).await?;
         }
         "LeaseToppedUp" => {
-            sqlx::query("UPDATE leases SET funded = $2, accrual_start = $3, accrued_before = $4 WHERE lease_id = $1")
-                .bind(text(a, "leaseId")?)
-                .bind(int(a, "funded")?)
-                .bind(int(a, "accrualStart")?)
-                .bind(int(a, "accruedBefore")?)
-                .execute(&mut *conn)
-                .await?;
+            let funding = LeaseFunding {
+                funded: uint(a, "funded")?,
+                accrual_start: int(a, "accrualStart")?,
+                accrued_before: uint(a, "accruedBefore")?,
+            };
+            chain::lease_topped_up(conn, &text(a, "leaseId")?, &funding).await?;
         }
         "LeaseClosed" | "LeaseTerminated" => {
             let status = if log.name == "LeaseClosed" {
-                "closed"
+                LeaseStatus::Closed
             } else {
-                "terminated"
+                LeaseStatus::Terminated
             };
-            sqlx::query("UPDATE leases SET status = $2 WHERE lease_id = $1 AND status = 'active'")
-                .bind(text(a, "leaseId")?)
-                .bind(status)
-                .execute(&mut *conn)
-                .await?;
+            chain::lease_ended(conn, &text(a, "leaseId")?, status).await?;
         }
         "TemplatePublished" | "TemplateUpdated" => {
             // The bundle is known by its content id; a publication of content the catalog
             // does not hold names no bundle, and a lease on it fails its VM with that reason.
-            sqlx::query("UPDATE templates SET template_id = $1, price = $2 WHERE cid = $3")
-                .bind(text(a, "templateId")?)
-                .bind(int(a, "price")?)
-                .bind(text(a, "cid")?)
-                .execute(&mut *conn)
-                .await?;
+            chain::template_published(
+                conn,
+                &text(a, "templateId")?,
+                uint(a, "price")?,
+                &text(a, "cid")?,
+            )
+            .await?;
         }
         // Settlements, claims, storage deals and governance events change no orchestrator
         // state; storage deals are only attested.
@@ -314,15 +275,7 @@ impl Handler for ChainHandler {
                         "transaction_hash": log.transaction_hash,
                         "log_index": log.log_index,
                     });
-                    crate::attestation::append(
-                        conn,
-                        attestor,
-                        &subject,
-                        kind,
-                        &payload,
-                        crate::api::now(),
-                    )
-                    .await?;
+                    crate::store::append(conn, attestor, &subject, kind, &payload, now()).await?;
                 }
             }
         }

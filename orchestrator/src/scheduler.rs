@@ -18,49 +18,21 @@ pub const POINTS_PER_VCPU: u64 = decloud_sdk::agent_protocol::POINTS_PER_BASELIN
 /// Compute units per compute point: 12 is divisible by every overcommit numerator (1, 3, 2, 4).
 pub const UNITS_PER_POINT: u64 = 12;
 
-/// CPU overcommit class, in the order of the on-chain `QualityTier` enum.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum QualityTier {
-    /// 1:1, a vCPU is a whole reference vCPU.
-    Dedicated = 0,
-    /// 1.5:1.
-    Standard = 1,
-    /// 2:1.
-    Balanced = 2,
-    /// 4:1.
-    Burstable = 3,
+pub use decloud_sdk::types::QualityTier;
+
+/// Compute units of the tiers the SDK defines (with their overcommit ratios): the scheduler's
+/// view of a quality tier.
+pub trait TierShare {
+    /// Compute units (1/12 point) that `vcpus` vCPUs of this tier hold on a node.
+    fn units_for(self, vcpus: u64) -> u64;
 }
 
-impl QualityTier {
-    /// Overcommit ratio as a fraction `(numerator, denominator)`.
-    pub fn overcommit(self) -> (u64, u64) {
-        match self {
-            Self::Dedicated => (1, 1),
-            Self::Standard => (3, 2),
-            Self::Balanced => (2, 1),
-            Self::Burstable => (4, 1),
-        }
-    }
-
-    /// Compute units (1/12 point) that `vcpus` vCPUs of this tier hold on a node.
-    pub fn units_for(self, vcpus: u64) -> u64 {
+impl TierShare for QualityTier {
+    fn units_for(self, vcpus: u64) -> u64 {
         let (num, den) = self.overcommit();
+        let (num, den) = (u64::from(num), u64::from(den));
         // Exact: UNITS_PER_POINT * POINTS_PER_VCPU is a multiple of every numerator.
         vcpus.saturating_mul(POINTS_PER_VCPU * UNITS_PER_POINT * den / num)
-    }
-
-    /// The tier for its on-chain enum value.
-    pub fn from_index(index: i64) -> Option<Self> {
-        match index {
-            0 => Some(Self::Dedicated),
-            1 => Some(Self::Standard),
-            2 => Some(Self::Balanced),
-            3 => Some(Self::Burstable),
-            _ => None,
-        }
     }
 }
 
