@@ -10,7 +10,7 @@
 use crate::{
     agent::AgentHub,
     clock::now,
-    marketplace::NodeListing,
+    marketplace,
     scheduler::{self, Request, TierShare},
     store::{LeaseRecord, Store, StoreError, VmRecord},
 };
@@ -173,7 +173,7 @@ pub async fn provision(
             used.memory_gib = used.memory_gib.saturating_sub(vm.memory_gib);
             used.disk_gib = used.disk_gib.saturating_sub(vm.disk_gib);
             used.gpus = used.gpus.saturating_sub(vm.gpus);
-            let candidate = NodeListing::new(node, rep, used).candidate();
+            let candidate = marketplace::candidate(&marketplace::listing(node, rep, used));
             let request = Request {
                 vcpus: vm.vcpus,
                 memory_gib: vm.memory_gib,

@@ -18,7 +18,10 @@ pub const POINTS_PER_VCPU: u64 = decloud_sdk::agent_protocol::POINTS_PER_BASELIN
 /// Compute units per compute point: 12 is divisible by every overcommit numerator (1, 3, 2, 4).
 pub const UNITS_PER_POINT: u64 = 12;
 
-pub use decloud_sdk::types::QualityTier;
+pub use decloud_sdk::{
+    api::{Placement, PlacementRequest as Request, Prices, Usage},
+    types::QualityTier,
+};
 
 /// Compute units of the tiers the SDK defines (with their overcommit ratios): the scheduler's
 /// view of a quality tier.
@@ -34,19 +37,6 @@ impl TierShare for QualityTier {
         // Exact: UNITS_PER_POINT * POINTS_PER_VCPU is a multiple of every numerator.
         vcpus.saturating_mul(POINTS_PER_VCPU * UNITS_PER_POINT * den / num)
     }
-}
-
-/// Hourly prices of a node in micro-USDC.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Prices {
-    /// Per vCPU and hour.
-    pub cpu_per_hour: u64,
-    /// Per GiB of memory and hour.
-    pub memory_gib_per_hour: u64,
-    /// Per GiB of disk and hour.
-    pub storage_gib_per_hour: u64,
-    /// Per GPU and hour.
-    pub gpu_per_hour: u64,
 }
 
 /// What the scheduler knows about a node: totals, what is already allocated, and its state.
@@ -83,58 +73,6 @@ impl Candidate {
     pub fn total_units(&self) -> u64 {
         self.compute_points.saturating_mul(UNITS_PER_POINT)
     }
-}
-
-/// Resources held on a node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Usage {
-    /// Compute units (1/12 compute point).
-    pub compute_units: u64,
-    /// Memory, GiB.
-    pub memory_gib: u64,
-    /// Disk, GiB.
-    pub disk_gib: u64,
-    /// GPUs.
-    pub gpus: u64,
-}
-
-/// What a VM needs and where it may go.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Request {
-    /// vCPUs, at least 1.
-    #[schema(minimum = 1)]
-    pub vcpus: u64,
-    /// Memory in GiB, at least 1.
-    #[schema(minimum = 1)]
-    pub memory_gib: u64,
-    /// Disk in GiB.
-    pub disk_gib: u64,
-    /// GPUs.
-    #[serde(default)]
-    pub gpus: u64,
-    /// Quality tier (CPU overcommit class).
-    pub tier: QualityTier,
-    /// Only nodes in this region.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Highest acceptable price for the whole VM, micro-USDC per hour.
-    #[serde(default)]
-    pub max_price_per_hour: Option<u64>,
-    /// Place on this node or nowhere.
-    #[serde(default)]
-    #[schema(pattern = r"^0x[0-9a-fA-F]{64}$")]
-    pub node_id: Option<String>,
-}
-
-/// Where a VM goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Placement {
-    /// The chosen node.
-    pub node_id: String,
-    /// The VM's price on that node, micro-USDC per hour.
-    pub price_per_hour: u64,
-    /// Compute units (1/12 point) the VM holds there.
-    pub compute_units: u64,
 }
 
 /// Why one node cannot take the VM.

@@ -3,91 +3,10 @@
 
 use super::{ApiError, ApiPath, ApiQuery, AppState, ErrorBody, attestations_disabled};
 use axum::{Json, extract::State, http::StatusCode};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use decloud_sdk::api::{
+    AttestationQuery, AttestationView, EvidenceView, InclusionView, SignerView,
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
-
-/// The key that signs attestations and its EIP-712 domain.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SignerView {
-    /// Address of the signing key.
-    pub signer: String,
-    /// EIP-712 domain name.
-    pub name: String,
-    /// EIP-712 domain version.
-    pub version: String,
-    /// EIP-712 domain chain id.
-    pub chain_id: u64,
-    /// EIP-712 verifying contract: the AttestationAnchor holding the batch roots.
-    pub verifying_contract: String,
-}
-
-/// One signed attestation, exactly as stored.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AttestationView {
-    /// Position in the log from 0; the attestation's id.
-    pub sequence: u64,
-    /// What it is about (`vm:…`, `lease:…`, `node:…`, `template:…`).
-    pub subject: String,
-    /// What happened (`vm.transition`, `lease.opened`, `service.distribution`, …).
-    pub kind: String,
-    /// The attested data, JSON text; `payload_hash` is keccak256 of these bytes.
-    pub payload: String,
-    /// keccak256 of `payload`.
-    pub payload_hash: String,
-    /// Hash of the previous attestation (zero for the first).
-    pub previous: String,
-    /// Unix seconds.
-    pub time: u64,
-    /// EIP-712 signing hash of (subject, kind, payload_hash, sequence, previous, time).
-    pub hash: String,
-    /// 65-byte signature of `hash`, hex.
-    pub signature: String,
-}
-
-impl From<decloud_sdk::attestation::SignedAttestation> for AttestationView {
-    fn from(a: decloud_sdk::attestation::SignedAttestation) -> Self {
-        Self {
-            sequence: a.sequence,
-            subject: a.subject,
-            kind: a.kind,
-            payload: a.payload,
-            payload_hash: a.payload_hash.to_string(),
-            previous: a.previous.to_string(),
-            time: a.time,
-            hash: a.hash.to_string(),
-            signature: a.signature.to_string(),
-        }
-    }
-}
-
-/// The batch of an attestation, its Merkle proof and its anchor.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct InclusionView {
-    /// Batch id on AttestationAnchor.
-    pub batch: u64,
-    /// First sequence number of the batch.
-    pub first_sequence: u64,
-    /// Attestations in the batch.
-    pub count: u64,
-    /// Merkle root (OpenZeppelin layout; leaf = keccak256(keccak256(abi.encode(hash)))).
-    pub root: String,
-    /// Sibling hashes from the leaf up.
-    pub proof: Vec<String>,
-    /// The anchoring transaction, once confirmed.
-    pub tx_hash: Option<String>,
-    /// Its block.
-    pub block_number: Option<u64>,
-}
-
-/// An attestation with its inclusion proof and anchor.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct EvidenceView {
-    /// The attestation.
-    pub attestation: AttestationView,
-    /// Batch, proof and anchor; absent until the attestation is batched.
-    pub inclusion: Option<InclusionView>,
-}
 
 /// The orchestrator's attestation signer and EIP-712 domain: what verifiers check signatures
 /// against.
@@ -135,19 +54,6 @@ async fn attestation_by_id(
             block_number: i.block_number,
         }),
     }))
-}
-
-/// Which attestations to list.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct AttestationQuery {
-    /// Subject, e.g. `vm:vm-7`, `lease:7`, `node:0x…`.
-    pub subject: String,
-    /// Only attestations after this sequence number (keyset paging).
-    pub after: Option<u64>,
-    /// At most this many (1–500, default 100).
-    pub limit: Option<u32>,
 }
 
 /// Attestations about one subject, oldest first.

@@ -3,24 +3,8 @@
 use super::{ApiError, ApiJson, AppState, ErrorBody, Session, rate_limit};
 use crate::clock::now;
 use axum::{Json, extract::State, http::StatusCode, middleware};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use decloud_sdk::api::{NonceResponse, SessionInfo, SessionResponse, VerifyRequest};
 use utoipa_axum::{router::OpenApiRouter, routes};
-
-/// A nonce to sign in with.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct NonceResponse {
-    /// Put this in the EIP-4361 message's `Nonce` field.
-    pub nonce: String,
-    /// Issue time, unix seconds.
-    pub issued_at: i64,
-    /// The nonce cannot be used after this, unix seconds.
-    pub expires_at: i64,
-    /// Domains a message may name.
-    pub domains: Vec<String>,
-    /// Chain ids a message may name.
-    pub chain_ids: Vec<u64>,
-}
 
 /// Issues a single-use sign-in nonce (valid for 10 minutes by default). Rate-limited per IP.
 #[utoipa::path(post, path = "/auth/nonce", tag = "auth",
@@ -39,31 +23,6 @@ async fn issue_nonce(State(state): State<AppState>) -> Result<Json<NonceResponse
         domains: cfg.domains.clone(),
         chain_ids: cfg.chain_ids.clone(),
     }))
-}
-
-/// A signed EIP-4361 message.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
-    /// The message exactly as signed.
-    pub message: String,
-    /// The signature, hex (65 bytes for an EOA; any length for a contract wallet).
-    pub signature: String,
-}
-
-/// A new session.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SessionResponse {
-    /// Bearer token for `Authorization: Bearer …`; shown only here.
-    pub token: String,
-    /// Address the session is bound to.
-    pub address: String,
-    /// Chain id of the message.
-    pub chain_id: u64,
-    /// Expiry, unix seconds.
-    pub expires_at: i64,
-    /// Whether the signature was checked through EIP-1271.
-    pub contract_wallet: bool,
 }
 
 /// Verifies a signed sign-in message and opens a session bound to its address. Rate-limited per IP.
@@ -105,17 +64,6 @@ async fn logout(State(state): State<AppState>, session: Session) -> Result<Statu
         .revoke_session(&session.token_hash, now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The caller's session.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SessionInfo {
-    /// Address the session is bound to.
-    pub address: String,
-    /// Chain id of the sign-in message.
-    pub chain_id: u64,
-    /// Expiry, unix seconds.
-    pub expires_at: i64,
 }
 
 /// Who the caller is signed in as.

@@ -7,45 +7,8 @@ use crate::{
     store::{NodeStatus, VmRecord},
 };
 use axum::{Json, extract::State, http::StatusCode};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use decloud_sdk::api::{AttestationCreated, Capabilities, DistributeRequest, NetworkNode};
 use utoipa_axum::{router::OpenApiRouter, routes};
-
-/// What a registered node offers.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Capabilities {
-    /// Logical CPUs.
-    pub vcpus: u64,
-    /// Memory, GiB.
-    pub memory_gib: u64,
-    /// Disk, GiB.
-    pub disk_gib: u64,
-    /// GPUs.
-    pub gpus: u64,
-    /// Uplink, Mbit/s.
-    pub bandwidth_mbps: u64,
-    /// Compute points from the agent's CPU benchmark (0 until measured).
-    pub compute_points: u64,
-}
-
-/// A registered node of the hosting network.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct NetworkNode {
-    /// Node id.
-    pub node_id: String,
-    /// Operator address.
-    pub operator: String,
-    /// Region.
-    pub region: String,
-    /// On-chain status.
-    pub status: NodeStatus,
-    /// Whether its agent sent a heartbeat in the last two minutes.
-    pub online: bool,
-    /// Address of the node's registered public key (what its agent signs with).
-    pub public_key: String,
-    /// Capabilities.
-    pub capabilities: Capabilities,
-}
 
 /// Every registered node with region, capabilities, public key and status.
 #[utoipa::path(get, path = "/hosting/network/nodes", tag = "hosting",
@@ -75,13 +38,6 @@ async fn network_nodes(State(state): State<AppState>) -> Result<Json<Vec<Network
             })
             .collect(),
     ))
-}
-
-/// The id of a new attestation.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AttestationCreated {
-    /// Its sequence number (`GET /attestations/{id}`).
-    pub attestation_id: u64,
 }
 
 /// The caller's service (VM) or why not.
@@ -127,30 +83,6 @@ async fn attest_service(
         StatusCode::CREATED,
         Json(AttestationCreated { attestation_id: id }),
     ))
-}
-
-/// What is distributed.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum DistributionKind {
-    /// A workload (VM image, container) to run in the regions.
-    Workload,
-    /// An artifact (file, bundle) to replicate to the regions.
-    Artifact,
-}
-
-/// An intent to distribute a workload or artifact to regions.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DistributeRequest {
-    /// Workload or artifact.
-    pub kind: DistributionKind,
-    /// Its name or content id (1–512 printable characters).
-    pub artifact: String,
-    /// SHA-256 of its bytes, 64 hex digits.
-    pub sha256: String,
-    /// Target regions: each must be the region of a registered active node; no duplicates.
-    pub regions: Vec<String>,
 }
 
 /// Records (as a signed attestation) the intent to distribute a workload or artifact of one of

@@ -10,8 +10,7 @@ use crate::{
     store::{Reputation, Store, TemplateRecord},
 };
 use axum::{Json, extract::State, http::StatusCode};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use decloud_sdk::api::{NodeSearchResponse, TemplateSearchResponse};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 async fn listings(store: &Store, now: i64) -> Result<Vec<NodeListing>, ApiError> {
@@ -32,18 +31,9 @@ async fn listings(store: &Store, now: i64) -> Result<Vec<NodeListing>, ApiError>
                     vms_completed: 0,
                 });
             let used = usage.get(&n.node_id).copied().unwrap_or_default();
-            NodeListing::new(n, rep, used)
+            marketplace::listing(n, rep, used)
         })
         .collect())
-}
-
-/// A page of node search results.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct NodeSearchResponse {
-    /// Nodes matching the filters, before paging.
-    pub total: usize,
-    /// This page.
-    pub nodes: Vec<NodeListing>,
 }
 
 /// Searches active nodes by tags, region, price, uptime, compute points, GPU and liveness.
@@ -93,7 +83,7 @@ pub(super) async fn node_listing(store: &Store, node_id: &str) -> Result<NodeLis
         .get(node_id)
         .copied()
         .unwrap_or_default();
-    Ok(NodeListing::new(node, rep, used))
+    Ok(marketplace::listing(node, rep, used))
 }
 
 /// One node with pricing, capacity and reputation (including missed heartbeats per day).
@@ -122,7 +112,7 @@ async fn plan(
     let candidates: Vec<_> = listings(&state.inner.store, now())
         .await?
         .iter()
-        .map(NodeListing::candidate)
+        .map(marketplace::candidate)
         .collect();
     scheduler::schedule(&candidates, &req)
         .map(Json)
@@ -141,15 +131,6 @@ async fn plan(
             e.details = serde_json::to_value(&no_fit).ok();
             e
         })
-}
-
-/// A page of template search results.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TemplateSearchResponse {
-    /// Templates matching the filters, before paging.
-    pub total: usize,
-    /// This page.
-    pub templates: Vec<TemplateRecord>,
 }
 
 /// Searches the template catalog by category, GPU, tags and text.

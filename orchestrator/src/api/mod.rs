@@ -12,15 +12,12 @@ mod marketplace;
 mod operator;
 mod tenant;
 
-pub use attestations::{
-    AttestationQuery, AttestationView, EvidenceView, InclusionView, SignerView,
+pub use decloud_sdk::api::{
+    AttestationCreated, AttestationQuery, AttestationView, Capabilities, DistributeRequest,
+    DistributionKind, ErrorBody, ErrorDetail, EvidenceView, Health, InclusionView, NetworkNode,
+    NodeSearchResponse, NonceResponse, OperatorNode, SessionInfo, SessionResponse, SignerView,
+    TemplateSearchResponse, VerifyRequest,
 };
-pub use auth::{NonceResponse, SessionInfo, SessionResponse, VerifyRequest};
-pub use hosting::{
-    AttestationCreated, Capabilities, DistributeRequest, DistributionKind, NetworkNode,
-};
-pub use marketplace::{NodeSearchResponse, TemplateSearchResponse};
-pub use operator::OperatorNode;
 
 use crate::{
     agent::AgentHub,
@@ -42,7 +39,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde::{Deserialize, Serialize};
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -55,7 +51,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 use utoipa::{
-    Modify, OpenApi, ToSchema,
+    Modify, OpenApi,
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -130,26 +126,6 @@ impl FromRef<AppState> for AgentHub {
 
 // ---------------------------------------------------------------------------------------------
 // Errors
-
-/// The body of every error response: `{"error":{"code":"…","message":"…"}}`, with `details`
-/// only where a machine-readable explanation helps (e.g. why no node fits).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// Code, message and optional details of an error.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `nonce_used`.
-    pub code: String,
-    /// Human-readable explanation.
-    pub message: String,
-    /// Structured explanation, when there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<serde_json::Value>,
-}
 
 /// An error on its way to becoming a response; the mapping to status and body happens here
 /// and nowhere else.
@@ -504,13 +480,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 // ---------------------------------------------------------------------------------------------
 // Handlers: health
-
-/// Liveness and database reachability.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// `ok`.
-    pub status: String,
-}
 
 /// Health: the server answers and its database answers.
 #[utoipa::path(get, path = "/health", tag = "system",

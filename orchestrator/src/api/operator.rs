@@ -4,20 +4,10 @@ use super::{
     ApiError, ApiPath, AppState, ErrorBody, Session,
     marketplace::{check_node_id, node_listing},
 };
-use crate::{clock::now, marketplace::NodeListing, store::VmRecord};
+use crate::{clock::now, marketplace::NodeListing};
 use axum::{Json, extract::State};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use decloud_sdk::api::OperatorNode;
 use utoipa_axum::{router::OpenApiRouter, routes};
-
-/// One of the caller's nodes, with the VMs placed on it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct OperatorNode {
-    /// The node as listed in the marketplace.
-    pub node: NodeListing,
-    /// VMs placed on it, newest first.
-    pub vms: Vec<VmRecord>,
-}
 
 /// The nodes the caller operates, with reputation and capacity.
 #[utoipa::path(get, path = "/operator/nodes", tag = "operator", security(("session" = [])),
@@ -33,7 +23,7 @@ async fn my_nodes(
     for node in store.nodes_of_operator(&session.address).await? {
         let rep = store.reputation(&node.node_id, now).await?;
         let used = usage.get(&node.node_id).copied().unwrap_or_default();
-        out.push(NodeListing::new(node, rep, used));
+        out.push(crate::marketplace::listing(node, rep, used));
     }
     Ok(Json(out))
 }

@@ -2,37 +2,9 @@
 
 use super::{Store, StoreError, i, named, tier, u};
 use crate::scheduler::QualityTier;
+pub use decloud_sdk::api::LeaseRecord;
 use decloud_sdk::types::LeaseStatus;
-use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, Row, any::AnyRow};
-use utoipa::ToSchema;
-
-/// A lease as opened on-chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct LeaseRecord {
-    /// On-chain lease id (decimal).
-    pub lease_id: String,
-    /// Tenant address, lowercase hex.
-    pub tenant: String,
-    /// Node the lease pays for.
-    pub node_id: String,
-    /// `active`, `closed` or `terminated`.
-    pub status: LeaseStatus,
-    /// Quality tier.
-    pub tier: QualityTier,
-    /// vCPUs.
-    pub vcpus: u64,
-    /// Memory, GiB.
-    pub memory_gib: u64,
-    /// Storage, GiB.
-    pub storage_gib: u64,
-    /// GPUs.
-    pub gpus: u64,
-    /// Micro-USDC per hour computed on-chain.
-    pub rate_per_hour: u64,
-    /// Open time, unix seconds.
-    pub opened_at: i64,
-}
 
 fn lease_from_row(row: &AnyRow) -> Result<LeaseRecord, StoreError> {
     Ok(LeaseRecord {

@@ -3,6 +3,7 @@
 
 use super::{Store, StoreError};
 use crate::reputation;
+pub use decloud_sdk::api::{DailyFailures, Reputation};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, any::AnyRow};
 use std::collections::HashMap;
@@ -21,32 +22,6 @@ pub struct Liveness {
     pub vms_hosted: i64,
     /// VMs that ran until their lease ended normally.
     pub vms_completed: i64,
-}
-
-/// A node's reputation at one moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Reputation {
-    /// Heartbeat within the last two minutes.
-    pub online: bool,
-    /// Latest heartbeat, unix seconds.
-    pub last_heartbeat: Option<i64>,
-    /// 30-day rolling uptime, basis points; absent until a heartbeat was expected.
-    pub uptime_bps: Option<u32>,
-    /// Missed heartbeats per UTC day in the window (day = unix seconds / 86400), oldest first.
-    pub failed_by_day: Vec<DailyFailures>,
-    /// VMs ever placed on the node.
-    pub vms_hosted: i64,
-    /// VMs that ran until their lease ended normally.
-    pub vms_completed: i64,
-}
-
-/// Missed heartbeats on one UTC day.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct DailyFailures {
-    /// Days since the unix epoch.
-    pub day: i64,
-    /// Heartbeats missed that day.
-    pub failed: i64,
 }
 
 fn liveness_from_row(row: &AnyRow) -> Result<Liveness, StoreError> {

@@ -3,50 +3,10 @@
 
 use super::{Store, StoreError, i, named, u};
 use crate::scheduler::Prices;
-use serde::{Deserialize, Serialize};
+pub use decloud_sdk::api::NodeRecord;
 use sqlx::{AnyConnection, Row, any::AnyRow};
-use utoipa::ToSchema;
 
 pub use decloud_sdk::types::NodeStatus;
-
-/// A node as registered on-chain, plus the compute points its agent measured.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct NodeRecord {
-    /// keccak256(machineId, operator), 0x-prefixed lowercase hex.
-    pub node_id: String,
-    /// Operator address, lowercase hex.
-    pub operator: String,
-    /// Address of the key the node agent signs with.
-    pub node_key: String,
-    /// On-chain status.
-    pub status: NodeStatus,
-    /// Region, e.g. `eu-west`.
-    pub region: String,
-    /// Public endpoint the operator registered.
-    pub endpoint: String,
-    /// IPFS CID of the node's metadata.
-    pub metadata_cid: String,
-    /// Free-form tags from the metadata (lowercase).
-    pub tags: Vec<String>,
-    /// Logical CPUs offered.
-    pub vcpus: u64,
-    /// Memory offered, GiB.
-    pub memory_gib: u64,
-    /// Disk offered, GiB.
-    pub disk_gib: u64,
-    /// GPUs offered.
-    pub gpus: u64,
-    /// Uplink, Mbit/s.
-    pub bandwidth_mbps: u64,
-    /// Total compute points from the agent's CPU benchmark (0 until measured).
-    pub compute_points: u64,
-    /// Hourly prices as stored on-chain.
-    pub prices: Prices,
-    /// Registration time, unix seconds.
-    pub registered_at: i64,
-    /// Last on-chain change, unix seconds.
-    pub updated_at: i64,
-}
 
 fn node_from_row(row: &AnyRow) -> Result<NodeRecord, StoreError> {
     let tags: String = row.try_get("tags")?;

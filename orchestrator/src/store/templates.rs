@@ -2,46 +2,8 @@
 //! publication gave them.
 
 use super::{Store, StoreError, i, u};
-use serde::{Deserialize, Serialize};
+pub use decloud_sdk::api::TemplateRecord;
 use sqlx::{AnyConnection, Row, any::AnyRow};
-use utoipa::ToSchema;
-
-/// A template in the catalog.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct TemplateRecord {
-    /// Unique slug, e.g. `postgresql`.
-    pub slug: String,
-    /// On-chain template id once published on TemplateMarket.
-    pub template_id: Option<String>,
-    /// Content id (CIDv1) of the published bundle.
-    pub cid: String,
-    /// Display name.
-    pub name: String,
-    /// Category, e.g. `database`.
-    pub category: String,
-    /// What it is.
-    pub description: String,
-    /// Lowercase tags.
-    pub tags: Vec<String>,
-    /// Minimum vCPUs.
-    pub min_vcpus: u64,
-    /// Minimum memory, GiB.
-    pub min_memory_gib: u64,
-    /// Minimum disk, GiB.
-    pub min_disk_gib: u64,
-    /// GPUs needed.
-    pub gpus: u64,
-    /// Price per deploy, micro-USDC (0 = free).
-    pub price: u64,
-    /// The bundle's manifest (ports, readiness checks, …).
-    #[schema(value_type = Object)]
-    pub manifest: serde_json::Value,
-    /// When it entered the catalog, unix seconds.
-    pub added_at: i64,
-    /// The published bundle (`decloud-templates` content), from which user-data is rendered.
-    #[serde(skip)]
-    pub content: Option<String>,
-}
 
 fn template_from_row(row: &AnyRow) -> Result<TemplateRecord, StoreError> {
     let tags: String = row.try_get("tags")?;

@@ -2,45 +2,11 @@
 //! agent command it needs, and attested, in one transaction).
 
 use super::{Store, StoreError, i, named, tier, u};
-use crate::scheduler::{QualityTier, TierShare, Usage};
+use crate::scheduler::{TierShare, Usage};
+pub use decloud_sdk::api::VmRecord;
 use decloud_sdk::types::VmState;
-use serde::{Deserialize, Serialize};
 use sqlx::{Row, any::AnyRow};
 use std::collections::HashMap;
-use utoipa::ToSchema;
-
-/// A VM and the resources it holds on its node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct VmRecord {
-    /// VM id.
-    pub vm_id: String,
-    /// Lease that pays for it.
-    pub lease_id: String,
-    /// Tenant address, lowercase hex.
-    pub tenant: String,
-    /// Node it runs on.
-    pub node_id: String,
-    /// Lifecycle state (`pending`, `provisioning`, `running`, `stopping`, `stopped`,
-    /// `terminated`, `failed`).
-    pub state: VmState,
-    /// Quality tier.
-    pub tier: QualityTier,
-    /// vCPUs.
-    pub vcpus: u64,
-    /// Memory, GiB.
-    pub memory_gib: u64,
-    /// Disk, GiB.
-    pub disk_gib: u64,
-    /// GPUs.
-    pub gpus: u64,
-    /// Creation time, unix seconds.
-    pub created_at: i64,
-    /// Last change, unix seconds.
-    pub updated_at: i64,
-    /// Why the VM failed, when it did.
-    #[serde(default)]
-    pub failure: Option<String>,
-}
 
 /// VM states that no longer hold capacity on their node.
 pub const RELEASED_VM_STATES: [VmState; 2] = [VmState::Terminated, VmState::Failed];
