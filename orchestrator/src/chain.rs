@@ -10,6 +10,11 @@
 //! here; after each commit [`crate::lifecycle::drive`] acts on what was recorded (persist first,
 //! side effects after, each retried by the next drive).
 //!
+//! Each event is decoded twice: into the SDK's generated binding of its contract, whose typed
+//! fields are what the tables receive (a renamed event field is a compile error), and by the
+//! indexer's generic decoder into a name and JSON arguments, which is what an attestation of the
+//! event signs.
+//!
 //! The follower reads blocks `confirmations` deep. Effects of a lease event (a VM created on a
 //! node) cannot be taken back, so a reorg deeper than that is refused: the follower stops with
 //! an error instead of silently rewriting what nodes already did.
@@ -22,9 +27,18 @@ use crate::{
         Attestor, LeaseFunding, LeaseOpened, NodeCapabilities, NodeRegistration, NodeStatus, chain,
     },
 };
-use alloy::primitives::Address;
+use alloy::{
+    primitives::{Address, Log, U256},
+    sol_types::SolEventInterface,
+};
 use decloud_indexer::{BoxError, ContractKind, DecodedLog, EventDecoder, Handler, LogBatch};
-use decloud_sdk::types::LeaseStatus;
+use decloud_sdk::{
+    bindings::{
+        LeaseEscrow::LeaseEscrowEvents, NodeRegistry::NodeRegistryEvents,
+        TemplateMarket::TemplateMarketEvents,
+    },
+    types::LeaseStatus,
+};
 use serde_json::Value;
 use sqlx::AnyConnection;
 use std::sync::Arc;
@@ -92,142 +106,169 @@ impl ChainHandler {
     }
 }
 
-fn text(args: &Value, key: &str) -> Result<String, BoxError> {
-    args.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| format!("event field {key} missing").into())
+/// A uint256 of the chain as the store keeps it: ids, sizes, rates and amounts that fit in 64
+/// bits on-chain; anything larger is clamped (and the store clamps above i64), never wrapped.
+fn clamp(v: U256) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
-fn int(args: &Value, key: &str) -> Result<i64, BoxError> {
-    let s = text(args, key)?;
-    // uint256 amounts above i64 are clamped: they are ids and sizes here, never money.
-    Ok(s.parse::<u128>()
-        .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-        .map_err(|_| format!("event field {key} is not an integer: {s}"))?)
+/// Seconds on-chain as the store keeps them.
+fn secs(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn field<'a>(args: &'a Value, key: &str) -> Result<&'a Value, BoxError> {
-    args.get(key)
-        .ok_or_else(|| format!("event field {key} missing").into())
-}
-
-fn uint(args: &Value, key: &str) -> Result<u64, BoxError> {
-    // Above i64 the store clamps; these are sizes, rates and amounts of at most 64 bits on-chain.
-    Ok(u64::try_from(int(args, key)?).unwrap_or(0))
-}
-
-fn capabilities(caps: &Value) -> Result<NodeCapabilities, BoxError> {
-    Ok(NodeCapabilities {
-        vcpus: uint(caps, "vcpus")?,
-        memory_gib: uint(caps, "memoryGiB")?,
-        disk_gib: uint(caps, "diskGiB")?,
-        gpus: uint(caps, "gpus")?,
-        bandwidth_mbps: uint(caps, "bandwidthMbps")?,
-    })
-}
-
+/// Applies one event to the tables, decoded into the SDK's generated binding of the contract
+/// that emitted it: a renamed or retyped event field is a compile error here, not a missing key
+/// at run time. Events that change no orchestrator state (settlements, claims, storage deals,
+/// governance) and logs no binding knows are left alone.
 async fn apply(
     conn: &mut AnyConnection,
-    log: &DecodedLog,
+    contract: ContractKind,
+    log: &Log,
     block_time: i64,
 ) -> Result<(), BoxError> {
-    let a = &log.args;
-    match log.name.as_str() {
-        "NodeRegistered" | "NodeUpdated" => {
-            let node = NodeRegistration {
-                node_id: text(a, "nodeId")?,
-                // NodeUpdated names no operator; the registration's stays.
-                operator: if log.name == "NodeRegistered" {
-                    text(a, "operator")?
-                } else {
-                    String::new()
-                },
-                node_key: text(a, "nodeKey")?,
-                region: text(a, "region")?,
-                endpoint: text(a, "endpoint")?,
-                metadata_cid: text(a, "metadataCid")?,
-                capabilities: capabilities(field(a, "capabilities")?)?,
+    match contract {
+        ContractKind::NodeRegistry => {
+            let Ok(event) = NodeRegistryEvents::decode_log(log) else {
+                return Ok(());
             };
-            if log.name == "NodeRegistered" {
-                chain::node_registered(conn, &node, block_time).await?;
-            } else {
-                chain::node_updated(conn, &node, block_time).await?;
+            match event.data {
+                NodeRegistryEvents::NodeRegistered(e) => {
+                    let node = NodeRegistration {
+                        node_id: format!("{:#x}", e.nodeId),
+                        operator: format!("{:#x}", e.operator),
+                        node_key: format!("{:#x}", e.nodeKey),
+                        region: e.region,
+                        endpoint: e.endpoint,
+                        metadata_cid: e.metadataCid,
+                        capabilities: NodeCapabilities {
+                            vcpus: e.capabilities.vcpus.into(),
+                            memory_gib: e.capabilities.memoryGiB.into(),
+                            disk_gib: e.capabilities.diskGiB.into(),
+                            gpus: e.capabilities.gpus.into(),
+                            bandwidth_mbps: e.capabilities.bandwidthMbps.into(),
+                        },
+                    };
+                    chain::node_registered(conn, &node, block_time).await?;
+                }
+                NodeRegistryEvents::NodeUpdated(e) => {
+                    let node = NodeRegistration {
+                        node_id: format!("{:#x}", e.nodeId),
+                        // NodeUpdated names no operator; the registration's stays.
+                        operator: String::new(),
+                        node_key: format!("{:#x}", e.nodeKey),
+                        region: e.region,
+                        endpoint: e.endpoint,
+                        metadata_cid: e.metadataCid,
+                        capabilities: NodeCapabilities {
+                            vcpus: e.capabilities.vcpus.into(),
+                            memory_gib: e.capabilities.memoryGiB.into(),
+                            disk_gib: e.capabilities.diskGiB.into(),
+                            gpus: e.capabilities.gpus.into(),
+                            bandwidth_mbps: e.capabilities.bandwidthMbps.into(),
+                        },
+                    };
+                    chain::node_updated(conn, &node, block_time).await?;
+                }
+                NodeRegistryEvents::NodePricesSet(e) => {
+                    let prices = Prices {
+                        cpu_per_hour: e.stored.cpuPerHour,
+                        memory_gib_per_hour: e.stored.memoryGiBPerHour,
+                        storage_gib_per_hour: e.stored.storageGiBPerHour,
+                        gpu_per_hour: e.stored.gpuPerHour,
+                    };
+                    chain::node_prices_set(conn, &format!("{:#x}", e.nodeId), &prices, block_time)
+                        .await?;
+                }
+                NodeRegistryEvents::NodeStatusChanged(e) => {
+                    // The registry never emits None (0); a status this build does not know stops
+                    // the follower rather than being stored as something it is not.
+                    let status = match NodeStatus::try_from(e.status) {
+                        Ok(s) if s != NodeStatus::None => s,
+                        _ => return Err(format!("unknown node status {}", e.status).into()),
+                    };
+                    chain::node_status_changed(
+                        conn,
+                        &format!("{:#x}", e.nodeId),
+                        status,
+                        block_time,
+                    )
+                    .await?;
+                }
+                _ => {}
             }
         }
-        "NodePricesSet" => {
-            let p = field(a, "stored")?;
-            let prices = Prices {
-                cpu_per_hour: uint(p, "cpuPerHour")?,
-                memory_gib_per_hour: uint(p, "memoryGiBPerHour")?,
-                storage_gib_per_hour: uint(p, "storageGiBPerHour")?,
-                gpu_per_hour: uint(p, "gpuPerHour")?,
+        ContractKind::LeaseEscrow => {
+            let Ok(event) = LeaseEscrowEvents::decode_log(log) else {
+                return Ok(());
             };
-            chain::node_prices_set(conn, &text(a, "nodeId")?, &prices, block_time).await?;
+            match event.data {
+                LeaseEscrowEvents::LeaseOpened(e) => {
+                    let lease = LeaseOpened {
+                        lease_id: e.leaseId.to_string(),
+                        tenant: format!("{:#x}", e.tenant),
+                        node_id: format!("{:#x}", e.nodeId),
+                        tier: QualityTier::try_from(e.quality)
+                            .map_err(|_| format!("unknown quality tier {}", e.quality))?,
+                        vcpus: e.resources.vcpus.into(),
+                        memory_gib: e.resources.memoryGiB.into(),
+                        storage_gib: e.resources.storageGiB.into(),
+                        gpus: e.resources.gpus.into(),
+                        rate_per_hour: e.ratePerHour,
+                        opened_at: secs(e.openedAt),
+                        bandwidth: e.bandwidth.into(),
+                        template_id: e.templateId.to_string(),
+                        funding: clamp(e.funding),
+                    };
+                    chain::lease_opened(conn, &lease, &vm_id_of(&lease.lease_id)).await?;
+                }
+                LeaseEscrowEvents::LeaseToppedUp(e) => {
+                    let funding = LeaseFunding {
+                        funded: clamp(e.funded),
+                        accrual_start: secs(e.accrualStart),
+                        accrued_before: clamp(e.accruedBefore),
+                    };
+                    chain::lease_topped_up(conn, &e.leaseId.to_string(), &funding).await?;
+                }
+                LeaseEscrowEvents::LeaseClosed(e) => {
+                    chain::lease_ended(conn, &e.leaseId.to_string(), LeaseStatus::Closed).await?;
+                }
+                LeaseEscrowEvents::LeaseTerminated(e) => {
+                    chain::lease_ended(conn, &e.leaseId.to_string(), LeaseStatus::Terminated)
+                        .await?;
+                }
+                _ => {}
+            }
         }
-        "NodeStatusChanged" => {
-            // The registry never emits None (0); a status this build does not know stops the
-            // follower rather than being stored as something it is not.
-            let status = match int(a, "status")? {
-                1 => NodeStatus::Active,
-                2 => NodeStatus::Paused,
-                3 => NodeStatus::Retired,
-                other => return Err(format!("unknown node status {other}").into()),
+        ContractKind::TemplateMarket => {
+            let Ok(event) = TemplateMarketEvents::decode_log(log) else {
+                return Ok(());
             };
-            chain::node_status_changed(conn, &text(a, "nodeId")?, status, block_time).await?;
+            // The bundle is known by its content id; a publication of content the catalog does
+            // not hold names no bundle, and a lease on it fails its VM with that reason.
+            match event.data {
+                TemplateMarketEvents::TemplatePublished(e) => {
+                    chain::template_published(
+                        conn,
+                        &e.templateId.to_string(),
+                        clamp(e.price),
+                        &e.cid,
+                    )
+                    .await?;
+                }
+                TemplateMarketEvents::TemplateUpdated(e) => {
+                    chain::template_published(
+                        conn,
+                        &e.templateId.to_string(),
+                        clamp(e.price),
+                        &e.cid,
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
         }
-        "LeaseOpened" => {
-            let r = field(a, "resources")?;
-            let tier = int(a, "quality")?;
-            let lease = LeaseOpened {
-                lease_id: text(a, "leaseId")?,
-                tenant: text(a, "tenant")?,
-                node_id: text(a, "nodeId")?,
-                tier: u8::try_from(tier)
-                    .ok()
-                    .and_then(|t| QualityTier::try_from(t).ok())
-                    .ok_or_else(|| format!("unknown quality tier {tier}"))?,
-                vcpus: uint(r, "vcpus")?,
-                memory_gib: uint(r, "memoryGiB")?,
-                storage_gib: uint(r, "storageGiB")?,
-                gpus: uint(r, "gpus")?,
-                rate_per_hour: uint(a, "ratePerHour")?,
-                opened_at: int(a, "openedAt")?,
-                bandwidth: uint(a, "bandwidth")?,
-                template_id: text(a, "templateId")?,
-                funding: uint(a, "funding")?,
-            };
-            chain::lease_opened(conn, &lease, &vm_id_of(&lease.lease_id)).await?;
-        }
-        "LeaseToppedUp" => {
-            let funding = LeaseFunding {
-                funded: uint(a, "funded")?,
-                accrual_start: int(a, "accrualStart")?,
-                accrued_before: uint(a, "accruedBefore")?,
-            };
-            chain::lease_topped_up(conn, &text(a, "leaseId")?, &funding).await?;
-        }
-        "LeaseClosed" | "LeaseTerminated" => {
-            let status = if log.name == "LeaseClosed" {
-                LeaseStatus::Closed
-            } else {
-                LeaseStatus::Terminated
-            };
-            chain::lease_ended(conn, &text(a, "leaseId")?, status).await?;
-        }
-        "TemplatePublished" | "TemplateUpdated" => {
-            // The bundle is known by its content id; a publication of content the catalog
-            // does not hold names no bundle, and a lease on it fails its VM with that reason.
-            chain::template_published(
-                conn,
-                &text(a, "templateId")?,
-                uint(a, "price")?,
-                &text(a, "cid")?,
-            )
-            .await?;
-        }
-        // Settlements, claims, storage deals and governance events change no orchestrator
-        // state; storage deals are only attested.
+        // Storage deals change no table; they are only attested.
         _ => {}
     }
     Ok(())
@@ -264,7 +305,7 @@ impl Handler for ChainHandler {
         let block_time = i64::try_from(batch.to.timestamp).unwrap_or(i64::MAX);
         for log in batch.logs {
             if let Some(decoded) = self.decoder.decode(log) {
-                apply(conn, &decoded, block_time).await?;
+                apply(conn, decoded.contract, &log.inner, block_time).await?;
                 if let (Some(attestor), Some((subject, kind))) =
                     (&self.attestor, attested_as(&decoded))
                 {
@@ -312,19 +353,35 @@ mod tests {
         assert_eq!(pg.template_id, None);
 
         let mut conn = AnyConnection::connect(&url).await.unwrap();
-        let published = |id: &str, cid: &str| DecodedLog {
-            contract: ContractKind::TemplateMarket,
-            name: "TemplatePublished".into(),
-            args: serde_json::json!({
-                "templateId": id, "author": "0x0000000000000000000000000000000000000001",
-                "cid": cid, "price": "2500000", "metadata": "{}"
-            }),
+        let published = |id: u64, cid: &str| Log {
+            address: Address::ZERO,
+            data: alloy::sol_types::SolEvent::encode_log_data(
+                &decloud_sdk::bindings::TemplateMarket::TemplatePublished {
+                    templateId: U256::from(id),
+                    author: Address::with_last_byte(1),
+                    cid: cid.to_string(),
+                    price: U256::from(2_500_000u64),
+                    metadata: "{}".to_string(),
+                },
+            ),
         };
-        apply(&mut conn, &published("7", &pg.cid), 0).await.unwrap();
+        apply(
+            &mut conn,
+            ContractKind::TemplateMarket,
+            &published(7, &pg.cid),
+            0,
+        )
+        .await
+        .unwrap();
         // Content the catalog does not hold names no bundle and changes nothing.
-        apply(&mut conn, &published("8", "bafynotinthecatalog"), 0)
-            .await
-            .unwrap();
+        apply(
+            &mut conn,
+            ContractKind::TemplateMarket,
+            &published(8, "bafynotinthecatalog"),
+            0,
+        )
+        .await
+        .unwrap();
         conn.close().await.unwrap();
 
         let by_id = store.template("7").await.unwrap().expect("found by id");
