@@ -13,13 +13,17 @@ use alloy::{
     transports::http::reqwest,
 };
 use clap::{Args, Subcommand, ValueEnum};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::json;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use url::Url;
 
 use decloud_sdk::{
     Error, RevertError,
+    api::{
+        ErrorBody, NodeSearchResponse, NonceResponse, SessionResponse, TemplateSearchResponse,
+        VerifyRequest, VmRecord,
+    },
     bindings::{
         LeaseEscrow::{self, LeaseEscrowErrors},
         MockUSDC, TemplateMarket,
@@ -30,8 +34,7 @@ use decloud_sdk::{
 };
 
 use crate::context::{
-    Chain, CliError, GlobalArgs, Plan, Report, Settings, execute, format_usdc, money, text,
-    usdc_arg,
+    Chain, CliError, GlobalArgs, Plan, Report, Settings, execute, format_usdc, money, usdc_arg,
 };
 
 /// Tenant commands (top level: `decloud deposit …`).
@@ -721,8 +724,9 @@ fn endpoint(settings: &Settings, path: &str) -> String {
     format!("{}/api/v1{path}", session_key(&settings.orchestrator))
 }
 
-/// Sends a request and returns the JSON body, turning the API's error shape into an error.
-async fn call_api(request: reqwest::RequestBuilder) -> Result<Value, CliError> {
+/// Sends a request and returns the body of a success, turning the API's error shape
+/// ([`ErrorBody`]) into an error.
+async fn call_api(request: reqwest::RequestBuilder) -> Result<String, CliError> {
     let response = request
         .send()
         .await
@@ -732,20 +736,24 @@ async fn call_api(request: reqwest::RequestBuilder) -> Result<Value, CliError> {
         .text()
         .await
         .map_err(|e| CliError::Api(format!("reading the answer failed: {e}")))?;
-    let json: Value = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&body).unwrap_or(Value::String(body))
-    };
     if status.is_success() {
-        return Ok(json);
+        return Ok(body);
     }
-    let message = json["error"]["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| text(&json));
-    let code = json["error"]["code"].as_str().unwrap_or("error");
+    let (code, message) = match serde_json::from_str::<ErrorBody>(&body) {
+        Ok(e) => (e.error.code, e.error.message),
+        // Not the API's shape (a proxy's page, say): show what came.
+        Err(_) => ("error".to_string(), body.trim().to_string()),
+    };
     Err(CliError::Api(format!("{status} {code}: {message}")))
+}
+
+/// [`call_api`], reading the answer as the API's reply type `T`.
+async fn call_api_as<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<T, CliError> {
+    let body = call_api(request).await?;
+    serde_json::from_str(&body).map_err(|e| CliError::Api(format!("unexpected {what} answer: {e}")))
 }
 
 /// The EIP-4361 message `decloud login` signs.
@@ -793,11 +801,9 @@ async fn login(args: LoginArgs) -> Result<(), CliError> {
         },
     };
     let http = reqwest::Client::new();
-    let nonce = call_api(http.post(endpoint(&settings, "/auth/nonce"))).await?;
-    let nonce = nonce["nonce"]
-        .as_str()
-        .ok_or_else(|| CliError::Api("the nonce answer has no nonce".into()))?
-        .to_string();
+    let nonce: NonceResponse =
+        call_api_as(http.post(endpoint(&settings, "/auth/nonce")), "nonce").await?;
+    let nonce = nonce.nonce;
     let now = OffsetDateTime::now_utc();
     let message = siwe_message(
         &settings.orchestrator,
@@ -812,13 +818,18 @@ async fn login(args: LoginArgs) -> Result<(), CliError> {
         .await
         .map_err(decloud_sdk::Error::from)?;
     let signature = format!("0x{}", alloy::primitives::hex::encode(signature.as_bytes()));
-    let session = call_api(
+    let session: SessionResponse = call_api_as(
         http.post(endpoint(&settings, "/auth/verify"))
-            .json(&json!({ "message": message, "signature": signature })),
+            .json(&VerifyRequest { message, signature }),
+        "sign-in",
     )
     .await?;
-    let stored: StoredSession = serde_json::from_value(session)
-        .map_err(|e| CliError::Api(format!("unexpected sign-in answer: {e}")))?;
+    let stored = StoredSession {
+        token: session.token,
+        address: session.address,
+        chain_id: session.chain_id,
+        expires_at: session.expires_at,
+    };
     let path = sessions_path(&settings.config_dir);
     let mut sessions = load_sessions(&path)?;
     sessions.insert(session_key(&settings.orchestrator), stored.clone());
@@ -923,47 +934,39 @@ async fn nodes(args: NodesArgs) -> Result<(), CliError> {
         ("limit", args.limit.map(|l| l.to_string())),
         ("offset", args.offset.map(|o| o.to_string())),
     ]);
-    let body =
-        call_api(reqwest::Client::new().get(with_query(endpoint(&settings, "/nodes"), &params)?))
-            .await?;
+    let body: NodeSearchResponse = call_api_as(
+        reqwest::Client::new().get(with_query(endpoint(&settings, "/nodes"), &params)?),
+        "node search",
+    )
+    .await?;
     if args.global.json {
         println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
         return Ok(());
     }
-    let nodes = body["nodes"].as_array().cloned().unwrap_or_default();
-    println!("{} node(s) match, {} shown", body["total"], nodes.len());
-    for n in &nodes {
-        let price = |key: &str| {
-            n["prices"][key]
-                .as_u64()
-                .map(crate::context::usdc)
-                .unwrap_or_else(|| "?".into())
-        };
-        let uptime = n["reputation"]["uptime_bps"]
-            .as_u64()
+    println!("{} node(s) match, {} shown", body.total, body.nodes.len());
+    for listing in &body.nodes {
+        let n = &listing.node;
+        let usdc = crate::context::usdc;
+        let uptime = listing
+            .reputation
+            .uptime_bps
             .map(|b| format!("{}.{:02}%", b / 100, b % 100))
             .unwrap_or_else(|| "no data".into());
-        println!("{}", text(&n["node_id"]));
+        println!("{}", n.node_id);
         println!(
             "  region {}  {} vCPU  {} GiB RAM  {} GiB disk  {} GPU  {} compute points",
-            text(&n["region"]),
-            n["vcpus"],
-            n["memory_gib"],
-            n["disk_gib"],
-            n["gpus"],
-            n["compute_points"]
+            n.region, n.vcpus, n.memory_gib, n.disk_gib, n.gpus, n.compute_points
         );
         println!(
             "  per hour: {} per vCPU, {} per GiB RAM, {} per GiB disk, {} per GPU",
-            price("cpu_per_hour"),
-            price("memory_gib_per_hour"),
-            price("storage_gib_per_hour"),
-            price("gpu_per_hour")
+            usdc(n.prices.cpu_per_hour),
+            usdc(n.prices.memory_gib_per_hour),
+            usdc(n.prices.storage_gib_per_hour),
+            usdc(n.prices.gpu_per_hour)
         );
         println!(
             "  uptime (30 d) {uptime}  online {}  operator {}",
-            n["reputation"]["online"],
-            text(&n["operator"])
+            listing.reputation.online, n.operator
         );
     }
     Ok(())
@@ -988,64 +991,48 @@ async fn templates(args: TemplatesArgs) -> Result<(), CliError> {
         ("limit", args.limit.map(|l| l.to_string())),
         ("offset", args.offset.map(|o| o.to_string())),
     ]);
-    let body = call_api(
+    let body: TemplateSearchResponse = call_api_as(
         reqwest::Client::new().get(with_query(endpoint(&settings, "/templates"), &params)?),
+        "template search",
     )
     .await?;
     if args.global.json {
         println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
         return Ok(());
     }
-    let templates = body["templates"].as_array().cloned().unwrap_or_default();
     println!(
         "{} template(s) match, {} shown",
-        body["total"],
-        templates.len()
+        body.total,
+        body.templates.len()
     );
-    for t in &templates {
-        let id = t["template_id"]
-            .as_str()
+    for t in &body.templates {
+        let id = t
+            .template_id
+            .as_ref()
             .map(|id| format!("template {id}"))
             .unwrap_or_else(|| "not on chain".into());
-        println!(
-            "{} ({}) — {}  [{}]",
-            text(&t["slug"]),
-            text(&t["name"]),
-            text(&t["category"]),
-            id
-        );
+        println!("{} ({}) — {}  [{}]", t.slug, t.name, t.category, id);
         println!(
             "  price {}  needs {} vCPU, {} GiB RAM, {} GiB disk, {} GPU",
-            t["price"]
-                .as_u64()
-                .map(crate::context::usdc)
-                .unwrap_or_else(|| "?".into()),
-            t["min_vcpus"],
-            t["min_memory_gib"],
-            t["min_disk_gib"],
-            t["gpus"]
+            crate::context::usdc(t.price),
+            t.min_vcpus,
+            t.min_memory_gib,
+            t.min_disk_gib,
+            t.gpus
         );
-        println!("  {}", text(&t["description"]));
+        println!("  {}", t.description);
     }
     Ok(())
 }
 
-fn print_vm(vm: &Value) {
-    println!("{}  {}", text(&vm["vm_id"]), text(&vm["state"]));
-    println!(
-        "  lease {}  node {}",
-        text(&vm["lease_id"]),
-        text(&vm["node_id"])
-    );
+fn print_vm(vm: &VmRecord) {
+    println!("{}  {}", vm.vm_id, vm.state);
+    println!("  lease {}  node {}", vm.lease_id, vm.node_id);
     println!(
         "  {} vCPU  {} GiB RAM  {} GiB disk  {} GPU  tier {}",
-        vm["vcpus"],
-        vm["memory_gib"],
-        vm["disk_gib"],
-        vm["gpus"],
-        text(&vm["tier"])
+        vm.vcpus, vm.memory_gib, vm.disk_gib, vm.gpus, vm.tier
     );
-    if let Some(failure) = vm["failure"].as_str() {
+    if let Some(failure) = &vm.failure {
         println!("  failure: {failure}");
     }
 }
@@ -1053,17 +1040,17 @@ fn print_vm(vm: &Value) {
 async fn vm_list(global: GlobalArgs) -> Result<(), CliError> {
     let settings = Settings::from_process(&global)?;
     let session = current_session(&settings)?;
-    let body = call_api(
+    let vms: Vec<VmRecord> = call_api_as(
         reqwest::Client::new()
             .get(endpoint(&settings, "/vms"))
             .bearer_auth(&session.token),
+        "VM list",
     )
     .await?;
     if global.json {
-        println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
+        println!("{}", serde_json::to_string_pretty(&vms).expect("JSON"));
         return Ok(());
     }
-    let vms = body.as_array().cloned().unwrap_or_default();
     println!("{} VM(s)", vms.len());
     vms.iter().for_each(print_vm);
     Ok(())
@@ -1073,10 +1060,11 @@ async fn vm_show(args: VmShowArgs) -> Result<(), CliError> {
     let settings = Settings::from_process(&args.global)?;
     let session = current_session(&settings)?;
     let id: String = url::form_urlencoded::byte_serialize(args.vm.as_bytes()).collect();
-    let body = call_api(
+    let body: VmRecord = call_api_as(
         reqwest::Client::new()
             .get(endpoint(&settings, &format!("/vms/{id}")))
             .bearer_auth(&session.token),
+        "VM",
     )
     .await?;
     if args.global.json {

@@ -14,7 +14,7 @@ use decloud_orchestrator::{
     scheduler::QualityTier,
     store::VmRecord,
 };
-use decloud_sdk::testing::TestSystem;
+use decloud_sdk::{testing::TestSystem, types::VmState};
 use serde_json::Value;
 use sqlx::AnyPool;
 
@@ -96,7 +96,7 @@ async fn verify_passes_untouched_attestations_and_names_every_tampering() {
             lease_id: "1".into(),
             tenant: "0x00000000000000000000000000000000000000aa".into(),
             node_id: format!("0x{:064x}", 1),
-            state: "pending".into(),
+            state: VmState::Pending,
             tier: QualityTier::Standard,
             vcpus: 2,
             memory_gib: 4,
@@ -112,8 +112,8 @@ async fn verify_passes_untouched_attestations_and_names_every_tampering() {
         store
             .transition_vm(
                 "vm-1",
-                "pending",
-                "provisioning",
+                VmState::Pending,
+                VmState::Provisioning,
                 None,
                 Some(("c1", "{}")),
                 11
@@ -123,7 +123,14 @@ async fn verify_passes_untouched_attestations_and_names_every_tampering() {
     );
     assert!(
         store
-            .transition_vm("vm-1", "provisioning", "running", None, None, 12)
+            .transition_vm(
+                "vm-1",
+                VmState::Provisioning,
+                VmState::Running,
+                None,
+                None,
+                12
+            )
             .await
             .unwrap()
     );

@@ -102,7 +102,7 @@ fn node_id(i: usize) -> B256 {
 fn heartbeat(seq: u64) -> String {
     AgentMessage::Heartbeat(Box::new(Heartbeat {
         seq,
-        sent_at: decloud_orchestrator::api::now() as u64,
+        sent_at: decloud_orchestrator::clock::now() as u64,
         ready: true,
         resources: NodeResources {
             arch: "x86_64".into(),

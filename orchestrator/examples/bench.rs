@@ -158,7 +158,7 @@ async fn bench_heartbeats(args: &Args) -> eyre::Result<()> {
     }
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let t0 = decloud_orchestrator::api::now();
+    let t0 = decloud_orchestrator::clock::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let store = store.clone();

@@ -2,10 +2,9 @@
 //! by category, GPU, tags and text, and found by slug or on-chain template id.
 
 use crate::store::{Store, StoreError, TemplateRecord};
+pub use decloud_sdk::api::{TemplateSearch, TemplateSort};
 use decloud_templates::{Bundle, validate};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
-use utoipa::{IntoParams, ToSchema};
 
 /// Largest page of template search results.
 pub const MAX_PAGE: usize = 100;
@@ -29,12 +28,9 @@ pub enum CatalogError {
         /// Every rule it breaks.
         reasons: String,
     },
-    /// The store failed.
+    /// The store failed, or the validation verdict could not be attested.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The validation verdict could not be attested.
-    #[error(transparent)]
-    Attest(#[from] crate::attestation::AttestError),
 }
 
 /// The catalog row of a validated bundle.
@@ -138,42 +134,6 @@ pub async fn load_dir(store: &Store, dir: &Path, now: i64) -> Result<usize, Cata
         Some(e) => Err(e),
         None => Ok(loaded),
     }
-}
-
-/// Sort orders of a template search.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TemplateSort {
-    /// By name, A to Z.
-    #[default]
-    Name,
-    /// Newest first.
-    Newest,
-    /// Cheapest first.
-    Price,
-}
-
-/// Filters, sort and page of a template search.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateSearch {
-    /// Category, e.g. `database`, `ai`.
-    pub category: Option<String>,
-    /// `true`: only templates that need a GPU; `false`: only those that do not.
-    pub gpu: Option<bool>,
-    /// Comma-separated tags; a template must have all of them.
-    pub tags: Option<String>,
-    /// Words that must all appear in the name, description or tags (case-insensitive).
-    pub q: Option<String>,
-    /// Sort order (default `name`).
-    #[param(inline)]
-    pub sort: Option<TemplateSort>,
-    /// Page size, 1–100 (default 50).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<usize>,
-    /// Results to skip.
-    pub offset: Option<usize>,
 }
 
 /// Whether a template passes every filter of `q`.

@@ -10,12 +10,35 @@
 //! here; after each commit [`crate::lifecycle::drive`] acts on what was recorded (persist first,
 //! side effects after, each retried by the next drive).
 //!
+//! Each event is decoded twice: into the SDK's generated binding of its contract, whose typed
+//! fields are what the tables receive (a renamed event field is a compile error), and by the
+//! indexer's generic decoder into a name and JSON arguments, which is what an attestation of the
+//! event signs.
+//!
 //! The follower reads blocks `confirmations` deep. Effects of a lease event (a VM created on a
 //! node) cannot be taken back, so a reorg deeper than that is refused: the follower stops with
 //! an error instead of silently rewriting what nodes already did.
 
-use alloy::primitives::Address;
+use crate::{
+    clock::now,
+    lifecycle::vm_id_of,
+    scheduler::{Prices, QualityTier},
+    store::{
+        Attestor, LeaseFunding, LeaseOpened, NodeCapabilities, NodeRegistration, NodeStatus, chain,
+    },
+};
+use alloy::{
+    primitives::{Address, Log, U256},
+    sol_types::SolEventInterface,
+};
 use decloud_indexer::{BoxError, ContractKind, DecodedLog, EventDecoder, Handler, LogBatch};
+use decloud_sdk::{
+    bindings::{
+        LeaseEscrow::LeaseEscrowEvents, NodeRegistry::NodeRegistryEvents,
+        TemplateMarket::TemplateMarketEvents,
+    },
+    types::LeaseStatus,
+};
 use serde_json::Value;
 use sqlx::AnyConnection;
 use std::sync::Arc;
@@ -36,7 +59,7 @@ pub struct Markets {
 pub struct ChainHandler {
     decoder: EventDecoder,
     committed: Arc<Notify>,
-    attestor: Option<Arc<crate::attestation::Attestor>>,
+    attestor: Option<Arc<Attestor>>,
 }
 
 impl ChainHandler {
@@ -72,7 +95,7 @@ impl ChainHandler {
 
     /// The same, attesting every node, lease, template and storage event it applies (in the
     /// follower's transaction, so an event is applied and attested together or not at all).
-    pub fn with_attestor(mut self, attestor: crate::attestation::Attestor) -> Self {
+    pub fn with_attestor(mut self, attestor: Attestor) -> Self {
         self.attestor = Some(Arc::new(attestor));
         self
     }
@@ -83,190 +106,169 @@ impl ChainHandler {
     }
 }
 
-fn text(args: &Value, key: &str) -> Result<String, BoxError> {
-    args.get(key)
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(|| format!("event field {key} missing").into())
+/// A uint256 of the chain as the store keeps it: ids, sizes, rates and amounts that fit in 64
+/// bits on-chain; anything larger is clamped (and the store clamps above i64), never wrapped.
+fn clamp(v: U256) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
-fn int(args: &Value, key: &str) -> Result<i64, BoxError> {
-    let s = text(args, key)?;
-    // uint256 amounts above i64 are clamped: they are ids and sizes here, never money.
-    Ok(s.parse::<u128>()
-        .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
-        .map_err(|_| format!("event field {key} is not an integer: {s}"))?)
+/// Seconds on-chain as the store keeps them.
+fn secs(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn field<'a>(args: &'a Value, key: &str) -> Result<&'a Value, BoxError> {
-    args.get(key)
-        .ok_or_else(|| format!("event field {key} missing").into())
-}
-
+/// Applies one event to the tables, decoded into the SDK's generated binding of the contract
+/// that emitted it: a renamed or retyped event field is a compile error here, not a missing key
+/// at run time. Events that change no orchestrator state (settlements, claims, storage deals,
+/// governance) and logs no binding knows are left alone.
 async fn apply(
     conn: &mut AnyConnection,
-    log: &DecodedLog,
+    contract: ContractKind,
+    log: &Log,
     block_time: i64,
 ) -> Result<(), BoxError> {
-    let a = &log.args;
-    match log.name.as_str() {
-        "NodeRegistered" | "NodeUpdated" => {
-            let caps = field(a, "capabilities")?;
-            let node_id = text(a, "nodeId")?;
-            if log.name == "NodeRegistered" {
-                sqlx::query(
-                    "INSERT INTO nodes (node_id, operator, node_key, status, region, endpoint, metadata_cid, tags, \
-                     vcpus, memory_gib, disk_gib, gpus, bandwidth_mbps, compute_points, price_cpu, price_memory, \
-                     price_storage, price_gpu, registered_at, updated_at) \
-                     VALUES ($1, $2, $3, 'active', $4, $5, $6, '', $7, $8, $9, $10, $11, 0, 0, 0, 0, 0, $12, $12) \
-                     ON CONFLICT (node_id) DO NOTHING",
-                )
-                .bind(node_id.clone())
-                .bind(text(a, "operator")?)
-                .bind(text(a, "nodeKey")?)
-                .bind(text(a, "region")?)
-                .bind(text(a, "endpoint")?)
-                .bind(text(a, "metadataCid")?)
-                .bind(int(caps, "vcpus")?)
-                .bind(int(caps, "memoryGiB")?)
-                .bind(int(caps, "diskGiB")?)
-                .bind(int(caps, "gpus")?)
-                .bind(int(caps, "bandwidthMbps")?)
-                .bind(block_time)
-                .execute(&mut *conn)
-                .await?;
-            } else {
-                sqlx::query(
-                    "UPDATE nodes SET node_key = $2, region = $3, endpoint = $4, metadata_cid = $5, vcpus = $6, \
-                     memory_gib = $7, disk_gib = $8, gpus = $9, bandwidth_mbps = $10, updated_at = $11 \
-                     WHERE node_id = $1",
-                )
-                .bind(node_id)
-                .bind(text(a, "nodeKey")?)
-                .bind(text(a, "region")?)
-                .bind(text(a, "endpoint")?)
-                .bind(text(a, "metadataCid")?)
-                .bind(int(caps, "vcpus")?)
-                .bind(int(caps, "memoryGiB")?)
-                .bind(int(caps, "diskGiB")?)
-                .bind(int(caps, "gpus")?)
-                .bind(int(caps, "bandwidthMbps")?)
-                .bind(block_time)
-                .execute(&mut *conn)
-                .await?;
+    match contract {
+        ContractKind::NodeRegistry => {
+            let Ok(event) = NodeRegistryEvents::decode_log(log) else {
+                return Ok(());
+            };
+            match event.data {
+                NodeRegistryEvents::NodeRegistered(e) => {
+                    let node = NodeRegistration {
+                        node_id: format!("{:#x}", e.nodeId),
+                        operator: format!("{:#x}", e.operator),
+                        node_key: format!("{:#x}", e.nodeKey),
+                        region: e.region,
+                        endpoint: e.endpoint,
+                        metadata_cid: e.metadataCid,
+                        capabilities: NodeCapabilities {
+                            vcpus: e.capabilities.vcpus.into(),
+                            memory_gib: e.capabilities.memoryGiB.into(),
+                            disk_gib: e.capabilities.diskGiB.into(),
+                            gpus: e.capabilities.gpus.into(),
+                            bandwidth_mbps: e.capabilities.bandwidthMbps.into(),
+                        },
+                    };
+                    chain::node_registered(conn, &node, block_time).await?;
+                }
+                NodeRegistryEvents::NodeUpdated(e) => {
+                    let node = NodeRegistration {
+                        node_id: format!("{:#x}", e.nodeId),
+                        // NodeUpdated names no operator; the registration's stays.
+                        operator: String::new(),
+                        node_key: format!("{:#x}", e.nodeKey),
+                        region: e.region,
+                        endpoint: e.endpoint,
+                        metadata_cid: e.metadataCid,
+                        capabilities: NodeCapabilities {
+                            vcpus: e.capabilities.vcpus.into(),
+                            memory_gib: e.capabilities.memoryGiB.into(),
+                            disk_gib: e.capabilities.diskGiB.into(),
+                            gpus: e.capabilities.gpus.into(),
+                            bandwidth_mbps: e.capabilities.bandwidthMbps.into(),
+                        },
+                    };
+                    chain::node_updated(conn, &node, block_time).await?;
+                }
+                NodeRegistryEvents::NodePricesSet(e) => {
+                    let prices = Prices {
+                        cpu_per_hour: e.stored.cpuPerHour,
+                        memory_gib_per_hour: e.stored.memoryGiBPerHour,
+                        storage_gib_per_hour: e.stored.storageGiBPerHour,
+                        gpu_per_hour: e.stored.gpuPerHour,
+                    };
+                    chain::node_prices_set(conn, &format!("{:#x}", e.nodeId), &prices, block_time)
+                        .await?;
+                }
+                NodeRegistryEvents::NodeStatusChanged(e) => {
+                    // The registry never emits None (0); a status this build does not know stops
+                    // the follower rather than being stored as something it is not.
+                    let status = match NodeStatus::try_from(e.status) {
+                        Ok(s) if s != NodeStatus::None => s,
+                        _ => return Err(format!("unknown node status {}", e.status).into()),
+                    };
+                    chain::node_status_changed(
+                        conn,
+                        &format!("{:#x}", e.nodeId),
+                        status,
+                        block_time,
+                    )
+                    .await?;
+                }
+                _ => {}
             }
         }
-        "NodePricesSet" => {
-            let p = field(a, "stored")?;
-            sqlx::query(
-                "UPDATE nodes SET price_cpu = $2, price_memory = $3, price_storage = $4, price_gpu = $5, \
-                 updated_at = $6 WHERE node_id = $1",
-            )
-            .bind(text(a, "nodeId")?)
-            .bind(int(p, "cpuPerHour")?)
-            .bind(int(p, "memoryGiBPerHour")?)
-            .bind(int(p, "storageGiBPerHour")?)
-            .bind(int(p, "gpuPerHour")?)
-            .bind(block_time)
-            .execute(&mut *conn)
-            .await?;
-        }
-        "NodeStatusChanged" => {
-            let status = match int(a, "status")? {
-                1 => "active",
-                2 => "paused",
-                3 => "retired",
-                other => return Err(format!("unknown node status {other}").into()),
+        ContractKind::LeaseEscrow => {
+            let Ok(event) = LeaseEscrowEvents::decode_log(log) else {
+                return Ok(());
             };
-            sqlx::query("UPDATE nodes SET status = $2, updated_at = $3 WHERE node_id = $1")
-                .bind(text(a, "nodeId")?)
-                .bind(status)
-                .bind(block_time)
-                .execute(&mut *conn)
-                .await?;
-        }
-        "LeaseOpened" => {
-            let r = field(a, "resources")?;
-            let lease_id = text(a, "leaseId")?;
-            let tenant = text(a, "tenant")?;
-            let node_id = text(a, "nodeId")?;
-            let opened_at = int(a, "openedAt")?;
-            let tier = int(a, "quality")?;
-            if !(0..=3).contains(&tier) {
-                return Err(format!("unknown quality tier {tier}").into());
+            match event.data {
+                LeaseEscrowEvents::LeaseOpened(e) => {
+                    let lease = LeaseOpened {
+                        lease_id: e.leaseId.to_string(),
+                        tenant: format!("{:#x}", e.tenant),
+                        node_id: format!("{:#x}", e.nodeId),
+                        tier: QualityTier::try_from(e.quality)
+                            .map_err(|_| format!("unknown quality tier {}", e.quality))?,
+                        vcpus: e.resources.vcpus.into(),
+                        memory_gib: e.resources.memoryGiB.into(),
+                        storage_gib: e.resources.storageGiB.into(),
+                        gpus: e.resources.gpus.into(),
+                        rate_per_hour: e.ratePerHour,
+                        opened_at: secs(e.openedAt),
+                        bandwidth: e.bandwidth.into(),
+                        template_id: e.templateId.to_string(),
+                        funding: clamp(e.funding),
+                    };
+                    chain::lease_opened(conn, &lease, &vm_id_of(&lease.lease_id)).await?;
+                }
+                LeaseEscrowEvents::LeaseToppedUp(e) => {
+                    let funding = LeaseFunding {
+                        funded: clamp(e.funded),
+                        accrual_start: secs(e.accrualStart),
+                        accrued_before: clamp(e.accruedBefore),
+                    };
+                    chain::lease_topped_up(conn, &e.leaseId.to_string(), &funding).await?;
+                }
+                LeaseEscrowEvents::LeaseClosed(e) => {
+                    chain::lease_ended(conn, &e.leaseId.to_string(), LeaseStatus::Closed).await?;
+                }
+                LeaseEscrowEvents::LeaseTerminated(e) => {
+                    chain::lease_ended(conn, &e.leaseId.to_string(), LeaseStatus::Terminated)
+                        .await?;
+                }
+                _ => {}
             }
-            sqlx::query(
-                "INSERT INTO leases (lease_id, tenant, node_id, status, tier, vcpus, memory_gib, storage_gib, gpus, \
-                 rate_per_hour, opened_at, bandwidth, template_id, funded, accrual_start, accrued_before) \
-                 VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $10, 0) \
-                 ON CONFLICT (lease_id) DO NOTHING",
-            )
-            .bind(lease_id.clone())
-            .bind(tenant.clone())
-            .bind(node_id.clone())
-            .bind(tier)
-            .bind(int(r, "vcpus")?)
-            .bind(int(r, "memoryGiB")?)
-            .bind(int(r, "storageGiB")?)
-            .bind(int(r, "gpus")?)
-            .bind(int(a, "ratePerHour")?)
-            .bind(opened_at)
-            .bind(int(a, "bandwidth")?)
-            .bind(text(a, "templateId")?)
-            .bind(int(a, "funding")?)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO vms (vm_id, lease_id, tenant, node_id, state, tier, vcpus, memory_gib, disk_gib, gpus, \
-                 created_at, updated_at, failure) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $10, NULL) \
-                 ON CONFLICT (vm_id) DO NOTHING",
-            )
-            .bind(crate::lifecycle::vm_id_of(&lease_id))
-            .bind(lease_id)
-            .bind(tenant)
-            .bind(node_id)
-            .bind(tier)
-            .bind(int(r, "vcpus")?)
-            .bind(int(r, "memoryGiB")?)
-            .bind(int(r, "storageGiB")?)
-            .bind(int(r, "gpus")?)
-            .bind(opened_at)
-            .execute(&mut *conn)
-            .await?;
         }
-        "LeaseToppedUp" => {
-            sqlx::query("UPDATE leases SET funded = $2, accrual_start = $3, accrued_before = $4 WHERE lease_id = $1")
-                .bind(text(a, "leaseId")?)
-                .bind(int(a, "funded")?)
-                .bind(int(a, "accrualStart")?)
-                .bind(int(a, "accruedBefore")?)
-                .execute(&mut *conn)
-                .await?;
-        }
-        "LeaseClosed" | "LeaseTerminated" => {
-            let status = if log.name == "LeaseClosed" {
-                "closed"
-            } else {
-                "terminated"
+        ContractKind::TemplateMarket => {
+            let Ok(event) = TemplateMarketEvents::decode_log(log) else {
+                return Ok(());
             };
-            sqlx::query("UPDATE leases SET status = $2 WHERE lease_id = $1 AND status = 'active'")
-                .bind(text(a, "leaseId")?)
-                .bind(status)
-                .execute(&mut *conn)
-                .await?;
+            // The bundle is known by its content id; a publication of content the catalog does
+            // not hold names no bundle, and a lease on it fails its VM with that reason.
+            match event.data {
+                TemplateMarketEvents::TemplatePublished(e) => {
+                    chain::template_published(
+                        conn,
+                        &e.templateId.to_string(),
+                        clamp(e.price),
+                        &e.cid,
+                    )
+                    .await?;
+                }
+                TemplateMarketEvents::TemplateUpdated(e) => {
+                    chain::template_published(
+                        conn,
+                        &e.templateId.to_string(),
+                        clamp(e.price),
+                        &e.cid,
+                    )
+                    .await?;
+                }
+                _ => {}
+            }
         }
-        "TemplatePublished" | "TemplateUpdated" => {
-            // The bundle is known by its content id; a publication of content the catalog
-            // does not hold names no bundle, and a lease on it fails its VM with that reason.
-            sqlx::query("UPDATE templates SET template_id = $1, price = $2 WHERE cid = $3")
-                .bind(text(a, "templateId")?)
-                .bind(int(a, "price")?)
-                .bind(text(a, "cid")?)
-                .execute(&mut *conn)
-                .await?;
-        }
-        // Settlements, claims, storage deals and governance events change no orchestrator
-        // state; storage deals are only attested.
+        // Storage deals change no table; they are only attested.
         _ => {}
     }
     Ok(())
@@ -303,7 +305,7 @@ impl Handler for ChainHandler {
         let block_time = i64::try_from(batch.to.timestamp).unwrap_or(i64::MAX);
         for log in batch.logs {
             if let Some(decoded) = self.decoder.decode(log) {
-                apply(conn, &decoded, block_time).await?;
+                apply(conn, decoded.contract, &log.inner, block_time).await?;
                 if let (Some(attestor), Some((subject, kind))) =
                     (&self.attestor, attested_as(&decoded))
                 {
@@ -314,15 +316,7 @@ impl Handler for ChainHandler {
                         "transaction_hash": log.transaction_hash,
                         "log_index": log.log_index,
                     });
-                    crate::attestation::append(
-                        conn,
-                        attestor,
-                        &subject,
-                        kind,
-                        &payload,
-                        crate::api::now(),
-                    )
-                    .await?;
+                    crate::store::append(conn, attestor, &subject, kind, &payload, now()).await?;
                 }
             }
         }
@@ -359,19 +353,35 @@ mod tests {
         assert_eq!(pg.template_id, None);
 
         let mut conn = AnyConnection::connect(&url).await.unwrap();
-        let published = |id: &str, cid: &str| DecodedLog {
-            contract: ContractKind::TemplateMarket,
-            name: "TemplatePublished".into(),
-            args: serde_json::json!({
-                "templateId": id, "author": "0x0000000000000000000000000000000000000001",
-                "cid": cid, "price": "2500000", "metadata": "{}"
-            }),
+        let published = |id: u64, cid: &str| Log {
+            address: Address::ZERO,
+            data: alloy::sol_types::SolEvent::encode_log_data(
+                &decloud_sdk::bindings::TemplateMarket::TemplatePublished {
+                    templateId: U256::from(id),
+                    author: Address::with_last_byte(1),
+                    cid: cid.to_string(),
+                    price: U256::from(2_500_000u64),
+                    metadata: "{}".to_string(),
+                },
+            ),
         };
-        apply(&mut conn, &published("7", &pg.cid), 0).await.unwrap();
+        apply(
+            &mut conn,
+            ContractKind::TemplateMarket,
+            &published(7, &pg.cid),
+            0,
+        )
+        .await
+        .unwrap();
         // Content the catalog does not hold names no bundle and changes nothing.
-        apply(&mut conn, &published("8", "bafynotinthecatalog"), 0)
-            .await
-            .unwrap();
+        apply(
+            &mut conn,
+            ContractKind::TemplateMarket,
+            &published(8, "bafynotinthecatalog"),
+            0,
+        )
+        .await
+        .unwrap();
         conn.close().await.unwrap();
 
         let by_id = store.template("7").await.unwrap().expect("found by id");

@@ -7,17 +7,27 @@
 //! The library is the whole server; the `decloud-orchestrator` binary only parses flags and calls
 //! [`run`]. Tests build the router with [`app`] and drive it without a socket.
 
+// Layers, bottom to top (each imports only the ones before it; `tests/module_graph.rs` checks
+// that no cycle appears):
+// - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`;
+// - storage: `store`, every SQL statement of the crate;
+// - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `marketplace`, `lifecycle`,
+//   `chain`;
+// - HTTP and WebSocket: `api`;
+// - wiring: this file and `dev`.
 pub mod agent;
 pub mod api;
 pub mod attestation;
 pub mod auth;
 pub mod catalog;
 pub mod chain;
+pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod lifecycle;
 pub mod marketplace;
 pub mod metrics;
+pub mod money;
 pub mod ratelimit;
 pub mod reputation;
 pub mod scheduler;
@@ -133,7 +143,7 @@ pub async fn start_with_attestation_key(
         tracing::info!(target: "orchestrator::lifecycle", recovered, "applied acknowledgements left by a crash");
     }
     if let Some(dir) = &config.templates_dir {
-        let loaded = catalog::load_dir(&store, dir, api::now()).await?;
+        let loaded = catalog::load_dir(&store, dir, clock::now()).await?;
         tracing::info!(target: "orchestrator::catalog", loaded, dir = %dir.display(), "template catalog loaded");
     }
     let addr = listener.local_addr()?;
@@ -147,7 +157,7 @@ pub async fn start_with_attestation_key(
             let mut tick = tokio::time::interval(Duration::from_secs(600));
             loop {
                 tick.tick().await;
-                match store.prune_auth(api::now()).await {
+                match store.prune_auth(clock::now()).await {
                     Ok(n) => {
                         tracing::debug!(target: "orchestrator::auth", pruned = n, "pruned sign-in state")
                     }
@@ -166,7 +176,7 @@ pub async fn start_with_attestation_key(
             loop {
                 tick.tick().await;
                 if let Err(e) =
-                    attestation::pass(&store, &anchorer, a.batch_size, a.batch_interval_secs, api::now()).await
+                    attestation::pass(&store, &anchorer, a.batch_size, a.batch_interval_secs, clock::now()).await
                 {
                     tracing::warn!(target: "orchestrator::attestation", error = %e, "anchoring pass failed; retrying");
                 }

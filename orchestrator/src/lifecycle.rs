@@ -9,83 +9,19 @@
 
 use crate::{
     agent::AgentHub,
-    api::now,
-    marketplace::NodeListing,
-    scheduler::{self, Request},
+    clock::now,
+    marketplace,
+    scheduler::{self, Request, TierShare},
     store::{LeaseRecord, Store, StoreError, VmRecord},
 };
 use decloud_sdk::agent_protocol::{
-    AckOutcome, BandwidthTier, CommandAction, PortProtocol, PortSpec, QualityTier as WireTier,
-    ReadinessProbe as ProbeSpec, VmSpec, VmState as AgentVmState,
+    AckOutcome, BandwidthTier, CommandAction, PortProtocol, PortSpec, ReadinessProbe as ProbeSpec,
+    VmSpec, VmState as AgentVmState,
 };
+use decloud_sdk::types::LeaseStatus;
 use decloud_templates::{Bundle, Readiness as TemplateReadiness, Transport, Vars, render};
-use serde::{Deserialize, Serialize};
-use std::str::FromStr;
 
-/// Lifecycle state of a VM as the orchestrator tracks it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VmState {
-    /// Recorded from the lease; nothing asked of the node yet.
-    Pending,
-    /// The node was asked to create or start the VM.
-    Provisioning,
-    /// The node reports it running.
-    Running,
-    /// The node was asked to stop or delete the VM.
-    Stopping,
-    /// Stopped on the node, disks kept (a paused lease).
-    Stopped,
-    /// Deleted for good. Final.
-    Terminated,
-    /// Could not be placed or the node could not run it.
-    Failed,
-}
-
-impl VmState {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Provisioning => "provisioning",
-            Self::Running => "running",
-            Self::Stopping => "stopping",
-            Self::Stopped => "stopped",
-            Self::Terminated => "terminated",
-            Self::Failed => "failed",
-        }
-    }
-
-    /// Whether the lifecycle allows going from `self` to `to`.
-    pub fn can_become(self, to: Self) -> bool {
-        use VmState::*;
-        matches!(
-            (self, to),
-            (Pending, Provisioning | Terminated | Failed)
-                | (Provisioning, Running | Stopping | Failed)
-                | (Running, Stopping | Failed)
-                | (Stopping, Stopped | Terminated | Failed)
-                | (Stopped, Provisioning | Stopping)
-                | (Failed, Stopping | Terminated)
-        )
-    }
-}
-
-impl FromStr for VmState {
-    type Err = LifecycleError;
-    fn from_str(s: &str) -> Result<Self, LifecycleError> {
-        Ok(match s {
-            "pending" => Self::Pending,
-            "provisioning" => Self::Provisioning,
-            "running" => Self::Running,
-            "stopping" => Self::Stopping,
-            "stopped" => Self::Stopped,
-            "terminated" => Self::Terminated,
-            "failed" => Self::Failed,
-            other => return Err(LifecycleError::UnknownState(other.to_string())),
-        })
-    }
-}
+pub use decloud_sdk::types::VmState;
 
 /// Errors of the lifecycle.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +37,6 @@ pub enum LifecycleError {
     /// Another writer changed the VM first.
     #[error("vm {0} changed concurrently")]
     Conflict(String),
-    /// A stored state is not a lifecycle state.
-    #[error("unknown vm state {0}")]
-    UnknownState(String),
     /// The VM does not exist.
     #[error("vm {0} not found")]
     UnknownVm(String),
@@ -126,30 +59,6 @@ pub struct Workload {
     pub grace_secs: i64,
 }
 
-/// The second at which a lease's accrual reaches its funding: the escrow accrues
-/// `accrued_before + floor(rate * (t - accrual_start) / 3600)`, so that is the smallest `t` with
-/// `rate * (t - accrual_start) >= (funded - accrued_before) * 3600`.
-pub fn depleted_at(
-    funded: i64,
-    accrual_start: i64,
-    accrued_before: i64,
-    rate_per_hour: i64,
-) -> i64 {
-    let remaining = i128::from(funded) - i128::from(accrued_before);
-    if remaining <= 0 || rate_per_hour <= 0 {
-        // Nothing left, or nothing ever accrues (a free lease never runs out).
-        return if remaining <= 0 {
-            accrual_start
-        } else {
-            i64::MAX
-        };
-    }
-    let rate = i128::from(rate_per_hour);
-    // Rounded up: the VM keeps running through the last second that is still paid for.
-    let secs = (remaining * 3600 + rate - 1) / rate;
-    i64::try_from(i128::from(accrual_start) + secs).unwrap_or(i64::MAX)
-}
-
 /// The VM id of a lease: one VM per lease.
 pub fn vm_id_of(lease_id: &str) -> String {
     format!("vm-{lease_id}")
@@ -160,7 +69,7 @@ async fn current(store: &Store, vm_id: &str) -> Result<(VmRecord, VmState), Life
         .vm(vm_id)
         .await?
         .ok_or_else(|| LifecycleError::UnknownVm(vm_id.to_string()))?;
-    let state = vm.state.parse()?;
+    let state = vm.state;
     Ok((vm, state))
 }
 
@@ -185,8 +94,8 @@ pub async fn transition(
     let moved = store
         .transition_vm(
             vm_id,
-            from.as_str(),
-            to.as_str(),
+            from,
+            to,
             failure,
             json.as_ref().map(|(id, a)| (*id, a.as_str())),
             now(),
@@ -217,7 +126,7 @@ pub async fn open_lease(
                 lease_id: lease.lease_id.clone(),
                 tenant: lease.tenant.clone(),
                 node_id: lease.node_id.clone(),
-                state: VmState::Pending.as_str().into(),
+                state: VmState::Pending,
                 tier: lease.tier,
                 vcpus: lease.vcpus,
                 memory_gib: lease.memory_gib,
@@ -264,7 +173,7 @@ pub async fn provision(
             used.memory_gib = used.memory_gib.saturating_sub(vm.memory_gib);
             used.disk_gib = used.disk_gib.saturating_sub(vm.disk_gib);
             used.gpus = used.gpus.saturating_sub(vm.gpus);
-            let candidate = NodeListing::new(node, rep, used).candidate();
+            let candidate = marketplace::candidate(&marketplace::listing(node, rep, used));
             let request = Request {
                 vcpus: vm.vcpus,
                 memory_gib: vm.memory_gib,
@@ -290,12 +199,7 @@ pub async fn provision(
                 vcpus: u32::try_from(vm.vcpus).unwrap_or(u32::MAX),
                 memory_mib: vm.memory_gib.saturating_mul(1024),
                 disk_gib: vm.disk_gib,
-                quality: match vm.tier {
-                    scheduler::QualityTier::Dedicated => WireTier::Dedicated,
-                    scheduler::QualityTier::Standard => WireTier::Standard,
-                    scheduler::QualityTier::Balanced => WireTier::Balanced,
-                    scheduler::QualityTier::Burstable => WireTier::Burstable,
-                },
+                quality: vm.tier,
                 bandwidth: workload.bandwidth,
                 hostname: None,
                 user_data,
@@ -395,12 +299,12 @@ pub async fn drive(
     workload: &Workload,
 ) -> Result<usize, LifecycleError> {
     let mut acted = 0;
-    for vm_id in store.vms_in_state(VmState::Pending.as_str()).await? {
+    for vm_id in store.vms_in_state(VmState::Pending).await? {
         let lease_closed = match store.vm(&vm_id).await? {
             Some(vm) => store
                 .lease(&vm.lease_id)
                 .await?
-                .is_some_and(|l| l.status != "active"),
+                .is_some_and(|l| l.status != LeaseStatus::Active),
             None => false,
         };
         // A lease opened and closed in the same batch never reaches the node.
@@ -410,12 +314,12 @@ pub async fn drive(
         }
     }
     for (lease_id, status) in store.leases_to_close().await? {
-        close_lease(store, agents, &lease_id, &status).await?;
+        close_lease(store, agents, &lease_id, status).await?;
         acted += 1;
     }
     let now = now();
     // Funds ran out: pause (never delete at once).
-    for vm_id in store.vms_in_state(VmState::Running.as_str()).await? {
+    for vm_id in store.vms_in_state(VmState::Running).await? {
         let Some(vm) = store.vm(&vm_id).await? else {
             continue;
         };
@@ -439,7 +343,7 @@ pub async fn drive(
         }
     }
     // Paused VMs: resume after a top-up, delete once the grace period is over.
-    for vm_id in store.vms_in_state(VmState::Stopped.as_str()).await? {
+    for vm_id in store.vms_in_state(VmState::Stopped).await? {
         let Some(vm) = store.vm(&vm_id).await? else {
             continue;
         };
@@ -487,10 +391,10 @@ pub async fn close_lease(
     store: &Store,
     agents: &AgentHub,
     lease_id: &str,
-    status: &str,
+    status: LeaseStatus,
 ) -> Result<(), LifecycleError> {
     if let Some(mut lease) = store.lease(lease_id).await? {
-        lease.status = status.to_string();
+        lease.status = status;
         store.upsert_lease(&lease).await?;
     }
     let vm_id = vm_id_of(lease_id);
@@ -551,7 +455,7 @@ pub async fn on_command_acked(
                 if store
                     .lease(&vm.lease_id)
                     .await?
-                    .is_some_and(|l| l.status == "closed")
+                    .is_some_and(|l| l.status == LeaseStatus::Closed)
                 {
                     store.record_vm_completed(&vm.node_id, now()).await?;
                 }
@@ -628,20 +532,6 @@ mod tests {
             ALL.iter().all(|s| !Terminated.can_become(*s)),
             "terminated is final"
         );
-    }
-
-    #[test]
-    fn funds_run_out_when_accrual_reaches_funding() {
-        use super::depleted_at;
-        // 3600 per hour is 1 per second: 10 funded lasts 10 s.
-        assert_eq!(depleted_at(10, 1_000, 0, 3_600), 1_010);
-        // Rounded up: 1 unit at 7200/h accrues at 0.5 s, so the lease runs out at its first whole second.
-        assert_eq!(depleted_at(1, 0, 0, 7_200), 1);
-        assert_eq!(depleted_at(1, 0, 0, 1_000), 4);
-        // After a top-up the segment restarts: what accrued before is already spent.
-        assert_eq!(depleted_at(100, 500, 90, 3_600), 510);
-        assert_eq!(depleted_at(90, 500, 90, 3_600), 500);
-        assert_eq!(depleted_at(10, 0, 0, 0), i64::MAX);
     }
 
     #[test]

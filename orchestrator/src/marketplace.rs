@@ -5,8 +5,7 @@ use crate::{
     scheduler::{Candidate, Usage},
     store::{NodeRecord, NodeStatus, Reputation},
 };
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+pub use decloud_sdk::api::{NodeListing, NodeSearch, SortBy};
 
 /// Uptime a node needs to be featured, basis points (strictly above).
 pub const FEATURED_MIN_UPTIME_BPS: u32 = 9_500;
@@ -15,100 +14,42 @@ pub const FEATURED_COUNT: usize = 10;
 /// Largest page of search results.
 pub const MAX_PAGE: usize = 100;
 
-/// A node as the marketplace shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct NodeListing {
-    /// The on-chain record.
-    #[serde(flatten)]
-    pub node: NodeRecord,
-    /// Heartbeat reputation.
-    pub reputation: Reputation,
-    /// Resources held by the node's VMs.
-    pub used: Usage,
-    /// Resources still free (compute units of 1/12 point, GiB, GPUs).
-    pub free: Usage,
-}
-
-impl NodeListing {
-    /// A listing from a node, its reputation and what its VMs hold.
-    pub fn new(node: NodeRecord, reputation: Reputation, used: Usage) -> Self {
-        let free = Usage {
-            compute_units: node
-                .compute_points
-                .saturating_mul(crate::scheduler::UNITS_PER_POINT)
-                .saturating_sub(used.compute_units),
-            memory_gib: node.memory_gib.saturating_sub(used.memory_gib),
-            disk_gib: node.disk_gib.saturating_sub(used.disk_gib),
-            gpus: node.gpus.saturating_sub(used.gpus),
-        };
-        Self {
-            node,
-            reputation,
-            used,
-            free,
-        }
-    }
-
-    /// What the scheduler needs to know about this node.
-    pub fn candidate(&self) -> Candidate {
-        Candidate {
-            node_id: self.node.node_id.clone(),
-            region: self.node.region.clone(),
-            active: self.node.status == NodeStatus::Active,
-            online: self.reputation.online,
-            vcpus: self.node.vcpus,
-            compute_points: self.node.compute_points,
-            memory_gib: self.node.memory_gib,
-            disk_gib: self.node.disk_gib,
-            gpus: self.node.gpus,
-            used: self.used,
-            prices: self.node.prices,
-            uptime_bps: self.reputation.uptime_bps,
-        }
+/// A listing from a node, its reputation and what its VMs hold: the free resources are what
+/// the node offers minus what is used (compute in units of 1/12 point).
+pub fn listing(node: NodeRecord, reputation: Reputation, used: Usage) -> NodeListing {
+    let free = Usage {
+        compute_units: node
+            .compute_points
+            .saturating_mul(crate::scheduler::UNITS_PER_POINT)
+            .saturating_sub(used.compute_units),
+        memory_gib: node.memory_gib.saturating_sub(used.memory_gib),
+        disk_gib: node.disk_gib.saturating_sub(used.disk_gib),
+        gpus: node.gpus.saturating_sub(used.gpus),
+    };
+    NodeListing {
+        node,
+        reputation,
+        used,
+        free,
     }
 }
 
-/// Sort orders of a search.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SortBy {
-    /// Highest uptime first (nodes without uptime last).
-    #[default]
-    Uptime,
-    /// Lowest CPU price first.
-    Price,
-    /// Most compute points first.
-    Capacity,
-}
-
-/// Filters, sort and page of a node search.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, IntoParams, ToSchema)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct NodeSearch {
-    /// Comma-separated tags; a node must have all of them.
-    pub tags: Option<String>,
-    /// Exact region (case-insensitive).
-    pub region: Option<String>,
-    /// Highest CPU price, micro-USDC per vCPU-hour.
-    pub max_price: Option<u64>,
-    /// Lowest 30-day uptime, basis points (0–10000).
-    #[param(maximum = 10000)]
-    pub min_uptime: Option<u32>,
-    /// Lowest total compute points.
-    pub min_compute_points: Option<u64>,
-    /// `true`: only nodes with a GPU; `false`: only nodes without.
-    pub gpu: Option<bool>,
-    /// Only nodes with a heartbeat in the last two minutes.
-    pub online_only: Option<bool>,
-    /// Sort order (default `uptime`).
-    #[param(inline)]
-    pub sort: Option<SortBy>,
-    /// Page size, 1–100 (default 50).
-    #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<usize>,
-    /// Results to skip.
-    pub offset: Option<usize>,
+/// What the scheduler needs to know about a listed node.
+pub fn candidate(l: &NodeListing) -> Candidate {
+    Candidate {
+        node_id: l.node.node_id.clone(),
+        region: l.node.region.clone(),
+        active: l.node.status == NodeStatus::Active,
+        online: l.reputation.online,
+        vcpus: l.node.vcpus,
+        compute_points: l.node.compute_points,
+        memory_gib: l.node.memory_gib,
+        disk_gib: l.node.disk_gib,
+        gpus: l.node.gpus,
+        used: l.used,
+        prices: l.node.prices,
+        uptime_bps: l.reputation.uptime_bps,
+    }
 }
 
 /// Whether a listing passes every filter of `q`. Only active nodes are listed.
@@ -246,7 +187,7 @@ mod tests {
             vms_hosted: 0,
             vms_completed: 0,
         };
-        NodeListing::new(node, reputation, Usage::default())
+        super::listing(node, reputation, Usage::default())
     }
 
     fn ids(v: &[NodeListing]) -> Vec<&str> {

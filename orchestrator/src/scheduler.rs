@@ -18,63 +18,25 @@ pub const POINTS_PER_VCPU: u64 = decloud_sdk::agent_protocol::POINTS_PER_BASELIN
 /// Compute units per compute point: 12 is divisible by every overcommit numerator (1, 3, 2, 4).
 pub const UNITS_PER_POINT: u64 = 12;
 
-/// CPU overcommit class, in the order of the on-chain `QualityTier` enum.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum QualityTier {
-    /// 1:1, a vCPU is a whole reference vCPU.
-    Dedicated = 0,
-    /// 1.5:1.
-    Standard = 1,
-    /// 2:1.
-    Balanced = 2,
-    /// 4:1.
-    Burstable = 3,
+pub use decloud_sdk::{
+    api::{Placement, PlacementRequest as Request, Prices, Usage},
+    types::QualityTier,
+};
+
+/// Compute units of the tiers the SDK defines (with their overcommit ratios): the scheduler's
+/// view of a quality tier.
+pub trait TierShare {
+    /// Compute units (1/12 point) that `vcpus` vCPUs of this tier hold on a node.
+    fn units_for(self, vcpus: u64) -> u64;
 }
 
-impl QualityTier {
-    /// Overcommit ratio as a fraction `(numerator, denominator)`.
-    pub fn overcommit(self) -> (u64, u64) {
-        match self {
-            Self::Dedicated => (1, 1),
-            Self::Standard => (3, 2),
-            Self::Balanced => (2, 1),
-            Self::Burstable => (4, 1),
-        }
-    }
-
-    /// Compute units (1/12 point) that `vcpus` vCPUs of this tier hold on a node.
-    pub fn units_for(self, vcpus: u64) -> u64 {
+impl TierShare for QualityTier {
+    fn units_for(self, vcpus: u64) -> u64 {
         let (num, den) = self.overcommit();
+        let (num, den) = (u64::from(num), u64::from(den));
         // Exact: UNITS_PER_POINT * POINTS_PER_VCPU is a multiple of every numerator.
         vcpus.saturating_mul(POINTS_PER_VCPU * UNITS_PER_POINT * den / num)
     }
-
-    /// The tier for its on-chain enum value.
-    pub fn from_index(index: i64) -> Option<Self> {
-        match index {
-            0 => Some(Self::Dedicated),
-            1 => Some(Self::Standard),
-            2 => Some(Self::Balanced),
-            3 => Some(Self::Burstable),
-            _ => None,
-        }
-    }
-}
-
-/// Hourly prices of a node in micro-USDC.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Prices {
-    /// Per vCPU and hour.
-    pub cpu_per_hour: u64,
-    /// Per GiB of memory and hour.
-    pub memory_gib_per_hour: u64,
-    /// Per GiB of disk and hour.
-    pub storage_gib_per_hour: u64,
-    /// Per GPU and hour.
-    pub gpu_per_hour: u64,
 }
 
 /// What the scheduler knows about a node: totals, what is already allocated, and its state.
@@ -111,58 +73,6 @@ impl Candidate {
     pub fn total_units(&self) -> u64 {
         self.compute_points.saturating_mul(UNITS_PER_POINT)
     }
-}
-
-/// Resources held on a node.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Usage {
-    /// Compute units (1/12 compute point).
-    pub compute_units: u64,
-    /// Memory, GiB.
-    pub memory_gib: u64,
-    /// Disk, GiB.
-    pub disk_gib: u64,
-    /// GPUs.
-    pub gpus: u64,
-}
-
-/// What a VM needs and where it may go.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Request {
-    /// vCPUs, at least 1.
-    #[schema(minimum = 1)]
-    pub vcpus: u64,
-    /// Memory in GiB, at least 1.
-    #[schema(minimum = 1)]
-    pub memory_gib: u64,
-    /// Disk in GiB.
-    pub disk_gib: u64,
-    /// GPUs.
-    #[serde(default)]
-    pub gpus: u64,
-    /// Quality tier (CPU overcommit class).
-    pub tier: QualityTier,
-    /// Only nodes in this region.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Highest acceptable price for the whole VM, micro-USDC per hour.
-    #[serde(default)]
-    pub max_price_per_hour: Option<u64>,
-    /// Place on this node or nowhere.
-    #[serde(default)]
-    #[schema(pattern = r"^0x[0-9a-fA-F]{64}$")]
-    pub node_id: Option<String>,
-}
-
-/// Where a VM goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Placement {
-    /// The chosen node.
-    pub node_id: String,
-    /// The VM's price on that node, micro-USDC per hour.
-    pub price_per_hour: u64,
-    /// Compute units (1/12 point) the VM holds there.
-    pub compute_units: u64,
 }
 
 /// Why one node cannot take the VM.

@@ -20,6 +20,7 @@ use decloud_sdk::agent_protocol::{
     Heartbeat, Hello, NodeResources, PROTOCOL_VERSION, Readiness, ServerMessage, VmReport,
     VmState as AgentVmState,
 };
+use decloud_sdk::types::LeaseStatus;
 use futures_util::{SinkExt, StreamExt};
 use std::{net::SocketAddr, time::Duration};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async, tungstenite::Message};
@@ -205,7 +206,7 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
     );
     assert!(
         s.store
-            .reputation(&node, decloud_orchestrator::api::now())
+            .reputation(&node, decloud_orchestrator::clock::now())
             .await
             .unwrap()
             .online
@@ -215,7 +216,7 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
         vm_id: "vm-1".into(),
     };
     assert!(
-        enqueue_command(&s.state, &node, "cmd-1", &action)
+        enqueue_command(s.state.agents(), &node, "cmd-1", &action)
             .await
             .unwrap()
     );
@@ -226,7 +227,7 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
     // Queueing the same id again changes nothing and sends nothing.
     assert!(
         !enqueue_command(
-            &s.state,
+            s.state.agents(),
             &node,
             "cmd-1",
             &CommandAction::DeleteVm {
@@ -276,7 +277,8 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
     assert!(stored.outcome.unwrap().contains("done"));
     assert_eq!(stored.attempts, 1);
 
-    let unknown = enqueue_command(&s.state, &format!("0x{:064x}", 5), "cmd-x", &action).await;
+    let unknown =
+        enqueue_command(s.state.agents(), &format!("0x{:064x}", 5), "cmd-x", &action).await;
     assert!(matches!(unknown, Err(AgentError::UnknownNode(_))));
 }
 
@@ -290,7 +292,7 @@ async fn unacknowledged_commands_are_resent_after_reconnect() {
     let action = CommandAction::StopVm {
         vm_id: "vm-9".into(),
     };
-    enqueue_command(&s.state, &node, "cmd-2", &action)
+    enqueue_command(s.state.agents(), &node, "cmd-2", &action)
         .await
         .unwrap();
 
@@ -414,7 +416,7 @@ fn lease(id: &str, node_id: B256, vcpus: u64) -> LeaseRecord {
         lease_id: id.into(),
         tenant: format!("{:#x}", Address::repeat_byte(0xaa)),
         node_id: format!("{node_id:#x}"),
-        status: "active".into(),
+        status: LeaseStatus::Active,
         tier: QualityTier::Standard,
         vcpus,
         memory_gib: 4,
@@ -434,7 +436,7 @@ fn workload() -> Workload {
     }
 }
 
-async fn state_of(store: &Store, vm_id: &str) -> String {
+async fn state_of(store: &Store, vm_id: &str) -> decloud_sdk::types::VmState {
     store.vm(vm_id).await.unwrap().unwrap().state
 }
 
@@ -536,7 +538,7 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     assert_eq!(state_of(&s.store, "vm-1").await, "running");
 
     // LeaseClosed: the VM is deleted on the node, then terminated.
-    lifecycle::close_lease(s.state.store(), s.state.agents(), "1", "closed")
+    lifecycle::close_lease(s.state.store(), s.state.agents(), "1", LeaseStatus::Closed)
         .await
         .unwrap();
     assert_eq!(state_of(&s.store, "vm-1").await, "stopping");
@@ -649,7 +651,7 @@ async fn vms_that_cannot_be_placed_fail_with_the_reason() {
     .await
     .unwrap();
     assert_eq!(vm.state, "failed");
-    lifecycle::close_lease(s.state.store(), s.state.agents(), "4", "closed")
+    lifecycle::close_lease(s.state.store(), s.state.agents(), "4", LeaseStatus::Closed)
         .await
         .unwrap();
     assert_eq!(
@@ -666,7 +668,7 @@ async fn acknowledgements_stored_before_a_crash_are_applied_on_recovery() {
     let node = format!("{node_id:#x}");
     register(&s.store, node_id, Address::repeat_byte(2)).await;
     s.store
-        .record_heartbeat(&node, decloud_orchestrator::api::now())
+        .record_heartbeat(&node, decloud_orchestrator::clock::now())
         .await
         .unwrap();
     s.store.set_compute_points(&node, 8_000).await.unwrap();
@@ -711,7 +713,7 @@ async fn unacknowledged_commands_are_resent_on_the_same_connection() {
     let action = CommandAction::StartVm {
         vm_id: "vm-r".into(),
     };
-    enqueue_command(&s.state, &node, "cmd-r", &action)
+    enqueue_command(s.state.agents(), &node, "cmd-r", &action)
         .await
         .unwrap();
     for delivery in 1..=2 {

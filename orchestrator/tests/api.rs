@@ -13,14 +13,14 @@ use axum::{
     http::{HeaderMap, Method, Request, StatusCode},
 };
 use decloud_orchestrator::{
-    AppState, Config, Store,
-    api::now,
-    app,
+    AppState, Config, Store, app,
     auth::Siwe,
+    clock::now,
     config::SiweConfig,
     scheduler::{Prices, QualityTier},
     store::{LeaseRecord, NodeRecord, NodeStatus, VmRecord},
 };
+use decloud_sdk::types::{LeaseStatus, VmState};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -239,7 +239,7 @@ fn vm(id: &str, tenant: Address, node_id: &str) -> VmRecord {
         lease_id: "1".into(),
         tenant: format!("{tenant:#x}"),
         node_id: node_id.into(),
-        state: "running".into(),
+        state: VmState::Running,
         tier: QualityTier::Standard,
         vcpus: 2,
         memory_gib: 4,
@@ -665,7 +665,7 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
             lease_id: "1".into(),
             tenant: format!("{:#x}", alice.address()),
             node_id: n.node_id.clone(),
-            status: "active".into(),
+            status: LeaseStatus::Active,
             tier: QualityTier::Standard,
             vcpus: 2,
             memory_gib: 4,

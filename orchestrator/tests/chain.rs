@@ -89,7 +89,7 @@ async fn state_of(store: &Store, vm_id: &str) -> String {
         .vm(vm_id)
         .await
         .unwrap()
-        .map(|v| v.state)
+        .map(|v| v.state.to_string())
         .unwrap_or_default()
 }
 
@@ -543,7 +543,7 @@ async fn lease_flow(url: String) {
     );
     send(&mut ws, ack(stop.id, false)).await;
     wait_state(&store, "vm-5", "stopped").await;
-    let now = decloud_orchestrator::api::now() as u64;
+    let now = decloud_orchestrator::clock::now() as u64;
     escrow
         .leaseToppedUp(
             U256::from(5),

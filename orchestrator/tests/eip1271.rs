@@ -17,9 +17,8 @@ use axum::{
     http::{Request, StatusCode},
 };
 use decloud_orchestrator::{
-    AppState, Config, Store,
-    api::now,
-    app,
+    AppState, Config, Store, app,
+    clock::now,
     config::{ChainRpc, SiweConfig},
 };
 use http_body_util::BodyExt;

@@ -14,15 +14,17 @@ use axum::{
     http::{Method, Request, StatusCode},
 };
 use decloud_orchestrator::{
-    AppState, Config, Store,
-    api::now,
-    app,
+    AppState, Config, Store, app,
     attestation::Attestor,
+    clock::now,
     config::SiweConfig,
     scheduler::{Prices, QualityTier},
     store::{NodeRecord, NodeStatus, VmRecord},
 };
-use decloud_sdk::attestation::{self, SignedAttestation};
+use decloud_sdk::{
+    attestation::{self, SignedAttestation},
+    types::VmState,
+};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -128,7 +130,7 @@ fn vm(id: &str, tenant: Address) -> VmRecord {
         lease_id: id.trim_start_matches("vm-").into(),
         tenant: format!("{tenant:#x}"),
         node_id: format!("0x{:064x}", 1),
-        state: "running".into(),
+        state: VmState::Running,
         tier: QualityTier::Standard,
         vcpus: 2,
         memory_gib: 4,
@@ -375,7 +377,7 @@ async fn without_a_key_nothing_is_attested_and_the_endpoints_say_so() {
     store.insert_vm(&vm("vm-1", alice.address())).await.unwrap();
     assert!(
         store
-            .transition_vm("vm-1", "running", "stopping", None, None, 1)
+            .transition_vm("vm-1", VmState::Running, VmState::Stopping, None, None, 1)
             .await
             .unwrap()
     );
@@ -431,14 +433,21 @@ async fn a_vm_transition_and_its_attestation_commit_together() {
         .unwrap();
     assert!(
         store
-            .transition_vm("vm-1", "running", "stopping", None, Some(("c1", "{}")), 5)
+            .transition_vm(
+                "vm-1",
+                VmState::Running,
+                VmState::Stopping,
+                None,
+                Some(("c1", "{}")),
+                5
+            )
             .await
             .unwrap()
     );
     // A transition that does not happen (the VM is no longer running) attests nothing.
     assert!(
         !store
-            .transition_vm("vm-1", "running", "stopping", None, None, 6)
+            .transition_vm("vm-1", VmState::Running, VmState::Stopping, None, None, 6)
             .await
             .unwrap()
     );

@@ -10,6 +10,7 @@ use decloud_orchestrator::{
         StoreError, VmRecord,
     },
 };
+use decloud_sdk::types::{LeaseStatus, VmState};
 
 const OPERATOR: &str = "0xAbCdEf0000000000000000000000000000000001";
 
@@ -46,7 +47,7 @@ fn vm(id: &str, node_id: &str, state: &str, tier: QualityTier) -> VmRecord {
         lease_id: "1".into(),
         tenant: "0x00000000000000000000000000000000000000aa".into(),
         node_id: node_id.into(),
-        state: state.into(),
+        state: state.parse().unwrap(),
         tier,
         vcpus: 2,
         memory_gib: 4,
@@ -195,7 +196,7 @@ async fn leases_vms_and_usage(url: String) {
         lease_id: "7".into(),
         tenant: "0x00000000000000000000000000000000000000AA".into(),
         node_id: n.node_id.clone(),
-        status: "active".into(),
+        status: LeaseStatus::Active,
         tier: QualityTier::Balanced,
         vcpus: 2,
         memory_gib: 4,
@@ -455,8 +456,8 @@ async fn vm_transitions_are_compare_and_set(url: String) {
         store
             .transition_vm(
                 "vm-t",
-                "pending",
-                "provisioning",
+                VmState::Pending,
+                VmState::Provisioning,
                 None,
                 Some(("create-vm-t", "{}")),
                 50
@@ -468,8 +469,8 @@ async fn vm_transitions_are_compare_and_set(url: String) {
         !store
             .transition_vm(
                 "vm-t",
-                "pending",
-                "failed",
+                VmState::Pending,
+                VmState::Failed,
                 Some("x"),
                 Some(("other", "{}")),
                 51
@@ -504,7 +505,14 @@ async fn vm_transitions_are_compare_and_set(url: String) {
     );
     assert!(
         store
-            .transition_vm("vm-t", "provisioning", "failed", Some("boom"), None, 61)
+            .transition_vm(
+                "vm-t",
+                VmState::Provisioning,
+                VmState::Failed,
+                Some("boom"),
+                None,
+                61
+            )
             .await
             .unwrap()
     );
@@ -567,7 +575,7 @@ async fn lifecycle_queries(url: String) {
         lease_id: "9".into(),
         tenant: "0x00000000000000000000000000000000000000aa".into(),
         node_id: n.node_id.clone(),
-        status: "active".into(),
+        status: LeaseStatus::Active,
         tier: QualityTier::Dedicated,
         vcpus: 1,
         memory_gib: 1,
@@ -580,26 +588,35 @@ async fn lifecycle_queries(url: String) {
     let mut v = vm("vm-9", &n.node_id, "running", QualityTier::Dedicated);
     v.lease_id = "9".into();
     store.insert_vm(&v).await.unwrap();
-    assert_eq!(store.vms_in_state("running").await.unwrap(), ["vm-9"]);
-    assert!(store.vms_in_state("pending").await.unwrap().is_empty());
+    assert_eq!(
+        store.vms_in_state(VmState::Running).await.unwrap(),
+        ["vm-9"]
+    );
+    assert!(
+        store
+            .vms_in_state(VmState::Pending)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Leases recorded without chain funding or template: nothing to compute.
     assert_eq!(store.lease_template("9").await.unwrap(), None);
     assert_eq!(store.lease_depleted_at("9").await.unwrap(), None);
     assert!(store.leases_to_close().await.unwrap().is_empty());
     store
         .upsert_lease(&LeaseRecord {
-            status: "closed".into(),
+            status: LeaseStatus::Closed,
             ..lease.clone()
         })
         .await
         .unwrap();
     assert_eq!(
         store.leases_to_close().await.unwrap(),
-        [("9".to_string(), "closed".to_string())]
+        [("9".to_string(), LeaseStatus::Closed)]
     );
     assert!(
         store
-            .transition_vm("vm-9", "running", "stopping", None, None, 2)
+            .transition_vm("vm-9", VmState::Running, VmState::Stopping, None, None, 2)
             .await
             .unwrap()
     );

@@ -12,11 +12,15 @@
 //! - [`permit`]: EIP-2612 permit signatures for USDC;
 //! - [`dev`]: the local development network behind `decloud dev`;
 //! - [`agent_protocol`]: the wire protocol between the orchestrator and node agents;
-//! - [`types`]: Rust enums for the contracts' enums (quality and bandwidth tiers, statuses);
+//! - [`types`]: Rust enums for the contracts' enums (quality and bandwidth tiers, statuses) and
+//!   the VM lifecycle state;
+//! - [`api`]: the orchestrator API's request and response types (with `ToSchema` under the
+//!   `openapi` feature);
 //! - `testing` (feature `testing`): anvil on a free port, a deployed system, funded signers and
 //!   time travel for the tests of every crate.
 
 pub mod agent_protocol;
+pub mod api;
 pub mod attestation;
 
 pub mod bindings {

@@ -1,0 +1,55 @@
+//! The nodes the caller operates.
+
+use super::{
+    ApiError, ApiPath, AppState, ErrorBody, Session,
+    marketplace::{check_node_id, node_listing},
+};
+use crate::{clock::now, marketplace::NodeListing};
+use axum::{Json, extract::State};
+use decloud_sdk::api::OperatorNode;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+/// The nodes the caller operates, with reputation and capacity.
+#[utoipa::path(get, path = "/operator/nodes", tag = "operator", security(("session" = [])),
+    responses((status = 200, body = Vec<NodeListing>), (status = 401, body = ErrorBody)))]
+async fn my_nodes(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Json<Vec<NodeListing>>, ApiError> {
+    let store = &state.inner.store;
+    let now = now();
+    let usage = store.usage_by_node().await?;
+    let mut out = Vec::new();
+    for node in store.nodes_of_operator(&session.address).await? {
+        let rep = store.reputation(&node.node_id, now).await?;
+        let used = usage.get(&node.node_id).copied().unwrap_or_default();
+        out.push(crate::marketplace::listing(node, rep, used));
+    }
+    Ok(Json(out))
+}
+
+/// One node the caller operates, with the VMs placed on it.
+#[utoipa::path(get, path = "/operator/nodes/{node_id}", tag = "operator", security(("session" = [])),
+    params(("node_id" = String, Path, description = "0x-prefixed 32-byte node id", pattern = r"^0x[0-9a-fA-F]{64}$")),
+    responses((status = 200, body = OperatorNode), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn my_node(
+    State(state): State<AppState>,
+    session: Session,
+    ApiPath(node_id): ApiPath<String>,
+) -> Result<Json<OperatorNode>, ApiError> {
+    let node_id = check_node_id(&node_id)?;
+    let node = node_listing(&state.inner.store, &node_id).await?;
+    if node.node.operator != session.address {
+        return Err(ApiError::forbidden("node"));
+    }
+    let vms = state.inner.store.vms_on_node(&node_id).await?;
+    Ok(Json(OperatorNode { node, vms }))
+}
+
+/// The operator routes.
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(my_nodes))
+        .routes(routes!(my_node))
+}

@@ -1,0 +1,244 @@
+//! Leases as opened on-chain, their funding, and what the lifecycle asks about them.
+
+use super::{Store, StoreError, i, named, tier, u};
+use crate::scheduler::QualityTier;
+pub use decloud_sdk::api::LeaseRecord;
+use decloud_sdk::types::LeaseStatus;
+use sqlx::{AnyConnection, Row, any::AnyRow};
+
+fn lease_from_row(row: &AnyRow) -> Result<LeaseRecord, StoreError> {
+    Ok(LeaseRecord {
+        lease_id: row.try_get("lease_id")?,
+        tenant: row.try_get("tenant")?,
+        node_id: row.try_get("node_id")?,
+        status: named(row, "status")?,
+        tier: tier(row)?,
+        vcpus: u(row, "vcpus")?,
+        memory_gib: u(row, "memory_gib")?,
+        storage_gib: u(row, "storage_gib")?,
+        gpus: u(row, "gpus")?,
+        rate_per_hour: u(row, "rate_per_hour")?,
+        opened_at: row.try_get("opened_at")?,
+    })
+}
+
+impl Store {
+    /// Inserts a lease or replaces the existing record.
+    pub async fn upsert_lease(&self, lease: &LeaseRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO leases (lease_id, tenant, node_id, status, tier, vcpus, memory_gib, storage_gib, gpus, \
+             rate_per_hour, opened_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (lease_id) DO UPDATE SET tenant = excluded.tenant, node_id = excluded.node_id, \
+             status = excluded.status, tier = excluded.tier, vcpus = excluded.vcpus, \
+             memory_gib = excluded.memory_gib, storage_gib = excluded.storage_gib, gpus = excluded.gpus, \
+             rate_per_hour = excluded.rate_per_hour, opened_at = excluded.opened_at",
+        )
+        .bind(lease.lease_id.clone())
+        .bind(lease.tenant.to_lowercase())
+        .bind(lease.node_id.to_lowercase())
+        .bind(lease.status.as_str())
+        .bind(lease.tier as i64)
+        .bind(i(lease.vcpus))
+        .bind(i(lease.memory_gib))
+        .bind(i(lease.storage_gib))
+        .bind(i(lease.gpus))
+        .bind(i(lease.rate_per_hour))
+        .bind(lease.opened_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One lease by id.
+    pub async fn lease(&self, lease_id: &str) -> Result<Option<LeaseRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM leases WHERE lease_id = $1")
+            .bind(lease_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    /// Leases of one tenant, newest first.
+    pub async fn leases_of_tenant(&self, tenant: &str) -> Result<Vec<LeaseRecord>, StoreError> {
+        sqlx::query("SELECT * FROM leases WHERE tenant = $1 ORDER BY opened_at DESC, lease_id")
+            .bind(tenant.to_lowercase())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(lease_from_row)
+            .collect()
+    }
+
+    /// The on-chain template id a lease deploys, if it names one.
+    pub async fn lease_template(&self, lease_id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT template_id FROM leases WHERE lease_id = $1")
+            .bind(lease_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r
+                .try_get::<Option<String>, _>("template_id")?
+                .filter(|t| t != "0"),
+            None => None,
+        })
+    }
+
+    /// When an active lease's funds run out, unix seconds: `None` for a lease that is not active
+    /// or whose funding the chain has not told.
+    pub async fn lease_depleted_at(&self, lease_id: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            "SELECT funded, accrual_start, accrued_before, rate_per_hour FROM leases \
+             WHERE lease_id = $1 AND status = 'active'",
+        )
+        .bind(lease_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (Some(funded), Some(start), Some(before)) = (
+            row.try_get::<Option<i64>, _>("funded")?,
+            row.try_get::<Option<i64>, _>("accrual_start")?,
+            row.try_get::<Option<i64>, _>("accrued_before")?,
+        ) else {
+            return Ok(None);
+        };
+        let rate: i64 = row.try_get("rate_per_hour")?;
+        Ok(Some(crate::money::depleted_at(funded, start, before, rate)))
+    }
+
+    /// Leases closed or terminated on-chain whose VM is still to be removed: `(lease_id, status)`.
+    pub async fn leases_to_close(&self) -> Result<Vec<(String, LeaseStatus)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT l.lease_id, l.status FROM leases l JOIN vms v ON v.lease_id = l.lease_id \
+             WHERE l.status IN ('closed', 'terminated') AND v.state NOT IN ('terminated', 'stopping') \
+             ORDER BY l.lease_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("lease_id")?, named(r, "status")?)))
+            .collect()
+    }
+}
+
+/// A lease as LeaseEscrow's `LeaseOpened` states it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseOpened {
+    /// On-chain lease id (decimal).
+    pub lease_id: String,
+    /// Tenant address.
+    pub tenant: String,
+    /// Node the lease pays for.
+    pub node_id: String,
+    /// Quality tier.
+    pub tier: QualityTier,
+    /// vCPUs.
+    pub vcpus: u64,
+    /// Memory, GiB.
+    pub memory_gib: u64,
+    /// Storage, GiB.
+    pub storage_gib: u64,
+    /// GPUs.
+    pub gpus: u64,
+    /// Micro-USDC per hour.
+    pub rate_per_hour: u64,
+    /// Open time (and start of accrual), unix seconds.
+    pub opened_at: i64,
+    /// Bandwidth tier, as the contract's enum value.
+    pub bandwidth: u64,
+    /// Template id the lease deploys (decimal; `0` for none).
+    pub template_id: String,
+    /// Micro-USDC deposited at opening.
+    pub funding: u64,
+}
+
+/// A lease's funding after a top-up: the escrow accrues `accrued_before` plus the rate since
+/// `accrual_start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseFunding {
+    /// Micro-USDC deposited in total.
+    pub funded: u64,
+    /// Start of the current accrual segment, unix seconds.
+    pub accrual_start: i64,
+    /// Micro-USDC accrued before that segment.
+    pub accrued_before: u64,
+}
+
+/// Records an opened lease and its VM (`pending`, with id `vm_id`) in the caller's transaction;
+/// an event read again changes nothing.
+pub async fn lease_opened(
+    conn: &mut AnyConnection,
+    lease: &LeaseOpened,
+    vm_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO leases (lease_id, tenant, node_id, status, tier, vcpus, memory_gib, storage_gib, gpus, \
+         rate_per_hour, opened_at, bandwidth, template_id, funded, accrual_start, accrued_before) \
+         VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $10, 0) \
+         ON CONFLICT (lease_id) DO NOTHING",
+    )
+    .bind(lease.lease_id.clone())
+    .bind(lease.tenant.clone())
+    .bind(lease.node_id.clone())
+    .bind(lease.tier as i64)
+    .bind(i(lease.vcpus))
+    .bind(i(lease.memory_gib))
+    .bind(i(lease.storage_gib))
+    .bind(i(lease.gpus))
+    .bind(i(lease.rate_per_hour))
+    .bind(lease.opened_at)
+    .bind(i(lease.bandwidth))
+    .bind(lease.template_id.clone())
+    .bind(i(lease.funding))
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO vms (vm_id, lease_id, tenant, node_id, state, tier, vcpus, memory_gib, disk_gib, gpus, \
+         created_at, updated_at, failure) VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10, $10, NULL) \
+         ON CONFLICT (vm_id) DO NOTHING",
+    )
+    .bind(vm_id.to_string())
+    .bind(lease.lease_id.clone())
+    .bind(lease.tenant.clone())
+    .bind(lease.node_id.clone())
+    .bind(lease.tier as i64)
+    .bind(i(lease.vcpus))
+    .bind(i(lease.memory_gib))
+    .bind(i(lease.storage_gib))
+    .bind(i(lease.gpus))
+    .bind(lease.opened_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records a lease's funding after a top-up.
+pub async fn lease_topped_up(
+    conn: &mut AnyConnection,
+    lease_id: &str,
+    funding: &LeaseFunding,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE leases SET funded = $2, accrual_start = $3, accrued_before = $4 WHERE lease_id = $1",
+    )
+    .bind(lease_id.to_string())
+    .bind(i(funding.funded))
+    .bind(funding.accrual_start)
+    .bind(i(funding.accrued_before))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Marks an active lease `closed` or `terminated`; a lease already ended keeps its first end.
+pub async fn lease_ended(
+    conn: &mut AnyConnection,
+    lease_id: &str,
+    status: LeaseStatus,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE leases SET status = $2 WHERE lease_id = $1 AND status = 'active'")
+        .bind(lease_id.to_string())
+        .bind(status.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,687 @@
+//! The orchestrator API's request and response types: what the orchestrator serves under
+//! `/api/v1` and what the `decloud` CLI reads back, defined once. With the `openapi` feature
+//! they derive `utoipa::ToSchema` (and `IntoParams` for query strings), from which the
+//! orchestrator generates its OpenAPI document; without it they are plain serde types.
+//!
+//! Every error response has the shape [`ErrorBody`]: `{"error":{"code":"…","message":"…"}}`.
+
+use crate::types::{LeaseStatus, NodeStatus, QualityTier, VmState};
+use serde::{Deserialize, Serialize};
+
+/// Hourly prices of a node in micro-USDC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Prices {
+    /// Per vCPU and hour.
+    pub cpu_per_hour: u64,
+    /// Per GiB of memory and hour.
+    pub memory_gib_per_hour: u64,
+    /// Per GiB of disk and hour.
+    pub storage_gib_per_hour: u64,
+    /// Per GPU and hour.
+    pub gpu_per_hour: u64,
+}
+
+/// Resources held on a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Usage {
+    /// Compute units (1/12 compute point).
+    pub compute_units: u64,
+    /// Memory, GiB.
+    pub memory_gib: u64,
+    /// Disk, GiB.
+    pub disk_gib: u64,
+    /// GPUs.
+    pub gpus: u64,
+}
+
+/// What a VM needs and where it may go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlacementRequest {
+    /// vCPUs, at least 1.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub vcpus: u64,
+    /// Memory in GiB, at least 1.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub memory_gib: u64,
+    /// Disk in GiB.
+    pub disk_gib: u64,
+    /// GPUs.
+    #[serde(default)]
+    pub gpus: u64,
+    /// Quality tier (CPU overcommit class).
+    pub tier: QualityTier,
+    /// Only nodes in this region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Highest acceptable price for the whole VM, micro-USDC per hour.
+    #[serde(default)]
+    pub max_price_per_hour: Option<u64>,
+    /// Place on this node or nowhere.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^0x[0-9a-fA-F]{64}$"))]
+    pub node_id: Option<String>,
+}
+
+/// Where a VM goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Placement {
+    /// The chosen node.
+    pub node_id: String,
+    /// The VM's price on that node, micro-USDC per hour.
+    pub price_per_hour: u64,
+    /// Compute units (1/12 point) the VM holds there.
+    pub compute_units: u64,
+}
+
+/// A node as registered on-chain, plus the compute points its agent measured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeRecord {
+    /// keccak256(machineId, operator), 0x-prefixed lowercase hex.
+    pub node_id: String,
+    /// Operator address, lowercase hex.
+    pub operator: String,
+    /// Address of the key the node agent signs with.
+    pub node_key: String,
+    /// On-chain status.
+    pub status: NodeStatus,
+    /// Region, e.g. `eu-west`.
+    pub region: String,
+    /// Public endpoint the operator registered.
+    pub endpoint: String,
+    /// IPFS CID of the node's metadata.
+    pub metadata_cid: String,
+    /// Free-form tags from the metadata (lowercase).
+    pub tags: Vec<String>,
+    /// Logical CPUs offered.
+    pub vcpus: u64,
+    /// Memory offered, GiB.
+    pub memory_gib: u64,
+    /// Disk offered, GiB.
+    pub disk_gib: u64,
+    /// GPUs offered.
+    pub gpus: u64,
+    /// Uplink, Mbit/s.
+    pub bandwidth_mbps: u64,
+    /// Total compute points from the agent's CPU benchmark (0 until measured).
+    pub compute_points: u64,
+    /// Hourly prices as stored on-chain.
+    pub prices: Prices,
+    /// Registration time, unix seconds.
+    pub registered_at: i64,
+    /// Last on-chain change, unix seconds.
+    pub updated_at: i64,
+}
+
+/// A node's reputation at one moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Reputation {
+    /// Heartbeat within the last two minutes.
+    pub online: bool,
+    /// Latest heartbeat, unix seconds.
+    pub last_heartbeat: Option<i64>,
+    /// 30-day rolling uptime, basis points; absent until a heartbeat was expected.
+    pub uptime_bps: Option<u32>,
+    /// Missed heartbeats per UTC day in the window (day = unix seconds / 86400), oldest first.
+    pub failed_by_day: Vec<DailyFailures>,
+    /// VMs ever placed on the node.
+    pub vms_hosted: i64,
+    /// VMs that ran until their lease ended normally.
+    pub vms_completed: i64,
+}
+
+/// Missed heartbeats on one UTC day.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DailyFailures {
+    /// Days since the unix epoch.
+    pub day: i64,
+    /// Heartbeats missed that day.
+    pub failed: i64,
+}
+
+/// A lease as opened on-chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaseRecord {
+    /// On-chain lease id (decimal).
+    pub lease_id: String,
+    /// Tenant address, lowercase hex.
+    pub tenant: String,
+    /// Node the lease pays for.
+    pub node_id: String,
+    /// `active`, `closed` or `terminated`.
+    pub status: LeaseStatus,
+    /// Quality tier.
+    pub tier: QualityTier,
+    /// vCPUs.
+    pub vcpus: u64,
+    /// Memory, GiB.
+    pub memory_gib: u64,
+    /// Storage, GiB.
+    pub storage_gib: u64,
+    /// GPUs.
+    pub gpus: u64,
+    /// Micro-USDC per hour computed on-chain.
+    pub rate_per_hour: u64,
+    /// Open time, unix seconds.
+    pub opened_at: i64,
+}
+
+/// A VM and the resources it holds on its node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmRecord {
+    /// VM id.
+    pub vm_id: String,
+    /// Lease that pays for it.
+    pub lease_id: String,
+    /// Tenant address, lowercase hex.
+    pub tenant: String,
+    /// Node it runs on.
+    pub node_id: String,
+    /// Lifecycle state (`pending`, `provisioning`, `running`, `stopping`, `stopped`,
+    /// `terminated`, `failed`).
+    pub state: VmState,
+    /// Quality tier.
+    pub tier: QualityTier,
+    /// vCPUs.
+    pub vcpus: u64,
+    /// Memory, GiB.
+    pub memory_gib: u64,
+    /// Disk, GiB.
+    pub disk_gib: u64,
+    /// GPUs.
+    pub gpus: u64,
+    /// Creation time, unix seconds.
+    pub created_at: i64,
+    /// Last change, unix seconds.
+    pub updated_at: i64,
+    /// Why the VM failed, when it did.
+    #[serde(default)]
+    pub failure: Option<String>,
+}
+
+/// A template in the catalog.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TemplateRecord {
+    /// Unique slug, e.g. `postgresql`.
+    pub slug: String,
+    /// On-chain template id once published on TemplateMarket.
+    pub template_id: Option<String>,
+    /// Content id (CIDv1) of the published bundle.
+    pub cid: String,
+    /// Display name.
+    pub name: String,
+    /// Category, e.g. `database`.
+    pub category: String,
+    /// What it is.
+    pub description: String,
+    /// Lowercase tags.
+    pub tags: Vec<String>,
+    /// Minimum vCPUs.
+    pub min_vcpus: u64,
+    /// Minimum memory, GiB.
+    pub min_memory_gib: u64,
+    /// Minimum disk, GiB.
+    pub min_disk_gib: u64,
+    /// GPUs needed.
+    pub gpus: u64,
+    /// Price per deploy, micro-USDC (0 = free).
+    pub price: u64,
+    /// The bundle's manifest (ports, readiness checks, …).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub manifest: serde_json::Value,
+    /// When it entered the catalog, unix seconds.
+    pub added_at: i64,
+    /// The published bundle (`decloud-templates` content), from which user-data is rendered.
+    #[serde(skip)]
+    pub content: Option<String>,
+}
+
+/// A node as the marketplace shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeListing {
+    /// The on-chain record.
+    #[serde(flatten)]
+    pub node: NodeRecord,
+    /// Heartbeat reputation.
+    pub reputation: Reputation,
+    /// Resources held by the node's VMs.
+    pub used: Usage,
+    /// Resources still free (compute units of 1/12 point, GiB, GPUs).
+    pub free: Usage,
+}
+
+/// Sort orders of a search.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SortBy {
+    /// Highest uptime first (nodes without uptime last).
+    #[default]
+    Uptime,
+    /// Lowest CPU price first.
+    Price,
+    /// Most compute points first.
+    Capacity,
+}
+
+/// Filters, sort and page of a node search.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams, utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct NodeSearch {
+    /// Comma-separated tags; a node must have all of them.
+    pub tags: Option<String>,
+    /// Exact region (case-insensitive).
+    pub region: Option<String>,
+    /// Highest CPU price, micro-USDC per vCPU-hour.
+    pub max_price: Option<u64>,
+    /// Lowest 30-day uptime, basis points (0–10000).
+    #[cfg_attr(feature = "openapi", param(maximum = 10000))]
+    pub min_uptime: Option<u32>,
+    /// Lowest total compute points.
+    pub min_compute_points: Option<u64>,
+    /// `true`: only nodes with a GPU; `false`: only nodes without.
+    pub gpu: Option<bool>,
+    /// Only nodes with a heartbeat in the last two minutes.
+    pub online_only: Option<bool>,
+    /// Sort order (default `uptime`).
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub sort: Option<SortBy>,
+    /// Page size, 1–100 (default 50).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100))]
+    pub limit: Option<usize>,
+    /// Results to skip.
+    pub offset: Option<usize>,
+}
+
+/// Sort orders of a template search.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateSort {
+    /// By name, A to Z.
+    #[default]
+    Name,
+    /// Newest first.
+    Newest,
+    /// Cheapest first.
+    Price,
+}
+
+/// Filters, sort and page of a template search.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSearch {
+    /// Category, e.g. `database`, `ai`.
+    pub category: Option<String>,
+    /// `true`: only templates that need a GPU; `false`: only those that do not.
+    pub gpu: Option<bool>,
+    /// Comma-separated tags; a template must have all of them.
+    pub tags: Option<String>,
+    /// Words that must all appear in the name, description or tags (case-insensitive).
+    pub q: Option<String>,
+    /// Sort order (default `name`).
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub sort: Option<TemplateSort>,
+    /// Page size, 1–100 (default 50).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 100))]
+    pub limit: Option<usize>,
+    /// Results to skip.
+    pub offset: Option<usize>,
+}
+
+/// The body of every error response: `{"error":{"code":"…","message":"…"}}`, with `details`
+/// only where a machine-readable explanation helps (e.g. why no node fits).
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code, message and optional details of an error.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `nonce_used`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Structured explanation, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// Liveness and database reachability.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+/// A nonce to sign in with.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NonceResponse {
+    /// Put this in the EIP-4361 message's `Nonce` field.
+    pub nonce: String,
+    /// Issue time, unix seconds.
+    pub issued_at: i64,
+    /// The nonce cannot be used after this, unix seconds.
+    pub expires_at: i64,
+    /// Domains a message may name.
+    pub domains: Vec<String>,
+    /// Chain ids a message may name.
+    pub chain_ids: Vec<u64>,
+}
+
+/// A signed EIP-4361 message.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The message exactly as signed.
+    pub message: String,
+    /// The signature, hex (65 bytes for an EOA; any length for a contract wallet).
+    pub signature: String,
+}
+
+/// A new session.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionResponse {
+    /// Bearer token for `Authorization: Bearer …`; shown only here.
+    pub token: String,
+    /// Address the session is bound to.
+    pub address: String,
+    /// Chain id of the message.
+    pub chain_id: u64,
+    /// Expiry, unix seconds.
+    pub expires_at: i64,
+    /// Whether the signature was checked through EIP-1271.
+    pub contract_wallet: bool,
+}
+
+/// The caller's session.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionInfo {
+    /// Address the session is bound to.
+    pub address: String,
+    /// Chain id of the sign-in message.
+    pub chain_id: u64,
+    /// Expiry, unix seconds.
+    pub expires_at: i64,
+}
+
+/// A page of node search results.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeSearchResponse {
+    /// Nodes matching the filters, before paging.
+    pub total: usize,
+    /// This page.
+    pub nodes: Vec<NodeListing>,
+}
+
+/// A page of template search results.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TemplateSearchResponse {
+    /// Templates matching the filters, before paging.
+    pub total: usize,
+    /// This page.
+    pub templates: Vec<TemplateRecord>,
+}
+
+/// One of the caller's nodes, with the VMs placed on it.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OperatorNode {
+    /// The node as listed in the marketplace.
+    pub node: NodeListing,
+    /// VMs placed on it, newest first.
+    pub vms: Vec<VmRecord>,
+}
+
+/// The key that signs attestations and its EIP-712 domain.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignerView {
+    /// Address of the signing key.
+    pub signer: String,
+    /// EIP-712 domain name.
+    pub name: String,
+    /// EIP-712 domain version.
+    pub version: String,
+    /// EIP-712 domain chain id.
+    pub chain_id: u64,
+    /// EIP-712 verifying contract: the AttestationAnchor holding the batch roots.
+    pub verifying_contract: String,
+}
+
+/// One signed attestation, exactly as stored.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttestationView {
+    /// Position in the log from 0; the attestation's id.
+    pub sequence: u64,
+    /// What it is about (`vm:…`, `lease:…`, `node:…`, `template:…`).
+    pub subject: String,
+    /// What happened (`vm.transition`, `lease.opened`, `service.distribution`, …).
+    pub kind: String,
+    /// The attested data, JSON text; `payload_hash` is keccak256 of these bytes.
+    pub payload: String,
+    /// keccak256 of `payload`.
+    pub payload_hash: String,
+    /// Hash of the previous attestation (zero for the first).
+    pub previous: String,
+    /// Unix seconds.
+    pub time: u64,
+    /// EIP-712 signing hash of (subject, kind, payload_hash, sequence, previous, time).
+    pub hash: String,
+    /// 65-byte signature of `hash`, hex.
+    pub signature: String,
+}
+
+/// The batch of an attestation, its Merkle proof and its anchor.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InclusionView {
+    /// Batch id on AttestationAnchor.
+    pub batch: u64,
+    /// First sequence number of the batch.
+    pub first_sequence: u64,
+    /// Attestations in the batch.
+    pub count: u64,
+    /// Merkle root (OpenZeppelin layout; leaf = keccak256(keccak256(abi.encode(hash)))).
+    pub root: String,
+    /// Sibling hashes from the leaf up.
+    pub proof: Vec<String>,
+    /// The anchoring transaction, once confirmed.
+    pub tx_hash: Option<String>,
+    /// Its block.
+    pub block_number: Option<u64>,
+}
+
+/// An attestation with its inclusion proof and anchor.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EvidenceView {
+    /// The attestation.
+    pub attestation: AttestationView,
+    /// Batch, proof and anchor; absent until the attestation is batched.
+    pub inclusion: Option<InclusionView>,
+}
+
+/// Which attestations to list.
+#[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct AttestationQuery {
+    /// Subject, e.g. `vm:vm-7`, `lease:7`, `node:0x…`.
+    pub subject: String,
+    /// Only attestations after this sequence number (keyset paging).
+    pub after: Option<u64>,
+    /// At most this many (1–500, default 100).
+    pub limit: Option<u32>,
+}
+
+/// What a registered node offers.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Capabilities {
+    /// Logical CPUs.
+    pub vcpus: u64,
+    /// Memory, GiB.
+    pub memory_gib: u64,
+    /// Disk, GiB.
+    pub disk_gib: u64,
+    /// GPUs.
+    pub gpus: u64,
+    /// Uplink, Mbit/s.
+    pub bandwidth_mbps: u64,
+    /// Compute points from the agent's CPU benchmark (0 until measured).
+    pub compute_points: u64,
+}
+
+/// A registered node of the hosting network.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NetworkNode {
+    /// Node id.
+    pub node_id: String,
+    /// Operator address.
+    pub operator: String,
+    /// Region.
+    pub region: String,
+    /// On-chain status.
+    pub status: NodeStatus,
+    /// Whether its agent sent a heartbeat in the last two minutes.
+    pub online: bool,
+    /// Address of the node's registered public key (what its agent signs with).
+    pub public_key: String,
+    /// Capabilities.
+    pub capabilities: Capabilities,
+}
+
+/// The id of a new attestation.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttestationCreated {
+    /// Its sequence number (`GET /attestations/{id}`).
+    pub attestation_id: u64,
+}
+
+/// What is distributed.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DistributionKind {
+    /// A workload (VM image, container) to run in the regions.
+    Workload,
+    /// An artifact (file, bundle) to replicate to the regions.
+    Artifact,
+}
+
+/// An intent to distribute a workload or artifact to regions.
+#[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct DistributeRequest {
+    /// Workload or artifact.
+    pub kind: DistributionKind,
+    /// Its name or content id (1–512 printable characters).
+    pub artifact: String,
+    /// SHA-256 of its bytes, 64 hex digits.
+    pub sha256: String,
+    /// Target regions: each must be the region of a registered active node; no duplicates.
+    pub regions: Vec<String>,
+}
+
+impl From<crate::attestation::SignedAttestation> for AttestationView {
+    fn from(a: crate::attestation::SignedAttestation) -> Self {
+        Self {
+            sequence: a.sequence,
+            subject: a.subject,
+            kind: a.kind,
+            payload: a.payload,
+            payload_hash: a.payload_hash.to_string(),
+            previous: a.previous.to_string(),
+            time: a.time,
+            hash: a.hash.to_string(),
+            signature: a.signature.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_carries_its_node_record_flattened() {
+        let listing = NodeListing {
+            node: NodeRecord {
+                node_id: format!("0x{:064x}", 1),
+                operator: "0x01".into(),
+                node_key: "0x02".into(),
+                status: NodeStatus::Active,
+                region: "eu-west".into(),
+                endpoint: "https://n1".into(),
+                metadata_cid: "bafy".into(),
+                tags: vec!["ssd".into()],
+                vcpus: 8,
+                memory_gib: 32,
+                disk_gib: 500,
+                gpus: 0,
+                bandwidth_mbps: 1000,
+                compute_points: 800,
+                prices: Prices::default(),
+                registered_at: 1,
+                updated_at: 2,
+            },
+            reputation: Reputation {
+                online: true,
+                last_heartbeat: Some(3),
+                uptime_bps: None,
+                failed_by_day: Vec::new(),
+                vms_hosted: 0,
+                vms_completed: 0,
+            },
+            used: Usage::default(),
+            free: Usage::default(),
+        };
+        let json = serde_json::to_value(&listing).unwrap();
+        assert_eq!(json["region"], "eu-west");
+        assert_eq!(json["status"], "active");
+        assert_eq!(json["reputation"]["online"], true);
+        let back: NodeListing = serde_json::from_value(json).unwrap();
+        assert_eq!(back, listing);
+    }
+
+    #[test]
+    fn an_error_reply_parses_without_details() {
+        let body: ErrorBody = serde_json::from_str(
+            r#"{"error":{"code":"nonce_used","message":"nonce was already used"}}"#,
+        )
+        .unwrap();
+        assert_eq!(body.error.code, "nonce_used");
+        assert!(body.error.details.is_none());
+    }
+}
