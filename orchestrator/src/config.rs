@@ -66,6 +66,8 @@ pub struct Config {
     pub chain: Option<ChainConfig>,
     /// Signed attestations and their anchoring; without it nothing is attested.
     pub attestation: Option<AttestationConfig>,
+    /// The web app served beside the API; without it only the API is served.
+    pub web: Option<crate::web::WebConfig>,
 }
 
 /// Where attestations are anchored and how they are batched. The signing key (which must hold
@@ -190,6 +192,7 @@ impl Default for Config {
             siwe: SiweConfig::default(),
             chain: None,
             attestation: None,
+            web: None,
         }
     }
 }

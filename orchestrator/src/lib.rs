@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod reputation;
 pub mod scheduler;
 pub mod store;
+pub mod web;
 
 pub use api::{AppState, app};
 pub use config::{Args, Config, ConfigError};
