@@ -1,0 +1,55 @@
+// Reads the chain and the orchestrator directly, to check what the app did.
+import { createPublicClient, http } from 'viem';
+import { abiOf } from './network.mjs';
+
+export function chainReader(network) {
+  const client = createPublicClient({ transport: http(network.rpcUrl) });
+  const c = network.deployment.contracts;
+  const usdc = { address: network.deployment.usdc, abi: abiOf('MockUSDC') };
+  const escrow = { address: c.leaseEscrow.address, abi: abiOf('LeaseEscrow') };
+  const registry = { address: c.nodeRegistry.address, abi: abiOf('NodeRegistry') };
+  const staking = { address: c.operatorStaking.address, abi: abiOf('OperatorStaking') };
+  return {
+    client,
+    usdcBalance: (owner) => client.readContract({ ...usdc, functionName: 'balanceOf', args: [owner] }),
+    escrowBalance: (owner) => client.readContract({ ...escrow, functionName: 'balanceOf', args: [owner] }),
+    allowance: (owner) => client.readContract({ ...usdc, functionName: 'allowance', args: [owner, c.leaseEscrow.address] }),
+    lease: (id) => client.readContract({ ...escrow, functionName: 'getLease', args: [BigInt(id)] }),
+    leaseCount: () => client.readContract({ ...escrow, functionName: 'leaseCount' }),
+    nonce: (address) => client.getTransactionCount({ address }),
+    node: (id) => client.readContract({ ...registry, functionName: 'getNode', args: [id] }),
+    nodeStatus: (id) => client.readContract({ ...registry, functionName: 'statusOf', args: [id] }),
+    activeStake: (owner) => client.readContract({ ...staking, functionName: 'activeStakeOf', args: [owner] }),
+    unbonding: (owner) => client.readContract({ ...staking, functionName: 'unbondingOf', args: [owner] }),
+    unbondingPeriod: () => client.readContract({ ...staking, functionName: 'unbondingPeriod' }),
+    stakingBalance: () => client.readContract({ address: network.deployment.usdc, abi: abiOf('MockUSDC'), functionName: 'balanceOf', args: [c.operatorStaking.address] }),
+    /** Moves the chain's clock forward and mines a block (the test controls anvil's time). */
+    async advance(seconds) {
+      await client.request({ method: 'evm_increaseTime', params: [Number(seconds)] });
+      await client.request({ method: 'evm_mine', params: [] });
+    },
+  };
+}
+
+/** A GET on the orchestrator's API; returns `{ status, body }`. */
+export async function api(network, path, token) {
+  const response = await fetch(`${network.apiUrl}${path}`, { headers: token ? { authorization: `Bearer ${token}` } : {} });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null };
+}
+
+/** Polls `check` until it returns a truthy value; fails with `what` after `timeoutMs`. */
+export async function eventually(what, check, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not happen${last ? `: ${last.message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
