@@ -6,7 +6,7 @@ mod attest;
 use std::{path::PathBuf, process::ExitCode};
 
 use alloy::{
-    primitives::{Address, U256},
+    primitives::{Address, B256, U256},
     providers::Provider,
 };
 use clap::{Args, Parser, Subcommand};
@@ -18,7 +18,7 @@ use decloud_sdk::{
     Error,
     deploy::{
         DEFAULT_PREMIUM_THRESHOLD, DEFAULT_STORAGE_EPOCH_BLOCKS, DEFAULT_STORAGE_FEE_BPS,
-        DEFAULT_UNBONDING_PERIOD, DeployConfig, UsdcSource, deploy_system,
+        DEFAULT_UNBONDING_PERIOD, DeployConfig, UsdcSource, VerifierSource, deploy_system,
     },
     deployments::{DeploymentsError, Network, Networks},
     dev::{ChainOptions, ChainService, run_services, shutdown_signal},
@@ -104,6 +104,14 @@ struct DeployArgs {
     /// StorageMarket initial platform fee in basis points (at most 2000).
     #[arg(long, default_value_t = DEFAULT_STORAGE_FEE_BPS)]
     storage_fee_bps: u16,
+    /// The Groth16 verifier generated from the ceremony keys, already deployed (default: the
+    /// network's `verifier`). Required off local chains, where the development verifier is refused.
+    #[arg(long, requires = "verifier_code_hash")]
+    verifier: Option<Address>,
+    /// keccak256 of that verifier's runtime code, as the ceremony published it (default: the
+    /// network's `verifier_code_hash`).
+    #[arg(long, requires = "verifier")]
+    verifier_code_hash: Option<B256>,
     /// Directory of networks.toml and the deployment records (default: the repository's deployments/).
     #[arg(long)]
     deployments_dir: Option<PathBuf>,
@@ -224,6 +232,24 @@ fn resolve_usdc(
     }
 }
 
+/// The storage-proof verifier: the flags, else the network's pinned verifier, else the development
+/// verifier (which `deploy_system` refuses off local chains).
+fn resolve_verifier(args: &DeployArgs, network: Option<&Network>) -> Result<VerifierSource, Error> {
+    let pinned = network.map(|n| (n.verifier, n.verifier_code_hash));
+    match (args.verifier, args.verifier_code_hash, pinned) {
+        (Some(address), Some(code_hash), _)
+        | (None, None, Some((Some(address), Some(code_hash)))) => {
+            Ok(VerifierSource::Production { address, code_hash })
+        }
+        (None, None, Some((Some(_), None))) => Err(Error::Chain(
+            "networks.toml names a verifier without its verifier_code_hash: pin the code hash the \
+             ceremony published"
+                .into(),
+        )),
+        _ => Ok(VerifierSource::Development),
+    }
+}
+
 /// StorageMarket's epoch length: the flag, else the network's `storage_epoch_blocks`, else the
 /// default.
 fn resolve_storage_epoch_blocks(args: &DeployArgs, network: Option<&Network>) -> u64 {
@@ -260,6 +286,7 @@ async fn deploy(args: DeployArgs) -> Result<(), Error> {
             .map(|(name, n)| (name.to_string(), n.clone())),
     };
     let usdc = resolve_usdc(&args, network.as_ref().map(|(_, n)| n), chain_id)?;
+    let verifier = resolve_verifier(&args, network.as_ref().map(|(_, n)| n))?;
     let storage_epoch_blocks =
         resolve_storage_epoch_blocks(&args, network.as_ref().map(|(_, n)| n));
 
@@ -273,6 +300,7 @@ async fn deploy(args: DeployArgs) -> Result<(), Error> {
     config.premium_threshold = U256::from(args.premium_threshold);
     config.storage_epoch_blocks = storage_epoch_blocks;
     config.storage_fee_bps = args.storage_fee_bps;
+    config.verifier = verifier;
 
     let deployment = deploy_system(&provider, deployer, &config).await?;
     let path = deployment.save(&dir)?;

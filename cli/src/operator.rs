@@ -37,11 +37,12 @@ pub(crate) enum OperatorCommand {
     Claim(ClaimArgs),
     /// Your stake: active, unbonding, requests.
     Status(StatusArgs),
-    /// Pause an active node: it takes no new leases.
+    /// Pause an active node: it takes no new leases, and its leases stop accruing now, for good
+    /// (their tenants get the rest back when they close them).
     Pause(NodeArgs),
-    /// Resume a paused node.
+    /// Resume a paused node: it takes new leases again (leases it had stay ended).
     Resume(NodeArgs),
-    /// Retire a node for good.
+    /// Retire a node for good; its leases stop accruing now.
     Retire(NodeArgs),
 }
 

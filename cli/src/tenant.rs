@@ -19,7 +19,12 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use url::Url;
 
 use decloud_sdk::{
-    bindings::{LeaseEscrow, MockUSDC, TemplateMarket, lease_escrow::ILeaseEscrow},
+    Error, RevertError,
+    bindings::{
+        LeaseEscrow::{self, LeaseEscrowErrors},
+        MockUSDC, TemplateMarket,
+        lease_escrow::ILeaseEscrow,
+    },
     permit, tx,
     types::{BandwidthTier, LeaseStatus, QualityTier},
 };
@@ -261,6 +266,10 @@ pub(crate) struct LeaseOpenArgs {
     /// Highest template price you accept in USDC (default: the current price).
     #[arg(long, value_parser = usdc_arg)]
     max_template_price: Option<u64>,
+    /// Highest hourly rate you accept in USDC, e.g. 0.1 (default: the rate quoted now). If the node's
+    /// prices rise before the lease is mined, the contract refuses it and nothing is spent.
+    #[arg(long, value_parser = usdc_arg)]
+    max_rate: Option<u64>,
     /// USDC put into the lease, e.g. 5.
     #[arg(long, value_parser = usdc_arg)]
     funding: u64,
@@ -483,6 +492,9 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
         .max_template_price
         .map(U256::from)
         .unwrap_or(template_price);
+    // The contract checks the rate at the moment the lease is mined against this maximum, so a
+    // price raise that lands first (a front-run, or a floor raise) cannot make the tenant pay it.
+    let max_rate = args.max_rate.unwrap_or(rate);
     let funding = U256::from(args.funding);
     // Whole seconds the funding lasts at this rate, rounded down (what the tenant can count on).
     let seconds = if rate == 0 {
@@ -500,6 +512,7 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
             bandwidth.into(),
             U256::from(args.template),
             max_price,
+            max_rate,
             funding,
         ),
     )
@@ -511,6 +524,7 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
     .detail("tier", json!(quality))
     .detail("bandwidth", json!(bandwidth))
     .detail("rate_per_hour", money(U256::from(rate)))
+    .detail("max_rate_per_hour", money(U256::from(max_rate)))
     .detail("funding", money(funding))
     .detail(
         "runs_for_seconds",
@@ -519,7 +533,9 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
     .detail("template", json!(args.template))
     .detail("template_price", money(template_price))
     .detail("total", money(funding + template_price));
-    let sent = execute(&chain, &args.global, plan).await?;
+    let sent = execute(&chain, &args.global, plan)
+        .await
+        .map_err(explain_rate_above_max)?;
     let lease = sent
         .event::<LeaseEscrow::LeaseOpened>()
         .map(|e| e.leaseId.to_string())
@@ -527,6 +543,22 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
     sent.report(vec![("lease", json!(lease))])
         .print(args.global.json);
     Ok(())
+}
+
+/// Puts a `RateAboveMax` revert into words: the node's prices rose after the quote.
+fn explain_rate_above_max(error: CliError) -> CliError {
+    match &error {
+        CliError::Sdk(Error::Revert(RevertError::LeaseEscrow(
+            LeaseEscrowErrors::RateAboveMax(e),
+        ))) => CliError::Invalid(format!(
+            "refused: the node's rate is now {} USDC/h, above your maximum of {} USDC/h (its prices \
+             rose after the quote); nothing was spent. Check `decloud nodes`, then open again or pass \
+             a higher --max-rate",
+            format_usdc(U256::from(e.ratePerHour)),
+            format_usdc(U256::from(e.maxRatePerHour)),
+        )),
+        _ => error,
+    }
 }
 
 async fn lease_topup(args: LeaseTopUpArgs) -> Result<(), CliError> {

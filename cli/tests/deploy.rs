@@ -10,6 +10,7 @@ use alloy::{
 use decloud_sdk::{
     bindings::{
         AttestationAnchor, Groth16Verifier, LeaseEscrow, MockUSDC, NodeRegistry, StorageMarket,
+        TemplateMarket,
     },
     deploy::{DEFAULT_STORAGE_FEE_BPS, STORAGE_MAX_FEE_BPS, STORAGE_MAX_SEGMENTS},
     deployments::Deployment,
@@ -126,7 +127,21 @@ async fn deploy_writes_a_loadable_record_of_live_contracts() {
         assert_eq!(receipt.contract_address, Some(contract.address));
         assert_eq!(receipt.block_number, Some(contract.block));
     }
-    assert_eq!(deployment.setup_txs.len(), 3);
+    // ARBITER_ROLE, PAUSER_ROLE, TemplateMarket's PURCHASER_ROLE for LeaseEscrow, ANCHOR_ROLE.
+    assert_eq!(deployment.setup_txs.len(), 4);
+    let market = TemplateMarket::new(c.template_market.address, &provider);
+    let purchaser_role = tx::read("TemplateMarket", market.PURCHASER_ROLE())
+        .await
+        .unwrap();
+    assert!(
+        tx::read(
+            "TemplateMarket",
+            market.hasRole(purchaser_role, c.lease_escrow.address)
+        )
+        .await
+        .unwrap(),
+        "LeaseEscrow buys templates for tenants"
+    );
 
     let escrow = LeaseEscrow::new(c.lease_escrow.address, &provider);
     let arbiter_role = tx::read("LeaseEscrow", escrow.ARBITER_ROLE())
@@ -352,4 +367,135 @@ async fn deploy_refuses_bad_input_and_writes_nothing() {
         0,
         "nothing was sent to the chain"
     );
+}
+
+/// Deploys `code` from `deployer` and returns the new contract's address.
+async fn deploy_code(
+    provider: &alloy::providers::DynProvider,
+    code: alloy::primitives::Bytes,
+) -> Address {
+    use alloy::{network::TransactionBuilder as _, rpc::types::TransactionRequest};
+    let receipt = provider
+        .send_transaction(TransactionRequest::default().with_deploy_code(code))
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(receipt.status());
+    receipt.contract_address.unwrap()
+}
+
+/// The development verifier's keys come from a public seed: off a local chain the deployment
+/// refuses it (and a "production" verifier that is really it, or whose code is not the pinned
+/// one) before anything is sent, and takes a verifier pinned by its code hash.
+#[tokio::test]
+async fn deploy_refuses_the_development_verifier_off_local_chains() {
+    use alloy::node_bindings::Anvil;
+    let root = decloud_sdk::paths::repo_root().unwrap();
+    // A chain with Amoy's id: networks.toml knows it and pins no verifier for it yet.
+    let anvil = Anvil::at(decloud_sdk::paths::anvil_path(&root).unwrap())
+        .port(0u16)
+        .chain_id(80002)
+        .try_spawn()
+        .unwrap();
+    let dir = deployments_dir();
+    let deployer = signer(&anvil, 0);
+    let key = hex::encode_prefixed(deployer.to_bytes());
+    let provider = decloud_sdk::testing::provider_for(&anvil, deployer.clone());
+    // Amoy's USDC does not exist on this anvil: the test's own token stands in for it.
+    let usdc = deploy_code(&provider, MockUSDC::BYTECODE.clone()).await;
+    let (endpoint, usdc_arg) = (anvil.endpoint(), usdc.to_string());
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--rpc-url", endpoint.as_str(), "--usdc", usdc_arg.as_str()];
+        args.extend_from_slice(extra);
+        decloud(dir.path(), &args)
+            .env("DECLOUD_PRIVATE_KEY", &key)
+            .output()
+            .unwrap()
+    };
+    let nonce = || async {
+        provider
+            .get_transaction_count(deployer.address())
+            .await
+            .unwrap()
+    };
+    let before = nonce().await;
+
+    let output = run(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("refusing to deploy the development Groth16 verifier on chain 80002"),
+        "{stderr}"
+    );
+
+    // The committed development verifier, deployed by hand and passed off as production.
+    let development = deploy_code(&provider, Groth16Verifier::BYTECODE.clone()).await;
+    let development_hash =
+        alloy::primitives::keccak256(provider.get_code_at(development).await.unwrap());
+    let output = run(&[
+        "--verifier",
+        &development.to_string(),
+        "--verifier-code-hash",
+        &development_hash.to_string(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is the development verifier"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A verifier of other keys stands in for the ceremony's: it is accepted only with its own hash.
+    let params = decloud_prover::CircuitParams {
+        depth: 4,
+        challenges: 2,
+    };
+    let keys = decloud_prover::Keys::dev_setup(params).unwrap();
+    let ceremony = deploy_code(
+        &provider,
+        decloud_sdk::testing::compile_source(
+            "contracts/src/Groth16Verifier.sol",
+            &decloud_prover::generate_verifier(keys.vk(), &params),
+            "Groth16Verifier",
+        ),
+    )
+    .await;
+    let ceremony_hash = alloy::primitives::keccak256(provider.get_code_at(ceremony).await.unwrap());
+    let output = run(&[
+        "--verifier",
+        &ceremony.to_string(),
+        "--verifier-code-hash",
+        &development_hash.to_string(),
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("not the pinned"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        nonce().await,
+        before + 2,
+        "only the test's own two deployments were sent"
+    );
+    assert!(!dir.path().join("80002.json").exists());
+
+    let output = run(&[
+        "--verifier",
+        &ceremony.to_string(),
+        "--verifier-code-hash",
+        &ceremony_hash.to_string(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let deployment = Deployment::load(dir.path(), 80002).unwrap();
+    assert_eq!(deployment.contracts.groth16_verifier.address, ceremony);
+    assert!(deployment.contracts.mock_usdc.is_none());
+    let market = StorageMarket::new(deployment.contracts.storage_market.address, &provider);
+    assert_eq!(market.verifier().call().await.unwrap(), ceremony);
 }

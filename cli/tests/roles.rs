@@ -668,3 +668,117 @@ async fn reverts_refusals_and_bad_input_change_nothing() {
         wallet + usdc(1_500_000)
     );
 }
+
+/// A price raise mined between the tenant's quote and the lease (a front-run, or a floor raise):
+/// the lease is refused at the quoted maximum rate with words that say why, and nothing moves;
+/// the default maximum is the rate quoted when the command runs.
+#[tokio::test]
+async fn a_price_raise_after_the_quote_is_refused() {
+    let cli = Cli::start().await;
+    let chain = Chain::new(&cli);
+    let operator = cli.system.address(OPERATOR);
+    let machine_id = agent_protocol::machine_id("front-run");
+    let node_id = agent_protocol::node_id(machine_id, operator);
+    let node = node_id.to_string();
+    cli.ok(
+        OPERATOR,
+        &[
+            "operator",
+            "register",
+            "--machine-id",
+            &machine_id.to_string(),
+            "--node-key",
+            &Address::repeat_byte(0x42).to_string(),
+            "--region",
+            "eu-west",
+            "--endpoint",
+            "https://node.example:8443",
+            "--vcpus",
+            "8",
+            "--memory",
+            "16",
+            "--disk",
+            "200",
+            "--cpu-price",
+            "0.006",
+        ],
+    );
+    cli.ok(TENANT, &["deposit", "20"]);
+    let open: Vec<&str> = vec![
+        "lease",
+        "open",
+        "--node",
+        &node,
+        "--vcpus",
+        "2",
+        "--memory",
+        "2",
+        "--storage",
+        "20",
+        "--tier",
+        "dedicated",
+        "--funding",
+        "10",
+    ];
+
+    // The quote the tenant saw: at 0.006 USDC per vCPU-hour.
+    let resources = decloud_sdk::bindings::lease_escrow::ILeaseEscrow::Resources {
+        vcpus: 2,
+        memoryGiB: 2,
+        storageGiB: 20,
+        gpus: 0,
+    };
+    let quoted = tx::read(
+        "LeaseEscrow",
+        chain.escrow().quoteRate(node_id, resources.clone(), 0, 0),
+    )
+    .await
+    .unwrap();
+    // The operator raises the CPU price a thousandfold before the tenant's transaction lands.
+    cli.ok(
+        OPERATOR,
+        &[
+            "operator",
+            "pricing",
+            &node,
+            "--cpu-price",
+            "6",
+            "--memory-price",
+            "0.003",
+        ],
+    );
+    let raised = tx::read(
+        "LeaseEscrow",
+        chain.escrow().quoteRate(node_id, resources, 0, 0),
+    )
+    .await
+    .unwrap();
+    assert!(raised > quoted);
+
+    let nonce = chain.nonce(TENANT).await;
+    let quoted_usdc = format!("{}.{:06}", quoted / 1_000_000, quoted % 1_000_000);
+    let refused = cli.run(
+        TENANT,
+        &[open.as_slice(), &["--max-rate", &quoted_usdc, "--yes"]].concat(),
+    );
+    let stderr = refused.failure();
+    assert!(
+        stderr.contains("refused: the node's rate is now")
+            && stderr.contains("above your maximum")
+            && stderr.contains("nothing was spent"),
+        "{stderr}"
+    );
+    assert_eq!(chain.nonce(TENANT).await, nonce, "nothing was sent");
+    assert_eq!(chain.escrow_free(TENANT).await, usdc(20 * USDC));
+    assert_eq!(
+        tx::read("LeaseEscrow", chain.escrow().leaseCount())
+            .await
+            .unwrap(),
+        U256::ZERO
+    );
+
+    // Without --max-rate the maximum is today's quote: the tenant sees and accepts the new rate.
+    let opened = cli.ok(TENANT, &open);
+    assert_eq!(micro(&opened["max_rate_per_hour"]), raised);
+    assert_eq!(micro(&opened["rate_per_hour"]), raised);
+}

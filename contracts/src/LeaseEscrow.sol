@@ -37,6 +37,15 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     /// @notice Highest platform fee governance may set, basis points (20%).
     uint16 public constant MAX_PLATFORM_FEE_BPS = 2000;
 
+    /// @notice How far back the arbiter may date a node's failure at deployment: 2 hours, room for the
+    ///         orchestrator's offline window (30 minutes by default) and its confirmations.
+    uint64 public constant DEFAULT_TERMINATION_WINDOW = 2 hours;
+    /// @notice The longest termination window governance may set: 1 day.
+    uint64 public constant MAX_TERMINATION_WINDOW = 1 days;
+    /// @notice CPU shares of one dedicated vCPU: 60 divides evenly by every overcommit ratio (1, 1.5, 2, 4), so a
+    ///         vCPU of each tier holds a whole number of shares (60, 40, 30, 15).
+    uint256 public constant CPU_SHARES_PER_VCPU = 60;
+
     uint256 private constant BPS = 10_000;
     uint256 private constant SECONDS_PER_HOUR = 3600;
 
@@ -55,9 +64,20 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     uint256 public platformFees;
     /// @inheritdoc ILeaseEscrow
     uint256 public leaseCount;
+    /// @inheritdoc ILeaseEscrow
+    uint64 public terminationWindow;
+
+    /// @dev What a node's active leases hold of its capacity; released when a lease is closed or terminated.
+    struct Held {
+        uint64 cpuShares;
+        uint64 memoryGiB;
+        uint64 storageGiB;
+        uint64 gpus;
+    }
 
     mapping(address account => uint256) private _balances;
     mapping(uint256 leaseId => Lease) private _leases;
+    mapping(bytes32 nodeId => Held) private _held;
 
     /// @param usdc_ The payment token.
     /// @param registry_ The node registry leases are opened against.
@@ -80,9 +100,11 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         templates = templates_;
         treasury = treasury_;
         platformFeeBps = DEFAULT_PLATFORM_FEE_BPS;
+        terminationWindow = DEFAULT_TERMINATION_WINDOW;
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
         emit TreasurySet(treasury_);
         emit PlatformFeeSet(DEFAULT_PLATFORM_FEE_BPS);
+        emit TerminationWindowSet(DEFAULT_TERMINATION_WINDOW);
     }
 
     // ------------------------------------------------------------------ balances
@@ -123,10 +145,11 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         BandwidthTier bandwidth,
         uint256 templateId,
         uint256 maxTemplatePrice,
+        uint64 maxRatePerHour,
         uint256 funding
     ) external whenNotPaused nonReentrant returns (uint256 leaseId) {
         if (funding == 0) revert ZeroAmount();
-        leaseId = _createLease(nodeId, resources, quality, bandwidth, templateId, funding);
+        leaseId = _createLease(nodeId, resources, quality, bandwidth, templateId, maxRatePerHour, funding);
         if (templateId == 0) {
             _debit(msg.sender, funding);
         } else {
@@ -146,6 +169,9 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     function topUp(uint256 leaseId, uint256 amount) external whenNotPaused nonReentrant {
         if (amount == 0) revert ZeroAmount();
         Lease storage lease = _activeLease(leaseId);
+        // Funds added after the node stopped serving could never accrue: refuse them rather than park them.
+        uint64 accrualEnd = _accrualEnd(lease);
+        if (accrualEnd != type(uint64).max) revert LeaseAccrualEnded(leaseId, accrualEnd);
         _debit(msg.sender, amount);
         uint64 nowTime = uint64(block.timestamp);
         uint256 funded = lease.funded;
@@ -165,13 +191,12 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     /// @dev Works while paused and for closed or terminated leases: an operator can always collect what was
     ///      earned. Listing a lease twice pays it once.
     function claim(uint256[] calldata leaseIds) external nonReentrant returns (uint256 paid) {
-        uint64 nowTime = uint64(block.timestamp);
         for (uint256 i; i < leaseIds.length; ++i) {
             uint256 leaseId = leaseIds[i];
             Lease storage lease = _existingLease(leaseId);
             if (lease.operator != msg.sender) revert NotLeaseOperator(leaseId, msg.sender);
             uint256 fee;
-            if (lease.status == LeaseStatus.Active) fee = _settle(leaseId, lease, nowTime);
+            if (lease.status == LeaseStatus.Active) fee = _settle(leaseId, lease, _accrualNow(lease));
             uint256 earned = _operatorShare(lease.settled, lease.feeBps);
             uint256 due = earned - lease.operatorPaid;
             if (due != 0 || fee != 0) {
@@ -188,7 +213,7 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         Lease storage lease = _existingLease(leaseId);
         if (lease.tenant != msg.sender) revert NotLeaseTenant(leaseId, msg.sender);
         if (lease.status != LeaseStatus.Active) revert LeaseNotActive(leaseId, lease.status);
-        uint64 endedAt = uint64(block.timestamp);
+        uint64 endedAt = _accrualNow(lease);
         uint256 refund = _end(leaseId, lease, endedAt, LeaseStatus.Closed);
         emit LeaseClosed(leaseId, endedAt, lease.settled, refund);
     }
@@ -198,9 +223,18 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         Lease storage lease = _activeLease(leaseId);
         uint64 nowTime = uint64(block.timestamp);
         if (failedAt > nowTime) revert FailureTimeInFuture(failedAt, nowTime);
-        // What was already settled stays settled: accrual can only stop after the last settlement.
+        // The arbiter's word on when a node failed reaches back a bounded time only, so what an operator earned
+        // while the node was up is never erased, claimed or not. Reverts rather than clamps: an arbiter asking
+        // for more than it may is a bug to see.
+        uint64 window = terminationWindow;
+        if (nowTime - failedAt > window) revert FailureTimeTooEarly(failedAt, nowTime - window);
+        // A lease whose node left Active already stopped accruing then.
+        uint64 accrualEnd = _accrualEnd(lease);
+        uint64 stopAt = failedAt < accrualEnd ? failedAt : accrualEnd;
+        // What was already settled stays settled: accrual can only stop after the last settlement (a claim
+        // mined just before the termination settles up to its own time, and that pay stands).
         uint64 lastSettledAt = lease.lastSettledAt;
-        uint64 endedAt = failedAt > lastSettledAt ? failedAt : lastSettledAt;
+        uint64 endedAt = stopAt > lastSettledAt ? stopAt : lastSettledAt;
         uint256 refund = _end(leaseId, lease, endedAt, LeaseStatus.Terminated);
         emit LeaseTerminated(leaseId, failedAt, endedAt, lease.settled, refund);
     }
@@ -233,6 +267,13 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     }
 
     /// @inheritdoc ILeaseEscrow
+    function setTerminationWindow(uint64 window) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (window > MAX_TERMINATION_WINDOW) revert TerminationWindowTooLong(window, MAX_TERMINATION_WINDOW);
+        terminationWindow = window;
+        emit TerminationWindowSet(window);
+    }
+
+    /// @inheritdoc ILeaseEscrow
     function pause() external onlyRole(PAUSER_ROLE) {
         _pause();
     }
@@ -245,7 +286,8 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     // ------------------------------------------------------------------ views
 
     /// @inheritdoc ILeaseEscrow
-    /// @dev Does not check the node's status or capacity; `openLease` does.
+    /// @dev Does not check the node's status or capacity; `openLease` does. Pass the result to `openLease` as
+    ///      `maxRatePerHour`.
     function quoteRate(
         bytes32 nodeId,
         Resources calldata resources,
@@ -269,7 +311,7 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     function accruedOf(uint256 leaseId) public view returns (uint256) {
         Lease storage lease = _existingLease(leaseId);
         if (lease.status != LeaseStatus.Active) return lease.settled;
-        return _accruedAt(lease, block.timestamp);
+        return _accruedAt(lease, _accrualNow(lease));
     }
 
     /// @inheritdoc ILeaseEscrow
@@ -279,8 +321,8 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
     }
 
     /// @inheritdoc ILeaseEscrow
-    /// @dev The first second at which the lease has accrued all its funding; in the past for a lease that ran
-    ///      out. Saturates at the largest uint64.
+    /// @dev The first second at which the lease has accrued all its funding, or the time its node left Active if
+    ///      that came first; in the past for a lease that ran out. Saturates at the largest uint64.
     function depletionTime(uint256 leaseId) external view returns (uint64) {
         Lease storage lease = _existingLease(leaseId);
         if (lease.status != LeaseStatus.Active) return 0;
@@ -288,9 +330,25 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         uint256 remaining = lease.funded - lease.accruedBefore;
         uint256 rate = lease.ratePerHour;
         uint256 depletesAt = lease.accrualStart + (remaining * SECONDS_PER_HOUR + rate - 1) / rate;
-        if (depletesAt > type(uint64).max) return type(uint64).max;
+        uint64 accrualEnd = _accrualEnd(lease);
+        if (depletesAt > accrualEnd) return accrualEnd;
         // forge-lint: disable-next-line(unsafe-typecast)
-        return uint64(depletesAt); // checked just above
+        return uint64(depletesAt); // below accrualEnd, a uint64
+    }
+
+    /// @inheritdoc ILeaseEscrow
+    function freeCapacity(bytes32 nodeId)
+        external
+        view
+        returns (uint256 cpuShares, uint256 memoryGiB, uint256 storageGiB, uint256 gpus)
+    {
+        INodeRegistry.Capabilities memory capabilities = registry.capabilitiesOf(nodeId);
+        Held memory held = _held[nodeId];
+        // Saturating: an operator may lower the capabilities below what active leases already hold.
+        cpuShares = _sub0(uint256(capabilities.vcpus) * CPU_SHARES_PER_VCPU, held.cpuShares);
+        memoryGiB = _sub0(capabilities.memoryGiB, held.memoryGiB);
+        storageGiB = _sub0(capabilities.diskGiB, held.storageGiB);
+        gpus = _sub0(capabilities.gpus, held.gpus);
     }
 
     // ------------------------------------------------------------------ internals
@@ -319,16 +377,16 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         QualityTier quality,
         BandwidthTier bandwidth,
         uint256 templateId,
+        uint64 maxRatePerHour,
         uint256 funding
     ) private returns (uint256 leaseId) {
         if (registry.statusOf(nodeId) != INodeRegistry.NodeStatus.Active) {
             revert NodeNotActive(nodeId);
         }
         if (resources.vcpus == 0 || resources.memoryGiB == 0) revert InvalidResources();
-        if (resources.gpus != 0 && resources.gpus > registry.getNode(nodeId).capabilities.gpus) {
-            revert InvalidResources();
-        }
         uint64 rate = _rate(registry.effectivePrices(nodeId), resources, quality, bandwidth);
+        if (rate > maxRatePerHour) revert RateAboveMax(rate, maxRatePerHour);
+        _hold(nodeId, resources, quality);
         uint64 nowTime = uint64(block.timestamp);
 
         leaseId = ++leaseCount;
@@ -344,6 +402,7 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         lease.openedAt = nowTime;
         lease.accrualStart = nowTime;
         lease.lastSettledAt = nowTime;
+        lease.nodeDeactivations = registry.deactivationCount(nodeId);
         lease.templateId = templateId;
         lease.funded = funding;
         lease.resources = resources;
@@ -368,7 +427,44 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         );
     }
 
-    /// @dev Stops accrual at `endedAt` and refunds the unspent funding to the tenant's free balance.
+    /// @dev Takes a new lease's resources from its node's free capacity, or reverts with `InsufficientCapacity`.
+    function _hold(bytes32 nodeId, Resources calldata resources, QualityTier quality) private {
+        INodeRegistry.Capabilities memory capabilities = registry.capabilitiesOf(nodeId);
+        Held memory held = _held[nodeId];
+        // Rounds nothing: CPU_SHARES_PER_VCPU * 10 divides by every overcommit in tenths.
+        uint256 cpuShares =
+            held.cpuShares + uint256(resources.vcpus) * CPU_SHARES_PER_VCPU * 10 / _overcommitTenths(quality);
+        uint256 memoryGiB = held.memoryGiB + uint256(resources.memoryGiB);
+        uint256 storageGiB = held.storageGiB + uint256(resources.storageGiB);
+        uint256 gpus = held.gpus + uint256(resources.gpus);
+        if (
+            cpuShares > uint256(capabilities.vcpus) * CPU_SHARES_PER_VCPU
+                || memoryGiB > capabilities.memoryGiB || storageGiB > capabilities.diskGiB
+                || gpus > capabilities.gpus
+        ) revert InsufficientCapacity(nodeId);
+        // forge-lint: disable-start(unsafe-typecast)
+        // Each total is at most the node's uint32 capability (times 60 for CPU), checked just above.
+        _held[nodeId] = Held(uint64(cpuShares), uint64(memoryGiB), uint64(storageGiB), uint64(gpus));
+        // forge-lint: disable-end(unsafe-typecast)
+    }
+
+    /// @dev Gives an ending lease's resources back to its node's free capacity.
+    function _release(Lease storage lease) private {
+        Held storage held = _held[lease.nodeId];
+        Resources memory resources = lease.resources;
+        // forge-lint: disable-start(unsafe-typecast)
+        // Exactly what `_hold` added for this lease, so no underflow and every value fits.
+        held.cpuShares -= uint64(
+            uint256(resources.vcpus) * CPU_SHARES_PER_VCPU * 10 / _overcommitTenths(lease.quality)
+        );
+        // forge-lint: disable-end(unsafe-typecast)
+        held.memoryGiB -= resources.memoryGiB;
+        held.storageGiB -= resources.storageGiB;
+        held.gpus -= resources.gpus;
+    }
+
+    /// @dev Stops accrual at `endedAt`, gives the lease's capacity back to the node and refunds the unspent
+    ///      funding to the tenant's free balance.
     function _end(uint256 leaseId, Lease storage lease, uint64 endedAt, LeaseStatus status)
         private
         returns (uint256 refund)
@@ -376,8 +472,23 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         _settle(leaseId, lease, endedAt);
         lease.status = status;
         lease.endedAt = endedAt;
+        _release(lease);
         refund = lease.funded - lease.settled;
         _balances[lease.tenant] += refund;
+    }
+
+    /// @dev The time the lease's node first left Active after the lease opened (accrual ends there for good), or
+    ///      the largest uint64 while it has not.
+    function _accrualEnd(Lease storage lease) private view returns (uint64) {
+        uint64 at = registry.deactivatedAfter(lease.nodeId, lease.nodeDeactivations);
+        return at == 0 ? type(uint64).max : at;
+    }
+
+    /// @dev Now, or the end of the lease's accrual if that came first: the time to settle an active lease to.
+    function _accrualNow(Lease storage lease) private view returns (uint64) {
+        uint64 accrualEnd = _accrualEnd(lease);
+        uint64 nowTime = uint64(block.timestamp);
+        return nowTime < accrualEnd ? nowTime : accrualEnd;
     }
 
     /// @dev Settles accrual up to `time` (never before `lastSettledAt`) and credits the platform fee of the
@@ -451,6 +562,10 @@ contract LeaseEscrow is ILeaseEscrow, AccessControl, Pausable, ReentrancyGuard {
         if (bandwidth == BandwidthTier.Standard) return (10_000, 15_000);
         if (bandwidth == BandwidthTier.Performance) return (12_000, 40_000);
         return (15_000, 40_000);
+    }
+
+    function _sub0(uint256 a, uint256 b) private pure returns (uint256) {
+        return a > b ? a - b : 0;
     }
 
     function _existingLease(uint256 leaseId) private view returns (Lease storage lease) {

@@ -34,6 +34,9 @@ contract NodeRegistry is INodeRegistry, AccessControl {
     uint64 public constant FLOOR_CAP_MULTIPLIER = 10;
 
     mapping(bytes32 nodeId => Node) private _nodes;
+    /// @dev Every time each node left Active, in order: LeaseEscrow ends a lease's accrual at the first one after
+    ///      the lease opened.
+    mapping(bytes32 nodeId => uint64[]) private _deactivations;
     Prices private _floors;
     Prices private _defaults;
 
@@ -130,6 +133,7 @@ contract NodeRegistry is INodeRegistry, AccessControl {
     /// @dev Reverts with `InvalidStatusTransition` unless the node is Active.
     function pause(bytes32 nodeId) external {
         _transition(nodeId, NodeStatus.Active, NodeStatus.Paused);
+        _deactivations[nodeId].push(uint64(block.timestamp));
     }
 
     /// @inheritdoc INodeRegistry
@@ -144,6 +148,8 @@ contract NodeRegistry is INodeRegistry, AccessControl {
         Node storage node = _operatedNode(nodeId);
         NodeStatus from = node.status;
         if (from == NodeStatus.Retired) revert InvalidStatusTransition(nodeId, from, NodeStatus.Retired);
+        // A paused node already left Active when it paused.
+        if (from == NodeStatus.Active) _deactivations[nodeId].push(uint64(block.timestamp));
         node.status = NodeStatus.Retired;
         node.updatedAt = uint64(block.timestamp);
         emit NodeStatusChanged(nodeId, NodeStatus.Retired);
@@ -194,6 +200,23 @@ contract NodeRegistry is INodeRegistry, AccessControl {
     /// @inheritdoc INodeRegistry
     function statusOf(bytes32 nodeId) external view returns (NodeStatus) {
         return _nodes[nodeId].status;
+    }
+
+    /// @inheritdoc INodeRegistry
+    function capabilitiesOf(bytes32 nodeId) external view returns (Capabilities memory) {
+        return _existingNode(nodeId).capabilities;
+    }
+
+    /// @inheritdoc INodeRegistry
+    function deactivationCount(bytes32 nodeId) external view returns (uint32) {
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return uint32(_deactivations[nodeId].length); // one entry per pause or retirement: never near 2^32
+    }
+
+    /// @inheritdoc INodeRegistry
+    function deactivatedAfter(bytes32 nodeId, uint32 count) external view returns (uint64) {
+        uint64[] storage times = _deactivations[nodeId];
+        return count < times.length ? times[count] : 0;
     }
 
     /// @inheritdoc INodeRegistry

@@ -115,8 +115,17 @@ contract StorageMarket is IStorageMarket, AccessControl {
         Replica[] storage replicas = _replicas[dealId];
         for (uint256 i; i < count; ++i) {
             if (roots[i] >= SNARK_SCALAR_FIELD) revert InvalidRoot(roots[i]);
+            // Each replica is a separate copy on a separate node: one stored copy must never answer (and be
+            // paid) for two replicas. At most MAX_REPLICAS entries, so the pairwise check stays cheap.
+            for (uint256 j; j < i; ++j) {
+                if (nodeIds[j] == nodeIds[i]) revert DuplicateReplicaNode(nodeIds[i]);
+                if (roots[j] == roots[i]) revert DuplicateReplicaRoot(roots[i]);
+            }
             address payee = registry.operatorOf(nodeIds[i]);
             if (payee == address(0)) revert UnknownNode(nodeIds[i]);
+            if (registry.statusOf(nodeIds[i]) != INodeRegistry.NodeStatus.Active) {
+                revert NodeNotActive(nodeIds[i]);
+            }
             replicas.push(Replica({nodeId: nodeIds[i], payee: payee, root: roots[i]}));
         }
         uint256 deposit = uint256(pricePerEpoch) * epochs * count;

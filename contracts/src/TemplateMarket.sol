@@ -18,6 +18,8 @@ contract TemplateMarket is ITemplateMarket, AccessControl, ReentrancyGuard {
 
     /// @notice Default platform share of each purchase, basis points (15%).
     uint16 public constant DEFAULT_PLATFORM_SHARE_BPS = 1500;
+    /// @notice May buy a template for another buyer (the LeaseEscrow, for the tenant opening a lease).
+    bytes32 public constant PURCHASER_ROLE = keccak256("PURCHASER_ROLE");
     /// @notice Highest platform share governance may set, basis points (30%).
     uint16 public constant MAX_PLATFORM_SHARE_BPS = 3000;
     uint256 private constant BPS = 10_000;
@@ -103,6 +105,9 @@ contract TemplateMarket is ITemplateMarket, AccessControl, ReentrancyGuard {
         returns (uint256 purchaseId)
     {
         if (buyer == address(0)) revert ZeroAddress();
+        if (buyer != msg.sender && !hasRole(PURCHASER_ROLE, msg.sender)) {
+            revert NotPurchaser(msg.sender, buyer);
+        }
         Template storage template = _existingTemplate(templateId);
         if (template.deprecated) revert TemplateIsDeprecated(templateId);
         uint256 price = template.price;

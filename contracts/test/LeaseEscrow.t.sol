@@ -66,6 +66,7 @@ contract LeaseEscrowTest is MarketplaceFixture {
             ILeaseEscrow.BandwidthTier.Basic,
             templateId,
             maxPrice,
+            type(uint64).max,
             funding
         );
     }
@@ -329,6 +330,7 @@ contract LeaseEscrowTest is MarketplaceFixture {
             ILeaseEscrow.BandwidthTier.Performance,
             0,
             0,
+            type(uint64).max,
             10e6
         );
         assertEq(escrow.getLease(leaseId).ratePerHour, 244_000);
@@ -417,8 +419,7 @@ contract LeaseEscrowTest is MarketplaceFixture {
     }
 
     function test_RevertWhen_openLeaseWithInvalidResources() public {
-        ILeaseEscrow.Resources[3] memory bad =
-            [_resources(0, 4, 10, 0), _resources(2, 0, 10, 0), _resources(2, 4, 10, 3)];
+        ILeaseEscrow.Resources[2] memory bad = [_resources(0, 4, 10, 0), _resources(2, 0, 10, 0)];
         for (uint256 i; i < bad.length; ++i) {
             vm.prank(tenant);
             vm.expectRevert(ILeaseEscrow.InvalidResources.selector);
@@ -429,6 +430,7 @@ contract LeaseEscrowTest is MarketplaceFixture {
                 ILeaseEscrow.BandwidthTier.Basic,
                 0,
                 0,
+                type(uint64).max,
                 1e6
             );
         }
@@ -443,6 +445,7 @@ contract LeaseEscrowTest is MarketplaceFixture {
             ILeaseEscrow.BandwidthTier.Basic,
             0,
             0,
+            type(uint64).max,
             1e6
         );
         assertEq(escrow.getLease(leaseId).resources.gpus, 2);
@@ -769,16 +772,16 @@ contract LeaseEscrowTest is MarketplaceFixture {
     function test_terminateLease_stopsAccrualAtTheFailure() public {
         uint256 leaseId = _openLease(100e6);
         skip(4 hours);
-        uint64 failedAt = uint64(block.timestamp - 3 hours);
+        uint64 failedAt = uint64(block.timestamp - 90 minutes);
         vm.expectEmit(address(escrow));
-        emit ILeaseEscrow.LeaseTerminated(leaseId, failedAt, failedAt, 50_000, 100e6 - 50_000);
+        emit ILeaseEscrow.LeaseTerminated(leaseId, failedAt, failedAt, 125_000, 100e6 - 125_000);
         vm.prank(arbiter);
         escrow.terminateLease(leaseId, failedAt);
         ILeaseEscrow.Lease memory lease = escrow.getLease(leaseId);
         assertTrue(lease.status == ILeaseEscrow.LeaseStatus.Terminated);
         assertEq(lease.endedAt, failedAt);
-        assertEq(lease.settled, 50_000);
-        assertEq(escrow.balanceOf(tenant), 1_000e6 - 50_000);
+        assertEq(lease.settled, 125_000);
+        assertEq(escrow.balanceOf(tenant), 1_000e6 - 125_000);
     }
 
     function test_terminateLease_neverUndoesASettlement() public {
@@ -787,10 +790,12 @@ contract LeaseEscrowTest is MarketplaceFixture {
         _claim(leaseId);
         skip(1 hours);
         uint64 settledAt = uint64(block.timestamp - 1 hours);
+        // Within the window, but before the claim: the claimed hours stand.
+        uint64 failedAt = uint64(block.timestamp - 90 minutes);
         vm.expectEmit(address(escrow));
-        emit ILeaseEscrow.LeaseTerminated(leaseId, uint64(START), settledAt, 100_000, 100e6 - 100_000);
+        emit ILeaseEscrow.LeaseTerminated(leaseId, failedAt, settledAt, 100_000, 100e6 - 100_000);
         vm.prank(arbiter);
-        escrow.terminateLease(leaseId, uint64(START));
+        escrow.terminateLease(leaseId, failedAt);
         assertEq(escrow.getLease(leaseId).endedAt, settledAt);
     }
 
@@ -1073,7 +1078,8 @@ contract LeaseEscrowTest is MarketplaceFixture {
         uint256 leaseId = _openLease(1_000e6);
         uint256 claimOffset = bound(claimAt, 0, 30 days);
         uint256 nowOffset = bound(nowAt, claimOffset, 60 days);
-        uint256 failOffset = bound(failAt, 0, nowOffset);
+        uint256 window = escrow.terminationWindow();
+        uint256 failOffset = bound(failAt, nowOffset > window ? nowOffset - window : 0, nowOffset);
         skip(claimOffset);
         _claim(leaseId);
         vm.warp(START + nowOffset);
@@ -1084,5 +1090,345 @@ contract LeaseEscrowTest is MarketplaceFixture {
         assertEq(lease.endedAt, START + endOffset);
         assertEq(lease.settled, uint256(RATE) * endOffset / 3600);
         assertEq(escrow.balanceOf(tenant), 1_000e6 - lease.settled);
+    }
+
+    // ------------------------------------------------------------------ the tenant's maximum rate
+
+    /// @dev The measured front-run: the tenant was quoted a rate; the operator raised the CPU price to 1e11 in a
+    ///      transaction mined before the tenant's open. Before the maximum rate, the lease opened at the new rate,
+    ///      ran dry in seconds and the operator claimed the funding. Now the open reverts and nothing moves.
+    function test_RevertWhen_openLeaseAfterAFrontRunPriceRaise() public {
+        ILeaseEscrow.Resources memory resources = _resources(2, 4, 50, 0);
+        uint64 quoted = escrow.quoteRate(
+            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
+        );
+        vm.prank(operator);
+        registry.setPrices(nodeId, _prices(1e11, 0, 0, 0));
+        uint64 raised = escrow.quoteRate(
+            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
+        );
+        assertGt(raised, quoted);
+
+        vm.prank(tenant);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.RateAboveMax.selector, raised, quoted));
+        escrow.openLease(
+            nodeId,
+            resources,
+            ILeaseEscrow.QualityTier.Dedicated,
+            ILeaseEscrow.BandwidthTier.Basic,
+            0,
+            0,
+            quoted,
+            100e6
+        );
+        assertEq(escrow.leaseCount(), 0);
+        assertEq(escrow.balanceOf(tenant), 1_000e6);
+    }
+
+    /// @dev A governance floor raise between quote and open is refused the same way.
+    function test_RevertWhen_openLeaseAfterAFloorRaise() public {
+        ILeaseEscrow.Resources memory resources = _resources(2, 4, 50, 0);
+        uint64 quoted = escrow.quoteRate(
+            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
+        );
+        vm.startPrank(governance);
+        registry.setDefaultPrices(_prices(50_000, 25_000, 500, 500_000));
+        registry.setFloorPrices(_prices(50_000, 25_000, 500, 500_000));
+        vm.stopPrank();
+        uint64 raised = escrow.quoteRate(
+            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
+        );
+        vm.prank(tenant);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.RateAboveMax.selector, raised, quoted));
+        escrow.openLease(
+            nodeId,
+            resources,
+            ILeaseEscrow.QualityTier.Dedicated,
+            ILeaseEscrow.BandwidthTier.Basic,
+            0,
+            0,
+            quoted,
+            100e6
+        );
+    }
+
+    function test_openLease_atExactlyTheMaximumRate() public {
+        ILeaseEscrow.Resources memory resources = _resources(2, 4, 50, 0);
+        uint64 quoted = escrow.quoteRate(
+            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
+        );
+        vm.prank(tenant);
+        uint256 leaseId = escrow.openLease(
+            nodeId,
+            resources,
+            ILeaseEscrow.QualityTier.Dedicated,
+            ILeaseEscrow.BandwidthTier.Basic,
+            0,
+            0,
+            quoted,
+            100e6
+        );
+        assertEq(escrow.getLease(leaseId).ratePerHour, quoted);
+    }
+
+    function testFuzz_openLease_neverAboveTheMaximumRate(uint64 cpuPrice, uint64 maxRate) public {
+        cpuPrice = uint64(bound(cpuPrice, 0, 1e12));
+        vm.prank(operator);
+        registry.setPrices(nodeId, _prices(cpuPrice, 0, 0, 0));
+        ILeaseEscrow.Resources memory resources = _resources(2, 4, 50, 0);
+        uint64 rate = escrow.quoteRate(
+            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
+        );
+        vm.prank(tenant);
+        if (rate > maxRate) {
+            vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.RateAboveMax.selector, rate, maxRate));
+        }
+        escrow.openLease(
+            nodeId,
+            resources,
+            ILeaseEscrow.QualityTier.Dedicated,
+            ILeaseEscrow.BandwidthTier.Basic,
+            0,
+            0,
+            maxRate,
+            1e6
+        );
+        if (rate <= maxRate) assertLe(escrow.getLease(1).ratePerHour, maxRate);
+    }
+
+    // ------------------------------------------------------------------ the arbiter's bound
+
+    /// @dev The measured defect: two identical 10-hour leases; the operator claimed one at 5 h and never the
+    ///      other. Backdating the failure to the opening paid the first lease's operator for 5 h and the second's
+    ///      for nothing. Now that reach is refused, and at the earliest allowed failure time both pay the same.
+    function test_terminateLease_cannotEraseUnclaimedPay() public {
+        uint256 claimed = _openLease(100e6);
+        uint256 unclaimed = _openLease(100e6);
+        skip(5 hours);
+        _claim(claimed);
+        skip(5 hours);
+
+        vm.startPrank(arbiter);
+        uint64 earliest = uint64(block.timestamp - escrow.terminationWindow());
+        vm.expectRevert(
+            abi.encodeWithSelector(ILeaseEscrow.FailureTimeTooEarly.selector, uint64(START), earliest)
+        );
+        escrow.terminateLease(unclaimed, uint64(START));
+        escrow.terminateLease(claimed, earliest);
+        escrow.terminateLease(unclaimed, earliest);
+        vm.stopPrank();
+
+        uint256 earned = uint256(RATE) * (10 hours - escrow.terminationWindow()) / 1 hours;
+        assertEq(escrow.getLease(claimed).settled, earned);
+        assertEq(escrow.getLease(unclaimed).settled, earned);
+        assertEq(_claim(claimed) + _operatorShare(uint256(RATE) * 5, 500), _operatorShare(earned, 500));
+        assertEq(_claim(unclaimed), _operatorShare(earned, 500));
+    }
+
+    function test_setTerminationWindow_boundsHowFarBackTheArbiterReaches() public {
+        uint256 leaseId = _openLease(100e6);
+        skip(10 hours);
+        vm.expectEmit(address(escrow));
+        emit ILeaseEscrow.TerminationWindowSet(30 minutes);
+        vm.prank(governance);
+        escrow.setTerminationWindow(30 minutes);
+        vm.prank(arbiter);
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                ILeaseEscrow.FailureTimeTooEarly.selector,
+                uint64(block.timestamp - 31 minutes),
+                uint64(block.timestamp - 30 minutes)
+            )
+        );
+        escrow.terminateLease(leaseId, uint64(block.timestamp - 31 minutes));
+    }
+
+    function test_RevertWhen_terminationWindowAboveTheCap() public {
+        uint64 cap = escrow.MAX_TERMINATION_WINDOW();
+        vm.prank(governance);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.TerminationWindowTooLong.selector, cap + 1, cap));
+        escrow.setTerminationWindow(cap + 1);
+    }
+
+    function test_RevertWhen_terminationWindowSetByStranger() public {
+        vm.prank(stranger);
+        vm.expectRevert();
+        escrow.setTerminationWindow(1 hours);
+        assertEq(escrow.terminationWindow(), escrow.DEFAULT_TERMINATION_WINDOW());
+    }
+
+    // ------------------------------------------------------------------ paused and retired nodes
+
+    /// @dev The measured defect: a lease on a retired node went on charging. Now accrual stops when the node
+    ///      leaves Active, for good: a later resume does not restart it, the tenant's close refunds the rest.
+    function test_pausedNode_stopsItsLeasesAccrualForGood() public {
+        uint256 leaseId = _openLease(100e6);
+        skip(1 hours);
+        vm.prank(operator);
+        registry.pause(nodeId);
+        uint64 pausedAt = uint64(block.timestamp);
+        skip(1 hours);
+        assertEq(escrow.accruedOf(leaseId), RATE);
+        assertEq(escrow.depletionTime(leaseId), pausedAt);
+        vm.prank(operator);
+        registry.resume(nodeId);
+        skip(1 hours);
+        assertEq(escrow.accruedOf(leaseId), RATE, "a resume restarted an old lease");
+        assertEq(_claim(leaseId), _operatorShare(RATE, 500));
+
+        vm.prank(tenant);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.LeaseAccrualEnded.selector, leaseId, pausedAt));
+        escrow.topUp(leaseId, 1e6);
+
+        vm.prank(tenant);
+        escrow.closeLease(leaseId);
+        ILeaseEscrow.Lease memory lease = escrow.getLease(leaseId);
+        assertEq(lease.endedAt, pausedAt);
+        assertEq(lease.settled, RATE);
+        assertEq(escrow.balanceOf(tenant), 1_000e6 - RATE);
+    }
+
+    function test_retiredNode_stopsItsLeasesAccrual() public {
+        uint256 leaseId = _openLease(100e6);
+        skip(1 hours);
+        vm.prank(operator);
+        registry.retire(nodeId);
+        skip(1 hours);
+        assertEq(escrow.accruedOf(leaseId), RATE, "a retired node's lease kept charging");
+        vm.prank(tenant);
+        escrow.closeLease(leaseId);
+        assertEq(escrow.balanceOf(tenant), 1_000e6 - RATE);
+    }
+
+    /// @dev A lease opened after a pause and resume ends at the next pause, not the earlier one.
+    function test_leaseOpenedAfterAResume_endsAtTheNextPause() public {
+        vm.startPrank(operator);
+        registry.pause(nodeId);
+        skip(1 hours);
+        registry.resume(nodeId);
+        vm.stopPrank();
+        uint256 leaseId = _openLease(100e6);
+        skip(2 hours);
+        vm.prank(operator);
+        registry.pause(nodeId);
+        skip(2 hours);
+        assertEq(escrow.accruedOf(leaseId), 2 * uint256(RATE));
+    }
+
+    /// @dev The arbiter cannot stretch a lease past the moment its node left Active.
+    function test_terminateLease_afterThePause_endsAtThePause() public {
+        uint256 leaseId = _openLease(100e6);
+        skip(1 hours);
+        vm.prank(operator);
+        registry.pause(nodeId);
+        uint64 pausedAt = uint64(block.timestamp);
+        skip(30 minutes);
+        vm.prank(arbiter);
+        escrow.terminateLease(leaseId, uint64(block.timestamp));
+        ILeaseEscrow.Lease memory lease = escrow.getLease(leaseId);
+        assertEq(lease.endedAt, pausedAt);
+        assertEq(lease.settled, RATE);
+    }
+
+    // ------------------------------------------------------------------ capacity
+
+    /// @dev The measured defect: a 1,000-vCPU lease opened on a 16-vCPU node. Capacity is now held per lease.
+    function test_RevertWhen_openLeaseAboveTheNodesCapacity() public {
+        ILeaseEscrow.Resources[4] memory tooBig = [
+            _resources(1_000, 4, 10, 0),
+            _resources(2, 257, 10, 0),
+            _resources(2, 4, 4_001, 0),
+            _resources(2, 4, 10, 3)
+        ];
+        for (uint256 i; i < tooBig.length; ++i) {
+            vm.prank(tenant);
+            vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.InsufficientCapacity.selector, nodeId));
+            escrow.openLease(
+                nodeId,
+                tooBig[i],
+                ILeaseEscrow.QualityTier.Dedicated,
+                ILeaseEscrow.BandwidthTier.Basic,
+                0,
+                0,
+                type(uint64).max,
+                1e6
+            );
+        }
+    }
+
+    /// @dev Active leases add up against the capacity; an ended lease gives its share back.
+    function test_capacity_isHeldByActiveLeasesAndReleasedAtTheEnd() public {
+        // The fixture's node has 64 vCPUs: 32 dedicated 2-vCPU leases fill it.
+        uint256[] memory ids = new uint256[](32);
+        for (uint256 i; i < 32; ++i) {
+            ids[i] = _openLease(1e6);
+        }
+        (uint256 cpu, uint256 mem, uint256 disk,) = escrow.freeCapacity(nodeId);
+        assertEq(cpu, 0);
+        assertEq(mem, 256 - 32 * 4);
+        assertEq(disk, 4000 - 32 * 50);
+        vm.prank(tenant);
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.InsufficientCapacity.selector, nodeId));
+        escrow.openLease(
+            nodeId,
+            _resources(2, 4, 50, 0),
+            ILeaseEscrow.QualityTier.Dedicated,
+            ILeaseEscrow.BandwidthTier.Basic,
+            0,
+            0,
+            type(uint64).max,
+            1e6
+        );
+        vm.prank(tenant);
+        escrow.closeLease(ids[0]);
+        vm.prank(arbiter);
+        escrow.terminateLease(ids[1], uint64(block.timestamp));
+        (cpu,,,) = escrow.freeCapacity(nodeId);
+        assertEq(cpu, 2 * 2 * 60);
+        _openLease(1e6);
+    }
+
+    /// @dev A vCPU holds 60 / overcommit shares: a Burstable (4:1) vCPU a quarter of a Dedicated one.
+    function test_capacity_weighsVcpusByTheQualityTier() public {
+        vm.prank(tenant);
+        escrow.openLease(
+            nodeId,
+            _resources(256, 4, 10, 0),
+            ILeaseEscrow.QualityTier.Burstable,
+            ILeaseEscrow.BandwidthTier.Basic,
+            0,
+            0,
+            type(uint64).max,
+            1e6
+        );
+        (uint256 cpu,,,) = escrow.freeCapacity(nodeId);
+        assertEq(cpu, 0, "256 burstable vCPUs fill 64 cores");
+    }
+
+    /// @dev GPUs add up across leases, not only per lease.
+    function test_RevertWhen_gpusOfActiveLeasesExceedTheNodes() public {
+        vm.startPrank(tenant);
+        escrow.openLease(
+            nodeId,
+            _resources(2, 4, 10, 2),
+            ILeaseEscrow.QualityTier.Dedicated,
+            ILeaseEscrow.BandwidthTier.Basic,
+            0,
+            0,
+            type(uint64).max,
+            1e6
+        );
+        vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.InsufficientCapacity.selector, nodeId));
+        escrow.openLease(
+            nodeId,
+            _resources(2, 4, 10, 1),
+            ILeaseEscrow.QualityTier.Dedicated,
+            ILeaseEscrow.BandwidthTier.Basic,
+            0,
+            0,
+            type(uint64).max,
+            1e6
+        );
+        vm.stopPrank();
     }
 }

@@ -73,6 +73,29 @@ contract StorageMarketFixtureTest is StorageMarketBase {
         assertLt(used, 250_000);
     }
 
+    /// @dev Gas a rejected proof costs when the caller offers 10M gas.
+    function _gasOfRejection(uint256[8] memory p) internal view returns (uint256 used) {
+        uint256 before = gasleft();
+        bool ok = groth.verifyProof{gas: 10_000_000}(p, [root, segments, seed]);
+        used = before - gasleft();
+        assertFalse(ok);
+    }
+
+    /// @dev The measured defect: a point off the curve made a precompile burn ~97% of the gas limit. Now an
+    ///      off-curve A or C is rejected before any precompile, and a precompile's refusal (B off the twist)
+    ///      costs at most the gas it is given.
+    function test_verifyProof_rejectsOffCurvePointsCheaply() public view {
+        uint256[8] memory p = _proof(".proof");
+        p[1] ^= 1; // A off the curve
+        assertLt(_gasOfRejection(p), 50_000); // rejected before any precompile
+        p = _proof(".proof");
+        p[7] ^= 1; // C off the curve
+        assertLt(_gasOfRejection(p), 50_000);
+        p = _proof(".proof");
+        p[2] ^= 1; // B off the twist: only the pairing precompile can tell
+        assertLt(_gasOfRejection(p), 250_000); // the pairing burns its price at most
+    }
+
     function test_verifyProof_rejectsTamperedProof() public view {
         assertFalse(_verify(_proof(".tamperedProof"), root, segments, seed));
         uint256[8] memory p = _proof(".proof");

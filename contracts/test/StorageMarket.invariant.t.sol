@@ -55,6 +55,26 @@ contract StorageMarketHandler is TestBase {
         ghostDeposited += deposit;
     }
 
+    uint256 public ghostDuplicatesRefused;
+
+    /// @dev Tries to put two replicas on one node, or two replicas with one root: always refused.
+    function createDuplicateDeal(uint256 seed) external {
+        bytes32[] memory ids = new bytes32[](2);
+        uint256[] memory roots = new uint256[](2);
+        bool sameNode = seed % 2 == 0;
+        (ids[0], ids[1]) = sameNode ? (nodes[0], nodes[0]) : (nodes[0], nodes[1]);
+        (roots[0], roots[1]) = sameNode ? (uint256(1), uint256(2)) : (uint256(3), uint256(3));
+        vm.startPrank(owner);
+        vm.expectRevert(
+            sameNode
+                ? abi.encodeWithSelector(IStorageMarket.DuplicateReplicaNode.selector, nodes[0])
+                : abi.encodeWithSelector(IStorageMarket.DuplicateReplicaRoot.selector, 3)
+        );
+        market.createDeal(ids, roots, 1, 1, 1);
+        vm.stopPrank();
+        ghostDuplicatesRefused++;
+    }
+
     function prove(uint256 dealSeed, uint256 replicaSeed) external {
         uint256 count = market.dealCount();
         if (count == 0) return;
@@ -139,6 +159,19 @@ contract StorageMarketInvariantTest is StorageMarketBase {
             _owed() + handler.ghostClaimed() + handler.ghostFeesWithdrawn() + handler.ghostRefunded(),
             "deposited != owed + paid out"
         );
+    }
+
+    /// @dev No deal has two replicas on one node, or two replicas with one root.
+    function invariant_noDealHasTwoReplicasOnOneNode() public view {
+        for (uint256 id = 1; id <= market.dealCount(); ++id) {
+            IStorageMarket.Replica[] memory replicas = market.getReplicas(id);
+            for (uint256 i; i < replicas.length; ++i) {
+                for (uint256 j; j < i; ++j) {
+                    assertTrue(replicas[i].nodeId != replicas[j].nodeId, "two replicas on one node");
+                    assertTrue(replicas[i].root != replicas[j].root, "two replicas with one root");
+                }
+            }
+        }
     }
 
     function invariant_settledDealsHoldNothing() public view {

@@ -287,6 +287,48 @@ contract StorageMarketTest is StorageMarketBase {
         market.createDeal(nodes, roots, 1, PRICE, 1);
     }
 
+    /// @dev The measured defect: one node named for two replicas, so one stored copy answered (and was paid) for
+    ///      both. Each replica needs its own node.
+    function test_RevertWhen_createDealNamesANodeTwice() public {
+        bytes32[] memory nodes = new bytes32[](2);
+        uint256[] memory roots = new uint256[](2);
+        (nodes[0], nodes[1]) = (nodeA, nodeA);
+        (roots[0], roots[1]) = (1, 2);
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(IStorageMarket.DuplicateReplicaNode.selector, nodeA));
+        market.createDeal(nodes, roots, 1, PRICE, 1);
+        assertEq(market.dealCount(), 0);
+    }
+
+    /// @dev The measured defect: identical roots for different replicas, so one copy's proofs fit every replica.
+    function test_RevertWhen_createDealRepeatsARoot() public {
+        bytes32[] memory nodes = new bytes32[](2);
+        uint256[] memory roots = new uint256[](2);
+        (nodes[0], nodes[1]) = (nodeA, nodeB);
+        (roots[0], roots[1]) = (7, 7);
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(IStorageMarket.DuplicateReplicaRoot.selector, 7));
+        market.createDeal(nodes, roots, 1, PRICE, 1);
+        assertEq(market.dealCount(), 0);
+    }
+
+    /// @dev The measured defect: a deal accepted a retired node. Paused and retired nodes take no new replicas.
+    function test_RevertWhen_createDealNamesAnInactiveNode() public {
+        bytes32[] memory nodes = new bytes32[](1);
+        uint256[] memory roots = new uint256[](1);
+        (nodes[0], roots[0]) = (nodeA, 1);
+        vm.prank(operatorA);
+        registry.pause(nodeA);
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(IStorageMarket.NodeNotActive.selector, nodeA));
+        market.createDeal(nodes, roots, 1, PRICE, 1);
+        vm.prank(operatorA);
+        registry.retire(nodeA);
+        vm.prank(owner);
+        vm.expectRevert(abi.encodeWithSelector(IStorageMarket.NodeNotActive.selector, nodeA));
+        market.createDeal(nodes, roots, 1, PRICE, 1);
+    }
+
     function test_RevertWhen_createDealIsNotFunded() public {
         bytes32[] memory nodes = new bytes32[](1);
         nodes[0] = nodeA;

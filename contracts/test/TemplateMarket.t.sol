@@ -23,6 +23,10 @@ contract TemplateMarketTest is Test {
         vm.warp(1_700_000_000);
         usdc = new MockUSDC();
         market = new TemplateMarket(IERC20(address(usdc)), treasury, governance);
+        // `payer` buys for `buyer` the way LeaseEscrow buys for a tenant: trusted by governance to do so.
+        bytes32 purchaserRole = market.PURCHASER_ROLE();
+        vm.prank(governance);
+        market.grantRole(purchaserRole, payer);
         usdc.mint(payer, 1_000_000e6);
         vm.prank(payer);
         usdc.approve(address(market), type(uint256).max);
@@ -197,11 +201,11 @@ contract TemplateMarketTest is Test {
     function test_purchase_freeTemplateIsRecordedWithoutPayment() public {
         uint256 templateId = _publish(0);
         vm.expectEmit(address(market));
-        emit ITemplateMarket.TemplatePurchased(templateId, buyer, stranger, 1, 0, 0, 0);
+        emit ITemplateMarket.TemplatePurchased(templateId, stranger, stranger, 1, 0, 0, 0);
         // The stranger holds no USDC and approved nothing: a free deploy needs neither.
         vm.prank(stranger);
-        market.purchase(templateId, buyer, 0);
-        assertEq(market.purchasesOf(templateId, buyer), 1);
+        market.purchase(templateId, stranger, 0);
+        assertEq(market.purchasesOf(templateId, stranger), 1);
         assertEq(usdc.balanceOf(address(market)), 0);
     }
 
@@ -249,7 +253,25 @@ contract TemplateMarketTest is Test {
         vm.expectRevert(
             abi.encodeWithSelector(IERC20Errors.ERC20InsufficientAllowance.selector, address(market), 0, 2e6)
         );
-        market.purchase(templateId, buyer, 2e6);
+        market.purchase(templateId, stranger, 2e6);
+    }
+
+    /// @dev Anyone could inflate `purchasesOf` for any address (which reviews take as proof of use) by buying a
+    ///      free template in its name; now only the buyer itself, or a purchaser governance trusts, can.
+    function test_RevertWhen_purchaseForSomeoneElseWithoutPurchaserRole() public {
+        uint256 templateId = _publish(0);
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(ITemplateMarket.NotPurchaser.selector, stranger, buyer));
+        market.purchase(templateId, buyer, 0);
+        assertEq(market.purchasesOf(templateId, buyer), 0);
+        assertEq(market.purchaseCount(), 0);
+    }
+
+    function test_purchase_forItselfNeedsNoRole() public {
+        uint256 templateId = _publish(0);
+        vm.prank(stranger);
+        market.purchase(templateId, stranger, 0);
+        assertEq(market.purchasesOf(templateId, stranger), 1);
     }
 
     // ------------------------------------------------------------------ withdrawals

@@ -586,7 +586,10 @@ async fn escrow_events(
             changes.put(cx.block, previous.as_ref(), row);
             account_delta(cx, changes, tenant, e.refund, U256::ZERO).await?;
         }
-        E::PlatformFeesWithdrawn(_) | E::PlatformFeeSet(_) | E::TreasurySet(_) => {}
+        E::PlatformFeesWithdrawn(_)
+        | E::PlatformFeeSet(_)
+        | E::TreasurySet(_)
+        | E::TerminationWindowSet(_) => {}
     }
     Ok(())
 }

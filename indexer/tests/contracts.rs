@@ -154,6 +154,7 @@ async fn money_flow(kind: Kind) {
             2,
             U256::from(1),
             U256::from(2 * USDC),
+            u64::MAX,
             U256::from(50 * USDC),
         )
         .send_ok()
@@ -166,6 +167,7 @@ async fn money_flow(kind: Kind) {
             0,
             U256::ZERO,
             U256::ZERO,
+            u64::MAX,
             U256::from(20 * USDC),
         )
         .send_ok()

@@ -415,6 +415,7 @@ async fn tenant_opens_and_closes_a_lease_and_the_vm_follows_on_the_node() {
             BandwidthTier::Basic.into(),
             template_id,
             U256::from(template_price),
+            u64::MAX,
             U256::from(5 * USDC),
         ),
     )

@@ -86,12 +86,20 @@ import {{IStorageProofVerifier}} from "./interfaces/IStorageMarket.sol";
 /// @notice Verifies Groth16 proofs over BN254 of the DeCloud storage circuit
 ///         ({params}, public inputs: root, segment count, seed).
 /// @dev Checks e(-A, B) * e(alpha, beta) * e(vk_x, gamma) * e(C, delta) == 1 through the
-///      ecAdd (0x06), ecMul (0x07) and ecPairing (0x08) precompiles.
+///      ecAdd (0x06), ecMul (0x07) and ecPairing (0x08) precompiles. A and C are checked on the curve
+///      before any precompile runs, and each precompile gets exactly its EIP-1108 price as gas: a
+///      precompile that rejects its input (B off the twist, say) consumes all the gas it was given,
+///      so an invalid proof costs at most one pairing's price, never the caller's whole gas limit.
 contract Groth16Verifier is IStorageProofVerifier {{
     /// @dev Order of the BN254 scalar field: public inputs must be below it.
     uint256 internal constant R = {r};
     /// @dev Modulus of the BN254 base field: proof coordinates must be below it.
     uint256 internal constant Q = {q};
+    /// @dev Gas of each precompile call (EIP-1108, as on Polygon PoS): ecAdd, ecMul, and ecPairing of
+    ///      four pairs (45,000 + 34,000 per pair).
+    uint256 internal constant EC_ADD_GAS = 150;
+    uint256 internal constant EC_MUL_GAS = 6000;
+    uint256 internal constant PAIRING_GAS = 181000;
 
 {constants}
     /// @inheritdoc IStorageProofVerifier
@@ -102,6 +110,7 @@ contract Groth16Verifier is IStorageProofVerifier {{
         for (uint256 i = 0; i < 8; ++i) {{
             if (proof[i] >= Q) return false;
         }}
+        if (!_onCurve(proof[0], proof[1]) || !_onCurve(proof[6], proof[7])) return false;
         bool ok;
         uint256 x = IC0_X;
         uint256 y = IC0_Y;
@@ -134,9 +143,15 @@ contract Groth16Verifier is IStorageProofVerifier {{
         p[23] = DELTA_Y0;
         uint256[1] memory out;
         assembly ("memory-safe") {{
-            ok := staticcall(gas(), 0x08, p, 768, out, 32)
+            ok := staticcall(PAIRING_GAS, 0x08, p, 768, out, 32)
         }}
         return ok && out[0] == 1;
+    }}
+
+    /// @dev Whether (x, y), coordinates below Q, is on y^2 = x^3 + 3 or is the identity (0, 0).
+    function _onCurve(uint256 x, uint256 y) private pure returns (bool) {{
+        if (x == 0 && y == 0) return true;
+        return mulmod(y, y, Q) == addmod(mulmod(mulmod(x, x, Q), x, Q), 3, Q);
     }}
 
     /// @dev Returns (x, y) + s * (px, py); ok is false if a precompile rejects a point.
@@ -150,13 +165,13 @@ contract Groth16Verifier is IStorageProofVerifier {{
         buf[1] = py;
         buf[2] = s;
         assembly ("memory-safe") {{
-            ok := staticcall(gas(), 0x07, buf, 96, add(buf, 64), 64)
+            ok := staticcall(EC_MUL_GAS, 0x07, buf, 96, add(buf, 64), 64)
         }}
         if (!ok) return (false, 0, 0);
         buf[0] = x;
         buf[1] = y;
         assembly ("memory-safe") {{
-            ok := staticcall(gas(), 0x06, buf, 128, buf, 64)
+            ok := staticcall(EC_ADD_GAS, 0x06, buf, 128, buf, 64)
         }}
         return (ok, buf[0], buf[1]);
     }}

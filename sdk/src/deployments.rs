@@ -19,7 +19,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use alloy::primitives::{Address, TxHash};
+use alloy::primitives::{Address, B256, TxHash};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -120,6 +120,15 @@ pub struct Network {
     /// absent: [`crate::deploy::DEFAULT_STORAGE_EPOCH_BLOCKS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_epoch_blocks: Option<u64>,
+    /// The Groth16 verifier StorageMarket trusts on this network: one generated from the keys of a
+    /// setup ceremony and deployed before the system (see `prover/README.md`). Local chains may
+    /// leave it out and get the development verifier; every other chain must name one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<Address>,
+    /// keccak256 of that verifier's runtime code, published by the ceremony: the deployment
+    /// refuses a verifier whose code differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier_code_hash: Option<B256>,
 }
 
 impl Network {

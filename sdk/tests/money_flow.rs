@@ -219,6 +219,7 @@ async fn money_flows_exactly_from_tenant_to_operator_author_and_treasury() {
             BandwidthTier::Basic.into(),
             template_id,
             U256::from(template_price),
+            u64::MAX,
             U256::from(funding),
         ),
     )

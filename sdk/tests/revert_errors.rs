@@ -159,6 +159,7 @@ async fn reverts_decode_into_the_declaring_contracts_errors() {
         BandwidthTier::Standard.into(),
         U256::from(1),
         U256::from(1_999_999),
+        u64::MAX,
         U256::from(1_000_000),
     );
     let err = tx::send("LeaseEscrow", open).await.unwrap_err();

@@ -9,6 +9,10 @@ pragma solidity 0.8.30;
 ///      paid for a lease never depends on how many claims were made. Of every settled amount the operator's
 ///      share is `floor(settled * (10000 - feeBps) / 10000)` (cumulative, rounded against the operator who
 ///      claims) and the rest is the platform fee.
+///      Accrual also stops for good when the lease's node first leaves Active (paused or retired) after the lease
+///      opened: the operator stopped serving, so the tenant stops paying at that moment; resuming the node does not
+///      restart the lease. Such a lease stays Active until its tenant closes it (or the arbiter terminates it) and
+///      keeps its capacity on the node until then; it cannot be topped up.
 interface ILeaseEscrow {
     /// @notice CPU overcommit class: Dedicated 1:1, Standard 1.5:1, Balanced 2:1, Burstable 4:1.
     enum QualityTier {
@@ -50,6 +54,8 @@ interface ILeaseEscrow {
     /// @param accrualStart Start of the current accrual segment.
     /// @param lastSettledAt Time up to which accrual has been settled.
     /// @param endedAt Time accrual stopped for good (close or termination); 0 while active.
+    /// @param nodeDeactivations How many times the node had left Active when the lease opened; the next time it
+    ///        does ends the lease's accrual.
     /// @param funded Total funding put into the lease.
     /// @param accruedBefore Amount accrued before `accrualStart`.
     /// @param settled Amount accrued and settled so far (operator share + platform fee).
@@ -67,6 +73,7 @@ interface ILeaseEscrow {
         uint64 accrualStart;
         uint64 lastSettledAt;
         uint64 endedAt;
+        uint32 nodeDeactivations;
         uint256 templateId;
         uint256 funded;
         uint256 accruedBefore;
@@ -122,6 +129,8 @@ interface ILeaseEscrow {
     event PlatformFeeSet(uint16 feeBps);
     /// @notice Emitted when governance changes the treasury.
     event TreasurySet(address treasury);
+    /// @notice Emitted when governance changes how far back the arbiter may date a node's failure.
+    event TerminationWindowSet(uint64 window);
 
     /// @notice Thrown when an amount is zero.
     error ZeroAmount();
@@ -131,8 +140,16 @@ interface ILeaseEscrow {
     error InsufficientBalance(uint256 requested, uint256 available);
     /// @notice Thrown when a lease is opened on a node that is not active.
     error NodeNotActive(bytes32 nodeId);
-    /// @notice Thrown when resources ask for no CPU or no memory, or more GPUs than the node has.
+    /// @notice Thrown when resources ask for no CPU or no memory.
     error InvalidResources();
+    /// @notice Thrown when the node's registered capacity, minus what its active leases hold, cannot take the
+    ///         resources asked for (vCPUs weighed by the quality tier's overcommit, memory, disk or GPUs).
+    error InsufficientCapacity(bytes32 nodeId);
+    /// @notice Thrown when the rate a lease would pay now is above the maximum the tenant accepted: the node's
+    ///         prices (or the floors) rose after the tenant's quote.
+    error RateAboveMax(uint64 ratePerHour, uint64 maxRatePerHour);
+    /// @notice Thrown when a lease whose node left Active (accrual ended at `at`) is topped up.
+    error LeaseAccrualEnded(uint256 leaseId, uint64 at);
     /// @notice Thrown when a lease id is unknown.
     error LeaseNotFound(uint256 leaseId);
     /// @notice Thrown when someone other than the tenant closes a lease.
@@ -143,6 +160,10 @@ interface ILeaseEscrow {
     error LeaseNotActive(uint256 leaseId, LeaseStatus status);
     /// @notice Thrown when a failure time lies in the future.
     error FailureTimeInFuture(uint64 failedAt, uint64 nowTime);
+    /// @notice Thrown when the arbiter dates a failure further back than the termination window allows.
+    error FailureTimeTooEarly(uint64 failedAt, uint64 earliest);
+    /// @notice Thrown when governance sets a termination window above the cap.
+    error TerminationWindowTooLong(uint64 window, uint64 max);
     /// @notice Thrown when governance sets a fee above the cap.
     error FeeTooHigh(uint16 bps, uint16 max);
 
@@ -156,9 +177,12 @@ interface ILeaseEscrow {
     function withdraw(uint256 amount) external;
 
     /// @notice Opens a lease on an active node, paid from the caller's free balance: `funding` goes into the
-    ///         lease and, for a paid template, its price goes to the TemplateMarket.
+    ///         lease and, for a paid template, its price goes to the TemplateMarket. The node must have the
+    ///         capacity free: its registered capabilities minus what its active leases hold.
     /// @param templateId 0 for no template.
     /// @param maxTemplatePrice The highest template price the tenant accepts.
+    /// @param maxRatePerHour The highest hourly rate the tenant accepts (what `quoteRate` told them): a price
+    ///        raise mined before the lease (a front-run, or a floor raise) makes it revert with `RateAboveMax`.
     /// @return leaseId The new lease's id (starting at 1).
     function openLease(
         bytes32 nodeId,
@@ -167,10 +191,12 @@ interface ILeaseEscrow {
         BandwidthTier bandwidth,
         uint256 templateId,
         uint256 maxTemplatePrice,
+        uint64 maxRatePerHour,
         uint256 funding
     ) external returns (uint256 leaseId);
 
-    /// @notice Adds `amount` from the caller's free balance to an active lease. Anyone may top up.
+    /// @notice Adds `amount` from the caller's free balance to an active lease whose node has not left Active
+    ///         since it opened. Anyone may top up. The rate never changes.
     function topUp(uint256 leaseId, uint256 amount) external;
 
     /// @notice Pays the caller, as operator, everything its leases have earned so far.
@@ -182,7 +208,9 @@ interface ILeaseEscrow {
     function closeLease(uint256 leaseId) external;
 
     /// @notice Terminates a lease for a failed node (arbiter only): accrual stops at `failedAt`, but never
-    ///         before the last settlement; the unspent funding returns to the tenant's free balance.
+    ///         before the last settlement (so never before the operator's last claim); the unspent funding
+    ///         returns to the tenant's free balance. `failedAt` may lie at most `terminationWindow` seconds in the
+    ///         past: what the operator earned before that can never be taken back by the arbiter.
     function terminateLease(uint256 leaseId, uint64 failedAt) external;
 
     /// @notice Sends the accumulated platform fees to the treasury. Anyone may call.
@@ -193,6 +221,8 @@ interface ILeaseEscrow {
 
     /// @notice Sets the treasury (governance).
     function setTreasury(address treasury) external;
+    /// @notice Sets how far back (seconds) the arbiter may date a failure (governance, capped).
+    function setTerminationWindow(uint64 window) external;
 
     /// @notice Stops deposits, new leases and top-ups (pauser role). Withdrawals, closes and claims go on.
     function pause() external;
@@ -223,8 +253,17 @@ interface ILeaseEscrow {
     /// @notice What the operator would receive by claiming the lease now.
     function claimableOf(uint256 leaseId) external view returns (uint256);
 
-    /// @notice The time a lease's current funding runs out at its rate (0 when the lease has ended).
+    /// @notice The time an active lease stops accruing: when its funding runs out at its rate, or earlier when
+    ///         its node left Active (0 when the lease has ended).
     function depletionTime(uint256 leaseId) external view returns (uint64);
+    /// @notice What a node can still take, after its active leases: CPU in shares (60 a dedicated vCPU; a
+    ///         vCPU of a tier with overcommit r:1 holds 60 / r), memory and disk in GiB, GPUs.
+    function freeCapacity(bytes32 nodeId)
+        external
+        view
+        returns (uint256 cpuShares, uint256 memoryGiB, uint256 storageGiB, uint256 gpus);
+    /// @notice How far back (seconds) the arbiter may date a node's failure.
+    function terminationWindow() external view returns (uint64);
 
     /// @notice Platform fees not yet sent to the treasury.
     function platformFees() external view returns (uint256);

@@ -141,13 +141,14 @@ interface INodeRegistry {
     /// @notice Sets a node's prices; zero means the default, anything else is clamped up to the floor.
     function setPrices(bytes32 nodeId, Prices calldata prices) external;
 
-    /// @notice Pauses an active node: it takes no new leases. Operator only.
+    /// @notice Pauses an active node: it takes no new leases, and the leases it has stop accruing now, for good
+    ///         (see `ILeaseEscrow`). Operator only.
     function pause(bytes32 nodeId) external;
 
     /// @notice Resumes a paused node. Operator only.
     function resume(bytes32 nodeId) external;
 
-    /// @notice Retires a node for good. Operator only.
+    /// @notice Retires a node for good; its leases stop accruing now, as on a pause. Operator only.
     function retire(bytes32 nodeId) external;
 
     /// @notice Sets the floor prices (governance). Each floor is capped; stored prices below a new floor
@@ -168,6 +169,14 @@ interface INodeRegistry {
 
     /// @notice A node's current status.
     function statusOf(bytes32 nodeId) external view returns (NodeStatus);
+    /// @notice What a node offers. Reverts with `NodeNotFound` for an unknown id.
+    function capabilitiesOf(bytes32 nodeId) external view returns (Capabilities memory);
+    /// @notice How many times a node has left Active (by a pause, or a retirement while active).
+    function deactivationCount(bytes32 nodeId) external view returns (uint32);
+    /// @notice When a node left Active for the first time after it had left Active `count` times before; 0 if it
+    ///         has not (yet) left Active that often. A lease opened at deactivation count `count` stops accruing
+    ///         at this time.
+    function deactivatedAfter(bytes32 nodeId, uint32 count) external view returns (uint64);
 
     /// @notice A node's prices clamped up to the current floors: what a lease opened now pays.
     function effectivePrices(bytes32 nodeId) external view returns (Prices memory);

@@ -135,6 +135,12 @@ interface IStorageMarket {
     error ZeroEpochs();
     /// @notice Thrown when a replica's node is not registered.
     error UnknownNode(bytes32 nodeId);
+    /// @notice Thrown when a deal names a node that is paused or retired.
+    error NodeNotActive(bytes32 nodeId);
+    /// @notice Thrown when a deal names the same node for two replicas.
+    error DuplicateReplicaNode(bytes32 nodeId);
+    /// @notice Thrown when two replicas of a deal have the same root: each replica must be its own ciphertext.
+    error DuplicateReplicaRoot(uint256 root);
     /// @notice Thrown when a deal id does not exist.
     error DealNotFound(uint256 dealId);
     /// @notice Thrown when a replica index does not exist in the deal.
@@ -161,8 +167,9 @@ interface IStorageMarket {
     error FeeTooHigh(uint16 feeBps, uint16 maxFeeBps);
 
     /// @notice Creates a deal and takes `pricePerEpoch * epochs * replicas` USDC from the caller.
-    /// @param nodeIds The replica nodes (registered in the NodeRegistry).
-    /// @param roots Each replica's Poseidon Merkle root of its copy.
+    /// @param nodeIds The replica nodes: registered, active, and each named once.
+    /// @param roots Each replica's Poseidon Merkle root of its copy; distinct, since each replica is its own
+    ///        ciphertext.
     /// @param segmentCount Segments of the data (1 KiB each).
     /// @param pricePerEpoch USDC per replica per proven epoch.
     /// @param epochs Number of epochs.

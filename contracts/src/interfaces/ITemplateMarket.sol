@@ -53,6 +53,8 @@ interface ITemplateMarket {
     error TemplateNotFound(uint256 templateId);
     /// @notice Thrown when someone other than the author changes a template.
     error NotTemplateAuthor(uint256 templateId, address caller);
+    /// @notice Thrown when the caller buys for someone else without PURCHASER_ROLE.
+    error NotPurchaser(address caller, address buyer);
     /// @notice Thrown when a deprecated template is purchased or changed.
     error TemplateIsDeprecated(uint256 templateId);
     /// @notice Thrown when the CID is empty.
@@ -79,7 +81,10 @@ interface ITemplateMarket {
     function deprecate(uint256 templateId) external;
 
     /// @notice Buys one deploy of a template for `buyer`, paid by the caller (who must have approved the
-    ///         price). Reverts with `PriceAboveMax` when the price rose above `maxPrice`.
+    ///         price). Reverts with `PriceAboveMax` when the price rose above `maxPrice`. The caller buys for
+    ///         itself (`buyer == msg.sender`); only a purchaser that governance trusted with PURCHASER_ROLE (the
+    ///         LeaseEscrow, which passes the tenant who opened the lease) buys for someone else, so
+    ///         `purchasesOf` counts deploys the buyer really made.
     /// @return purchaseId The purchase's id (starting at 1).
     function purchase(uint256 templateId, address buyer, uint256 maxPrice)
         external

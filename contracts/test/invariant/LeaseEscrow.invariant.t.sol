@@ -74,11 +74,67 @@ contract LeaseEscrowInvariantTest is MarketplaceFixture {
         }
     }
 
+    /// @dev No lease pays a rate above the maximum its tenant signed, so it never accrues faster than that.
+    function invariant_noLeaseAccruesAboveItsMaxRate() public view {
+        for (uint256 leaseId = 1; leaseId <= escrow.leaseCount(); ++leaseId) {
+            ILeaseEscrow.Lease memory lease = escrow.getLease(leaseId);
+            assertLe(lease.ratePerHour, handler.ghostMaxRate(leaseId), "rate above the tenant's maximum");
+            uint256 elapsed =
+                (lease.status == ILeaseEscrow.LeaseStatus.Active ? block.timestamp : lease.endedAt)
+                    - lease.openedAt;
+            assertLe(
+                escrow.accruedOf(leaseId),
+                lease.funded < lease.ratePerHour * elapsed / 3600
+                    ? lease.funded
+                    : lease.ratePerHour * elapsed / 3600,
+                "accrued more than the rate allows"
+            );
+        }
+    }
+
+    /// @dev Operator pay never decreases through an arbiter's termination: what was earned before the window
+    ///      stays earned.
+    function invariant_arbiterNeverErasesEarnedPay() public view {
+        for (uint256 leaseId = 1; leaseId <= escrow.leaseCount(); ++leaseId) {
+            ILeaseEscrow.Lease memory lease = escrow.getLease(leaseId);
+            if (lease.status != ILeaseEscrow.LeaseStatus.Terminated) continue;
+            assertGe(lease.settled, handler.ghostEarnedFloor(leaseId), "terminated below the earned floor");
+        }
+    }
+
+    /// @dev Each node's free capacity is its capabilities minus exactly what its active leases hold.
+    function invariant_capacityHeldIsWhatActiveLeasesHold() public view {
+        uint256[4] memory sharesPerVcpu = [uint256(60), 40, 30, 15];
+        for (uint256 n; n < handler.nodeCount(); ++n) {
+            bytes32 node = handler.nodes(n);
+            uint256[4] memory held;
+            for (uint256 leaseId = 1; leaseId <= escrow.leaseCount(); ++leaseId) {
+                ILeaseEscrow.Lease memory lease = escrow.getLease(leaseId);
+                if (lease.nodeId != node || lease.status != ILeaseEscrow.LeaseStatus.Active) continue;
+                held[0] += lease.resources.vcpus * sharesPerVcpu[uint8(lease.quality)];
+                held[1] += lease.resources.memoryGiB;
+                held[2] += lease.resources.storageGiB;
+                held[3] += lease.resources.gpus;
+            }
+            (uint256 cpu, uint256 mem, uint256 disk, uint256 gpus) = escrow.freeCapacity(node);
+            assertEq(cpu + held[0], 64 * 60, "cpu shares");
+            assertEq(mem + held[1], 256, "memory");
+            assertEq(disk + held[2], 4000, "disk");
+            assertEq(gpus + held[3], 2, "gpus");
+        }
+    }
+
     /// @dev The handler is not vacuous: a fixed scenario reaches every action's effect.
     function test_handler_reachesEveryAction() public {
         handler.deposit(0, 5e6);
         handler.openLease(0, 0, 0x0002_0004_0001, 0, 0, 1, 1e6);
-        handler.openLease(1, 1, 0x0064_0010_0004, 3, 2, 2, 2e6);
+        handler.openLease(1, 1, 0x0064_0010_0005, 3, 2, 2, 2e6);
+        // A stale quote (size seed divisible by 4) and a node too full: both refused, nothing moves.
+        handler.openLease(2, 0, 0x0001_0001_0004, 0, 0, 0, 1e6);
+        handler.openLease(2, 0, 0x0001_0001_003d, 0, 0, 0, 1e6);
+        handler.openLease(2, 0, 0x0001_0001_003d, 0, 0, 0, 1e6);
+        assertEq(handler.ghostRefusedAboveMax(), 1);
+        assertEq(handler.ghostRefusedFull(), 1);
         handler.warp(1 hours);
         handler.topUp(1, 0, 1e6);
         handler.claim(0);

@@ -41,6 +41,7 @@ abstract contract MarketplaceFixture is Test {
         vm.startPrank(governance);
         escrow.grantRole(escrow.ARBITER_ROLE(), arbiter);
         escrow.grantRole(escrow.PAUSER_ROLE(), pauser);
+        market.grantRole(market.PURCHASER_ROLE(), address(escrow));
         vm.stopPrank();
         nodeId = _registerNode(operator, keccak256("machine-1"), _prices(0, 0, 0, 0));
     }
@@ -102,6 +103,7 @@ abstract contract MarketplaceFixture is Test {
             ILeaseEscrow.BandwidthTier.Basic,
             0,
             0,
+            type(uint64).max,
             funding
         );
     }

@@ -151,7 +151,7 @@ impl System {
                 keccak256(machine),
                 self.account(who),
                 "eu-west".into(),
-                capabilities(8),
+                capabilities(64),
                 format!("https://{machine}.example"),
                 "bafynode".into(),
                 prices(0),
@@ -197,6 +197,7 @@ impl System {
                 1,
                 U256::from(template),
                 U256::from(template * USDC),
+                u64::MAX,
                 U256::from(50 * USDC),
             )
             .send_ok()
@@ -284,6 +285,7 @@ impl System {
                         (salt % 3) as u8,
                         U256::from(1),
                         U256::from(USDC),
+                        u64::MAX,
                         U256::from(5 * USDC),
                     )
                     .calldata(),

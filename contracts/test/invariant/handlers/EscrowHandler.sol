@@ -34,6 +34,13 @@ contract EscrowHandler is TestBase {
     uint256 public ghostFeesWithdrawn;
     uint256 public ghostTemplatePaid;
     mapping(uint256 leaseId => uint256) public ghostPaidForLease;
+    /// @dev The highest hourly rate each lease's tenant accepted.
+    mapping(uint256 leaseId => uint64) public ghostMaxRate;
+    /// @dev What each terminated lease had earned by the earliest failure time the arbiter could name.
+    mapping(uint256 leaseId => uint256) public ghostEarnedFloor;
+    /// @dev Opens refused because the rate rose above the tenant's maximum, or the node was full.
+    uint256 public ghostRefusedAboveMax;
+    uint256 public ghostRefusedFull;
     mapping(bytes4 selector => uint256) public calls;
 
     constructor(
@@ -103,6 +110,19 @@ contract EscrowHandler is TestBase {
         calls[this.withdraw.selector]++;
     }
 
+    /// @dev One lease request, kept in memory: the handler's arguments do not fit on the stack together.
+    struct OpenRequest {
+        bytes32 nodeId;
+        address tenant;
+        ILeaseEscrow.Resources resources;
+        ILeaseEscrow.QualityTier tier;
+        ILeaseEscrow.BandwidthTier band;
+        uint256 templateId;
+        uint256 templatePrice;
+        uint64 maxRate;
+        uint256 funding;
+    }
+
     function openLease(
         uint256 actorSeed,
         uint256 nodeSeed,
@@ -114,39 +134,78 @@ contract EscrowHandler is TestBase {
     ) external {
         if (escrow.paused()) return;
         uint256 nodeIndex = nodeSeed % nodes.length;
-        bytes32 nodeId = nodes[nodeIndex];
-        if (registry.statusOf(nodeId) != INodeRegistry.NodeStatus.Active) return;
-        address tenant = _tenant(actorSeed);
-        (uint256 templateId, uint256 templatePrice) = _template(templateSeed);
-        funding = bound(funding, 1, 1e10);
-        uint256 balance = escrow.balanceOf(tenant);
-        if (balance < funding + templatePrice) _deposit(tenant, funding + templatePrice - balance);
+        OpenRequest memory request;
+        request.nodeId = nodes[nodeIndex];
+        if (registry.statusOf(request.nodeId) != INodeRegistry.NodeStatus.Active) return;
+        request.tenant = _tenant(actorSeed);
+        (request.templateId, request.templatePrice) = _template(templateSeed);
+        request.funding = bound(funding, 1, 1e10);
+        uint256 total = request.funding + request.templatePrice;
+        uint256 balance = escrow.balanceOf(request.tenant);
+        if (balance < total) _deposit(request.tenant, total - balance);
+        request.resources = _resources(sizeSeed);
+        request.tier = ILeaseEscrow.QualityTier(quality % 4);
+        request.band = ILeaseEscrow.BandwidthTier(bandwidth % 4);
+        // The tenant's maximum: the quote, or (one time in four) a stale quote from before a price raise.
+        uint64 quote = escrow.quoteRate(request.nodeId, request.resources, request.tier, request.band);
+        request.maxRate = sizeSeed % 4 == 0 ? quote - 1 : quote;
 
-        vm.prank(tenant);
-        uint256 leaseId = escrow.openLease(
-            nodeId,
-            _resources(sizeSeed),
-            ILeaseEscrow.QualityTier(quality % 4),
-            ILeaseEscrow.BandwidthTier(bandwidth % 4),
-            templateId,
-            templatePrice,
-            funding
-        );
-        ghostTemplatePaid += templatePrice;
+        if (request.maxRate < quote) {
+            vm.expectRevert(
+                abi.encodeWithSelector(ILeaseEscrow.RateAboveMax.selector, quote, request.maxRate)
+            );
+            _open(request);
+            ghostRefusedAboveMax++;
+            return;
+        }
+        if (!_fits(request.nodeId, request.resources, request.tier)) {
+            vm.expectRevert(
+                abi.encodeWithSelector(ILeaseEscrow.InsufficientCapacity.selector, request.nodeId)
+            );
+            _open(request);
+            ghostRefusedFull++;
+            return;
+        }
+        uint256 leaseId = _open(request);
+        ghostMaxRate[leaseId] = request.maxRate;
+        ghostTemplatePaid += request.templatePrice;
         leasesOf[operators[nodeIndex]].push(leaseId);
         calls[this.openLease.selector]++;
+    }
+
+    function _open(OpenRequest memory request) internal returns (uint256 leaseId) {
+        vm.prank(request.tenant);
+        leaseId = escrow.openLease(
+            request.nodeId,
+            request.resources,
+            request.tier,
+            request.band,
+            request.templateId,
+            request.templatePrice,
+            request.maxRate,
+            request.funding
+        );
     }
 
     function topUp(uint256 actorSeed, uint256 leaseSeed, uint256 amount) external {
         if (escrow.paused()) return;
         uint256 leaseId = _lease(leaseSeed);
-        if (leaseId == 0 || escrow.getLease(leaseId).status != ILeaseEscrow.LeaseStatus.Active) return;
+        if (leaseId == 0) return;
+        ILeaseEscrow.Lease memory lease = escrow.getLease(leaseId);
+        if (lease.status != ILeaseEscrow.LeaseStatus.Active) return;
         address from = _tenant(actorSeed);
         amount = bound(amount, 1, 1e10);
         uint256 balance = escrow.balanceOf(from);
         if (balance < amount) _deposit(from, amount - balance);
+        uint64 accrualEnd = registry.deactivatedAfter(lease.nodeId, lease.nodeDeactivations);
         vm.prank(from);
+        if (accrualEnd != 0) {
+            vm.expectRevert(
+                abi.encodeWithSelector(ILeaseEscrow.LeaseAccrualEnded.selector, leaseId, accrualEnd)
+            );
+        }
         escrow.topUp(leaseId, amount);
+        if (accrualEnd != 0) return;
         calls[this.topUp.selector]++;
     }
 
@@ -181,10 +240,33 @@ contract EscrowHandler is TestBase {
     function terminateLease(uint256 leaseSeed, uint256 failedAt) external {
         uint256 leaseId = _lease(leaseSeed);
         if (leaseId == 0) return;
-        if (escrow.getLease(leaseId).status != ILeaseEscrow.LeaseStatus.Active) return;
-        failedAt = bound(failedAt, 0, block.timestamp);
+        ILeaseEscrow.Lease memory lease = escrow.getLease(leaseId);
+        if (lease.status != ILeaseEscrow.LeaseStatus.Active) return;
+        uint256 nowTime = block.timestamp;
+        uint256 window = escrow.terminationWindow();
+        uint256 earliest = nowTime > window ? nowTime - window : 0;
+        // Now and then the arbiter asks to reach further back than the window: refused.
+        failedAt = bound(failedAt, earliest > 1 hours ? earliest - 1 hours : 0, nowTime);
+        if (failedAt < earliest) {
+            vm.prank(arbiter);
+            vm.expectRevert(
+                abi.encodeWithSelector(ILeaseEscrow.FailureTimeTooEarly.selector, failedAt, uint64(earliest))
+            );
+            escrow.terminateLease(leaseId, uint64(failedAt));
+            return;
+        }
+        // What the operator had earned by the earliest failure time the arbiter may name (or by the last
+        // settlement, if later): read at that time, then back to now.
+        uint256 floorTime = earliest > lease.lastSettledAt ? earliest : lease.lastSettledAt;
+        vm.warp(floorTime);
+        uint256 earnedFloor = escrow.accruedOf(leaseId);
+        vm.warp(nowTime);
         vm.prank(arbiter);
         escrow.terminateLease(leaseId, uint64(failedAt));
+        uint256 settled = escrow.getLease(leaseId).settled;
+        assertGe(settled, lease.settled, "termination took back settled pay");
+        assertGe(settled, earnedFloor, "termination erased pay earned before the window");
+        ghostEarnedFloor[leaseId] = earnedFloor;
         calls[this.terminateLease.selector]++;
     }
 
@@ -258,6 +340,10 @@ contract EscrowHandler is TestBase {
         return tenants.length;
     }
 
+    function nodeCount() external view returns (uint256) {
+        return nodes.length;
+    }
+
     function operatorCount() external view returns (uint256) {
         return operators.length;
     }
@@ -280,6 +366,19 @@ contract EscrowHandler is TestBase {
             uint32(bound((seed >> 32) & 0xffff, 0, 4000)),
             uint16(bound((seed >> 48) & 0xffff, 0, 2))
         );
+    }
+
+    /// @dev Whether the node's free capacity takes the resources at this tier.
+    function _fits(bytes32 nodeId, ILeaseEscrow.Resources memory resources, ILeaseEscrow.QualityTier tier)
+        internal
+        view
+        returns (bool)
+    {
+        (uint256 cpuShares, uint256 memoryGiB, uint256 storageGiB, uint256 gpus) = escrow.freeCapacity(nodeId);
+        uint256[4] memory sharesPerVcpu = [uint256(60), 40, 30, 15];
+        return uint256(resources.vcpus) * sharesPerVcpu[uint8(tier)] <= cpuShares
+            && resources.memoryGiB <= memoryGiB && resources.storageGiB <= storageGiB
+            && resources.gpus <= gpus;
     }
 
     function _tenant(uint256 seed) internal view returns (address) {
