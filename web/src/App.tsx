@@ -2,6 +2,7 @@ import { NavLink, Route, Routes } from 'react-router-dom';
 import { NetworkPrompt, WalletButton } from './components/Wallet';
 import { AccountPage } from './pages/Account';
 import { AttestationsPage } from './pages/Attestations';
+import { DeployPage } from './pages/Deploy';
 import { FundsPage } from './pages/Funds';
 import { HomePage } from './pages/Home';
 import { LeasePage, LeasesPage } from './pages/Leases';
@@ -14,6 +15,7 @@ const NAV: [string, string][] = [
   ['/nodes', 'Nodes'],
   ['/templates', 'Templates'],
   ['/funds', 'Funds'],
+  ['/deploy', 'Deploy'],
   ['/leases', 'Leases'],
   ['/operator', 'Operate'],
   ['/attestations', 'Attestations'],
@@ -51,6 +53,7 @@ export function App() {
           <Route path="/templates/:key" element={<TemplatePage />} />
           <Route path="/operator" element={<OperatorPage />} />
           <Route path="/attestations" element={<AttestationsPage />} />
+          <Route path="/deploy" element={<DeployPage />} />
           <Route path="/leases" element={<LeasesPage />} />
           <Route path="/leases/:id" element={<LeasePage />} />
           <Route path="/vms/:id" element={<VmPage />} />

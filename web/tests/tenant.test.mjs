@@ -4,6 +4,7 @@
 // state is read directly and compared to the micro-USDC.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { checkPage, confirmTx } from './support/app.mjs';
 import { launchBrowser } from './support/browser.mjs';
 import { horizontalOverflow, seriousViolations } from './support/pages.mjs';
 import { api, chainReader, eventually } from './support/chain.mjs';
@@ -136,6 +137,139 @@ describe('tenant journey', () => {
     await page.getByLabel('Amount (USDC)').nth(1).fill('1.0000001');
     await page.getByRole('button', { name: 'Review withdrawal' }).click();
     await page.getByRole('alert').filter({ hasText: 'USDC has at most 6 decimals.' }).waitFor();
+  });
+
+  const RESOURCES = { vcpus: 1, memoryGiB: 1, storageGiB: 2, gpus: 0 };
+  const BURSTABLE = 3;
+  const BASIC = 0;
+  let quoted;
+  let vmId;
+  let expectedState;
+
+  async function fillDeploy(funding) {
+    await page.getByRole('link', { name: 'Deploy' }).click();
+    await page.getByLabel('Node').selectOption(network.nodeId);
+    await page.getByLabel('vCPUs').fill('1');
+    await page.getByLabel('Memory (GiB)').fill('1');
+    await page.getByLabel('Storage (GiB)').fill('2');
+    await page.getByLabel(/^Burstable/).check();
+    await page.getByLabel(/^Basic/).check();
+    await page.getByLabel('Funding (USDC)').fill(funding);
+  }
+
+  test('deploy shows the live rate from quoteRate and how long the funding lasts', async () => {
+    quoted = await chain.quoteRate(network.nodeId, RESOURCES, BURSTABLE, BASIC);
+    await fillDeploy('0.2');
+    const micro = (v) => `${(Number(v) / 1e6).toFixed(6).replace(/0{1,4}$/, '')} USDC`;
+    await eventually('the quote shows', async () => (await page.getByTestId('rate').innerText()) === micro(quoted));
+    const seconds = (200_000n * 3600n) / quoted;
+    assert.ok(seconds < 86_400n, 'this funding lasts less than a day');
+    await page.getByTestId('quote').getByText(/0\.20 USDC lasts \d+ hours?/).waitFor();
+  });
+
+  test('a lease funded beyond the balance is refused in words, nothing sent', async () => {
+    const nonce = await chain.nonce(tenant.address);
+    await page.getByLabel('Funding (USDC)').fill('500');
+    await page.getByRole('button', { name: 'Review lease' }).click();
+    await page.getByRole('alert').filter({ hasText: 'Your escrow balance is too low' }).waitFor();
+    assert.equal(await chain.nonce(tenant.address), nonce);
+  });
+
+  test('a price raised after the review is caught before sending: nothing sent', async () => {
+    await fillDeploy('0.2');
+    await eventually('the quote shows', async () => (await page.getByTestId('rate').count()) === 1);
+    await page.getByRole('button', { name: 'Review lease' }).click();
+    await page.getByLabel('Transaction review').waitFor();
+    const operatorKey = network.accounts[1].privateKey;
+    const before = (await chain.node(network.nodeId)).prices;
+    await chain.registryAs(operatorKey, 'setPrices', [network.nodeId, { ...before, memoryGiBPerHour: before.memoryGiBPerHour * 2n }]);
+    const nonce = await chain.nonce(tenant.address);
+    await page.getByRole('button', { name: 'Confirm in wallet' }).click();
+    await page.getByRole('alert').filter({ hasText: "Not sent: The node's price went up" }).waitFor();
+    assert.equal(await chain.nonce(tenant.address), nonce);
+    assert.equal(await chain.leaseCount(), 0n);
+    await chain.registryAs(operatorKey, 'setPrices', [network.nodeId, before]);
+    assert.equal(await chain.quoteRate(network.nodeId, RESOURCES, BURSTABLE, BASIC), quoted);
+  });
+
+  test('opens a lease at the quoted rate: on-chain, then its VM in the orchestrator', async () => {
+    const escrowBefore = await chain.escrowBalance(tenant.address);
+    // A debug build of the agent rates its CPU far below a release build (README): the VM runs
+    // when the node has the 300 compute units a burstable vCPU holds, and fails placement if not.
+    const free = (await api(network, `/nodes/${network.nodeId}`)).body.free.compute_units;
+    expectedState = free >= 300 ? 'running' : 'failed';
+    await fillDeploy('0.2');
+    await eventually('the quote shows', async () => (await page.getByTestId('rate').count()) === 1);
+    await page.getByRole('button', { name: 'Review lease' }).click();
+    await confirmTx(page, 'Open a lease');
+    await page.getByRole('heading', { level: 1, name: 'Lease 1' }).waitFor();
+    const lease = await chain.lease(1);
+    assert.equal(lease.tenant, tenant.address);
+    assert.equal(lease.nodeId, network.nodeId);
+    assert.equal(lease.status, 1);
+    assert.equal(lease.ratePerHour, quoted);
+    assert.equal(lease.funded, 200_000n);
+    assert.equal(await chain.escrowBalance(tenant.address), escrowBefore - 200_000n);
+    const vm = await eventually(`the orchestrator's VM for lease 1 is ${expectedState}`, async () => {
+      const vms = await api(network, '/vms', token);
+      return vms.body?.find((v) => String(v.lease_id) === '1' && v.state === expectedState);
+    });
+    vmId = vm.vm_id;
+    const leases = await api(network, '/leases', token);
+    assert.ok(leases.body.some((l) => String(l.lease_id) === '1'));
+    await page.getByTestId('vm-state').getByText(expectedState).waitFor();
+  });
+
+  test('the lease shows its funds left as the contract counts them, and warns under a day', async () => {
+    const card = page.getByTestId('lease-1');
+    await eventually('funds left match the contract', async () => {
+      const lease = await chain.lease(1);
+      const left = lease.funded - (await chain.accrued(1));
+      const shown = await card.getByTestId('funds-left').innerText();
+      return shown === `${(Number(left) / 1e6).toFixed(6).replace(/0{1,4}$/, '')} USDC`;
+    });
+    await card.getByTestId('low-funds').waitFor();
+  });
+
+  test('tops the lease up in place: the warning goes, the funding grows to the micro-USDC', async () => {
+    const escrowBefore = await chain.escrowBalance(tenant.address);
+    const card = page.getByTestId('lease-1');
+    await card.getByLabel('Top up (USDC)').fill('5');
+    await card.getByRole('button', { name: 'Review top-up' }).click();
+    await confirmTx(page, 'Top up lease 1 with 5.00 USDC');
+    assert.equal((await chain.lease(1)).funded, 5_200_000n);
+    assert.equal(await chain.escrowBalance(tenant.address), escrowBefore - 5_000_000n);
+    await card.getByTestId('low-funds').waitFor({ state: 'detached' });
+  });
+
+  test('the VM page shows its state as the orchestrator has it', async () => {
+    await page.goto(`${network.appUrl}/vms/${vmId}`);
+    await page.getByTestId('vm-state').getByText(expectedState).waitFor();
+    assert.equal((await api(network, `/vms/${vmId}`, token)).body.state, expectedState);
+  });
+
+  test('/deploy, /leases/1 and the VM page: no serious accessibility violation, and they fit 375 px', async () => {
+    await checkPage(page, network.appUrl, '/deploy', 'Deploy a VM', assert);
+    await checkPage(page, network.appUrl, '/leases/1', 'Lease 1', assert);
+    await checkPage(page, network.appUrl, `/vms/${vmId}`, `VM ${vmId}`, assert);
+  });
+
+  test('closes the lease: the unspent funding returns to the escrow balance exactly, the VM goes', async () => {
+    const escrowBefore = await chain.escrowBalance(tenant.address);
+    await page.goto(`${network.appUrl}/leases/1`);
+    const card = page.getByTestId('lease-1');
+    await card.getByRole('button', { name: 'Close lease' }).click();
+    await confirmTx(page, 'Close lease 1');
+    const lease = await chain.lease(1);
+    assert.equal(lease.status, 2);
+    assert.equal(await chain.escrowBalance(tenant.address), escrowBefore + lease.funded - lease.settled);
+    await card.getByTestId('lease-status').getByText('Closed').waitFor();
+    if (expectedState === 'running') {
+      await eventually('the orchestrator stops the VM', async () => {
+        const vm = await api(network, `/vms/${vmId}`, token);
+        return vm.status === 200 && vm.body.state !== 'running' && vm.body.state;
+      });
+    }
   });
 
   // Every page of the tenant, signed in and with data: accessible, and usable on a phone.

@@ -23,6 +23,8 @@ const WORDS: Record<string, (args: Args) => string> = {
   LeaseNotActive: (a) => `Lease ${String(a?.[0])} is no longer active.`,
   RateAboveMax: (a) =>
     `The node's price went up: the lease would cost ${usdc(a?.[0])} per hour, above the ${usdc(a?.[1])} you were quoted. Review the new price.`,
+  InsufficientCapacity: () => 'This node has no room left for these resources: choose a smaller VM or another node.',
+  LeaseAccrualEnded: (a) => `Lease ${String(a?.[0])} stopped accruing: its node no longer serves it.`,
   PriceAboveMax: (a) => `The template's price went up to ${usdc(a?.[0])}, above the ${usdc(a?.[1])} you accepted.`,
   TemplateIsDeprecated: (a) => `Template ${String(a?.[0])} is deprecated and can no longer be deployed.`,
   TemplateNotFound: (a) => `Template ${String(a?.[0])} does not exist.`,

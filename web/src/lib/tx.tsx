@@ -87,6 +87,17 @@ export function useTx(onConfirmed?: (receipt: TransactionReceipt) => void): Tx {
     const { call, gas } = review;
     const abi = [...call.abi, ...systemErrorsAbi] as Abi;
     let toast: number | undefined;
+    // The chain may have moved since the review (a price, a balance): simulate once more, so a
+    // transaction that would now revert is explained and never sent.
+    try {
+      await client.simulateContract({ address: call.address, abi, functionName: call.functionName, args: call.args, account: address });
+    } catch (e) {
+      const words = explainError(e);
+      setError(`Not sent: ${words}`);
+      setReview(null);
+      setPhase('idle');
+      return null;
+    }
     try {
       const hash = await wallet.writeContract({
         address: call.address,

@@ -28,6 +28,9 @@ export function LeasesPage() {
   return (
     <>
       <h1>Leases</h1>
+      <p>
+        <Link to="/deploy">Deploy a VM</Link>
+      </p>
       {leases.error && <p className="error">{leases.error.message}</p>}
       {leases.data?.length === 0 && <p className="muted">No leases yet.</p>}
       {leases.data?.map((l) => <LeaseCard key={l.lease_id} id={l.lease_id} />)}

@@ -1,5 +1,6 @@
 // Reads the chain and the orchestrator directly, to check what the app did.
-import { createPublicClient, http } from 'viem';
+import { createPublicClient, createWalletClient, http } from 'viem';
+import { privateKeyToAccount } from 'viem/accounts';
 import { abiOf } from './network.mjs';
 
 export function chainReader(network) {
@@ -17,6 +18,16 @@ export function chainReader(network) {
     lease: (id) => client.readContract({ ...escrow, functionName: 'getLease', args: [BigInt(id)] }),
     leaseCount: () => client.readContract({ ...escrow, functionName: 'leaseCount' }),
     nonce: (address) => client.getTransactionCount({ address }),
+    quoteRate: (nodeId, resources, quality, bandwidth) =>
+      client.readContract({ ...escrow, functionName: 'quoteRate', args: [nodeId, resources, quality, bandwidth] }),
+    accrued: (id) => client.readContract({ ...escrow, functionName: 'accruedOf', args: [BigInt(id)] }),
+    /** Sends a NodeRegistry transaction from `privateKey` (as the node's operator would from elsewhere). */
+    async registryAs(privateKey, functionName, args) {
+      const wallet = createWalletClient({ account: privateKeyToAccount(privateKey), transport: http(network.rpcUrl) });
+      const hash = await wallet.writeContract({ ...registry, functionName, args, chain: null });
+      const receipt = await client.waitForTransactionReceipt({ hash });
+      if (receipt.status !== 'success') throw new Error(`${functionName} reverted`);
+    },
     node: (id) => client.readContract({ ...registry, functionName: 'getNode', args: [id] }),
     nodeStatus: (id) => client.readContract({ ...registry, functionName: 'statusOf', args: [id] }),
     activeStake: (owner) => client.readContract({ ...staking, functionName: 'activeStakeOf', args: [owner] }),
