@@ -3,6 +3,7 @@ import { Link, useParams } from 'react-router-dom';
 import type { NodeListing, NodeSearchResponse, TemplateRecord } from '../lib/api';
 import { formatUsdc, parseUsdc, shortHex } from '../lib/format';
 import { useApi } from '../lib/queries';
+import { TableWrap } from '../components/TableWrap';
 
 const uptime = (bps: number | null | undefined) => (bps === null || bps === undefined ? 'not measured yet' : `${(bps / 100).toFixed(2)}%`);
 
@@ -118,7 +119,7 @@ export function NodesPage() {
           <h2 id="results-heading">
             <span data-testid="node-total">{nodes.data.total}</span> node{nodes.data.total === 1 ? '' : 's'}
           </h2>
-          <div className="table-wrap">
+          <TableWrap label="Nodes found">
             <table>
               <thead>
                 <tr>
@@ -148,7 +149,7 @@ export function NodesPage() {
                 ))}
               </tbody>
             </table>
-          </div>
+          </TableWrap>
         </section>
       )}
     </>

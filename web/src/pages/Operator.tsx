@@ -1,14 +1,17 @@
+import { useQuery } from '@tanstack/react-query';
 import { useState } from 'react';
 import { Link } from 'react-router-dom';
 import { type Abi, type Address, encodePacked, type Hex, isAddress, isHex, keccak256 } from 'viem';
 import { useAccount, usePublicClient, useReadContract, useSignTypedData } from 'wagmi';
-import { nodeRegistryAbi, operatorStakingAbi, usdcAbi } from '../abi/generated';
+import { leaseEscrowAbi, nodeRegistryAbi, operatorStakingAbi, usdcAbi } from '../abi/generated';
 import type { NodeListing } from '../lib/api';
 import { useAppConfig } from '../lib/appConfig';
 import { explainError } from '../lib/errors';
 import { formatUsdc, parseUsdc, shortHex } from '../lib/format';
 import { cannotSignPermits, signPermit } from '../lib/permit';
+import { INDEXER_PAGE, useIndexer } from '../lib/indexer';
 import { useApi } from '../lib/queries';
+import { TableWrap } from '../components/TableWrap';
 import { useSession } from '../lib/session';
 import { TxPanel, useTx } from '../lib/tx';
 
@@ -27,6 +30,7 @@ export function OperatorPage() {
     <>
       <h1>Operate nodes</h1>
       <MyNodes />
+      <Earnings />
       <div className="grid2">
         <RegisterNode />
         <Staking />
@@ -433,4 +437,114 @@ function UnstakeRequestRow({
       )}
     </li>
   );
+}
+
+interface OperatorLease {
+  leaseId: string;
+  node: string;
+  status: string;
+  ratePerHour: string;
+  operatorPaid: string;
+}
+
+/**
+ * What the operator's leases have earned and not yet claimed, per node and lease, read from the
+ * escrow contract (the list of leases from the indexer), with one claim for all of them.
+ */
+function Earnings() {
+  const config = useAppConfig();
+  const { address } = useAccount();
+  const leases = useIndexer<{ leases: OperatorLease[] }>(
+    `query($operator: Bytes!) { leases(first: ${INDEXER_PAGE}, where: { operator: $operator }, orderBy: leaseId, orderDirection: asc) { leaseId node status ratePerHour operatorPaid } }`,
+    { operator: address ?? '0x' },
+  );
+  const list = leases.data?.leases ?? [];
+  const escrow = { address: config.contracts.leaseEscrow, abi: leaseEscrowAbi } as const;
+  const fee = useReadContract({ ...escrow, functionName: 'platformFeeBps' });
+  const claimables = useReadContracts(list.map((l) => BigInt(l.leaseId)));
+  const tx = useTx();
+  const total = claimables.reduce<bigint>((t, c) => t + (c ?? 0n), 0n);
+  const claimIds = list.filter((_, i) => (claimables[i] ?? 0n) > 0n).map((l) => BigInt(l.leaseId));
+  const byNode = new Map<string, OperatorLease[]>();
+  for (const l of list) byNode.set(l.node, [...(byNode.get(l.node) ?? []), l]);
+  return (
+    <section className="card" aria-labelledby="earnings-heading">
+      <h2 id="earnings-heading">Earnings</h2>
+      {leases.error && <p className="error">{leases.error.message}</p>}
+      {list.length === 0 && <p className="muted">No lease on your nodes yet.</p>}
+      {[...byNode.entries()].map(([node, nodeLeases]) => (
+        <div key={node}>
+          <h3 className="mono">Node {shortHex(node)}</h3>
+          <TableWrap label={`Leases on node ${shortHex(node)}`}>
+            <table>
+              <thead>
+                <tr>
+                  <th scope="col">Lease</th>
+                  <th scope="col">Status</th>
+                  <th scope="col">Rate</th>
+                  <th scope="col">Paid to you</th>
+                  <th scope="col">Claimable now</th>
+                </tr>
+              </thead>
+              <tbody>
+                {nodeLeases.map((l) => {
+                  const claimable = claimables[list.indexOf(l)];
+                  return (
+                    <tr key={l.leaseId} data-testid={`earning-${l.leaseId}`}>
+                      <td>{l.leaseId}</td>
+                      <td>{l.status}</td>
+                      <td>{formatUsdc(l.ratePerHour)}/h</td>
+                      <td>{formatUsdc(l.operatorPaid)}</td>
+                      <td data-testid="claimable">{claimable === undefined ? '…' : formatUsdc(claimable)}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </TableWrap>
+        </div>
+      ))}
+      {list.length > 0 && (
+        <>
+          <p>
+            Claimable in total: <strong data-testid="claimable-total">{formatUsdc(total)}</strong>
+            {fee.data !== undefined && <span className="muted"> (after the platform fee the leases were opened with)</span>}
+          </p>
+          <button
+            type="button"
+            disabled={claimIds.length === 0}
+            onClick={() =>
+              void tx.prepare({
+                label: `Claim ${formatUsdc(total)} from ${claimIds.length} lease${claimIds.length === 1 ? '' : 's'}`,
+                ...escrow,
+                abi: leaseEscrowAbi as Abi,
+                functionName: 'claim',
+                args: [claimIds],
+              })
+            }
+          >
+            Claim all
+          </button>
+          <TxPanel tx={tx} />
+        </>
+      )}
+    </section>
+  );
+}
+
+/** `claimableOf` of each lease, refreshed as time accrues. */
+function useReadContracts(ids: bigint[]): (bigint | undefined)[] {
+  const config = useAppConfig();
+  const client = usePublicClient();
+  const key = ids.map(String).join(',');
+  const result = useQuery({
+    queryKey: ['claimable', config.contracts.leaseEscrow, key],
+    enabled: !!client && ids.length > 0,
+    refetchInterval: 5_000,
+    queryFn: () =>
+      Promise.all(
+        ids.map((id) => client!.readContract({ address: config.contracts.leaseEscrow, abi: leaseEscrowAbi, functionName: 'claimableOf', args: [id] })),
+      ),
+  });
+  return ids.map((_, i) => result.data?.[i]);
 }

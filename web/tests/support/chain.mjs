@@ -10,6 +10,12 @@ export function chainReader(network) {
   const escrow = { address: c.leaseEscrow.address, abi: abiOf('LeaseEscrow') };
   const registry = { address: c.nodeRegistry.address, abi: abiOf('NodeRegistry') };
   const staking = { address: c.operatorStaking.address, abi: abiOf('OperatorStaking') };
+  async function send(privateKey, contract, functionName, args) {
+    const wallet = createWalletClient({ account: privateKeyToAccount(privateKey), transport: http(network.rpcUrl) });
+    const hash = await wallet.writeContract({ ...contract, functionName, args, chain: null });
+    const receipt = await client.waitForTransactionReceipt({ hash });
+    if (receipt.status !== 'success') throw new Error(`${functionName} reverted`);
+  }
   return {
     client,
     usdcBalance: (owner) => client.readContract({ ...usdc, functionName: 'balanceOf', args: [owner] }),
@@ -21,13 +27,12 @@ export function chainReader(network) {
     quoteRate: (nodeId, resources, quality, bandwidth) =>
       client.readContract({ ...escrow, functionName: 'quoteRate', args: [nodeId, resources, quality, bandwidth] }),
     accrued: (id) => client.readContract({ ...escrow, functionName: 'accruedOf', args: [BigInt(id)] }),
+    claimable: (id) => client.readContract({ ...escrow, functionName: 'claimableOf', args: [BigInt(id)] }),
     /** Sends a NodeRegistry transaction from `privateKey` (as the node's operator would from elsewhere). */
-    async registryAs(privateKey, functionName, args) {
-      const wallet = createWalletClient({ account: privateKeyToAccount(privateKey), transport: http(network.rpcUrl) });
-      const hash = await wallet.writeContract({ ...registry, functionName, args, chain: null });
-      const receipt = await client.waitForTransactionReceipt({ hash });
-      if (receipt.status !== 'success') throw new Error(`${functionName} reverted`);
-    },
+    registryAs: (privateKey, functionName, args) => send(privateKey, registry, functionName, args),
+    /** Sends a transaction from `privateKey` to the USDC token or the escrow, to set a journey up. */
+    usdcAs: (privateKey, functionName, args) => send(privateKey, usdc, functionName, args),
+    escrowAs: (privateKey, functionName, args) => send(privateKey, escrow, functionName, args),
     node: (id) => client.readContract({ ...registry, functionName: 'getNode', args: [id] }),
     nodeStatus: (id) => client.readContract({ ...registry, functionName: 'statusOf', args: [id] }),
     activeStake: (owner) => client.readContract({ ...staking, functionName: 'activeStakeOf', args: [owner] }),
