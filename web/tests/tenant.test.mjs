@@ -50,6 +50,20 @@ describe('tenant journey', () => {
     assert.equal(await page.getByTestId('connected-address').getAttribute('title'), tenant.address);
   });
 
+  test('offers WalletConnect when the network has a project id', async () => {
+    // The local network has none: give this page one in /config.json, as a production server
+    // configured with walletconnect_project_id would. (Pairing needs WalletConnect's relay.)
+    const other = await browser.newPage();
+    await other.route('**/config.json', async (route) => {
+      const response = await route.fetch();
+      await route.fulfill({ response, json: { ...(await response.json()), walletConnectProjectId: 'decloud-test-project' } });
+    });
+    await other.goto(network.appUrl);
+    await other.getByRole('button', { name: 'Connect wallet' }).click();
+    await other.getByRole('menuitem', { name: 'WalletConnect' }).waitFor();
+    await other.close();
+  });
+
   test('signs in with Ethereum: the orchestrator holds a session for the address', async () => {
     await page.getByRole('link', { name: 'Account' }).click();
     await page.getByRole('button', { name: 'Sign in with Ethereum' }).click();
