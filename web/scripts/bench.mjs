@@ -24,15 +24,17 @@ const walk = (dir) => {
 };
 walk(dist);
 const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
-console.log('| file | raw | gzip |\n|---|---:|---:|');
-for (const f of files.sort((a, b) => b.gzip - a.gzip)) console.log(`| ${f.file} | ${kib(f.raw)} | ${kib(f.gzip)} |`);
-const total = files.reduce((t, f) => ({ raw: t.raw + f.raw, gzip: t.gzip + f.gzip }), { raw: 0, gzip: 0 });
-console.log(`| total | ${kib(total.raw)} | ${kib(total.gzip)} |\n`);
 // What a first visit downloads: the page and what it links; other chunks load only when used.
 const index = readFileSync(join(dist, 'index.html'), 'utf8');
 const linked = new Set([...index.matchAll(/(?:src|href)="\/([^"]+)"/g)].map((m) => m[1]));
-const first = files.filter((f) => f.file === 'index.html' || linked.has(f.file));
-console.log(`first visit (index.html and what it links): ${kib(first.reduce((t, f) => t + f.gzip, 0))} gzip\n`);
+const first = files.filter((f) => f.file === 'index.html' || linked.has(f.file)).sort((a, b) => b.gzip - a.gzip);
+const lazy = files.filter((f) => !first.includes(f));
+const sum = (list, key) => list.reduce((t, f) => t + f[key], 0);
+console.log('| file | raw | gzip |\n|---|---:|---:|');
+for (const f of first) console.log(`| ${f.file} | ${kib(f.raw)} | ${kib(f.gzip)} |`);
+console.log(`| first visit: index.html and what it links | ${kib(sum(first, 'raw'))} | ${kib(sum(first, 'gzip'))} |`);
+console.log(`| ${lazy.length} chunks loaded only when used | ${kib(sum(lazy, 'raw'))} | ${kib(sum(lazy, 'gzip'))} |`);
+console.log(`| whole build | ${kib(sum(files, 'raw'))} | ${kib(sum(files, 'gzip'))} |\n`);
 
 const network = await startNetwork();
 const browser = await launchBrowser();

@@ -35,6 +35,21 @@ try {
   await tenant.getByLabel('Transaction review').waitFor();
   await tenant.screenshot({ path: join(out, 'funds.png'), fullPage: true });
   console.log('funds.png');
+  await tenant.getByRole('button', { name: 'Cancel' }).click();
+  // A lease on the local network's node, deployed from the app.
+  await tenant.getByRole('link', { name: 'Deploy' }).click();
+  await tenant.getByLabel('Node').selectOption(network.nodeId);
+  await tenant.getByLabel(/^Burstable/).check();
+  await tenant.getByLabel('Funding (USDC)').fill('0.2');
+  await tenant.getByTestId('rate').waitFor();
+  await tenant.screenshot({ path: join(out, 'deploy.png'), fullPage: true });
+  console.log('deploy.png');
+  await tenant.getByRole('button', { name: 'Review lease' }).click();
+  await confirmTx(tenant, 'Open a lease');
+  await tenant.getByRole('heading', { level: 1, name: 'Lease 1' }).waitFor();
+  await tenant.getByTestId('vm-state').waitFor();
+  await tenant.screenshot({ path: join(out, 'lease.png'), fullPage: true });
+  console.log('lease.png');
   await shoot(tenant, 'network', '/', 'The DeCloud network');
   await shoot(tenant, 'nodes', '/nodes', 'Nodes');
   await shoot(tenant, 'node', `/nodes/${network.nodeId}`, /^Node/);
