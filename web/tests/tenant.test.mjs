@@ -262,6 +262,38 @@ describe('tenant journey', () => {
     assert.equal((await api(network, `/vms/${vmId}`, token)).body.state, expectedState);
   });
 
+  test('"Attest" on the service: the orchestrator signs its state, with toasts', async () => {
+    await page.getByRole('button', { name: 'Attest' }).click();
+    const toast = page.getByText(/^Attest: signed as attestation #(\d+)\.$/);
+    await toast.waitFor();
+    const id = Number((await toast.innerText()).match(/#(\d+)/)[1]);
+    const evidence = await api(network, `/attestations/${id}`);
+    assert.equal(evidence.body.attestation.subject, `vm:${vmId}`);
+    assert.equal(evidence.body.attestation.kind, 'service.state');
+    assert.equal(JSON.parse(evidence.body.attestation.payload).requested_by.toLowerCase(), tenant.address.toLowerCase());
+  });
+
+  test('"Distribute": a file hashed in the browser, to a served region; an unknown region refused in words', async () => {
+    const bytes = Buffer.from('decloud web test artifact\n');
+    const { createHash } = await import('node:crypto');
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    await page.getByLabel(/^File/).setInputFiles({ name: 'site.tar', mimeType: 'application/x-tar', buffer: bytes });
+    await eventually('the browser hashed the file', async () => (await page.getByLabel('SHA-256').inputValue()) === sha);
+    await page.getByLabel(/^Regions/).fill('mars');
+    await page.getByRole('button', { name: 'Distribute', exact: true }).click();
+    await page.getByRole('alert').filter({ hasText: 'no active node serves these regions' }).waitFor();
+    await page.getByLabel(/^Regions/).fill('local');
+    await page.getByRole('button', { name: 'Distribute', exact: true }).click();
+    const toast = page.getByText(/^Distribute: signed as attestation #(\d+)\.$/);
+    await toast.waitFor();
+    const id = Number((await toast.innerText()).match(/#(\d+)/)[1]);
+    const evidence = await api(network, `/attestations/${id}`);
+    assert.equal(evidence.body.attestation.kind, 'service.distribution');
+    const payload = JSON.parse(evidence.body.attestation.payload);
+    assert.equal(JSON.stringify(payload).includes(sha), true, 'the attested payload names the file hash');
+    assert.equal(JSON.stringify(payload).includes('site.tar'), true);
+  });
+
   test('/deploy, /leases/1 and the VM page: no serious accessibility violation, and they fit 375 px', async () => {
     await checkPage(page, network.appUrl, '/deploy', 'Deploy a VM', assert);
     await checkPage(page, network.appUrl, '/leases/1', 'Lease 1', assert);

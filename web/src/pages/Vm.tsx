@@ -1,4 +1,5 @@
 import { Link, useParams } from 'react-router-dom';
+import { HostingActions } from '../components/HostingActions';
 import type { VmRecord } from '../lib/api';
 import { useApi } from '../lib/queries';
 
@@ -30,6 +31,7 @@ export function VmPage() {
           </p>
         </section>
       )}
+      {vm.data && <HostingActions vmId={vm.data.vm_id} />}
     </>
   );
 }
