@@ -181,7 +181,18 @@ describe('tenant journey', () => {
     await page.getByTestId('quote').getByText(/0\.20 USDC lasts \d+ hours?/).waitFor();
   });
 
+  test('letting the scheduler choose: its plan, or why no node fits, in words', async () => {
+    await page.getByLabel('Node').selectOption('scheduler');
+    const free = (await api(network, `/nodes/${network.nodeId}`)).body.free.compute_units;
+    if (free >= 300) {
+      await page.getByText(`The scheduler chose node ${network.nodeId.slice(0, 8)}…${network.nodeId.slice(-6)}.`).waitFor();
+    } else {
+      await page.getByText(/^No node fits: /).waitFor();
+    }
+  });
+
   test('a lease funded beyond the balance is refused in words, nothing sent', async () => {
+    await page.getByLabel('Node').selectOption(network.nodeId);
     const nonce = await chain.nonce(tenant.address);
     await page.getByLabel('Funding (USDC)').fill('500');
     await page.getByRole('button', { name: 'Review lease' }).click();
