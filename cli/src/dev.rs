@@ -40,6 +40,9 @@ pub(crate) struct ServiceArgs {
     /// Which funded account operates the node (anvil's account index).
     #[arg(long, default_value_t = 1)]
     agent_operator_account: usize,
+    /// The built web app the orchestrator serves at its origin (default: web/dist when built).
+    #[arg(long)]
+    web_dir: Option<PathBuf>,
 }
 
 /// The services after `chain`, in start order.
@@ -69,6 +72,11 @@ pub(crate) fn services(
         let mut orchestrator = OrchestratorService::default();
         orchestrator.listen = SocketAddr::new(ip, args.orchestrator_port);
         orchestrator.templates_dir = seeds.is_dir().then_some(seeds);
+        let built_app = root.join("web/dist");
+        orchestrator.web_dir = args
+            .web_dir
+            .clone()
+            .or_else(|| built_app.join("index.html").is_file().then_some(built_app));
         services.push(Box::new(orchestrator));
         if !args.no_agent {
             let mut agent = NodeAgentService::new(args.agent_libvirt_uri.clone(), DEV_IMAGE);

@@ -41,6 +41,13 @@ pub fn app(state: ApiState) -> Result<Router, async_graphql::dynamic::SchemaErro
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(TraceLayer::new_for_http())
+        // Public, read-only chain data: the web app reads it from the browser on any origin.
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+                .allow_headers([header::CONTENT_TYPE]),
+        )
         .with_state(state))
 }
 

@@ -66,6 +66,8 @@ pub struct Config {
     pub chain: Option<ChainConfig>,
     /// Signed attestations and their anchoring; without it nothing is attested.
     pub attestation: Option<AttestationConfig>,
+    /// The web app served beside the API; without it only the API is served.
+    pub web: Option<WebConfig>,
 }
 
 /// Where attestations are anchored and how they are batched. The signing key (which must hold
@@ -190,6 +192,7 @@ impl Default for Config {
             siwe: SiweConfig::default(),
             chain: None,
             attestation: None,
+            web: None,
         }
     }
 }
@@ -403,6 +406,31 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The name under which `decloud dev`'s indexer lists its GraphQL endpoint, which the app reads.
+pub const INDEXER_ENDPOINT: &str = "indexer (GraphQL)";
+
+/// The web app served at the API's origin (`[web]`): where its build lives and what its
+/// `/config.json` says. One build of the app serves every network: what differs is written into
+/// `/config.json` from this section and the deployment record, never baked into the bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// The built app (`web/dist`): `index.html` and its assets.
+    pub dir: PathBuf,
+    /// Chain id the app expects the wallet on.
+    pub chain_id: u64,
+    /// JSON-RPC URL the browser reads the chain through (reachable from the user's machine).
+    pub rpc_url: String,
+    /// GraphQL URL of the indexer, if one serves this network.
+    #[serde(default)]
+    pub indexer_url: Option<String>,
+    /// WalletConnect Cloud project id; without one the app offers injected wallets only.
+    #[serde(default)]
+    pub walletconnect_project_id: Option<String>,
+    /// The deployment record (`deployments/<chainId>.json`) whose addresses the app uses.
+    pub deployment: PathBuf,
 }
 
 #[cfg(test)]

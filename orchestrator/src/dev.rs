@@ -26,6 +26,8 @@ pub struct OrchestratorService {
     pub listen: SocketAddr,
     /// Directory of template bundles loaded into the catalog, if any.
     pub templates_dir: Option<PathBuf>,
+    /// The built web app (`web/dist`), served at the API's origin, if any.
+    pub web_dir: Option<PathBuf>,
     running: Option<Running>,
     temp: Option<tempfile::TempDir>,
 }
@@ -35,6 +37,7 @@ impl Default for OrchestratorService {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             templates_dir: None,
+            web_dir: None,
             running: None,
             temp: None,
         }
@@ -133,6 +136,20 @@ impl DevService for OrchestratorService {
                 .transpose()
                 .map_err(|e| tool(&format!("anchor account key: {e}")))?;
             let mut config = config;
+            if let (Some(dir), Some(deployment_path)) = (&self.web_dir, &ctx.deployment_path) {
+                config.web = Some(crate::config::WebConfig {
+                    dir: dir.clone(),
+                    chain_id: deployment.chain_id,
+                    rpc_url: rpc.to_string(),
+                    indexer_url: ctx
+                        .endpoints
+                        .iter()
+                        .find(|(name, _)| name == crate::config::INDEXER_ENDPOINT)
+                        .map(|(_, url)| url.clone()),
+                    walletconnect_project_id: None,
+                    deployment: deployment_path.clone(),
+                });
+            }
             if anchor_key.is_none() {
                 warn!(target: "orchestrator::dev", "no local account holds ANCHOR_ROLE: attestations are off");
                 config.attestation = None;
@@ -151,6 +168,10 @@ impl DevService for OrchestratorService {
             ));
             ctx.endpoints
                 .push(("orchestrator (agent WS)".into(), ws.clone()));
+            if self.web_dir.is_some() {
+                ctx.endpoints
+                    .push(("web app".into(), format!("http://{}/", running.addr)));
+            }
             ctx.agent_ws_url = Some(ws.parse().map_err(|e| tool(&e))?);
             self.running = Some(running);
             Ok(())

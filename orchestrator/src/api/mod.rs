@@ -11,6 +11,7 @@ mod hosting;
 mod marketplace;
 mod operator;
 mod tenant;
+mod web;
 
 pub use decloud_sdk::api::{
     AttestationCreated, AttestationQuery, AttestationView, Capabilities, DistributeRequest,
@@ -380,10 +381,6 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
     response
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-}
-
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -455,7 +452,7 @@ pub fn app(state: AppState) -> Router {
     api.route("/api/v1/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .route("/api/v1/agent/ws", get(agent::ws_handler))
         .route("/metrics", get(metrics))
-        .fallback(not_found)
+        .fallback(web::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
         .with_state(state)

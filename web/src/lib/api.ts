@@ -1,0 +1,104 @@
+/** The orchestrator's HTTP API (`/api/v1`): errors come back as `{ error: { code, message } }`. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function apiFetch<T>(base: string, path: string, init: RequestInit & { token?: string | null } = {}): Promise<T> {
+  const headers = new Headers(init.headers);
+  if (init.token) headers.set('authorization', `Bearer ${init.token}`);
+  if (init.body) headers.set('content-type', 'application/json');
+  let response: Response;
+  try {
+    response = await fetch(`${base}${path}`, { ...init, headers });
+  } catch {
+    throw new ApiError(0, 'unreachable', 'The DeCloud orchestrator cannot be reached. Check your connection and try again.');
+  }
+  if (response.status === 204) return undefined as T;
+  const text = await response.text();
+  const body = text ? (JSON.parse(text) as unknown) : undefined;
+  if (!response.ok) {
+    const error = (body as { error?: { code?: string; message?: string } } | undefined)?.error;
+    throw new ApiError(response.status, error?.code ?? 'http_error', error?.message ?? `The orchestrator answered ${response.status}.`);
+  }
+  return body as T;
+}
+
+export interface NonceResponse {
+  nonce: string;
+  issued_at: number;
+  expires_at: number;
+  domains: string[];
+  chain_ids: number[];
+}
+
+export interface SessionResponse {
+  token: string;
+  address: string;
+  chain_id: number;
+  expires_at: number;
+  contract_wallet: boolean;
+}
+
+export interface SessionInfo {
+  address: string;
+  chain_id: number;
+  expires_at: number;
+}
+
+export interface NodePrices {
+  cpu_per_hour: number;
+  memory_gib_per_hour: number;
+  storage_gib_per_hour: number;
+  gpu_per_hour: number;
+}
+
+export interface NodeListing {
+  node_id: string;
+  operator: string;
+  region: string;
+  status: string;
+  vcpus: number;
+  compute_points: number;
+  memory_gib: number;
+  disk_gib: number;
+  gpus: number;
+  prices: NodePrices;
+  reputation: { online: boolean; uptime_bps: number | null; vms_hosted: number; vms_completed: number; last_heartbeat: number | null };
+  free: { compute_units: number; memory_gib: number; disk_gib: number; gpus: number };
+  [key: string]: unknown;
+}
+
+export interface NodeSearchResponse {
+  total: number;
+  nodes: NodeListing[];
+}
+
+export interface TemplateRecord {
+  slug?: string;
+  name?: string;
+  template_id?: number | string | null;
+  [key: string]: unknown;
+}
+
+export interface LeaseRecord {
+  lease_id: string;
+  tenant: string;
+  node_id: string;
+  status: string;
+  [key: string]: unknown;
+}
+
+export interface VmRecord {
+  vm_id: string;
+  lease_id: string;
+  tenant: string;
+  node_id: string;
+  state: string;
+  [key: string]: unknown;
+}
