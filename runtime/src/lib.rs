@@ -1,7 +1,7 @@
 //! What every DeCloud binary (the indexer, the orchestrator, the node agent, the prover and the
 //! `decloud` command line) does the same way, in one place:
 //!
-//! - [`logging`]: one environment variable, [`LOG_ENV`] (`DECLOUD_LOG`), in `RUST_LOG`'s
+//! - [`init_logging`]: one environment variable, [`LOG_ENV`] (`DECLOUD_LOG`), in `RUST_LOG`'s
 //!   filter syntax; text or JSON lines on stderr.
 //! - [`config`]: one configuration resolver with one precedence, defaults → file →
 //!   environment → flags.
