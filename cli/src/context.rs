@@ -1,6 +1,7 @@
 //! What every role command shares: the global options (network, RPC URL, orchestrator, key,
 //! output), their resolution (defaults → config file → environment → flags, in
-//! [`Settings::resolve`] and nowhere else), exact USDC amounts, the chain connection, and the
+//! [`Settings::resolve`] and nowhere else, through the resolver every DeCloud binary shares),
+//! exact USDC amounts, the chain connection, and the
 //! one path every transaction takes (preview with cost → confirmation → mined → report).
 
 use std::{
@@ -18,7 +19,8 @@ use alloy::{
     sol_types::SolEvent,
 };
 use clap::Args;
-use serde::Deserialize;
+use decloud_runtime::config::{ConfigError, EnvVar, Layers};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use url::Url;
 
@@ -192,6 +194,44 @@ fn parse_url(what: &str, text: &str) -> Result<Url, CliError> {
     Url::parse(text.trim()).map_err(|e| CliError::Invalid(format!("invalid {what} {text:?}: {e}")))
 }
 
+/// The environment variables of [`Settings::resolve`] and the keys they set.
+const ENV: &[EnvVar] = &[
+    EnvVar::string(env::NETWORK, "network"),
+    EnvVar::with(env::RPC_URL, "rpc_url", url_value),
+    EnvVar::with(env::ORCHESTRATOR, "orchestrator", url_value),
+    EnvVar::string(env::DEPLOYMENTS_DIR, "deployments_dir"),
+    EnvVar::string(env::KEYSTORE, "keystore"),
+];
+
+fn url_value(text: &str) -> Result<toml::Value, String> {
+    Url::parse(text.trim())
+        .map(|url| url.to_string().into())
+        .map_err(|e| format!("not a URL: {e}"))
+}
+
+/// The flags that were given, as a layer of settings.
+#[derive(Serialize)]
+struct FlagLayer<'a> {
+    network: &'a Option<String>,
+    rpc_url: Option<&'a str>,
+    orchestrator: Option<&'a str>,
+    deployments_dir: &'a Option<PathBuf>,
+    keystore: &'a Option<PathBuf>,
+}
+
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Read { path, source } => Self::Io { path, source },
+            ConfigError::Parse { path, source } => Self::Config {
+                path,
+                message: source.to_string(),
+            },
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
 impl Settings {
     /// Resolves the settings: defaults, then the config file, then the environment, then flags.
     /// `read_file` returns the text of the config file, or `None` when it does not exist.
@@ -208,66 +248,56 @@ impl Settings {
             .or_else(|| var(env::CONFIG).map(PathBuf::from))
             .unwrap_or_else(|| config_dir.join("config.toml"));
         let explicit_file = args.config.is_some() || var(env::CONFIG).is_some();
-        let file = match read_file(&file_path).map_err(|source| CliError::Io {
+        let mut layers = Layers::new();
+        match read_file(&file_path).map_err(|source| CliError::Io {
             path: file_path.clone(),
             source,
         })? {
-            Some(text) => toml::from_str::<FileConfig>(&text).map_err(|e| CliError::Config {
-                path: file_path.clone(),
-                message: e.to_string(),
-            })?,
+            Some(text) => layers = layers.file_text(&file_path, &text)?,
             None if explicit_file => {
                 return Err(CliError::Io {
                     path: file_path,
                     source: std::io::ErrorKind::NotFound.into(),
                 });
             }
-            None => FileConfig::default(),
-        };
+            None => {}
+        }
+        let settings: FileConfig = layers
+            .env(ENV, var)?
+            .layer(&FlagLayer {
+                network: &args.network,
+                rpc_url: args.rpc_url.as_ref().map(Url::as_str),
+                orchestrator: args.orchestrator.as_ref().map(Url::as_str),
+                deployments_dir: &args.deployments_dir,
+                keystore: &args.keystore,
+            })?
+            .extract()?;
 
-        let network = args
-            .network
-            .clone()
-            .or_else(|| var(env::NETWORK))
-            .or(file.network);
-        let rpc_url = match (&args.rpc_url, var(env::RPC_URL), file.rpc_url) {
-            (Some(url), _, _) => Some(url.clone()),
-            (None, Some(url), _) => Some(parse_url("DECLOUD_RPC_URL", &url)?),
-            (None, None, Some(url)) => Some(parse_url("rpc_url", &url)?),
-            (None, None, None) => None,
-        };
+        let network = settings.network;
+        // Environment values and flags are URLs already; a file's is checked here.
+        let rpc_url = settings
+            .rpc_url
+            .map(|url| parse_url("rpc_url", &url))
+            .transpose()?;
         // The default network applies only when nothing names a chain: with only an RPC URL the
         // chain itself says which network it is.
         let network = match (network, &rpc_url) {
             (None, None) => Some(DEFAULT_NETWORK.to_string()),
             (network, _) => network,
         };
-        let orchestrator = match (
-            &args.orchestrator,
-            var(env::ORCHESTRATOR),
-            file.orchestrator,
-        ) {
-            (Some(url), _, _) => url.clone(),
-            (None, Some(url), _) => parse_url("DECLOUD_ORCHESTRATOR", &url)?,
-            (None, None, Some(url)) => parse_url("orchestrator", &url)?,
-            (None, None, None) => parse_url("orchestrator", DEFAULT_ORCHESTRATOR)?,
-        };
-        let deployments_dir = args
-            .deployments_dir
-            .clone()
-            .or_else(|| var(env::DEPLOYMENTS_DIR).map(PathBuf::from))
-            .or(file.deployments_dir);
-        let keystore = args
-            .keystore
-            .clone()
-            .or_else(|| var(env::KEYSTORE).map(PathBuf::from))
-            .or(file.keystore);
+        let orchestrator = parse_url(
+            "orchestrator",
+            settings
+                .orchestrator
+                .as_deref()
+                .unwrap_or(DEFAULT_ORCHESTRATOR),
+        )?;
         Ok(Self {
             network,
             rpc_url,
             orchestrator,
-            deployments_dir,
-            keystore,
+            deployments_dir: settings.deployments_dir,
+            keystore: settings.keystore,
             config_dir,
         })
     }

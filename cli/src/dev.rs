@@ -1,164 +1,154 @@
-//! The services `decloud dev` runs after the chain: the indexer, the orchestrator and one node
-//! agent, each optional.
+//! `decloud dev`: runs the `decloud-dev` binary, which holds the services of the local network
+//! (indexer, orchestrator, node agent), so that `decloud` itself builds without them.
 
 use std::{
-    net::{IpAddr, SocketAddr, ToSocketAddrs as _},
+    ffi::{OsStr, OsString},
     path::{Path, PathBuf},
+    process::ExitCode,
 };
 
 use clap::Args;
-use decloud_indexer::IndexerService;
-use decloud_node_agent::{NodeAgentService, dev::TEST_DRIVER_URI};
-use decloud_orchestrator::{OrchestratorService, dev::DEV_IMAGE};
-use decloud_sdk::{Error, dev::DevService};
+use decloud_runtime::LOG_ENV;
 
-/// Flags of the services after the chain.
+/// The binary `decloud dev` runs.
+pub(crate) const DEV_BINARY: &str = "decloud-dev";
+
+/// Everything after `decloud dev`, passed on to `decloud-dev` untouched.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct ServiceArgs {
-    /// Do not run the indexer.
-    #[arg(long)]
-    no_indexer: bool,
-    /// Port the indexer's GraphQL listens on (0 for any free port).
-    #[arg(long, default_value_t = 8000)]
-    indexer_port: u16,
-    /// Do not run the orchestrator (nor, then, the node agent).
-    #[arg(long)]
-    no_orchestrator: bool,
-    /// Port the orchestrator's API listens on (0 for any free port).
-    #[arg(long, default_value_t = 8080)]
-    orchestrator_port: u16,
-    /// Do not run the node agent.
-    #[arg(long)]
-    no_agent: bool,
-    /// libvirt URI of the node agent. The default, libvirt's test driver, SIMULATES VMs; use
-    /// qemu:///system (libvirtd running) for real QEMU guests.
-    #[arg(long, default_value = TEST_DRIVER_URI)]
-    agent_libvirt_uri: String,
-    /// Bootable qcow2 image the node agent offers for VMs (default: an empty disk).
-    #[arg(long)]
-    agent_image: Option<PathBuf>,
-    /// Which funded account operates the node (anvil's account index).
-    #[arg(long, default_value_t = 1)]
-    agent_operator_account: usize,
-    /// The built web app the orchestrator serves at its origin (default: web/dist when built).
-    #[arg(long)]
-    web_dir: Option<PathBuf>,
+pub(crate) struct DevCommand {
+    /// Options of decloud-dev (`decloud dev --help` lists them).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
 }
 
-/// The services after `chain`, in start order.
-pub(crate) fn services(
-    chain: Box<dyn DevService>,
-    host: &str,
-    args: &ServiceArgs,
-    root: &Path,
-) -> Result<Vec<Box<dyn DevService>>, Error> {
-    let ip: IpAddr = (host, 0)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .map(|addr| addr.ip())
-        .ok_or_else(|| Error::Tool(format!("--host {host} is not an address of this machine")))?;
-    if args.no_orchestrator && !args.no_agent {
-        tracing::info!(target: "decloud::dev", "no orchestrator: the node agent does not run either");
+/// Replaces this process with `decloud-dev` (so Ctrl-C and SIGTERM reach it directly), passing
+/// the arguments on and the `--log` filter through [`LOG_ENV`]. Returns only on failure.
+pub(crate) fn run(command: DevCommand, log: Option<&str>) -> ExitCode {
+    let exe = std::env::current_exe().ok();
+    let binary = match find_dev_binary(exe.as_deref(), std::env::var_os("PATH").as_deref()) {
+        Ok(binary) => binary,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut child = std::process::Command::new(&binary);
+    child.args(&command.args);
+    if let Some(log) = log {
+        child.env(LOG_ENV, log);
     }
-    let mut services = vec![chain];
-    if !args.no_indexer {
-        let mut indexer = IndexerService::default();
-        indexer.listen = SocketAddr::new(ip, args.indexer_port);
-        services.push(Box::new(indexer));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt as _;
+        let error = child.exec();
+        eprintln!("error: cannot run {}: {error}", binary.display());
+        ExitCode::FAILURE
     }
-    if !args.no_orchestrator {
-        let seeds = root.join("templates/seed");
-        let mut orchestrator = OrchestratorService::default();
-        orchestrator.listen = SocketAddr::new(ip, args.orchestrator_port);
-        orchestrator.templates_dir = seeds.is_dir().then_some(seeds);
-        let built_app = root.join("web/dist");
-        orchestrator.web_dir = args
-            .web_dir
-            .clone()
-            .or_else(|| built_app.join("index.html").is_file().then_some(built_app));
-        services.push(Box::new(orchestrator));
-        if !args.no_agent {
-            let mut agent = NodeAgentService::new(args.agent_libvirt_uri.clone(), DEV_IMAGE);
-            agent.image = args.agent_image.clone();
-            agent.operator_account = args.agent_operator_account;
-            services.push(Box::new(agent));
+    #[cfg(not(unix))]
+    match child.status() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: cannot run {}: {error}", binary.display());
+            ExitCode::FAILURE
         }
     }
-    Ok(services)
 }
 
-#[cfg(test)]
+/// Finds `decloud-dev`: beside `exe` (where cargo and an install put both binaries) first, so
+/// the two come from the same build, else in the directories of `path`.
+pub(crate) fn find_dev_binary(exe: Option<&Path>, path: Option<&OsStr>) -> Result<PathBuf, String> {
+    let beside = exe.and_then(Path::parent).map(|dir| dir.join(DEV_BINARY));
+    let on_path = path
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(DEV_BINARY));
+    beside
+        .into_iter()
+        .chain(on_path)
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| {
+            let beside = exe
+                .and_then(Path::parent)
+                .map(|dir| format!("in {} nor ", dir.display()))
+                .unwrap_or_default();
+            format!(
+                "`decloud dev` runs the {DEV_BINARY} binary, which is neither {beside}on PATH. \
+                 In a clone of the repository, scripts/dev builds and runs it; or build it with \
+                 `cargo build --release -p decloud-dev` and put target/release/{DEV_BINARY} beside \
+                 decloud or on PATH"
+            )
+        })
+}
+
+fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    path.is_file()
+}
+
+#[cfg(all(test, unix))]
 mod tests {
-    use clap::Parser;
+    use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
 
-    #[derive(Debug, Parser)]
-    struct Flags {
-        #[command(flatten)]
-        services: ServiceArgs,
-    }
-
-    fn names(flags: &[&str]) -> Vec<&'static str> {
-        let flags =
-            Flags::try_parse_from(std::iter::once("dev").chain(flags.iter().copied())).unwrap();
-        let chain = Box::new(decloud_sdk::dev::ChainService::new(
-            decloud_sdk::dev::ChainOptions {
-                anvil_path: "anvil".into(),
-                host: "127.0.0.1".into(),
-                port: 0,
-                accounts: 1,
-                mint_usdc: 0,
-                deployments_dir: "d".into(),
-            },
-        ));
-        services(chain, "127.0.0.1", &flags.services, Path::new("."))
-            .unwrap()
-            .iter()
-            .map(|s| s.name())
-            .collect()
+    fn file(dir: &Path, name: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
     }
 
     #[test]
-    fn flags_choose_the_services() {
-        assert_eq!(
-            names(&[]),
-            ["chain", "indexer", "orchestrator", "node agent"]
-        );
-        assert_eq!(names(&["--no-agent"]), ["chain", "indexer", "orchestrator"]);
-        assert_eq!(
-            names(&["--no-indexer"]),
-            ["chain", "orchestrator", "node agent"]
-        );
-        assert_eq!(names(&["--no-orchestrator"]), ["chain", "indexer"]);
-        let flags = Flags::try_parse_from(["dev"]).unwrap();
-        assert_eq!(flags.services.agent_libvirt_uri, TEST_DRIVER_URI);
-        assert_eq!(
-            (
-                flags.services.indexer_port,
-                flags.services.orchestrator_port
-            ),
-            (8000, 8080)
-        );
+    fn the_binary_beside_decloud_comes_before_path() {
+        let install = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let exe = file(install.path(), "decloud", 0o755);
+        let beside = file(install.path(), DEV_BINARY, 0o755);
+        file(elsewhere.path(), DEV_BINARY, 0o755);
+        let path = std::env::join_paths([elsewhere.path()]).unwrap();
+        assert_eq!(find_dev_binary(Some(&exe), Some(&path)).unwrap(), beside);
     }
 
     #[test]
-    fn host_must_resolve() {
-        let flags = Flags::try_parse_from(["dev"]).unwrap();
-        let chain = Box::new(decloud_sdk::dev::ChainService::new(
-            decloud_sdk::dev::ChainOptions {
-                anvil_path: "anvil".into(),
-                host: "no such host!".into(),
-                port: 0,
-                accounts: 1,
-                mint_usdc: 0,
-                deployments_dir: "d".into(),
-            },
-        ));
-        let err = services(chain, "no such host!", &flags.services, Path::new("."))
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("--host"), "{err}");
+    fn path_is_searched_in_order_for_an_executable_file() {
+        let install = tempfile::tempdir().unwrap();
+        let (first, second, third) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let exe = file(install.path(), "decloud", 0o755);
+        // Not executable, then a directory of that name: neither is the binary.
+        file(first.path(), DEV_BINARY, 0o644);
+        std::fs::create_dir(second.path().join(DEV_BINARY)).unwrap();
+        let found = file(third.path(), DEV_BINARY, 0o755);
+        let path = std::env::join_paths([first.path(), second.path(), third.path()]).unwrap();
+        assert_eq!(find_dev_binary(Some(&exe), Some(&path)).unwrap(), found);
+    }
+
+    #[test]
+    fn absence_says_where_it_looked_and_how_to_get_it() {
+        let install = tempfile::tempdir().unwrap();
+        let exe = file(install.path(), "decloud", 0o755);
+        let empty = tempfile::tempdir().unwrap();
+        let path = std::env::join_paths([empty.path()]).unwrap();
+        let message = find_dev_binary(Some(&exe), Some(&path)).unwrap_err();
+        assert!(
+            message.contains(&install.path().display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("scripts/dev"), "{message}");
+        assert!(
+            message.contains("cargo build --release -p decloud-dev"),
+            "{message}"
+        );
+        assert!(find_dev_binary(None, None).is_err());
     }
 }

@@ -1,5 +1,6 @@
-//! `decloud`: DeCloud's command line for every role (deploy the contracts, run the local
-//! network).
+//! `decloud`: DeCloud's command line for every role (deploy the contracts, rent, operate,
+//! publish). It builds without the services: `decloud dev` runs the separate `decloud-dev`
+//! binary, which holds the indexer, the orchestrator and the node agent.
 
 mod attest;
 
@@ -10,8 +11,8 @@ use alloy::{
     providers::Provider,
 };
 use clap::{Args, Parser, Subcommand};
+use decloud_runtime::{LogFormat, init_logging_with};
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 use url::Url;
 
 use decloud_sdk::{
@@ -21,7 +22,6 @@ use decloud_sdk::{
         DEFAULT_UNBONDING_PERIOD, DeployConfig, UsdcSource, VerifierSource, deploy_system,
     },
     deployments::{DeploymentsError, Network, Networks},
-    dev::{ChainOptions, ChainService, run_services, shutdown_signal},
     paths, tx, wallet,
 };
 
@@ -35,9 +35,10 @@ mod tenant;
 #[derive(Debug, Parser)]
 #[command(name = "decloud", version, about)]
 pub struct Cli {
-    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `decloud=debug`.
-    #[arg(long, global = true, env = "DECLOUD_LOG", default_value = "info")]
-    log: String,
+    /// Log filter (`RUST_LOG` syntax), e.g. `info` or `decloud=debug` [default: $DECLOUD_LOG,
+    /// else info].
+    #[arg(long, global = true)]
+    log: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,8 +50,11 @@ enum Command {
     // Boxed: the deploy arguments are several times the size of the others.
     Deploy(Box<DeployArgs>),
     /// Run the local network until Ctrl-C: anvil with everything deployed and funded, the indexer,
-    /// the orchestrator and one registered node agent.
-    Dev(DevArgs),
+    /// the orchestrator and one registered node agent. Runs the decloud-dev binary (beside
+    /// decloud or on PATH; scripts/dev builds it): `decloud dev --help` shows its options.
+    // Its own `--help` is decloud-dev's, so it is passed on with the rest.
+    #[command(disable_help_flag = true)]
+    Dev(dev::DevCommand),
     #[command(flatten)]
     Tenant(tenant::TenantCommand),
     /// Node operators: register nodes, set prices, stake, claim earnings.
@@ -117,38 +121,14 @@ struct DeployArgs {
     deployments_dir: Option<PathBuf>,
 }
 
-/// Arguments of `decloud dev`.
-#[derive(Debug, Clone, Args)]
-struct DevArgs {
-    /// The anvil binary (default: contracts/node_modules/.bin/anvil).
-    #[arg(long)]
-    anvil_path: Option<PathBuf>,
-    /// Host anvil listens on.
-    #[arg(long, default_value = "127.0.0.1")]
-    host: String,
-    /// Port anvil listens on.
-    #[arg(long, default_value_t = 8545)]
-    port: u16,
-    /// Number of funded accounts.
-    #[arg(long, default_value_t = 10)]
-    accounts: u32,
-    /// USDC minted to each account.
-    #[arg(long, default_value_t = 1_000_000)]
-    mint_usdc: u64,
-    /// Where 31337.json is written (default: the repository's deployments/).
-    #[arg(long)]
-    deployments_dir: Option<PathBuf>,
-    #[command(flatten)]
-    services: dev::ServiceArgs,
-}
-
 /// Runs the CLI; returns the process exit code. Errors go to stderr.
 pub fn run(cli: Cli) -> ExitCode {
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let command = match cli.command {
+        // Before logging and the async runtime: this process becomes decloud-dev.
+        Command::Dev(command) => return dev::run(command, cli.log.as_deref()),
+        other => other,
+    };
+    init_logging_with(cli.log.as_deref(), LogFormat::Text, &[]);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,14 +139,14 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let command = match cli.command {
+    let command = match command {
         Command::Attest(command) => return runtime.block_on(attest::run(command)),
         other => other,
     };
     let result = runtime.block_on(async {
         match command {
             Command::Deploy(args) => deploy(*args).await,
-            Command::Dev(args) => dev(args).await,
+            Command::Dev(_) => unreachable!("handled above"),
             Command::Tenant(command) => tenant::run(command).await.map_err(Error::from),
             Command::Operator(command) => operator::run(command).await.map_err(Error::from),
             Command::Template(command) => author::run(command).await.map_err(Error::from),
@@ -310,29 +290,6 @@ async fn deploy(args: DeployArgs) -> Result<(), Error> {
         serde_json::to_string_pretty(&deployment).expect("a deployment always serializes")
     );
     Ok(())
-}
-
-async fn dev(args: DevArgs) -> Result<(), Error> {
-    let root = paths::repo_root()?;
-    let anvil_path = match args.anvil_path {
-        Some(path) => path,
-        None => paths::anvil_path(&root)?,
-    };
-    let deployments_dir = args
-        .deployments_dir
-        .unwrap_or_else(|| paths::deployments_dir(&root));
-    let chain = ChainService::new(ChainOptions {
-        anvil_path,
-        host: args.host.clone(),
-        port: args.port,
-        accounts: args.accounts,
-        mint_usdc: args.mint_usdc,
-        deployments_dir,
-    });
-    let mut services = dev::services(Box::new(chain), &args.host, &args.services, &root)?;
-    run_services(&mut services, shutdown_signal())
-        .await
-        .map(drop)
 }
 
 #[cfg(test)]

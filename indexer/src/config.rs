@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use alloy::primitives::Address;
 use clap::Parser;
-use serde::Deserialize;
+use decloud_runtime::config::{EnvVar, Layers};
+use serde::{Deserialize, Serialize};
 
 use decloud_sdk::deployments::{Deployment, Networks};
 
@@ -48,41 +49,58 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Command-line flags; each also reads an environment variable. Unset flags leave the file's or
-/// the default value in place.
-#[derive(Debug, Clone, Default, Parser)]
+impl From<decloud_runtime::config::ConfigError> for ConfigError {
+    fn from(e: decloud_runtime::config::ConfigError) -> Self {
+        use decloud_runtime::config::ConfigError as Resolver;
+        match e {
+            Resolver::Read { path, source } => Self::Read { path, source },
+            Resolver::Parse { path, source } => Self::Parse {
+                path,
+                message: source.to_string(),
+            },
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// Command-line flags; each has an environment variable of the same name in
+/// `DECLOUD_INDEXER_*` ([`Config::resolve`] reads them). Unset flags leave the environment's, the
+/// file's or the default value in place.
+#[derive(Debug, Clone, Default, Parser, Serialize)]
 #[command(
     name = "decloud-indexer",
     version,
     about = "Index DeCloud's contracts and serve them over GraphQL"
 )]
 pub struct Args {
-    /// TOML config file.
-    #[arg(long, env = "DECLOUD_INDEXER_CONFIG")]
+    /// TOML config file [env: DECLOUD_INDEXER_CONFIG].
+    #[arg(long)]
+    // Not a setting: it names the file layer.
+    #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Database URL: sqlite://FILE or postgres://USER@HOST/DB.
-    #[arg(long, env = "DECLOUD_INDEXER_DATABASE_URL")]
+    /// Database URL: sqlite://FILE or postgres://USER@HOST/DB. [env: DECLOUD_INDEXER_DATABASE_URL]
+    #[arg(long)]
     pub database_url: Option<String>,
-    /// JSON-RPC URL of the chain.
-    #[arg(long, env = "DECLOUD_INDEXER_RPC_URL")]
+    /// JSON-RPC URL of the chain. [env: DECLOUD_INDEXER_RPC_URL]
+    #[arg(long)]
     pub rpc_url: Option<String>,
-    /// Chain id; selects deployments/<chainId>.json and the network's finality defaults.
-    #[arg(long, env = "DECLOUD_INDEXER_CHAIN_ID")]
+    /// Chain id; selects deployments/<chainId>.json and the network's finality defaults. [env: DECLOUD_INDEXER_CHAIN_ID]
+    #[arg(long)]
     pub chain_id: Option<u64>,
-    /// Address the HTTP server listens on.
-    #[arg(long, env = "DECLOUD_INDEXER_LISTEN")]
+    /// Address the HTTP server listens on. [env: DECLOUD_INDEXER_LISTEN]
+    #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Directory holding <chainId>.json deployment files.
-    #[arg(long, env = "DECLOUD_INDEXER_DEPLOYMENTS_DIR")]
+    /// Directory holding <chainId>.json deployment files. [env: DECLOUD_INDEXER_DEPLOYMENTS_DIR]
+    #[arg(long)]
     pub deployments_dir: Option<PathBuf>,
-    /// Blocks below the head before a block is indexed.
-    #[arg(long, env = "DECLOUD_INDEXER_CONFIRMATIONS")]
+    /// Blocks below the head before a block is indexed. [env: DECLOUD_INDEXER_CONFIRMATIONS]
+    #[arg(long)]
     pub confirmations: Option<u64>,
-    /// Blocks that may still be reorganised.
-    #[arg(long, env = "DECLOUD_INDEXER_REORG_WINDOW")]
+    /// Blocks that may still be reorganised. [env: DECLOUD_INDEXER_REORG_WINDOW]
+    #[arg(long)]
     pub reorg_window: Option<u64>,
-    /// Log format: text or json.
-    #[arg(long, env = "DECLOUD_INDEXER_LOG_FORMAT")]
+    /// Log format: text or json. [env: DECLOUD_INDEXER_LOG_FORMAT]
+    #[arg(long)]
     pub log_format: Option<String>,
 }
 
@@ -166,24 +184,57 @@ pub fn network_defaults(chain_id: u64) -> (u64, u64) {
     }
 }
 
+/// The indexer's environment variables and the keys they set (the flags' names).
+const ENV: &[EnvVar] = &[
+    EnvVar::string("DECLOUD_INDEXER_DATABASE_URL", "database_url"),
+    EnvVar::string("DECLOUD_INDEXER_RPC_URL", "rpc_url"),
+    EnvVar::unsigned("DECLOUD_INDEXER_CHAIN_ID", "chain_id"),
+    EnvVar::with("DECLOUD_INDEXER_LISTEN", "listen", |v| {
+        v.parse::<SocketAddr>()
+            .map(|a| a.to_string().into())
+            .map_err(|_| "expected an address such as 127.0.0.1:8000".into())
+    }),
+    EnvVar::string("DECLOUD_INDEXER_DEPLOYMENTS_DIR", "deployments_dir"),
+    EnvVar::unsigned("DECLOUD_INDEXER_CONFIRMATIONS", "confirmations"),
+    EnvVar::unsigned("DECLOUD_INDEXER_REORG_WINDOW", "reorg_window"),
+    EnvVar::string("DECLOUD_INDEXER_LOG_FORMAT", "log_format"),
+];
+
+/// Names the config file when `--config` does not.
+const CONFIG_ENV: &str = "DECLOUD_INDEXER_CONFIG";
+
 impl Config {
     /// Resolves defaults (the network's finality from `deployments/networks.toml`, else
-    /// [`network_defaults`]) → file (from `args.config`) → environment and flags (`args`, which
-    /// clap filled from both, flags winning).
+    /// [`network_defaults`]) → file (`--config`, else `DECLOUD_INDEXER_CONFIG`) → environment →
+    /// flags, from the process environment.
     pub fn resolve(args: &Args) -> Result<Self, ConfigError> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let chain_id = args.chain_id.or(file.chain_id).unwrap_or(31337);
-        let dir = args
+        Self::resolve_with(args, |name| std::env::var(name).ok())
+    }
+
+    /// [`Self::resolve`] with the environment seen through `env`. An empty variable counts as
+    /// unset.
+    pub fn resolve_with(
+        args: &Args,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let mut layers = Layers::new();
+        if let Some(path) = args
+            .config
+            .clone()
+            .or_else(|| env(CONFIG_ENV).map(PathBuf::from))
+        {
+            layers = layers.file(&path)?;
+        }
+        let settings: FileConfig = layers.env(ENV, env)?.layer(args)?.extract()?;
+        let chain_id = settings.chain_id.unwrap_or(31337);
+        let dir = settings
             .deployments_dir
             .clone()
-            .or_else(|| file.deployments_dir.clone())
             .unwrap_or_else(|| "deployments".into());
         let finality =
             network_finality(&dir, chain_id)?.unwrap_or_else(|| network_defaults(chain_id));
-        Self::merge(file, args, finality)
+        Self::merge(settings, &Args::default(), finality)
     }
 
     /// The merge itself, separated from file reading for tests; `finality` is the network's
@@ -299,17 +350,6 @@ impl Config {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
-}
-
 /// The contracts of `deployments/<chainId>.json` (the SDK's deployment record), each starting at
 /// the deployment's first block.
 pub fn load_deployments(
@@ -398,12 +438,48 @@ mod tests {
     }
 
     #[test]
-    fn env_is_read_by_clap_and_flags_win() {
-        // clap resolves flag > env inside `Args`; check the parse of both paths without touching
-        // the process environment.
-        let args = Args::try_parse_from(["decloud-indexer", "--chain-id", "80002"]).unwrap();
-        let c = Config::merge(FileConfig::default(), &args, network_defaults(80002)).unwrap();
+    fn env_sits_between_the_file_and_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("indexer.toml");
+        std::fs::write(
+            &file,
+            "rpc_url = \"http://file:8545\"\ndatabase_url = \"sqlite://file.db\"\nmax_range = 7\n",
+        )
+        .unwrap();
+        let no_networks = dir.path().display().to_string();
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            let no_networks = no_networks.clone();
+            let file = file.display().to_string();
+            move |name: &str| match name {
+                "DECLOUD_INDEXER_DEPLOYMENTS_DIR" => Some(no_networks.clone()),
+                "DECLOUD_INDEXER_CONFIG" => Some(file.clone()),
+                _ => pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string()),
+            }
+        };
+        let vars = &[
+            ("DECLOUD_INDEXER_RPC_URL", "http://env:8545"),
+            ("DECLOUD_INDEXER_CHAIN_ID", "80002"),
+            ("DECLOUD_INDEXER_LISTEN", ""),
+        ];
+        let c = Config::resolve_with(&Args::default(), env(vars)).unwrap();
+        assert_eq!(c.rpc_url, "http://env:8545"); // env over file
+        assert_eq!(c.database_url, "sqlite://file.db"); // file (named by DECLOUD_INDEXER_CONFIG)
+        assert_eq!(c.max_range, 7); // file only
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8000))); // empty env: default
+        // Amoy's finality defaults follow the chain id the environment chose.
         assert_eq!((c.confirmations, c.reorg_window), (32, 256));
+        let args = Args::try_parse_from(["decloud-indexer", "--rpc-url", "http://flag:1"]).unwrap();
+        let c = Config::resolve_with(&args, env(vars)).unwrap();
+        assert_eq!(c.rpc_url, "http://flag:1"); // flag over env
+        let e = Config::resolve_with(&Args::default(), env(&[("DECLOUD_INDEXER_CHAIN_ID", "x")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("DECLOUD_INDEXER_CHAIN_ID"), "{e}");
+        std::fs::write(&file, "unknown_key = 1\n").unwrap();
+        let e = Config::resolve_with(&Args::default(), env(&[])).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use decloud_runtime::LogFormat;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower_http::trace::TraceLayer;
@@ -86,19 +87,6 @@ async fn metrics(State(state): State<ApiState>) -> Response {
         state.metrics.render("decloud_indexer"),
     )
         .into_response()
-}
-
-fn init_logs(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
 
 /// A running indexer: its follower and its HTTP server.
@@ -191,35 +179,16 @@ pub async fn start(
 /// SIGINT or SIGTERM, then stops both gracefully.
 pub async fn run(args: Args) -> eyre::Result<()> {
     let config = Config::resolve(&args)?;
-    init_logs(&config.log_format);
+    decloud_runtime::init_logging(if config.log_format == "json" {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    });
     // Listening before anything starts: a signal during startup also stops gracefully rather than
     // killing the process with the default action.
-    let shutdown = shutdown_signal()?;
+    let shutdown = decloud_runtime::shutdown_signal()?;
     let contracts = config.contracts()?;
     let running = start(&config, &contracts).await?;
     shutdown.await;
-    info!(target: "indexer::server", "shutting down");
     running.stop().await
-}
-
-/// Registers the SIGINT and SIGTERM handlers now and returns a future that completes on either.
-#[cfg(unix)]
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    })
-}
-
-/// Completes on Ctrl-C.
-#[cfg(not(unix))]
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }

@@ -56,7 +56,7 @@ fn start(config: &std::path::Path) -> Indexer {
         Command::new(env!("CARGO_BIN_EXE_decloud-indexer"))
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "warn")
+            .env("DECLOUD_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),

@@ -123,24 +123,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests calling run twice) keeps the first subscriber.
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let config = cli.config()?;
-    init_logging(config.json_logs);
+    decloud_runtime::init_logging(if config.json_logs {
+        decloud_runtime::LogFormat::Json
+    } else {
+        decloud_runtime::LogFormat::Text
+    });
     match cli.command {
         Subcommands::Init => {
             let (identity, created) = Identity::load_or_create(&config)?;
@@ -171,8 +161,11 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn run_agent(config: Config) -> Result<()> {
+    // Listening before the agent starts: a signal during startup also stops it gracefully.
+    let shutdown = decloud_runtime::shutdown_signal()
+        .map_err(|e| Error::io("handling", "SIGINT and SIGTERM", e))?;
     let running = RunningAgent::start(config).await?;
-    wait_for_signal().await?;
+    shutdown.await;
     info!(target: "agent", "shutting down; VMs keep running");
     running.stop().await;
     Ok(())
@@ -275,17 +268,4 @@ impl RunningAgent {
         let _ = self.observer.await;
         self.agent.close().await;
     }
-}
-
-async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| Error::io("handling", "SIGTERM", e))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| Error::io("handling", "SIGINT", e))?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

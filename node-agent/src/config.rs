@@ -1,5 +1,6 @@
 //! Configuration: defaults, then a TOML file, then `DECLOUD_AGENT_*` environment variables,
-//! then command-line flags, resolved in [`Config::resolve`] and nowhere else.
+//! then command-line flags, merged by the resolver every DeCloud binary shares
+//! ([`decloud_runtime::config`]) in [`Config::resolve`] and nowhere else.
 
 use std::{
     collections::BTreeMap,
@@ -7,6 +8,7 @@ use std::{
 };
 
 use alloy::primitives::Address;
+use decloud_runtime::config::{EnvVar, Layers};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -83,7 +85,7 @@ pub struct ImageConfig {
 }
 
 /// One layer of settings; later layers override earlier ones field by field.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigLayer {
     /// Data directory (database, node key, VM disks).
@@ -112,61 +114,49 @@ pub struct ConfigLayer {
     pub images: BTreeMap<String, ImageConfig>,
 }
 
+/// The agent's environment variables and the keys they set.
+const ENV: &[EnvVar] = &[
+    EnvVar::string("DECLOUD_AGENT_DATA_DIR", "data_dir"),
+    EnvVar::string("DECLOUD_AGENT_LIBVIRT_URI", "libvirt_uri"),
+    EnvVar::with("DECLOUD_AGENT_DOMAIN_TYPE", "domain_type", |v| {
+        DomainType::parse(v)
+            .map(|t| t.as_str().into())
+            .map_err(|_| "expected kvm or qemu".into())
+    }),
+    EnvVar::string("DECLOUD_AGENT_ORCHESTRATOR_URL", "orchestrator_url"),
+    EnvVar::with("DECLOUD_AGENT_OPERATOR", "operator", |v| {
+        parse_address(v)
+            .map(|a| a.to_string().into())
+            .map_err(|_| "expected a 0x… address".into())
+    }),
+    EnvVar::string("DECLOUD_AGENT_MACHINE_ID", "machine_id"),
+    EnvVar::unsigned(
+        "DECLOUD_AGENT_SHUTDOWN_TIMEOUT_SECS",
+        "shutdown_timeout_secs",
+    ),
+    EnvVar::string("DECLOUD_AGENT_LOG_FORMAT", "log_format"),
+];
+
+fn config_error(e: decloud_runtime::config::ConfigError) -> Error {
+    Error::Config(e.to_string())
+}
+
 impl ConfigLayer {
     /// Reads a TOML file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io("reading", path, e))?;
-        toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))
+        Layers::new()
+            .file(path)
+            .and_then(Layers::extract)
+            .map_err(config_error)
     }
 
     /// Reads `DECLOUD_AGENT_*` variables through `var` (so tests need not touch the process
-    /// environment).
+    /// environment); an empty variable counts as unset.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let get = |name: &str| var(name).filter(|v| !v.is_empty());
-        Ok(Self {
-            data_dir: get("DECLOUD_AGENT_DATA_DIR").map(PathBuf::from),
-            libvirt_uri: get("DECLOUD_AGENT_LIBVIRT_URI"),
-            domain_type: get("DECLOUD_AGENT_DOMAIN_TYPE")
-                .map(|v| DomainType::parse(&v))
-                .transpose()?,
-            orchestrator_url: get("DECLOUD_AGENT_ORCHESTRATOR_URL"),
-            operator: get("DECLOUD_AGENT_OPERATOR")
-                .map(|v| parse_address(&v))
-                .transpose()?,
-            machine_id: get("DECLOUD_AGENT_MACHINE_ID"),
-            shutdown_timeout_secs: get("DECLOUD_AGENT_SHUTDOWN_TIMEOUT_SECS")
-                .map(|v| {
-                    v.parse().map_err(|_| {
-                        Error::Config(format!("DECLOUD_AGENT_SHUTDOWN_TIMEOUT_SECS={v:?}"))
-                    })
-                })
-                .transpose()?,
-            reserved_memory_mib: None,
-            network: None,
-            log_format: get("DECLOUD_AGENT_LOG_FORMAT"),
-            images: BTreeMap::new(),
-        })
-    }
-
-    fn overlay(mut self, top: Self) -> Self {
-        macro_rules! take {
-            ($($field:ident),*) => { $( if top.$field.is_some() { self.$field = top.$field; } )* };
-        }
-        take!(
-            data_dir,
-            libvirt_uri,
-            domain_type,
-            orchestrator_url,
-            operator,
-            machine_id,
-            shutdown_timeout_secs,
-            reserved_memory_mib,
-            network,
-            log_format
-        );
-        self.images.extend(top.images);
-        self
+        Layers::new()
+            .env(ENV, |name| var(name).filter(|v| !v.is_empty()))
+            .and_then(Layers::extract)
+            .map_err(config_error)
     }
 }
 
@@ -210,10 +200,12 @@ impl Config {
         env: ConfigLayer,
         flags: ConfigLayer,
     ) -> Result<Self> {
-        let merged = ConfigLayer::default()
-            .overlay(file.unwrap_or_default())
-            .overlay(env)
-            .overlay(flags);
+        let merged: ConfigLayer = Layers::new()
+            .layer(&file.unwrap_or_default())
+            .and_then(|layers| layers.layer(&env))
+            .and_then(|layers| layers.layer(&flags))
+            .and_then(Layers::extract)
+            .map_err(config_error)?;
         let json_logs = match merged.log_format.as_deref() {
             None | Some("text") => false,
             Some("json") => true,

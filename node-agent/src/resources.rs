@@ -249,14 +249,20 @@ mod tests {
     }
 
     #[test]
-    fn benchmark_is_stable_within_five_percent() {
-        let a = single_core_rate() as f64;
-        let b = single_core_rate() as f64;
-        let spread = (a - b).abs() / a.max(b);
-        assert!(
-            spread <= 0.05,
-            "runs differ by {:.1}%: {a} vs {b}",
-            spread * 100.0
+    fn benchmark_counts_hashes_and_points_round_down() {
+        // Behaviour only: the benchmark does work and reports it; how repeatable its rate is
+        // on a given machine is measured by `examples/cpu_bench.rs` (see BENCHMARKS.md).
+        assert!(single_core_rate() > 0);
+        assert_eq!(
+            compute_points(1, BASELINE_HASHES_PER_SEC),
+            POINTS_PER_BASELINE_CPU
+        );
+        assert_eq!(compute_points(4, BASELINE_HASHES_PER_SEC * 3 / 2), 600);
+        // One hash short of the next point is still the lower point: a node never claims more
+        // than it measured.
+        assert_eq!(
+            compute_points(1, BASELINE_HASHES_PER_SEC / 100 * 101 - 1),
+            100
         );
     }
 }

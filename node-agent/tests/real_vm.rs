@@ -82,7 +82,7 @@ impl AgentProcess {
             .arg("run")
             .arg("--config")
             .arg(config_path)
-            .env("RUST_LOG", "info")
+            .env("DECLOUD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -249,7 +249,7 @@ async fn main() -> eyre::Result<()> {
     let mut server = Command::new(&binary)
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("DECLOUD_ORCHESTRATOR_DATABASE_URL", &db)
-        .env("RUST_LOG", "warn")
+        .env("DECLOUD_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()?;
     while http_get(port, "/api/v1/health").is_none() {

@@ -2,43 +2,15 @@
 //! defaults → TOML file → environment (`DECLOUD_ORCHESTRATOR_*`) → command-line flags.
 
 use clap::Parser;
-use serde::Deserialize;
+use decloud_runtime::config::{EnvVar, Layers};
+use serde::{Deserialize, Serialize};
 use std::{net::SocketAddr, path::PathBuf};
 
-/// Errors while resolving the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The configuration file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The configuration file is not valid TOML for this configuration.
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: toml::de::Error,
-    },
-    /// An environment variable has a value of the wrong form.
-    #[error("invalid value for {name}: {value}")]
-    Env {
-        /// Variable name.
-        name: &'static str,
-        /// Its value.
-        value: String,
-    },
-    /// The resolved configuration is unusable.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
-}
+/// Errors while resolving the configuration: the resolver's, shared by every binary.
+pub use decloud_runtime::config::ConfigError;
 
 /// Everything the orchestrator needs to run.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address the HTTP server listens on.
@@ -73,7 +45,7 @@ pub struct Config {
 /// Where attestations are anchored and how they are batched. The signing key (which must hold
 /// ANCHOR_ROLE on the anchor) comes from `DECLOUD_PRIVATE_KEY`, or from `keystore` with its
 /// password in `DECLOUD_KEYSTORE_PASSWORD`: never from a file of this configuration or a flag.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttestationConfig {
     /// HTTP JSON-RPC URL of the anchor's chain.
@@ -107,7 +79,7 @@ fn default_confirm_timeout() -> u64 {
 }
 
 /// Where lease and node events come from, and what VMs run.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
     /// HTTP JSON-RPC URL.
@@ -148,7 +120,7 @@ fn default_confirmations() -> u64 {
 }
 
 /// Sign-In with Ethereum settings.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SiweConfig {
     /// Domains (host[:port]) a message may name.
@@ -168,7 +140,7 @@ pub struct SiweConfig {
 }
 
 /// A JSON-RPC endpoint of one chain.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainRpc {
     /// Chain id.
@@ -237,102 +209,57 @@ pub struct Args {
     pub log_json: bool,
 }
 
-fn list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+/// The environment variables of the orchestrator and the keys they set. The attestation ones
+/// adjust an `[attestation]` section of the file and create none.
+const ENV: &[EnvVar] = &[
+    EnvVar::with("DECLOUD_ORCHESTRATOR_LISTEN", "listen", |v| {
+        v.parse::<SocketAddr>()
+            .map(|a| a.to_string().into())
+            .map_err(|_| "expected an address such as 127.0.0.1:8080".into())
+    }),
+    EnvVar::string("DECLOUD_ORCHESTRATOR_DATABASE_URL", "database_url"),
+    EnvVar::boolean("DECLOUD_ORCHESTRATOR_LOG_JSON", "log_json"),
+    EnvVar::string("DECLOUD_ORCHESTRATOR_TEMPLATES_DIR", "templates_dir"),
+    EnvVar::list("DECLOUD_ORCHESTRATOR_CORS_ORIGINS", "cors_origins"),
+    EnvVar::list("DECLOUD_ORCHESTRATOR_SIWE_DOMAINS", "siwe.domains"),
+    EnvVar::list("DECLOUD_ORCHESTRATOR_SIWE_URIS", "siwe.uris"),
+    EnvVar::unsigned_list("DECLOUD_ORCHESTRATOR_SIWE_CHAIN_IDS", "siwe.chain_ids"),
+    EnvVar::unsigned(
+        "DECLOUD_ORCHESTRATOR_ATTESTATION_BATCH_SIZE",
+        "attestation.batch_size",
+    ),
+    EnvVar::integer(
+        "DECLOUD_ORCHESTRATOR_ATTESTATION_BATCH_INTERVAL_SECS",
+        "attestation.batch_interval_secs",
+    ),
+];
+
+/// The flags that were given, as a layer of settings.
+#[derive(Serialize)]
+struct FlagLayer {
+    listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    /// `--log-json` can only turn JSON on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    log_json: bool,
 }
 
 impl Config {
     /// Resolves the configuration from the file named in `args`, the environment as seen
     /// through `env`, and the flags.
     pub fn resolve(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut config = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-            None => Self::default(),
-        };
-        const LISTEN: &str = "DECLOUD_ORCHESTRATOR_LISTEN";
-        const LOG_JSON: &str = "DECLOUD_ORCHESTRATOR_LOG_JSON";
-        const CHAINS: &str = "DECLOUD_ORCHESTRATOR_SIWE_CHAIN_IDS";
-        if let Some(v) = env(LISTEN) {
-            config.listen = v.parse().map_err(|_| ConfigError::Env {
-                name: LISTEN,
-                value: v,
-            })?;
+        let mut layers = Layers::new().layer(&Self::default())?;
+        if let Some(path) = &args.config {
+            layers = layers.file(path)?;
         }
-        if let Some(v) = env("DECLOUD_ORCHESTRATOR_DATABASE_URL") {
-            config.database_url = v;
-        }
-        if let Some(v) = env(LOG_JSON) {
-            config.log_json = match v.as_str() {
-                "1" | "true" => true,
-                "0" | "false" => false,
-                _ => {
-                    return Err(ConfigError::Env {
-                        name: LOG_JSON,
-                        value: v,
-                    });
-                }
-            };
-        }
-        if let Some(v) = env("DECLOUD_ORCHESTRATOR_TEMPLATES_DIR") {
-            config.templates_dir = Some(PathBuf::from(v));
-        }
-        if let Some(v) = env("DECLOUD_ORCHESTRATOR_CORS_ORIGINS") {
-            config.cors_origins = list(&v);
-        }
-        if let Some(v) = env("DECLOUD_ORCHESTRATOR_SIWE_DOMAINS") {
-            config.siwe.domains = list(&v);
-        }
-        if let Some(v) = env("DECLOUD_ORCHESTRATOR_SIWE_URIS") {
-            config.siwe.uris = list(&v);
-        }
-        if let Some(v) = env(CHAINS) {
-            config.siwe.chain_ids = list(&v)
-                .iter()
-                .map(|c| c.parse())
-                .collect::<Result<_, _>>()
-                .map_err(|_| ConfigError::Env {
-                    name: CHAINS,
-                    value: v.clone(),
-                })?;
-        }
-        const BATCH_SIZE: &str = "DECLOUD_ORCHESTRATOR_ATTESTATION_BATCH_SIZE";
-        const BATCH_INTERVAL: &str = "DECLOUD_ORCHESTRATOR_ATTESTATION_BATCH_INTERVAL_SECS";
-        if let Some(a) = config.attestation.as_mut() {
-            if let Some(v) = env(BATCH_SIZE) {
-                a.batch_size = v.parse().map_err(|_| ConfigError::Env {
-                    name: BATCH_SIZE,
-                    value: v,
-                })?;
-            }
-            if let Some(v) = env(BATCH_INTERVAL) {
-                a.batch_interval_secs = v.parse().map_err(|_| ConfigError::Env {
-                    name: BATCH_INTERVAL,
-                    value: v,
-                })?;
-            }
-        }
-        if let Some(listen) = args.listen {
-            config.listen = listen;
-        }
-        if let Some(url) = &args.database_url {
-            config.database_url = url.clone();
-        }
-        if args.log_json {
-            config.log_json = true;
-        }
+        let config: Self = layers
+            .env(ENV, env)?
+            .layer(&FlagLayer {
+                listen: args.listen,
+                database_url: args.database_url.clone(),
+                log_json: args.log_json,
+            })?
+            .extract()?;
         config.validate()?;
         Ok(config)
     }
@@ -414,7 +341,7 @@ pub const INDEXER_ENDPOINT: &str = "indexer (GraphQL)";
 /// The web app served at the API's origin (`[web]`): where its build lives and what its
 /// `/config.json` says. One build of the app serves every network: what differs is written into
 /// `/config.json` from this section and the deployment record, never baked into the bundle.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     /// The built app (`web/dist`): `index.html` and its assets.

@@ -38,24 +38,23 @@ pub use config::{Args, Config, ConfigError};
 pub use dev::OrchestratorService;
 pub use store::{Store, StoreError};
 
+use decloud_runtime::{LogFormat, Tasks};
 use std::{future::IntoFuture as _, time::Duration};
-use tracing_subscriber::EnvFilter;
 
 /// Runs the server until SIGINT or SIGTERM: resolves the configuration, opens the store,
 /// serves the API, then drains in-flight requests before returning.
 pub async fn run(args: Args) -> eyre::Result<()> {
     let config = Config::resolve(&args, |k| std::env::var(k).ok())?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    if config.log_json {
-        logs.json().init()
+    decloud_runtime::init_logging(if config.log_json {
+        LogFormat::Json
     } else {
-        logs.init()
-    }
-
+        LogFormat::Text
+    });
+    // Listening before anything starts: a signal during startup also stops gracefully.
+    let shutdown = decloud_runtime::shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let running = start(config, listener).await?;
-    shutdown_signal().await;
+    shutdown.await;
     running.stop().await
 }
 
@@ -66,9 +65,10 @@ pub struct Running {
     pub addr: std::net::SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    chain_tasks: Option<ChainTasks>,
-    pruner: tokio::task::JoinHandle<()>,
-    anchoring: Option<tokio::task::JoinHandle<()>>,
+    follower: Option<Follower>,
+    /// The lifecycle driver, the sign-in pruner and the anchoring loop: each stops between two
+    /// passes, so no pass is cut in the middle of its writes.
+    tasks: Tasks,
     store: Store,
 }
 
@@ -83,13 +83,12 @@ impl Running {
         format!("ws://{}/api/v1/agent/ws", self.addr)
     }
 
-    /// Drains in-flight requests, stops the chain follower and the lifecycle driver, and closes
-    /// the store.
+    /// Drains in-flight requests, stops the chain follower, lets the background tasks finish the
+    /// pass they are in, and closes the store.
     pub async fn stop(self) -> eyre::Result<()> {
         let _ = self.stop.send(true);
         let served = self.server.await;
-        if let Some((follower, driver)) = self.chain_tasks {
-            driver.abort();
+        if let Some(follower) = self.follower {
             match follower.await {
                 Ok(Err(e)) => {
                     tracing::error!(target: "orchestrator::chain", error = %e, "chain follower stopped with an error")
@@ -100,10 +99,7 @@ impl Running {
                 _ => {}
             }
         }
-        self.pruner.abort();
-        if let Some(task) = self.anchoring {
-            task.abort();
-        }
+        self.tasks.stop().await;
         self.store.close().await;
         tracing::info!(target: "orchestrator", "stopped");
         served??;
@@ -150,13 +146,13 @@ pub async fn start_with_attestation_key(
     tracing::info!(target: "orchestrator", listen = %addr, "serving");
     let state = AppState::new(store.clone(), config)?;
 
+    let mut tasks = Tasks::new();
     // Used nonces and dead sessions are only clutter; clear them out every ten minutes.
-    let pruner = {
+    {
         let store = store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(600));
-            loop {
-                tick.tick().await;
+        tasks.every("auth pruner", Duration::from_secs(600), move || {
+            let store = store.clone();
+            async move {
                 match store.prune_auth(clock::now()).await {
                     Ok(n) => {
                         tracing::debug!(target: "orchestrator::auth", pruned = n, "pruned sign-in state")
@@ -166,26 +162,27 @@ pub async fn start_with_attestation_key(
                     }
                 }
             }
-        })
-    };
-    let anchoring = anchorer.map(|(anchorer, a)| {
+        });
+    }
+    if let Some((anchorer, a)) = anchorer {
         let store = store.clone();
-        tokio::spawn(async move {
-            // Sealing is cheap; checking every few seconds keeps the interval honest.
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            loop {
-                tick.tick().await;
+        let anchorer = std::sync::Arc::new(anchorer);
+        // Sealing is cheap; checking every few seconds keeps the interval honest.
+        tasks.every("anchoring", Duration::from_secs(2), move || {
+            let (store, anchorer) = (store.clone(), anchorer.clone());
+            let (batch_size, batch_interval_secs) = (a.batch_size, a.batch_interval_secs);
+            async move {
                 if let Err(e) =
-                    attestation::pass(&store, &anchorer, a.batch_size, a.batch_interval_secs, clock::now()).await
+                    attestation::pass(&store, &anchorer, batch_size, batch_interval_secs, clock::now()).await
                 {
                     tracing::warn!(target: "orchestrator::attestation", error = %e, "anchoring pass failed; retrying");
                 }
             }
-        })
-    });
+        });
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let chain_tasks = match state.config().chain.clone() {
-        Some(chain) => Some(spawn_chain(&state, chain, stopped.clone()).await?),
+    let follower = match state.config().chain.clone() {
+        Some(chain) => Some(spawn_chain(&state, chain, stopped.clone(), &mut tasks).await?),
         None => None,
     };
     let mut server_stopped = stopped;
@@ -203,9 +200,8 @@ pub async fn start_with_attestation_key(
         addr,
         stop,
         server,
-        chain_tasks,
-        pruner,
-        anchoring,
+        follower,
+        tasks,
         store,
     })
 }
@@ -242,18 +238,18 @@ async fn attestation_setup(
     ))
 }
 
-type ChainTasks = (
-    tokio::task::JoinHandle<Result<(), decloud_indexer::FollowerError>>,
-    tokio::task::JoinHandle<()>,
-);
+/// The chain follower's task; it stops at a committed range when told through its watch channel.
+type Follower = tokio::task::JoinHandle<Result<(), decloud_indexer::FollowerError>>;
 
-/// Starts the chain follower (lease and node events into the store) and the lifecycle driver
-/// (acts on them after every batch and every 10 s, so failed side effects are retried).
+/// Starts the chain follower (lease and node events into the store) and, among `tasks`, the
+/// lifecycle driver (acts on them after every batch and every 10 s, so failed side effects are
+/// retried).
 async fn spawn_chain(
     state: &AppState,
     chain: config::ChainConfig,
     stopped: tokio::sync::watch::Receiver<bool>,
-) -> eyre::Result<ChainTasks> {
+    tasks: &mut Tasks,
+) -> eyre::Result<Follower> {
     use alloy::providers::{Provider, ProviderBuilder};
     let committed = std::sync::Arc::new(tokio::sync::Notify::new());
     let markets = chain::Markets {
@@ -301,33 +297,20 @@ async fn spawn_chain(
         grace_secs: chain.grace_secs,
     };
     let state = state.clone();
-    let driver = tokio::spawn(async move {
+    tasks.spawn("lifecycle driver", move |stop| async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
                 _ = committed.notified() => {}
                 _ = tick.tick() => {}
             }
+            // Not raced against the stop: a pass that has begun finishes its writes.
             if let Err(e) = lifecycle::drive(state.store(), state.agents(), &workload).await {
                 tracing::warn!(target: "orchestrator::lifecycle", error = %e, "lifecycle pass failed; retrying on the next");
             }
         }
     });
-    Ok((follower, driver))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!(target: "orchestrator", "shutting down");
+    Ok(follower)
 }

@@ -38,7 +38,7 @@ fn start(config: &std::path::Path, key: &str) -> Orchestrator {
         Command::new(env!("CARGO_BIN_EXE_decloud-orchestrator"))
             .args(["--config", config.to_str().unwrap()])
             .env("DECLOUD_PRIVATE_KEY", key)
-            .env("RUST_LOG", "orchestrator=debug")
+            .env("DECLOUD_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -303,7 +303,7 @@ async fn tenant_opens_and_closes_a_lease_and_the_vm_follows_on_the_node() {
         Command::new(env!("CARGO_BIN_EXE_decloud-orchestrator"))
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "info")
+            .env("DECLOUD_LOG", "info")
             .spawn()
             .expect("the orchestrator binary starts"),
     );

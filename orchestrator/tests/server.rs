@@ -35,7 +35,7 @@ fn binary_serves_and_shuts_down_gracefully() {
             "DECLOUD_ORCHESTRATOR_DATABASE_URL",
             format!("sqlite:{}", dir.path().join("o.db").display()),
         )
-        .env("RUST_LOG", "info")
+        .env("DECLOUD_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -80,7 +80,7 @@ fn binary_serves_and_shuts_down_gracefully() {
     assert!(status.success(), "exit status {status}");
     let mut logs = String::new();
     child
-        .stdout
+        .stderr
         .take()
         .unwrap()
         .read_to_string(&mut logs)

@@ -22,14 +22,10 @@ use crate::{FIXTURE_PATH, VERIFIER_PATH};
 #[derive(Debug, Parser)]
 #[command(name = "decloud-prover", version)]
 pub struct Cli {
-    /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(
-        long,
-        env = "DECLOUD_PROVER_LOG",
-        default_value = "info",
-        global = true
-    )]
-    pub log: String,
+    /// Log filter (`RUST_LOG` syntax), e.g. `info` or `prover=debug` [default: $DECLOUD_LOG,
+    /// else info].
+    #[arg(long, global = true)]
+    pub log: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -187,12 +183,11 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     // arkworks instruments its gadgets with INFO spans (target `r1cs`) whose fields
     // Debug-print the whole constraint system: recording them makes proving take hours.
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},r1cs=off", cli.log))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,r1cs=off"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    decloud_runtime::init_logging_with(
+        cli.log.as_deref(),
+        decloud_runtime::LogFormat::Text,
+        &["r1cs=off"],
+    );
     match run_with(cli.command, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -1,0 +1,312 @@
+//! `decloud-dev` (what `decloud dev` runs) end to end: it starts anvil, deploys and funds
+//! everything, writes the record, runs the indexer, the orchestrator and one node agent whose node
+//! it registers on-chain, prints the summary, and on SIGINT or SIGTERM stops everything and exits
+//! cleanly.
+
+use std::{
+    future::Future,
+    io::{BufRead as _, BufReader},
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    primitives::B256,
+    providers::{Provider, ProviderBuilder},
+    transports::http::reqwest,
+};
+use decloud_sdk::{
+    agent_protocol, bindings::MockUSDC, deployments::Deployment, testing::TEST_FUNDS, tx,
+};
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 200 ms until it gives a value; fails after 60 s.
+async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The ports `decloud dev` listens on in one test.
+struct Ports {
+    chain: u16,
+    indexer: u16,
+    orchestrator: u16,
+}
+
+/// Starts `decloud dev` on free ports and returns it with its summary once it runs.
+async fn start_dev(dir: &std::path::Path) -> (Child, Ports, String) {
+    let ports = Ports {
+        chain: free_port(),
+        indexer: free_port(),
+        orchestrator: free_port(),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_decloud-dev"))
+        .args(["--accounts", "3"])
+        .args(["--port", &ports.chain.to_string()])
+        .args(["--indexer-port", &ports.indexer.to_string()])
+        .args(["--orchestrator-port", &ports.orchestrator.to_string()])
+        .arg("--deployments-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Read the summary until the last line, on a thread: reading blocks.
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let started = Instant::now();
+    while !reader.is_finished() {
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("decloud dev did not come up");
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("decloud dev exited early with {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summary = reader.join().unwrap().join("\n");
+    (child, ports, summary)
+}
+
+/// Sends `signal` and checks that `decloud dev` exits with 0 and frees every port it held.
+async fn stop_dev(mut child: Child, signal: &str, ports: &Ports) {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "decloud dev did not stop on {signal}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{signal}: {status}");
+    for (name, port) in [
+        ("anvil", ports.chain),
+        ("indexer", ports.indexer),
+        ("orchestrator", ports.orchestrator),
+    ] {
+        assert!(
+            TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "{name}'s port {port} is still taken after {signal}"
+        );
+    }
+}
+
+/// The node id printed in the summary.
+fn summary_node_id(summary: &str) -> B256 {
+    summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("node id"))
+        .unwrap_or_else(|| panic!("no node id in {summary}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+async fn graphql(http: &reqwest::Client, url: &str, query: &str) -> Value {
+    http.post(url)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dev_runs_the_local_network_until_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, ports, summary) = start_dev(dir.path()).await;
+    let port = ports.chain;
+
+    let deployment = Deployment::load(dir.path(), 31337).expect("31337.json written");
+    let url: url::Url = format!("http://127.0.0.1:{port}").parse().unwrap();
+    assert!(summary.contains(url.as_str()), "{summary}");
+    for (name, address) in [
+        ("LeaseEscrow", deployment.contracts.lease_escrow.address),
+        (
+            "Groth16Verifier",
+            deployment.contracts.groth16_verifier.address,
+        ),
+        ("StorageMarket", deployment.contracts.storage_market.address),
+    ] {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.contains(name) && l.contains(&address.to_string())),
+            "{name} {address} not in {summary}"
+        );
+    }
+    assert!(
+        summary.contains("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"),
+        "{summary}"
+    );
+
+    let provider = ProviderBuilder::new().connect_http(url);
+    assert_eq!(provider.get_chain_id().await.unwrap(), 31337);
+    let c = &deployment.contracts;
+    for contract in [
+        c.node_registry,
+        c.operator_staking,
+        c.template_market,
+        c.lease_escrow,
+        c.attestation_anchor,
+        c.groth16_verifier,
+        c.storage_market,
+    ] {
+        assert!(
+            !provider
+                .get_code_at(contract.address)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let usdc = MockUSDC::new(deployment.usdc, &provider);
+    let accounts = provider.get_accounts().await.unwrap();
+    assert_eq!(accounts.len(), 3);
+    for &account in &accounts {
+        assert_eq!(
+            tx::read("MockUSDC", usdc.balanceOf(account))
+                .await
+                .unwrap()
+                .to::<u64>(),
+            TEST_FUNDS
+        );
+    }
+
+    // The node: operated by account 1, its id derived from the agent's machine id.
+    let node_id = summary_node_id(&summary);
+    let operator = accounts[1];
+    assert_eq!(
+        node_id,
+        agent_protocol::node_id(agent_protocol::machine_id("decloud-dev-node"), operator)
+    );
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.contains("operator") && l.contains(&operator.to_string())),
+        "{summary}"
+    );
+    assert!(summary.contains("TEST DRIVER"), "{summary}");
+
+    // The indexer reaches the chain head and lists the registered node.
+    let http = reqwest::Client::new();
+    let graphql_url = format!("http://127.0.0.1:{}/graphql", ports.indexer);
+    assert!(summary.contains(&graphql_url), "{summary}");
+    let head = provider.get_block_number().await.unwrap();
+    let nodes = wait_for("the indexer to reach the chain head", || async {
+        let body = graphql(
+            &http,
+            &graphql_url,
+            "{ _meta { block { number } } nodes { id operator } }",
+        )
+        .await;
+        let number: u64 = body["data"]["_meta"]["block"]["number"]
+            .as_str()?
+            .parse()
+            .ok()?;
+        (number >= head).then(|| body["data"]["nodes"].clone())
+    })
+    .await;
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+    assert_eq!(nodes[0]["id"], json!(node_id.to_string()), "{nodes}");
+    assert_eq!(
+        nodes[0]["operator"],
+        json!(operator.to_string().to_lowercase()),
+        "{nodes}"
+    );
+
+    // The orchestrator follows the chain and sees the node's agent online.
+    let api = format!("http://127.0.0.1:{}/api/v1", ports.orchestrator);
+    assert!(summary.contains(&api), "{summary}");
+    assert!(
+        summary.contains(&format!("{api}/openapi.json")),
+        "{summary}"
+    );
+    let node = wait_for("the orchestrator to see the agent online", || async {
+        let response = http
+            .get(format!("{api}/nodes/{node_id}"))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = response.json().await.ok()?;
+        (body["reputation"]["online"] == json!(true)).then_some(body)
+    })
+    .await;
+    assert_eq!(node["status"], json!("active"), "{node}");
+    let openapi = http
+        .get(format!("{api}/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert!(openapi.status().is_success());
+
+    stop_dev(child, "-INT", &ports).await;
+    assert!(
+        provider.get_block_number().await.is_err(),
+        "anvil is still answering on port {port}"
+    );
+}
+
+#[tokio::test]
+async fn dev_stops_everything_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, ports, summary) = start_dev(dir.path()).await;
+    let http = reqwest::Client::new();
+    let node_id = summary_node_id(&summary);
+    let api = format!("http://127.0.0.1:{}/api/v1", ports.orchestrator);
+    wait_for("the orchestrator to see the agent online", || async {
+        let body: Value = http
+            .get(format!("{api}/nodes/{node_id}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (body["reputation"]["online"] == json!(true)).then_some(())
+    })
+    .await;
+    stop_dev(child, "-TERM", &ports).await;
+}
