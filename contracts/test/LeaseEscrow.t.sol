@@ -1092,6 +1092,26 @@ contract LeaseEscrowTest is MarketplaceFixture {
         assertEq(escrow.balanceOf(tenant), 1_000e6 - lease.settled);
     }
 
+    /// @dev The fixture node's Dedicated + Basic quote for `resources`.
+    function _quote(ILeaseEscrow.Resources memory resources) internal view returns (uint64) {
+        return escrow.quoteRate(
+            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
+        );
+    }
+
+    /// @dev Opens a Basic-bandwidth lease without template on the fixture's node, as the tenant.
+    function _openAs(
+        ILeaseEscrow.Resources memory resources,
+        ILeaseEscrow.QualityTier tier,
+        uint64 maxRate,
+        uint256 funding
+    ) internal returns (uint256 leaseId) {
+        vm.prank(tenant);
+        leaseId = escrow.openLease(
+            nodeId, resources, tier, ILeaseEscrow.BandwidthTier.Basic, 0, 0, maxRate, funding
+        );
+    }
+
     // ------------------------------------------------------------------ the tenant's maximum rate
 
     /// @dev The measured front-run: the tenant was quoted a rate; the operator raised the CPU price to 1e11 in a
@@ -1099,28 +1119,14 @@ contract LeaseEscrowTest is MarketplaceFixture {
     ///      ran dry in seconds and the operator claimed the funding. Now the open reverts and nothing moves.
     function test_RevertWhen_openLeaseAfterAFrontRunPriceRaise() public {
         ILeaseEscrow.Resources memory resources = _resources(2, 4, 50, 0);
-        uint64 quoted = escrow.quoteRate(
-            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
-        );
+        uint64 quoted = _quote(resources);
         vm.prank(operator);
         registry.setPrices(nodeId, _prices(1e11, 0, 0, 0));
-        uint64 raised = escrow.quoteRate(
-            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
-        );
+        uint64 raised = _quote(resources);
         assertGt(raised, quoted);
 
-        vm.prank(tenant);
         vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.RateAboveMax.selector, raised, quoted));
-        escrow.openLease(
-            nodeId,
-            resources,
-            ILeaseEscrow.QualityTier.Dedicated,
-            ILeaseEscrow.BandwidthTier.Basic,
-            0,
-            0,
-            quoted,
-            100e6
-        );
+        _openAs(resources, ILeaseEscrow.QualityTier.Dedicated, quoted, 100e6);
         assertEq(escrow.leaseCount(), 0);
         assertEq(escrow.balanceOf(tenant), 1_000e6);
     }
@@ -1128,46 +1134,20 @@ contract LeaseEscrowTest is MarketplaceFixture {
     /// @dev A governance floor raise between quote and open is refused the same way.
     function test_RevertWhen_openLeaseAfterAFloorRaise() public {
         ILeaseEscrow.Resources memory resources = _resources(2, 4, 50, 0);
-        uint64 quoted = escrow.quoteRate(
-            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
-        );
+        uint64 quoted = _quote(resources);
         vm.startPrank(governance);
         registry.setDefaultPrices(_prices(50_000, 25_000, 500, 500_000));
         registry.setFloorPrices(_prices(50_000, 25_000, 500, 500_000));
         vm.stopPrank();
-        uint64 raised = escrow.quoteRate(
-            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
-        );
-        vm.prank(tenant);
+        uint64 raised = _quote(resources);
         vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.RateAboveMax.selector, raised, quoted));
-        escrow.openLease(
-            nodeId,
-            resources,
-            ILeaseEscrow.QualityTier.Dedicated,
-            ILeaseEscrow.BandwidthTier.Basic,
-            0,
-            0,
-            quoted,
-            100e6
-        );
+        _openAs(resources, ILeaseEscrow.QualityTier.Dedicated, quoted, 100e6);
     }
 
     function test_openLease_atExactlyTheMaximumRate() public {
         ILeaseEscrow.Resources memory resources = _resources(2, 4, 50, 0);
-        uint64 quoted = escrow.quoteRate(
-            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
-        );
-        vm.prank(tenant);
-        uint256 leaseId = escrow.openLease(
-            nodeId,
-            resources,
-            ILeaseEscrow.QualityTier.Dedicated,
-            ILeaseEscrow.BandwidthTier.Basic,
-            0,
-            0,
-            quoted,
-            100e6
-        );
+        uint64 quoted = _quote(resources);
+        uint256 leaseId = _openAs(resources, ILeaseEscrow.QualityTier.Dedicated, quoted, 100e6);
         assertEq(escrow.getLease(leaseId).ratePerHour, quoted);
     }
 
@@ -1176,23 +1156,11 @@ contract LeaseEscrowTest is MarketplaceFixture {
         vm.prank(operator);
         registry.setPrices(nodeId, _prices(cpuPrice, 0, 0, 0));
         ILeaseEscrow.Resources memory resources = _resources(2, 4, 50, 0);
-        uint64 rate = escrow.quoteRate(
-            nodeId, resources, ILeaseEscrow.QualityTier.Dedicated, ILeaseEscrow.BandwidthTier.Basic
-        );
-        vm.prank(tenant);
+        uint64 rate = _quote(resources);
         if (rate > maxRate) {
             vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.RateAboveMax.selector, rate, maxRate));
         }
-        escrow.openLease(
-            nodeId,
-            resources,
-            ILeaseEscrow.QualityTier.Dedicated,
-            ILeaseEscrow.BandwidthTier.Basic,
-            0,
-            0,
-            maxRate,
-            1e6
-        );
+        _openAs(resources, ILeaseEscrow.QualityTier.Dedicated, maxRate, 1e6);
         if (rate <= maxRate) assertLe(escrow.getLease(1).ratePerHour, maxRate);
     }
 
@@ -1341,18 +1309,8 @@ contract LeaseEscrowTest is MarketplaceFixture {
             _resources(2, 4, 10, 3)
         ];
         for (uint256 i; i < tooBig.length; ++i) {
-            vm.prank(tenant);
             vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.InsufficientCapacity.selector, nodeId));
-            escrow.openLease(
-                nodeId,
-                tooBig[i],
-                ILeaseEscrow.QualityTier.Dedicated,
-                ILeaseEscrow.BandwidthTier.Basic,
-                0,
-                0,
-                type(uint64).max,
-                1e6
-            );
+            _openAs(tooBig[i], ILeaseEscrow.QualityTier.Dedicated, type(uint64).max, 1e6);
         }
     }
 
@@ -1367,18 +1325,8 @@ contract LeaseEscrowTest is MarketplaceFixture {
         assertEq(cpu, 0);
         assertEq(mem, 256 - 32 * 4);
         assertEq(disk, 4000 - 32 * 50);
-        vm.prank(tenant);
         vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.InsufficientCapacity.selector, nodeId));
-        escrow.openLease(
-            nodeId,
-            _resources(2, 4, 50, 0),
-            ILeaseEscrow.QualityTier.Dedicated,
-            ILeaseEscrow.BandwidthTier.Basic,
-            0,
-            0,
-            type(uint64).max,
-            1e6
-        );
+        _openAs(_resources(2, 4, 50, 0), ILeaseEscrow.QualityTier.Dedicated, type(uint64).max, 1e6);
         vm.prank(tenant);
         escrow.closeLease(ids[0]);
         vm.prank(arbiter);
@@ -1390,45 +1338,15 @@ contract LeaseEscrowTest is MarketplaceFixture {
 
     /// @dev A vCPU holds 60 / overcommit shares: a Burstable (4:1) vCPU a quarter of a Dedicated one.
     function test_capacity_weighsVcpusByTheQualityTier() public {
-        vm.prank(tenant);
-        escrow.openLease(
-            nodeId,
-            _resources(256, 4, 10, 0),
-            ILeaseEscrow.QualityTier.Burstable,
-            ILeaseEscrow.BandwidthTier.Basic,
-            0,
-            0,
-            type(uint64).max,
-            1e6
-        );
+        _openAs(_resources(256, 4, 10, 0), ILeaseEscrow.QualityTier.Burstable, type(uint64).max, 1e6);
         (uint256 cpu,,,) = escrow.freeCapacity(nodeId);
         assertEq(cpu, 0, "256 burstable vCPUs fill 64 cores");
     }
 
     /// @dev GPUs add up across leases, not only per lease.
     function test_RevertWhen_gpusOfActiveLeasesExceedTheNodes() public {
-        vm.startPrank(tenant);
-        escrow.openLease(
-            nodeId,
-            _resources(2, 4, 10, 2),
-            ILeaseEscrow.QualityTier.Dedicated,
-            ILeaseEscrow.BandwidthTier.Basic,
-            0,
-            0,
-            type(uint64).max,
-            1e6
-        );
+        _openAs(_resources(2, 4, 10, 2), ILeaseEscrow.QualityTier.Dedicated, type(uint64).max, 1e6);
         vm.expectRevert(abi.encodeWithSelector(ILeaseEscrow.InsufficientCapacity.selector, nodeId));
-        escrow.openLease(
-            nodeId,
-            _resources(2, 4, 10, 1),
-            ILeaseEscrow.QualityTier.Dedicated,
-            ILeaseEscrow.BandwidthTier.Basic,
-            0,
-            0,
-            type(uint64).max,
-            1e6
-        );
-        vm.stopPrank();
+        _openAs(_resources(2, 4, 10, 1), ILeaseEscrow.QualityTier.Dedicated, type(uint64).max, 1e6);
     }
 }
