@@ -414,6 +414,26 @@ impl Agent {
         self.report(vm_id).await
     }
 
+    /// Reboots a VM as a power cycle (graceful stop, forced after the configured timeout,
+    /// then start), which works whether or not the guest handles ACPI reboot requests.
+    /// A stopped VM is simply started: the tenant asked for it to come back up.
+    pub async fn reboot_vm(&self, vm_id: &str) -> Result<VmReport> {
+        let _ops = self.inner.ops.lock().await;
+        self.record(vm_id).await?;
+        self.inner
+            .store
+            .set_desired(vm_id, Desired::Running)
+            .await?;
+        self.stop_domain(vm_id).await?;
+        let name = domain_name(vm_id);
+        self.libvirt(move |h| h.start(&name)).await?;
+        self.inner
+            .store
+            .set_state(vm_id, VmState::Running, None, None)
+            .await?;
+        self.report(vm_id).await
+    }
+
     async fn stop_domain(&self, vm_id: &str) -> Result<StopOutcome> {
         let name = domain_name(vm_id);
         let timeout = Duration::from_secs(self.inner.config.shutdown_timeout_secs);
@@ -664,6 +684,7 @@ impl Agent {
             state: record.state,
             readiness,
             addresses,
+            forwards: Vec::new(),
             error: record.error.clone(),
         }
     }
@@ -687,6 +708,7 @@ impl Agent {
             seq,
             sent_at: crate::store::now(),
             ready: self.is_ready(),
+            public_address: None,
             resources: self.inner.resources.clone(),
             free: self.free_capacity().await?,
             vms: self.reports().await?,
@@ -710,6 +732,7 @@ impl Agent {
             CommandAction::CreateVm { spec } => self.create_vm(spec).await.map(Some),
             CommandAction::StartVm { vm_id } => self.start_vm(&vm_id).await.map(Some),
             CommandAction::StopVm { vm_id } => self.stop_vm(&vm_id).await.map(Some),
+            CommandAction::RebootVm { vm_id } => self.reboot_vm(&vm_id).await.map(Some),
             CommandAction::DeleteVm { vm_id } => self.delete_vm(&vm_id).await.map(|()| None),
         };
         let outcome = match result {

@@ -104,6 +104,7 @@ fn heartbeat(seq: u64) -> String {
         seq,
         sent_at: decloud_orchestrator::clock::now() as u64,
         ready: true,
+        public_address: None,
         resources: NodeResources {
             arch: "x86_64".into(),
             cpu_model: "bench".into(),

@@ -146,6 +146,7 @@ fn heartbeat(seq: u64, compute_points: u64) -> AgentMessage {
         seq,
         sent_at: 0,
         ready: true,
+        public_address: None,
         resources: NodeResources {
             arch: "x86_64".into(),
             cpu_model: "test".into(),
@@ -505,6 +506,7 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
             probes: Vec::new(),
         },
         addresses: Vec::new(),
+        forwards: Vec::new(),
         error: None,
     };
     send(

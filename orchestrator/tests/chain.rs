@@ -271,6 +271,7 @@ async fn lease_flow(url: String) {
         seq: 1,
         sent_at: 0,
         ready: true,
+        public_address: None,
         resources: NodeResources {
             arch: "x86_64".into(),
             cpu_model: "t".into(),
@@ -376,6 +377,7 @@ async fn lease_flow(url: String) {
             probes: Vec::new(),
         },
         addresses: Vec::new(),
+        forwards: Vec::new(),
         error: None,
     };
     send(
@@ -508,6 +510,7 @@ async fn lease_flow(url: String) {
                 probes: Vec::new(),
             },
             addresses: Vec::new(),
+            forwards: Vec::new(),
             error: None,
         });
         AgentMessage::Ack(Ack {

@@ -277,6 +277,11 @@ pub enum CommandAction {
         /// Which VM.
         vm_id: String,
     },
+    /// Power-cycle a VM: a graceful stop (forced after the agent's timeout), then a start.
+    RebootVm {
+        /// Which VM.
+        vm_id: String,
+    },
     /// Stop a VM and remove it with its disks.
     DeleteVm {
         /// Which VM.
@@ -368,6 +373,18 @@ impl fmt::Display for PortProtocol {
 pub struct PortSpec {
     /// Port inside the guest.
     pub guest: u16,
+    /// Protocol.
+    pub protocol: PortProtocol,
+}
+
+/// A guest port reachable from outside the node: `public` on the node's public address is
+/// forwarded by the node's kernel to `guest` inside the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortForward {
+    /// Port inside the guest.
+    pub guest: u16,
+    /// Port on the node's public address.
+    pub public: u16,
     /// Protocol.
     pub protocol: PortProtocol,
 }
@@ -502,6 +519,9 @@ pub struct VmReport {
     /// Guest IPv4 addresses known to the host.
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Ports forwarded to the guest from the node's public address.
+    #[serde(default)]
+    pub forwards: Vec<PortForward>,
     /// Why the VM is failed, when it is.
     #[serde(default)]
     pub error: Option<String>,
@@ -594,6 +614,10 @@ pub struct Heartbeat {
     pub sent_at: u64,
     /// Whether the agent can take commands (libvirt reachable, state reconciled).
     pub ready: bool,
+    /// Address (IP or DNS name) at which the node's forwarded ports are reachable; absent
+    /// when the operator has not configured one.
+    #[serde(default)]
+    pub public_address: Option<String>,
     /// Host resources.
     pub resources: NodeResources,
     /// Free capacity.
