@@ -9,7 +9,8 @@
 
 // Layers, bottom to top (each imports only the ones before it; `tests/module_graph.rs` checks
 // that no cycle appears):
-// - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`;
+// - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`,
+//   `console` (the console relay);
 // - storage: `store`, every SQL statement of the crate;
 // - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `marketplace`, `lifecycle`,
 //   `chain`;
@@ -23,6 +24,7 @@ pub mod catalog;
 pub mod chain;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod dev;
 pub mod lifecycle;
 pub mod marketplace;
