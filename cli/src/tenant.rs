@@ -308,6 +308,9 @@ pub(crate) enum VmCommand {
     List(GlobalOnly),
     /// One of your VMs.
     Show(VmShowArgs),
+    /// Attach the terminal to a VM's serial console (detach with Ctrl-]; piped stdin is typed
+    /// in as it comes).
+    Console(crate::console::VmConsoleArgs),
 }
 
 /// `decloud vm show`.
@@ -335,6 +338,7 @@ pub(crate) async fn run(command: TenantCommand) -> Result<(), CliError> {
         TenantCommand::Lease(LeaseCommand::Show(args)) => lease_show(args).await,
         TenantCommand::Vm(VmCommand::List(args)) => vm_list(args.global).await,
         TenantCommand::Vm(VmCommand::Show(args)) => vm_show(args).await,
+        TenantCommand::Vm(VmCommand::Console(args)) => crate::console::run(args).await,
     }
 }
 
@@ -705,7 +709,7 @@ fn session_key(orchestrator: &Url) -> String {
 }
 
 /// The stored session for the configured orchestrator.
-fn current_session(settings: &Settings) -> Result<StoredSession, CliError> {
+pub(crate) fn current_session(settings: &Settings) -> Result<StoredSession, CliError> {
     let sessions = load_sessions(&sessions_path(&settings.config_dir))?;
     let key = session_key(&settings.orchestrator);
     let session = sessions
@@ -720,7 +724,7 @@ fn current_session(settings: &Settings) -> Result<StoredSession, CliError> {
     Ok(session)
 }
 
-fn endpoint(settings: &Settings, path: &str) -> String {
+pub(crate) fn endpoint(settings: &Settings, path: &str) -> String {
     format!("{}/api/v1{path}", session_key(&settings.orchestrator))
 }
 
@@ -1222,6 +1226,10 @@ mod tests {
                 assert_eq!(a.max_price, Some(10_000));
                 assert!(a.online);
             }
+            other => panic!("{other:?}"),
+        }
+        match tenant(&["vm", "console", "vm-2"]) {
+            TenantCommand::Vm(VmCommand::Console(a)) => assert_eq!(a.vm, "vm-2"),
             other => panic!("{other:?}"),
         }
         match tenant(&["vm", "show", "vm-1", "--orchestrator", "http://o:1"]) {
