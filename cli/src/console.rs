@@ -49,7 +49,8 @@ pub(crate) async fn run(args: VmConsoleArgs) -> Result<(), CliError> {
     let bearer = HeaderValue::from_str(&format!("Bearer {}", session.token))
         .map_err(|_| CliError::Invalid("the stored session token is not a valid header".into()))?;
     request.headers_mut().insert("authorization", bearer);
-    let (socket, _) = tokio_tungstenite::connect_async(request)
+    // No Nagle: keystrokes are tiny writes that must leave at once.
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
         .await
         .map_err(refusal)?;
 

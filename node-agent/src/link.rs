@@ -145,7 +145,10 @@ async fn session(
     welcomed: &mut bool,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
-    let (mut socket, _) = timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url))
+    // No Nagle: console output goes out in small frames one after another, and holding the
+    // second until the first is acknowledged (delayed by the peer) adds ~40 ms to a keystroke.
+    let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+    let (mut socket, _) = timeout(HANDSHAKE_TIMEOUT, connect)
         .await
         .map_err(|_| Error::Link("connect timed out".into()))?
         .map_err(|e| Error::Link(format!("cannot connect: {e}")))?;

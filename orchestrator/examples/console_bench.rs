@@ -19,8 +19,9 @@ use clap::Parser;
 use console_node::ConsoleNode;
 use futures_util::{SinkExt, StreamExt};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::{
-    connect_async,
+    connect_async_with_config,
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
 
@@ -41,6 +42,29 @@ async fn main() {
     node.boot().await;
     node.connect().await;
 
+    // Baseline: the VM's console socket straight, as the agent sees it (no session attached).
+    let socket = decloud_node_agent::console_socket_path(&node.agent, &node.vm);
+    let (mut reader, mut writer) = tokio::net::UnixStream::connect(&socket)
+        .await
+        .unwrap()
+        .into_split();
+    let baseline = measure(
+        args.rounds,
+        async |data: &[u8]| {
+            writer.write_all(data).await.unwrap();
+        },
+        async || {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(30), reader.read(&mut buf))
+                .await
+                .expect("the guest answers")
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        },
+    )
+    .await;
+    drop((reader, writer));
+
     let mut request = format!("ws://{}/api/v1/vms/{}/console", node.addr, node.vm)
         .into_client_request()
         .unwrap();
@@ -48,34 +72,64 @@ async fn main() {
         "authorization",
         HeaderValue::from_str(&format!("Bearer {}", node.alice_token)).unwrap(),
     );
-    let (mut ws, _) = connect_async(request).await.expect("the console opens");
-
-    let mut samples = Vec::with_capacity(args.rounds);
-    for round in 0..WARMUP + args.rounds {
-        let started = Instant::now();
-        ws.send(Message::binary(b"\r".to_vec())).await.unwrap();
-        let mut text = String::new();
-        while !text.ends_with("# ") {
-            match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+    // No Nagle on the tenant's side either, as `decloud vm console` does.
+    let (ws, _) = connect_async_with_config(request, None, true)
+        .await
+        .expect("the console opens");
+    let (mut sink, mut stream) = ws.split();
+    let relayed = measure(
+        args.rounds,
+        async |data: &[u8]| {
+            sink.send(Message::binary(data.to_vec())).await.unwrap();
+        },
+        async || loop {
+            match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
                 Ok(Some(Ok(Message::Binary(data)))) => {
-                    text.push_str(&String::from_utf8_lossy(&data))
+                    return String::from_utf8_lossy(&data).into_owned();
                 }
                 Ok(Some(Ok(_))) => {}
-                other => panic!("no prompt after Enter (round {round}): {other:?}; got {text:?}"),
+                other => panic!("the console ended: {other:?}"),
             }
+        },
+    )
+    .await;
+    let _ = sink.close().await;
+    node.shutdown().await;
+
+    report("VM console socket directly (baseline)", baseline);
+    report("tenant WebSocket → orchestrator → agent link → VM", relayed);
+}
+
+/// Presses Enter `rounds` times (after [`WARMUP`] unmeasured ones), each time reading until the
+/// shell's next prompt; returns the sorted round trips.
+async fn measure(
+    rounds: usize,
+    mut send: impl AsyncFnMut(&[u8]),
+    mut receive: impl AsyncFnMut() -> String,
+) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..WARMUP + rounds {
+        let started = Instant::now();
+        send(b"\r").await;
+        let mut text = String::new();
+        // The shell's prompt, possibly followed by its cursor-position query (`ESC [6n`), which
+        // may also arrive first, left over from the previous round.
+        while !text.contains("# ") {
+            text.push_str(&receive().await);
         }
         if round >= WARMUP {
             samples.push(started.elapsed());
         }
     }
-    ws.close(None).await.unwrap();
-    node.shutdown().await;
-
     samples.sort();
+    samples
+}
+
+fn report(path: &str, samples: Vec<Duration>) {
     let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "console round trip (Enter → prompt), {} rounds: min {:.2} ms, median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{path}: Enter → prompt, {} rounds: min {:.2} ms, median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         samples.len(),
         ms(samples[0]),
         ms(at(0.5)),

@@ -188,6 +188,13 @@ pub async fn start_with_attestation_key(
         None => None,
     };
     let mut server_stopped = stopped;
+    // No Nagle: a console's output and the agents' frames are small writes in a row, which
+    // Nagle would hold until the previous one is acknowledged (~40 ms with delayed ACKs).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(target: "orchestrator::http", error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = tokio::spawn(
         axum::serve(
             listener,

@@ -99,6 +99,10 @@ impl ConsoleNode {
         let state = AppState::new(store.clone(), Config::default()).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // As the orchestrator's own server does (see `decloud_orchestrator::run`).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let router = app(state.clone());
         tokio::spawn(async move {
             axum::serve(
