@@ -108,6 +108,16 @@ pub struct ChainConfig {
     /// deleted, seconds.
     #[serde(default = "default_grace")]
     pub grace_secs: i64,
+    /// After a start, how long node agents are given to reconnect before a VM waiting for its
+    /// node says so to its tenant, seconds. Placement always waits for the node's agent to be
+    /// connected and to report what it runs; an offline node never fails a VM.
+    #[serde(default = "default_reconnect_grace")]
+    pub reconnect_grace_secs: i64,
+}
+
+fn default_reconnect_grace() -> i64 {
+    // The agent's reconnect wait is capped at 60 s; one heartbeat (15 s) more and some slack.
+    90
 }
 
 fn default_grace() -> i64 {
@@ -295,6 +305,11 @@ impl Config {
                         "chain.{name} is not an address: {value}"
                     )));
                 }
+            }
+            if chain.reconnect_grace_secs < 0 {
+                return Err(ConfigError::Invalid(
+                    "chain.reconnect_grace_secs must not be negative".into(),
+                ));
             }
             if chain.grace_secs < 0 {
                 return Err(ConfigError::Invalid(

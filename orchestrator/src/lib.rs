@@ -12,7 +12,7 @@
 // - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`;
 // - storage: `store`, every SQL statement of the crate;
 // - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `marketplace`, `lifecycle`,
-//   `chain`;
+//   `reconcile`, `chain`;
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
 pub mod agent;
@@ -29,6 +29,7 @@ pub mod marketplace;
 pub mod metrics;
 pub mod money;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod reputation;
 pub mod scheduler;
 pub mod store;
@@ -295,21 +296,28 @@ async fn spawn_chain(
         user_data: String::new(),
         bandwidth: decloud_sdk::agent_protocol::BandwidthTier::Basic,
         grace_secs: chain.grace_secs,
+        reconnect_grace_until: clock::now().saturating_add(chain.reconnect_grace_secs),
     };
     let state = state.clone();
+    let reported = state.agents().reported();
     tasks.spawn("lifecycle driver", move |stop| async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
-            tokio::select! {
+            let chain_or_clock = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                _ = committed.notified() => {}
-                _ = tick.tick() => {}
-            }
+                _ = committed.notified() => true,
+                _ = tick.tick() => true,
+                // A node reported what it runs (or disconnected): reconcile it.
+                _ = reported.notified() => false,
+            };
             // Not raced against the stop: a pass that has begun finishes its writes.
-            if let Err(e) = lifecycle::drive(state.store(), state.agents(), &workload).await {
+            if chain_or_clock
+                && let Err(e) = lifecycle::drive(state.store(), state.agents(), &workload).await
+            {
                 tracing::warn!(target: "orchestrator::lifecycle", error = %e, "lifecycle pass failed; retrying on the next");
             }
+            reconcile::pass(state.store(), state.agents(), &workload).await;
         }
     });
     Ok(follower)
