@@ -42,6 +42,9 @@ pub use store::{Store, StoreError};
 use decloud_runtime::{LogFormat, Tasks};
 use std::{future::IntoFuture as _, time::Duration};
 
+/// The problem `/health` reports while anchoring passes fail.
+const ANCHORING: &str = "anchoring";
+
 /// Runs the server until SIGINT or SIGTERM: resolves the configuration, opens the store,
 /// serves the API, then drains in-flight requests before returning.
 pub async fn run(args: Args) -> eyre::Result<()> {
@@ -135,6 +138,10 @@ pub async fn start_with_attestation_key(
             None
         }
     };
+    if let Some((anchorer, _)) = &anchorer {
+        // Before anything is attested: a rebuilt database continues the anchored log.
+        anchorer.resume_from_chain(&store, clock::now()).await?;
+    }
     let recovered = lifecycle::recover(&store).await?;
     if recovered > 0 {
         tracing::info!(target: "orchestrator::lifecycle", recovered, "applied acknowledgements left by a crash");
@@ -168,15 +175,19 @@ pub async fn start_with_attestation_key(
     if let Some((anchorer, a)) = anchorer {
         let store = store.clone();
         let anchorer = std::sync::Arc::new(anchorer);
+        let health = state.clone();
         // Sealing is cheap; checking every few seconds keeps the interval honest.
         tasks.every("anchoring", Duration::from_secs(2), move || {
-            let (store, anchorer) = (store.clone(), anchorer.clone());
+            let (store, anchorer, health) = (store.clone(), anchorer.clone(), health.clone());
             let (batch_size, batch_interval_secs) = (a.batch_size, a.batch_interval_secs);
             async move {
-                if let Err(e) =
-                    attestation::pass(&store, &anchorer, batch_size, batch_interval_secs, clock::now()).await
-                {
-                    tracing::warn!(target: "orchestrator::attestation", error = %e, "anchoring pass failed; retrying");
+                match attestation::pass(&store, &anchorer, batch_size, batch_interval_secs, clock::now()).await {
+                    Ok(_) => health.set_problem(ANCHORING, None),
+                    Err(e) => {
+                        tracing::warn!(target: "orchestrator::attestation", error = %e, "anchoring pass failed; retrying");
+                        // /health says degraded until a pass succeeds again.
+                        health.set_problem(ANCHORING, Some(format!("anchoring: {e}")));
+                    }
                 }
             }
         });
