@@ -610,7 +610,11 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
 }
 
 /// A node that connected, authenticated and sent one heartbeat reporting `vms`.
-async fn connected(s: &Server, byte: u8, vms: Vec<VmReport>) -> (Ws, B256, String, PrivateKeySigner) {
+async fn connected(
+    s: &Server,
+    byte: u8,
+    vms: Vec<VmReport>,
+) -> (Ws, B256, String, PrivateKeySigner) {
     let key = PrivateKeySigner::random();
     let node_id = B256::repeat_byte(byte);
     let node = format!("{node_id:#x}");
@@ -681,7 +685,13 @@ async fn an_offline_node_delays_placement_and_never_fails_the_vm() {
             .is_some_and(|f| f.contains("waiting for node")),
         "{vm:?}"
     );
-    assert!(s.store.due_commands(&node, i64::MAX).await.unwrap().is_empty());
+    assert!(
+        s.store
+            .due_commands(&node, i64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Still pending after any number of passes.
     lifecycle::drive(s.state.store(), s.state.agents(), &workload())
         .await

@@ -486,9 +486,8 @@ pub fn check_resumption(a: &SignedAttestation) -> Result<Resumption, VerifyFailu
             a.sequence, a.kind
         )));
     }
-    let r: Resumption = serde_json::from_str(&a.payload).map_err(|e| {
-        VerifyFailure::BadResumption(format!("its payload names no batch: {e}"))
-    })?;
+    let r: Resumption = serde_json::from_str(&a.payload)
+        .map_err(|e| VerifyFailure::BadResumption(format!("its payload names no batch: {e}")))?;
     if a.sequence != r.next_sequence() {
         return Err(VerifyFailure::BadResumption(format!(
             "it sits at {}, but batch {} ends before {}",
@@ -675,7 +674,8 @@ mod tests {
         };
         let payload = serde_json::to_string(&resumption).unwrap();
         let resume = |sequence: u64, previous: B256| {
-            let body = Attestation::new(LOG_SUBJECT, RESUMED_KIND, &payload, sequence, previous, 200);
+            let body =
+                Attestation::new(LOG_SUBJECT, RESUMED_KIND, &payload, sequence, previous, 200);
             sign(&key, &domain, body, &payload).unwrap()
         };
         assert_eq!(check_resumption(&resume(5, tree.root())), Ok(resumption));

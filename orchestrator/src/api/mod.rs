@@ -123,7 +123,11 @@ impl AppState {
     /// Sets (or, with `None`, clears) the problem of one area; while any is set, `/health`
     /// answers `degraded` and lists them.
     pub fn set_problem(&self, area: &'static str, problem: Option<String>) {
-        let mut problems = self.inner.problems.lock().unwrap_or_else(|e| e.into_inner());
+        let mut problems = self
+            .inner
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match problem {
             Some(p) => problems.insert(area, p),
             None => problems.remove(area),
@@ -131,7 +135,11 @@ impl AppState {
     }
 
     fn problems(&self) -> Vec<String> {
-        let problems = self.inner.problems.lock().unwrap_or_else(|e| e.into_inner());
+        let problems = self
+            .inner
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         problems.values().cloned().collect()
     }
 }
@@ -504,7 +512,12 @@ async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     state.inner.store.ping().await?;
     let problems = state.problems();
     Ok(Json(Health {
-        status: if problems.is_empty() { "ok" } else { "degraded" }.into(),
+        status: if problems.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
         problems,
     }))
 }
