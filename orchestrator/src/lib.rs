@@ -200,7 +200,9 @@ pub async fn start_with_attestation_key(
     let mut server_stopped = stopped;
     let server = tokio::spawn(
         axum::serve(
-            listener,
+            // hyper's own refusals (a URI too long to parse) in the API's error shape; tap_io
+            // keeps the peer address for ConnectInfo.
+            axum::serve::ListenerExt::tap_io(api::ApiListener(listener), |_| ()),
             app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(async move {

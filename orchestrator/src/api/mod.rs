@@ -10,8 +10,11 @@ mod auth;
 mod hosting;
 mod marketplace;
 mod operator;
+mod protocol_errors;
 mod tenant;
 mod web;
+
+pub use protocol_errors::{ApiConnection, ApiListener};
 
 pub use decloud_sdk::api::{
     AttestationCreated, AttestationQuery, AttestationView, Capabilities, DistributeRequest,
