@@ -40,7 +40,7 @@ use decloud_sdk::{
 use serde_json::Value;
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
 };
@@ -104,8 +104,28 @@ fn free_port() -> u16 {
 /// of this test shares, and the image its VMs boot.
 struct NodeSetup {
     libvirt_uri: String,
+    network: NetworkConfig,
+    /// The agent's data directory (QEMU must be able to reach it for real guests).
+    data_dir: PathBuf,
     image: ImageConfig,
-    memory_mib_per_vm: u64,
+}
+
+/// Removes the domains this test's node still owns when the test ends, passed or not: real
+/// guests are QEMU processes that would outlive it.
+struct Leftovers {
+    libvirt_uri: String,
+    node_id: alloy::primitives::B256,
+}
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let Ok(hypervisor) = decloud_node_agent::Hypervisor::open(&self.libvirt_uri) else {
+            return;
+        };
+        for domain in hypervisor.owned_domains(self.node_id).unwrap_or_default() {
+            let _ = hypervisor.remove(&domain.name);
+        }
+    }
 }
 
 /// Polls `check` (which says what is still missing) until it passes; returns how long it took,
@@ -425,14 +445,12 @@ async fn walk_away(setup: NodeSetup) {
     eprintln!("orchestrator log: {}", log.display());
 
     // The node agent, registered on-chain by its operator.
-    let agent_dir = work.path().join("agent");
-    std::fs::create_dir_all(&agent_dir).unwrap();
     let machine = format!("walk-away-{}", std::process::id());
     let agent_config = decloud_node_agent::Config::resolve(
         None,
         ConfigLayer::default(),
         ConfigLayer {
-            data_dir: Some(agent_dir.join("data")),
+            data_dir: Some(setup.data_dir.clone()),
             libvirt_uri: Some(setup.libvirt_uri.clone()),
             domain_type: Some(DomainType::Qemu),
             orchestrator_url: Some(format!("ws://127.0.0.1:{port}/api/v1/agent/ws")),
@@ -440,9 +458,7 @@ async fn walk_away(setup: NodeSetup) {
             machine_id: Some(machine.clone()),
             shutdown_timeout_secs: Some(2),
             reserved_memory_mib: Some(0),
-            network: Some(NetworkConfig::Network {
-                name: "default".into(),
-            }),
+            network: Some(setup.network.clone()),
             images: BTreeMap::from([(IMAGE.to_string(), setup.image.clone())]),
             ..Default::default()
         },
@@ -464,6 +480,10 @@ async fn walk_away(setup: NodeSetup) {
         .await
         .unwrap();
     let node_id = proto::node_id(proto::machine_id(&machine), operator_addr);
+    let _domains = Leftovers {
+        libvirt_uri: setup.libvirt_uri.clone(),
+        node_id,
+    };
     let node = format!("{node_id:#x}");
     let registry = NodeRegistry::new(d.contracts.node_registry.address, operator.clone());
     tx::send(
@@ -507,9 +527,11 @@ async fn walk_away(setup: NodeSetup) {
     tx::send("LeaseEscrow", escrow.deposit(U256::from(200 * USDC)))
         .await
         .unwrap();
-    let memory_gib = setup.memory_mib_per_vm.div_ceil(1024);
-    let (vcpus, disk_gib) = (1u64, 1u64);
-    let tier = QualityTier::Standard;
+    // At most three VMs at once (one opened before another is removed) fit the test driver's
+    // 3 GiB host.
+    let (vcpus, memory_gib, disk_gib) = (1u64, 1u64, 1u64);
+    // Burstable: three 1-vCPU VMs fit a two-core host under its overcommit.
+    let tier = QualityTier::Burstable;
     let mut next_lease = 1u64;
     let open = async |next: &mut u64| {
         tx::send(
@@ -706,18 +728,57 @@ async fn walk_away(setup: NodeSetup) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_converge_after_the_orchestrator_is_killed_and_rebuilt() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let image = dir.path().join("base.qcow2");
     create_blank_qcow2(&image, 16).unwrap();
     walk_away(NodeSetup {
         libvirt_uri: "test:///default".into(),
+        network: NetworkConfig::Network {
+            name: "default".into(),
+        },
+        data_dir: dir.path().join("data"),
         image: ImageConfig {
             base: image,
             kernel: None,
             initrd: None,
             cmdline: None,
         },
-        memory_mib_per_vm: 1024,
+    })
+    .await;
+}
+
+/// The same walk with real QEMU guests under the system libvirtd: the host's kernel booted
+/// directly with the node agent's busybox test guest. Part of `scripts/test --long`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real QEMU guests: needs libvirtd and minutes; run with --ignored (scripts/test --long)"]
+async fn leases_on_real_qemu_guests_converge_after_the_orchestrator_is_killed_and_rebuilt() {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = decloud_node_agent::Hypervisor::open("qemu:///system") {
+        panic!("needs libvirtd and virtlogd running with QEMU installed (scripts/setup): {e}");
+    }
+    // Under /var/tmp, readable by QEMU's own user.
+    let dir = tempfile::Builder::new()
+        .prefix("decloud-walk-away-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kernel = decloud_node_agent::test_guest::find_kernel().expect("a host kernel in /boot");
+    let release = decloud_node_agent::test_guest::kernel_release(&kernel).unwrap();
+    let initrd = dir.path().join("test-guest.cpio");
+    decloud_node_agent::test_guest::build_initramfs(&release, &initrd)
+        .expect("the test guest's initramfs builds (busybox-static)");
+    let base = dir.path().join("base.qcow2");
+    create_blank_qcow2(&base, 16).unwrap();
+    walk_away(NodeSetup {
+        libvirt_uri: "qemu:///system".into(),
+        network: NetworkConfig::User,
+        data_dir: dir.path().join("data"),
+        image: ImageConfig {
+            base,
+            kernel: Some(kernel),
+            initrd: Some(initrd),
+            cmdline: Some(decloud_node_agent::test_guest::CMDLINE.into()),
+        },
     })
     .await;
 }
