@@ -65,6 +65,10 @@ pub struct Workload {
 /// How a node agent's refusal of a command about a VM it does not have begins.
 pub const NO_SUCH_VM: &str = "no vm with id";
 
+/// How the failure of a VM its node lost begins (see [`crate::reconcile`]): such a VM, its
+/// lease still active, is created again.
+pub const LOST_BY_NODE: &str = "lost by its node";
+
 /// The VM id of a lease: one VM per lease.
 pub fn vm_id_of(lease_id: &str) -> String {
     format!("vm-{lease_id}")
@@ -149,7 +153,8 @@ pub async fn open_lease(
 }
 
 /// Places a Pending VM on its lease's node and asks the node to create it (Provisioning), or
-/// fails it saying why it does not fit. A VM past Pending is left as it is.
+/// fails it saying why it does not fit. A VM its node lost ([`LOST_BY_NODE`]) is created again
+/// the same way; any other VM past Pending is left as it is.
 pub async fn provision(
     store: &Store,
     agents: &AgentHub,
@@ -157,7 +162,12 @@ pub async fn provision(
     workload: &Workload,
 ) -> Result<(), LifecycleError> {
     let (vm, state) = current(store, vm_id).await?;
-    if state != VmState::Pending {
+    let lost = state == VmState::Failed
+        && vm
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with(LOST_BY_NODE));
+    if state != VmState::Pending && !lost {
         // A replayed event: the VM is already on its way.
         return Ok(());
     }
@@ -168,7 +178,8 @@ pub async fn provision(
         // Right after a start every agent is reconnecting; once the grace is over, the tenant
         // is told what the VM waits for (it stays pending).
         let note = format!("waiting for node {} to connect", vm.node_id);
-        if now() >= workload.reconnect_grace_until && vm.failure.as_deref() != Some(&note) {
+        if !lost && now() >= workload.reconnect_grace_until && vm.failure.as_deref() != Some(&note)
+        {
             tracing::info!(target: "orchestrator::lifecycle", %vm_id, node_id = %vm.node_id, "vm waits for its node to connect");
             store.note_pending_vm(vm_id, &note, now()).await?;
         }
@@ -188,13 +199,16 @@ pub async fn provision(
                 .get(&node.node_id)
                 .copied()
                 .unwrap_or_default();
-            // The pending VM itself is already counted in the usage; take it out for the check.
-            used.compute_units = used
-                .compute_units
-                .saturating_sub(vm.tier.units_for(vm.vcpus));
-            used.memory_gib = used.memory_gib.saturating_sub(vm.memory_gib);
-            used.disk_gib = used.disk_gib.saturating_sub(vm.disk_gib);
-            used.gpus = used.gpus.saturating_sub(vm.gpus);
+            // A pending VM is already counted in the usage (a failed one is not); take it out
+            // for the check.
+            if state == VmState::Pending {
+                used.compute_units = used
+                    .compute_units
+                    .saturating_sub(vm.tier.units_for(vm.vcpus));
+                used.memory_gib = used.memory_gib.saturating_sub(vm.memory_gib);
+                used.disk_gib = used.disk_gib.saturating_sub(vm.disk_gib);
+                used.gpus = used.gpus.saturating_sub(vm.gpus);
+            }
             let candidate = marketplace::candidate(&marketplace::listing(node, rep, used));
             let request = Request {
                 vcpus: vm.vcpus,
@@ -228,7 +242,12 @@ pub async fn provision(
                 ports,
                 readiness,
             };
-            let command_id = format!("create-{vm_id}");
+            // The first creation's id was acknowledged; the agent never runs an id twice.
+            let command_id = if lost {
+                format!("create-{vm_id}-{}", now())
+            } else {
+                format!("create-{vm_id}")
+            };
             transition(
                 store,
                 vm_id,
@@ -571,6 +590,7 @@ mod tests {
             (Stopping, Failed),
             (Stopped, Provisioning),
             (Stopped, Stopping),
+            (Failed, Provisioning),
             (Failed, Stopping),
             (Failed, Terminated),
         ];

@@ -8,8 +8,9 @@
 //!   has it, created otherwise. A node without a live session has no report, so its VMs wait
 //!   (they are never failed for it).
 //! - Provisioning: the node reports it running (or failed): so is the VM.
-//! - Running: the node reports it failed (its domain vanished behind the agent's back), or no
-//!   longer has it: the VM is failed with the node's reason, which the tenant sees.
+//! - Running: the node reports it failed (its domain vanished behind the agent's back): the VM
+//!   is failed with the node's reason, which the tenant sees. The node no longer has it at all
+//!   (its agent lost its records): failed as lost, then created again while the lease is active.
 //! - Stopping: the node no longer has it: a deletion is complete (a paused VM that vanished is
 //!   failed); the node still has it and no command is under way: the deletion is sent again.
 //! - Terminated but still on the node (a lease closed while the orchestrator was away and
@@ -122,9 +123,18 @@ async fn reconcile_vm(
                 Ok(true)
             }
             None if fresh => {
-                let reason = format!("node {} no longer has this vm", vm.node_id);
+                // Recorded as a failure (the tenant sees what happened), then, the lease still
+                // being active, created again on the node.
+                let reason = format!(
+                    "{}: node {} no longer has it",
+                    lifecycle::LOST_BY_NODE,
+                    vm.node_id
+                );
                 tracing::warn!(target: "orchestrator::reconcile", vm_id, %reason, "vm missing from its node");
                 transition(store, vm_id, VmState::Failed, Some(&reason), None).await?;
+                if active {
+                    lifecycle::provision(store, agents, vm_id, workload).await?;
+                }
                 Ok(true)
             }
             _ => Ok(false),
@@ -157,6 +167,18 @@ async fn reconcile_vm(
                 }
                 _ => Ok(false),
             }
+        }
+        // Lost by its node and not yet created again (the pass that failed it stopped short).
+        VmState::Failed
+            if active
+                && reported.is_none()
+                && vm
+                    .failure
+                    .as_deref()
+                    .is_some_and(|f| f.starts_with(lifecycle::LOST_BY_NODE)) =>
+        {
+            lifecycle::provision(store, agents, vm_id, workload).await?;
+            Ok(true)
         }
         VmState::Terminated if reported.is_some() && fresh && !under_way => {
             tracing::warn!(target: "orchestrator::reconcile", vm_id, node_id = %vm.node_id, "the node still runs a vm whose lease ended: deleting it");

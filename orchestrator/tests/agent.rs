@@ -848,6 +848,36 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
         .await
         .unwrap();
     assert!(next(&mut ws, Duration::from_millis(300)).await.is_none());
+
+    // vm-11 runs, then its node loses it entirely (the agent's records gone): the loss is
+    // recorded and, the lease being active, the VM is created again under a new command id.
+    send(
+        &mut ws,
+        &AgentMessage::Ack(Ack {
+            command_id: "create-vm-11".into(),
+            outcome: AckOutcome::Done {
+                vm: Some(report("vm-11", AgentVmState::Running, None)),
+            },
+        }),
+    )
+    .await;
+    eventually("vm-11 to run", async || {
+        state_of(&s.store, "vm-11").await == "running"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    send(&mut ws, &heartbeat_with(3, Vec::new())).await;
+    eventually("the third report", async || {
+        agents.report(&node).is_some_and(|r| r.vms.is_empty())
+    })
+    .await;
+    decloud_orchestrator::reconcile::reconcile_node(store, agents, &node, &workload())
+        .await
+        .unwrap();
+    assert_eq!(state_of(&s.store, "vm-11").await, "provisioning");
+    let again = next_command(&mut ws).await;
+    assert!(again.id.starts_with("create-vm-11-"), "{again:?}");
+    assert!(matches!(again.action, CommandAction::CreateVm { .. }));
 }
 
 #[tokio::test]
