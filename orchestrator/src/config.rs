@@ -510,6 +510,17 @@ mod tests {
             (chain.confirmations, chain.start_block, chain.image.as_str()),
             (64, 0, "debian-12")
         );
+        assert_eq!(
+            chain.reconnect_grace_secs, 90,
+            "above the agent's 60 s backoff cap"
+        );
+        std::fs::write(
+            &path,
+            format!("[chain]\nrpc_url = \"x\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\nimage = \"i\"\nreconnect_grace_secs = -1\n"),
+        )
+        .unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("chain.reconnect_grace_secs"), "{e}");
         std::fs::write(
             &path,
             "[chain]\nrpc_url = \"x\"\nnode_registry = \"0x12\"\nlease_escrow = \"0x12\"\nimage = \"i\"\n",
