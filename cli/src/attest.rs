@@ -1,7 +1,8 @@
 //! `decloud attest verify <id>`: checks one attestation of an orchestrator end to end — the
 //! signature against the orchestrator's published signer, the link to the attestation before it,
 //! the Merkle proof, and the root on AttestationAnchor through an RPC endpoint of the user's
-//! choosing.
+//! choosing. The first attestation of a log rebuilt from an empty database (`log.resumed`)
+//! links to the root of the last batch anchored before instead, which is checked on-chain too.
 
 use std::process::ExitCode;
 
@@ -122,7 +123,9 @@ fn check_name(f: &VerifyFailure) -> &'static str {
     match f {
         VerifyFailure::PayloadMismatch { .. } | VerifyFailure::HashMismatch { .. } => "integrity",
         VerifyFailure::MalformedSignature(_) | VerifyFailure::WrongSigner { .. } => "signature",
-        VerifyFailure::WrongPosition { .. } | VerifyFailure::BrokenLink { .. } => "chain_link",
+        VerifyFailure::WrongPosition { .. }
+        | VerifyFailure::BrokenLink { .. }
+        | VerifyFailure::BadResumption(_) => "chain_link",
         VerifyFailure::NotBatched(_)
         | VerifyFailure::OutsideBatch { .. }
         | VerifyFailure::BadProof { .. } => "merkle_proof",
@@ -165,7 +168,10 @@ async fn check(args: &VerifyArgs) -> Result<Verdict, FetchError> {
         "an attestation",
     )
     .await?;
-    let previous = match args.id.checked_sub(1) {
+    // The first attestation of a log rebuilt from an empty database links to the last anchored
+    // batch (its root), not to an attestation the orchestrator still holds.
+    let resumed = evidence.attestation.kind == attestation::RESUMED_KIND;
+    let previous = match args.id.checked_sub(1).filter(|_| !resumed) {
         Some(prev) => Some(
             get::<Evidence>(
                 &client,
@@ -178,12 +184,20 @@ async fn check(args: &VerifyArgs) -> Result<Verdict, FetchError> {
         ),
         None => None,
     };
-    if let Err(f) = attestation::check_offline(&info, args.id, &evidence, previous.as_ref()) {
-        return Ok(Verdict::Invalid {
-            check: check_name(&f),
-            failure: f.to_string(),
-        });
-    }
+    let offline = if resumed {
+        attestation::check_offline_resumed(&info, args.id, &evidence).map(Some)
+    } else {
+        attestation::check_offline(&info, args.id, &evidence, previous.as_ref()).map(|()| None)
+    };
+    let resumption = match offline {
+        Ok(r) => r,
+        Err(f) => {
+            return Ok(Verdict::Invalid {
+                check: check_name(&f),
+                failure: f.to_string(),
+            });
+        }
+    };
     let provider = ProviderBuilder::new()
         .connect_http(args.rpc_url.clone())
         .erased();
@@ -202,6 +216,23 @@ async fn check(args: &VerifyArgs) -> Result<Verdict, FetchError> {
                 info.chain_id
             ),
         });
+    }
+    if let Some(r) = &resumption {
+        match attestation::check_resumed_on_chain(&provider, info.verifying_contract, r).await {
+            Ok(()) => {}
+            Err(VerifyFailure::Chain(message)) => {
+                return Err(FetchError::Http {
+                    url: args.rpc_url.to_string(),
+                    message,
+                });
+            }
+            Err(f) => {
+                return Ok(Verdict::Invalid {
+                    check: "chain_link",
+                    failure: format!("the batch it resumes after: {f}"),
+                });
+            }
+        }
     }
     let inclusion = evidence.inclusion.as_ref().expect("checked offline");
     match attestation::check_on_chain(&provider, info.verifying_contract, inclusion).await {

@@ -353,3 +353,108 @@ async fn verify_passes_untouched_attestations_and_names_every_tampering() {
     pool.close().await;
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_rebuilt_from_an_empty_database_verifies_from_its_resumption_on() {
+    let system = TestSystem::start().await.unwrap();
+    let anchor = system.deployment.contracts.attestation_anchor.address;
+    let attestor = || Attestor::new(system.signer(0), 31337, anchor);
+    let anchorer = Anchorer {
+        provider: system.provider(0),
+        anchor,
+        confirm_timeout: std::time::Duration::from_secs(60),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first_url = format!("sqlite:{}", dir.path().join("first.db").display());
+    let first = Store::connect(&first_url)
+        .await
+        .unwrap()
+        .with_attestor(attestor());
+    for i in 0..4 {
+        first
+            .attest(
+                "vm:vm-1",
+                "service.state",
+                &serde_json::json!({ "i": i }),
+                10 + i,
+            )
+            .await
+            .unwrap();
+    }
+    first.seal_batch(4, 3600, 20).await.unwrap().unwrap();
+    assert_eq!(anchorer.anchor_pending(&first, 21).await.unwrap(), 1);
+    first.close().await;
+
+    // The database is lost; a new one continues after the chain's last batch.
+    let url = format!("sqlite:{}", dir.path().join("rebuilt.db").display());
+    let store = Store::connect(&url)
+        .await
+        .unwrap()
+        .with_attestor(attestor());
+    assert_eq!(
+        anchorer.resume_from_chain(&store, 30).await.unwrap(),
+        Some(4)
+    );
+    assert_eq!(anchorer.resume_from_chain(&store, 31).await.unwrap(), None);
+    for i in 0..2 {
+        store
+            .attest(
+                "vm:vm-1",
+                "service.state",
+                &serde_json::json!({ "after": i }),
+                32 + i,
+            )
+            .await
+            .unwrap();
+    }
+    let batch = store.seal_batch(3, 3600, 40).await.unwrap().unwrap();
+    assert_eq!(
+        (batch.batch_id, batch.first_sequence, batch.count),
+        (1, 4, 3)
+    );
+    assert_eq!(anchorer.anchor_pending(&store, 41).await.unwrap(), 1);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = decloud_orchestrator::app(AppState::new(store.clone(), Config::default()).unwrap());
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    let (orchestrator, rpc) = (format!("http://{addr}"), system.rpc_url().to_string());
+    let pool = AnyPool::connect(&url).await.unwrap();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let v = Verifier { orchestrator, rpc };
+        // The resumption links to batch 0's root on-chain; what follows links to it.
+        for id in 4..7 {
+            v.assert_valid(id);
+        }
+        // What the lost database held cannot be served any more: not checkable (exit 2).
+        let (code, verdict) = v.verify(3, &[]);
+        assert_eq!(code, 2, "{verdict}");
+        v
+    })
+    .await
+    .unwrap();
+    // A resumption whose payload was changed no longer verifies.
+    let original = text(&pool, "SELECT payload FROM attestations WHERE sequence = 4").await;
+    exec(
+        &pool,
+        &format!(
+            "UPDATE attestations SET payload = '{}' WHERE sequence = 4",
+            original.replace("\"batch\":0", "\"batch\":1")
+        ),
+    )
+    .await;
+    let (code, verdict) = tokio::task::spawn_blocking(move || outcome.verify(4, &[]))
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{verdict}");
+    assert_eq!(verdict["check"], "integrity", "{verdict}");
+    server.abort();
+    store.close().await;
+}

@@ -17,7 +17,11 @@ use alloy::{
     transports::http::reqwest,
 };
 use decloud_sdk::{
-    agent_protocol, bindings::MockUSDC, deployments::Deployment, testing::TEST_FUNDS, tx,
+    agent_protocol,
+    bindings::MockUSDC,
+    deployments::{Deployment, Networks},
+    testing::TEST_FUNDS,
+    tx,
 };
 use serde_json::{Value, json};
 
@@ -162,6 +166,13 @@ async fn dev_runs_the_local_network_until_interrupted() {
     let deployment = Deployment::load(dir.path(), 31337).expect("31337.json written");
     let url: url::Url = format!("http://127.0.0.1:{port}").parse().unwrap();
     assert!(summary.contains(url.as_str()), "{summary}");
+    // The directory is one the CLI can be pointed at: it names the network and where it runs,
+    // as the CLI resolves `--deployments-dir DIR --network anvil`.
+    let networks =
+        Networks::load(&dir.path().join("networks.toml")).expect("networks.toml written");
+    let anvil = networks.get("anvil").expect("the anvil network");
+    assert_eq!(anvil.chain_id, deployment.chain_id);
+    assert_eq!(anvil.rpc_url("anvil").unwrap(), url);
     for (name, address) in [
         ("LeaseEscrow", deployment.contracts.lease_escrow.address),
         (

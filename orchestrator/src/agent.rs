@@ -3,6 +3,11 @@
 //! that connections run over is the HTTP layer's ([`crate::api`] serves it). The hub has its
 //! own state (the store, the metrics, the resend interval and one waker per node), so the
 //! lifecycle can queue commands without knowing about HTTP.
+//!
+//! The hub also holds what each connected node last said it runs (the VMs of its latest
+//! heartbeat) and which nodes reported since the reconciler last looked, so the lifecycle can
+//! compare desired and actual state ([`crate::reconcile`]). One live session per node: a new
+//! authenticated session replaces the one before it ([`AgentHub::open_session`]).
 
 use crate::{
     clock::now,
@@ -10,9 +15,9 @@ use crate::{
     metrics::Metrics,
     store::{Store, StoreError},
 };
-use decloud_sdk::agent_protocol::CommandAction;
+use decloud_sdk::agent_protocol::{CommandAction, VmReport};
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
 };
 use tokio::sync::Notify;
@@ -42,6 +47,54 @@ struct HubInner {
     resend_secs: i64,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     consoles: ConsoleRelay,
+    sessions: Mutex<Sessions>,
+    /// Notified when a node reported (a heartbeat) or its session ended.
+    reported: Arc<Notify>,
+}
+
+/// The live session of each node and what it last reported.
+#[derive(Debug, Default)]
+struct Sessions {
+    next_id: u64,
+    live: HashMap<String, LiveSession>,
+    /// Nodes whose report changed since [`AgentHub::take_reported`] last ran.
+    dirty: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct LiveSession {
+    id: u64,
+    /// Notified when a newer session of the same node replaces this one.
+    replaced: Arc<Notify>,
+    /// The session's latest heartbeat; `None` until its first.
+    report: Option<NodeReport>,
+}
+
+/// What a node said it runs in a heartbeat.
+#[derive(Clone, Debug)]
+pub struct NodeReport {
+    /// Every VM the agent has (those it is deleting left out).
+    pub vms: Vec<VmReport>,
+    /// When the heartbeat arrived, unix seconds (server clock).
+    pub received_at: i64,
+}
+
+impl NodeReport {
+    /// The report of one VM, if the node has it.
+    pub fn vm(&self, vm_id: &str) -> Option<&VmReport> {
+        self.vms.iter().find(|v| v.id == vm_id)
+    }
+}
+
+/// A node's authenticated session, as the hub knows it: [`AgentHub::close_session`] ends it.
+#[derive(Debug)]
+pub struct SessionTicket {
+    /// The node.
+    pub node_id: String,
+    /// Unique within this process.
+    pub id: u64,
+    /// Notified when a newer session of the same node replaced this one: the connection must end.
+    pub replaced: Arc<Notify>,
 }
 
 impl AgentHub {
@@ -55,6 +108,8 @@ impl AgentHub {
                 resend_secs,
                 wakers: Mutex::new(HashMap::new()),
                 consoles: ConsoleRelay::default(),
+                sessions: Mutex::new(Sessions::default()),
+                reported: Arc::new(Notify::new()),
             }),
         }
     }
@@ -90,6 +145,115 @@ impl AgentHub {
         // notify_one keeps a permit when nobody waits, so a command queued between two
         // deliveries is not missed.
         self.waker(node_id).notify_one();
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a node's new authenticated session. One live session per node: an older one is
+    /// told (through its ticket's `replaced`) to end, so a reconnecting agent is never locked out
+    /// by a half-open connection the server has not noticed is dead yet.
+    pub fn open_session(&self, node_id: &str) -> SessionTicket {
+        let mut sessions = self.sessions();
+        sessions.next_id += 1;
+        let id = sessions.next_id;
+        let replaced = Arc::new(Notify::new());
+        let previous = sessions.live.insert(
+            node_id.to_string(),
+            LiveSession {
+                id,
+                replaced: replaced.clone(),
+                report: None,
+            },
+        );
+        if let Some(previous) = previous {
+            tracing::warn!(target: "orchestrator::agent", %node_id, "a new session replaces the node's live one");
+            // notify_one keeps the permit should the old session not be waiting right now.
+            previous.replaced.notify_one();
+        }
+        SessionTicket {
+            node_id: node_id.to_string(),
+            id,
+            replaced,
+        }
+    }
+
+    /// Ends a session; the node counts as disconnected unless a newer session replaced it.
+    pub fn close_session(&self, ticket: &SessionTicket) {
+        let mut sessions = self.sessions();
+        if sessions
+            .live
+            .get(&ticket.node_id)
+            .is_some_and(|s| s.id == ticket.id)
+        {
+            sessions.live.remove(&ticket.node_id);
+            sessions.dirty.insert(ticket.node_id.clone());
+            drop(sessions);
+            self.inner.reported.notify_one();
+        }
+    }
+
+    /// Whether `ticket` is still the node's live session.
+    pub fn is_live(&self, ticket: &SessionTicket) -> bool {
+        self.sessions()
+            .live
+            .get(&ticket.node_id)
+            .is_some_and(|s| s.id == ticket.id)
+    }
+
+    /// Records the VMs a node's heartbeat reported (ignored from a replaced session) and wakes
+    /// whoever waits on [`AgentHub::reported`].
+    pub fn record_report(&self, ticket: &SessionTicket, vms: Vec<VmReport>, received_at: i64) {
+        let mut sessions = self.sessions();
+        let Some(live) = sessions
+            .live
+            .get_mut(&ticket.node_id)
+            .filter(|s| s.id == ticket.id)
+        else {
+            return;
+        };
+        live.report = Some(NodeReport { vms, received_at });
+        sessions.dirty.insert(ticket.node_id.clone());
+        drop(sessions);
+        self.inner.reported.notify_one();
+    }
+
+    /// What a node's agent runs, as its latest heartbeat in its live session said: `None` while
+    /// the node has no live session or has not reported in it yet (it is not reachable).
+    pub fn report(&self, node_id: &str) -> Option<NodeReport> {
+        self.sessions()
+            .live
+            .get(node_id)
+            .and_then(|s| s.report.clone())
+    }
+
+    /// Nodes with a live session that reported at least once.
+    pub fn reporting_nodes(&self) -> Vec<String> {
+        let sessions = self.sessions();
+        let mut nodes: Vec<String> = sessions
+            .live
+            .iter()
+            .filter(|(_, s)| s.report.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// The nodes that reported (or disconnected) since the last call, and clears the set.
+    pub fn take_reported(&self) -> Vec<String> {
+        std::mem::take(&mut self.sessions().dirty)
+            .into_iter()
+            .collect()
+    }
+
+    /// Notified whenever a node reports or disconnects.
+    pub fn reported(&self) -> Arc<Notify> {
+        self.inner.reported.clone()
     }
 }
 

@@ -9,6 +9,11 @@
 //! from the chain's `BatchAnchored` event instead of being sent again, and the contract itself
 //! refuses a second anchor of the same range (`SequenceMismatch`). A sealed batch that never
 //! reached the chain (a crash before sending) is sent on the next pass.
+//!
+//! A log rebuilt from an empty database ([`Anchorer::resume_from_chain`], at start) continues
+//! after the last batch the chain holds: that batch is recorded, and the first new attestation
+//! is a `log.resumed` one at the next sequence number, whose `previous` is the batch's root
+//! (see [`decloud_sdk::attestation::check_resumption`]).
 
 use crate::store::{Store, StoreError};
 use alloy::{
@@ -57,6 +62,57 @@ pub struct Anchorer {
 }
 
 impl Anchorer {
+    /// The transaction that anchored batch `id` in `block`, from its `BatchAnchored` event.
+    async fn anchoring_tx(&self, id: U256, block: u64) -> Result<Option<B256>, AttestError> {
+        let filter = Filter::new()
+            .address(self.anchor)
+            .event_signature(AttestationAnchor::BatchAnchored::SIGNATURE_HASH)
+            .topic1(B256::from(id))
+            .from_block(block)
+            .to_block(block);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(decloud_sdk::Error::Rpc)?;
+        Ok(logs.first().and_then(|l| l.transaction_hash))
+    }
+
+    /// Continues an empty log (a new or rebuilt database) after the last batch the chain holds,
+    /// so anchoring carries on where the chain stands instead of disagreeing with it about
+    /// batch 0 forever. Returns the sequence of the resumption attestation; `None` when the log
+    /// is not empty or the chain holds no batch (a new log starts at 0).
+    pub async fn resume_from_chain(
+        &self,
+        store: &Store,
+        now: i64,
+    ) -> Result<Option<u64>, AttestError> {
+        if !store.attestation_log_is_empty().await? {
+            return Ok(None);
+        }
+        let contract = AttestationAnchor::new(self.anchor, &self.provider);
+        let count: U256 = decloud_sdk::tx::read("AttestationAnchor", contract.batchCount()).await?;
+        let Some(last) = count.checked_sub(U256::from(1)) else {
+            return Ok(None);
+        };
+        let held = decloud_sdk::tx::read("AttestationAnchor", contract.getBatch(last)).await?;
+        let tx_hash = self.anchoring_tx(last, held.blockNumber).await?;
+        let batch = BatchRecord {
+            batch_id: u64::try_from(last).unwrap_or(u64::MAX),
+            first_sequence: held.firstSequence,
+            count: held.count,
+            root: held.root.to_string(),
+            created_at: now,
+            tx_hash: tx_hash.map(|t| t.to_string()),
+            block_number: Some(held.blockNumber),
+        };
+        let sequence = store.resume_log(&batch, now).await?;
+        if let Some(sequence) = sequence {
+            tracing::warn!(target: "orchestrator::attestation", batch = batch.batch_id, sequence, root = %held.root, "the log was empty while the chain holds batches: it continues after the last one");
+        }
+        Ok(sequence)
+    }
+
     /// Anchors every sealed batch not yet recorded as anchored, in order; returns how many were
     /// recorded. A batch the chain already holds is recorded from the chain, never sent twice.
     pub async fn anchor_pending(&self, store: &Store, now: i64) -> Result<usize, AttestError> {
@@ -86,20 +142,9 @@ impl Anchorer {
                         ),
                     });
                 }
-                let filter = Filter::new()
-                    .address(self.anchor)
-                    .event_signature(AttestationAnchor::BatchAnchored::SIGNATURE_HASH)
-                    .topic1(B256::from(id))
-                    .from_block(held.blockNumber)
-                    .to_block(held.blockNumber);
-                let logs = self
-                    .provider
-                    .get_logs(&filter)
-                    .await
-                    .map_err(decloud_sdk::Error::Rpc)?;
-                let tx_hash = logs
-                    .first()
-                    .and_then(|l| l.transaction_hash)
+                let tx_hash = self
+                    .anchoring_tx(id, held.blockNumber)
+                    .await?
                     .ok_or_else(|| AttestError::Conflict {
                         batch: batch.batch_id,
                         message: "its BatchAnchored event is missing".into(),

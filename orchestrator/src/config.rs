@@ -108,6 +108,16 @@ pub struct ChainConfig {
     /// deleted, seconds.
     #[serde(default = "default_grace")]
     pub grace_secs: i64,
+    /// After a start, how long node agents are given to reconnect before a VM waiting for its
+    /// node says so to its tenant, seconds. Placement always waits for the node's agent to be
+    /// connected and to report what it runs; an offline node never fails a VM.
+    #[serde(default = "default_reconnect_grace")]
+    pub reconnect_grace_secs: i64,
+}
+
+fn default_reconnect_grace() -> i64 {
+    // The agent's reconnect wait is capped at 60 s; one heartbeat (15 s) more and some slack.
+    90
 }
 
 fn default_grace() -> i64 {
@@ -295,6 +305,11 @@ impl Config {
                         "chain.{name} is not an address: {value}"
                     )));
                 }
+            }
+            if chain.reconnect_grace_secs < 0 {
+                return Err(ConfigError::Invalid(
+                    "chain.reconnect_grace_secs must not be negative".into(),
+                ));
             }
             if chain.grace_secs < 0 {
                 return Err(ConfigError::Invalid(
@@ -495,6 +510,17 @@ mod tests {
             (chain.confirmations, chain.start_block, chain.image.as_str()),
             (64, 0, "debian-12")
         );
+        assert_eq!(
+            chain.reconnect_grace_secs, 90,
+            "above the agent's 60 s backoff cap"
+        );
+        std::fs::write(
+            &path,
+            format!("[chain]\nrpc_url = \"x\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\nimage = \"i\"\nreconnect_grace_secs = -1\n"),
+        )
+        .unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("chain.reconnect_grace_secs"), "{e}");
         std::fs::write(
             &path,
             "[chain]\nrpc_url = \"x\"\nnode_registry = \"0x12\"\nlease_escrow = \"0x12\"\nimage = \"i\"\n",

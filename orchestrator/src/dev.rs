@@ -70,6 +70,7 @@ impl OrchestratorService {
                 confirmations: 0,
                 image: DEV_IMAGE.into(),
                 grace_secs: 86_400,
+                reconnect_grace_secs: 90,
             }),
             // Small, frequent batches, so attestations are verifiable on-chain within a minute.
             attestation: Some(AttestationConfig {

@@ -13,7 +13,7 @@
 //   `console` (the console relay);
 // - storage: `store`, every SQL statement of the crate;
 // - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `marketplace`, `lifecycle`,
-//   `chain`;
+//   `reconcile`, `chain`;
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
 pub mod agent;
@@ -31,6 +31,7 @@ pub mod marketplace;
 pub mod metrics;
 pub mod money;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod reputation;
 pub mod scheduler;
 pub mod store;
@@ -42,6 +43,9 @@ pub use store::{Store, StoreError};
 
 use decloud_runtime::{LogFormat, Tasks};
 use std::{future::IntoFuture as _, time::Duration};
+
+/// The problem `/health` reports while anchoring passes fail.
+const ANCHORING: &str = "anchoring";
 
 /// Runs the server until SIGINT or SIGTERM: resolves the configuration, opens the store,
 /// serves the API, then drains in-flight requests before returning.
@@ -136,6 +140,10 @@ pub async fn start_with_attestation_key(
             None
         }
     };
+    if let Some((anchorer, _)) = &anchorer {
+        // Before anything is attested: a rebuilt database continues the anchored log.
+        anchorer.resume_from_chain(&store, clock::now()).await?;
+    }
     let recovered = lifecycle::recover(&store).await?;
     if recovered > 0 {
         tracing::info!(target: "orchestrator::lifecycle", recovered, "applied acknowledgements left by a crash");
@@ -169,15 +177,19 @@ pub async fn start_with_attestation_key(
     if let Some((anchorer, a)) = anchorer {
         let store = store.clone();
         let anchorer = std::sync::Arc::new(anchorer);
+        let health = state.clone();
         // Sealing is cheap; checking every few seconds keeps the interval honest.
         tasks.every("anchoring", Duration::from_secs(2), move || {
-            let (store, anchorer) = (store.clone(), anchorer.clone());
+            let (store, anchorer, health) = (store.clone(), anchorer.clone(), health.clone());
             let (batch_size, batch_interval_secs) = (a.batch_size, a.batch_interval_secs);
             async move {
-                if let Err(e) =
-                    attestation::pass(&store, &anchorer, batch_size, batch_interval_secs, clock::now()).await
-                {
-                    tracing::warn!(target: "orchestrator::attestation", error = %e, "anchoring pass failed; retrying");
+                match attestation::pass(&store, &anchorer, batch_size, batch_interval_secs, clock::now()).await {
+                    Ok(_) => health.set_problem(ANCHORING, None),
+                    Err(e) => {
+                        tracing::warn!(target: "orchestrator::attestation", error = %e, "anchoring pass failed; retrying");
+                        // /health says degraded until a pass succeeds again.
+                        health.set_problem(ANCHORING, Some(format!("anchoring: {e}")));
+                    }
                 }
             }
         });
@@ -188,16 +200,11 @@ pub async fn start_with_attestation_key(
         None => None,
     };
     let mut server_stopped = stopped;
-    // No Nagle: a console's output and the agents' frames are small writes in a row, which
-    // Nagle would hold until the previous one is acknowledged (~40 ms with delayed ACKs).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(target: "orchestrator::http", error = %e, "cannot set TCP_NODELAY");
-        }
-    });
     let server = tokio::spawn(
         axum::serve(
-            listener,
+            // hyper's own refusals (a URI too long to parse) in the API's error shape; tap_io
+            // keeps the peer address for ConnectInfo.
+            axum::serve::ListenerExt::tap_io(api::ApiListener(listener), |_| ()),
             app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
@@ -304,21 +311,28 @@ async fn spawn_chain(
         user_data: String::new(),
         bandwidth: decloud_sdk::agent_protocol::BandwidthTier::Basic,
         grace_secs: chain.grace_secs,
+        reconnect_grace_until: clock::now().saturating_add(chain.reconnect_grace_secs),
     };
     let state = state.clone();
+    let reported = state.agents().reported();
     tasks.spawn("lifecycle driver", move |stop| async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
-            tokio::select! {
+            let chain_or_clock = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                _ = committed.notified() => {}
-                _ = tick.tick() => {}
-            }
+                _ = committed.notified() => true,
+                _ = tick.tick() => true,
+                // A node reported what it runs (or disconnected): reconcile it.
+                _ = reported.notified() => false,
+            };
             // Not raced against the stop: a pass that has begun finishes its writes.
-            if let Err(e) = lifecycle::drive(state.store(), state.agents(), &workload).await {
+            if chain_or_clock
+                && let Err(e) = lifecycle::drive(state.store(), state.agents(), &workload).await
+            {
                 tracing::warn!(target: "orchestrator::lifecycle", error = %e, "lifecycle pass failed; retrying on the next");
             }
+            reconcile::pass(state.store(), state.agents(), &workload).await;
         }
     });
     Ok(follower)

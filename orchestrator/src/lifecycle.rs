@@ -57,7 +57,17 @@ pub struct Workload {
     /// How long a VM whose lease ran out of funds stays paused (stopped, disks kept) for a
     /// top-up before it is deleted, seconds.
     pub grace_secs: i64,
+    /// Until when (unix seconds) nodes are expected to be reconnecting after the orchestrator
+    /// started: a VM waiting for its node is noted as such only after it.
+    pub reconnect_grace_until: i64,
 }
+
+/// How a node agent's refusal of a command about a VM it does not have begins.
+pub const NO_SUCH_VM: &str = "no vm with id";
+
+/// How the failure of a VM its node lost begins (see [`crate::reconcile`]): such a VM, its
+/// lease still active, is created again.
+pub const LOST_BY_NODE: &str = "lost by its node";
 
 /// The VM id of a lease: one VM per lease.
 pub fn vm_id_of(lease_id: &str) -> String {
@@ -143,7 +153,8 @@ pub async fn open_lease(
 }
 
 /// Places a Pending VM on its lease's node and asks the node to create it (Provisioning), or
-/// fails it saying why it does not fit. A VM past Pending is left as it is.
+/// fails it saying why it does not fit. A VM its node lost ([`LOST_BY_NODE`]) is created again
+/// the same way; any other VM past Pending is left as it is.
 pub async fn provision(
     store: &Store,
     agents: &AgentHub,
@@ -151,9 +162,31 @@ pub async fn provision(
     workload: &Workload,
 ) -> Result<(), LifecycleError> {
     let (vm, state) = current(store, vm_id).await?;
-    if state != VmState::Pending {
+    let lost = state == VmState::Failed
+        && vm
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.starts_with(LOST_BY_NODE));
+    if state != VmState::Pending && !lost {
         // A replayed event: the VM is already on its way.
         return Ok(());
+    }
+    // Placement waits until the node's agent is connected and has said what it runs: an
+    // offline node delays a VM, never fails it, and a VM the node already runs (the database
+    // was rebuilt, or an acknowledgement was lost) is adopted instead of created twice.
+    let Some(report) = agents.report(&vm.node_id) else {
+        // Right after a start every agent is reconnecting; once the grace is over, the tenant
+        // is told what the VM waits for (it stays pending).
+        let note = format!("waiting for node {} to connect", vm.node_id);
+        if !lost && now() >= workload.reconnect_grace_until && vm.failure.as_deref() != Some(&note)
+        {
+            tracing::info!(target: "orchestrator::lifecycle", %vm_id, node_id = %vm.node_id, "vm waits for its node to connect");
+            store.note_pending_vm(vm_id, &note, now()).await?;
+        }
+        return Ok(());
+    };
+    if let Some(running) = report.vm(vm_id) {
+        return adopt(store, vm_id, running).await;
     }
     let node = store.node(&vm.node_id).await?;
     let fit = match node {
@@ -166,13 +199,16 @@ pub async fn provision(
                 .get(&node.node_id)
                 .copied()
                 .unwrap_or_default();
-            // The pending VM itself is already counted in the usage; take it out for the check.
-            used.compute_units = used
-                .compute_units
-                .saturating_sub(vm.tier.units_for(vm.vcpus));
-            used.memory_gib = used.memory_gib.saturating_sub(vm.memory_gib);
-            used.disk_gib = used.disk_gib.saturating_sub(vm.disk_gib);
-            used.gpus = used.gpus.saturating_sub(vm.gpus);
+            // A pending VM is already counted in the usage (a failed one is not); take it out
+            // for the check.
+            if state == VmState::Pending {
+                used.compute_units = used
+                    .compute_units
+                    .saturating_sub(vm.tier.units_for(vm.vcpus));
+                used.memory_gib = used.memory_gib.saturating_sub(vm.memory_gib);
+                used.disk_gib = used.disk_gib.saturating_sub(vm.disk_gib);
+                used.gpus = used.gpus.saturating_sub(vm.gpus);
+            }
             let candidate = marketplace::candidate(&marketplace::listing(node, rep, used));
             let request = Request {
                 vcpus: vm.vcpus,
@@ -206,7 +242,12 @@ pub async fn provision(
                 ports,
                 readiness,
             };
-            let command_id = format!("create-{vm_id}");
+            // The first creation's id was acknowledged; the agent never runs an id twice.
+            let command_id = if lost {
+                format!("create-{vm_id}-{}", now())
+            } else {
+                format!("create-{vm_id}")
+            };
             transition(
                 store,
                 vm_id,
@@ -224,6 +265,35 @@ pub async fn provision(
         }
     }
     Ok(())
+}
+
+/// Takes over a Pending VM its node already has, in the state the node reports, without
+/// asking the node for anything.
+pub async fn adopt(
+    store: &Store,
+    vm_id: &str,
+    report: &decloud_sdk::agent_protocol::VmReport,
+) -> Result<(), LifecycleError> {
+    let (vm, state) = current(store, vm_id).await?;
+    if state != VmState::Pending {
+        return Ok(());
+    }
+    tracing::info!(target: "orchestrator::lifecycle", %vm_id, node_id = %vm.node_id, reported = ?report.state, "the node already has the vm: adopted");
+    transition(store, vm_id, VmState::Provisioning, None, None).await?;
+    store.record_vm_hosted(&vm.node_id, now()).await?;
+    match report.state {
+        AgentVmState::Running => transition(store, vm_id, VmState::Running, None, None).await,
+        AgentVmState::Stopped => {
+            transition(store, vm_id, VmState::Stopping, None, None).await?;
+            transition(store, vm_id, VmState::Stopped, None, None).await
+        }
+        AgentVmState::Failed => {
+            let reason = report.error.as_deref().unwrap_or("failed on the node");
+            transition(store, vm_id, VmState::Failed, Some(reason), None).await
+        }
+        // Still being created: a later report says how it ended.
+        AgentVmState::Creating | AgentVmState::Deleted => Ok(()),
+    }
 }
 
 type GuestSetup = (String, Vec<PortSpec>, Vec<ProbeSpec>);
@@ -299,6 +369,11 @@ pub async fn drive(
     workload: &Workload,
 ) -> Result<usize, LifecycleError> {
     let mut acted = 0;
+    // Ended leases first: their VMs stop counting against the node before anything is placed.
+    for (lease_id, status) in store.leases_to_close().await? {
+        close_lease(store, agents, &lease_id, status).await?;
+        acted += 1;
+    }
     for vm_id in store.vms_in_state(VmState::Pending).await? {
         let lease_closed = match store.vm(&vm_id).await? {
             Some(vm) => store
@@ -312,10 +387,6 @@ pub async fn drive(
             provision(store, agents, &vm_id, workload).await?;
             acted += 1;
         }
-    }
-    for (lease_id, status) in store.leases_to_close().await? {
-        close_lease(store, agents, &lease_id, status).await?;
-        acted += 1;
     }
     let now = now();
     // Funds ran out: pause (never delete at once).
@@ -464,6 +535,9 @@ pub async fn on_command_acked(
         AckOutcome::Failed { error } => {
             if creating && state == VmState::Provisioning {
                 transition(store, &vm_id, VmState::Failed, Some(error), None).await?;
+            } else if deleting && state == VmState::Stopping && error.starts_with(NO_SUCH_VM) {
+                // The node does not have the VM (it never got it, or lost it): deleted already.
+                transition(store, &vm_id, VmState::Terminated, None, None).await?;
             } else {
                 tracing::warn!(target: "orchestrator::lifecycle", %vm_id, command_id, %error, "node could not carry out a command");
             }
@@ -516,6 +590,7 @@ mod tests {
             (Stopping, Failed),
             (Stopped, Provisioning),
             (Stopped, Stopping),
+            (Failed, Provisioning),
             (Failed, Stopping),
             (Failed, Terminated),
         ];

@@ -434,6 +434,7 @@ fn workload() -> Workload {
         user_data: "#cloud-config\n".into(),
         bandwidth: BandwidthTier::Basic,
         grace_secs: 86_400,
+        reconnect_grace_until: 0,
     }
 }
 
@@ -608,13 +609,67 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     );
 }
 
+/// A node that connected, authenticated and sent one heartbeat reporting `vms`.
+async fn connected(
+    s: &Server,
+    byte: u8,
+    vms: Vec<VmReport>,
+) -> (Ws, B256, String, PrivateKeySigner) {
+    let key = PrivateKeySigner::random();
+    let node_id = B256::repeat_byte(byte);
+    let node = format!("{node_id:#x}");
+    register(&s.store, node_id, key.address()).await;
+    let mut ws = connect(s.addr).await;
+    assert!(matches!(
+        handshake(&mut ws, node_id, key.address(), &key).await,
+        ServerMessage::Welcome(_)
+    ));
+    send(&mut ws, &heartbeat_with(1, vms)).await;
+    eventually("the node's report", async || {
+        s.state.agents().report(&node).is_some()
+    })
+    .await;
+    (ws, node_id, node, key)
+}
+
+fn heartbeat_with(seq: u64, vms: Vec<VmReport>) -> AgentMessage {
+    let AgentMessage::Heartbeat(mut hb) = heartbeat(seq, 8_000) else {
+        unreachable!()
+    };
+    hb.vms = vms;
+    AgentMessage::Heartbeat(hb)
+}
+
+fn report(id: &str, state: AgentVmState, error: Option<&str>) -> VmReport {
+    VmReport {
+        id: id.into(),
+        state,
+        readiness: Readiness {
+            ready: state == AgentVmState::Running,
+            probes: Vec::new(),
+        },
+        addresses: Vec::new(),
+        forwards: Vec::new(),
+        error: error.map(str::to_string),
+    }
+}
+
+/// The next command sent on `ws`, skipping nothing else (the server sends only commands).
+async fn next_command(ws: &mut Ws) -> proto::Command {
+    match next(ws, Duration::from_secs(5)).await {
+        Some(ServerMessage::Command(c)) => c,
+        other => panic!("expected a command, got {other:?}"),
+    }
+}
+
 #[tokio::test]
-async fn vms_that_cannot_be_placed_fail_with_the_reason() {
+async fn an_offline_node_delays_placement_and_never_fails_the_vm() {
     let s = server().await;
     let key = PrivateKeySigner::random();
     let node_id = B256::repeat_byte(0x66);
+    let node = format!("{node_id:#x}");
     register(&s.store, node_id, key.address()).await;
-    // The node never sent a heartbeat: offline.
+    // The node never connected: the VM waits, says why, and nothing is queued.
     let vm = lifecycle::open_lease(
         s.state.store(),
         s.state.agents(),
@@ -623,56 +678,244 @@ async fn vms_that_cannot_be_placed_fail_with_the_reason() {
     )
     .await
     .unwrap();
-    assert_eq!(vm.state, "failed");
+    assert_eq!(vm.state, "pending");
     assert!(
-        vm.failure.as_deref().is_some_and(|f| f.contains("offline")),
+        vm.failure
+            .as_deref()
+            .is_some_and(|f| f.contains("waiting for node")),
         "{vm:?}"
     );
     assert!(
         s.store
-            .vm_failure("vm-3")
-            .await
-            .unwrap()
-            .unwrap()
-            .contains("offline")
-    );
-    assert!(
-        s.store
-            .due_commands(&format!("{node_id:#x}"), i64::MAX)
+            .due_commands(&node, i64::MAX)
             .await
             .unwrap()
             .is_empty()
     );
-    // A lease on an unknown node fails too; closing a never-provisioned lease just terminates it.
+    // Still pending after any number of passes.
+    lifecycle::drive(s.state.store(), s.state.agents(), &workload())
+        .await
+        .unwrap();
+    assert_eq!(state_of(&s.store, "vm-3").await, "pending");
+
+    // The agent connects and reports: the VM is placed and created.
+    let mut ws = connect(s.addr).await;
+    assert!(matches!(
+        handshake(&mut ws, node_id, key.address(), &key).await,
+        ServerMessage::Welcome(_)
+    ));
+    send(&mut ws, &heartbeat_with(1, Vec::new())).await;
+    eventually("the node's report", async || {
+        s.state.agents().report(&node).is_some()
+    })
+    .await;
+    lifecycle::drive(s.state.store(), s.state.agents(), &workload())
+        .await
+        .unwrap();
+    assert_eq!(state_of(&s.store, "vm-3").await, "provisioning");
+    assert_eq!(s.store.vm_failure("vm-3").await.unwrap(), None);
+    assert_eq!(next_command(&mut ws).await.id, "create-vm-3");
+}
+
+#[tokio::test]
+async fn a_vm_that_does_not_fit_fails_and_its_deletion_completes_when_the_node_has_none() {
+    let s = server().await;
+    let (mut ws, node_id, node, _key) = connected(&s, 0x67, Vec::new()).await;
     let vm = lifecycle::open_lease(
         s.state.store(),
         s.state.agents(),
-        &lease("4", B256::repeat_byte(1), 1),
+        &lease("4", node_id, 500),
         &workload(),
     )
     .await
     .unwrap();
-    assert_eq!(vm.state, "failed");
+    assert_eq!(vm.state, "failed", "{vm:?}");
+    assert!(vm.failure.is_some());
+    // Closing the lease of a failed VM still asks the node to clean up; the node has no such
+    // VM, which completes the deletion instead of leaving it stopping (and its capacity held).
     lifecycle::close_lease(s.state.store(), s.state.agents(), "4", LeaseStatus::Closed)
         .await
         .unwrap();
+    assert_eq!(state_of(&s.store, "vm-4").await, "stopping");
+    let delete = next_command(&mut ws).await;
+    assert_eq!(delete.id, "delete-vm-4");
+    send(
+        &mut ws,
+        &AgentMessage::Ack(Ack {
+            command_id: delete.id,
+            outcome: AckOutcome::Failed {
+                error: "no vm with id vm-4".into(),
+            },
+        }),
+    )
+    .await;
+    eventually("the deletion to complete", async || {
+        state_of(&s.store, "vm-4").await == "terminated"
+    })
+    .await;
+    assert!(!s.store.usage_by_node().await.unwrap().contains_key(&node));
+}
+
+#[tokio::test]
+async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() {
+    let s = server().await;
+    // The node already runs vm-10 (the orchestrator lost its database) and vm-12, whose lease
+    // ended while the orchestrator was away.
+    let (mut ws, node_id, node, _key) = connected(
+        &s,
+        0x68,
+        vec![
+            report("vm-10", AgentVmState::Running, None),
+            report("vm-12", AgentVmState::Running, None),
+        ],
+    )
+    .await;
+    let store = s.state.store();
+    let agents = s.state.agents();
+    // The chain says lease 10 and 11 are active, lease 12 opened and closed.
+    for id in ["10", "11", "12"] {
+        store.upsert_lease(&lease(id, node_id, 1)).await.unwrap();
+        store
+            .insert_vm(&decloud_orchestrator::store::VmRecord {
+                vm_id: format!("vm-{id}"),
+                lease_id: id.into(),
+                tenant: format!("{:#x}", Address::repeat_byte(7)),
+                node_id: node.clone(),
+                state: VmState::Pending,
+                tier: QualityTier::Standard,
+                vcpus: 1,
+                memory_gib: 2,
+                disk_gib: 20,
+                gpus: 0,
+                created_at: 1,
+                updated_at: 1,
+                failure: None,
+            })
+            .await
+            .unwrap();
+    }
+    lifecycle::close_lease(store, agents, "12", LeaseStatus::Closed)
+        .await
+        .unwrap();
+    lifecycle::drive(store, agents, &workload()).await.unwrap();
+    // Adopted, not created again; the missing one is created.
+    assert_eq!(state_of(&s.store, "vm-10").await, "running");
+    assert_eq!(state_of(&s.store, "vm-11").await, "provisioning");
+    assert_eq!(state_of(&s.store, "vm-12").await, "terminated");
+    assert_eq!(next_command(&mut ws).await.id, "create-vm-11");
+
+    // Later heartbeats (after the last change): vm-10's domain vanished behind the agent's
+    // back, vm-12 still runs although its lease ended.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    send(
+        &mut ws,
+        &heartbeat_with(
+            2,
+            vec![
+                report(
+                    "vm-10",
+                    AgentVmState::Failed,
+                    Some("domain disappeared from libvirt"),
+                ),
+                report("vm-11", AgentVmState::Creating, None),
+                report("vm-12", AgentVmState::Running, None),
+            ],
+        ),
+    )
+    .await;
+    eventually("the second report", async || {
+        agents.report(&node).is_some_and(|r| r.vms.len() == 3)
+    })
+    .await;
+    decloud_orchestrator::reconcile::reconcile_node(store, agents, &node, &workload())
+        .await
+        .unwrap();
+    assert_eq!(state_of(&s.store, "vm-10").await, "failed");
     assert_eq!(
-        state_of(&s.store, "vm-4").await,
-        "stopping",
-        "a failed vm is still cleaned up on its node"
+        s.store.vm_failure("vm-10").await.unwrap().as_deref(),
+        Some("domain disappeared from libvirt")
     );
+    let delete = next_command(&mut ws).await;
+    assert!(delete.id.starts_with("delete-vm-12-orphan-"), "{delete:?}");
+    assert_eq!(
+        delete.action,
+        CommandAction::DeleteVm {
+            vm_id: "vm-12".into()
+        }
+    );
+    // Reconciling the same report again queues nothing more: the deletion is under way.
+    decloud_orchestrator::reconcile::reconcile_node(store, agents, &node, &workload())
+        .await
+        .unwrap();
+    assert!(next(&mut ws, Duration::from_millis(300)).await.is_none());
+
+    // vm-11 runs, then its node loses it entirely (the agent's records gone): the loss is
+    // recorded and, the lease being active, the VM is created again under a new command id.
+    send(
+        &mut ws,
+        &AgentMessage::Ack(Ack {
+            command_id: "create-vm-11".into(),
+            outcome: AckOutcome::Done {
+                vm: Some(report("vm-11", AgentVmState::Running, None)),
+            },
+        }),
+    )
+    .await;
+    eventually("vm-11 to run", async || {
+        state_of(&s.store, "vm-11").await == "running"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    send(&mut ws, &heartbeat_with(3, Vec::new())).await;
+    eventually("the third report", async || {
+        agents.report(&node).is_some_and(|r| r.vms.is_empty())
+    })
+    .await;
+    decloud_orchestrator::reconcile::reconcile_node(store, agents, &node, &workload())
+        .await
+        .unwrap();
+    assert_eq!(state_of(&s.store, "vm-11").await, "provisioning");
+    let again = next_command(&mut ws).await;
+    assert!(again.id.starts_with("create-vm-11-"), "{again:?}");
+    assert!(matches!(again.action, CommandAction::CreateVm { .. }));
+}
+
+#[tokio::test]
+async fn a_new_session_of_a_node_replaces_the_live_one() {
+    let s = server().await;
+    let (mut first, node_id, node, key) = connected(&s, 0x69, Vec::new()).await;
+    let mut second = connect(s.addr).await;
+    assert!(matches!(
+        handshake(&mut second, node_id, key.address(), &key).await,
+        ServerMessage::Welcome(_)
+    ));
+    // The older session is told why and closed.
+    match next(&mut first, Duration::from_secs(5)).await {
+        Some(ServerMessage::Rejected { reason }) => {
+            assert!(reason.contains("replaced"), "{reason}")
+        }
+        other => panic!("expected the old session to be rejected, got {other:?}"),
+    }
+    assert!(next(&mut first, Duration::from_secs(2)).await.is_none());
+    // The new one is the node's session: it reports, and commands reach it.
+    send(&mut second, &heartbeat_with(1, Vec::new())).await;
+    eventually("the new session's report", async || {
+        s.state.agents().report(&node).is_some()
+    })
+    .await;
+    let action = CommandAction::StartVm {
+        vm_id: "vm-s".into(),
+    };
+    enqueue_command(s.state.agents(), &node, "cmd-s", &action)
+        .await
+        .unwrap();
+    assert_eq!(next_command(&mut second).await.id, "cmd-s");
 }
 
 #[tokio::test]
 async fn acknowledgements_stored_before_a_crash_are_applied_on_recovery() {
     let s = server().await;
-    let node_id = B256::repeat_byte(0x88);
-    let node = format!("{node_id:#x}");
-    register(&s.store, node_id, Address::repeat_byte(2)).await;
-    s.store
-        .record_heartbeat(&node, decloud_orchestrator::clock::now())
-        .await
-        .unwrap();
+    let (_ws, node_id, node, _key) = connected(&s, 0x88, Vec::new()).await;
     s.store.set_compute_points(&node, 8_000).await.unwrap();
     lifecycle::open_lease(
         &s.store,

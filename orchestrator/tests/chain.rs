@@ -162,6 +162,7 @@ async fn lease_flow(url: String) {
         user_data: "#cloud-config\n".into(),
         bandwidth: BandwidthTier::Basic,
         grace_secs: 86_400,
+        reconnect_grace_until: 0,
     };
     let sync = async |follower: &mut Follower<ChainHandler>| {
         follower.sync_to_head().await.unwrap();

@@ -56,6 +56,18 @@ fn binary_serves_and_shuts_down_gracefully() {
         health.to_ascii_lowercase().contains("x-request-id:"),
         "{health}"
     );
+    // A URI too long for the HTTP parser still gets the API's error shape.
+    let long = format!("/api/v1/{}", "a".repeat(70_000));
+    let refused = get(port, &long).unwrap();
+    assert!(refused.starts_with("HTTP/1.1 414"), "{refused}");
+    let body = refused.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let body: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {refused}"));
+    assert_eq!(body["error"]["code"], "uri_too_long", "{refused}");
+    // A long URI the parser takes reaches the router and its JSON 404.
+    let routed = get(port, &format!("/api/v1/{}", "a".repeat(10_000))).unwrap();
+    assert!(routed.starts_with("HTTP/1.1 404"), "{routed}");
+    assert!(routed.contains("\"not_found\""), "{routed}");
     let metrics = get(port, "/metrics").unwrap();
     assert!(
         metrics.contains(

@@ -369,8 +369,11 @@ pub struct ErrorDetail {
 #[derive(Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// `ok`.
+    /// `ok`, or `degraded` while something the server should do keeps failing.
     pub status: String,
+    /// What is failing, when degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// A nonce to sign in with.

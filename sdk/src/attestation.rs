@@ -32,6 +32,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::{bindings::AttestationAnchor, merkle};
 
+/// Kind of the attestation that continues a log whose earlier part the orchestrator no longer
+/// holds (it was rebuilt from an empty database): it sits at the sequence number after the
+/// chain's last anchored batch, its `previous` is that batch's Merkle root (the attestation
+/// before it is gone; the root that covers it is on-chain), and its payload is a
+/// [`Resumption`] naming the batch. See [`check_resumption`].
+pub const RESUMED_KIND: &str = "log.resumed";
+/// Subject of [`RESUMED_KIND`] attestations.
+pub const LOG_SUBJECT: &str = "log";
+
+/// The payload of a [`RESUMED_KIND`] attestation: the anchored batch the log continues after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resumption {
+    /// The batch id on AttestationAnchor.
+    pub batch: u64,
+    /// Its Merkle root: the resumption attestation's `previous`.
+    pub root: B256,
+    /// First sequence number of the batch.
+    pub first_sequence: u64,
+    /// Attestations in the batch.
+    pub count: u64,
+}
+
+impl Resumption {
+    /// The sequence number the log continues at: one past the batch.
+    pub fn next_sequence(&self) -> u64 {
+        self.first_sequence.saturating_add(self.count)
+    }
+}
+
 /// EIP-712 domain name of attestations.
 pub const DOMAIN_NAME: &str = "DeCloud Attestations";
 /// EIP-712 domain version of attestations.
@@ -298,6 +327,9 @@ pub enum VerifyFailure {
     /// The chain could not be asked.
     #[error("cannot read AttestationAnchor: {0}")]
     Chain(String),
+    /// A resumption attestation does not continue the batch it names.
+    #[error("log resumption is invalid: {0}")]
+    BadResumption(String),
 }
 
 /// Checks one attestation on its own: payload hash, EIP-712 hash and signer.
@@ -444,6 +476,81 @@ pub async fn check_on_chain<P: Provider>(
     Ok(())
 }
 
+/// Checks that a [`RESUMED_KIND`] attestation continues the batch its payload names: it sits
+/// right after the batch and links to the batch's root. Whether the chain holds that batch is
+/// [`check_resumed_on_chain`]'s question.
+pub fn check_resumption(a: &SignedAttestation) -> Result<Resumption, VerifyFailure> {
+    if a.kind != RESUMED_KIND {
+        return Err(VerifyFailure::BadResumption(format!(
+            "attestation {} is a {}, not a {RESUMED_KIND}",
+            a.sequence, a.kind
+        )));
+    }
+    let r: Resumption = serde_json::from_str(&a.payload)
+        .map_err(|e| VerifyFailure::BadResumption(format!("its payload names no batch: {e}")))?;
+    if a.sequence != r.next_sequence() {
+        return Err(VerifyFailure::BadResumption(format!(
+            "it sits at {}, but batch {} ends before {}",
+            a.sequence,
+            r.batch,
+            r.next_sequence()
+        )));
+    }
+    if a.previous != r.root {
+        return Err(VerifyFailure::BrokenLink {
+            sequence: a.sequence,
+            expected: r.root,
+            attested: a.previous,
+        });
+    }
+    Ok(r)
+}
+
+/// Checks that AttestationAnchor at `anchor` holds the batch a resumption continues after.
+pub async fn check_resumed_on_chain<P: Provider>(
+    provider: &P,
+    anchor: Address,
+    r: &Resumption,
+) -> Result<(), VerifyFailure> {
+    let inclusion = Inclusion {
+        batch: r.batch,
+        first_sequence: r.first_sequence,
+        count: r.count,
+        root: r.root,
+        proof: Vec::new(),
+        tx_hash: None,
+        block_number: None,
+    };
+    check_on_chain(provider, anchor, &inclusion).await
+}
+
+/// [`check_offline`] for a [`RESUMED_KIND`] attestation, which links to an anchored batch
+/// instead of to the attestation before it: its position, record, resumption and Merkle proof.
+pub fn check_offline_resumed(
+    info: &SignerInfo,
+    requested: u64,
+    evidence: &Evidence,
+) -> Result<Resumption, VerifyFailure> {
+    let a = &evidence.attestation;
+    if a.sequence != requested {
+        return Err(VerifyFailure::WrongPosition {
+            requested,
+            got: a.sequence,
+        });
+    }
+    check_record(a, &info.domain(), info.signer)?;
+    let resumption = check_resumption(a)?;
+    let inclusion = evidence
+        .inclusion
+        .as_ref()
+        .ok_or(VerifyFailure::NotBatched(a.sequence))?;
+    check_inclusion(a, inclusion)?;
+    if inclusion.tx_hash.is_none() {
+        return Err(VerifyFailure::NotAnchored(inclusion.batch));
+    }
+    Ok(resumption)
+}
+
 /// Every check but the chain's (the link, both records, the Merkle proof): `evidence` is the attestation at `requested`, `previous` the one
 /// before it (`None` for the first), `info` the published signer and domain.
 pub fn check_offline(
@@ -558,6 +665,32 @@ mod tests {
             check_offline(&info, 3, &e, Some(&log[2])),
             Err(VerifyFailure::NotBatched(3))
         );
+        // A resumption continues the batch it names, linking to its root.
+        let resumption = Resumption {
+            batch: 0,
+            root: tree.root(),
+            first_sequence: 0,
+            count: 5,
+        };
+        let payload = serde_json::to_string(&resumption).unwrap();
+        let resume = |sequence: u64, previous: B256| {
+            let body =
+                Attestation::new(LOG_SUBJECT, RESUMED_KIND, &payload, sequence, previous, 200);
+            sign(&key, &domain, body, &payload).unwrap()
+        };
+        assert_eq!(check_resumption(&resume(5, tree.root())), Ok(resumption));
+        assert!(matches!(
+            check_resumption(&resume(5, B256::repeat_byte(3))),
+            Err(VerifyFailure::BrokenLink { .. })
+        ));
+        assert!(matches!(
+            check_resumption(&resume(6, tree.root())),
+            Err(VerifyFailure::BadResumption(_))
+        ));
+        assert!(matches!(
+            check_resumption(&log[1]),
+            Err(VerifyFailure::BadResumption(_))
+        ));
         let other = PrivateKeySigner::random();
         let forged = chain(&other, &domain, 1);
         assert!(matches!(

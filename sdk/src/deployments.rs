@@ -174,6 +174,41 @@ pub struct Networks {
 }
 
 impl Networks {
+    /// Only the local development chain, `anvil`, at `rpc_url`: what `decloud dev` runs.
+    pub fn local(rpc_url: &Url, storage_epoch_blocks: u64) -> Self {
+        let anvil = Network {
+            chain_id: 31337,
+            rpc_url: Some(rpc_url.to_string()),
+            rpc_url_env: None,
+            usdc: None,
+            mock_usdc: true,
+            confirmations: 0,
+            reorg_window: 64,
+            storage_epoch_blocks: Some(storage_epoch_blocks),
+            verifier: None,
+            verifier_code_hash: None,
+        };
+        Self {
+            networks: BTreeMap::from([("anvil".to_string(), anvil)]),
+        }
+    }
+
+    /// Writes the file (through a temporary file, so a reader never sees half of it).
+    pub fn save(&self, path: &Path) -> Result<(), DeploymentsError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DeploymentsError::Io { path, source }
+        };
+        let text = format!(
+            "# Written by `decloud dev` for the chain it runs; the CLI reads it with \
+             --deployments-dir.\n{}",
+            toml::to_string(self).expect("networks always serialize")
+        );
+        let tmp = path.with_extension("toml.tmp");
+        fs::write(&tmp, text).map_err(io(&tmp))?;
+        fs::rename(&tmp, path).map_err(io(path))
+    }
+
     /// Reads and validates a `networks.toml`.
     pub fn load(path: &Path) -> Result<Self, DeploymentsError> {
         let text = fs::read_to_string(path).map_err(|source| DeploymentsError::Io {
@@ -307,6 +342,26 @@ pub struct Roles {
     pub pauser: Address,
 }
 
+/// Makes `dir` a deployments directory the CLI can use for the local chain at `rpc_url`: writes
+/// its `networks.toml` (naming only `anvil`) when it has none; an existing one is kept as it is
+/// (the repository's own names anvil at its default port). Returns the path when it wrote one.
+pub fn ensure_local_networks(
+    dir: &Path,
+    rpc_url: &Url,
+    storage_epoch_blocks: u64,
+) -> Result<Option<PathBuf>, DeploymentsError> {
+    let path = dir.join("networks.toml");
+    if path.exists() {
+        return Ok(None);
+    }
+    fs::create_dir_all(dir).map_err(|source| DeploymentsError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Networks::local(rpc_url, storage_epoch_blocks).save(&path)?;
+    Ok(Some(path))
+}
+
 /// `deployments/<chainId>.json`: what was deployed on one chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -413,6 +468,23 @@ mod tests {
     fn repo_networks() -> Networks {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deployments/networks.toml");
         Networks::load(&path).expect("the committed networks.toml is valid")
+    }
+
+    #[test]
+    fn a_local_networks_file_is_written_once_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: Url = "http://127.0.0.1:18545".parse().unwrap();
+        let written = ensure_local_networks(dir.path(), &url, 20).unwrap();
+        let path = dir.path().join("networks.toml");
+        assert_eq!(written.as_deref(), Some(path.as_path()));
+        let networks = Networks::load(&path).unwrap();
+        let anvil = networks.get("anvil").unwrap();
+        assert_eq!(anvil.chain_id, 31337);
+        assert_eq!(anvil.rpc_url("anvil").unwrap(), url);
+        // An existing file is the operator's: left alone.
+        std::fs::write(&path, "# mine\n").unwrap();
+        assert_eq!(ensure_local_networks(dir.path(), &url, 20).unwrap(), None);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "# mine\n");
     }
 
     #[test]

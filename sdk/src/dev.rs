@@ -174,6 +174,14 @@ impl DevService for ChainService {
             mint_mock_usdc(&provider, deployment.usdc, &addresses, amount).await?;
             let path = deployment.save(&o.deployments_dir)?;
             info!(target: "decloud::dev", path = %path.display(), "deployment written");
+            // A directory of its own also needs the network's name and RPC URL for the CLI.
+            if let Some(networks) = crate::deployments::ensure_local_networks(
+                &o.deployments_dir,
+                &url,
+                LOCAL_STORAGE_EPOCH_BLOCKS,
+            )? {
+                info!(target: "decloud::dev", path = %networks.display(), "networks written");
+            }
             let block = provider.get_block_number().await?;
             info!(target: "decloud::dev", block, "system deployed and funded");
 

@@ -240,7 +240,7 @@ impl VmState {
                 | (Running, Stopping | Failed)
                 | (Stopping, Stopped | Terminated | Failed)
                 | (Stopped, Provisioning | Stopping)
-                | (Failed, Stopping | Terminated)
+                | (Failed, Provisioning | Stopping | Terminated)
         )
     }
 

@@ -8,10 +8,17 @@
 //! - commands are queued in the store first, then delivered: at once when queued, all
 //!   unacknowledged ones on every (re)connect, and again every `agent_resend_secs` (30 s by
 //!   default) until acknowledged. The command id is the idempotency key: the agent never executes an id
-//!   twice, and the first acknowledgement of an id is the one kept.
+//!   twice, and the first acknowledgement of an id is the one kept;
+//! - the VMs each heartbeat reports are handed to the hub, where the reconciler compares them
+//!   with what the chain says should run ([`crate::reconcile`]).
+//!
+//! One live session per node: a new authenticated session of a node replaces its older one,
+//! which is told `rejected` ("replaced by a newer session") and closed. A reconnecting agent
+//! is thus never refused because the server has not yet noticed its previous connection died;
+//! two agents running with the same node key take turns, and each turn is logged.
 
 use crate::{
-    agent::AgentHub,
+    agent::{AgentHub, SessionTicket},
     clock::now,
     lifecycle,
     store::{AckRecorded, NodeStatus},
@@ -89,7 +96,9 @@ async fn serve(hub: AgentHub, mut socket: WebSocket) {
         Ok(node_id) => {
             tracing::info!(target: "orchestrator::agent", %node_id, "agent connected");
             hub.metrics().agent_connected(1);
-            let result = session(&hub, &mut socket, &node_id).await;
+            let ticket = hub.open_session(&node_id);
+            let result = session(&hub, &mut socket, &ticket).await;
+            hub.close_session(&ticket);
             hub.metrics().agent_connected(-1);
             match result {
                 Ok(()) => {
@@ -192,11 +201,12 @@ async fn deliver(
 
 async fn on_heartbeat(
     hub: &AgentHub,
-    node_id: &str,
+    ticket: &SessionTicket,
     hb: &Heartbeat,
     points: &mut Option<u64>,
     arrived: Instant,
 ) -> Result<(), String> {
+    let node_id = ticket.node_id.as_str();
     // The benchmark changes rarely; write it only when it does. It is written before the
     // heartbeat is booked, so whoever sees the heartbeat also sees the points it carried.
     if hb.resources.compute_points > 0 && *points != Some(hb.resources.compute_points) {
@@ -212,6 +222,7 @@ async fn on_heartbeat(
         .await
         .map_err(|e| e.to_string())?;
     hub.metrics().record_heartbeat(arrived.elapsed());
+    hub.record_report(ticket, hb.vms.clone(), now());
     if missed > 0 {
         tracing::info!(target: "orchestrator::agent", %node_id, missed, "heartbeat after a gap");
     }
@@ -220,7 +231,12 @@ async fn on_heartbeat(
 }
 
 /// The authenticated part of a connection. `Err` carries a protocol violation to report.
-async fn session(hub: &AgentHub, socket: &mut WebSocket, node_id: &str) -> Result<(), String> {
+async fn session(
+    hub: &AgentHub,
+    socket: &mut WebSocket,
+    ticket: &SessionTicket,
+) -> Result<(), String> {
+    let node_id = ticket.node_id.as_str();
     let waker = hub.waker(node_id);
     // After a (re)connect everything unacknowledged goes out again, whenever it was last sent.
     let mut awaiting = HashSet::new();
@@ -244,7 +260,7 @@ async fn session(hub: &AgentHub, socket: &mut WebSocket, node_id: &str) -> Resul
                 };
                 last_frame = Instant::now();
                 match AgentMessage::from_json(text.as_str()) {
-                    Ok(AgentMessage::Heartbeat(hb)) => on_heartbeat(hub, node_id, &hb, &mut points, last_frame).await?,
+                    Ok(AgentMessage::Heartbeat(hb)) => on_heartbeat(hub, ticket, &hb, &mut points, last_frame).await?,
                     Ok(AgentMessage::Ack(ack)) => {
                         let outcome = serde_json::to_string(&ack.outcome).expect("outcomes always serialize");
                         let recorded = hub.store().ack_command(node_id, &ack.command_id, &outcome, now()).await.map_err(|e| e.to_string())?;
@@ -266,6 +282,7 @@ async fn session(hub: &AgentHub, socket: &mut WebSocket, node_id: &str) -> Resul
                     Err(e) => return Err(format!("malformed frame: {e}")),
                 }
             }
+            () = ticket.replaced.notified() => return Err("replaced by a newer session of this node".into()),
             _ = waker.notified() => deliver(hub, socket, node_id, now() - resend_after, &mut awaiting).await?,
             _ = tick.tick() => {
                 if last_frame.elapsed() > SILENCE_LIMIT {

@@ -11,8 +11,11 @@ mod console;
 mod hosting;
 mod marketplace;
 mod operator;
+mod protocol_errors;
 mod tenant;
 mod web;
+
+pub use protocol_errors::{ApiConnection, ApiListener};
 
 pub use decloud_sdk::api::{
     AttestationCreated, AttestationQuery, AttestationView, Capabilities, DistributeRequest,
@@ -77,6 +80,8 @@ struct Inner {
     limiter: RateLimiter,
     metrics: Arc<Metrics>,
     config: Config,
+    /// What keeps the orchestrator from doing all it should, by area; `/health` reports them.
+    problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
 
 impl AppState {
@@ -94,6 +99,7 @@ impl AppState {
                 limiter,
                 metrics,
                 config,
+                problems: Default::default(),
             }),
         })
     }
@@ -116,6 +122,29 @@ impl AppState {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Sets (or, with `None`, clears) the problem of one area; while any is set, `/health`
+    /// answers `degraded` and lists them.
+    pub fn set_problem(&self, area: &'static str, problem: Option<String>) {
+        let mut problems = self
+            .inner
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match problem {
+            Some(p) => problems.insert(area, p),
+            None => problems.remove(area),
+        };
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let problems = self
+            .inner
+            .problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        problems.values().cloned().collect()
     }
 }
 
@@ -480,13 +509,21 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 // ---------------------------------------------------------------------------------------------
 // Handlers: health
 
-/// Health: the server answers and its database answers.
+/// Health: the server answers and its database answers (`ok`); `degraded`, with the problems
+/// listed, while something it should do keeps failing (anchoring attestations).
 #[utoipa::path(get, path = "/health", tag = "system",
     responses((status = 200, body = Health), (status = 500, body = ErrorBody)))]
 async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.inner.store.ping().await?;
+    let problems = state.problems();
     Ok(Json(Health {
-        status: "ok".into(),
+        status: if problems.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        }
+        .into(),
+        problems,
     }))
 }
 

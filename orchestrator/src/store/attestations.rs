@@ -378,6 +378,86 @@ impl Store {
         }))
     }
 
+    /// Whether the log holds nothing: no attestation and no batch (a new or rebuilt database).
+    pub async fn attestation_log_is_empty(&self) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT next_sequence FROM attestation_head WHERE id = 1) AS next_sequence, \
+             (SELECT COUNT(*) FROM attestation_batches) AS batches",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok(u(&row, "next_sequence")? == 0 && u(&row, "batches")? == 0)
+    }
+
+    /// Continues an empty log after `batch`, the last one the chain holds (the database was
+    /// rebuilt): the batch is recorded as anchored, and a [`attestation::RESUMED_KIND`]
+    /// attestation is appended at the sequence after it, linked to its root. Returns that
+    /// attestation's sequence; `None`, changing nothing, when the log is not empty or no
+    /// attestation key is configured.
+    pub async fn resume_log(
+        &self,
+        batch: &BatchRecord,
+        now: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let Some(attestor) = self.attestor() else {
+            return Ok(None);
+        };
+        let root: B256 = batch.root.parse().map_err(|_| StoreError::Corrupt {
+            column: "root",
+            value: batch.root.clone(),
+        })?;
+        let resumption = attestation::Resumption {
+            batch: batch.batch_id,
+            root,
+            first_sequence: batch.first_sequence,
+            count: batch.count,
+        };
+        let mut tx = self.begin_write().await?;
+        // Taken first, as every append does, so no append can slip in between.
+        sqlx::query("UPDATE attestation_head SET next_sequence = next_sequence WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(
+            "SELECT (SELECT next_sequence FROM attestation_head WHERE id = 1) AS next_sequence, \
+             (SELECT COUNT(*) FROM attestation_batches) AS batches",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if u(&row, "next_sequence")? != 0 || u(&row, "batches")? != 0 {
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO attestation_batches (batch_id, first_sequence, count, root, created_at, tx_hash, \
+             block_number, anchored_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $5)",
+        )
+        .bind(i64::try_from(batch.batch_id).unwrap_or(i64::MAX))
+        .bind(i64::try_from(batch.first_sequence).unwrap_or(i64::MAX))
+        .bind(i64::try_from(batch.count).unwrap_or(i64::MAX))
+        .bind(root.to_string())
+        .bind(now)
+        .bind(batch.tx_hash.clone())
+        .bind(batch.block_number.map(|b| i64::try_from(b).unwrap_or(i64::MAX)))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE attestation_head SET next_sequence = $1, last_hash = $2 WHERE id = 1")
+            .bind(i64::try_from(resumption.next_sequence()).unwrap_or(i64::MAX))
+            .bind(root.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let payload = serde_json::to_value(&resumption).expect("a resumption serializes");
+        let sequence = append(
+            &mut tx,
+            attestor,
+            attestation::LOG_SUBJECT,
+            attestation::RESUMED_KIND,
+            &payload,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(sequence))
+    }
+
     /// Records the confirmed anchoring transaction of a sealed batch (once: a batch already
     /// recorded keeps its first record).
     pub async fn record_anchor(

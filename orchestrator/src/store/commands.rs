@@ -167,6 +167,42 @@ impl Store {
         })
     }
 
+    /// Every command queued about a VM, oldest first.
+    pub async fn commands_of_vm(&self, vm_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        sqlx::query("SELECT * FROM agent_commands WHERE vm_id = $1 ORDER BY created_at, command_id")
+            .bind(vm_id.to_string())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(command_from_row)
+            .collect()
+    }
+
+    /// Queues a command about a VM without changing the VM's state (a repair the reconciler
+    /// decided, such as removing a VM its node should no longer run). Like
+    /// [`Store::enqueue_command`], an id that exists changes nothing and returns `false`.
+    pub async fn enqueue_vm_command(
+        &self,
+        command_id: &str,
+        node_id: &str,
+        vm_id: &str,
+        action: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO agent_commands (command_id, node_id, action, created_at, attempts, last_sent_at, acked_at, \
+             outcome, vm_id) VALUES ($1, $2, $3, $4, 0, NULL, NULL, NULL, $5) ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(command_id.to_string())
+        .bind(node_id.to_lowercase())
+        .bind(action.to_string())
+        .bind(now)
+        .bind(vm_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// One command by id.
     pub async fn command(&self, command_id: &str) -> Result<Option<CommandRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM agent_commands WHERE command_id = $1")

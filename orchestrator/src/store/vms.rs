@@ -150,6 +150,25 @@ impl Store {
         Ok(true)
     }
 
+    /// Notes on a Pending VM why it waits (shown to the tenant as its `failure` until it is
+    /// placed, which clears it); the state does not change.
+    pub async fn note_pending_vm(
+        &self,
+        vm_id: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE vms SET failure = $2, updated_at = $3 WHERE vm_id = $1 AND state = 'pending'",
+        )
+        .bind(vm_id.to_string())
+        .bind(note.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Ids of the VMs in one state, oldest first.
     pub async fn vms_in_state(&self, state: VmState) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT vm_id FROM vms WHERE state = $1 ORDER BY created_at, vm_id")
