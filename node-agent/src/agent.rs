@@ -603,12 +603,32 @@ impl Agent {
         }
         // Running VMs get their shaping again: a restarted or redefined domain has a new tap,
         // and an adopted one keeps its own (applying it again only replaces it).
+        let mut shaped = Vec::new();
         for record in self.inner.store.vms().await? {
-            if record.state == VmState::Running
-                && let Err(error) = self.shape(&record.spec).await
-            {
+            if record.state != VmState::Running {
+                continue;
+            }
+            shaped.push(shaping::ifb_name(
+                self.inner.firewall.tag(),
+                &record.spec.id,
+            ));
+            if let Err(error) = self.shape(&record.spec).await {
                 warn!(target: "agent::reconcile", vm = %record.spec.id, %error, "could not shape bandwidth");
                 report.failed.push(record.spec.id.clone());
+            }
+        }
+        if self.inner.config.bandwidth_shaping == BandwidthShaping::Agent
+            && self.inner.config.network != NetworkConfig::User
+        {
+            let tag = self.inner.firewall.tag().to_owned();
+            let stale = tokio::task::spawn_blocking(move || shaping::remove_stale(&tag, &shaped))
+                .await
+                .map_err(|e| Error::Tool {
+                    tool: "tc",
+                    message: e.to_string(),
+                })??;
+            if !stale.is_empty() {
+                info!(target: "agent::reconcile", ?stale, "removed shaping devices of vms no longer running");
             }
         }
         for orphan in owned
@@ -729,7 +749,8 @@ impl Agent {
             )));
         }
         let taken: Vec<Ipv4Addr> = attachments.values().map(|a| a.ip).collect();
-        let ip = network.free_address(&taken).ok_or_else(|| {
+        let last = self.inner.store.last_reserved_ip().await?;
+        let ip = network.free_address(&taken, last).ok_or_else(|| {
             Error::Capacity(format!(
                 "no free address left in network {} ({})",
                 network.name, network.subnet

@@ -162,25 +162,29 @@ pub fn parse_network(xml: &str) -> Result<NatNetwork> {
 }
 
 impl NatNetwork {
-    /// The first address free for a reservation: not the network, broadcast or gateway
-    /// address, not reserved in the network or in `taken`. Addresses outside the dynamic
-    /// DHCP ranges come first, so a reservation never takes an address a stranger may
-    /// already have leased; inside them only when nothing else is left.
-    pub fn free_address(&self, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    /// The next address free for a reservation after `last` (the one reserved before,
+    /// wrapping around): not the network, broadcast or gateway address, not reserved in
+    /// the network or in `taken`. Going round rather than taking the lowest keeps a freed
+    /// address unused as long as possible, since the DHCP server still holds its lease for
+    /// the deleted VM's MAC and would hand a new VM a dynamic address instead. Addresses
+    /// outside the dynamic DHCP ranges come first, so a reservation never takes an address
+    /// a stranger may already have leased; inside them only when nothing else is left.
+    pub fn free_address(&self, taken: &[Ipv4Addr], last: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
         let in_range = |ip: Ipv4Addr| {
             self.dhcp_ranges
                 .iter()
                 .any(|(start, end)| (*start..=*end).contains(&ip))
         };
-        let candidates = (1..self.subnet.size() - 1)
+        let mut candidates: Vec<Ipv4Addr> = (1..self.subnet.size() - 1)
             .map(|n| self.subnet.nth(n))
             .filter(|ip| {
                 *ip != self.gateway
                     && !taken.contains(ip)
                     && !self.hosts.iter().any(|h| h.ip == *ip)
-            });
-        let (outside, inside): (Vec<_>, Vec<_>) = candidates.partition(|ip| !in_range(*ip));
-        outside.into_iter().chain(inside).next()
+            })
+            .collect();
+        candidates.sort_by_key(|ip| (in_range(*ip), last.is_some_and(|l| *ip <= l), *ip));
+        candidates.first().copied()
     }
 }
 
@@ -325,7 +329,17 @@ mod tests {
             )]
         );
         assert_eq!(
-            network.free_address(&[]),
+            network.free_address(&[], None),
+            Some(Ipv4Addr::new(192, 168, 123, 2))
+        );
+        // After .40 was reserved (and maybe freed), .41 comes next, not .2 again.
+        assert_eq!(
+            network.free_address(&[], Some(Ipv4Addr::new(192, 168, 123, 40))),
+            Some(Ipv4Addr::new(192, 168, 123, 41))
+        );
+        // At the end of the lower half, it wraps around to its start.
+        assert_eq!(
+            network.free_address(&[], Some(Ipv4Addr::new(192, 168, 123, 127))),
             Some(Ipv4Addr::new(192, 168, 123, 2))
         );
         network.hosts.push(DhcpHost {
@@ -334,17 +348,17 @@ mod tests {
             name: None,
         });
         assert_eq!(
-            network.free_address(&[Ipv4Addr::new(192, 168, 123, 3)]),
+            network.free_address(&[Ipv4Addr::new(192, 168, 123, 3)], None),
             Some(Ipv4Addr::new(192, 168, 123, 4))
         );
         // With the lower half used up, the dynamic range is the last resort.
         let taken: Vec<_> = (3..128).map(|n| Ipv4Addr::new(192, 168, 123, n)).collect();
         assert_eq!(
-            network.free_address(&taken),
+            network.free_address(&taken, None),
             Some(Ipv4Addr::new(192, 168, 123, 128))
         );
         let all: Vec<_> = (2..=254).map(|n| Ipv4Addr::new(192, 168, 123, n)).collect();
-        assert_eq!(network.free_address(&all), None);
+        assert_eq!(network.free_address(&all, None), None);
     }
 
     #[test]

@@ -58,17 +58,20 @@ fn burst_bytes(mbps: u32) -> u64 {
 fn cap(device: &str, mbps: u32) -> Result<()> {
     let rate = format!("{mbps}mbit");
     let burst = format!("{}b", burst_bytes(mbps));
+    // Deleted and added rather than replaced: HTB refuses to change an existing root
+    // qdisc's parameters in place.
+    let _ = run("tc", &["qdisc", "del", "dev", device, "root"]);
     run(
         "tc",
         &[
-            "qdisc", "replace", "dev", device, "root", "handle", "1:", "htb", "default", "1",
+            "qdisc", "add", "dev", device, "root", "handle", "1:", "htb", "default", "1",
         ],
     )?;
     run(
         "tc",
         &[
-            "class", "replace", "dev", device, "parent", "1:", "classid", "1:1", "htb", "rate",
-            &rate, "ceil", &rate, "burst", &burst, "cburst", &burst,
+            "class", "add", "dev", device, "parent", "1:", "classid", "1:1", "htb", "rate", &rate,
+            "ceil", &rate, "burst", &burst, "cburst", &burst,
         ],
     )
 }
@@ -94,6 +97,31 @@ pub(crate) fn apply(tap: &str, ifb: &str, mbps: u32) -> Result<()> {
             "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb,
         ],
     )
+}
+
+/// IFB devices of the node tagged `tag` that are not in `keep` (left by VMs that stopped or
+/// were deleted while the agent was down), removed; returns their names.
+pub(crate) fn remove_stale(tag: &str, keep: &[String]) -> Result<Vec<String>> {
+    let output = Command::new("ip")
+        .args(["-o", "link", "show", "type", "ifb"])
+        .output()
+        .map_err(|e| Error::Tool {
+            tool: "tc",
+            message: format!("cannot run ip ({e}); install iproute2"),
+        })?;
+    let prefix = format!("{IFB_PREFIX}{}", &tag[..5.min(tag.len())]);
+    let mut removed = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        // "7: dbxxxx: <BROADCAST,NOARP> mtu …"
+        let Some(name) = line.split(':').nth(1).map(str::trim) else {
+            continue;
+        };
+        if name.len() == 15 && name.starts_with(&prefix) && !keep.iter().any(|k| k == name) {
+            remove(name)?;
+            removed.push(name.to_owned());
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes a VM's IFB device; a missing one is fine.

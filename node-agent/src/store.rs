@@ -336,6 +336,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The address reserved last, for any VM (deleted ones included).
+    pub async fn last_reserved_ip(&self) -> Result<Option<Ipv4Addr>> {
+        let value: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'last_reserved_ip'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value
+            .and_then(|v| u32::try_from(v).ok())
+            .map(Ipv4Addr::from))
+    }
+
     /// Public ports held by any VM.
     pub async fn public_ports(&self) -> Result<BTreeSet<u16>> {
         Ok(self
@@ -537,6 +548,14 @@ async fn insert_attachment(
             "mac {} or address {} already belongs to another vm",
             attachment.mac, attachment.ip
         )))?;
+    // Where the next reservation starts looking (see `NatNetwork::free_address`).
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('last_reserved_ip', ?)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(i64::from(u32::from(attachment.ip)))
+    .execute(&mut **tx)
+    .await?;
     for forward in &attachment.forwards {
         sqlx::query(
             "INSERT INTO forwards (vm_id, protocol, guest_port, public_port) VALUES (?, ?, ?, ?)",
@@ -678,6 +697,7 @@ mod tests {
         ));
         assert!(store.vm("b").await.unwrap().is_none());
         assert_eq!(store.public_ports().await.unwrap(), BTreeSet::from([40000]));
+        assert_eq!(store.last_reserved_ip().await.unwrap(), Some(attachment.ip));
         let events = store.pending_events().await.unwrap();
         let states: Vec<_> = events.iter().map(|e| e.state).collect();
         assert_eq!(states, vec![VmState::Creating, VmState::Running]);

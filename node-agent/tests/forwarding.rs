@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{peer::TestOrchestratorPeer, *};
 use decloud_node_agent::{
-    Agent, COMMENT_PREFIX, Config, ConfigLayer, Error, Identity, node_tag,
+    Agent, COMMENT_PREFIX, Config, ConfigLayer, Error, Identity, ifb_name, node_tag,
     test_guest::{ADDRESS_MARKER, HTTP_PORT, VALUE_MARKER},
 };
 use decloud_sdk::agent_protocol::{
@@ -112,6 +112,22 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
     let saved = iptables_save();
     assert_eq!(count_comment(&saved, &web_comment), 2, "{saved}");
 
+    // The Basic tier's 10 Mbit/s cap is in place both ways: on the tap (to the guest) and on
+    // the IFB device its ingress is redirected to (from the guest).
+    let tap = agent
+        .with_hypervisor(|h| h.nic_device(&decloud_node_agent::domain_name("web")))
+        .await
+        .unwrap()
+        .unwrap();
+    let ifb = ifb_name(&tag, "web");
+    for device in [tap.as_str(), ifb.as_str()] {
+        let classes = std::process::Command::new("tc")
+            .args(["class", "show", "dev", device])
+            .output()
+            .unwrap();
+        let classes = String::from_utf8_lossy(&classes.stdout);
+        assert!(classes.contains("rate 10Mbit"), "{device}: {classes}");
+    }
     let console = agent.vm_dir("web").join("console.log");
     wait_for_console(&console, &format!("{VALUE_MARKER}{value}"), BOOT_LIMIT).await;
     wait_for_console(
@@ -171,11 +187,19 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
     let saved = iptables_save();
     assert_eq!(count_comment(&saved, &web_comment), 0, "{saved}");
     assert!(outside.get(41000, "/").is_err());
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&links.stdout).contains(&ifb));
     let third = agent
         .create_vm(web_spec("third", "z", &[(PortProtocol::Tcp, HTTP_PORT)]))
         .await
         .unwrap();
     assert_eq!(third.forwards[0].public, 41000);
+    // Its address is a fresh one, not the deleted VM's (whose lease the DHCP server keeps).
+    let third_address = agent.store().attachment("third").await.unwrap().unwrap().ip;
+    assert_eq!(third_address.to_string(), "192.168.231.4");
 
     for vm in ["second", "third"] {
         agent.delete_vm(vm).await.unwrap();
