@@ -141,12 +141,10 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
         .await;
     assert_eq!(body.trim(), value);
     // The node itself reaches the forward at its own (non-loopback) address too.
-    let from_node = std::process::Command::new("curl")
-        .args(["-sS", "--fail", "--max-time", "5"])
-        .arg(format!("http://{}:41000/", outside.node_address()))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&from_node.stdout).trim(), value);
+    let from_node = http_get(&format!("{}:41000", outside.node_address()), "/").unwrap();
+    let (head, body) = from_node.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{from_node}");
+    assert_eq!(body.trim(), value);
     // The address libvirt reports comes from the network's DHCP lease.
     agent.observe().await.unwrap();
     let report = agent.report("web").await.unwrap();

@@ -312,23 +312,21 @@ impl OutsideHost {
         &self.node_address
     }
 
-    /// GET `http://<node address>:<port><path>` from inside the namespace.
+    /// GET `http://<node address>:<port><path>` from inside the namespace; the body.
     pub fn get(&self, port: u16, path: &str) -> Result<String, String> {
-        let url = format!("http://{}:{port}{path}", self.node_address);
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.namespace,
-                "curl",
-                "-sS",
-                "--fail",
-                "--max-time",
-                "5",
-                &url,
-            ],
-        )
+        let address = format!("{}:{port}", self.node_address);
+        let response = in_namespace(&self.namespace, {
+            let path = path.to_owned();
+            move || http_get(&address, &path)
+        })?;
+        match response.split_once("\r\n\r\n") {
+            Some((head, body))
+                if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
+            {
+                Ok(body.to_owned())
+            }
+            _ => Err(format!("unexpected response: {response}")),
+        }
     }
 
     /// Retries [`Self::get`] until it answers (the guest may still be booting).
@@ -349,6 +347,46 @@ impl OutsideHost {
             }
         }
     }
+}
+
+/// Runs `f` on a thread that joined the network namespace `namespace` (sockets it opens
+/// live there), and returns its result.
+pub fn in_namespace<T: Send + 'static>(
+    namespace: &str,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{namespace}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        // SAFETY: setns(2) on a descriptor we own; it changes only this thread's namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+        }
+        f()
+    })
+    .join()
+    .map_err(|_| "the namespace thread panicked".to_owned())?
+}
+
+/// A plain HTTP/1.0 GET; the whole response.
+pub fn http_get(address: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let socket: std::net::SocketAddr = address.parse().map_err(|e| format!("{address}: {e}"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&socket, timeout)
+        .map_err(|e| format!("connecting to {address}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .map_err(|e| format!("sending to {address}: {e}"))?;
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("reading from {address}: {e}"))?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
 }
 
 impl Drop for OutsideHost {
