@@ -757,6 +757,7 @@ impl Agent {
             ))
         })?;
         let mut used: BTreeSet<u16> = self.inner.store.public_ports().await?;
+        // Ports redirected by rules on the host (another agent's, or an operator's own).
         if !wanted.is_empty() {
             let firewall = self.inner.firewall.clone();
             let in_rules = tokio::task::spawn_blocking(move || firewall.public_ports_in_use())
@@ -915,6 +916,9 @@ impl Agent {
                             .store
                             .set_state(&id, VmState::Stopped, None, Some("guest powered off"))
                             .await?;
+                        if let Err(error) = self.unshape(&id).await {
+                            warn!(target: "agent::observe", vm = %id, %error, "could not remove the shaping device");
+                        }
                     }
                     (VmState::Stopped, Some(true)) => {
                         self.inner.store.set_desired(&id, Desired::Running).await?;
@@ -927,6 +931,9 @@ impl Agent {
                                 Some("started outside the agent"),
                             )
                             .await?;
+                        if let Err(error) = self.shape(&record.spec).await {
+                            warn!(target: "agent::observe", vm = %id, %error, "could not shape bandwidth");
+                        }
                     }
                     (_, None) => {
                         self.inner

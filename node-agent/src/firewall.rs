@@ -14,7 +14,12 @@
 //! also exposes services listening on loopback, so the agent leaves it off.
 
 use std::{
-    collections::BTreeMap, fs::File, net::Ipv4Addr, os::fd::AsRawFd, process::Command, sync::Mutex,
+    collections::{BTreeMap, BTreeSet},
+    fs::File,
+    net::Ipv4Addr,
+    os::fd::AsRawFd,
+    process::Command,
+    sync::Mutex,
 };
 
 use decloud_sdk::agent_protocol::{PortForward, PortProtocol};
@@ -306,6 +311,32 @@ pub fn parse_rules(saved: &str, table: &'static str, chain: &'static str) -> Vec
         .collect()
 }
 
+/// Destination ports (and port ranges) matched by DNAT and REDIRECT rules of a saved nat table.
+pub fn redirected_ports(saved: &str) -> BTreeSet<u16> {
+    let mut ports = BTreeSet::new();
+    for line in saved.lines().filter(|l| l.starts_with("-A ")) {
+        let args = split_rule(line);
+        let redirects = args
+            .windows(2)
+            .any(|w| w[0] == "-j" && (w[1] == "DNAT" || w[1] == "REDIRECT"));
+        if !redirects {
+            continue;
+        }
+        for pair in args.windows(2) {
+            if pair[0] != "--dport" && pair[0] != "--dports" {
+                continue;
+            }
+            for part in pair[1].split(',') {
+                let (first, last) = part.split_once(':').unwrap_or((part, part));
+                if let (Ok(first), Ok(last)) = (first.parse::<u16>(), last.parse::<u16>()) {
+                    ports.extend(first..=last);
+                }
+            }
+        }
+    }
+    ports
+}
+
 /// Makes the two chains exist and each built-in chain jump to its agent chain exactly once;
 /// `FORWARD`'s jump first, ahead of libvirt's chains.
 fn ensure_chains() -> Result<()> {
@@ -365,13 +396,12 @@ impl Firewall {
         Ok(rules)
     }
 
-    /// Public ports that DNAT rules in the agent's chain hold, this node's or another's.
-    pub fn public_ports_in_use(&self) -> Result<Vec<u16>> {
+    /// Public ports that NAT rules on the host already redirect: this node's and another
+    /// agent's in `DECLOUD-DNAT`, and any DNAT or REDIRECT rule someone else made. A port
+    /// is never handed out over someone's forward, which the agent's rule would shadow.
+    pub fn public_ports_in_use(&self) -> Result<BTreeSet<u16>> {
         let _guard = lock();
-        Ok(parse_rules(&save("nat")?, "nat", DNAT_CHAIN)
-            .iter()
-            .filter_map(FoundRule::public_port)
-            .collect())
+        Ok(redirected_ports(&save("nat")?))
     }
 
     /// Adds a forward's two rules, each unless it exists already.
@@ -513,6 +543,21 @@ mod tests {
                 "-j",
                 "ACCEPT"
             ]
+        );
+    }
+
+    #[test]
+    fn ports_redirected_by_anyone_count_as_in_use() {
+        let saved = "*nat\n\
+            -A PREROUTING -p tcp -m tcp --dport 40005 -j DNAT --to-destination 10.0.0.5:22\n\
+            -A PREROUTING -p udp -m multiport --dports 40010:40012,40020 -j DNAT --to-destination 10.0.0.6\n\
+            -A OUTPUT -p tcp -m tcp --dport 40030 -j REDIRECT --to-ports 8080\n\
+            -A PREROUTING -p tcp -m tcp --dport 40040 -j ACCEPT\n\
+            -A DECLOUD-DNAT -p tcp -m tcp --dport 40050 -m comment --comment decloud:ff:vm:tcp:40050:192.168.123.2:80 -j DNAT --to-destination 192.168.123.2:80\n\
+            COMMIT\n";
+        assert_eq!(
+            redirected_ports(saved),
+            BTreeSet::from([40005, 40010, 40011, 40012, 40020, 40030, 40050])
         );
     }
 

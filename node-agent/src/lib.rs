@@ -46,7 +46,7 @@ pub use domain_xml::{
 pub use error::{Error, Result};
 pub use firewall::{
     COMMENT_PREFIX, DNAT_CHAIN, FORWARD_CHAIN, Firewall, FirewallReport, ForwardRule, FoundRule,
-    node_tag, parse_rules,
+    node_tag, parse_rules, redirected_ports,
 };
 pub use hypervisor::{Hypervisor, OwnedDomain, StopOutcome};
 pub use identity::{Identity, KEY_FILE, load_or_create_key};
