@@ -6,7 +6,8 @@
 //! any point leaves a record that [`Agent::reconcile`] finishes on the next start.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command as Process,
     sync::{
@@ -17,22 +18,25 @@ use std::{
 };
 
 use decloud_sdk::agent_protocol::{
-    Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, Readiness,
-    VmReport, VmSpec, VmState,
+    Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, PortForward,
+    PortProtocol, Readiness, VmReport, VmSpec, VmState,
 };
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::{
-    config::{Config, ImageConfig},
+    config::{BandwidthShaping, Config, ImageConfig, NetworkConfig},
     console::Consoles,
-    domain_xml::{self, DomainPlan, domain_name},
+    domain_xml::{self, DomainPlan, domain_name, mac_address},
     error::{Error, Result},
+    firewall::{Firewall, ForwardRule, node_tag},
     hypervisor::{Hypervisor, StopOutcome},
     identity::Identity,
+    network::{DhcpHost, NatNetwork, reservation_name, reservation_prefix},
     readiness,
     seed::{self, SeedFiles},
-    store::{Desired, Store, VmRecord},
+    shaping,
+    store::{Attachment, Desired, Store, VmRecord},
 };
 
 /// Smallest memory a VM may have.
@@ -56,6 +60,10 @@ pub struct ReconcileReport {
     pub deletions_finished: Vec<String>,
     /// VMs that could not be brought to their desired state.
     pub failed: Vec<String>,
+    /// Forwarding rules added because the records hold them and the kernel did not.
+    pub rules_added: usize,
+    /// Forwarding rules removed: of VMs or ports not in the records, and duplicates.
+    pub rules_removed: usize,
 }
 
 /// The node agent's VM manager. Cheap to clone.
@@ -73,6 +81,8 @@ struct Inner {
     hypervisor: Arc<Hypervisor>,
     host_cpus: u32,
     host_memory_mib: u64,
+    /// The node's forwarding rules.
+    firewall: Firewall,
     /// Serialises lifecycle changes: two operations on libvirt and the database never
     /// interleave.
     ops: Mutex<()>,
@@ -102,6 +112,7 @@ impl Agent {
             .map_err(|e| Error::Libvirt(e.to_string()))??;
         let (host_cpus, host_memory_mib) = hypervisor.node_capacity()?;
         info!(target: "agent", uri = %config.libvirt_uri, host_cpus, host_memory_mib, "connected to libvirt");
+        let firewall = Firewall::new(node_tag(&identity.node_id));
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -111,6 +122,7 @@ impl Agent {
                 hypervisor: Arc::new(hypervisor),
                 host_cpus,
                 host_memory_mib,
+                firewall,
                 ops: Mutex::new(()),
                 commands: Mutex::new(()),
                 readiness: SyncMutex::new(HashMap::new()),
@@ -303,9 +315,27 @@ impl Agent {
     pub async fn create_vm(&self, spec: VmSpec) -> Result<VmReport> {
         let _ops = self.inner.ops.lock().await;
         self.validate(&spec).await?;
-        self.inner.store.insert_vm(&spec, Desired::Running).await?;
-        info!(target: "agent::vm", vm = %spec.id, image = %spec.image, vcpus = spec.vcpus, memory_mib = spec.memory_mib, "creating vm");
-        match self.materialize(&spec, true, true).await {
+        let attachment = self.plan_attachment(&spec).await?;
+        // Recorded first: the reservation and rules made next are found and finished (or
+        // removed) by reconciliation if the agent dies before it is done.
+        self.inner
+            .store
+            .insert_vm(&spec, Desired::Running, attachment.as_ref())
+            .await?;
+        info!(target: "agent::vm", vm = %spec.id, image = %spec.image, vcpus = spec.vcpus, memory_mib = spec.memory_mib, forwards = ?attachment.as_ref().map(|a| &a.forwards), "creating vm");
+        let made = match &attachment {
+            Some(attachment) => self.attach(&spec.id, attachment).await,
+            None => Ok(()),
+        };
+        let made = match made {
+            Ok(()) => self.materialize(&spec, true, true).await,
+            Err(e) => Err(e),
+        };
+        let made = match made {
+            Ok(uuid) => self.shape(&spec).await.map(|()| uuid),
+            Err(e) => Err(e),
+        };
+        match made {
             Ok(uuid) => {
                 self.inner.store.set_domain_uuid(&spec.id, &uuid).await?;
                 self.inner
@@ -318,6 +348,12 @@ impl Agent {
                 let name = domain_name(&spec.id);
                 if let Err(e) = self.libvirt(move |h| h.remove(&name)).await {
                     warn!(target: "agent::vm", vm = %spec.id, error = %e, "could not remove the domain");
+                }
+                if let Err(e) = self.unshape(&spec.id).await {
+                    warn!(target: "agent::vm", vm = %spec.id, error = %e, "could not remove the shaping device");
+                }
+                if let Err(e) = self.detach(&spec.id).await {
+                    warn!(target: "agent::vm", vm = %spec.id, error = %e, "could not remove the forwarding; the next start's reconciliation will");
                 }
                 remove_dir(&self.vm_dir(&spec.id));
                 self.inner
@@ -361,6 +397,7 @@ impl Agent {
             seed: seed_path,
             console_log: self.console_path(&spec.id),
             network: &self.inner.config.network,
+            shaping: self.inner.config.bandwidth_shaping,
         });
         let name = domain_name(&spec.id);
         self.libvirt(move |h| {
@@ -397,6 +434,7 @@ impl Agent {
             let uuid = self.materialize(&record.spec, false, true).await?;
             self.inner.store.set_domain_uuid(vm_id, &uuid).await?;
         }
+        self.shape(&record.spec).await?;
         self.inner
             .store
             .set_state(vm_id, VmState::Running, None, None)
@@ -413,6 +451,7 @@ impl Agent {
             .set_desired(vm_id, Desired::Stopped)
             .await?;
         let outcome = self.stop_domain(vm_id).await?;
+        self.unshape(vm_id).await?;
         let reason = (outcome == StopOutcome::Forced)
             .then_some("guest did not shut down in time and was forced off");
         self.inner
@@ -427,7 +466,7 @@ impl Agent {
     /// A stopped VM is simply started: the tenant asked for it to come back up.
     pub async fn reboot_vm(&self, vm_id: &str) -> Result<VmReport> {
         let _ops = self.inner.ops.lock().await;
-        self.record(vm_id).await?;
+        let record = self.record(vm_id).await?;
         self.inner
             .store
             .set_desired(vm_id, Desired::Running)
@@ -435,6 +474,8 @@ impl Agent {
         self.stop_domain(vm_id).await?;
         let name = domain_name(vm_id);
         self.libvirt(move |h| h.start(&name)).await?;
+        // The power cycle gave the VM a new tap device.
+        self.shape(&record.spec).await?;
         self.inner
             .store
             .set_state(vm_id, VmState::Running, None, None)
@@ -465,6 +506,10 @@ impl Agent {
     async fn finish_delete(&self, vm_id: &str, reason: Option<&str>) -> Result<()> {
         let name = domain_name(vm_id);
         self.libvirt(move |h| h.remove(&name)).await?;
+        // Rules and reservation go before the record: the record frees the public port, and
+        // a port must not be handed out again while a rule still points it at this VM.
+        self.detach(vm_id).await?;
+        self.unshape(vm_id).await?;
         let dir = self.vm_dir(vm_id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
@@ -486,9 +531,14 @@ impl Agent {
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
         let _ops = self.inner.ops.lock().await;
         let node_id = self.inner.identity.node_id;
-        let owned = self.libvirt(move |h| h.owned_domains(node_id)).await?;
         let records = self.inner.store.vms().await?;
         let mut report = ReconcileReport::default();
+        // The network and the forwarding come first: guests started below need the network,
+        // and each should find its reservation in place when it asks for an address.
+        let rules = self.reconcile_forwarding(&records).await?;
+        report.rules_added = rules.added;
+        report.rules_removed = rules.removed;
+        let owned = self.libvirt(move |h| h.owned_domains(node_id)).await?;
         for record in &records {
             let id = record.spec.id.clone();
             let domain = owned.iter().find(|d| d.vm_id == id);
@@ -559,6 +609,36 @@ impl Agent {
                     .await?;
             }
         }
+        // Running VMs get their shaping again: a restarted or redefined domain has a new tap,
+        // and an adopted one keeps its own (applying it again only replaces it).
+        let mut shaped = Vec::new();
+        for record in self.inner.store.vms().await? {
+            if record.state != VmState::Running {
+                continue;
+            }
+            shaped.push(shaping::ifb_name(
+                self.inner.firewall.tag(),
+                &record.spec.id,
+            ));
+            if let Err(error) = self.shape(&record.spec).await {
+                warn!(target: "agent::reconcile", vm = %record.spec.id, %error, "could not shape bandwidth");
+                report.failed.push(record.spec.id.clone());
+            }
+        }
+        if self.inner.config.bandwidth_shaping == BandwidthShaping::Agent
+            && self.inner.config.network != NetworkConfig::User
+        {
+            let tag = self.inner.firewall.tag().to_owned();
+            let stale = tokio::task::spawn_blocking(move || shaping::remove_stale(&tag, &shaped))
+                .await
+                .map_err(|e| Error::Tool {
+                    tool: "tc",
+                    message: e.to_string(),
+                })??;
+            if !stale.is_empty() {
+                info!(target: "agent::reconcile", ?stale, "removed shaping devices of vms no longer running");
+            }
+        }
         for orphan in owned
             .iter()
             .filter(|d| !records.iter().any(|r| r.spec.id == d.vm_id))
@@ -574,6 +654,246 @@ impl Agent {
         self.inner.ready.store(true, Ordering::SeqCst);
         info!(target: "agent::reconcile", ?report, "reconciled with libvirt");
         Ok(report)
+    }
+
+    /// Caps a running VM's NIC at its tier when the agent does the shaping (see
+    /// [`crate::shaping`]); nothing for unmetered tiers, user networking or libvirt shaping.
+    async fn shape(&self, spec: &VmSpec) -> Result<()> {
+        let config = &self.inner.config;
+        if config.bandwidth_shaping != BandwidthShaping::Agent
+            || config.network == NetworkConfig::User
+        {
+            return Ok(());
+        }
+        let Some(mbps) = spec.bandwidth.mbps() else {
+            return Ok(());
+        };
+        let name = domain_name(&spec.id);
+        let Some(tap) = self.libvirt(move |h| h.nic_device(&name)).await? else {
+            return Ok(());
+        };
+        if !Path::new("/sys/class/net").join(&tap).exists() {
+            // A remote or simulated hypervisor (libvirt's test driver): the device is not
+            // on this host, so there is nothing here to shape.
+            warn!(target: "agent::vm", vm = %spec.id, %tap, "the vm's network device is not on this host; bandwidth is not shaped");
+            return Ok(());
+        }
+        let ifb = shaping::ifb_name(self.inner.firewall.tag(), &spec.id);
+        tokio::task::spawn_blocking(move || shaping::apply(&tap, &ifb, mbps))
+            .await
+            .map_err(|e| Error::Tool {
+                tool: "tc",
+                message: e.to_string(),
+            })??;
+        info!(target: "agent::vm", vm = %spec.id, mbps, "bandwidth capped");
+        Ok(())
+    }
+
+    /// Removes the VM's shaping device (its tap's qdiscs went with the domain).
+    async fn unshape(&self, vm_id: &str) -> Result<()> {
+        if self.inner.config.bandwidth_shaping != BandwidthShaping::Agent {
+            return Ok(());
+        }
+        let ifb = shaping::ifb_name(self.inner.firewall.tag(), vm_id);
+        tokio::task::spawn_blocking(move || shaping::remove(&ifb))
+            .await
+            .map_err(|e| Error::Tool {
+                tool: "tc",
+                message: e.to_string(),
+            })?
+    }
+
+    /// The NAT network's name, when guests attach to one (the only mode with forwarding).
+    fn nat_network_name(&self) -> Option<String> {
+        match &self.inner.config.network {
+            NetworkConfig::Network { name } => Some(name.clone()),
+            NetworkConfig::Bridge { .. } | NetworkConfig::User => None,
+        }
+    }
+
+    /// Makes the NAT network exist and run (see [`Hypervisor::ensure_network`]).
+    async fn ensure_network(&self) -> Result<Option<NatNetwork>> {
+        let Some(name) = self.nat_network_name() else {
+            return Ok(None);
+        };
+        let subnet = self.inner.config.network_subnet;
+        let (network, created) = self
+            .libvirt(move |h| h.ensure_network(&name, subnet))
+            .await?;
+        if created {
+            info!(target: "agent::network", network = %network.name, subnet = %network.subnet, "created the NAT network");
+        }
+        Ok(Some(network))
+    }
+
+    /// Chooses a new VM's MAC, reserved address and public ports, changing nothing. Each
+    /// distinct (protocol, guest port) of the spec gets the lowest free port of the range:
+    /// not held by a VM of this node, not in another agent's rules, and not bound by a
+    /// service of the host (a DNAT rule would silently take its traffic).
+    async fn plan_attachment(&self, spec: &VmSpec) -> Result<Option<Attachment>> {
+        let mut wanted: Vec<(PortProtocol, u16)> = Vec::new();
+        for port in &spec.ports {
+            if port.guest == 0 {
+                return Err(Error::InvalidSpec(
+                    "guest port 0 cannot be forwarded".into(),
+                ));
+            }
+            if !wanted.contains(&(port.protocol, port.guest)) {
+                wanted.push((port.protocol, port.guest));
+            }
+        }
+        let Some(network) = self.ensure_network().await? else {
+            if !wanted.is_empty() {
+                warn!(target: "agent::vm", vm = %spec.id, network = ?self.inner.config.network, "ports are forwarded only on a libvirt NAT network; this vm gets none");
+            }
+            return Ok(None);
+        };
+        let attachments = self.inner.store.attachments().await?;
+        let mac = mac_address(&spec.id);
+        if let Some((other, _)) = attachments.iter().find(|(_, a)| a.mac == mac) {
+            return Err(Error::InvalidSpec(format!(
+                "vm id {} would get the MAC address {mac} of vm {other}; use another id",
+                spec.id
+            )));
+        }
+        let taken: Vec<Ipv4Addr> = attachments.values().map(|a| a.ip).collect();
+        let last = self.inner.store.last_reserved_ip().await?;
+        let ip = network.free_address(&taken, last).ok_or_else(|| {
+            Error::Capacity(format!(
+                "no free address left in network {} ({})",
+                network.name, network.subnet
+            ))
+        })?;
+        let mut used: BTreeSet<u16> = self.inner.store.public_ports().await?;
+        // Ports redirected by rules on the host (another agent's, or an operator's own).
+        if !wanted.is_empty() {
+            let firewall = self.inner.firewall.clone();
+            let in_rules = tokio::task::spawn_blocking(move || firewall.public_ports_in_use())
+                .await
+                .map_err(|e| Error::Libvirt(e.to_string()))??;
+            used.extend(in_rules);
+        }
+        let range = self.inner.config.public_port_range;
+        let mut forwards = Vec::new();
+        for (protocol, guest) in wanted {
+            let public = range
+                .ports()
+                .find(|p| !used.contains(p) && host_port_free(protocol, *p))
+                .ok_or_else(|| {
+                    Error::Capacity(format!(
+                        "no free public port for {protocol}/{guest}: all {} ports of the range {range} are taken",
+                        range.len()
+                    ))
+                })?;
+            used.insert(public);
+            forwards.push(PortForward {
+                guest,
+                public,
+                protocol,
+            });
+        }
+        Ok(Some(Attachment {
+            network: network.name,
+            mac,
+            ip,
+            forwards,
+        }))
+    }
+
+    fn reservation(&self, vm_id: &str, attachment: &Attachment) -> DhcpHost {
+        DhcpHost {
+            mac: attachment.mac.clone(),
+            ip: attachment.ip,
+            name: Some(reservation_name(self.inner.firewall.tag(), vm_id)),
+        }
+    }
+
+    /// Makes a VM's DHCP reservation and forwarding rules (each only if missing).
+    async fn attach(&self, vm_id: &str, attachment: &Attachment) -> Result<()> {
+        let host = self.reservation(vm_id, attachment);
+        let prefix = reservation_prefix(self.inner.firewall.tag());
+        let network = attachment.network.clone();
+        self.libvirt(move |h| h.reserve(&network, &host, &prefix))
+            .await?;
+        let rules: Vec<ForwardRule> = attachment
+            .forwards
+            .iter()
+            .map(|f| ForwardRule::new(vm_id, attachment.ip, f))
+            .collect();
+        let firewall = self.inner.firewall.clone();
+        tokio::task::spawn_blocking(move || rules.iter().try_for_each(|r| firewall.add(r)))
+            .await
+            .map_err(|e| Error::Libvirt(e.to_string()))?
+    }
+
+    /// Removes a VM's forwarding rules and DHCP reservation; its records stay.
+    async fn detach(&self, vm_id: &str) -> Result<()> {
+        let Some(attachment) = self.inner.store.attachment(vm_id).await? else {
+            return Ok(());
+        };
+        let firewall = self.inner.firewall.clone();
+        let id = vm_id.to_owned();
+        let removed = tokio::task::spawn_blocking(move || firewall.remove_vm(&id))
+            .await
+            .map_err(|e| Error::Libvirt(e.to_string()))??;
+        let host = self.reservation(vm_id, &attachment);
+        let network = attachment.network.clone();
+        self.libvirt(move |h| h.release(&network, &host)).await?;
+        info!(target: "agent::vm", vm = %vm_id, rules = removed, "removed forwarding and reservation");
+        Ok(())
+    }
+
+    /// Brings the network, the reservations and the rules in line with the records: the
+    /// records of VMs not being deleted are what should exist; this node's reservations and
+    /// rules beyond them go, anyone else's stay.
+    async fn reconcile_forwarding(
+        &self,
+        records: &[VmRecord],
+    ) -> Result<crate::firewall::FirewallReport> {
+        let live: BTreeSet<&str> = records
+            .iter()
+            .filter(|r| r.desired != Desired::Deleted)
+            .map(|r| r.spec.id.as_str())
+            .collect();
+        let attachments: Vec<(String, Attachment)> = self
+            .inner
+            .store
+            .attachments()
+            .await?
+            .into_iter()
+            .filter(|(id, _)| live.contains(id.as_str()))
+            .collect();
+        let network = self.ensure_network().await?;
+        if network.is_none() && attachments.is_empty() {
+            return Ok(Default::default());
+        }
+        let prefix = reservation_prefix(self.inner.firewall.tag());
+        for (id, attachment) in &attachments {
+            let host = self.reservation(id, attachment);
+            let (network, prefix) = (attachment.network.clone(), prefix.clone());
+            self.libvirt(move |h| h.reserve(&network, &host, &prefix))
+                .await?;
+        }
+        if let Some(network) = network {
+            for stale in network.hosts.iter().filter(|h| {
+                h.name.as_deref().is_some_and(|n| {
+                    n.strip_prefix(&prefix)
+                        .is_some_and(|id| !attachments.iter().any(|(a, _)| a == id))
+                })
+            }) {
+                let (name, host) = (network.name.clone(), stale.clone());
+                self.libvirt(move |h| h.release(&name, &host)).await?;
+                info!(target: "agent::reconcile", mac = %stale.mac, ip = %stale.ip, "removed a reservation without a record");
+            }
+        }
+        let desired: Vec<ForwardRule> = attachments
+            .iter()
+            .flat_map(|(id, a)| a.forwards.iter().map(|f| ForwardRule::new(id, a.ip, f)))
+            .collect();
+        let firewall = self.inner.firewall.clone();
+        tokio::task::spawn_blocking(move || firewall.reconcile(&desired))
+            .await
+            .map_err(|e| Error::Libvirt(e.to_string()))?
     }
 
     async fn adopt(&self, id: &str, uuid: &str, state: VmState) -> Result<()> {
@@ -604,6 +924,9 @@ impl Agent {
                             .store
                             .set_state(&id, VmState::Stopped, None, Some("guest powered off"))
                             .await?;
+                        if let Err(error) = self.unshape(&id).await {
+                            warn!(target: "agent::observe", vm = %id, %error, "could not remove the shaping device");
+                        }
                     }
                     (VmState::Stopped, Some(true)) => {
                         self.inner.store.set_desired(&id, Desired::Running).await?;
@@ -616,6 +939,9 @@ impl Agent {
                                 Some("started outside the agent"),
                             )
                             .await?;
+                        if let Err(error) = self.shape(&record.spec).await {
+                            warn!(target: "agent::observe", vm = %id, %error, "could not shape bandwidth");
+                        }
                     }
                     (_, None) => {
                         self.inner
@@ -666,10 +992,17 @@ impl Agent {
             .vm(vm_id)
             .await?
             .ok_or_else(|| Error::UnknownVm(vm_id.to_owned()))?;
-        Ok(self.report_of(&record))
+        let forwards = self
+            .inner
+            .store
+            .forwards()
+            .await?
+            .remove(vm_id)
+            .unwrap_or_default();
+        Ok(self.report_of(&record, forwards))
     }
 
-    fn report_of(&self, record: &VmRecord) -> VmReport {
+    fn report_of(&self, record: &VmRecord, forwards: Vec<PortForward>) -> VmReport {
         let known = self
             .inner
             .readiness
@@ -692,13 +1025,14 @@ impl Agent {
             state: record.state,
             readiness,
             addresses,
-            forwards: Vec::new(),
+            forwards,
             error: record.error.clone(),
         }
     }
 
     /// Reports of every VM that is not being deleted.
     pub async fn reports(&self) -> Result<Vec<VmReport>> {
+        let mut forwards = self.inner.store.forwards().await?;
         Ok(self
             .inner
             .store
@@ -706,7 +1040,7 @@ impl Agent {
             .await?
             .iter()
             .filter(|r| r.desired != Desired::Deleted)
-            .map(|r| self.report_of(r))
+            .map(|r| self.report_of(r, forwards.remove(&r.spec.id).unwrap_or_default()))
             .collect())
     }
 
@@ -716,7 +1050,7 @@ impl Agent {
             seq,
             sent_at: crate::store::now(),
             ready: self.is_ready(),
-            public_address: None,
+            public_address: self.inner.config.public_address.clone(),
             resources: self.inner.resources.clone(),
             free: self.free_capacity().await?,
             vms: self.reports().await?,
@@ -810,6 +1144,14 @@ fn validate_hostname(hostname: &str) -> Result<()> {
         Err(Error::InvalidSpec(format!(
             "hostname {hostname:?} is not a valid host label"
         )))
+    }
+}
+
+/// Whether no socket of the host holds `port` for `protocol` (on any address).
+fn host_port_free(protocol: PortProtocol, port: u16) -> bool {
+    match protocol {
+        PortProtocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", port)).is_ok(),
+        PortProtocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok(),
     }
 }
 

@@ -4,7 +4,10 @@
 
 use std::{
     collections::BTreeMap,
+    fmt,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
+    str::FromStr,
 };
 
 use alloy::primitives::Address;
@@ -17,6 +20,147 @@ use crate::error::{Error, Result};
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/decloud-node-agent";
+/// Default libvirt NAT network the agent creates and attaches guests to.
+pub const DEFAULT_NETWORK_NAME: &str = "decloud";
+/// Default subnet of the NAT network when the agent creates it.
+pub const DEFAULT_NETWORK_SUBNET: &str = "192.168.123.0/24";
+/// Default range of public ports forwarded to guests.
+pub const DEFAULT_PUBLIC_PORT_RANGE: &str = "40000-65535";
+
+/// An inclusive range of public ports, written `first-last` (e.g. `40000-65535`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port of the range.
+    pub first: u16,
+    /// Last port of the range (inclusive).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// Every port of the range, lowest first.
+    pub fn ports(self) -> std::ops::RangeInclusive<u16> {
+        self.first..=self.last
+    }
+
+    /// Number of ports in the range.
+    pub fn len(self) -> usize {
+        usize::from(self.last - self.first) + 1
+    }
+
+    /// Never true: a parsed range holds at least one port.
+    pub fn is_empty(self) -> bool {
+        false
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "public port range {s:?} {why}; write it as first-last, e.g. {DEFAULT_PUBLIC_PORT_RANGE}"
+            ))
+        };
+        let (first, last) = s.split_once('-').ok_or_else(|| bad("has no '-'"))?;
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| bad("holds a value that is not a port number"))
+        };
+        let (first, last) = (port(first)?, port(last)?);
+        if first == 0 {
+            return Err(bad("starts at port 0, which cannot be forwarded"));
+        }
+        if first > last {
+            return Err(bad(
+                "is inverted (its first port is above its last) and so empty",
+            ));
+        }
+        Ok(Self { first, last })
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// An IPv4 subnet written `address/prefix` with the host bits zero, e.g. `192.168.123.0/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Subnet {
+    /// Network address.
+    pub network: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Ipv4Subnet {
+    /// Smallest prefix accepted: a /16 already holds 65,534 guests.
+    pub const MIN_PREFIX: u8 = 16;
+    /// Largest prefix accepted: a /28 leaves room for the gateway and a few guests.
+    pub const MAX_PREFIX: u8 = 28;
+
+    /// Netmask of the prefix.
+    pub fn netmask(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::MAX << (32 - u32::from(self.prefix)))
+    }
+
+    /// The `n`-th address of the subnet (0 is the network address).
+    pub fn nth(self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + n)
+    }
+
+    /// Number of addresses, network and broadcast included.
+    pub fn size(self) -> u32 {
+        1 << (32 - u32::from(self.prefix))
+    }
+
+    /// Whether `ip` lies in the subnet.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & u32::from(self.netmask()) == u32::from(self.network)
+    }
+}
+
+impl FromStr for Ipv4Subnet {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: String| {
+            Error::Config(format!(
+                "network subnet {s:?} {why}; write it as address/prefix, e.g. {DEFAULT_NETWORK_SUBNET}"
+            ))
+        };
+        let (address, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| bad("has no '/prefix'".into()))?;
+        let network: Ipv4Addr = address
+            .parse()
+            .map_err(|_| bad("does not start with an IPv4 address".into()))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| bad("has a prefix that is not a number".into()))?;
+        if !(Self::MIN_PREFIX..=Self::MAX_PREFIX).contains(&prefix) {
+            return Err(bad(format!(
+                "needs a prefix from /{} to /{}",
+                Self::MIN_PREFIX,
+                Self::MAX_PREFIX
+            )));
+        }
+        let subnet = Self { network, prefix };
+        if u32::from(network) & !u32::from(subnet.netmask()) != 0 {
+            return Err(bad("has host bits set (give the network address)".into()));
+        }
+        Ok(subnet)
+    }
+}
+
+impl fmt::Display for Ipv4Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
 
 /// Kind of libvirt domain to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,18 +197,47 @@ impl DomainType {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum NetworkConfig {
     /// A libvirt virtual network (NAT with DHCP); libvirt enforces `<bandwidth>` with tc.
+    /// The agent creates it (with `network_subnet`) when it is missing, gives every guest a
+    /// fixed DHCP reservation in it, and forwards public ports to guests with iptables.
     Network {
-        /// Network name, e.g. `default`.
+        /// Network name, e.g. `decloud`.
         name: String,
     },
-    /// An existing host bridge; libvirt enforces `<bandwidth>` with tc.
+    /// An existing host bridge; libvirt enforces `<bandwidth>` with tc. Guests get their
+    /// addresses from the bridge's own network, so the agent forwards no ports.
     Bridge {
         /// Bridge device, e.g. `br0`.
         name: String,
     },
     /// QEMU user-mode networking: needs no host setup. libvirt keeps the `<bandwidth>`
-    /// element but cannot enforce it, so use it for tests and development only.
+    /// element but cannot enforce it, and the agent forwards no ports: use it for tests and
+    /// development only.
     User,
+}
+
+/// Who enforces a VM's bandwidth tier on `network` and `bridge` NICs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BandwidthShaping {
+    /// The agent, with tc: HTB on the VM's tap device, and on an IFB device its ingress is
+    /// redirected to. Needs only HTB, ingress, u32, mirred and IFB in the host kernel.
+    Agent,
+    /// libvirt, from the domain's `<bandwidth>` element. Its tc setup also needs the `sfq`
+    /// qdisc and the `police` action, which minimal host kernels may lack (the domain then
+    /// fails to start).
+    Libvirt,
+}
+
+impl BandwidthShaping {
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "agent" => Ok(Self::Agent),
+            "libvirt" => Ok(Self::Libvirt),
+            other => Err(Error::Config(format!(
+                "bandwidth shaping must be agent or libvirt, not {other:?}"
+            ))),
+        }
+    }
 }
 
 /// A base image VMs can be created from.
@@ -135,6 +308,14 @@ pub struct ConfigLayer {
     pub reserved_memory_mib: Option<u64>,
     /// NIC attachment.
     pub network: Option<NetworkConfig>,
+    /// Subnet of the NAT network when the agent has to create it, e.g. `192.168.123.0/24`.
+    pub network_subnet: Option<String>,
+    /// Public ports forwarded to guests, `first-last` (default 40000-65535).
+    pub public_port_range: Option<String>,
+    /// Address (IP or DNS name) at which tenants reach this node's forwarded ports.
+    pub public_address: Option<String>,
+    /// `agent` (default) or `libvirt`.
+    pub bandwidth_shaping: Option<BandwidthShaping>,
     /// `text` or `json` logs.
     pub log_format: Option<String>,
     /// Images by name (file only).
@@ -163,6 +344,18 @@ const ENV: &[EnvVar] = &[
         "shutdown_timeout_secs",
     ),
     EnvVar::string("DECLOUD_AGENT_LOG_FORMAT", "log_format"),
+    EnvVar::string("DECLOUD_AGENT_NETWORK_SUBNET", "network_subnet"),
+    EnvVar::string("DECLOUD_AGENT_PUBLIC_PORT_RANGE", "public_port_range"),
+    EnvVar::string("DECLOUD_AGENT_PUBLIC_ADDRESS", "public_address"),
+    EnvVar::with(
+        "DECLOUD_AGENT_BANDWIDTH_SHAPING",
+        "bandwidth_shaping",
+        |v| {
+            BandwidthShaping::parse(v)
+                .map(|_| v.to_owned().into())
+                .map_err(|_| "expected agent or libvirt".into())
+        },
+    ),
 ];
 
 fn config_error(e: decloud_runtime::config::ConfigError) -> Error {
@@ -215,6 +408,14 @@ pub struct Config {
     pub reserved_memory_mib: u64,
     /// NIC attachment.
     pub network: NetworkConfig,
+    /// Subnet the agent gives the NAT network when it creates it.
+    pub network_subnet: Ipv4Subnet,
+    /// Public ports forwarded to guests.
+    pub public_port_range: PortRange,
+    /// Address tenants reach forwarded ports at, reported in heartbeats.
+    pub public_address: Option<String>,
+    /// Who enforces bandwidth tiers.
+    pub bandwidth_shaping: BandwidthShaping,
     /// Whether logs are JSON.
     pub json_logs: bool,
     /// Images by name.
@@ -265,6 +466,24 @@ impl Config {
                 )));
             }
         }
+        let network_subnet = merged
+            .network_subnet
+            .as_deref()
+            .unwrap_or(DEFAULT_NETWORK_SUBNET)
+            .parse()?;
+        let public_port_range = merged
+            .public_port_range
+            .as_deref()
+            .unwrap_or(DEFAULT_PUBLIC_PORT_RANGE)
+            .parse()?;
+        let public_address = merged.public_address.map(|a| a.trim().to_owned());
+        if let Some(address) = &public_address
+            && (address.is_empty() || address.chars().any(|c| c.is_whitespace() || c == '/'))
+        {
+            return Err(Error::Config(format!(
+                "public address {address:?} must be an IP address or a DNS name"
+            )));
+        }
         Ok(Self {
             data_dir: merged.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             libvirt_uri: merged
@@ -277,8 +496,12 @@ impl Config {
             shutdown_timeout_secs: merged.shutdown_timeout_secs.unwrap_or(60),
             reserved_memory_mib: merged.reserved_memory_mib.unwrap_or(1024),
             network: merged.network.unwrap_or(NetworkConfig::Network {
-                name: "default".into(),
+                name: DEFAULT_NETWORK_NAME.into(),
             }),
+            network_subnet,
+            public_port_range,
+            public_address,
+            bandwidth_shaping: merged.bandwidth_shaping.unwrap_or(BandwidthShaping::Agent),
             json_logs,
             images: merged.images,
         })
@@ -399,5 +622,81 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::resolve(None, layer, ConfigLayer::default()).is_err());
+    }
+
+    #[test]
+    fn forwarding_keys_resolve_and_default() {
+        let defaults =
+            Config::resolve(None, ConfigLayer::default(), ConfigLayer::default()).unwrap();
+        assert_eq!(
+            defaults.network,
+            NetworkConfig::Network {
+                name: DEFAULT_NETWORK_NAME.into()
+            }
+        );
+        assert_eq!(defaults.network_subnet.to_string(), DEFAULT_NETWORK_SUBNET);
+        assert_eq!(
+            defaults.public_port_range,
+            PortRange {
+                first: 40000,
+                last: 65535
+            }
+        );
+        assert_eq!(defaults.public_port_range.len(), 25536);
+        assert_eq!(defaults.public_address, None);
+
+        let env = ConfigLayer::from_env(|k| match k {
+            "DECLOUD_AGENT_PUBLIC_ADDRESS" => Some("node.example.org".into()),
+            "DECLOUD_AGENT_PUBLIC_PORT_RANGE" => Some("50000-50000".into()),
+            "DECLOUD_AGENT_NETWORK_SUBNET" => Some("10.77.0.0/16".into()),
+            _ => None,
+        })
+        .unwrap();
+        let config = Config::resolve(None, env, ConfigLayer::default()).unwrap();
+        assert_eq!(config.public_address.as_deref(), Some("node.example.org"));
+        assert_eq!(config.public_port_range.ports().count(), 1);
+        assert_eq!(config.network_subnet.netmask().to_string(), "255.255.0.0");
+    }
+
+    #[test]
+    fn bad_forwarding_values_are_refused_with_what_is_wrong() {
+        let resolve = |layer: ConfigLayer| {
+            Config::resolve(None, layer, ConfigLayer::default())
+                .unwrap_err()
+                .to_string()
+        };
+        for (range, why) in [
+            ("50000-40000", "inverted"),
+            ("0-10", "port 0"),
+            ("40000", "no '-'"),
+            ("40000-70000", "not a port number"),
+            ("", "no '-'"),
+        ] {
+            let error = resolve(ConfigLayer {
+                public_port_range: Some(range.into()),
+                ..Default::default()
+            });
+            assert!(error.contains(why), "{range:?}: {error}");
+        }
+        for (subnet, why) in [
+            ("192.168.123.1/24", "host bits"),
+            ("192.168.123.0/8", "prefix"),
+            ("192.168.123.0/30", "prefix"),
+            ("192.168.123.0", "no '/prefix'"),
+            ("fd00::/64", "IPv4"),
+        ] {
+            let error = resolve(ConfigLayer {
+                network_subnet: Some(subnet.into()),
+                ..Default::default()
+            });
+            assert!(error.contains(why), "{subnet:?}: {error}");
+        }
+        for address in ["", "two words", "http://x/"] {
+            let error = resolve(ConfigLayer {
+                public_address: Some(address.into()),
+                ..Default::default()
+            });
+            assert!(error.contains("public address"), "{address:?}: {error}");
+        }
     }
 }

@@ -65,6 +65,16 @@ impl NodeAgentService {
     }
 }
 
+/// The address this host sends from towards other hosts (no packet is sent: connecting a UDP
+/// socket only picks the route); `None` on a host without a route.
+fn outbound_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // TEST-NET-1: never routed anywhere, only used to choose the default route's source.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
 /// The capabilities registered on-chain for discovered resources.
 pub fn capabilities(found: &NodeResources) -> INodeRegistry::Capabilities {
     let gib = |bytes: u64| u32::try_from(bytes >> 30).unwrap_or(u32::MAX);
@@ -134,14 +144,27 @@ impl DevService for NodeAgentService {
                 }
             };
             self.temp = Some(temp);
-            let network = if self.is_test_driver() {
+            let (network, subnet, public_address) = if self.is_test_driver() {
                 // The test driver ships a network named `default`.
-                NetworkConfig::Network {
+                let network = NetworkConfig::Network {
                     name: "default".into(),
-                }
+                };
+                (network, None, None)
             } else {
-                // User networking needs no bridge or dnsmasq on the host.
-                NetworkConfig::User
+                // Real guests get the agent's NAT network (its own name and subnet, beside any
+                // production agent on the machine), so forwarded ports and bandwidth work as on
+                // an operator's host. Forwards answer on the host's own addresses but not on
+                // 127.0.0.1 (see the node agent's README): the address advertised to tenants is
+                // the one the host reaches the outside from.
+                let network = NetworkConfig::Network {
+                    name: "decloud-dev".into(),
+                };
+                let subnet = "192.168.124.0/24".to_owned();
+                (
+                    network,
+                    Some(subnet),
+                    outbound_address().map(|ip| ip.to_string()),
+                )
             };
             let config = Config::resolve(
                 None,
@@ -156,6 +179,8 @@ impl DevService for NodeAgentService {
                     machine_id: Some(self.machine_id.clone()),
                     shutdown_timeout_secs: Some(5),
                     network: Some(network),
+                    network_subnet: subnet,
+                    public_address,
                     images: BTreeMap::from([(self.image_name.clone(), image)]),
                     ..Default::default()
                 },

@@ -5,7 +5,7 @@ use std::{fmt::Write as _, path::PathBuf};
 use alloy::primitives::{B256, keccak256};
 use decloud_sdk::agent_protocol::{QualityTier, VmSpec};
 
-use crate::config::{DomainType, ImageConfig, NetworkConfig};
+use crate::config::{BandwidthShaping, DomainType, ImageConfig, NetworkConfig};
 
 /// XML namespace of the agent's `<metadata>` element; marks the domains the agent owns.
 pub const METADATA_NS: &str = "https://decloud.network/xmlns/node-agent/1";
@@ -58,6 +58,9 @@ pub struct DomainPlan<'a> {
     pub console_log: PathBuf,
     /// NIC attachment.
     pub network: &'a NetworkConfig,
+    /// Who enforces the bandwidth tier: with `agent`, a `network` or `bridge` NIC carries no
+    /// `<bandwidth>` (libvirt's tc setup would fail on kernels without `sfq` and `police`).
+    pub shaping: BandwidthShaping,
 }
 
 /// Escapes text for XML content and attribute values.
@@ -156,7 +159,9 @@ pub fn render(plan: &DomainPlan<'_>) -> String {
     }
     let _ = writeln!(x, "      <mac address='{}'/>", mac_address(&spec.id));
     let _ = writeln!(x, "      <model type='virtio'/>");
-    if let Some(mbps) = spec.bandwidth.mbps() {
+    let libvirt_shapes =
+        plan.shaping == BandwidthShaping::Libvirt || *plan.network == NetworkConfig::User;
+    if let Some(mbps) = spec.bandwidth.mbps().filter(|_| libvirt_shapes) {
         let kbytes = bandwidth_kbytes(mbps);
         let _ = writeln!(x, "      <bandwidth>");
         let _ = writeln!(x, "        <inbound average='{kbytes}'/>");
@@ -237,6 +242,7 @@ mod tests {
             seed: "/data/vms/vm-1/seed.iso".into(),
             console_log: "/data/vms/vm-1/console.log".into(),
             network,
+            shaping: BandwidthShaping::Libvirt,
         })
     }
 
@@ -375,6 +381,39 @@ mod tests {
             child(child(nic, "bandwidth"), "inbound").attribute("average"),
             Some("1250")
         );
+    }
+
+    #[test]
+    fn agent_shaping_leaves_bandwidth_out_of_network_nics_only() {
+        let image = ImageConfig {
+            base: "/img/base.qcow2".into(),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        };
+        let spec = spec(QualityTier::Standard, BandwidthTier::Basic);
+        for (network, recorded) in [
+            (
+                NetworkConfig::Network {
+                    name: "decloud".into(),
+                },
+                false,
+            ),
+            (NetworkConfig::User, true),
+        ] {
+            let xml = render(&DomainPlan {
+                spec: &spec,
+                node_id: B256::ZERO,
+                domain_type: DomainType::Qemu,
+                image: &image,
+                disk: "/d".into(),
+                seed: "/s".into(),
+                console_log: "/c".into(),
+                network: &network,
+                shaping: BandwidthShaping::Agent,
+            });
+            assert_eq!(xml.contains("<bandwidth>"), recorded, "{network:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::{
 /// A libvirt connection.
 #[derive(Debug)]
 pub struct Hypervisor {
-    conn: Connect,
+    pub(crate) conn: Connect,
     uri: String,
 }
 
@@ -196,6 +196,26 @@ impl Hypervisor {
     pub fn node_capacity(&self) -> Result<(u32, u64)> {
         let info = self.conn.get_node_info()?;
         Ok((info.cpus, info.memory / 1024))
+    }
+
+    /// The host-side device of a running domain's first NIC (its tap, e.g. `vnet3`).
+    pub fn nic_device(&self, name: &str) -> Result<Option<String>> {
+        let Some(domain) = self.lookup(name)? else {
+            return Ok(None);
+        };
+        if !domain.is_active()? {
+            return Ok(None);
+        }
+        let xml = domain.get_xml_desc(0)?;
+        let doc = roxmltree::Document::parse(&xml)
+            .map_err(|e| Error::Libvirt(format!("unreadable domain XML: {e}")))?;
+        Ok(doc
+            .descendants()
+            .filter(|n| n.has_tag_name("interface"))
+            .flat_map(|n| n.children())
+            .find(|n| n.has_tag_name("target"))
+            .and_then(|n| n.attribute("dev"))
+            .map(str::to_owned))
     }
 
     /// Guest IPv4 addresses libvirt knows (DHCP leases, then the guest agent).

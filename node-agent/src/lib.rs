@@ -3,6 +3,10 @@
 //! discovers the host's resources and rates its CPU in compute points, and keeps an
 //! outbound WebSocket link to the orchestrator (works behind NAT and CGNAT).
 //!
+//! Guests sit on a libvirt NAT network where the kernel enforces each lease's bandwidth;
+//! each port a VM exposes gets a public port of the node, forwarded by iptables DNAT rules
+//! that the agent records before it makes them and reconciles when it starts.
+//!
 //! The binary's subcommands: `init` creates the node key and prints what to register
 //! on-chain, `run` runs the agent, `resources` prints the discovered resources.
 
@@ -13,12 +17,15 @@ mod console;
 pub mod dev;
 mod domain_xml;
 mod error;
+mod firewall;
 mod hypervisor;
 mod identity;
 mod link;
+mod network;
 mod readiness;
 mod resources;
 mod seed;
+mod shaping;
 mod store;
 pub mod test_guest;
 
@@ -28,8 +35,9 @@ pub use agent::{
 };
 pub use cli::{Cli, DEFAULT_CONFIG_FILE, OBSERVE_INTERVAL, RunningAgent, Subcommands, main, run};
 pub use config::{
-    Config, ConfigLayer, DEFAULT_DATA_DIR, DEFAULT_LIBVIRT_URI, DomainType, ImageConfig,
-    NetworkConfig, parse_address,
+    BandwidthShaping, Config, ConfigLayer, DEFAULT_DATA_DIR, DEFAULT_LIBVIRT_URI,
+    DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_PUBLIC_PORT_RANGE, DomainType,
+    ImageConfig, Ipv4Subnet, NetworkConfig, PortRange, parse_address,
 };
 pub use console::{CONSOLE_SOCKET, Consoles, socket_path as console_socket_path};
 pub use dev::NodeAgentService;
@@ -38,9 +46,16 @@ pub use domain_xml::{
     domain_name, mac_address, owned_vm_id, render as render_domain_xml,
 };
 pub use error::{Error, Result};
+pub use firewall::{
+    COMMENT_PREFIX, DNAT_CHAIN, FORWARD_CHAIN, Firewall, FirewallReport, ForwardRule, FoundRule,
+    node_tag, parse_rules, redirected_ports,
+};
 pub use hypervisor::{Hypervisor, OwnedDomain, StopOutcome};
 pub use identity::{Identity, KEY_FILE, load_or_create_key};
 pub use link::{Backoff, HANDSHAKE_TIMEOUT, run as run_link};
+pub use network::{
+    DhcpHost, NatNetwork, network_xml, parse_network, reservation_name, reservation_prefix,
+};
 pub use readiness::{
     PROBE_TIMEOUT, check as check_readiness, cloud_init_finished, http_probe, tcp_probe,
 };
@@ -49,4 +64,5 @@ pub use resources::{
     discover_disks, discover_gpus, free_bytes, single_core_rate,
 };
 pub use seed::{SeedFiles, VOLUME_ID, write_iso};
-pub use store::{Desired, Store, VmRecord};
+pub use shaping::{IFB_PREFIX, ifb_name};
+pub use store::{Attachment, Desired, MIGRATIONS, Store, VmRecord};

@@ -1,12 +1,22 @@
-//! Durable state in SQLite: VMs with their specs, desired and observed states and ports;
-//! executed commands with their acknowledgements; VM state events not yet reported.
+//! Durable state in SQLite: VMs with their specs, desired and observed states, their place
+//! on the NAT network (MAC, reserved address) and forwarded public ports; executed commands
+//! with their acknowledgements; VM state events not yet reported.
+//!
+//! The schema grows by numbered migrations ([`MIGRATIONS`]); SQLite's `user_version` holds
+//! how many have run, so each runs once, in its own transaction.
 //!
 //! Every write that changes a VM's state records the matching event in the same
 //! transaction, so a crash can lose neither.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::Path,
+    str::FromStr,
+    time::Duration,
+};
 
-use decloud_sdk::agent_protocol::{Ack, VmEvent, VmSpec, VmState};
+use decloud_sdk::agent_protocol::{Ack, PortForward, PortProtocol, VmEvent, VmSpec, VmState};
 use sqlx::{
     Row,
     sqlite::{
@@ -16,7 +26,9 @@ use sqlx::{
 
 use crate::error::{Error, Result};
 
-const SCHEMA: &str = "
+/// Migration 1: the first schema. Written with `IF NOT EXISTS` because databases made before
+/// migrations were numbered already hold these tables (with `user_version` 0).
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS vms (
     id          TEXT PRIMARY KEY,
     spec        TEXT NOT NULL,
@@ -51,6 +63,44 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 );
 ";
+
+/// Migration 2: port forwarding. `ports` (guest ports only, never used) gives way to
+/// `forwards`, which holds the public port allocated to each guest port; `vm_networks` holds
+/// each VM's MAC and reserved address on the NAT network. Both are written before the DHCP
+/// reservation and the iptables rules are made, so a crash leaves a record to finish from.
+/// A public port is unique on the node whatever its protocol: two VMs never share one.
+const SCHEMA_V2: &str = "
+DROP TABLE IF EXISTS ports;
+CREATE TABLE vm_networks (
+    vm_id   TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+    network TEXT NOT NULL,
+    mac     TEXT NOT NULL UNIQUE,
+    ip      TEXT NOT NULL UNIQUE
+);
+CREATE TABLE forwards (
+    vm_id       TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+    protocol    TEXT NOT NULL CHECK (protocol IN ('tcp', 'udp')),
+    guest_port  INTEGER NOT NULL CHECK (guest_port BETWEEN 1 AND 65535),
+    public_port INTEGER NOT NULL UNIQUE CHECK (public_port BETWEEN 1 AND 65535),
+    PRIMARY KEY (vm_id, protocol, guest_port)
+);
+";
+
+/// The schema's migrations, in order; `PRAGMA user_version` counts those applied.
+pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+/// A VM's place on the NAT network: what the agent allocated for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// libvirt network name.
+    pub network: String,
+    /// The NIC's MAC address, as in the domain XML.
+    pub mac: String,
+    /// The address reserved for that MAC in the network's DHCP server.
+    pub ip: Ipv4Addr,
+    /// Public ports forwarded to the guest.
+    pub forwards: Vec<PortForward>,
+}
 
 /// What the agent should make of a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +176,40 @@ impl Store {
             .max_connections(4)
             .connect_with(options)
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        Ok(Self { pool })
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        loop {
+            let mut tx = self.begin_write().await?;
+            let applied: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&mut *tx)
+                .await?;
+            let Some(migration) = usize::try_from(applied)
+                .ok()
+                .and_then(|n| MIGRATIONS.get(n))
+            else {
+                tx.rollback().await?;
+                if applied as usize > MIGRATIONS.len() {
+                    return Err(Error::Corrupt(format!(
+                        "state database is at schema version {applied}, newer than this agent's {}",
+                        MIGRATIONS.len()
+                    )));
+                }
+                return Ok(());
+            };
+            sqlx::raw_sql(*migration).execute(&mut *tx).await?;
+            // PRAGMA takes no bound parameters; the value is our own integer.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {}",
+                applied + 1
+            )))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
     }
 
     /// Starts a write transaction holding SQLite's write lock from its first statement. A deferred
@@ -137,8 +219,15 @@ impl Store {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// Stores a new VM with its ports and a `creating` event. Fails if the id exists.
-    pub async fn insert_vm(&self, spec: &VmSpec, desired: Desired) -> Result<()> {
+    /// Stores a new VM, its network attachment (MAC, address, forwarded ports) when it has
+    /// one, and a `creating` event, in one transaction. Fails, storing nothing, if the id
+    /// exists or the attachment collides with another VM's MAC, address or public port.
+    pub async fn insert_vm(
+        &self,
+        spec: &VmSpec,
+        desired: Desired,
+        attachment: Option<&Attachment>,
+    ) -> Result<()> {
         let spec_json = serde_json::to_string(spec).map_err(|e| Error::Corrupt(e.to_string()))?;
         let now = now() as i64;
         let mut tx = self.begin_write().await?;
@@ -163,15 +252,11 @@ impl Store {
                 spec.id
             )));
         }
-        for port in &spec.ports {
-            sqlx::query(
-                "INSERT OR IGNORE INTO ports (vm_id, guest_port, protocol) VALUES (?, ?, ?)",
-            )
-            .bind(spec.id.clone())
-            .bind(i64::from(port.guest))
-            .bind(port.protocol.to_string())
-            .execute(&mut *tx)
-            .await?;
+        if let Some(attachment) = attachment
+            && let Err(error) = insert_attachment(&mut tx, &spec.id, attachment).await
+        {
+            tx.rollback().await?;
+            return Err(error);
         }
         insert_event(&mut tx, &spec.id, VmState::Creating, None, now).await?;
         tx.commit().await?;
@@ -197,20 +282,80 @@ impl Store {
         rows.iter().map(decode_vm).collect()
     }
 
-    /// Ports of a VM as (guest port, protocol).
-    pub async fn ports(&self, id: &str) -> Result<Vec<(u16, String)>> {
-        let rows = sqlx::query(
-            "SELECT guest_port, protocol FROM ports WHERE vm_id = ? ORDER BY guest_port",
-        )
-        .bind(id.to_owned())
-        .fetch_all(&self.pool)
-        .await?;
+    /// Every VM's network attachment, by VM id.
+    pub async fn attachments(&self) -> Result<BTreeMap<String, Attachment>> {
+        let rows = sqlx::query("SELECT vm_id, network, mac, ip FROM vm_networks")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut forwards = self.forwards().await?;
         rows.iter()
             .map(|r| {
-                let port: i64 = r.try_get("guest_port")?;
-                Ok((port as u16, r.try_get("protocol")?))
+                let vm_id: String = r.try_get("vm_id")?;
+                let ip: String = r.try_get("ip")?;
+                let attachment = Attachment {
+                    network: r.try_get("network")?,
+                    mac: r.try_get("mac")?,
+                    ip: ip
+                        .parse()
+                        .map_err(|_| Error::Corrupt(format!("address {ip:?} of vm {vm_id}")))?,
+                    forwards: forwards.remove(&vm_id).unwrap_or_default(),
+                };
+                Ok((vm_id, attachment))
             })
             .collect()
+    }
+
+    /// One VM's network attachment.
+    pub async fn attachment(&self, id: &str) -> Result<Option<Attachment>> {
+        Ok(self.attachments().await?.remove(id))
+    }
+
+    /// Every forwarded port, by VM id, ordered by protocol and guest port.
+    pub async fn forwards(&self) -> Result<BTreeMap<String, Vec<PortForward>>> {
+        let rows = sqlx::query(
+            "SELECT vm_id, protocol, guest_port, public_port FROM forwards
+             ORDER BY vm_id, protocol, guest_port",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: BTreeMap<String, Vec<PortForward>> = BTreeMap::new();
+        for r in &rows {
+            let protocol: String = r.try_get("protocol")?;
+            let port = |column: &str| -> Result<u16> {
+                let value: i64 = r.try_get(column)?;
+                u16::try_from(value).map_err(|_| Error::Corrupt(format!("{column} {value}")))
+            };
+            out.entry(r.try_get("vm_id")?)
+                .or_default()
+                .push(PortForward {
+                    guest: port("guest_port")?,
+                    public: port("public_port")?,
+                    protocol: parse_protocol(&protocol)?,
+                });
+        }
+        Ok(out)
+    }
+
+    /// The address reserved last, for any VM (deleted ones included).
+    pub async fn last_reserved_ip(&self) -> Result<Option<Ipv4Addr>> {
+        let value: Option<i64> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'last_reserved_ip'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(value
+            .and_then(|v| u32::try_from(v).ok())
+            .map(Ipv4Addr::from))
+    }
+
+    /// Public ports held by any VM.
+    pub async fn public_ports(&self) -> Result<BTreeSet<u16>> {
+        Ok(self
+            .forwards()
+            .await?
+            .values()
+            .flatten()
+            .map(|f| f.public)
+            .collect())
     }
 
     /// Sets what a VM should be.
@@ -381,6 +526,62 @@ impl Store {
     }
 }
 
+async fn insert_attachment(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    vm_id: &str,
+    attachment: &Attachment,
+) -> Result<()> {
+    let taken = |what: String| {
+        move |e: sqlx::Error| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => Error::Capacity(what),
+            _ => Error::Db(e),
+        }
+    };
+    sqlx::query("INSERT INTO vm_networks (vm_id, network, mac, ip) VALUES (?, ?, ?, ?)")
+        .bind(vm_id.to_owned())
+        .bind(attachment.network.clone())
+        .bind(attachment.mac.clone())
+        .bind(attachment.ip.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(taken(format!(
+            "mac {} or address {} already belongs to another vm",
+            attachment.mac, attachment.ip
+        )))?;
+    // Where the next reservation starts looking (see `NatNetwork::free_address`).
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('last_reserved_ip', ?)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )
+    .bind(i64::from(u32::from(attachment.ip)))
+    .execute(&mut **tx)
+    .await?;
+    for forward in &attachment.forwards {
+        sqlx::query(
+            "INSERT INTO forwards (vm_id, protocol, guest_port, public_port) VALUES (?, ?, ?, ?)",
+        )
+        .bind(vm_id.to_owned())
+        .bind(forward.protocol.to_string())
+        .bind(i64::from(forward.guest))
+        .bind(i64::from(forward.public))
+        .execute(&mut **tx)
+        .await
+        .map_err(taken(format!(
+            "public port {} is already forwarded to another vm",
+            forward.public
+        )))?;
+    }
+    Ok(())
+}
+
+fn parse_protocol(s: &str) -> Result<PortProtocol> {
+    match s {
+        "tcp" => Ok(PortProtocol::Tcp),
+        "udp" => Ok(PortProtocol::Udp),
+        other => Err(Error::Corrupt(format!("protocol {other:?}"))),
+    }
+}
+
 async fn insert_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     vm_id: &str,
@@ -442,9 +643,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
         let store = Store::open(&path).await.unwrap();
-        store.insert_vm(&spec("a"), Desired::Running).await.unwrap();
+        let attachment = Attachment {
+            network: "decloud".into(),
+            mac: "52:54:00:00:00:0a".into(),
+            ip: Ipv4Addr::new(192, 168, 123, 2),
+            forwards: vec![PortForward {
+                guest: 80,
+                public: 40000,
+                protocol: PortProtocol::Tcp,
+            }],
+        };
+        store
+            .insert_vm(&spec("a"), Desired::Running, Some(&attachment))
+            .await
+            .unwrap();
         assert!(matches!(
-            store.insert_vm(&spec("a"), Desired::Running).await,
+            store.insert_vm(&spec("a"), Desired::Running, None).await,
             Err(Error::InvalidSpec(_))
         ));
         store
@@ -468,9 +682,22 @@ mod tests {
         let vm = store.vm("a").await.unwrap().unwrap();
         assert_eq!((vm.state, vm.desired), (VmState::Running, Desired::Running));
         assert_eq!(
-            store.ports("a").await.unwrap(),
-            vec![(80, "tcp".to_owned())]
+            store.attachment("a").await.unwrap().as_ref(),
+            Some(&attachment)
         );
+        // Another VM asking for the same public port (or MAC, or address) stores nothing.
+        let mut clash = attachment.clone();
+        clash.mac = "52:54:00:00:00:0b".into();
+        clash.ip = Ipv4Addr::new(192, 168, 123, 3);
+        assert!(matches!(
+            store
+                .insert_vm(&spec("b"), Desired::Running, Some(&clash))
+                .await,
+            Err(Error::Capacity(_))
+        ));
+        assert!(store.vm("b").await.unwrap().is_none());
+        assert_eq!(store.public_ports().await.unwrap(), BTreeSet::from([40000]));
+        assert_eq!(store.last_reserved_ip().await.unwrap(), Some(attachment.ip));
         let events = store.pending_events().await.unwrap();
         let states: Vec<_> = events.iter().map(|e| e.state).collect();
         assert_eq!(states, vec![VmState::Creating, VmState::Running]);
@@ -484,9 +711,44 @@ mod tests {
 
         store.delete_vm("a", None).await.unwrap();
         assert!(store.vm("a").await.unwrap().is_none());
-        assert!(store.ports("a").await.unwrap().is_empty());
+        assert!(store.attachments().await.unwrap().is_empty());
+        assert!(store.public_ports().await.unwrap().is_empty());
         let events = store.pending_events().await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].state, VmState::Deleted);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_before_numbered_migrations_is_migrated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let options = SqliteConnectOptions::from_str("sqlite:")
+                .unwrap()
+                .filename(&path)
+                .create_if_missing(true);
+            let pool = SqlitePoolOptions::new()
+                .connect_with(options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(SCHEMA_V1).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        for _ in 0..2 {
+            let store = Store::open(&path).await.unwrap();
+            let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!(version, MIGRATIONS.len() as i64);
+            let ports: Option<String> = sqlx::query_scalar(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'ports'",
+            )
+            .fetch_optional(&store.pool)
+            .await
+            .unwrap();
+            assert_eq!(ports, None);
+            store.close().await;
+        }
     }
 }

@@ -2,10 +2,13 @@
 //! initramfs built here from `busybox-static` and the kernel's own virtio and ISO9660
 //! modules. Its `/init` mounts the NoCloud `cidata` seed, prints the value of the
 //! `decloud_test_value:` line of the user-data on the serial console as
-//! `DECLOUD-TEST-VALUE=<value>`, then prints a line in the format of cloud-init's final
-//! message, standing in for cloud-init (which this guest does not have) so the cloud-init
-//! readiness probe can be exercised, and then runs a shell on the serial console (for the
-//! interactive console's tests).
+//! `DECLOUD-TEST-VALUE=<value>`, brings up its NIC with busybox `udhcpc` (printing
+//! `DECLOUD-TEST-ADDRESS=<address>`), serves the value over HTTP on port 80 with busybox
+//! `httpd` (plus, when the user-data has a `decloud_test_blob_mib: <n>` line, an `n` MiB file
+//! at `/blob` for bandwidth measurements), then prints a line in the format of cloud-init's
+//! final message, standing in for cloud-init (which this guest does not have) so the
+//! cloud-init readiness probe can be exercised, and then runs a shell on the serial console
+//! (for the interactive console's tests).
 
 use std::{
     collections::BTreeSet,
@@ -17,6 +20,12 @@ use crate::error::{Error, Result};
 
 /// Console line prefix the guest prints the user-data value with.
 pub const VALUE_MARKER: &str = "DECLOUD-TEST-VALUE=";
+
+/// Console line prefix the guest prints its DHCP address with.
+pub const ADDRESS_MARKER: &str = "DECLOUD-TEST-ADDRESS=";
+
+/// Guest port of the HTTP server that answers with the user-data value.
+pub const HTTP_PORT: u16 = 80;
 
 /// Kernel command line for the guest.
 pub const CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
@@ -47,10 +56,46 @@ if [ -z "$found" ]; then
 else
   value="$(sed -n 's/^decloud_test_value: *//p' /seed/user-data)"
   echo "DECLOUD-TEST-VALUE=$value"
+  mkdir -p /www
+  echo "$value" > /www/index.html
+  blob="$(sed -n 's/^decloud_test_blob_mib: *//p' /seed/user-data)"
+  if [ -n "$blob" ]; then
+    dd if=/dev/zero of=/www/blob bs=1048576 count="$blob" 2>/dev/null
+  fi
+  ip link set lo up
+  if ip link set eth0 up 2>/dev/null; then
+    # Waits for a lease (or gives up after 30 tries), then keeps renewing in the background.
+    udhcpc -i eth0 -s /etc/udhcpc.script -t 30 -T 1 -b
+  else
+    echo "test guest: no network interface"
+  fi
+  httpd -p 80 -h /www
   echo "Cloud-init v. test-guest finished at $(date). Datasource test guest seed $found."
 fi
 # A shell on the serial console for interactive console sessions; a new one when it exits.
 while true; do setsid cttyhack sh; sleep 1; done
+"#;
+
+/// udhcpc's event script: configures the address and default route it was given.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/busybox sh
+case "$1" in
+  deconfig)
+    ip addr flush dev "$interface"
+    ip link set "$interface" up
+    ;;
+  bound|renew)
+    if ! ip addr show dev "$interface" | grep -q " $ip/"; then
+      ip addr flush dev "$interface"
+      ip addr add "$ip/${mask:-24}" dev "$interface"
+    fi
+    for gateway in $router; do
+      ip route replace default via "$gateway" dev "$interface"
+      break
+    done
+    echo "DECLOUD-TEST-ADDRESS=$ip"
+    ;;
+esac
+exit 0
 "#;
 
 /// The newest `/boot/vmlinuz-*`, preferring Debian's `-cloud-amd64` flavour.
@@ -99,13 +144,26 @@ pub fn build_initramfs(release: &str, out: &Path) -> Result<()> {
         })?;
     let busybox_bytes = std::fs::read(busybox).map_err(|e| Error::io("reading", busybox, e))?;
     let module_root = PathBuf::from("/lib/modules").join(release);
-    let modules = module_load_order(&module_root, &["virtio_pci", "virtio_blk", "isofs"])?;
+    let modules = module_load_order(
+        &module_root,
+        &["virtio_pci", "virtio_blk", "isofs", "virtio_net"],
+    )?;
 
     let mut archive = Cpio::default();
-    for dir in ["bin", "dev", "proc", "sys", "seed", "lib", "lib/modules"] {
+    for dir in [
+        "bin",
+        "dev",
+        "etc",
+        "proc",
+        "sys",
+        "seed",
+        "lib",
+        "lib/modules",
+    ] {
         archive.dir(dir);
     }
     archive.file("init", 0o755, INIT.as_bytes());
+    archive.file("etc/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes());
     archive.file("bin/busybox", 0o755, &busybox_bytes);
     let mut order = String::new();
     for module in &modules {

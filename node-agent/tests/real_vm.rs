@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command as Process, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{peer::TestOrchestratorPeer, *};
 use decloud_node_agent::{
@@ -67,50 +64,6 @@ async fn real_vm_reads_its_seed_then_stops_and_is_deleted_without_leftovers() {
     let left: Vec<_> = files_under(&data.join("vms"));
     assert!(left.is_empty(), "files left behind: {left:?}");
     agent.close().await;
-}
-
-struct AgentProcess(Child);
-
-impl AgentProcess {
-    fn start(config_path: &std::path::Path, log: &std::path::Path) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Process::new(env!("CARGO_BIN_EXE_decloud-node-agent"))
-            .arg("run")
-            .arg("--config")
-            .arg(config_path)
-            .env("DECLOUD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-
-    fn sigkill(&mut self) {
-        // Child::kill sends SIGKILL: no cleanup code of the agent runs.
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-
-    fn sigterm(&mut self) {
-        // SAFETY: plain kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let status = self.0.wait().unwrap();
-        assert!(status.success(), "agent exited with {status}");
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

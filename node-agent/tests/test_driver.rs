@@ -186,6 +186,7 @@ async fn reconcile_adopts_restarts_redefines_and_removes_only_owned_orphans() {
         seed: dir.path().join("orphan.iso"),
         console_log: dir.path().join("orphan.log"),
         network: &config.network,
+        shaping: config.bandwidth_shaping,
     });
     let foreign_xml = orphan_xml
         .replace(&format!("{DOMAIN_PREFIX}orphan"), "someone-elses-vm")
