@@ -70,6 +70,27 @@ else
     echo "test guest: no network interface"
   fi
   httpd -p 80 -h /www
+  # SSH like cloud-init's `users`: the last user the user-data names gets its
+  # `ssh_authorized_keys` and its `plain_text_passwd`, served by dropbear on port 22.
+  user="$(sed -n 's/^[ -]*name: *//p' /seed/user-data | tail -n 1)"
+  if [ -x /bin/dropbear ] && [ -n "$user" ]; then
+    password="$(sed -n 's/^ *plain_text_passwd: *//p' /seed/user-data | tail -n 1 | tr -d "'\"")"
+    mkdir -p /dev/pts /etc/dropbear /tmp /root "/home/$user/.ssh"
+    mount -t devpts devpts /dev/pts
+    printf 'root:x:0:0:root:/root:/bin/sh\n%s:x:1000:1000::/home/%s:/bin/sh\n' "$user" "$user" > /etc/passwd
+    printf 'root:x:0:\n%s:x:1000:\n' "$user" > /etc/group
+    hash='*'
+    [ -n "$password" ] && hash="$(cryptpw -m sha512 "$password")"
+    printf 'root:*:1:0:99999:7:::\n%s:%s:1:0:99999:7:::\n' "$user" "$hash" > /etc/shadow
+    chmod 600 /etc/shadow
+    echo /bin/sh > /etc/shells
+    grep -o -E '(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+) [A-Za-z0-9+/=]+' /seed/user-data > "/home/$user/.ssh/authorized_keys"
+    chmod 700 "/home/$user/.ssh"
+    chmod 600 "/home/$user/.ssh/authorized_keys"
+    chown -R 1000:1000 "/home/$user"
+    dropbear -R -p 22
+    echo "DECLOUD-TEST-SSH=$user"
+  fi
   echo "Cloud-init v. test-guest finished at $(date). Datasource test guest seed $found."
 fi
 # A shell on the serial console for interactive console sessions; a new one when it exits.
@@ -150,6 +171,7 @@ pub fn build_initramfs(release: &str, out: &Path) -> Result<()> {
     )?;
 
     let mut archive = Cpio::default();
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
     for dir in [
         "bin",
         "dev",
@@ -161,10 +183,34 @@ pub fn build_initramfs(release: &str, out: &Path) -> Result<()> {
         "lib/modules",
     ] {
         archive.dir(dir);
+        dirs.insert(dir.to_owned());
     }
     archive.file("init", 0o755, INIT.as_bytes());
     archive.file("etc/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes());
     archive.file("bin/busybox", 0o755, &busybox_bytes);
+    // dropbear (scripts/setup installs it) with the shared libraries it links, at the paths its
+    // loader looks in; without it the guest simply serves no SSH.
+    let dropbear = Path::new("/usr/sbin/dropbear");
+    if dropbear.exists() {
+        for (path, bytes) in with_shared_libraries(dropbear)? {
+            let inside = if path == dropbear {
+                "bin/dropbear".to_owned()
+            } else {
+                path.to_string_lossy().trim_start_matches('/').to_owned()
+            };
+            let mut parent = String::new();
+            for part in Path::new(&inside).parent().into_iter().flat_map(Path::iter) {
+                if !parent.is_empty() {
+                    parent.push('/');
+                }
+                parent.push_str(&part.to_string_lossy());
+                if dirs.insert(parent.clone()) {
+                    archive.dir(&parent);
+                }
+            }
+            archive.file(&inside, 0o755, &bytes);
+        }
+    }
     let mut order = String::new();
     for module in &modules {
         let path = module_root.join(module);
@@ -189,6 +235,44 @@ pub fn build_initramfs(release: &str, out: &Path) -> Result<()> {
     let mut file = std::fs::File::create(out).map_err(|e| Error::io("creating", out, e))?;
     file.write_all(&bytes)
         .map_err(|e| Error::io("writing", out, e))
+}
+
+/// `binary` and every shared library it loads (as `ldd` lists them, the loader included), with
+/// their contents.
+fn with_shared_libraries(binary: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    let tool = |message: String| Error::Tool {
+        tool: "test guest",
+        message,
+    };
+    let output = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| tool(format!("running ldd {}: {e}", binary.display())))?;
+    if !output.status.success() {
+        return Err(tool(format!("ldd {} failed", binary.display())));
+    }
+    // Lines are `libz.so.1 => /lib/…/libz.so.1 (0x…)` or `/lib64/ld-linux-x86-64.so.2 (0x…)`.
+    let mut paths = vec![binary.to_path_buf()];
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let path = match line.split_once("=>") {
+            Some((_, target)) => target.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            paths.push(PathBuf::from(path));
+        }
+    }
+    paths
+        .into_iter()
+        .map(|path| {
+            // Libraries are often symlinks: the archive holds the file under the linked name.
+            let bytes = std::fs::read(&path).map_err(|e| Error::io("reading", &path, e))?;
+            Ok((path, bytes))
+        })
+        .collect()
 }
 
 /// Module paths (relative to the module root) that load `targets`, dependencies first.
