@@ -245,8 +245,10 @@ type GuestSetup = (String, Vec<PortSpec>, Vec<ProbeSpec>);
 /// exists; the user-data is returned sealed for the node ([`access::seal_for_node`]), so no
 /// password is ever stored in clear.
 ///
-/// A tenant without a sealing key gets no password (password login stays locked, SSH keys
-/// work); a template that needs `${DECLOUD_PASSWORD}` then fails the VM saying so.
+/// A tenant without a sealing key gets no login password (password login stays locked, SSH keys
+/// work). A template's `${DECLOUD_PASSWORD}` is still generated so its service works, but it is
+/// kept nowhere: nobody can read it (the tenant can reset it over SSH, or register a sealing key
+/// before the next lease).
 async fn guest_setup(
     store: &Store,
     vm: &VmRecord,
@@ -277,15 +279,6 @@ async fn guest_setup(
         b.user_data
             .contains(&format!("${{{}}}", Variable::Password.name()))
     });
-    if let (Some((template_id, _)), None) = (&bundle, &profile.sealing_key)
-        && needs_template_password
-    {
-        return Ok(Err(format!(
-            "template {template_id} needs a generated password, and passwords are generated only \
-             for tenants with a sealing key (so that only they can read them): register one \
-             (`decloud profile sealing-key register`; `decloud lease open` does it) and open a new lease"
-        )));
-    }
     let prepared = (|| {
         let vars = Vars::new(&vm.vm_id, &vm.vm_id, &vm.lease_id, &vm.node_id, &vm.tenant)
             .map_err(|e| e.to_string())?;
@@ -345,6 +338,45 @@ async fn guest_setup(
         )
         .await?;
     Ok(Ok((user_data, ports, readiness)))
+}
+
+/// Puts a waiting create command's user-data together again when this process cannot open it
+/// (it was sealed by an earlier run; [`access`] keeps that key in memory only): new passwords,
+/// sealed to the tenant again, the profile in effect now, and the command's action replaced
+/// while it is still unacknowledged. Returns the new action (sealed for the node), or `None`
+/// when the VM or its setup is gone and the command cannot be sent.
+pub async fn reseal_create(
+    store: &Store,
+    command_id: &str,
+    spec: VmSpec,
+) -> Result<Option<CommandAction>, LifecycleError> {
+    let Some(vm) = store.vm(&spec.id).await? else {
+        return Ok(None);
+    };
+    // The orchestrator's own workload user-data is empty; a template's is rendered again.
+    let workload = Workload {
+        image: spec.image.clone(),
+        user_data: String::new(),
+        bandwidth: spec.bandwidth,
+        grace_secs: 0,
+    };
+    let Ok((user_data, ports, readiness)) = guest_setup(store, &vm, &workload).await? else {
+        return Ok(None);
+    };
+    let action = CommandAction::CreateVm {
+        spec: VmSpec {
+            user_data,
+            ports,
+            readiness,
+            ..spec
+        },
+    };
+    let json = serde_json::to_string(&action).expect("actions serialize");
+    if !store.replace_command_action(command_id, &json).await? {
+        return Ok(None);
+    }
+    tracing::warn!(target: "orchestrator::lifecycle", vm_id = %vm.vm_id, command_id, "create command sealed by an earlier run: credentials generated again");
+    Ok(Some(action))
 }
 
 fn template_ports(bundle: &Bundle) -> Vec<PortSpec> {

@@ -696,3 +696,87 @@ async fn tenant_reaches_and_logs_into_the_vm_on_postgres() {
     let url = support::postgres_database().await;
     tenant_reaches_and_logs_into_the_vm(&url, None).await;
 }
+
+/// A create command that waited through a restart was sealed to a key the new process does not
+/// have: it is put together again (new password, sealed to the tenant again) and delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_command_sealed_before_a_restart_is_put_together_again() {
+    let (url, _dir) = support::sqlite_database();
+    let s = server(&url).await;
+    let node_key = PrivateKeySigner::random();
+    let node_id = B256::left_padding_from(node_key.address().as_slice());
+    register(&s.store, node_id, node_key.address()).await;
+    s.store
+        .set_compute_points(&format!("{node_id:#x}"), 8_000)
+        .await
+        .unwrap();
+    // Online, as a heartbeat books it; the agent connects only after the restart.
+    s.store
+        .record_heartbeat(&format!("{node_id:#x}"), now())
+        .await
+        .unwrap();
+    let tenant = PrivateKeySigner::random();
+    let sealing = SealingKey::derive(&tenant, CHAIN).await.unwrap();
+    s.store
+        .put_profile(
+            &format!("{:#x}", tenant.address()),
+            &decloud_orchestrator::store::Profile {
+                ssh_keys: vec![KEY.into()],
+                sealing_key: Some(sealing.public_hex()),
+                ports: Vec::new(),
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    open_lease_on_chain(&s.store, "9", tenant.address(), node_id).await;
+    lifecycle::drive(s.state.store(), s.state.agents(), &workload())
+        .await
+        .unwrap();
+    let queued = s
+        .store
+        .due_commands(&format!("{node_id:#x}"), i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    // What an earlier run left: user-data sealed to a key this process never had.
+    let CommandAction::CreateVm { mut spec } = serde_json::from_str(&queued[0].action).unwrap()
+    else {
+        panic!("not a create")
+    };
+    let earlier = SealingKey::generate();
+    spec.user_data = format!(
+        "decloud-sealed-for-node:{}",
+        decloud_sdk::credentials::seal_bytes(&earlier.public_hex(), b"vm-9", b"#cloud-config\n")
+            .unwrap()
+    );
+    let stale = serde_json::to_string(&CommandAction::CreateVm { spec }).unwrap();
+    assert!(
+        s.store
+            .replace_command_action(&queued[0].command_id, &stale)
+            .await
+            .unwrap()
+    );
+
+    let mut ws = agent(s.addr, node_id, &node_key).await;
+    let create = command(&mut ws).await;
+    let CommandAction::CreateVm { spec } = &create.action else {
+        panic!("{create:?}")
+    };
+    assert!(spec.user_data.contains(KEY), "{}", spec.user_data);
+    let password = spec
+        .user_data
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("plain_text_passwd: "))
+        .expect("a new password")
+        .trim_matches('\'');
+    let sealed = s.store.vm_credentials("vm-9").await.unwrap().unwrap();
+    assert_eq!(
+        sealing.open(&sealed.sealed, "vm-9").unwrap().password,
+        password
+    );
+    assert_eq!(
+        s.store.vm("vm-9").await.unwrap().unwrap().state.as_str(),
+        "provisioning"
+    );
+}

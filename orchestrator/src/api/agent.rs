@@ -176,12 +176,15 @@ async fn deliver(
             }
         };
         // User-data waits sealed in the store; it is opened only on its way out.
-        let action = match crate::access::open_for_node(action) {
+        let action = match crate::access::open_for_node(action.clone()) {
             Ok(a) => a,
-            Err(e) => {
-                access_lost(hub, node_id, &command.command_id, &e.to_string()).await?;
-                continue;
-            }
+            Err(e) => match reseal(hub, &command.command_id, action).await {
+                Some(a) => a,
+                None => {
+                    access_lost(hub, node_id, &command.command_id, &e.to_string()).await?;
+                    continue;
+                }
+            },
         };
         let msg = ServerMessage::Command(proto::Command {
             id: command.command_id.clone(),
@@ -198,8 +201,23 @@ async fn deliver(
     Ok(())
 }
 
-/// A create command whose sealed user-data this process cannot open (sealed before a restart):
-/// it can never be sent, so it is settled as failed and its VM fails saying why.
+/// A create command sealed by an earlier run of the orchestrator, put together again and opened.
+async fn reseal(hub: &AgentHub, command_id: &str, action: CommandAction) -> Option<CommandAction> {
+    let CommandAction::CreateVm { spec } = action else {
+        return None;
+    };
+    match lifecycle::reseal_create(hub.store(), command_id, spec).await {
+        Ok(Some(action)) => crate::access::open_for_node(action).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(target: "orchestrator::agent", command_id, error = %e, "create command could not be sealed again");
+            None
+        }
+    }
+}
+
+/// A create command whose user-data cannot be opened nor put together again: it can never be
+/// sent, so it is settled as failed and its VM fails saying why.
 async fn access_lost(
     hub: &AgentHub,
     node_id: &str,
@@ -208,8 +226,8 @@ async fn access_lost(
 ) -> Result<(), String> {
     tracing::error!(target: "orchestrator::agent", %node_id, command_id, error, "create command cannot be opened");
     let outcome = proto::AckOutcome::Failed {
-        error: "the orchestrator restarted before this VM's setup reached its node; its \
-                passwords were held only in the orchestrator's memory. Open a new lease"
+        error: "this VM's setup could not be put together again after the orchestrator \
+                restarted before it reached the node; open a new lease"
             .into(),
     };
     let json = serde_json::to_string(&outcome).expect("outcomes always serialize");

@@ -288,4 +288,21 @@ impl Store {
         .await?;
         Ok(queued.rows_affected() == 1)
     }
+
+    /// Replaces the action of a command not acknowledged yet. Returns `false` when it was
+    /// acknowledged (or does not exist).
+    pub async fn replace_command_action(
+        &self,
+        command_id: &str,
+        action: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE agent_commands SET action = $2 WHERE command_id = $1 AND acked_at IS NULL",
+        )
+        .bind(command_id.to_string())
+        .bind(action.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
