@@ -203,6 +203,8 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
     })
     .await;
     store.set_compute_points(&node_id, 800).await.unwrap();
+    // The node is online: its agent's heartbeat, as the agent link books it.
+    store.record_heartbeat(&node_id, now()).await.unwrap();
 
     let keys = tempfile::tempdir().unwrap();
     let good = keys.path().join("id_ed25519.pub");
@@ -272,6 +274,9 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
             lifecycle::drive(state.store(), state.agents(), &workload)
                 .await
                 .unwrap();
+            if let Some(vm) = state.store().vm("vm-1").await.unwrap() {
+                assert_ne!(vm.state.as_str(), "failed", "{:?}", vm.failure);
+            }
             state
                 .store()
                 .due_commands(&node_id, i64::MAX)
@@ -358,7 +363,9 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         "running"
     );
 
-    // Control through the lifecycle.
+    // Control through the lifecycle (the session file keeps one session per orchestrator: sign
+    // in as the tenant again).
+    ok(&cli, TENANT, &["login"]).await;
     let refused = run(&cli, TENANT, &["vm", "start", "vm-1"]).await;
     assert!(refused.failure().contains("409"), "{refused:#?}");
     let rebooted = ok(&cli, TENANT, &["vm", "reboot", "vm-1"]).await;
