@@ -27,6 +27,7 @@ use decloud_sdk::{
 };
 
 mod author;
+mod console;
 mod context;
 mod dev;
 mod operator;

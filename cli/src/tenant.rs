@@ -321,6 +321,9 @@ pub(crate) enum VmCommand {
     List(GlobalOnly),
     /// One of your VMs, with its address and forwarded ports.
     Show(VmShowArgs),
+    /// Attach the terminal to a VM's serial console (detach with Ctrl-]; piped stdin is typed
+    /// in as it comes).
+    Console(crate::console::VmConsoleArgs),
     /// Open the VM's generated password with your wallet (one signature) and print it.
     Credentials(VmIdArgs),
     /// Stop a running VM (its disk is kept).
@@ -356,6 +359,7 @@ pub(crate) async fn run(command: TenantCommand) -> Result<(), CliError> {
         TenantCommand::Lease(LeaseCommand::Show(args)) => lease_show(args).await,
         TenantCommand::Vm(VmCommand::List(args)) => vm_list(args.global).await,
         TenantCommand::Vm(VmCommand::Show(args)) => vm_show(args).await,
+        TenantCommand::Vm(VmCommand::Console(args)) => crate::console::run(args).await,
         TenantCommand::Vm(VmCommand::Credentials(args)) => access::vm_credentials(args).await,
         TenantCommand::Vm(VmCommand::Stop(args)) => access::vm_control(args, "stop").await,
         TenantCommand::Vm(VmCommand::Start(args)) => access::vm_control(args, "start").await,
@@ -1252,6 +1256,10 @@ mod tests {
                 assert_eq!(a.max_price, Some(10_000));
                 assert!(a.online);
             }
+            other => panic!("{other:?}"),
+        }
+        match tenant(&["vm", "console", "vm-2"]) {
+            TenantCommand::Vm(VmCommand::Console(a)) => assert_eq!(a.vm, "vm-2"),
             other => panic!("{other:?}"),
         }
         match tenant(&["vm", "show", "vm-1", "--orchestrator", "http://o:1"]) {

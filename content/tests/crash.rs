@@ -16,8 +16,10 @@ const CHILD_ENV: &str = "DECLOUD_CONTENT_CRASH_CHILD_DIR";
 #[tokio::test]
 #[ignore = "the child process of killed_writer_leaves_a_whole_store"]
 async fn crash_child() {
-    let dir = std::env::var(CHILD_ENV)
-        .expect("runs only as the child of killed_writer_leaves_a_whole_store");
+    // Run among the ignored tests (`scripts/test --long`), outside its parent: nothing to do.
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let dir = Path::new(&dir);
     let store = EmbeddedStore::open(dir.join("store")).await.unwrap();
     let source = dir.join("source");

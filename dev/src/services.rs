@@ -8,7 +8,7 @@ use std::{
 
 use clap::Args;
 use decloud_indexer::IndexerService;
-use decloud_node_agent::{NodeAgentService, dev::TEST_DRIVER_URI};
+use decloud_node_agent::{ImageConfig, NodeAgentService, dev::TEST_DRIVER_URI};
 use decloud_orchestrator::{OrchestratorService, dev::DEV_IMAGE};
 use decloud_sdk::{Error, dev::DevService};
 
@@ -31,12 +31,21 @@ pub(crate) struct ServiceArgs {
     #[arg(long)]
     no_agent: bool,
     /// libvirt URI of the node agent. The default, libvirt's test driver, SIMULATES VMs; use
-    /// qemu:///system (libvirtd running) for real QEMU guests.
+    /// qemu:///system (libvirtd running) for real QEMU guests, or --real-vms.
     #[arg(long, default_value = TEST_DRIVER_URI)]
     agent_libvirt_uri: String,
-    /// Bootable qcow2 image the node agent offers for VMs (default: an empty disk).
+    /// Image the node agent offers for VMs: a directory built by scripts/guest-image, or a
+    /// bootable qcow2 disk (default: an empty disk, or the Debian image with --real-vms).
     #[arg(long)]
     agent_image: Option<PathBuf>,
+    /// Run real QEMU guests: the agent uses qemu:///system and, without --agent-image, the
+    /// Debian 12 guest image (scripts/guest-image builds it on first use, then reuses it).
+    #[arg(long, conflicts_with = "agent_libvirt_uri")]
+    real_vms: bool,
+    /// Start libvirtd and virtlogd first when they are not running (for --real-vms or a
+    /// qemu:// --agent-libvirt-uri on a machine where nothing starts them).
+    #[arg(long)]
+    start_libvirtd: bool,
     /// Which funded account operates the node (anvil's account index).
     #[arg(long, default_value_t = 1)]
     agent_operator_account: usize,
@@ -79,13 +88,104 @@ pub(crate) fn services(
             .or_else(|| built_app.join("index.html").is_file().then_some(built_app));
         services.push(Box::new(orchestrator));
         if !args.no_agent {
-            let mut agent = NodeAgentService::new(args.agent_libvirt_uri.clone(), DEV_IMAGE);
-            agent.image = args.agent_image.clone();
+            let libvirt_uri = if args.real_vms {
+                QEMU_SYSTEM_URI.to_owned()
+            } else {
+                args.agent_libvirt_uri.clone()
+            };
+            if args.start_libvirtd {
+                start_libvirtd()?;
+            }
+            let image = match (&args.agent_image, args.real_vms) {
+                (Some(path), _) => Some(agent_image(path)?),
+                (None, true) => Some(agent_image(&build_guest_image(root)?)?),
+                (None, false) => None,
+            };
+            let mut agent = NodeAgentService::new(libvirt_uri, DEV_IMAGE);
+            agent.image = image;
             agent.operator_account = args.agent_operator_account;
             services.push(Box::new(agent));
         }
     }
     Ok(services)
+}
+
+/// libvirt's system connection, where real QEMU guests run.
+const QEMU_SYSTEM_URI: &str = "qemu:///system";
+
+/// The image of `--agent-image`: a `scripts/guest-image` directory (disk, kernel, initramfs and
+/// command line) or a qcow2 disk booted by its own boot loader.
+fn agent_image(path: &Path) -> Result<ImageConfig, Error> {
+    if path.is_dir() {
+        let (_, image) = ImageConfig::from_guest_image_dir(path)
+            .map_err(|e| Error::Tool(format!("--agent-image: {e}")))?;
+        return Ok(image);
+    }
+    if !path.is_file() {
+        return Err(Error::Tool(format!(
+            "--agent-image {}: no such file or directory",
+            path.display()
+        )));
+    }
+    Ok(ImageConfig {
+        base: path.to_path_buf(),
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+    })
+}
+
+/// Runs `scripts/guest-image` (which reuses its cached build) and returns the image directory.
+fn build_guest_image(root: &Path) -> Result<PathBuf, Error> {
+    let script = root.join("scripts/guest-image");
+    tracing::info!(target: "decloud::dev", "preparing the Debian guest image ({}; the first build takes a few minutes)", script.display());
+    // Its progress goes straight to our stderr; stdout carries the image directory.
+    let output = std::process::Command::new(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Error::Tool(format!("cannot run {}: {e}", script.display())))?;
+    if !output.status.success() {
+        return Err(Error::Tool(format!(
+            "{} failed ({}); see its messages above",
+            script.display(),
+            output.status
+        )));
+    }
+    let dir = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Ok(PathBuf::from(dir))
+}
+
+/// Starts virtlogd and libvirtd (daemonized) unless libvirtd already answers on its socket.
+fn start_libvirtd() -> Result<(), Error> {
+    const SOCKET: &str = "/run/libvirt/libvirt-sock";
+    if std::os::unix::net::UnixStream::connect(SOCKET).is_ok() {
+        tracing::info!(target: "decloud::dev", "libvirtd is already running");
+        return Ok(());
+    }
+    for daemon in ["virtlogd", "libvirtd"] {
+        let status = std::process::Command::new(daemon)
+            .arg("-d")
+            .status()
+            .map_err(|e| {
+                Error::Tool(format!(
+                    "cannot start {daemon}: {e} (is libvirt installed? scripts/setup installs it)"
+                ))
+            })?;
+        if !status.success() {
+            return Err(Error::Tool(format!("{daemon} -d failed ({status})")));
+        }
+    }
+    // libvirtd daemonizes before it listens: wait for its socket.
+    for _ in 0..100 {
+        if std::os::unix::net::UnixStream::connect(SOCKET).is_ok() {
+            tracing::info!(target: "decloud::dev", "started libvirtd and virtlogd");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(Error::Tool(format!(
+        "libvirtd started but {SOCKET} does not answer"
+    )))
 }
 
 #[cfg(test)]
@@ -160,5 +260,29 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("--host"), "{err}");
+    }
+
+    #[test]
+    fn agent_image_is_a_guest_image_directory_or_a_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.qcow2");
+        let e = agent_image(&missing).unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
+        let e = agent_image(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("scripts/guest-image"), "{e}");
+        let disk = dir.path().join("disk.qcow2");
+        std::fs::write(&disk, b"qcow2").unwrap();
+        let image = agent_image(&disk).unwrap();
+        assert_eq!((image.base, image.kernel), (disk, None));
+        // --real-vms picks the libvirt URI itself.
+        assert!(
+            Flags::try_parse_from([
+                "dev",
+                "--real-vms",
+                "--agent-libvirt-uri",
+                "qemu:///session"
+            ])
+            .is_err()
+        );
     }
 }

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::{
     config::{Config, ImageConfig},
+    console::Consoles,
     domain_xml::{self, DomainPlan, domain_name},
     error::{Error, Result},
     hypervisor::{Hypervisor, StopOutcome},
@@ -79,6 +80,7 @@ struct Inner {
     commands: Mutex<()>,
     readiness: SyncMutex<HashMap<String, (Readiness, Vec<String>)>>,
     ready: AtomicBool,
+    consoles: Consoles,
 }
 
 impl Agent {
@@ -113,6 +115,7 @@ impl Agent {
                 commands: Mutex::new(()),
                 readiness: SyncMutex::new(HashMap::new()),
                 ready: AtomicBool::new(false),
+                consoles: Consoles::default(),
             }),
         })
     }
@@ -130,6 +133,11 @@ impl Agent {
     /// The state database.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// The interactive console sessions of the node's VMs.
+    pub fn consoles(&self) -> &Consoles {
+        &self.inner.consoles
     }
 
     /// Whether the agent has reconciled and can take commands.

@@ -84,6 +84,34 @@ pub struct ImageConfig {
     pub cmdline: Option<String>,
 }
 
+impl ImageConfig {
+    /// Reads the image a `scripts/guest-image` build left in `dir`: its `image.toml` holds the
+    /// `[images.NAME]` section of an agent configuration. Returns the name and the image.
+    pub fn from_guest_image_dir(dir: &Path) -> Result<(String, Self)> {
+        #[derive(Deserialize)]
+        struct ImageFile {
+            images: BTreeMap<String, ImageConfig>,
+        }
+        let path = dir.join("image.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Config(format!(
+                "{} is not a guest image built by scripts/guest-image: {e}",
+                dir.display()
+            ))
+        })?;
+        let file: ImageFile =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mut images = file.images.into_iter();
+        match (images.next(), images.next()) {
+            (Some(image), None) => Ok(image),
+            _ => Err(Error::Config(format!(
+                "{} must describe exactly one image",
+                path.display()
+            ))),
+        }
+    }
+}
+
 /// One layer of settings; later layers override earlier ones field by field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -315,6 +343,39 @@ mod tests {
         assert_eq!(defaults.domain_type, DomainType::Kvm);
         assert_eq!(defaults.reserved_memory_mib, 1024);
         assert!(defaults.operator().is_err());
+    }
+
+    #[test]
+    fn guest_image_directory_is_read_from_its_image_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("image.toml"),
+            "[images.debian-12]\nbase = \"/i/disk.qcow2\"\nkernel = \"/i/vmlinuz\"\n\
+             initrd = \"/i/initrd.img\"\ncmdline = \"root=/dev/vda console=ttyS0\"\n",
+        )
+        .unwrap();
+        let (name, image) = ImageConfig::from_guest_image_dir(dir.path()).unwrap();
+        assert_eq!(name, "debian-12");
+        assert_eq!(image.base, PathBuf::from("/i/disk.qcow2"));
+        assert_eq!(image.kernel, Some(PathBuf::from("/i/vmlinuz")));
+        assert_eq!(image.initrd, Some(PathBuf::from("/i/initrd.img")));
+        assert_eq!(
+            image.cmdline.as_deref(),
+            Some("root=/dev/vda console=ttyS0")
+        );
+
+        // Not a build: a clear error naming the directory.
+        let empty = tempfile::tempdir().unwrap();
+        let e = ImageConfig::from_guest_image_dir(empty.path()).unwrap_err();
+        assert!(e.to_string().contains("not a guest image"), "{e}");
+        // Two images in one build is not something the script writes.
+        std::fs::write(
+            empty.path().join("image.toml"),
+            "[images.a]\nbase = \"/a\"\n[images.b]\nbase = \"/b\"\n",
+        )
+        .unwrap();
+        let e = ImageConfig::from_guest_image_dir(empty.path()).unwrap_err();
+        assert!(e.to_string().contains("exactly one image"), "{e}");
     }
 
     #[test]

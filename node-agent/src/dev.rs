@@ -2,7 +2,7 @@
 //! node's identity in a fresh temp directory, registers the node on the local chain from one of
 //! anvil's funded accounts, and runs the agent linked to the orchestrator the context names.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::collections::BTreeMap;
 
 use alloy::signers::local::PrivateKeySigner;
 use decloud_sdk::{
@@ -35,9 +35,10 @@ pub struct NodeAgentService {
     pub machine_id: String,
     /// Region registered on-chain.
     pub region: String,
-    /// Base disk image offered under the orchestrator's image name; an empty qcow2 disk when
-    /// unset.
-    pub image: Option<PathBuf>,
+    /// Image offered under the orchestrator's image name (a qcow2 disk, with a kernel and
+    /// initramfs for direct boot when it is a `scripts/guest-image` build); an empty qcow2 disk
+    /// when unset.
+    pub image: Option<ImageConfig>,
     /// The name the orchestrator asks VMs to boot from.
     pub image_name: String,
     running: Option<RunningAgent>,
@@ -120,11 +121,16 @@ impl DevService for NodeAgentService {
                 .map_err(|e| tool(&e))?;
             let data_dir = temp.path().join("data");
             let image = match &self.image {
-                Some(path) => path.clone(),
+                Some(image) => image.clone(),
                 None => {
                     let path = temp.path().join(format!("{}.qcow2", self.image_name));
                     crate::create_blank_qcow2(&path, 1024).map_err(|e| tool(&e))?;
-                    path
+                    ImageConfig {
+                        base: path,
+                        kernel: None,
+                        initrd: None,
+                        cmdline: None,
+                    }
                 }
             };
             self.temp = Some(temp);
@@ -150,15 +156,7 @@ impl DevService for NodeAgentService {
                     machine_id: Some(self.machine_id.clone()),
                     shutdown_timeout_secs: Some(5),
                     network: Some(network),
-                    images: BTreeMap::from([(
-                        self.image_name.clone(),
-                        ImageConfig {
-                            base: image,
-                            kernel: None,
-                            initrd: None,
-                            cmdline: None,
-                        },
-                    )]),
+                    images: BTreeMap::from([(self.image_name.clone(), image)]),
                     ..Default::default()
                 },
             )
@@ -212,7 +210,8 @@ impl DevService for NodeAgentService {
             } else if self.image.is_none() {
                 ctx.warnings.push(format!(
                     "The node agent's image {} is an EMPTY disk: VMs start but boot nothing. \
-                     Pass --agent-image with a bootable qcow2.",
+                     Pass --real-vms for the Debian guest image (built by scripts/guest-image), \
+                     or --agent-image with a bootable qcow2.",
                     self.image_name
                 ));
             }

@@ -164,8 +164,19 @@ pub fn render(plan: &DomainPlan<'_>) -> String {
         let _ = writeln!(x, "      </bandwidth>");
     }
     let _ = writeln!(x, "    </interface>");
-    let _ = writeln!(x, "    <serial type='file'>");
-    let _ = writeln!(x, "      <source path='{}'/>", e(&plan.console_log));
+    // The serial console is a unix socket QEMU listens on (without waiting for a client) for
+    // interactive sessions, and everything the guest prints also goes to the log file the
+    // readiness probes read. The socket sits beside the log, in the VM's directory.
+    let socket = plan
+        .console_log
+        .with_file_name(crate::console::CONSOLE_SOCKET);
+    let _ = writeln!(x, "    <serial type='unix'>");
+    let _ = writeln!(x, "      <source mode='bind' path='{}'/>", e(&socket));
+    let _ = writeln!(
+        x,
+        "      <log file='{}' append='on'/>",
+        e(&plan.console_log)
+    );
     let _ = writeln!(x, "      <target port='0'/>");
     let _ = writeln!(x, "    </serial>");
     let _ = writeln!(x, "    <channel type='unix'>");
@@ -309,10 +320,16 @@ mod tests {
         );
 
         let serial = child(devices, "serial");
-        assert_eq!(serial.attribute("type"), Some("file"));
+        assert_eq!(serial.attribute("type"), Some("unix"));
+        let source = child(serial, "source");
         assert_eq!(
-            child(serial, "source").attribute("path"),
-            Some("/data/vms/vm-1/console.log")
+            (source.attribute("mode"), source.attribute("path")),
+            (Some("bind"), Some("/data/vms/vm-1/console.sock"))
+        );
+        let log = child(serial, "log");
+        assert_eq!(
+            (log.attribute("file"), log.attribute("append")),
+            (Some("/data/vms/vm-1/console.log"), Some("on"))
         );
         let channel = child(devices, "channel");
         assert_eq!(

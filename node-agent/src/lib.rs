@@ -9,6 +9,7 @@
 mod agent;
 mod cli;
 mod config;
+mod console;
 pub mod dev;
 mod domain_xml;
 mod error;
@@ -30,6 +31,7 @@ pub use config::{
     Config, ConfigLayer, DEFAULT_DATA_DIR, DEFAULT_LIBVIRT_URI, DomainType, ImageConfig,
     NetworkConfig, parse_address,
 };
+pub use console::{CONSOLE_SOCKET, Consoles, socket_path as console_socket_path};
 pub use dev::NodeAgentService;
 pub use domain_xml::{
     CPU_PERIOD_US, DOMAIN_PREFIX, DomainPlan, METADATA_NS, bandwidth_kbytes, cpu_quota_us,

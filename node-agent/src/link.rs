@@ -15,10 +15,24 @@ use tracing::{debug, info, warn};
 
 use crate::{
     agent::Agent,
+    console::Consoles,
     error::{Error, Result},
 };
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Console frames waiting for the socket, shared by the connection's console sessions; a
+/// session whose output finds it full is dropped (see [`crate::console`]).
+const CONSOLE_QUEUE: usize = 256;
+
+/// Ends every console session when the connection they report over ends, whichever way.
+struct CloseConsolesOnDrop<'a>(&'a Consoles);
+
+impl Drop for CloseConsolesOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close_all();
+    }
+}
 
 /// Time the server gets to answer a handshake step.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -131,7 +145,10 @@ async fn session(
     welcomed: &mut bool,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<()> {
-    let (mut socket, _) = timeout(HANDSHAKE_TIMEOUT, tokio_tungstenite::connect_async(url))
+    // No Nagle: console output goes out in small frames one after another, and holding the
+    // second until the first is acknowledged (delayed by the peer) adds ~40 ms to a keystroke.
+    let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+    let (mut socket, _) = timeout(HANDSHAKE_TIMEOUT, connect)
         .await
         .map_err(|_| Error::Link("connect timed out".into()))?
         .map_err(|e| Error::Link(format!("cannot connect: {e}")))?;
@@ -174,10 +191,14 @@ async fn session(
     let period = Duration::from_secs(welcome.heartbeat_interval_secs.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let (ack_tx, mut ack_rx) = mpsc::channel::<Ack>(64);
+    // Console frames of every session of this connection; sessions end with the connection.
+    let (console_tx, mut console_rx) = mpsc::channel::<AgentMessage>(CONSOLE_QUEUE);
+    let _consoles = CloseConsolesOnDrop(agent.consoles());
     loop {
         tokio::select! {
             _ = ticker.tick() => send_heartbeat(agent, &mut socket, seq).await?,
             Some(ack) = ack_rx.recv() => send_ack(agent, &mut socket, &ack).await?,
+            Some(frame) = console_rx.recv() => send(&mut socket, &frame).await?,
             frame = socket.next() => match frame {
                 None => return Err(Error::Link("server closed the connection".into())),
                 Some(Err(e)) => return Err(Error::Link(e.to_string())),
@@ -203,6 +224,13 @@ async fn session(
                             }
                         });
                     }
+                    Ok(ServerMessage::ConsoleOpen { session, vm_id }) => {
+                        agent.consoles().open(agent.clone(), session, vm_id, console_tx.clone());
+                    }
+                    Ok(ServerMessage::ConsoleInput { session, data }) => {
+                        agent.consoles().input(&session, data.to_vec());
+                    }
+                    Ok(ServerMessage::ConsoleClose { session }) => agent.consoles().close(&session),
                     Ok(ServerMessage::Rejected { reason }) => {
                         return Err(Error::Link(format!("rejected: {reason}")));
                     }

@@ -4,7 +4,8 @@
 //! `decloud_test_value:` line of the user-data on the serial console as
 //! `DECLOUD-TEST-VALUE=<value>`, then prints a line in the format of cloud-init's final
 //! message, standing in for cloud-init (which this guest does not have) so the cloud-init
-//! readiness probe can be exercised, and idles.
+//! readiness probe can be exercised, and then runs a shell on the serial console (for the
+//! interactive console's tests).
 
 use std::{
     collections::BTreeSet,
@@ -48,7 +49,8 @@ else
   echo "DECLOUD-TEST-VALUE=$value"
   echo "Cloud-init v. test-guest finished at $(date). Datasource test guest seed $found."
 fi
-while true; do sleep 3600; done
+# A shell on the serial console for interactive console sessions; a new one when it exits.
+while true; do setsid cttyhack sh; sleep 1; done
 "#;
 
 /// The newest `/boot/vmlinuz-*`, preferring Debian's `-cloud-amd64` flavour.

@@ -6,6 +6,7 @@
 
 use crate::{
     clock::now,
+    console::ConsoleRelay,
     metrics::Metrics,
     store::{Store, StoreError},
 };
@@ -40,6 +41,7 @@ struct HubInner {
     metrics: Arc<Metrics>,
     resend_secs: i64,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    consoles: ConsoleRelay,
 }
 
 impl AgentHub {
@@ -52,6 +54,7 @@ impl AgentHub {
                 metrics,
                 resend_secs,
                 wakers: Mutex::new(HashMap::new()),
+                consoles: ConsoleRelay::default(),
             }),
         }
     }
@@ -64,6 +67,11 @@ impl AgentHub {
     /// The metrics connections report to.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Routes VM consoles between tenants and the agents' connections.
+    pub fn consoles(&self) -> &ConsoleRelay {
+        &self.inner.consoles
     }
 
     /// Seconds after which an unacknowledged command is sent again.

@@ -9,7 +9,8 @@
 
 // Layers, bottom to top (each imports only the ones before it; `tests/module_graph.rs` checks
 // that no cycle appears):
-// - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`;
+// - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`,
+//   `console` (the console relay);
 // - storage: `store`, every SQL statement of the crate;
 // - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `marketplace`, `lifecycle`,
 //   `chain`;
@@ -24,6 +25,7 @@ pub mod catalog;
 pub mod chain;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod dev;
 pub mod lifecycle;
 pub mod marketplace;
@@ -191,6 +193,13 @@ pub async fn start_with_attestation_key(
         None => None,
     };
     let mut server_stopped = stopped;
+    // No Nagle: a console's output and the agents' frames are small writes in a row, which
+    // Nagle would hold until the previous one is acknowledged (~40 ms with delayed ACKs).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(target: "orchestrator::http", error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = tokio::spawn(
         axum::serve(
             listener,

@@ -286,6 +286,7 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/leases/{lease_id}", "get"),
         ("/api/v1/vms", "get"),
         ("/api/v1/vms/{vm_id}", "get"),
+        ("/api/v1/vms/{vm_id}/console", "get"),
         ("/api/v1/vms/{vm_id}/credentials", "get"),
         ("/api/v1/vms/{vm_id}/stop", "post"),
         ("/api/v1/vms/{vm_id}/start", "post"),
@@ -310,7 +311,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        28,
+        29,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );
@@ -653,6 +654,7 @@ async fn tenant_and_operator_endpoints_need_a_session() {
         (Method::GET, "/api/v1/leases/1"),
         (Method::GET, "/api/v1/vms"),
         (Method::GET, "/api/v1/vms/vm-1"),
+        (Method::GET, "/api/v1/vms/vm-1/console"),
         (Method::GET, "/api/v1/operator/nodes"),
         (Method::GET, node_path.as_str()),
     ] {

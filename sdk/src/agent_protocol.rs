@@ -42,6 +42,19 @@
 //!
 //! Either side may close the socket at any time; the agent reconnects with exponential
 //! backoff and performs the handshake again.
+//!
+//! # Console
+//!
+//! A VM's serial console rides on the same link, so it works behind NAT too. The server opens
+//! a session with [`ServerMessage::ConsoleOpen`] (a server-chosen session id and the VM), sends
+//! the tenant's keystrokes in [`ServerMessage::ConsoleInput`] and ends it with
+//! [`ServerMessage::ConsoleClose`]. The agent sends what the guest prints in
+//! [`AgentMessage::ConsoleOutput`] and reports the end of a session, whoever ended it, with
+//! exactly one [`AgentMessage::ConsoleClosed`]. Data is raw bytes, at most
+//! [`CONSOLE_CHUNK_BYTES`] per frame. One session per VM at a time: a newer `console_open` for
+//! the same VM replaces the older session, which is closed with a reason. Console frames are
+//! not commands: they are neither stored nor acknowledged nor resent, and a session does not
+//! survive a reconnect (the agent drops every session when its link goes down).
 
 use std::fmt;
 
@@ -56,6 +69,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Default seconds between two heartbeats.
 pub const HEARTBEAT_INTERVAL_SECS: u64 = 15;
+
+/// Largest payload of one console frame; larger input or output is split.
+pub const CONSOLE_CHUNK_BYTES: usize = 4096;
 
 /// First line of every authentication message: separates it from any other signed text.
 pub const AUTH_DOMAIN: &str = "DeCloud node agent authentication";
@@ -170,6 +186,21 @@ pub enum AgentMessage {
     Heartbeat(Box<Heartbeat>),
     /// Result of a [`Command`].
     Ack(Ack),
+    /// Bytes the guest printed on the serial console of a session's VM.
+    ConsoleOutput {
+        /// Session id from [`ServerMessage::ConsoleOpen`].
+        session: String,
+        /// Raw bytes, at most [`CONSOLE_CHUNK_BYTES`].
+        data: Bytes,
+    },
+    /// A console session ended (refused at open, closed by the server, replaced by a newer
+    /// session, the VM stopped, or the agent could not keep up with the guest's output).
+    ConsoleClosed {
+        /// Session id from [`ServerMessage::ConsoleOpen`].
+        session: String,
+        /// Why, for the tenant.
+        reason: String,
+    },
 }
 
 /// A frame from the orchestrator to the agent.
@@ -187,6 +218,25 @@ pub enum ServerMessage {
     },
     /// Work for the agent.
     Command(Command),
+    /// Attach a new console session to a VM's serial console.
+    ConsoleOpen {
+        /// Server-chosen id naming the session in every later console frame.
+        session: String,
+        /// Which VM.
+        vm_id: String,
+    },
+    /// Bytes the tenant typed, for the guest's serial console.
+    ConsoleInput {
+        /// Session id.
+        session: String,
+        /// Raw bytes, at most [`CONSOLE_CHUNK_BYTES`].
+        data: Bytes,
+    },
+    /// The tenant left: end the session.
+    ConsoleClose {
+        /// Session id.
+        session: String,
+    },
 }
 
 impl AgentMessage {
@@ -726,6 +776,38 @@ mod tests {
         });
         assert_eq!(AgentMessage::from_json(&ack.to_json()).unwrap(), ack);
         assert!(AgentMessage::from_json(r#"{"type":"nope"}"#).is_err());
+    }
+
+    #[test]
+    fn console_frames_round_trip_with_raw_bytes() {
+        let frames = [
+            ServerMessage::ConsoleOpen {
+                session: "s1".into(),
+                vm_id: "vm-1".into(),
+            },
+            ServerMessage::ConsoleInput {
+                session: "s1".into(),
+                data: Bytes::from(vec![0, 0x1d, b'\r', 0xff]),
+            },
+            ServerMessage::ConsoleClose {
+                session: "s1".into(),
+            },
+        ];
+        for frame in frames {
+            assert_eq!(ServerMessage::from_json(&frame.to_json()).unwrap(), frame);
+        }
+        let output = AgentMessage::ConsoleOutput {
+            session: "s1".into(),
+            data: Bytes::from(b"hello-42\r\n".to_vec()),
+        };
+        let json = output.to_json();
+        assert!(json.contains(r#""type":"console_output""#), "{json}");
+        assert_eq!(AgentMessage::from_json(&json).unwrap(), output);
+        let closed = AgentMessage::ConsoleClosed {
+            session: "s1".into(),
+            reason: "vm is not running".into(),
+        };
+        assert_eq!(AgentMessage::from_json(&closed.to_json()).unwrap(), closed);
     }
 
     #[test]

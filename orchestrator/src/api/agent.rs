@@ -284,8 +284,11 @@ async fn session(hub: &AgentHub, socket: &mut WebSocket, node_id: &str) -> Resul
     let mut last_poll = Instant::now();
     let mut last_frame = Instant::now();
     let mut points = None;
+    // Console frames for this connection; sessions over it end with it (the guard).
+    let (_console_link, mut console_frames) = hub.consoles().attach_link(node_id);
     loop {
         tokio::select! {
+            Some(frame) = console_frames.recv() => send(socket, &frame).await?,
             frame = socket.recv() => {
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
@@ -311,6 +314,8 @@ async fn session(hub: &AgentHub, socket: &mut WebSocket, node_id: &str) -> Resul
                             AckRecorded::Unknown => tracing::warn!(target: "orchestrator::agent", %node_id, command_id = %ack.command_id, "acknowledgement of an unknown command"),
                         }
                     }
+                    Ok(AgentMessage::ConsoleOutput { session, data }) => hub.consoles().output(node_id, &session, data.to_vec()),
+                    Ok(AgentMessage::ConsoleClosed { session, reason }) => hub.consoles().closed(node_id, &session, reason),
                     Ok(AgentMessage::Hello(_) | AgentMessage::Auth(_)) => return Err("already authenticated".into()),
                     Err(e) => return Err(format!("malformed frame: {e}")),
                 }

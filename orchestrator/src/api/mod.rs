@@ -7,6 +7,7 @@
 mod agent;
 mod attestations;
 mod auth;
+mod console;
 mod hosting;
 mod marketplace;
 mod operator;
@@ -441,6 +442,7 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(auth::routes(state))
         .merge(marketplace::routes())
         .merge(tenant::routes())
+        .merge(console::routes())
         .merge(operator::routes())
         .merge(attestations::routes())
         .merge(hosting::routes())
