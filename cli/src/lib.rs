@@ -2,6 +2,7 @@
 //! publish). It builds without the services: `decloud dev` runs the separate `decloud-dev`
 //! binary, which holds the indexer, the orchestrator and the node agent.
 
+mod access;
 mod attest;
 
 use std::{path::PathBuf, process::ExitCode};

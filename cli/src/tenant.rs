@@ -22,7 +22,7 @@ use decloud_sdk::{
     Error, RevertError,
     api::{
         ErrorBody, NodeSearchResponse, NonceResponse, SessionResponse, TemplateSearchResponse,
-        VerifyRequest, VmRecord,
+        VerifyRequest, VmDetail, VmRecord,
     },
     bindings::{
         LeaseEscrow::{self, LeaseEscrowErrors},
@@ -33,6 +33,7 @@ use decloud_sdk::{
     types::{BandwidthTier, LeaseStatus, QualityTier},
 };
 
+use crate::access::{self, ProfileCommand, VmIdArgs};
 use crate::context::{
     Chain, CliError, GlobalArgs, Plan, Report, Settings, execute, format_usdc, money, usdc_arg,
 };
@@ -62,6 +63,10 @@ pub(crate) enum TenantCommand {
     /// Your VMs, from the orchestrator (needs `decloud login`).
     #[command(subcommand)]
     Vm(VmCommand),
+    /// What your new VMs are set up with: SSH keys, the key passwords are sealed to (needs
+    /// `decloud login`).
+    #[command(subcommand)]
+    Profile(ProfileCommand),
 }
 
 /// Only the global options.
@@ -276,6 +281,14 @@ pub(crate) struct LeaseOpenArgs {
     /// USDC put into the lease, e.g. 5.
     #[arg(long, value_parser = usdc_arg)]
     funding: u64,
+    /// SSH public key file to install for the VM's login user (repeatable); saved in your
+    /// profile before the lease is opened.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    ssh_keys: Vec<PathBuf>,
+    /// Guest port to forward beside 22/tcp and the template's: 8080/tcp, 53/udp, 443/tcp+udp
+    /// (repeatable). The VM gets exactly these.
+    #[arg(long = "port", value_name = "PORT/PROTO")]
+    ports: Vec<String>,
     #[command(flatten)]
     global: GlobalArgs,
 }
@@ -306,11 +319,19 @@ pub(crate) struct LeaseIdArgs {
 pub(crate) enum VmCommand {
     /// Your VMs, newest first.
     List(GlobalOnly),
-    /// One of your VMs.
+    /// One of your VMs, with its address and forwarded ports.
     Show(VmShowArgs),
     /// Attach the terminal to a VM's serial console (detach with Ctrl-]; piped stdin is typed
     /// in as it comes).
     Console(crate::console::VmConsoleArgs),
+    /// Open the VM's generated password with your wallet (one signature) and print it.
+    Credentials(VmIdArgs),
+    /// Stop a running VM (its disk is kept).
+    Stop(VmIdArgs),
+    /// Start a stopped VM.
+    Start(VmIdArgs),
+    /// Reboot a running VM.
+    Reboot(VmIdArgs),
 }
 
 /// `decloud vm show`.
@@ -339,6 +360,11 @@ pub(crate) async fn run(command: TenantCommand) -> Result<(), CliError> {
         TenantCommand::Vm(VmCommand::List(args)) => vm_list(args.global).await,
         TenantCommand::Vm(VmCommand::Show(args)) => vm_show(args).await,
         TenantCommand::Vm(VmCommand::Console(args)) => crate::console::run(args).await,
+        TenantCommand::Vm(VmCommand::Credentials(args)) => access::vm_credentials(args).await,
+        TenantCommand::Vm(VmCommand::Stop(args)) => access::vm_control(args, "stop").await,
+        TenantCommand::Vm(VmCommand::Start(args)) => access::vm_control(args, "start").await,
+        TenantCommand::Vm(VmCommand::Reboot(args)) => access::vm_control(args, "reboot").await,
+        TenantCommand::Profile(command) => access::run_profile(command).await,
     }
 }
 
@@ -460,6 +486,9 @@ async fn withdraw(args: AmountArgs) -> Result<(), CliError> {
 // Leases
 
 async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
+    // Keys, ports and the sealing key are saved first: the VM is created from the chain event,
+    // with the profile in effect at that moment.
+    access::prepare_lease(&args.global, &args.ssh_keys, &args.ports).await?;
     let settings = Settings::from_process(&args.global)?;
     let chain = Chain::with_key(&settings).await?;
     let escrow = escrow(&chain);
@@ -752,7 +781,7 @@ async fn call_api(request: reqwest::RequestBuilder) -> Result<String, CliError> 
 }
 
 /// [`call_api`], reading the answer as the API's reply type `T`.
-async fn call_api_as<T: DeserializeOwned>(
+pub(crate) async fn call_api_as<T: DeserializeOwned>(
     request: reqwest::RequestBuilder,
     what: &str,
 ) -> Result<T, CliError> {
@@ -1064,7 +1093,7 @@ async fn vm_show(args: VmShowArgs) -> Result<(), CliError> {
     let settings = Settings::from_process(&args.global)?;
     let session = current_session(&settings)?;
     let id: String = url::form_urlencoded::byte_serialize(args.vm.as_bytes()).collect();
-    let body: VmRecord = call_api_as(
+    let body: VmDetail = call_api_as(
         reqwest::Client::new()
             .get(endpoint(&settings, &format!("/vms/{id}")))
             .bearer_auth(&session.token),
@@ -1074,7 +1103,8 @@ async fn vm_show(args: VmShowArgs) -> Result<(), CliError> {
     if args.global.json {
         println!("{}", serde_json::to_string_pretty(&body).expect("JSON"));
     } else {
-        print_vm(&body);
+        print_vm(&body.vm);
+        access::print_access(&body);
     }
     Ok(())
 }

@@ -59,7 +59,12 @@ struct DevArgs {
 /// Runs the local network until SIGINT or SIGTERM; returns the process exit code. Errors go to
 /// stderr.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging_with(cli.log.as_deref(), LogFormat::Text, &[]);
+    // The orchestrator runs in this process: its pinned directives keep passwords out of the log.
+    init_logging_with(
+        cli.log.as_deref(),
+        LogFormat::Text,
+        decloud_orchestrator::access::LOG_PINNED,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

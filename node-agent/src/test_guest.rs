@@ -79,8 +79,10 @@ else
     mount -t devpts devpts /dev/pts
     printf 'root:x:0:0:root:/root:/bin/sh\n%s:x:1000:1000::/home/%s:/bin/sh\n' "$user" "$user" > /etc/passwd
     printf 'root:x:0:\n%s:x:1000:\n' "$user" > /etc/group
+    # Locked unless a password hashes ('*' never matches, an empty field would let anyone in).
     hash='*'
-    [ -n "$password" ] && hash="$(cryptpw -m sha512 "$password")"
+    if [ -n "$password" ]; then hash="$(mkpasswd -m sha512 "$password")" || hash='*'; fi
+    [ -n "$hash" ] || hash='*'
     printf 'root:*:1:0:99999:7:::\n%s:%s:1:0:99999:7:::\n' "$user" "$hash" > /etc/shadow
     chmod 600 /etc/shadow
     echo /bin/sh > /etc/shells

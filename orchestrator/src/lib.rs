@@ -16,6 +16,7 @@
 //   `reconcile`, `chain`;
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
+pub mod access;
 pub mod agent;
 pub mod api;
 pub mod attestation;
@@ -51,11 +52,15 @@ const ANCHORING: &str = "anchoring";
 /// serves the API, then drains in-flight requests before returning.
 pub async fn run(args: Args) -> eyre::Result<()> {
     let config = Config::resolve(&args, |k| std::env::var(k).ok())?;
-    decloud_runtime::init_logging(if config.log_json {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
-    });
+    decloud_runtime::init_logging_with(
+        None,
+        if config.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+        access::LOG_PINNED,
+    );
     // Listening before anything starts: a signal during startup also stops gracefully.
     let shutdown = decloud_runtime::shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;

@@ -8,6 +8,7 @@
 //! [`close_lease`].
 
 use crate::{
+    access,
     agent::AgentHub,
     clock::now,
     marketplace,
@@ -18,8 +19,11 @@ use decloud_sdk::agent_protocol::{
     AckOutcome, BandwidthTier, CommandAction, PortProtocol, PortSpec, ReadinessProbe as ProbeSpec,
     VmSpec, VmState as AgentVmState,
 };
+use decloud_sdk::credentials::{self, Credentials};
 use decloud_sdk::types::LeaseStatus;
-use decloud_templates::{Bundle, Readiness as TemplateReadiness, Transport, Vars, render};
+use decloud_templates::{
+    Bundle, Readiness as TemplateReadiness, Transport, Variable, Vars, generate_password, render,
+};
 
 pub use decloud_sdk::types::VmState;
 
@@ -229,6 +233,11 @@ pub async fn provision(
     };
     match guest {
         Ok((user_data, ports, readiness)) => {
+            // The tier the lease paid for; the workload's only for a lease recorded without one.
+            let bandwidth = store
+                .lease_bandwidth(&vm.lease_id)
+                .await?
+                .unwrap_or(workload.bandwidth);
             let spec = VmSpec {
                 id: vm_id.to_string(),
                 image: workload.image.clone(),
@@ -236,7 +245,7 @@ pub async fn provision(
                 memory_mib: vm.memory_gib.saturating_mul(1024),
                 disk_gib: vm.disk_gib,
                 quality: vm.tier,
-                bandwidth: workload.bandwidth,
+                bandwidth,
                 hostname: None,
                 user_data,
                 ports,
@@ -298,65 +307,331 @@ pub async fn adopt(
 
 type GuestSetup = (String, Vec<PortSpec>, Vec<ProbeSpec>);
 
-/// User-data, ports and readiness checks of a VM: rendered from its lease's template when the
-/// lease names one (a template missing from the catalog fails the VM), else the workload's.
+/// User-data, ports and readiness checks of a VM: the lease's template rendered (a template
+/// missing from the catalog fails the VM) or the workload's user-data, with the login user added
+/// ([`access::user_data`]: the tenant's SSH keys in effect now and, when the tenant has a sealing
+/// key, a generated password), and the ports SSH, the template's and the tenant's. The generated
+/// passwords are sealed to the tenant and recorded with the ports before the create command
+/// exists; the user-data is returned sealed for the node ([`access::seal_for_node`]), so no
+/// password is ever stored in clear.
+///
+/// A tenant without a sealing key gets no login password (password login stays locked, SSH keys
+/// work). A template's `${DECLOUD_PASSWORD}` is still generated so its service works, but it is
+/// kept nowhere: nobody can read it (the tenant can reset it over SSH, or register a sealing key
+/// before the next lease).
 async fn guest_setup(
     store: &Store,
     vm: &VmRecord,
     workload: &Workload,
 ) -> Result<Result<GuestSetup, String>, LifecycleError> {
-    let Some(template_id) = store.lease_template(&vm.lease_id).await? else {
-        return Ok(Ok((workload.user_data.clone(), Vec::new(), Vec::new())));
+    let profile = store.profile(&vm.tenant).await?;
+    let bundle = match store.lease_template(&vm.lease_id).await? {
+        None => None,
+        Some(template_id) => {
+            let template = store
+                .template(&template_id)
+                .await?
+                .filter(|t| t.template_id.as_deref() == Some(&template_id));
+            let Some(content) = template.and_then(|t| t.content) else {
+                return Ok(Err(format!("template {template_id} is not in the catalog")));
+            };
+            match Bundle::from_content(content.as_bytes()) {
+                Ok(bundle) => Some((template_id, bundle)),
+                Err(e) => {
+                    return Ok(Err(format!(
+                        "template {template_id} cannot be rendered: {e}"
+                    )));
+                }
+            }
+        }
     };
-    let template = store
-        .template(&template_id)
-        .await?
-        .filter(|t| t.template_id.as_deref() == Some(&template_id));
-    let Some(content) = template.and_then(|t| t.content) else {
-        return Ok(Err(format!("template {template_id} is not in the catalog")));
-    };
-    let rendered = (|| {
-        let bundle = Bundle::from_content(content.as_bytes()).map_err(|e| e.to_string())?;
+    let needs_template_password = bundle.as_ref().is_some_and(|(_, b)| {
+        b.user_data
+            .contains(&format!("${{{}}}", Variable::Password.name()))
+    });
+    let prepared = (|| {
         let vars = Vars::new(&vm.vm_id, &vm.vm_id, &vm.lease_id, &vm.node_id, &vm.tenant)
             .map_err(|e| e.to_string())?;
-        let user_data = render(&bundle, &vars)
-            .map_err(|e| e.to_string())?
-            .as_str()
-            .to_string();
-        let ports = bundle
-            .manifest
-            .ports
-            .iter()
-            .filter_map(|p| {
-                Some(PortSpec {
-                    guest: u16::try_from(p.port).ok()?,
-                    protocol: match p.protocol.transport() {
-                        Transport::Tcp => PortProtocol::Tcp,
-                        Transport::Udp => PortProtocol::Udp,
-                    },
-                })
-            })
-            .collect();
-        let readiness = bundle
-            .manifest
-            .readiness
-            .iter()
-            .filter_map(|r| {
-                Some(match r {
-                    TemplateReadiness::CloudInit => ProbeSpec::CloudInit,
-                    TemplateReadiness::Tcp { port } => ProbeSpec::Tcp {
-                        port: u16::try_from(*port).ok()?,
-                    },
-                    TemplateReadiness::Http { port, path, .. } => ProbeSpec::Http {
-                        port: u16::try_from(*port).ok()?,
-                        path: path.clone(),
-                    },
-                })
-            })
-            .collect();
-        Ok::<_, String>((user_data, ports, readiness))
+        let (base, template_ports, readiness) = match &bundle {
+            None => (workload.user_data.clone(), Vec::new(), Vec::new()),
+            Some((template_id, bundle)) => {
+                let rendered = render(bundle, &vars)
+                    .map_err(|e| format!("template {template_id} cannot be rendered: {e}"))?;
+                (
+                    rendered.into_string(),
+                    template_ports(bundle),
+                    template_readiness(bundle),
+                )
+            }
+        };
+        let credentials = match &profile.sealing_key {
+            None => None,
+            Some(key) => {
+                let password = generate_password().map_err(|e| e.to_string())?;
+                let credentials = Credentials {
+                    user: access::LOGIN_USER.to_string(),
+                    password,
+                    template_password: needs_template_password.then(|| vars.password().to_string()),
+                };
+                let sealed = credentials::seal(key, &vm.vm_id, &credentials)
+                    .map_err(|e| format!("credentials cannot be sealed: {e}"))?;
+                Some((key.clone(), sealed, credentials.password))
+            }
+        };
+        let user_data = access::user_data(
+            &base,
+            &profile.ssh_keys,
+            credentials.as_ref().map(|(_, _, p)| p.as_str()),
+        )
+        .map_err(|e| e.to_string())?;
+        let user_data = access::seal_for_node(&vm.vm_id, &user_data)
+            .map_err(|e| format!("user-data cannot be sealed: {e}"))?;
+        let ports = access::vm_ports(&template_ports, &profile.ports);
+        Ok::<_, String>((
+            user_data,
+            ports,
+            readiness,
+            credentials.map(|(key, sealed, _)| (key, sealed)),
+        ))
     })();
-    Ok(rendered.map_err(|e| format!("template {template_id} cannot be rendered: {e}")))
+    let (user_data, ports, readiness, sealed) = match prepared {
+        Ok(p) => p,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    store
+        .record_vm_setup(
+            &vm.vm_id,
+            access::LOGIN_USER,
+            &ports,
+            sealed.as_ref().map(|(k, s)| (k.as_str(), s.as_str())),
+            now(),
+        )
+        .await?;
+    Ok(Ok((user_data, ports, readiness)))
+}
+
+/// Puts a waiting create command's user-data together again when this process cannot open it
+/// (it was sealed by an earlier run; [`access`] keeps that key in memory only): new passwords,
+/// sealed to the tenant again, the profile in effect now, and the command's action replaced
+/// while it is still unacknowledged. Returns the new action (sealed for the node), or `None`
+/// when the VM or its setup is gone and the command cannot be sent.
+pub async fn reseal_create(
+    store: &Store,
+    command_id: &str,
+    spec: VmSpec,
+) -> Result<Option<CommandAction>, LifecycleError> {
+    let Some(vm) = store.vm(&spec.id).await? else {
+        return Ok(None);
+    };
+    // The orchestrator's own workload user-data is empty; a template's is rendered again.
+    let workload = Workload {
+        image: spec.image.clone(),
+        user_data: String::new(),
+        bandwidth: spec.bandwidth,
+        grace_secs: 0,
+        // Only guest setup reads this workload: placement timing does not apply.
+        reconnect_grace_until: 0,
+    };
+    let Ok((user_data, ports, readiness)) = guest_setup(store, &vm, &workload).await? else {
+        return Ok(None);
+    };
+    let action = CommandAction::CreateVm {
+        spec: VmSpec {
+            user_data,
+            ports,
+            readiness,
+            ..spec
+        },
+    };
+    let json = serde_json::to_string(&action).expect("actions serialize");
+    if !store.replace_command_action(command_id, &json).await? {
+        return Ok(None);
+    }
+    tracing::warn!(target: "orchestrator::lifecycle", vm_id = %vm.vm_id, command_id, "create command sealed by an earlier run: credentials generated again");
+    Ok(Some(action))
+}
+
+fn template_ports(bundle: &Bundle) -> Vec<PortSpec> {
+    bundle
+        .manifest
+        .ports
+        .iter()
+        .filter_map(|p| {
+            Some(PortSpec {
+                guest: u16::try_from(p.port).ok()?,
+                protocol: match p.protocol.transport() {
+                    Transport::Tcp => PortProtocol::Tcp,
+                    Transport::Udp => PortProtocol::Udp,
+                },
+            })
+        })
+        .collect()
+}
+
+fn template_readiness(bundle: &Bundle) -> Vec<ProbeSpec> {
+    bundle
+        .manifest
+        .readiness
+        .iter()
+        .filter_map(|r| {
+            Some(match r {
+                TemplateReadiness::CloudInit => ProbeSpec::CloudInit,
+                TemplateReadiness::Tcp { port } => ProbeSpec::Tcp {
+                    port: u16::try_from(*port).ok()?,
+                },
+                TemplateReadiness::Http { port, path, .. } => ProbeSpec::Http {
+                    port: u16::try_from(*port).ok()?,
+                    path: path.clone(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// What a tenant asks of a running or stopped VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Shut the guest down; its disk is kept.
+    Stop,
+    /// Start a stopped VM again.
+    Start,
+    /// Power-cycle a running VM.
+    Reboot,
+}
+
+impl Control {
+    /// The verb, as in the API path.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Start => "start",
+            Self::Reboot => "reboot",
+        }
+    }
+}
+
+/// Why a tenant's control request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The VM is not in a state where the request makes sense.
+    #[error("cannot {control} a vm that is {state}: {hint}", control = .control.as_str(), state = .state.as_str())]
+    WrongState {
+        /// The request.
+        control: Control,
+        /// The VM's state.
+        state: VmState,
+        /// What would work.
+        hint: &'static str,
+    },
+    /// The lease that pays for the VM ended or ran out of funds.
+    #[error("cannot start the vm: {0}")]
+    Unpaid(&'static str),
+    /// The lifecycle refused or the store failed.
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        Self::Lifecycle(e.into())
+    }
+}
+
+/// Carries out a tenant's stop, start or reboot of a VM (ownership is the caller's check):
+/// Running → Stopping (→ Stopped on the node's acknowledgement) for a stop, Stopped →
+/// Provisioning (→ Running) for a start, and a power cycle of a Running VM that keeps its
+/// state. Each is queued as a command for the node with the state change. A VM its tenant
+/// stopped stays stopped until its tenant starts it (the lifecycle's resume after a top-up
+/// leaves it alone).
+pub async fn control(
+    store: &Store,
+    agents: &AgentHub,
+    vm_id: &str,
+    request: Control,
+) -> Result<VmRecord, ControlError> {
+    let (vm, state) = current(store, vm_id).await?;
+    let wrong = |hint| ControlError::WrongState {
+        control: request,
+        state,
+        hint,
+    };
+    // Unique per request: the node runs each command once, by id.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let command_id = format!("{}-{vm_id}-tenant-{stamp}", request.as_str());
+    match request {
+        Control::Stop => {
+            if state != VmState::Running {
+                return Err(wrong("only a running vm can be stopped"));
+            }
+            store.set_vm_held(vm_id, true, now()).await?;
+            let action = CommandAction::StopVm {
+                vm_id: vm_id.to_string(),
+            };
+            if let Err(e) = transition(
+                store,
+                vm_id,
+                VmState::Stopping,
+                None,
+                Some((&command_id, &action)),
+            )
+            .await
+            {
+                store.set_vm_held(vm_id, false, now()).await?;
+                return Err(e.into());
+            }
+        }
+        Control::Start => {
+            if state != VmState::Stopped {
+                return Err(wrong("only a stopped vm can be started"));
+            }
+            match store.lease(&vm.lease_id).await? {
+                Some(l) if l.status == LeaseStatus::Active => {}
+                _ => return Err(ControlError::Unpaid("its lease has ended")),
+            }
+            if store
+                .lease_depleted_at(&vm.lease_id)
+                .await?
+                .is_some_and(|d| now() >= d)
+            {
+                return Err(ControlError::Unpaid(
+                    "its lease has run out of funds; top it up and it starts again",
+                ));
+            }
+            let action = CommandAction::StartVm {
+                vm_id: vm_id.to_string(),
+            };
+            transition(
+                store,
+                vm_id,
+                VmState::Provisioning,
+                None,
+                Some((&command_id, &action)),
+            )
+            .await?;
+            store.set_vm_held(vm_id, false, now()).await?;
+        }
+        Control::Reboot => {
+            if state != VmState::Running {
+                return Err(wrong("only a running vm can be rebooted"));
+            }
+            let action = serde_json::to_string(&CommandAction::RebootVm {
+                vm_id: vm_id.to_string(),
+            })
+            .expect("actions serialize");
+            if !store
+                .queue_vm_command(vm_id, VmState::Running, &command_id, &action, now())
+                .await?
+            {
+                return Err(LifecycleError::Conflict(vm_id.to_string()).into());
+            }
+        }
+    }
+    tracing::info!(target: "orchestrator::lifecycle", vm_id, request = request.as_str(), "tenant control queued");
+    agents.wake(&vm.node_id);
+    Ok(store.vm(vm_id).await?.expect("vm exists"))
 }
 
 /// Acts on everything the chain recorded: provisions Pending VMs, removes the VMs of closed or
@@ -422,6 +697,10 @@ pub async fn drive(
             continue;
         };
         if now < depleted {
+            // A VM its tenant stopped waits for its tenant, not for the funds.
+            if store.vm_held(&vm_id).await? {
+                continue;
+            }
             let command_id = format!("start-{vm_id}-{depleted}");
             let action = CommandAction::StartVm {
                 vm_id: vm_id.clone(),

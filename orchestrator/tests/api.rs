@@ -287,6 +287,12 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/vms", "get"),
         ("/api/v1/vms/{vm_id}", "get"),
         ("/api/v1/vms/{vm_id}/console", "get"),
+        ("/api/v1/vms/{vm_id}/credentials", "get"),
+        ("/api/v1/vms/{vm_id}/stop", "post"),
+        ("/api/v1/vms/{vm_id}/start", "post"),
+        ("/api/v1/vms/{vm_id}/reboot", "post"),
+        ("/api/v1/profile", "get"),
+        ("/api/v1/profile", "put"),
         ("/api/v1/operator/nodes", "get"),
         ("/api/v1/operator/nodes/{node_id}", "get"),
         ("/api/v1/templates", "get"),
@@ -305,12 +311,24 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        24,
+        29,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );
     assert!(r.body["components"]["securitySchemes"]["session"].is_object());
     assert!(r.body["components"]["schemas"]["ErrorBody"].is_object());
+    for schema in [
+        "VmDetail",
+        "VmAccess",
+        "PortForward",
+        "Profile",
+        "SealedCredentials",
+    ] {
+        assert!(
+            r.body["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
+    }
     assert!(paths["/api/v1/vms"]["get"]["security"].is_array());
 }
 

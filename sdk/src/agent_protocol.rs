@@ -401,6 +401,7 @@ impl BandwidthTier {
 
 /// Transport protocol of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PortProtocol {
     /// TCP.
@@ -420,6 +421,7 @@ impl fmt::Display for PortProtocol {
 
 /// A port the tenant's workload listens on inside the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PortSpec {
     /// Port inside the guest.
     pub guest: u16,
@@ -430,6 +432,7 @@ pub struct PortSpec {
 /// A guest port reachable from outside the node: `public` on the node's public address is
 /// forwarded by the node's kernel to `guest` inside the VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PortForward {
     /// Port inside the guest.
     pub guest: u16,

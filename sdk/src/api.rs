@@ -617,6 +617,132 @@ pub struct DistributeRequest {
     pub regions: Vec<String>,
 }
 
+/// A tenant's profile: what every VM created for the tenant from now on is set up with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Profile {
+    /// OpenSSH public keys installed for the VM's login user.
+    pub ssh_keys: Vec<String>,
+    /// X25519 public key (`0x` + 64 hex digits) that generated passwords are sealed to; derived
+    /// from the tenant's wallet ([`crate::credentials`]). Without one no password is generated.
+    #[serde(default)]
+    pub sealing_key: Option<String>,
+    /// Guest ports forwarded from the node for the tenant's next VMs, beside port 22/tcp and the
+    /// template's.
+    #[serde(default)]
+    pub ports: Vec<crate::agent_protocol::PortSpec>,
+}
+
+/// A change of the caller's profile: each field present replaces the stored one, absent fields
+/// are kept. Everything is checked first; one bad value changes nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdate {
+    /// New SSH public keys (at most 32, each an OpenSSH `authorized_keys` line).
+    #[serde(default)]
+    pub ssh_keys: Option<Vec<String>>,
+    /// New sealing public key.
+    #[serde(default)]
+    pub sealing_key: Option<String>,
+    /// New guest ports (no duplicates, port 1–65535).
+    #[serde(default)]
+    pub ports: Option<Vec<crate::agent_protocol::PortSpec>>,
+}
+
+/// How a tenant reaches a VM: the node's public address, the ports forwarded to the guest, the
+/// guest's own addresses as the node sees them, and the login user.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmAccess {
+    /// Address (IP or DNS name) of the node at which the forwarded ports answer, as its agent
+    /// last reported it.
+    #[serde(default)]
+    pub public_address: Option<String>,
+    /// Guest addresses known to the node.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Guest ports reachable at `public_address`.
+    #[serde(default)]
+    pub forwards: Vec<crate::agent_protocol::PortForward>,
+    /// Guest ports the VM was created to expose (port 22/tcp, the template's, the tenant's).
+    #[serde(default)]
+    pub ports: Vec<crate::agent_protocol::PortSpec>,
+    /// The user cloud-init creates, with the tenant's SSH keys.
+    #[serde(default)]
+    pub login_user: Option<String>,
+    /// Whether sealed credentials exist (`GET /vms/{id}/credentials`).
+    #[serde(default)]
+    pub has_credentials: bool,
+    /// `ssh -p <port> <user>@<address>`, when port 22 is forwarded.
+    #[serde(default)]
+    pub ssh_command: Option<String>,
+}
+
+/// One VM with how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmDetail {
+    /// The VM.
+    #[serde(flatten)]
+    pub vm: VmRecord,
+    /// How to reach it.
+    pub access: VmAccess,
+}
+
+/// A VM's generated passwords, sealed to its tenant's key: only the tenant's wallet opens them
+/// ([`crate::credentials::SealingKey::open`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SealedCredentials {
+    /// VM id (the associated data of the seal).
+    pub vm_id: String,
+    /// HPKE suite.
+    pub suite: String,
+    /// The sealing public key it was sealed to.
+    pub sealing_key: String,
+    /// `hpke-v1:` + base64 of the encapsulated key and the ciphertext.
+    pub sealed: String,
+    /// When it was sealed, unix seconds.
+    pub created_at: i64,
+}
+
+/// Parses a tenant's port request: `8080/tcp`, `53/udp`, `443/tcp+udp` (both), or a bare port
+/// for TCP.
+pub fn parse_port_request(text: &str) -> Result<Vec<crate::agent_protocol::PortSpec>, String> {
+    use crate::agent_protocol::{PortProtocol, PortSpec};
+    let (port, protocol) = text.trim().split_once('/').unwrap_or((text.trim(), "tcp"));
+    let guest: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("port {port:?} is not a number from 1 to 65535"))?;
+    let protocols: &[PortProtocol] = match protocol {
+        "tcp" => &[PortProtocol::Tcp],
+        "udp" => &[PortProtocol::Udp],
+        "tcp+udp" | "udp+tcp" => &[PortProtocol::Tcp, PortProtocol::Udp],
+        other => return Err(format!("protocol {other:?} is not tcp, udp or tcp+udp")),
+    };
+    Ok(protocols
+        .iter()
+        .map(|&protocol| PortSpec { guest, protocol })
+        .collect())
+}
+
+/// Checks a list of requested ports: no port 0, no port twice for the same protocol.
+pub fn check_ports(ports: &[crate::agent_protocol::PortSpec]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for p in ports {
+        if p.guest == 0 {
+            return Err("port 0 is not a port: use 1 to 65535".into());
+        }
+        if !seen.insert((p.guest, p.protocol)) {
+            return Err(format!("port {}/{} is listed twice", p.guest, p.protocol));
+        }
+    }
+    Ok(())
+}
+
 impl From<crate::attestation::SignedAttestation> for AttestationView {
     fn from(a: crate::attestation::SignedAttestation) -> Self {
         Self {
@@ -676,6 +802,46 @@ mod tests {
         assert_eq!(json["reputation"]["online"], true);
         let back: NodeListing = serde_json::from_value(json).unwrap();
         assert_eq!(back, listing);
+    }
+
+    #[test]
+    fn port_requests_parse_and_bad_ones_are_refused() {
+        use crate::agent_protocol::{PortProtocol::*, PortSpec};
+        assert_eq!(
+            parse_port_request("8080/tcp").unwrap(),
+            vec![PortSpec {
+                guest: 8080,
+                protocol: Tcp
+            }]
+        );
+        assert_eq!(
+            parse_port_request("53/tcp+udp").unwrap(),
+            vec![
+                PortSpec {
+                    guest: 53,
+                    protocol: Tcp
+                },
+                PortSpec {
+                    guest: 53,
+                    protocol: Udp
+                }
+            ]
+        );
+        for bad in ["0/tcp", "65536/udp", "x/tcp", "80/sctp", "-1"] {
+            assert!(parse_port_request(bad).is_err(), "{bad}");
+        }
+        let twice = [PortSpec {
+            guest: 80,
+            protocol: Tcp,
+        }; 2];
+        assert!(check_ports(&twice).is_err());
+        assert!(
+            check_ports(&[PortSpec {
+                guest: 0,
+                protocol: Udp
+            }])
+            .is_err()
+        );
     }
 
     #[test]

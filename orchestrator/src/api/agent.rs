@@ -184,6 +184,17 @@ async fn deliver(
                 continue;
             }
         };
+        // User-data waits sealed in the store; it is opened only on its way out.
+        let action = match crate::access::open_for_node(action.clone()) {
+            Ok(a) => a,
+            Err(e) => match reseal(hub, &command.command_id, action).await {
+                Some(a) => a,
+                None => {
+                    access_lost(hub, node_id, &command.command_id, &e.to_string()).await?;
+                    continue;
+                }
+            },
+        };
         let msg = ServerMessage::Command(proto::Command {
             id: command.command_id.clone(),
             action,
@@ -195,6 +206,46 @@ async fn deliver(
             .map_err(|e| e.to_string())?;
         tracing::debug!(target: "orchestrator::agent", %node_id, command_id = %command.command_id, attempt = command.attempts + 1, "command sent");
         awaiting.insert(command.command_id);
+    }
+    Ok(())
+}
+
+/// A create command sealed by an earlier run of the orchestrator, put together again and opened.
+async fn reseal(hub: &AgentHub, command_id: &str, action: CommandAction) -> Option<CommandAction> {
+    let CommandAction::CreateVm { spec } = action else {
+        return None;
+    };
+    match lifecycle::reseal_create(hub.store(), command_id, spec).await {
+        Ok(Some(action)) => crate::access::open_for_node(action).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(target: "orchestrator::agent", command_id, error = %e, "create command could not be sealed again");
+            None
+        }
+    }
+}
+
+/// A create command whose user-data cannot be opened nor put together again: it can never be
+/// sent, so it is settled as failed and its VM fails saying why.
+async fn access_lost(
+    hub: &AgentHub,
+    node_id: &str,
+    command_id: &str,
+    error: &str,
+) -> Result<(), String> {
+    tracing::error!(target: "orchestrator::agent", %node_id, command_id, error, "create command cannot be opened");
+    let outcome = proto::AckOutcome::Failed {
+        error: "this VM's setup could not be put together again after the orchestrator \
+                restarted before it reached the node; open a new lease"
+            .into(),
+    };
+    let json = serde_json::to_string(&outcome).expect("outcomes always serialize");
+    hub.store()
+        .ack_command(node_id, command_id, &json, now())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = lifecycle::on_command_acked(hub.store(), command_id, &outcome).await {
+        tracing::error!(target: "orchestrator::agent", %node_id, command_id, error = %e, "could not fail the vm");
     }
     Ok(())
 }
@@ -216,6 +267,9 @@ async fn on_heartbeat(
             .map_err(|e| e.to_string())?;
         *points = Some(hb.resources.compute_points);
     }
+    crate::access::record_heartbeat(hub.store(), node_id, hb, now())
+        .await
+        .map_err(|e| e.to_string())?;
     let missed = hub
         .store()
         .record_heartbeat(node_id, now())

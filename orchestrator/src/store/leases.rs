@@ -83,6 +83,33 @@ impl Store {
         })
     }
 
+    /// The bandwidth tier a lease pays for, as its `LeaseOpened` event stated it; `None` for a
+    /// lease recorded without one.
+    pub async fn lease_bandwidth(
+        &self,
+        lease_id: &str,
+    ) -> Result<Option<decloud_sdk::types::BandwidthTier>, StoreError> {
+        let row = sqlx::query("SELECT bandwidth FROM leases WHERE lease_id = $1")
+            .bind(lease_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(value) = row
+            .map(|r| r.try_get::<Option<i64>, _>("bandwidth"))
+            .transpose()?
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        u8::try_from(value)
+            .ok()
+            .and_then(|b| decloud_sdk::types::BandwidthTier::try_from(b).ok())
+            .map(Some)
+            .ok_or(StoreError::Corrupt {
+                column: "bandwidth",
+                value: value.to_string(),
+            })
+    }
+
     /// When an active lease's funds run out, unix seconds: `None` for a lease that is not active
     /// or whose funding the chain has not told.
     pub async fn lease_depleted_at(&self, lease_id: &str) -> Result<Option<i64>, StoreError> {

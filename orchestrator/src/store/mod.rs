@@ -5,11 +5,12 @@
 //! concurrency so several orchestrator replicas can share one PostgreSQL database.
 //!
 //! This is the bottom layer of the orchestrator and holds every SQL statement of the crate, split
-//! by domain: [`nodes`], [`liveness`], [`leases`], [`vms`], [`commands`], [`sessions`],
+//! by domain: [`access`], [`nodes`], [`liveness`], [`leases`], [`vms`], [`commands`], [`sessions`],
 //! [`templates`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
 //! caller's transaction (the chain follower's); the rest are methods of [`Store`]. It depends on
 //! nothing above it: the services and the HTTP layer call it, never the reverse.
 
+mod access;
 mod attestations;
 mod commands;
 mod leases;
@@ -19,6 +20,7 @@ mod sessions;
 mod templates;
 mod vms;
 
+pub use access::{Profile, SealedCredentials, VmAccess};
 pub use attestations::{Attestor, BatchRecord, append};
 pub use commands::{AckRecorded, CommandRecord};
 pub use leases::{LeaseFunding, LeaseOpened, LeaseRecord};

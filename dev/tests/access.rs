@@ -1,0 +1,515 @@
+//! A tenant reaches and logs into the VM they rent, end to end and on real parts: `decloud-dev`
+//! with its node agent on QEMU guests (libvirt's system connection, the agent's NAT network,
+//! iptables forwards), and the `decloud` CLI as the tenant. The tenant opens a lease with an SSH
+//! key; the test logs in with OpenSSH through the forwarded port at the node's public address,
+//! then with the password the tenant's wallet unseals; stop, start and reboot; closing the lease
+//! deletes the VM and its forwarding rules.
+//!
+//! CI runs it on the busybox test guest (dropbear serves its SSH, set up from the same user-data
+//! cloud-init would read); `scripts/test --long` runs it on the Debian 12 guest image
+//! (`scripts/guest-image`), which boots under software emulation in minutes.
+//!
+//! Needs root (libvirt's system connection, iptables), libvirtd running, and `decloud` built
+//! beside `decloud-dev` (`cargo test --workspace` builds both).
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The guest a run boots.
+struct Guest {
+    /// A directory in the layout of `scripts/guest-image` (image.toml naming disk, kernel,
+    /// initramfs and command line).
+    image_dir: PathBuf,
+    /// How long a boot may take until SSH answers.
+    boot: Duration,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Guest {
+    /// The busybox test guest: the host's kernel, an initramfs with busybox and dropbear, and an
+    /// empty disk.
+    fn busybox() -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        let kernel = decloud_node_agent::test_guest::find_kernel().unwrap();
+        let release = decloud_node_agent::test_guest::kernel_release(&kernel).unwrap();
+        let initrd = dir.join("initrd.img");
+        decloud_node_agent::test_guest::build_initramfs(&release, &initrd).unwrap();
+        let disk = dir.join("disk.qcow2");
+        decloud_node_agent::create_blank_qcow2(&disk, 64).unwrap();
+        std::fs::write(
+            dir.join("image.toml"),
+            format!(
+                "[images.busybox]\nbase = \"{}\"\nkernel = \"{}\"\ninitrd = \"{}\"\ncmdline = \"{}\"\n",
+                disk.display(),
+                kernel.display(),
+                initrd.display(),
+                decloud_node_agent::test_guest::CMDLINE,
+            ),
+        )
+        .unwrap();
+        // The agent's QEMU (run by libvirtd as its own user) must read them.
+        let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir).status();
+        Self {
+            image_dir: dir.to_path_buf(),
+            boot: Duration::from_secs(240),
+            _temp: Some(temp),
+        }
+    }
+
+    /// The Debian 12 image: `$DECLOUD_GUEST_IMAGE` (set by `scripts/test --long`), else built
+    /// (or reused from the cache) by `scripts/guest-image`.
+    fn debian() -> Self {
+        let image_dir = match std::env::var_os("DECLOUD_GUEST_IMAGE") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let script = repo_root().join("scripts/guest-image");
+                let out = Command::new(&script)
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{} failed", script.display());
+                PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+            }
+        };
+        Self {
+            image_dir,
+            // cloud-init's first boot under TCG on a busy 2-core machine.
+            boot: Duration::from_secs(900),
+            _temp: None,
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `decloud-dev` running, stopped (SIGTERM, which deletes its VMs) when dropped.
+struct Dev {
+    child: Child,
+    rpc_url: String,
+    orchestrator_url: String,
+    deployments: tempfile::TempDir,
+    node_id: String,
+    tenant_key: String,
+    log: PathBuf,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+fn start_dev(guest: &Guest, logs: &Path) -> Dev {
+    let deployments = tempfile::tempdir().unwrap();
+    let (chain, orchestrator) = (free_port(), free_port());
+    let log = logs.join("decloud-dev.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_decloud-dev"))
+        .args(["--accounts", "3", "--no-indexer"])
+        .args(["--port", &chain.to_string()])
+        .args(["--orchestrator-port", &orchestrator.to_string()])
+        .arg("--deployments-dir")
+        .arg(deployments.path())
+        .args(["--agent-libvirt-uri", "qemu:///system"])
+        .arg("--agent-image")
+        .arg(&guest.image_dir)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let started = Instant::now();
+    while !reader.is_finished() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "decloud dev exited early with {status}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            panic!("decloud dev did not come up; its log: {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let summary = reader.join().unwrap().join("\n");
+    let node_id = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("node id"))
+        .unwrap_or_else(|| panic!("no node id in {summary}"))
+        .trim()
+        .to_owned();
+    // "  (2) 0xADDRESS 0xKEY": anvil's account 2 rents (1 operates the node).
+    let tenant_key = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("(2) "))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no account 2 in {summary}"))
+        .to_owned();
+    Dev {
+        child,
+        rpc_url: format!("http://127.0.0.1:{chain}"),
+        orchestrator_url: format!("http://127.0.0.1:{orchestrator}"),
+        deployments,
+        node_id,
+        tenant_key,
+        log,
+    }
+}
+
+/// The tenant's `decloud`.
+struct Tenant<'a> {
+    dev: &'a Dev,
+    config_home: tempfile::TempDir,
+}
+
+impl Tenant<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        let decloud = Path::new(env!("CARGO_BIN_EXE_decloud-dev")).with_file_name("decloud");
+        assert!(
+            decloud.exists(),
+            "{} is missing: build it with `cargo build -p decloud-cli`",
+            decloud.display()
+        );
+        Command::new(decloud)
+            .args(args)
+            .args(["--network", "anvil", "--rpc-url", &self.dev.rpc_url])
+            .arg("--deployments-dir")
+            .arg(self.dev.deployments.path())
+            .args(["--orchestrator", &self.dev.orchestrator_url])
+            .env("XDG_CONFIG_HOME", self.config_home.path())
+            .env("DECLOUD_PRIVATE_KEY", &self.dev.tenant_key)
+            .env("DECLOUD_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `decloud ARGS --yes --json`, which must succeed.
+    fn ok(&self, args: &[&str]) -> Value {
+        let out = self.run(&[args, &["--yes", "--json"]].concat());
+        assert!(
+            out.status.success(),
+            "decloud {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "decloud {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Polls `decloud vm show` until `done` accepts it (the VM appears once the orchestrator has
+    /// seen the lease's opening on chain).
+    fn wait_for_vm(
+        &self,
+        vm: &str,
+        what: &str,
+        bound: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + bound;
+        loop {
+            let out = self.run(&["vm", "show", vm, "--json"]);
+            let shown: Value = if out.status.success() {
+                serde_json::from_slice(&out.stdout).unwrap()
+            } else {
+                Value::String(String::from_utf8_lossy(&out.stderr).into_owned())
+            };
+            if done(&shown) {
+                return shown;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vm {vm} never became {what}: {shown}; see {}",
+                self.dev.log.display()
+            );
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+}
+
+/// How the test logs in.
+enum Login<'a> {
+    Key(&'a Path),
+    Password(&'a Path),
+}
+
+/// Runs `command` on the guest over SSH; `None` when the login or the command fails.
+fn ssh(address: &str, port: u16, user: &str, login: &Login<'_>, command: &str) -> Option<String> {
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+    ])
+    .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"])
+    .args(["-p", &port.to_string()])
+    .stdin(Stdio::null());
+    match login {
+        Login::Key(key) => {
+            cmd.args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
+                .arg(key);
+        }
+        Login::Password(askpass) => {
+            // OpenSSH asks SSH_ASKPASS for the password when forced to: no terminal needed.
+            cmd.args(["-o", "PubkeyAuthentication=no"])
+                .args([
+                    "-o",
+                    "PreferredAuthentications=password,keyboard-interactive",
+                ])
+                .env("SSH_ASKPASS", askpass)
+                .env("SSH_ASKPASS_REQUIRE", "force")
+                .env("DISPLAY", ":0");
+        }
+    }
+    let out = cmd
+        .arg(format!("{user}@{address}"))
+        .arg(command)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Retries [`ssh`] until it answers (the guest boots, or comes back after a stop or reboot).
+fn ssh_until(
+    address: &str,
+    port: u16,
+    user: &str,
+    login: &Login<'_>,
+    command: &str,
+    bound: Duration,
+) -> String {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(out) = ssh(address, port, user, login, command) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ssh -p {port} {user}@{address} {command:?} never succeeded"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+fn iptables_rules() -> String {
+    let out = Command::new("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tenant_reaches_and_logs_into_the_vm(guest: &Guest) {
+    let temp = tempfile::tempdir().unwrap();
+    let key = temp.path().join("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "tenant@test", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let public_key = key.with_extension("pub");
+
+    let dev = start_dev(guest, temp.path());
+    let tenant = Tenant {
+        dev: &dev,
+        config_home: tempfile::tempdir().unwrap(),
+    };
+    tenant.ok(&["login"]);
+    tenant.ok(&["deposit", "20"]);
+    let opened = tenant.ok(&[
+        "lease",
+        "open",
+        "--node",
+        &dev.node_id,
+        "--funding",
+        "5",
+        "--ssh-key",
+        public_key.to_str().unwrap(),
+        "--port",
+        "80/tcp",
+    ]);
+    let opened_at = Instant::now();
+    let lease = opened["lease"].as_str().unwrap().to_owned();
+    let vm = format!("vm-{lease}");
+
+    // Running, with port 22 forwarded at the node's public address.
+    let shown = tenant.wait_for_vm(&vm, "running with port 22 forwarded", guest.boot, |v| {
+        v["state"] == "running"
+            && v["access"]["forwards"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["guest"] == 22))
+    });
+    let access = &shown["access"];
+    let address = access["public_address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the node reported no public address: {shown}"))
+        .to_owned();
+    let public = |guest_port: u16| -> u16 {
+        let forward = access["forwards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["guest"] == guest_port)
+            .unwrap_or_else(|| panic!("guest port {guest_port} is not forwarded: {shown}"));
+        u16::try_from(forward["public"].as_u64().unwrap()).unwrap()
+    };
+    let ssh_port = public(22);
+    assert_ne!(public(80), ssh_port, "{shown}");
+    let user = access["login_user"].as_str().unwrap().to_owned();
+    assert!(
+        access["ssh_command"]
+            .as_str()
+            .is_some_and(|c| c.contains(&format!("-p {ssh_port}")) && c.contains(&address)),
+        "{shown}"
+    );
+
+    // In with the key the lease was opened with, through the kernel's forward.
+    let with_key = Login::Key(&key);
+    let answer = ssh_until(
+        &address,
+        ssh_port,
+        &user,
+        &with_key,
+        "echo in-as-$(id -un)",
+        guest.boot,
+    );
+    assert_eq!(answer, format!("in-as-{user}"));
+    // Reported for scripts/bench-ssh-ready (BENCHMARKS.md), never asserted.
+    println!(
+        "bench: lease opened -> ssh reachable: {:.1} s",
+        opened_at.elapsed().as_secs_f64()
+    );
+
+    // In with the password only the tenant's wallet can unseal.
+    let credentials = tenant.ok(&["vm", "credentials", &vm]);
+    assert_eq!(credentials["user"], user.as_str(), "{credentials}");
+    let password = credentials["password"].as_str().unwrap();
+    assert!(!password.is_empty());
+    let askpass = temp.path().join("askpass");
+    std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
+    let _ = Command::new("chmod").arg("700").arg(&askpass).status();
+    let with_password = Login::Password(&askpass);
+    assert_eq!(
+        ssh(
+            &address,
+            ssh_port,
+            &user,
+            &with_password,
+            "echo by-password"
+        )
+        .as_deref(),
+        Some("by-password")
+    );
+    // A wrong password is refused (the login above was not open to anyone).
+    let wrong = temp.path().join("wrong");
+    std::fs::write(&wrong, "#!/bin/sh\necho not-the-password\n").unwrap();
+    let _ = Command::new("chmod").arg("700").arg(&wrong).status();
+    assert_eq!(
+        ssh(&address, ssh_port, &user, &Login::Password(&wrong), "true"),
+        None
+    );
+
+    // Stop: the VM goes down and SSH with it; start: back, same forward.
+    tenant.ok(&["vm", "stop", &vm]);
+    tenant.wait_for_vm(&vm, "stopped", Duration::from_secs(180), |v| {
+        v["state"] == "stopped"
+    });
+    assert_eq!(ssh(&address, ssh_port, &user, &with_key, "true"), None);
+    tenant.ok(&["vm", "start", &vm]);
+    tenant.wait_for_vm(&vm, "running again", Duration::from_secs(180), |v| {
+        v["state"] == "running"
+    });
+    ssh_until(&address, ssh_port, &user, &with_key, "true", guest.boot);
+
+    // Reboot: a new boot (its boot id changes), reachable again.
+    let boot_id = "cat /proc/sys/kernel/random/boot_id";
+    let before = ssh_until(&address, ssh_port, &user, &with_key, boot_id, guest.boot);
+    tenant.ok(&["vm", "reboot", &vm]);
+    let deadline = Instant::now() + guest.boot;
+    loop {
+        match ssh(&address, ssh_port, &user, &with_key, boot_id) {
+            Some(after) if after != before => break,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the VM never came back from its reboot"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+
+    // Closing the lease deletes the VM and its forwarding rules.
+    let tag = format!(":{vm}:");
+    assert!(iptables_rules().contains(&tag));
+    tenant.ok(&["lease", "close", &lease]);
+    tenant.wait_for_vm(&vm, "terminated", Duration::from_secs(180), |v| {
+        v["state"] == "terminated"
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while iptables_rules().contains(&tag) {
+        assert!(
+            Instant::now() < deadline,
+            "{vm}'s forwarding rules outlived it"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(ssh(&address, ssh_port, &user, &with_key, "true"), None);
+}
+
+#[test]
+fn tenant_reaches_and_logs_into_a_busybox_guest() {
+    tenant_reaches_and_logs_into_the_vm(&Guest::busybox());
+}
+
+#[test]
+#[ignore = "boots the Debian image under software emulation (minutes): scripts/test --long"]
+fn long_tenant_reaches_and_logs_into_a_debian_guest() {
+    tenant_reaches_and_logs_into_the_vm(&Guest::debian());
+}

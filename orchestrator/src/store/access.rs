@@ -1,0 +1,308 @@
+//! How tenants reach their VMs: tenant profiles (SSH keys, sealing key, ports), sealed
+//! credentials, what each VM was created to expose, and the addresses and forwards that nodes
+//! report. Lists are stored as JSON text (both databases read it back the same way).
+
+use super::{Store, StoreError};
+use decloud_sdk::agent_protocol::{PortForward, PortSpec};
+pub use decloud_sdk::api::{Profile, SealedCredentials, VmAccess};
+use sqlx::Row;
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("lists serialize")
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    column: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt {
+        column,
+        value: text.to_string(),
+    })
+}
+
+impl Store {
+    /// A tenant's profile; the empty profile when the tenant never saved one.
+    pub async fn profile(&self, tenant: &str) -> Result<Profile, StoreError> {
+        let row = sqlx::query(
+            "SELECT ssh_keys, sealing_key, ports FROM tenant_profiles WHERE tenant = $1",
+        )
+        .bind(tenant.to_lowercase())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(Profile::default());
+        };
+        Ok(Profile {
+            ssh_keys: from_json("ssh_keys", &row.try_get::<String, _>("ssh_keys")?)?,
+            sealing_key: row.try_get("sealing_key")?,
+            ports: from_json("ports", &row.try_get::<String, _>("ports")?)?,
+        })
+    }
+
+    /// Replaces a tenant's profile (the caller has checked every value).
+    pub async fn put_profile(
+        &self,
+        tenant: &str,
+        profile: &Profile,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tenant_profiles (tenant, ssh_keys, sealing_key, ports, updated_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant) DO UPDATE SET \
+             ssh_keys = excluded.ssh_keys, sealing_key = excluded.sealing_key, \
+             ports = excluded.ports, updated_at = excluded.updated_at",
+        )
+        .bind(tenant.to_lowercase())
+        .bind(json(&profile.ssh_keys))
+        .bind(profile.sealing_key.clone())
+        .bind(json(&profile.ports))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records what a VM is created with: its sealed credentials (if any), login user and guest
+    /// ports. Written before the create command, so whatever reaches the node is on record.
+    pub async fn record_vm_setup(
+        &self,
+        vm_id: &str,
+        login_user: &str,
+        ports: &[PortSpec],
+        sealed: Option<(&str, &str)>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO vm_access (vm_id, login_user, ports, addresses, forwards, updated_at) \
+             VALUES ($1, $2, $3, '[]', '[]', $4) ON CONFLICT (vm_id) DO UPDATE SET \
+             login_user = excluded.login_user, ports = excluded.ports, updated_at = excluded.updated_at",
+        )
+        .bind(vm_id.to_string())
+        .bind(login_user.to_string())
+        .bind(json(&ports))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        match sealed {
+            Some((sealing_key, blob)) => {
+                sqlx::query(
+                    "INSERT INTO vm_credentials (vm_id, sealing_key, sealed, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (vm_id) DO UPDATE SET \
+                     sealing_key = excluded.sealing_key, sealed = excluded.sealed, \
+                     created_at = excluded.created_at",
+                )
+                .bind(vm_id.to_string())
+                .bind(sealing_key.to_string())
+                .bind(blob.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM vm_credentials WHERE vm_id = $1")
+                    .bind(vm_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A VM's sealed credentials.
+    pub async fn vm_credentials(
+        &self,
+        vm_id: &str,
+    ) -> Result<Option<SealedCredentials>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sealing_key, sealed, created_at FROM vm_credentials WHERE vm_id = $1",
+        )
+        .bind(vm_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(SealedCredentials {
+                vm_id: vm_id.to_string(),
+                suite: decloud_sdk::credentials::SEALING_SUITE.to_string(),
+                sealing_key: r.try_get("sealing_key")?,
+                sealed: r.try_get("sealed")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// How a VM is reached: its node's public address, what the node reports and what it was
+    /// created with. `ssh_command` is left to the caller.
+    pub async fn vm_access(&self, vm_id: &str, node_id: &str) -> Result<VmAccess, StoreError> {
+        let mut access = VmAccess::default();
+        if let Some(row) = sqlx::query(
+            "SELECT login_user, ports, addresses, forwards FROM vm_access WHERE vm_id = $1",
+        )
+        .bind(vm_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?
+        {
+            access.login_user = row.try_get("login_user")?;
+            access.ports = from_json("ports", &row.try_get::<String, _>("ports")?)?;
+            access.addresses = from_json("addresses", &row.try_get::<String, _>("addresses")?)?;
+            access.forwards = from_json("forwards", &row.try_get::<String, _>("forwards")?)?;
+        }
+        access.public_address =
+            sqlx::query("SELECT public_address FROM node_addresses WHERE node_id = $1")
+                .bind(node_id.to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get::<Option<String>, _>("public_address"))
+                .transpose()?
+                .flatten();
+        access.has_credentials = self.vm_credentials(vm_id).await?.is_some();
+        Ok(access)
+    }
+
+    /// Records a node's public address; written only when it changed.
+    pub async fn record_node_address(
+        &self,
+        node_id: &str,
+        public_address: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let node_id = node_id.to_lowercase();
+        let stored = sqlx::query("SELECT public_address FROM node_addresses WHERE node_id = $1")
+            .bind(node_id.clone())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<Option<String>, _>("public_address"))
+            .transpose()?;
+        if stored.as_ref().map(Option::as_deref) == Some(public_address) {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO node_addresses (node_id, public_address, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (node_id) DO UPDATE SET public_address = excluded.public_address, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(node_id)
+        .bind(public_address.map(str::to_string))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the guest addresses and forwards a node reports for one of its VMs; a report
+    /// about a VM placed on another node is ignored (a node speaks only for its own VMs).
+    /// Written only when something changed.
+    pub async fn record_vm_reported(
+        &self,
+        node_id: &str,
+        vm_id: &str,
+        addresses: &[String],
+        forwards: &[PortForward],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let addresses = json(&addresses);
+        let forwards = json(&forwards);
+        let moved = sqlx::query(
+            "UPDATE vm_access SET addresses = $3, forwards = $4, updated_at = $5 WHERE vm_id = $1 \
+             AND vm_id IN (SELECT vm_id FROM vms WHERE node_id = $2) \
+             AND (addresses <> $3 OR forwards <> $4)",
+        )
+        .bind(vm_id.to_string())
+        .bind(node_id.to_lowercase())
+        .bind(addresses.clone())
+        .bind(forwards.clone())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if moved.rows_affected() > 0 {
+            return Ok(true);
+        }
+        // VMs created before access was recorded have no row yet.
+        let inserted = sqlx::query(
+            "INSERT INTO vm_access (vm_id, login_user, ports, addresses, forwards, updated_at) \
+             SELECT vm_id, NULL, '[]', $3, $4, $5 FROM vms WHERE vm_id = $1 AND node_id = $2 \
+             ON CONFLICT (vm_id) DO NOTHING",
+        )
+        .bind(vm_id.to_string())
+        .bind(node_id.to_lowercase())
+        .bind(addresses)
+        .bind(forwards)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(inserted.rows_affected() > 0)
+    }
+
+    /// Marks a VM as stopped by its tenant (`true`) or released to the lifecycle (`false`).
+    pub async fn set_vm_held(&self, vm_id: &str, held: bool, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO vm_access (vm_id, login_user, ports, addresses, forwards, held_by_tenant, updated_at) \
+             VALUES ($1, NULL, '[]', '[]', '[]', $2, $3) ON CONFLICT (vm_id) DO UPDATE SET \
+             held_by_tenant = excluded.held_by_tenant, updated_at = excluded.updated_at",
+        )
+        .bind(vm_id.to_string())
+        .bind(i64::from(held))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the VM's tenant stopped it.
+    pub async fn vm_held(&self, vm_id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT held_by_tenant FROM vm_access WHERE vm_id = $1")
+            .bind(vm_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>("held_by_tenant")? != 0,
+            None => false,
+        })
+    }
+
+    /// Queues a command about a VM only while the VM is in `state` (a reboot changes no state,
+    /// but must not reach a VM that stopped meanwhile). Returns `false` and queues nothing when
+    /// the VM is elsewhere.
+    pub async fn queue_vm_command(
+        &self,
+        vm_id: &str,
+        state: decloud_sdk::types::VmState,
+        command_id: &str,
+        action: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let queued = sqlx::query(
+            "INSERT INTO agent_commands (command_id, node_id, action, created_at, attempts, last_sent_at, \
+             acked_at, outcome, vm_id) SELECT $1, node_id, $2, $3, 0, NULL, NULL, NULL, vm_id FROM vms \
+             WHERE vm_id = $4 AND state = $5 ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(command_id.to_string())
+        .bind(action.to_string())
+        .bind(now)
+        .bind(vm_id.to_string())
+        .bind(state.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(queued.rows_affected() == 1)
+    }
+
+    /// Replaces the action of a command not acknowledged yet. Returns `false` when it was
+    /// acknowledged (or does not exist).
+    pub async fn replace_command_action(
+        &self,
+        command_id: &str,
+        action: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE agent_commands SET action = $2 WHERE command_id = $1 AND acked_at IS NULL",
+        )
+        .bind(command_id.to_string())
+        .bind(action.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
