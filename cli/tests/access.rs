@@ -267,6 +267,12 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         grace_secs: 86_400,
         reconnect_grace_until: 0,
     };
+    // The node's agent is connected and has reported (running nothing): placement waits for
+    // that. The rest of the node's side is played through the store below.
+    let session = state.agents().open_session(&node_id);
+    state
+        .agents()
+        .record_report(&session, Vec::new(), decloud_orchestrator::clock::now());
     let create = eventually("the create command", || {
         let state = state.clone();
         let node_id = node_id.clone();

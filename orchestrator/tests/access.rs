@@ -731,6 +731,9 @@ async fn a_create_command_sealed_before_a_restart_is_put_together_again() {
         .await
         .unwrap();
     open_lease_on_chain(&s.store, "9", tenant.address(), node_id).await;
+    // Before the restart its agent was connected and had reported (placement waits for that).
+    let session = s.state.agents().open_session(&format!("{node_id:#x}"));
+    s.state.agents().record_report(&session, Vec::new(), now());
     lifecycle::drive(s.state.store(), s.state.agents(), &workload())
         .await
         .unwrap();
