@@ -263,6 +263,12 @@ impl Tenant<'_> {
             if done(&shown) {
                 return shown;
             }
+            assert_ne!(
+                shown["state"],
+                "failed",
+                "vm {vm} failed instead of becoming {what}: {shown}; see {}",
+                self.dev.log.display()
+            );
             assert!(
                 Instant::now() < deadline,
                 "vm {vm} never became {what}: {shown}; see {}",
