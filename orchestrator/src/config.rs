@@ -113,6 +113,17 @@ pub struct ChainConfig {
     /// connected and to report what it runs; an offline node never fails a VM.
     #[serde(default = "default_reconnect_grace")]
     pub reconnect_grace_secs: i64,
+    /// How long a node may stay silent (no heartbeat, its agent's link gone) before the
+    /// orchestrator, as LeaseEscrow's arbiter, terminates its active leases on-chain dated back
+    /// to its last heartbeat, seconds. Needs the `[attestation]` key to hold ARBITER_ROLE.
+    #[serde(default = "default_sla_window")]
+    pub sla_window_secs: i64,
+}
+
+fn default_sla_window() -> i64 {
+    // 30 minutes: long enough for a node's reboot or a network blip, short enough that a tenant
+    // is not left on a dead node for long. LeaseEscrow lets the arbiter reach back 2 hours.
+    1800
 }
 
 fn default_reconnect_grace() -> i64 {
@@ -309,6 +320,11 @@ impl Config {
             if chain.reconnect_grace_secs < 0 {
                 return Err(ConfigError::Invalid(
                     "chain.reconnect_grace_secs must not be negative".into(),
+                ));
+            }
+            if chain.sla_window_secs <= 0 {
+                return Err(ConfigError::Invalid(
+                    "chain.sla_window_secs must be positive".into(),
                 ));
             }
             if chain.grace_secs < 0 {

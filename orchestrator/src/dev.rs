@@ -71,6 +71,7 @@ impl OrchestratorService {
                 image: DEV_IMAGE.into(),
                 grace_secs: 86_400,
                 reconnect_grace_secs: 90,
+                sla_window_secs: 1800,
             }),
             // Small, frequent batches, so attestations are verifiable on-chain within a minute.
             attestation: Some(AttestationConfig {

@@ -13,7 +13,7 @@
 //   `console` (the console relay);
 // - storage: `store`, every SQL statement of the crate;
 // - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `marketplace`, `lifecycle`,
-//   `reconcile`, `chain`;
+//   `reconcile`, `sla`, `chain`;
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
 pub mod access;
@@ -35,6 +35,7 @@ pub mod ratelimit;
 pub mod reconcile;
 pub mod reputation;
 pub mod scheduler;
+pub mod sla;
 pub mod store;
 
 pub use api::{AppState, app};
@@ -133,9 +134,12 @@ pub async fn start_with_attestation_key(
     key: Option<alloy::signers::local::PrivateKeySigner>,
 ) -> eyre::Result<Running> {
     let mut store = Store::connect(&config.database_url).await?;
+    // The attestation key is also the one LeaseEscrow's arbiter role is granted to.
+    let mut arbiter_key = None;
     let anchorer = match &config.attestation {
         Some(a) => {
-            let (attestor, anchorer) = attestation_setup(a, key).await?;
+            let (attestor, anchorer, key) = attestation_setup(a, key).await?;
+            arbiter_key = Some(key);
             tracing::info!(target: "orchestrator::attestation", signer = %attestor.address(), anchor = %attestor.anchor(), "attesting");
             store = store.with_attestor(attestor);
             Some((anchorer, a.clone()))
@@ -201,7 +205,9 @@ pub async fn start_with_attestation_key(
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let follower = match state.config().chain.clone() {
-        Some(chain) => Some(spawn_chain(&state, chain, stopped.clone(), &mut tasks).await?),
+        Some(chain) => {
+            Some(spawn_chain(&state, chain, arbiter_key, stopped.clone(), &mut tasks).await?)
+        }
         None => None,
     };
     let mut server_stopped = stopped;
@@ -228,11 +234,15 @@ pub async fn start_with_attestation_key(
 }
 
 /// Loads the attestation key (environment or keystore, never a flag), learns the chain id and
-/// prepares the anchorer.
+/// prepares the anchorer. Returns the key too.
 async fn attestation_setup(
     a: &config::AttestationConfig,
     key: Option<alloy::signers::local::PrivateKeySigner>,
-) -> eyre::Result<(attestation::Attestor, attestation::Anchorer)> {
+) -> eyre::Result<(
+    attestation::Attestor,
+    attestation::Anchorer,
+    alloy::signers::local::PrivateKeySigner,
+)> {
     use alloy::providers::Provider;
     let key = match key {
         Some(key) => key,
@@ -250,12 +260,13 @@ async fn attestation_setup(
     let chain_id = provider.get_chain_id().await?;
     let anchor: alloy::primitives::Address = a.anchor.parse()?;
     Ok((
-        attestation::Attestor::new(key, chain_id, anchor),
+        attestation::Attestor::new(key.clone(), chain_id, anchor),
         attestation::Anchorer {
             provider,
             anchor,
             confirm_timeout: Duration::from_secs(a.confirm_timeout_secs),
         },
+        key,
     ))
 }
 
@@ -264,10 +275,11 @@ type Follower = tokio::task::JoinHandle<Result<(), decloud_indexer::FollowerErro
 
 /// Starts the chain follower (lease and node events into the store) and, among `tasks`, the
 /// lifecycle driver (acts on them after every batch and every 10 s, so failed side effects are
-/// retried).
+/// retried) and, with `arbiter_key`, the SLA terminations of silent nodes' leases.
 async fn spawn_chain(
     state: &AppState,
     chain: config::ChainConfig,
+    arbiter_key: Option<alloy::signers::local::PrivateKeySigner>,
     stopped: tokio::sync::watch::Receiver<bool>,
     tasks: &mut Tasks,
 ) -> eyre::Result<Follower> {
@@ -318,6 +330,17 @@ async fn spawn_chain(
         grace_secs: chain.grace_secs,
         reconnect_grace_until: clock::now().saturating_add(chain.reconnect_grace_secs),
     };
+    let arbiter = match arbiter_key {
+        Some(key) => Some(sla::Arbiter::new(
+            chain.lease_escrow.parse()?,
+            decloud_sdk::tx::signing_provider(chain.rpc_url.parse()?, key),
+            chain.sla_window_secs,
+        )),
+        None => {
+            tracing::warn!(target: "orchestrator::sla", "no [attestation] key: leases of silent nodes are not terminated");
+            None
+        }
+    };
     let state = state.clone();
     let reported = state.agents().reported();
     tasks.spawn("lifecycle driver", move |stop| async move {
@@ -338,6 +361,14 @@ async fn spawn_chain(
                 tracing::warn!(target: "orchestrator::lifecycle", error = %e, "lifecycle pass failed; retrying on the next");
             }
             reconcile::pass(state.store(), state.agents(), &workload).await;
+            if chain_or_clock && let Some(arbiter) = &arbiter {
+                let now = clock::now();
+                match sla::pass(state.store(), state.agents(), arbiter, now, workload.reconnect_grace_until).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(target: "orchestrator::sla", terminated = n, "leases of silent nodes terminated"),
+                    Err(e) => tracing::warn!(target: "orchestrator::sla", error = %e, "sla pass failed; retrying on the next"),
+                }
+            }
         }
     });
     Ok(follower)

@@ -145,6 +145,43 @@ impl Store {
             .map(|r| Ok((r.try_get("lease_id")?, named(r, "status")?)))
             .collect()
     }
+    /// Leases on nodes silent since before `cutoff` (latest heartbeat older than it) whose VM is
+    /// not terminated yet, active or already terminated on-chain: what the SLA pass looks at.
+    /// A node that never sent a heartbeat has no silence to date a failure from and is left out.
+    pub async fn leases_on_silent_nodes(
+        &self,
+        cutoff: i64,
+    ) -> Result<Vec<SilentLease>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT l.lease_id, l.node_id, n.last_heartbeat FROM leases l \
+             JOIN node_liveness n ON n.node_id = l.node_id JOIN vms v ON v.lease_id = l.lease_id \
+             WHERE l.status IN ('active', 'terminated') AND v.state <> 'terminated' \
+             AND n.heartbeats > 0 AND n.last_heartbeat < $1 ORDER BY l.lease_id",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SilentLease {
+                    lease_id: r.try_get("lease_id")?,
+                    node_id: r.try_get("node_id")?,
+                    last_heartbeat: r.try_get("last_heartbeat")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A lease whose node went silent: see [`Store::leases_on_silent_nodes`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SilentLease {
+    /// On-chain lease id (decimal).
+    pub lease_id: String,
+    /// The silent node.
+    pub node_id: String,
+    /// The node's latest heartbeat, unix seconds: when it went silent.
+    pub last_heartbeat: i64,
 }
 
 /// A lease as LeaseEscrow's `LeaseOpened` states it.

@@ -23,7 +23,7 @@ mod vms;
 pub use access::{Profile, SealedCredentials, VmAccess};
 pub use attestations::{Attestor, BatchRecord, append};
 pub use commands::{AckRecorded, CommandRecord};
-pub use leases::{LeaseFunding, LeaseOpened, LeaseRecord};
+pub use leases::{LeaseFunding, LeaseOpened, LeaseRecord, SilentLease};
 pub use liveness::{DailyFailures, Liveness, Reputation};
 pub use nodes::{NodeCapabilities, NodeRecord, NodeRegistration, NodeStatus};
 pub use sessions::SessionRecord;
