@@ -1,5 +1,5 @@
 //! Node operator commands: register a node with the id and key its agent printed, set prices,
-//! stake and unstake, claim lease earnings.
+//! stake and unstake, list and claim lease earnings.
 
 use alloy::primitives::{Address, B256, U256};
 use clap::{Args, Subcommand, ValueEnum};
@@ -11,7 +11,7 @@ use decloud_sdk::{
         LeaseEscrow, MockUSDC, NodeRegistry, OperatorStaking, node_registry::INodeRegistry,
     },
     permit, tx,
-    types::Architecture,
+    types::{Architecture, LeaseStatus},
 };
 
 use crate::context::{
@@ -33,8 +33,10 @@ pub(crate) enum OperatorCommand {
     Unstake(StakeArgs),
     /// Withdraw an unbonded request to the wallet.
     Withdraw(WithdrawArgs),
-    /// Claim what your leases have earned.
+    /// Claim what your leases have earned: listed leases, or all of them with --all.
     Claim(ClaimArgs),
+    /// What your leases have earned and you can claim now, per node and per lease.
+    Earnings(EarningsArgs),
     /// Your stake: active, unbonding, requests.
     Status(StatusArgs),
     /// Pause an active node: it takes no new leases, and its leases stop accruing now, for good
@@ -255,8 +257,21 @@ pub(crate) struct WithdrawArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ClaimArgs {
     /// Lease ids to claim.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
     leases: Vec<u64>,
+    /// Claim every lease of yours with something to claim, in one transaction.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// `decloud operator earnings`.
+#[derive(Debug, Args)]
+pub(crate) struct EarningsArgs {
+    /// Operator (default: your address).
+    #[arg(long)]
+    operator: Option<Address>,
     #[command(flatten)]
     global: GlobalArgs,
 }
@@ -281,6 +296,7 @@ pub(crate) async fn run(command: OperatorCommand) -> Result<(), CliError> {
         OperatorCommand::Unstake(args) => unstake(args).await,
         OperatorCommand::Withdraw(args) => withdraw(args).await,
         OperatorCommand::Claim(args) => claim(args).await,
+        OperatorCommand::Earnings(args) => earnings(args).await,
         OperatorCommand::Status(args) => status(args).await,
         OperatorCommand::Pause(args) => node_status(NodeChange::Pause, args).await,
         OperatorCommand::Resume(args) => node_status(NodeChange::Resume, args).await,
@@ -516,6 +532,110 @@ async fn withdraw(args: WithdrawArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A lease an operator earns from, with what it can claim now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Earning {
+    lease: u64,
+    node: B256,
+    status: LeaseStatus,
+    claimable: U256,
+}
+
+/// Every lease of `operator` on chain and what each can claim now (`claimableOf`: the
+/// operator's share of the accrual up to now, less what was paid). Reads each lease once: the
+/// escrow has no index by operator.
+async fn earnings_of(
+    escrow: &LeaseEscrow::LeaseEscrowInstance<&alloy::providers::DynProvider>,
+    operator: Address,
+) -> Result<Vec<Earning>, CliError> {
+    let count = tx::read("LeaseEscrow", escrow.leaseCount()).await?;
+    let mut out = Vec::new();
+    for id in 1..=count.to::<u64>() {
+        let lease = tx::read("LeaseEscrow", escrow.getLease(U256::from(id))).await?;
+        if lease.operator != operator {
+            continue;
+        }
+        let claimable = tx::read("LeaseEscrow", escrow.claimableOf(U256::from(id))).await?;
+        out.push(Earning {
+            lease: id,
+            node: lease.nodeId,
+            status: LeaseStatus::try_from(lease.status).unwrap_or(LeaseStatus::None),
+            claimable,
+        });
+    }
+    Ok(out)
+}
+
+/// Claimable totals per node, in node order.
+fn per_node(earnings: &[Earning]) -> Vec<(B256, U256)> {
+    let mut nodes: std::collections::BTreeMap<B256, U256> = std::collections::BTreeMap::new();
+    for e in earnings {
+        *nodes.entry(e.node).or_default() += e.claimable;
+    }
+    nodes.into_iter().collect()
+}
+
+async fn earnings(args: EarningsArgs) -> Result<(), CliError> {
+    let settings = Settings::from_process(&args.global)?;
+    let (chain, operator) = match args.operator {
+        Some(operator) => (Chain::read_only(&settings).await?, operator),
+        None => {
+            let chain = Chain::with_key(&settings).await?;
+            let me = chain.sender();
+            (chain, me)
+        }
+    };
+    let escrow = LeaseEscrow::new(
+        chain.deployment.contracts.lease_escrow.address,
+        &chain.provider,
+    );
+    let earnings = earnings_of(&escrow, operator).await?;
+    let total: U256 = earnings.iter().map(|e| e.claimable).sum();
+    let nodes: Vec<_> = per_node(&earnings)
+        .into_iter()
+        .map(|(node, claimable)| json!({ "node": node.to_string(), "claimable": money(claimable) }))
+        .collect();
+    let leases: Vec<_> = earnings
+        .iter()
+        .map(|e| {
+            json!({
+                "lease": e.lease.to_string(),
+                "node": e.node.to_string(),
+                "status": e.status,
+                "claimable": money(e.claimable),
+            })
+        })
+        .collect();
+    if args.global.json {
+        Report::new(
+            "operator earnings",
+            vec![
+                ("operator", json!(operator.to_string())),
+                ("claimable", money(total)),
+                ("nodes", json!(nodes)),
+                ("leases", json!(leases)),
+            ],
+        )
+        .print(true);
+        return Ok(());
+    }
+    println!("operator earnings");
+    println!("  operator: {operator}");
+    println!("  claimable: {}", format_usdc(total));
+    for (node, claimable) in per_node(&earnings) {
+        println!("  node {node}: {}", format_usdc(claimable));
+        for e in earnings.iter().filter(|e| e.node == node) {
+            println!(
+                "    lease {} ({}): {}",
+                e.lease,
+                e.status,
+                format_usdc(e.claimable)
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn claim(args: ClaimArgs) -> Result<(), CliError> {
     let settings = Settings::from_process(&args.global)?;
     let chain = Chain::with_key(&settings).await?;
@@ -523,15 +643,32 @@ async fn claim(args: ClaimArgs) -> Result<(), CliError> {
         chain.deployment.contracts.lease_escrow.address,
         &chain.provider,
     );
-    let mut claimable = U256::ZERO;
-    for id in &args.leases {
-        claimable += tx::read("LeaseEscrow", escrow.claimableOf(U256::from(*id))).await?;
-    }
-    let ids: Vec<U256> = args.leases.iter().copied().map(U256::from).collect();
+    let (leases, claimable) = if args.all {
+        let due: Vec<Earning> = earnings_of(&escrow, chain.sender())
+            .await?
+            .into_iter()
+            .filter(|e| e.claimable > U256::ZERO)
+            .collect();
+        if due.is_empty() {
+            return Err(CliError::Invalid(format!(
+                "nothing to claim: no lease of {} has earned anything unclaimed",
+                chain.sender()
+            )));
+        }
+        let total = due.iter().map(|e| e.claimable).sum();
+        (due.iter().map(|e| e.lease).collect::<Vec<_>>(), total)
+    } else {
+        let mut claimable = U256::ZERO;
+        for id in &args.leases {
+            claimable += tx::read("LeaseEscrow", escrow.claimableOf(U256::from(*id))).await?;
+        }
+        (args.leases.clone(), claimable)
+    };
+    let ids: Vec<U256> = leases.iter().copied().map(U256::from).collect();
     let plan = Plan::new("operator claim", "LeaseEscrow", escrow.claim(ids))
         .detail(
             "leases",
-            json!(args.leases.iter().map(u64::to_string).collect::<Vec<_>>()),
+            json!(leases.iter().map(u64::to_string).collect::<Vec<_>>()),
         )
         .detail("claimable_now", money(claimable));
     let sent = execute(&chain, &args.global, plan).await?;
@@ -685,9 +822,17 @@ mod tests {
         assert!(operator(&["pricing", &machine, "--cpu-price", "0.0000001"]).is_err());
         assert!(operator(&["claim"]).is_err(), "at least one lease");
         match operator(&["claim", "1", "2", "--yes"]).unwrap() {
-            OperatorCommand::Claim(a) => assert_eq!(a.leases, vec![1, 2]),
+            OperatorCommand::Claim(a) => assert_eq!((a.leases, a.all), (vec![1, 2], false)),
             other => panic!("{other:?}"),
         }
+        match operator(&["claim", "--all", "--yes"]).unwrap() {
+            OperatorCommand::Claim(a) => assert!(a.all && a.leases.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            operator(&["claim", "1", "--all"]).is_err(),
+            "lease ids or --all, not both"
+        );
         match operator(&["stake", "100"]).unwrap() {
             OperatorCommand::Stake(a) => assert_eq!(a.amount, 100_000_000),
             other => panic!("{other:?}"),
