@@ -21,8 +21,8 @@ use url::Url;
 use decloud_sdk::{
     Error, RevertError,
     api::{
-        ErrorBody, NodeSearchResponse, NonceResponse, SessionResponse, TemplateSearchResponse,
-        VerifyRequest, VmDetail, VmRecord,
+        ErrorBody, NodeSearchResponse, NonceResponse, Placement, PlacementRequest, SessionResponse,
+        TemplateSearchResponse, VerifyRequest, VmDetail, VmRecord,
     },
     bindings::{
         LeaseEscrow::{self, LeaseEscrowErrors},
@@ -247,9 +247,10 @@ pub(crate) enum LeaseCommand {
 /// `decloud lease open`.
 #[derive(Debug, Args)]
 pub(crate) struct LeaseOpenArgs {
-    /// Node id (0x and 64 hex digits), from `decloud nodes`.
+    /// Node id (0x and 64 hex digits), from `decloud nodes`. Without it, the orchestrator's
+    /// scheduler chooses the node (and says why).
     #[arg(long)]
-    node: B256,
+    node: Option<B256>,
     /// vCPUs.
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
@@ -490,6 +491,32 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
     // with the profile in effect at that moment.
     access::prepare_lease(&args.global, &args.ssh_keys, &args.ports).await?;
     let settings = Settings::from_process(&args.global)?;
+    let (node, placement) = match args.node {
+        Some(node) => (node, None),
+        None => {
+            let placement = place(&settings, &args).await?;
+            let node: B256 = placement.node_id.parse().map_err(|_| {
+                CliError::Api(format!(
+                    "the scheduler chose an invalid node id: {}",
+                    placement.node_id
+                ))
+            })?;
+            eprintln!(
+                "the scheduler chose node {node}: the cheapest of {} fitting node(s) among {} at {} USDC/h \
+                 (uptime {}, {} compute units left free after this VM)",
+                placement.why.fitting,
+                placement.why.considered,
+                format_usdc(U256::from(placement.price_per_hour)),
+                placement
+                    .why
+                    .uptime_bps
+                    .map(|b| format!("{}.{:02}%", b / 100, b % 100))
+                    .unwrap_or_else(|| "not measured yet".into()),
+                placement.why.free_compute_units_after,
+            );
+            (node, Some(placement))
+        }
+    };
     let chain = Chain::with_key(&settings).await?;
     let escrow = escrow(&chain);
     let resources = ILeaseEscrow::Resources {
@@ -502,12 +529,7 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
     let bandwidth = BandwidthTier::from(args.bandwidth);
     let rate = tx::read(
         "LeaseEscrow",
-        escrow.quoteRate(
-            args.node,
-            resources.clone(),
-            quality.into(),
-            bandwidth.into(),
-        ),
+        escrow.quoteRate(node, resources.clone(), quality.into(), bandwidth.into()),
     )
     .await?;
     let template_price = if args.template == 0 {
@@ -542,7 +564,7 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
         "lease open",
         "LeaseEscrow",
         escrow.openLease(
-            args.node,
+            node,
             resources,
             quality.into(),
             bandwidth.into(),
@@ -552,7 +574,21 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
             funding,
         ),
     )
-    .detail("node", json!(args.node.to_string()))
+    .detail("node", json!(node.to_string()))
+    .detail(
+        "placement",
+        match &placement {
+            None => json!("the node you named"),
+            Some(p) => json!({
+                "chosen_by": "scheduler",
+                "price_per_hour": money(U256::from(p.price_per_hour)),
+                "uptime_bps": p.why.uptime_bps,
+                "free_compute_units_after": p.why.free_compute_units_after,
+                "considered": p.why.considered,
+                "fitting": p.why.fitting,
+            }),
+        },
+    )
     .detail(
         "resources",
         json!({"vcpus": args.vcpus, "memory_gib": args.memory, "storage_gib": args.storage, "gpus": args.gpus}),
@@ -579,6 +615,36 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
     sent.report(vec![("lease", json!(lease))])
         .print(args.global.json);
     Ok(())
+}
+
+/// Asks the orchestrator's scheduler where a lease with these terms goes. A request no node
+/// fits is refused before anything is sent, with the scheduler's reasons.
+async fn place(settings: &Settings, args: &LeaseOpenArgs) -> Result<Placement, CliError> {
+    let request = PlacementRequest {
+        vcpus: args.vcpus.into(),
+        memory_gib: args.memory.into(),
+        disk_gib: args.storage.into(),
+        gpus: args.gpus.into(),
+        tier: QualityTier::from(args.tier),
+        region: None,
+        max_price_per_hour: args.max_rate,
+        node_id: None,
+    };
+    call_api_as(
+        reqwest::Client::new()
+            .post(endpoint(settings, "/scheduler/plan"))
+            .json(&request),
+        "placement",
+    )
+    .await
+    .map_err(|e| match e {
+        CliError::Api(message) if message.contains("no_fit") || message.contains("invalid_request") => {
+            CliError::Invalid(format!(
+                "no node fits this lease ({message}); nothing was sent. See `decloud nodes`, or name one with --node"
+            ))
+        }
+        other => other,
+    })
 }
 
 /// Puts a `RateAboveMax` revert into words: the node's prices rose after the quote.
@@ -1213,12 +1279,18 @@ mod tests {
             "5",
         ]) {
             TenantCommand::Lease(LeaseCommand::Open(a)) => {
-                assert_eq!(a.node.to_string(), node);
+                assert_eq!(a.node.map(|n| n.to_string()), Some(node.clone()));
                 assert_eq!((a.vcpus, a.memory, a.storage, a.gpus), (2, 4, 10, 0));
                 assert_eq!(QualityTier::from(a.tier), QualityTier::Burstable);
                 assert_eq!(BandwidthTier::from(a.bandwidth), BandwidthTier::Performance);
                 assert_eq!((a.template, a.funding), (3, 5_000_000));
                 assert_eq!(a.max_template_price, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match tenant(&["lease", "open", "--funding", "1"]) {
+            TenantCommand::Lease(LeaseCommand::Open(a)) => {
+                assert_eq!(a.node, None, "without --node the scheduler chooses")
             }
             other => panic!("{other:?}"),
         }

@@ -14,7 +14,7 @@ use std::{
 };
 
 use alloy::{
-    primitives::Address,
+    primitives::{Address, B256, U256},
     providers::{Provider as _, ProviderBuilder},
 };
 use decloud_orchestrator::{
@@ -22,7 +22,7 @@ use decloud_orchestrator::{
     chain::{ChainHandler, Markets},
     config::SiweConfig,
 };
-use decloud_sdk::agent_protocol;
+use decloud_sdk::{agent_protocol, bindings::LeaseEscrow, tx};
 use serde_json::Value;
 use support::Cli;
 
@@ -45,9 +45,9 @@ where
     }
 }
 
-/// Serves the orchestrator for `cli`'s chain on a free port; returns its base URL. Its tasks stop
-/// with the test's runtime.
-async fn serve_orchestrator(cli: &Cli, db_dir: &Path) -> String {
+/// Serves the orchestrator for `cli`'s chain on a free port; returns its base URL and its store.
+/// Its tasks stop with the test's runtime.
+async fn serve_orchestrator(cli: &Cli, db_dir: &Path) -> (String, Store) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let base = format!("http://{addr}");
@@ -99,7 +99,7 @@ async fn serve_orchestrator(cli: &Cli, db_dir: &Path) -> String {
         follower.run(stopped).await
     });
 
-    let state = AppState::new(store, config).unwrap();
+    let state = AppState::new(store.clone(), config).unwrap();
     tokio::spawn(async move {
         axum::serve(
             listener,
@@ -107,7 +107,7 @@ async fn serve_orchestrator(cli: &Cli, db_dir: &Path) -> String {
         )
         .await
     });
-    base
+    (base, store)
 }
 
 /// Runs the binary on a blocking thread so the in-process orchestrator keeps serving.
@@ -132,7 +132,7 @@ async fn ok(cli: &Arc<Cli>, account: usize, args: &[&str]) -> Value {
 async fn login_marketplace_and_vms_through_the_orchestrator() {
     let mut cli = Cli::start().await;
     let db = tempfile::tempdir().unwrap();
-    let base = serve_orchestrator(&cli, db.path()).await;
+    let (base, _) = serve_orchestrator(&cli, db.path()).await;
     cli.orchestrator = Some(base.clone());
     let cli = Arc::new(cli);
 
@@ -268,4 +268,126 @@ async fn login_marketplace_and_vms_through_the_orchestrator() {
     ok(&cli, OTHER, &["login"]).await;
     let foreign = run(&cli, OTHER, &["vm", "show", &vm_id]).await;
     assert!(foreign.failure().contains("403"), "{foreign:#?}");
+}
+
+/// Registers a node of the operator with the CLI at `cpu_price` USDC per vCPU-hour; returns its id.
+async fn register_node(cli: &Arc<Cli>, machine: &str, cpu_price: &str) -> String {
+    let machine_id = agent_protocol::machine_id(machine);
+    ok(
+        cli,
+        OPERATOR,
+        &[
+            "operator",
+            "register",
+            "--machine-id",
+            &machine_id.to_string(),
+            "--node-key",
+            &Address::repeat_byte(7).to_string(),
+            "--region",
+            "eu-west",
+            "--vcpus",
+            "8",
+            "--memory",
+            "16",
+            "--disk",
+            "100",
+            "--cpu-price",
+            cpu_price,
+        ],
+    )
+    .await;
+    agent_protocol::node_id(machine_id, cli.system.address(OPERATOR)).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_open_without_a_node_asks_the_scheduler_and_opens_where_it_says() {
+    let mut cli = Cli::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let (base, store) = serve_orchestrator(&cli, db.path()).await;
+    cli.orchestrator = Some(base);
+    let cli = Arc::new(cli);
+
+    // Three nodes: the cheapest is offline, so the next cheapest of the two online ones wins.
+    let offline = register_node(&cli, "placement-offline", "0.004").await;
+    let cheap = register_node(&cli, "placement-cheap", "0.006").await;
+    let dear = register_node(&cli, "placement-dear", "0.009").await;
+    eventually("the three nodes in the marketplace", || {
+        let cli = cli.clone();
+        async move {
+            let found = ok(&cli, TENANT, &["nodes"]).await;
+            (found["total"] == 3).then_some(())
+        }
+    })
+    .await;
+    // The two online nodes measured their compute and sent a heartbeat, as their agents would.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for node in [&cheap, &dear] {
+        store.set_compute_points(node, 800).await.unwrap();
+        store.record_heartbeat(node, now).await.unwrap();
+    }
+
+    ok(&cli, TENANT, &["deposit", "20"]).await;
+    let run_open = run(
+        &cli,
+        TENANT,
+        &[
+            "lease",
+            "open",
+            "--vcpus",
+            "2",
+            "--funding",
+            "5",
+            "--yes",
+            "--json",
+        ],
+    )
+    .await;
+    let opened = run_open.json();
+    assert_eq!(opened["node"], cheap, "{opened}");
+    let placement = &opened["placement"];
+    assert_eq!(placement["chosen_by"], "scheduler", "{opened}");
+    assert_eq!(
+        (
+            placement["considered"].as_u64(),
+            placement["fitting"].as_u64()
+        ),
+        (Some(3), Some(2)),
+        "{opened}"
+    );
+    assert!(
+        run_open
+            .stderr
+            .contains(&format!("the scheduler chose node {cheap}")),
+        "{run_open:#?}"
+    );
+    // The lease is on that node on chain.
+    let observer = cli.system.provider(0);
+    let escrow = LeaseEscrow::new(
+        cli.system.deployment.contracts.lease_escrow.address,
+        &observer,
+    );
+    let lease = tx::read("LeaseEscrow", escrow.getLease(U256::from(1)))
+        .await
+        .unwrap();
+    assert_eq!(lease.nodeId, cheap.parse::<B256>().unwrap());
+    assert_ne!(cheap, offline);
+    assert_ne!(cheap, dear);
+
+    // No node has 64 vCPUs: refused with the scheduler's reasons, and nothing is sent.
+    let refused = run(
+        &cli,
+        TENANT,
+        &["lease", "open", "--vcpus", "64", "--funding", "5", "--yes"],
+    )
+    .await;
+    let why = refused.failure();
+    assert!(
+        why.contains("no node fits this lease") && why.contains("too_many_vcpus"),
+        "{refused:#?}"
+    );
+    assert_eq!(
+        tx::read("LeaseEscrow", escrow.leaseCount()).await.unwrap(),
+        U256::from(1),
+        "no lease was opened"
+    );
 }

@@ -19,7 +19,7 @@ pub const POINTS_PER_VCPU: u64 = decloud_sdk::agent_protocol::POINTS_PER_BASELIN
 pub const UNITS_PER_POINT: u64 = 12;
 
 pub use decloud_sdk::{
-    api::{Placement, PlacementRequest as Request, Prices, Usage},
+    api::{Placement, PlacementRequest as Request, PlacementScore, Prices, Usage},
     types::QualityTier,
 };
 
@@ -170,13 +170,29 @@ pub enum NoFit {
         rejection: Rejection,
     },
     /// No node passed every check.
-    #[error("no node fits ({considered} considered)")]
+    #[error(
+        "no node fits ({considered} considered{})",
+        rejection_summary(rejections)
+    )]
     NoCandidate {
         /// Nodes looked at.
         considered: usize,
         /// How many nodes failed on each reason (first failed check per node).
         rejections: BTreeMap<String, usize>,
     },
+}
+
+/// `: 2 offline, 1 too_many_vcpus` for the message of [`NoFit::NoCandidate`] (empty when no
+/// node was considered).
+fn rejection_summary(rejections: &BTreeMap<String, usize>) -> String {
+    if rejections.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = rejections
+        .iter()
+        .map(|(code, n)| format!("{n} {code}"))
+        .collect();
+    format!(": {}", parts.join(", "))
 }
 
 /// The VM's hourly price on a node, micro-USDC. Saturates rather than wraps on absurd prices.
@@ -271,10 +287,21 @@ pub fn schedule(candidates: &[Candidate], request: &Request) -> Result<Placement
             message: "vcpus and memory_gib must be at least 1".into(),
         });
     }
-    let placement = |node: &Candidate| Placement {
+    let free_after = |n: &Candidate| {
+        n.total_units()
+            .saturating_sub(n.used.compute_units)
+            .saturating_sub(request.tier.units_for(request.vcpus))
+    };
+    let placement = |node: &Candidate, fitting: usize| Placement {
         node_id: node.node_id.clone(),
         price_per_hour: price_per_hour(&node.prices, request),
         compute_units: request.tier.units_for(request.vcpus),
+        why: PlacementScore {
+            uptime_bps: node.uptime_bps,
+            free_compute_units_after: free_after(node),
+            considered: candidates.len() as u64,
+            fitting: fitting as u64,
+        },
     };
     if let Some(wanted) = &request.node_id {
         let Some(node) = candidates
@@ -286,7 +313,7 @@ pub fn schedule(candidates: &[Candidate], request: &Request) -> Result<Placement
             });
         };
         return match check(node, request) {
-            None => Ok(placement(node)),
+            None => Ok(placement(node, 1)),
             Some(rejection) => Err(NoFit::RequestedNodeRejected {
                 node_id: node.node_id.clone(),
                 rejection,
@@ -295,20 +322,23 @@ pub fn schedule(candidates: &[Candidate], request: &Request) -> Result<Placement
     }
     let mut rejections = BTreeMap::new();
     let mut best: Option<&Candidate> = None;
+    let mut fitting = 0;
     for node in candidates {
         match check(node, request) {
             Some(rejection) => *rejections.entry(rejection.code().to_string()).or_insert(0) += 1,
             None => {
+                fitting += 1;
                 if best.is_none_or(|b| preference(node, b, request) == Ordering::Less) {
                     best = Some(node);
                 }
             }
         }
     }
-    best.map(placement).ok_or(NoFit::NoCandidate {
-        considered: candidates.len(),
-        rejections,
-    })
+    best.map(|node| placement(node, fitting))
+        .ok_or(NoFit::NoCandidate {
+            considered: candidates.len(),
+            rejections,
+        })
 }
 
 #[cfg(test)]
@@ -434,6 +464,26 @@ mod tests {
     }
 
     #[test]
+    fn a_placement_says_why_its_node_won() {
+        let a = node("0x0a");
+        let mut b = node("0x0b");
+        let mut offline = node("0x0c");
+        b.prices.cpu_per_hour = 9_000;
+        b.uptime_bps = Some(9_500);
+        offline.online = false;
+        let r = request(2, QualityTier::Standard);
+        let placed = schedule(&[a, b.clone(), offline], &r).unwrap();
+        assert_eq!(placed.node_id, "0x0b");
+        assert_eq!(placed.price_per_hour, price_per_hour(&b.prices, &r));
+        assert_eq!(placed.why.uptime_bps, Some(9_500));
+        assert_eq!(
+            placed.why.free_compute_units_after,
+            b.total_units() - QualityTier::Standard.units_for(2)
+        );
+        assert_eq!((placed.why.considered, placed.why.fitting), (3, 2));
+    }
+
+    #[test]
     fn requested_node_is_honoured_or_explained() {
         let mut a = node("0x0a");
         let mut b = node("0x0b");
@@ -471,6 +521,11 @@ mod tests {
         let mut r = request(9, QualityTier::Dedicated);
         r.region = Some("eu-west".into());
         let err = schedule(&[a, b, c.clone()], &r).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no node fits (3 considered: 1 not_active, 1 region_mismatch, 1 too_many_vcpus)",
+            "the message says why each node was left out"
+        );
         let NoFit::NoCandidate {
             considered,
             rejections,

@@ -75,6 +75,26 @@ pub struct Placement {
     pub price_per_hour: u64,
     /// Compute units (1/12 point) the VM holds there.
     pub compute_units: u64,
+    /// Why this node, in the scheduler's order of preference: the cheapest price first, then
+    /// the highest uptime, then the most compute left free, then the lowest node id.
+    #[serde(default)]
+    pub why: PlacementScore,
+}
+
+/// The parts of a placement's score, each compared in turn between the nodes that fit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlacementScore {
+    /// 30-day uptime of the chosen node, basis points (absent before its first expected
+    /// heartbeat).
+    #[serde(default)]
+    pub uptime_bps: Option<u32>,
+    /// Compute units the node has left free once the VM is placed.
+    pub free_compute_units_after: u64,
+    /// Nodes the scheduler looked at.
+    pub considered: u64,
+    /// Nodes among them that fit the request.
+    pub fitting: u64,
 }
 
 /// A node as registered on-chain, plus the compute points its agent measured.
