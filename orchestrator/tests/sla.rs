@@ -1,11 +1,14 @@
 //! SLA termination and lease terms end to end on a real anvil with the whole system deployed:
 //! a tenant opens a lease with 2 vCPUs, 2 GiB, 7 GiB of disk and the Performance bandwidth tier;
 //! the VM its node defines carries exactly those terms (the spec the agent received, and the
-//! domain XML it renders). Then the node's agent stops: once it has been silent longer than the
-//! orchestrator's SLA window (a few seconds here), the orchestrator, as LeaseEscrow's arbiter,
-//! terminates the lease on-chain dated back to the node's last heartbeat, attests it, and tells
-//! the tenant why on the VM. The tenant's refund is checked to the micro-USDC against the
-//! lease's rate and the time the node went silent, with an hour of chain time passed since.
+//! domain XML it renders). A second lease runs on the same node. Then the orchestrator stops and
+//! the node's agent stops; the second lease is terminated on chain (as by a run that crashed
+//! before ending its VM), an hour of chain time passes, and the orchestrator comes back. Once the
+//! node has been silent longer than the SLA window (a few seconds here), the orchestrator, as
+//! LeaseEscrow's arbiter, terminates the first lease on-chain dated back to the node's last
+//! heartbeat and attests it, leaves the already ended one alone on chain, and tells the tenant
+//! why on both VMs. The tenant's refund is checked to the micro-USDC against the lease's rate
+//! and the time the node went silent.
 
 use alloy::{
     primitives::U256,
@@ -17,6 +20,7 @@ use decloud_node_agent::{
     Agent, Backoff, BandwidthShaping, ConfigLayer, DomainPlan, DomainType, Identity, ImageConfig,
     NetworkConfig, bandwidth_kbytes, create_blank_qcow2, render_domain_xml, run_link,
 };
+use decloud_orchestrator::Store;
 use decloud_sdk::{
     USDC,
     agent_protocol::{self as proto, NodeResources},
@@ -257,6 +261,8 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
     // The orchestrator binary with a window of a few seconds, signing (attestations and
     // terminations) with the arbiter's key. Anchoring is left for later batches, so the only
     // transactions it sends in this test are terminations.
+    let database_path = work.path().join("orchestrator.db");
+    let database_url = format!("sqlite:{}", database_path.display());
     let config = work.path().join("orchestrator.toml");
     std::fs::write(
         &config,
@@ -281,7 +287,7 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
              batch_size = 10000\n\
              batch_interval_secs = 86400\n\
              confirm_timeout_secs = 30\n",
-            db = work.path().join("orchestrator.db").display(),
+            db = database_path.display(),
             rpc = system.rpc_url(),
             registry = d.contracts.node_registry.address,
             escrow = d.contracts.lease_escrow.address,
@@ -289,18 +295,21 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
         ),
     )
     .unwrap();
-    let _orchestrator = Orchestrator(
-        Command::new(env!("CARGO_BIN_EXE_decloud-orchestrator"))
-            .arg("--config")
-            .arg(&config)
-            .env("DECLOUD_LOG", "info,sqlx=warn")
-            .env(
-                "DECLOUD_PRIVATE_KEY",
-                format!("0x{}", hex::encode(orchestrator_key.to_bytes())),
-            )
-            .spawn()
-            .expect("the orchestrator binary starts"),
-    );
+    let start_orchestrator = || {
+        Orchestrator(
+            Command::new(env!("CARGO_BIN_EXE_decloud-orchestrator"))
+                .arg("--config")
+                .arg(&config)
+                .env("DECLOUD_LOG", "info,sqlx=warn")
+                .env(
+                    "DECLOUD_PRIVATE_KEY",
+                    format!("0x{}", hex::encode(orchestrator_key.to_bytes())),
+                )
+                .spawn()
+                .expect("the orchestrator binary starts"),
+        )
+    };
+    let orchestrator = start_orchestrator();
     let http = reqwest::Client::new();
     wait_for("the orchestrator to answer /api/v1/health", || async {
         let r = http
@@ -426,38 +435,98 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
         "the Performance <bandwidth> in the domain: {xml}"
     );
 
-    // The lease as the chain holds it; the tenant's free balance before the node fails.
+    // A second, smaller lease on the same node.
+    tx::send(
+        "LeaseEscrow",
+        escrow.openLease(
+            node_id,
+            ILeaseEscrow::Resources {
+                vcpus: 1,
+                memoryGiB: 1,
+                storageGiB: 5,
+                gpus: 0,
+            },
+            QualityTier::Standard.into(),
+            BandwidthTier::Basic.into(),
+            U256::ZERO,
+            U256::ZERO,
+            u64::MAX,
+            U256::from(5 * USDC),
+        ),
+    )
+    .await
+    .expect("the tenant opens a second lease");
+    let other_lease = U256::from(2);
+    wait_for("the second VM to be running", || async {
+        let (status, body) = get(&http, &base, "/api/v1/vms/vm-2", &token).await;
+        (status == 200 && body["state"] == "running").then_some(())
+    })
+    .await;
+
+    // The leases as the chain holds them.
     let opened = tx::read("LeaseEscrow", escrow.getLease(lease_id))
         .await
         .unwrap();
-    let balance_before = tx::read("LeaseEscrow", escrow.balanceOf(tenant_addr))
+    let other_opened = tx::read("LeaseEscrow", escrow.getLease(other_lease))
         .await
         .unwrap();
 
-    // A heartbeat after the lease opened, so the node was up while the lease ran.
+    // A heartbeat after both leases opened, so the node was up while they ran.
     let last_heartbeat = |body: &Value| body["reputation"]["last_heartbeat"].as_i64();
-    wait_for("a heartbeat after the lease opened", || async {
+    wait_for("a heartbeat after the leases opened", || async {
         let (status, body) = get(&http, &base, &node_path, &token).await;
-        (status == 200 && last_heartbeat(&body).is_some_and(|t| t > opened.openedAt as i64))
+        (status == 200 && last_heartbeat(&body).is_some_and(|t| t > other_opened.openedAt as i64))
             .then_some(())
     })
     .await;
 
-    // The agent stops: its link goes, no more heartbeats.
+    // The orchestrator stops; then the agent stops too: no more heartbeats, no link.
+    drop(orchestrator);
     let _ = stop_agent.send(true);
     tokio::time::timeout(Duration::from_secs(10), link)
         .await
         .expect("the agent's link stops")
         .unwrap();
     let stopped_at = OffsetDateTime::now_utc().unix_timestamp();
-    let (_, node) = get(&http, &base, &node_path, &token).await;
-    let silent_since = last_heartbeat(&node).expect("the node's last heartbeat");
+    let silent_since = {
+        let store = Store::connect(&database_url).await.unwrap();
+        let liveness = store
+            .liveness(&format!("{node_id:#x}"))
+            .await
+            .unwrap()
+            .expect("the node's heartbeats were recorded");
+        store.close().await;
+        liveness.last_heartbeat
+    };
     assert!(
         silent_since <= stopped_at,
         "the last heartbeat came before the stop"
     );
-    // An hour passes on chain while the node is gone.
+    // The second lease was terminated on chain just before the stop (as a run that crashed
+    // between its termination and ending the VM would leave it).
+    let arbiter = LeaseEscrow::new(escrow_addr, system.provider(0));
+    tx::send(
+        "LeaseEscrow",
+        arbiter.terminateLease(other_lease, u64::try_from(silent_since).unwrap()),
+    )
+    .await
+    .expect("the arbiter terminates the second lease");
+    // The tenant's free balance before the first lease ends.
+    let balance_before = tx::read("LeaseEscrow", escrow.balanceOf(tenant_addr))
+        .await
+        .unwrap();
+    // An hour passes on chain while the node is gone; the orchestrator comes back.
     testing::increase_time(&tenant, 3600).await.unwrap();
+    let _orchestrator = start_orchestrator();
+    wait_for("the orchestrator to answer again", || async {
+        let r = http
+            .get(format!("{base}/api/v1/health"))
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
 
     // The orchestrator terminates the lease on-chain.
     let ended = wait_for("the lease to be terminated on chain", || async {
@@ -499,31 +568,53 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
         "the silent hour is not charged"
     );
 
-    // The tenant sees why, on the VM.
-    let vm = wait_for("the VM to say why it ended", || async {
-        let (status, body) = get(&http, &base, vm_path, &token).await;
-        (status == 200 && body["state"] == "terminated").then_some(body)
-    })
-    .await;
-    let why = vm["failure"].as_str().unwrap_or_default();
-    assert!(
-        why.starts_with("node silent") && why.contains(&silent_since.to_string()),
-        "the VM says its node went silent and since when: {vm}"
-    );
+    // The tenant sees why, on both VMs.
+    for vm_path in ["/api/v1/vms/vm-1", "/api/v1/vms/vm-2"] {
+        let vm = wait_for("the VM to say why it ended", || async {
+            let (status, body) = get(&http, &base, vm_path, &token).await;
+            (status == 200 && body["state"] == "terminated").then_some(body)
+        })
+        .await;
+        let why = vm["failure"].as_str().unwrap_or_default();
+        assert!(
+            why.starts_with("node silent") && why.contains(&silent_since.to_string()),
+            "the VM says its node went silent and since when: {vm}"
+        );
+    }
 
-    // The termination is attested.
-    let (status, attestations) =
-        get(&http, &base, "/api/v1/attestations?subject=lease:1", &token).await;
-    assert_eq!(status, 200, "{attestations}");
-    let sla: Vec<&Value> = attestations
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["kind"] == "lease.sla_terminated")
-        .collect();
-    assert_eq!(sla.len(), 1, "one attested termination: {attestations}");
+    // The orchestrator's termination is attested; the lease already ended on chain was not
+    // terminated again.
+    let sla_attestations = |subject: &'static str| {
+        let (http, base, token) = (&http, &base, &token);
+        async move {
+            let (status, list) = get(
+                http,
+                base,
+                &format!("/api/v1/attestations?subject={subject}"),
+                token,
+            )
+            .await;
+            assert_eq!(status, 200, "{list}");
+            list.as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["kind"] == "lease.sla_terminated")
+                .cloned()
+                .collect::<Vec<Value>>()
+        }
+    };
+    let sla = sla_attestations("lease:1").await;
+    assert_eq!(sla.len(), 1, "one attested termination: {sla:?}");
     let payload: Value = serde_json::from_str(sla[0]["payload"].as_str().unwrap()).unwrap();
     assert_eq!(payload["failed_at"], silent_since, "{payload}");
+    assert!(
+        sla_attestations("lease:2").await.is_empty(),
+        "nothing sent for a lease already ended on chain"
+    );
+    let other_ended = tx::read("LeaseEscrow", escrow.getLease(other_lease))
+        .await
+        .unwrap();
+    assert_eq!(other_ended.endedAt as i64, silent_since, "its end stands");
 
     agent.close().await;
 }
