@@ -712,12 +712,26 @@ async fn lease_show(args: LeaseIdArgs) -> Result<(), CliError> {
     let lease = tx::read("LeaseEscrow", escrow.getLease(id)).await?;
     let accrued = tx::read("LeaseEscrow", escrow.accruedOf(id)).await?;
     let depletion = tx::read("LeaseEscrow", escrow.depletionTime(id)).await?;
-    let status = LeaseStatus::try_from(lease.status)
-        .map(|s| json!(s))
-        .unwrap_or(json!(lease.status));
+    let known = LeaseStatus::try_from(lease.status).ok();
+    let status = known.map(|s| json!(s)).unwrap_or(json!(lease.status));
+    // Why a lease ended and when accrual stopped: only the arbiter terminates, for a node that
+    // went silent (the VM's failure says since when).
+    let ended = match known {
+        Some(LeaseStatus::Terminated) => vec![
+            ("ended_at", json!(lease.endedAt)),
+            (
+                "why",
+                json!(
+                    "terminated by the arbiter: its node went silent; nothing is charged after ended_at"
+                ),
+            ),
+        ],
+        Some(LeaseStatus::Closed) => vec![("ended_at", json!(lease.endedAt))],
+        _ => Vec::new(),
+    };
     Report::new(
         "lease",
-        vec![
+        [
             ("lease", json!(args.lease.to_string())),
             ("status", status),
             ("tenant", json!(lease.tenant.to_string())),
@@ -730,7 +744,10 @@ async fn lease_show(args: LeaseIdArgs) -> Result<(), CliError> {
             ("template", json!(lease.templateId.to_string())),
             ("opened_at", json!(lease.openedAt)),
             ("depletes_at", json!(depletion)),
-        ],
+        ]
+        .into_iter()
+        .chain(ended)
+        .collect(),
     )
     .print(args.global.json);
     Ok(())

@@ -1,6 +1,6 @@
 //! An operator's earnings through the real `decloud` binary against anvil with the whole system
 //! deployed: an operator with two nodes earns from three leases (another operator from a
-//! fourth); `decloud operator earnings` lists what each lease and each node can claim, equal to
+//! fourth), closed by their tenant or terminated by the arbiter (whose `lease show` says why); `decloud operator earnings` lists what each lease and each node can claim, equal to
 //! the operator's share of what the contract settled; `decloud operator claim --all` claims them
 //! all in one `claim(uint256[])` transaction, paying exactly the listed total; a second
 //! `claim --all` is refused with nothing to claim and sends nothing.
@@ -110,11 +110,34 @@ async fn operator_lists_earnings_per_node_and_lease_and_claims_them_all_at_once(
             ],
         );
     }
-    // Two hours later the tenant closes them all: what they settled no longer moves.
+    // Two hours later the tenant closes three of them and the arbiter terminates the one on node
+    // B (its node went silent): what they settled no longer moves.
     increase_time(&observer, 7_200).await.unwrap();
-    for lease in ["1", "2", "3", "4"] {
+    for lease in ["1", "2", "4"] {
         cli.ok(TENANT, &["lease", "close", lease]);
     }
+    let now = observer
+        .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+        .await
+        .unwrap()
+        .unwrap()
+        .header
+        .timestamp;
+    tx::send("LeaseEscrow", escrow.terminateLease(U256::from(3), now))
+        .await
+        .expect("the arbiter (account 0) terminates lease 3");
+    // The tenant sees why it ended, and when.
+    let shown = cli.ok(TENANT, &["lease", "show", "3"]);
+    assert_eq!(shown["status"], "terminated", "{shown}");
+    assert_eq!(shown["ended_at"], now, "{shown}");
+    assert!(
+        shown["why"].as_str().unwrap().contains("node went silent"),
+        "{shown}"
+    );
+    let closed = cli.ok(TENANT, &["lease", "show", "1"]);
+    assert_eq!(closed["status"], "closed", "{closed}");
+    assert!(closed["ended_at"].as_u64().unwrap() > 0, "{closed}");
+    assert!(closed.get("why").is_none(), "{closed}");
 
     // Our own arithmetic: the operator's share of each settled amount, rounded down.
     let mut expected = Vec::new();
@@ -135,7 +158,8 @@ async fn operator_lists_earnings_per_node_and_lease_and_claims_them_all_at_once(
     for ((id, node, share), shown) in expected.iter().zip(leases) {
         assert_eq!(shown["lease"], id.to_string(), "{listed}");
         assert_eq!(shown["node"], node.to_string(), "{listed}");
-        assert_eq!(shown["status"], "closed", "{listed}");
+        let status = if *id == 3 { "terminated" } else { "closed" };
+        assert_eq!(shown["status"], status, "{listed}");
         assert_eq!(micro(&shown["claimable"]), *share, "lease {id}: {listed}");
     }
     let per_node = |node: B256| -> u64 {
