@@ -530,6 +530,16 @@ mod tests {
             chain.reconnect_grace_secs, 90,
             "above the agent's 60 s backoff cap"
         );
+        assert_eq!(chain.sla_window_secs, 1800, "30 minutes by default");
+        for bad in ["0", "-5"] {
+            std::fs::write(
+                &path,
+                format!("[chain]\nrpc_url = \"x\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\nimage = \"i\"\nsla_window_secs = {bad}\n"),
+            )
+            .unwrap();
+            let e = Config::resolve(&args, |_| None).unwrap_err();
+            assert!(e.to_string().contains("chain.sla_window_secs"), "{e}");
+        }
         std::fs::write(
             &path,
             format!("[chain]\nrpc_url = \"x\"\nnode_registry = \"{addr}\"\nlease_escrow = \"{addr}\"\nimage = \"i\"\nreconnect_grace_secs = -1\n"),
