@@ -67,8 +67,8 @@ impl Arbiter {
 /// `termination_window` ago; `margin` seconds are left for the transaction to be mined).
 pub fn failed_at(last_heartbeat: i64, chain_now: u64, termination_window: u64, margin: u64) -> u64 {
     let heartbeat = u64::try_from(last_heartbeat).unwrap_or(0);
-    // Rounds toward the later time: a later failure charges the tenant more, never the operator
-    // less than the contract allows.
+    // Out of range, the nearest time the contract accepts is taken: the tenant then pays a little
+    // longer than the silence, and the termination still goes through.
     let earliest = chain_now.saturating_sub(termination_window.saturating_sub(margin));
     heartbeat.min(chain_now).max(earliest)
 }
