@@ -331,11 +331,26 @@ async fn spawn_chain(
         reconnect_grace_until: clock::now().saturating_add(chain.reconnect_grace_secs),
     };
     let arbiter = match arbiter_key {
-        Some(key) => Some(sla::Arbiter::new(
-            chain.lease_escrow.parse()?,
-            decloud_sdk::tx::signing_provider(chain.rpc_url.parse()?, key),
-            chain.sla_window_secs,
-        )),
+        Some(key) => {
+            let account = key.address();
+            let arbiter = sla::Arbiter::new(
+                chain.lease_escrow.parse()?,
+                decloud_sdk::tx::signing_provider(chain.rpc_url.parse()?, key),
+                chain.sla_window_secs,
+            );
+            match arbiter.holds_the_role(account).await {
+                Ok(true) => Some(arbiter),
+                Ok(false) => {
+                    tracing::warn!(target: "orchestrator::sla", %account, "the attestation key does not hold LeaseEscrow's ARBITER_ROLE: leases of silent nodes are not terminated");
+                    None
+                }
+                // The chain is not reachable now: try anyway, each pass reports its own error.
+                Err(e) => {
+                    tracing::warn!(target: "orchestrator::sla", error = %e, "cannot check ARBITER_ROLE; terminating leases of silent nodes regardless");
+                    Some(arbiter)
+                }
+            }
+        }
         None => {
             tracing::warn!(target: "orchestrator::sla", "no [attestation] key: leases of silent nodes are not terminated");
             None

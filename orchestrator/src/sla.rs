@@ -60,6 +60,12 @@ impl Arbiter {
             window_secs,
         }
     }
+
+    /// Whether `account` holds LeaseEscrow's ARBITER_ROLE, so that its terminations can succeed.
+    pub async fn holds_the_role(&self, account: Address) -> Result<bool, SlaError> {
+        let role = tx::read("LeaseEscrow", self.escrow.ARBITER_ROLE()).await?;
+        Ok(tx::read("LeaseEscrow", self.escrow.hasRole(role, account)).await?)
+    }
 }
 
 /// The failure time to send for a node last heard at `last_heartbeat`: that heartbeat, kept

@@ -383,6 +383,8 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
     let vm_path = "/api/v1/vms/vm-1";
     wait_for("the VM to be running", || async {
         let (status, body) = get(&http, &base, vm_path, &token).await;
+        // A VM that failed will not run: say why instead of waiting out the bound.
+        assert_ne!(body["state"], "failed", "the VM failed: {body}");
         (status == 200 && body["state"] == "running").then_some(())
     })
     .await;
@@ -459,6 +461,7 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
     let other_lease = U256::from(2);
     wait_for("the second VM to be running", || async {
         let (status, body) = get(&http, &base, "/api/v1/vms/vm-2", &token).await;
+        assert_ne!(body["state"], "failed", "the second VM failed: {body}");
         (status == 200 && body["state"] == "running").then_some(())
     })
     .await;
@@ -617,4 +620,21 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
     assert_eq!(other_ended.endedAt as i64, silent_since, "its end stands");
 
     agent.close().await;
+}
+
+#[tokio::test]
+async fn only_a_key_holding_the_arbiter_role_terminates() {
+    let system = TestSystem::start()
+        .await
+        .expect("anvil with the system deployed (run scripts/setup)");
+    let escrow = system.deployment.contracts.lease_escrow.address;
+    let arbiter = decloud_orchestrator::sla::Arbiter::new(escrow, system.provider(0), 1800);
+    assert!(
+        arbiter.holds_the_role(system.address(0)).await.unwrap(),
+        "the deployer holds ARBITER_ROLE"
+    );
+    assert!(
+        !arbiter.holds_the_role(system.address(5)).await.unwrap(),
+        "another account does not: the orchestrator would not try with it"
+    );
 }
