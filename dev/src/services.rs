@@ -8,7 +8,10 @@ use std::{
 
 use clap::Args;
 use decloud_indexer::IndexerService;
-use decloud_node_agent::{ImageConfig, NodeAgentService, dev::TEST_DRIVER_URI};
+use decloud_node_agent::{
+    ImageConfig, NodeAgentService,
+    dev::{DEFAULT_SHUTDOWN_TIMEOUT, TEST_DRIVER_URI},
+};
 use decloud_orchestrator::{OrchestratorService, dev::DEV_IMAGE};
 use decloud_sdk::{Error, dev::DevService};
 
@@ -46,6 +49,11 @@ pub(crate) struct ServiceArgs {
     /// qemu:// --agent-libvirt-uri on a machine where nothing starts them).
     #[arg(long)]
     start_libvirtd: bool,
+    /// Seconds a stopping guest has to shut down before the node agent powers it off (a real
+    /// OS needs tens of seconds under emulation; the busybox test guest ignores the request and
+    /// always waits this long).
+    #[arg(long, default_value_t = DEFAULT_SHUTDOWN_TIMEOUT.as_secs())]
+    agent_shutdown_timeout: u64,
     /// Which funded account operates the node (anvil's account index).
     #[arg(long, default_value_t = 1)]
     agent_operator_account: usize,
@@ -104,6 +112,7 @@ pub(crate) fn services(
             let mut agent = NodeAgentService::new(libvirt_uri, DEV_IMAGE);
             agent.image = image;
             agent.operator_account = args.agent_operator_account;
+            agent.shutdown_timeout = std::time::Duration::from_secs(args.agent_shutdown_timeout);
             services.push(Box::new(agent));
         }
     }

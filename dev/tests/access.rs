@@ -29,6 +29,8 @@ struct Guest {
     image_dir: PathBuf,
     /// How long a boot may take until SSH answers.
     boot: Duration,
+    /// The node agent's `--agent-shutdown-timeout` for this guest.
+    shutdown_timeout_secs: u64,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -60,6 +62,8 @@ impl Guest {
         Self {
             image_dir: dir.to_path_buf(),
             boot: Duration::from_secs(240),
+            // It ignores the ACPI power button: every stop waits the whole timeout.
+            shutdown_timeout_secs: 5,
             _temp: Some(temp),
         }
     }
@@ -83,6 +87,8 @@ impl Guest {
             image_dir,
             // cloud-init's first boot under TCG on a busy 2-core machine.
             boot: Duration::from_secs(900),
+            // What `decloud dev` gives a real OS: time to shut down cleanly under emulation.
+            shutdown_timeout_secs: 60,
             _temp: None,
         }
     }
@@ -135,12 +141,25 @@ fn start_dev(guest: &Guest, logs: &Path) -> Dev {
     let (chain, orchestrator) = (free_port(), free_port());
     let log = logs.join("decloud-dev.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_decloud-dev"))
-        .args(["--accounts", "3", "--no-indexer"])
+        // Anvil's account 3 operates the node, so its node id (from the machine id and the
+        // operator) is not the one of another `decloud dev` on this machine, whose forwards
+        // and reservations carry the default operator's.
+        .args([
+            "--accounts",
+            "4",
+            "--agent-operator-account",
+            "3",
+            "--no-indexer",
+        ])
         .args(["--port", &chain.to_string()])
         .args(["--orchestrator-port", &orchestrator.to_string()])
         .arg("--deployments-dir")
         .arg(deployments.path())
         .args(["--agent-libvirt-uri", "qemu:///system"])
+        .args([
+            "--agent-shutdown-timeout",
+            &guest.shutdown_timeout_secs.to_string(),
+        ])
         .arg("--agent-image")
         .arg(&guest.image_dir)
         .stdout(Stdio::piped())
@@ -181,7 +200,7 @@ fn start_dev(guest: &Guest, logs: &Path) -> Dev {
         .unwrap_or_else(|| panic!("no node id in {summary}"))
         .trim()
         .to_owned();
-    // "  (2) 0xADDRESS 0xKEY": anvil's account 2 rents (1 operates the node).
+    // "  (2) 0xADDRESS 0xKEY": anvil's account 2 rents (3 operates the node).
     let tenant_key = summary
         .lines()
         .find_map(|l| l.trim().strip_prefix("(2) "))
@@ -491,8 +510,10 @@ fn tenant_reaches_and_logs_into_the_vm(guest: &Guest) {
         std::thread::sleep(Duration::from_secs(3));
     }
 
-    // Closing the lease deletes the VM and its forwarding rules.
-    let tag = format!(":{vm}:");
+    // Closing the lease deletes the VM and its forwarding rules (this node's: their comment
+    // starts with the first 8 bytes of its id; other agents on the machine have rules too).
+    let node_tag = dev.node_id.trim_start_matches("0x")[..16].to_owned();
+    let tag = format!("decloud:{node_tag}:{vm}:");
     assert!(iptables_rules().contains(&tag));
     tenant.ok(&["lease", "close", &lease]);
     tenant.wait_for_vm(&vm, "terminated", Duration::from_secs(180), |v| {

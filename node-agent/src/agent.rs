@@ -112,7 +112,12 @@ impl Agent {
             .map_err(|e| Error::Libvirt(e.to_string()))??;
         let (host_cpus, host_memory_mib) = hypervisor.node_capacity()?;
         info!(target: "agent", uri = %config.libvirt_uri, host_cpus, host_memory_mib, "connected to libvirt");
-        let firewall = Firewall::new(node_tag(&identity.node_id));
+        let tag = node_tag(&identity.node_id);
+        let firewall = if hypervisor.is_simulated() {
+            Firewall::for_simulated_vms(tag)
+        } else {
+            Firewall::new(tag)
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,

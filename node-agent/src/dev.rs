@@ -3,6 +3,7 @@
 //! anvil's funded accounts, and runs the agent linked to the orchestrator the context names.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use alloy::signers::local::PrivateKeySigner;
 use decloud_sdk::{
@@ -23,6 +24,9 @@ use crate::{
 /// libvirt's in-process test driver: VMs are simulated, nothing boots.
 pub const TEST_DRIVER_URI: &str = "test:///default";
 
+/// The node agent's own default: a graceful shutdown under emulation (TCG) takes tens of seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs one node agent inside `decloud dev`. Needs the chain and the orchestrator services before
 /// it in the service list.
 #[derive(Debug)]
@@ -41,6 +45,11 @@ pub struct NodeAgentService {
     pub image: Option<ImageConfig>,
     /// The name the orchestrator asks VMs to boot from.
     pub image_name: String,
+    /// How long a stopping guest has to shut down before it is powered off. A real OS needs
+    /// time to write its file systems back (a Debian guest cut off seconds after its first boot
+    /// can lose the files it just wrote); a guest that ignores the ACPI power button (the busybox
+    /// test guest) always waits this long.
+    pub shutdown_timeout: Duration,
     running: Option<RunningAgent>,
     temp: Option<tempfile::TempDir>,
 }
@@ -55,6 +64,7 @@ impl NodeAgentService {
             region: "local".into(),
             image: None,
             image_name: image_name.into(),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             running: None,
             temp: None,
         }
@@ -177,7 +187,7 @@ impl DevService for NodeAgentService {
                     orchestrator_url: Some(ws.to_string()),
                     operator: Some(operator.address()),
                     machine_id: Some(self.machine_id.clone()),
-                    shutdown_timeout_secs: Some(5),
+                    shutdown_timeout_secs: Some(self.shutdown_timeout.as_secs()),
                     network: Some(network),
                     network_subnet: subnet,
                     public_address,

@@ -184,6 +184,9 @@ pub struct FirewallReport {
 #[derive(Debug, Clone)]
 pub struct Firewall {
     tag: String,
+    /// Whether rules are made on this host: not for libvirt's test driver, whose simulated VMs
+    /// have no address here (their forwards are still allocated, recorded and reported).
+    on_host: bool,
 }
 
 /// Holds both locks while the agent reads and changes rules.
@@ -381,7 +384,20 @@ fn ensure_chains() -> Result<()> {
 impl Firewall {
     /// The rules of the node tagged `tag` (see [`node_tag`]).
     pub fn new(tag: impl Into<String>) -> Self {
-        Self { tag: tag.into() }
+        Self {
+            tag: tag.into(),
+            on_host: true,
+        }
+    }
+
+    /// The forwards of simulated VMs (libvirt's test driver): no rule is made, read or
+    /// removed on this host, so a simulated node never touches the host's firewall nor
+    /// another agent's rules.
+    pub fn for_simulated_vms(tag: impl Into<String>) -> Self {
+        Self {
+            tag: tag.into(),
+            on_host: false,
+        }
     }
 
     /// The node tag in the rule comments.
@@ -400,12 +416,18 @@ impl Firewall {
     /// agent's in `DECLOUD-DNAT`, and any DNAT or REDIRECT rule someone else made. A port
     /// is never handed out over someone's forward, which the agent's rule would shadow.
     pub fn public_ports_in_use(&self) -> Result<BTreeSet<u16>> {
+        if !self.on_host {
+            return Ok(BTreeSet::new());
+        }
         let _guard = lock();
         Ok(redirected_ports(&save("nat")?))
     }
 
     /// Adds a forward's two rules, each unless it exists already.
     pub fn add(&self, rule: &ForwardRule) -> Result<()> {
+        if !self.on_host {
+            return Ok(());
+        }
         let _guard = lock();
         enable_ip_forward();
         ensure_chains()?;
@@ -428,6 +450,9 @@ impl Firewall {
 
     /// Removes every rule of this node for `vm_id`.
     pub fn remove_vm(&self, vm_id: &str) -> Result<usize> {
+        if !self.on_host {
+            return Ok(0);
+        }
         let _guard = lock();
         let mut removed = 0;
         for rule in self.rules()? {
@@ -444,6 +469,9 @@ impl Firewall {
     /// unmarked rules in the agent's chains are removed. Rules carrying another node's tag
     /// (another agent on this host) and every rule outside the two chains stay.
     pub fn reconcile(&self, desired: &[ForwardRule]) -> Result<FirewallReport> {
+        if !self.on_host {
+            return Ok(FirewallReport::default());
+        }
         let _guard = lock();
         if !desired.is_empty() {
             enable_ip_forward();

@@ -64,6 +64,12 @@ impl Hypervisor {
         &self.uri
     }
 
+    /// Whether the VMs are simulated (libvirt's test driver): nothing boots, and no guest
+    /// has an address or a network device on this host.
+    pub fn is_simulated(&self) -> bool {
+        self.uri.starts_with("test:")
+    }
+
     fn lookup(&self, name: &str) -> Result<Option<Domain>> {
         match Domain::lookup_by_name(&self.conn, name) {
             Ok(domain) => Ok(Some(domain)),

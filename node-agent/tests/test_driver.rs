@@ -8,8 +8,10 @@
 mod common;
 
 use common::*;
-use decloud_node_agent::{DOMAIN_PREFIX, Desired, Error, domain_name, render_domain_xml};
-use decloud_sdk::agent_protocol::{AckOutcome, Command, CommandAction, QualityTier, VmState};
+use decloud_node_agent::{DOMAIN_PREFIX, Desired, Error, domain_name, node_tag, render_domain_xml};
+use decloud_sdk::agent_protocol::{
+    AckOutcome, Command, CommandAction, PortProtocol, PortSpec, QualityTier, VmState,
+};
 
 #[tokio::test]
 async fn lifecycle_create_stop_start_delete() {
@@ -79,6 +81,34 @@ async fn lifecycle_create_stop_start_delete() {
             VmState::Deleted
         ]
     );
+}
+
+/// A simulated VM's forwards are allocated and reported like a real one's, but no rule is
+/// made on the host (its guest has no address here), so a `decloud dev` on the test driver
+/// never touches the host's firewall or another agent's rules.
+#[tokio::test]
+async fn simulated_vms_get_forwards_but_no_host_rules() {
+    let dir = data_dir();
+    let config = test_driver_config(dir.path(), "simulated-forwards");
+    let (identity, _) = decloud_node_agent::Identity::load_or_create(&config).unwrap();
+    let tag = node_tag(&identity.node_id);
+    let agent = open_agent(config).await;
+    agent.reconcile().await.unwrap();
+
+    let mut with_ports = spec("fwd-1", "blank");
+    with_ports.ports = vec![PortSpec {
+        guest: 22,
+        protocol: PortProtocol::Tcp,
+    }];
+    let report = agent.create_vm(with_ports).await.unwrap();
+    assert_eq!(report.forwards.len(), 1, "{report:?}");
+    assert_eq!(report.forwards[0].guest, 22);
+    let rules = iptables_save();
+    assert!(
+        !rules.contains(&format!("decloud:{tag}:")),
+        "a simulated vm got a host rule: {rules}"
+    );
+    agent.delete_vm("fwd-1").await.unwrap();
 }
 
 #[tokio::test]
