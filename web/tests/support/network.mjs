@@ -74,6 +74,8 @@ export async function startNetwork({ timeoutMs = 180_000 } = {}) {
     accounts,
     nodeId,
     deployment,
+    /** Where `decloud dev` wrote networks.toml and the deployment record, for the CLI. */
+    deploymentsDir: deployments,
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve));
