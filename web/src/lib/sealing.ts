@@ -1,7 +1,7 @@
 import { useCallback, useState } from 'react';
 import { useAccount, useSignMessage } from 'wagmi';
 import { useAppConfig } from './appConfig';
-import { keyMessage, type SealingKey, sealingKeyFromSignature } from './credentials';
+import type { SealingKey } from './credentials';
 
 // One signature per wallet, chain and page load: the key is kept in memory only (never stored),
 // so opening a second VM's credentials does not ask the wallet again.
@@ -22,6 +22,8 @@ export function useSealingKey() {
       setKey(known);
       return known;
     }
+    // The HPKE code loads only when a key is needed, not on the app's first visit.
+    const { keyMessage, sealingKeyFromSignature } = await import('./credentials');
     const signature = await signMessageAsync({ message: keyMessage(config.chainId) });
     const next = await sealingKeyFromSignature(signature);
     derived.set(cacheKey, next);

@@ -1,21 +1,23 @@
 import { useQueryClient } from '@tanstack/react-query';
-import { useState } from 'react';
+import { lazy, Suspense, useState } from 'react';
 import { Link, useParams } from 'react-router-dom';
 import type { Abi } from 'viem';
 import { useReadContract } from 'wagmi';
 import { leaseEscrowAbi } from '../abi/generated';
-import { Console } from '../components/Console';
 import { HostingActions } from '../components/HostingActions';
 import { TableWrap } from '../components/TableWrap';
 import { apiFetch, type SealedCredentials, type VmAccess, type VmDetail } from '../lib/api';
 import { useAppConfig } from '../lib/appConfig';
-import { type Credentials, CredentialsError } from '../lib/credentials';
+import type { Credentials } from '../lib/credentials';
 import { explainError } from '../lib/errors';
 import { useApi } from '../lib/queries';
 import { useSealingKey } from '../lib/sealing';
 import { useSession } from '../lib/session';
 import { useToasts } from '../lib/toasts';
 import { TxPanel, useTx } from '../lib/tx';
+
+// xterm loads with the VM page's console, not on the app's first visit.
+const Console = lazy(() => import('../components/Console').then((m) => ({ default: m.Console })));
 
 /** A VM as the orchestrator knows it: state, how to reach it, its password, console and controls. */
 export function VmPage() {
@@ -43,7 +45,9 @@ export function VmPage() {
           </section>
           {vm.data.access && <Access vmId={vm.data.vm_id} access={vm.data.access} />}
           {vm.data.access?.has_credentials && <Password vmId={vm.data.vm_id} />}
-          <Console vmId={vm.data.vm_id} />
+          <Suspense fallback={<p className="muted">Loading the console…</p>}>
+            <Console vmId={vm.data.vm_id} />
+          </Suspense>
           <CloseLease leaseId={String(vm.data.lease_id)} />
           <HostingActions vmId={vm.data.vm_id} />
           <section className="card" aria-labelledby="fields-heading">
@@ -230,7 +234,7 @@ function Password({ vmId }: { vmId: string }) {
       const sealed = await apiFetch<SealedCredentials>(config.apiUrl, `/vms/${encodeURIComponent(vmId)}/credentials`, { token: session?.token });
       const key = await sealing.derive();
       if (key.publicHex !== sealed.sealing_key.toLowerCase())
-        throw new CredentialsError(
+        throw new Error(
           `These credentials were sealed to ${sealed.sealing_key}; this wallet on chain ${config.chainId} derives ${key.publicHex}. Open them with the wallet that registered that key.`,
         );
       setOpened(await key.open(sealed.sealed, sealed.vm_id));
