@@ -155,5 +155,18 @@ describe('template author journey', () => {
     assert.equal((await market.get(templateId)).deprecated, true);
     await row.getByTestId('template-status').getByText('deprecated').waitFor();
     assert.equal(await row.getByRole('button', { name: 'Deprecate' }).count(), 0);
+    const resources = { vcpus: 1, memoryGiB: 1, storageGiB: 2, gpus: 0 };
+    const rate = await chain.quoteRate(network.nodeId, resources, 3, 0);
+    const abi = [...abiOf('LeaseEscrow'), ...abiOf('TemplateMarket').filter((x) => x.type === 'error')];
+    await assert.rejects(
+      chain.client.simulateContract({
+        address: network.deployment.contracts.leaseEscrow.address,
+        abi,
+        functionName: 'openLease',
+        args: [network.nodeId, resources, 3, 0, BigInt(templateId), 2_000_001n, rate, 1n * USDC],
+        account: tenant.address,
+      }),
+      /TemplateIsDeprecated/,
+    );
   });
 });
