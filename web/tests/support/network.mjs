@@ -24,15 +24,16 @@ export function abiOf(name) {
 
 /**
  * Runs `decloud dev` until its summary is printed; resolves with what it printed: the endpoints,
- * the deployment record, the funded accounts and the node it registered.
+ * the deployment record, the funded accounts and the node it registered. `extraArgs` go to
+ * `decloud dev` (e.g. a real libvirt URI and guest image).
  */
-export async function startNetwork({ timeoutMs = 180_000 } = {}) {
+export async function startNetwork({ timeoutMs = 180_000, extraArgs = [] } = {}) {
   const dist = join(webDir, 'dist');
   if (!existsSync(join(dist, 'index.html'))) throw new Error('web/dist is not built: run npm run build in web/');
   const deployments = mkdtempSync(join(tmpdir(), 'decloud-web-test-'));
   const child = spawn(
     decloudBin(),
-    ['dev', '--port', '0', '--indexer-port', '0', '--orchestrator-port', '0', '--deployments-dir', deployments, '--web-dir', dist],
+    ['dev', '--port', '0', '--indexer-port', '0', '--orchestrator-port', '0', '--deployments-dir', deployments, '--web-dir', dist, ...extraArgs],
     { cwd: repoRoot, env: { ...process.env, DECLOUD_ROOT: repoRoot }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stdout = '';
