@@ -5,7 +5,7 @@
 // by key and by the password the page opened with the wallet, and sees the guest's own output in
 // the browser's serial console.
 //
-//   DECLOUD_GUEST_IMAGE=$(scripts/guest-image) npm run test:long     (from web/, as root)
+//   DECLOUD_GUEST_IMAGE=$(../scripts/guest-image) npm run test:long     (from web/, as root)
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
