@@ -114,7 +114,8 @@ describe('VM page: access, password, console, controls', () => {
 
   test('opens a lease from the deploy page, which shows the profile it is created with', async () => {
     await page.getByRole('link', { name: 'Deploy' }).click();
-    assert.equal(await page.getByTestId('profile').getByLabel(/^SSH public keys/).inputValue(), ED25519);
+    const keys = page.getByTestId('profile').getByLabel(/^SSH public keys/);
+    await eventually('the deploy page shows the stored SSH key', async () => (await keys.inputValue()) === ED25519);
     await page.getByLabel('Node').selectOption(network.nodeId);
     await page.getByLabel('Funding (USDC)').fill('5');
     await page.getByLabel(/^Burstable/).check();

@@ -26,7 +26,8 @@ export function ProfilePanel({ headingLevel = 2 }: { headingLevel?: 2 | 3 }) {
   const [error, setError] = useState<string | null>(null);
   const [saved, setSaved] = useState<string | null>(null);
 
-  // The form starts from the stored profile, and again whenever it changes on the server.
+  // The form starts from the stored profile (its fields stay disabled until it has loaded, so
+  // nothing typed is overwritten), and again whenever a save changes it.
   useEffect(() => {
     if (!profile.data) return;
     setKeys(profile.data.ssh_keys.join('\n'));
@@ -80,11 +81,11 @@ export function ProfilePanel({ headingLevel = 2 }: { headingLevel?: 2 | 3 }) {
       {profile.error && <p className="error">{profile.error.message}</p>}
       <label>
         SSH public keys (one per line, as in ~/.ssh/id_ed25519.pub)
-        <textarea name="ssh-keys" className="mono" rows={3} value={keys} onChange={(e) => setKeys(e.target.value)} />
+        <textarea name="ssh-keys" className="mono" rows={3} value={keys} disabled={!profile.data} onChange={(e) => setKeys(e.target.value)} />
       </label>
       <label>
         Extra ports to forward (e.g. 8080/tcp 53/udp; port 22 always is)
-        <input name="ports" className="mono" value={ports} onChange={(e) => setPorts(e.target.value)} />
+        <input name="ports" className="mono" value={ports} disabled={!profile.data} onChange={(e) => setPorts(e.target.value)} />
       </label>
       <div className="row">
         <button type="submit" disabled={busy || !profile.data}>
