@@ -2,6 +2,7 @@ import { NavLink, Route, Routes } from 'react-router-dom';
 import { NetworkPrompt, WalletButton } from './components/Wallet';
 import { AccountPage } from './pages/Account';
 import { AttestationsPage } from './pages/Attestations';
+import { AuthorPage } from './pages/Author';
 import { DeployPage } from './pages/Deploy';
 import { FundsPage } from './pages/Funds';
 import { HomePage } from './pages/Home';
@@ -18,6 +19,7 @@ const NAV: [string, string][] = [
   ['/deploy', 'Deploy'],
   ['/leases', 'Leases'],
   ['/operator', 'Operate'],
+  ['/author', 'Publish'],
   ['/attestations', 'Attestations'],
   ['/account', 'Account'],
 ];
@@ -52,6 +54,7 @@ export function App() {
           <Route path="/templates" element={<TemplatesPage />} />
           <Route path="/templates/:key" element={<TemplatePage />} />
           <Route path="/operator" element={<OperatorPage />} />
+          <Route path="/author" element={<AuthorPage />} />
           <Route path="/attestations" element={<AttestationsPage />} />
           <Route path="/deploy" element={<DeployPage />} />
           <Route path="/leases" element={<LeasesPage />} />

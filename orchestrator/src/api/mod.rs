@@ -12,6 +12,7 @@ mod hosting;
 mod marketplace;
 mod operator;
 mod protocol_errors;
+mod template_validation;
 mod tenant;
 mod web;
 
@@ -470,6 +471,7 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(health))
         .merge(auth::routes(state))
         .merge(marketplace::routes())
+        .merge(template_validation::routes())
         .merge(tenant::routes())
         .merge(console::routes())
         .merge(operator::routes())

@@ -102,3 +102,49 @@ export interface VmRecord {
   state: string;
   [key: string]: unknown;
 }
+
+export type PortProtocol = 'tcp' | 'udp';
+
+export interface PortSpec {
+  guest: number;
+  protocol: PortProtocol;
+}
+
+export interface PortForward {
+  guest: number;
+  public: number;
+  protocol: PortProtocol;
+}
+
+/** How a tenant reaches a VM (`access` of `GET /vms/{id}`). */
+export interface VmAccess {
+  public_address: string | null;
+  addresses: string[];
+  forwards: PortForward[];
+  ports: PortSpec[];
+  login_user: string | null;
+  has_credentials: boolean;
+  ssh_command: string | null;
+}
+
+/** `GET /vms/{id}`: the VM and how to reach it; `services` when the orchestrator reports readiness. */
+export interface VmDetail extends VmRecord {
+  access?: VmAccess;
+  services?: unknown;
+}
+
+/** `GET /vms/{id}/credentials`: the passwords sealed to the tenant's key. */
+export interface SealedCredentials {
+  vm_id: string;
+  suite: string;
+  sealing_key: string;
+  sealed: string;
+  created_at: number;
+}
+
+/** `GET /profile`: what the tenant's next VMs are set up with. */
+export interface Profile {
+  ssh_keys: string[];
+  sealing_key: string | null;
+  ports: PortSpec[];
+}

@@ -1,3 +1,4 @@
+import { ProfilePanel } from '../components/ProfilePanel';
 import { SessionPanel } from '../components/Wallet';
 
 export function AccountPage() {
@@ -7,6 +8,9 @@ export function AccountPage() {
       <section className="card" aria-labelledby="session-heading">
         <h2 id="session-heading">Session</h2>
         <SessionPanel />
+      </section>
+      <section className="card" aria-label="VM access">
+        <ProfilePanel />
       </section>
     </>
   );

@@ -4,6 +4,7 @@ import { useNavigate } from 'react-router-dom';
 import { type Abi, type Hex, parseEventLogs } from 'viem';
 import { useAccount, useReadContract } from 'wagmi';
 import { leaseEscrowAbi, templateMarketAbi } from '../abi/generated';
+import { ProfilePanel } from '../components/ProfilePanel';
 import { apiFetch, type TemplateRecord } from '../lib/api';
 import { useAppConfig } from '../lib/appConfig';
 import { useBalances } from '../lib/contracts';
@@ -115,6 +116,9 @@ export function DeployPage() {
   return (
     <>
       <h1>Deploy a VM</h1>
+      <section className="card" aria-label="VM access">
+        <ProfilePanel />
+      </section>
       <form className="card" onSubmit={(e) => void submit(e)} aria-label="Deploy a VM">
         <div className="grid2">
           <label>

@@ -1,37 +1,314 @@
+import { useQueryClient } from '@tanstack/react-query';
+import { lazy, Suspense, useState } from 'react';
 import { Link, useParams } from 'react-router-dom';
+import type { Abi } from 'viem';
+import { useReadContract } from 'wagmi';
+import { leaseEscrowAbi } from '../abi/generated';
 import { HostingActions } from '../components/HostingActions';
-import type { VmRecord } from '../lib/api';
+import { TableWrap } from '../components/TableWrap';
+import { apiFetch, type SealedCredentials, type VmAccess, type VmDetail } from '../lib/api';
+import { useAppConfig } from '../lib/appConfig';
+import type { Credentials } from '../lib/credentials';
+import { explainError } from '../lib/errors';
 import { useApi } from '../lib/queries';
+import { useSealingKey } from '../lib/sealing';
+import { useSession } from '../lib/session';
+import { useToasts } from '../lib/toasts';
+import { TxPanel, useTx } from '../lib/tx';
 
-/** A VM as the orchestrator knows it: its state and every field it reports. */
+// xterm loads with the VM page's console, not on the app's first visit.
+const Console = lazy(() => import('../components/Console').then((m) => ({ default: m.Console })));
+
+/** A VM as the orchestrator knows it: state, how to reach it, its password, console and controls. */
 export function VmPage() {
   const { id = '' } = useParams();
-  const vm = useApi<VmRecord>(`/vms/${encodeURIComponent(id)}`, { auth: true, refetchInterval: 2_000 });
+  const { session } = useSession();
+  const vm = useApi<VmDetail>(`/vms/${encodeURIComponent(id)}`, { auth: true, refetchInterval: 2_000 });
   return (
     <>
       <h1>VM {id}</h1>
+      {!session && (
+        <p className="muted">
+          <Link to="/account">Sign in</Link> to see your VM.
+        </p>
+      )}
       {vm.error && <p className="error">{vm.error.message}</p>}
       {vm.data && (
-        <section className="card" aria-label="VM details">
-          <p>
-            State: <strong data-testid="vm-state">{vm.data.state}</strong>
-          </p>
-          <dl>
-            {Object.entries(vm.data)
-              .filter(([, v]) => v === null || typeof v !== 'object')
-              .map(([k, v]) => (
-                <div className="kv" key={k}>
-                  <dt>{k.replace(/_/g, ' ')}</dt>
-                  <dd className="mono">{v === null ? '—' : String(v)}</dd>
-                </div>
-              ))}
-          </dl>
-          <p>
-            <Link to={`/leases/${vm.data.lease_id}`}>Lease {String(vm.data.lease_id)}</Link>
-          </p>
-        </section>
+        <>
+          <section className="card" aria-label="VM details">
+            <p>
+              State: <strong data-testid="vm-state">{vm.data.state}</strong> ·{' '}
+              <Link to={`/leases/${vm.data.lease_id}`}>Lease {String(vm.data.lease_id)}</Link>
+            </p>
+            <Controls vm={vm.data} />
+            <Readiness services={vm.data.services} />
+          </section>
+          {vm.data.access && <Access vmId={vm.data.vm_id} access={vm.data.access} />}
+          {vm.data.access?.has_credentials && <Password vmId={vm.data.vm_id} />}
+          <Suspense fallback={<p className="muted">Loading the console…</p>}>
+            <Console vmId={vm.data.vm_id} />
+          </Suspense>
+          <CloseLease leaseId={String(vm.data.lease_id)} />
+          <HostingActions vmId={vm.data.vm_id} />
+          <section className="card" aria-labelledby="fields-heading">
+            <h2 id="fields-heading">Everything the orchestrator reports</h2>
+            <dl>
+              {Object.entries(vm.data)
+                .filter(([, v]) => v === null || typeof v !== 'object')
+                .map(([k, v]) => (
+                  <div className="kv" key={k}>
+                    <dt>{k.replace(/_/g, ' ')}</dt>
+                    <dd className="mono">{v === null ? '—' : String(v)}</dd>
+                  </div>
+                ))}
+            </dl>
+          </section>
+        </>
       )}
-      {vm.data && <HostingActions vmId={vm.data.vm_id} />}
     </>
+  );
+}
+
+/** Stop, start and reboot through the orchestrator; each answer is the VM as it is now. */
+function Controls({ vm }: { vm: VmDetail }) {
+  const config = useAppConfig();
+  const { session } = useSession();
+  const queries = useQueryClient();
+  const toasts = useToasts();
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+
+  async function act(action: 'stop' | 'start' | 'reboot', label: string) {
+    setBusy(true);
+    setError(null);
+    const toast = toasts.show('pending', `${label}: asking the node…`);
+    try {
+      const next = await apiFetch<VmDetail>(config.apiUrl, `/vms/${encodeURIComponent(vm.vm_id)}/${action}`, { method: 'POST', token: session?.token });
+      queries.setQueryData(['api', `/vms/${encodeURIComponent(vm.vm_id)}`, session?.token ?? null], next);
+      toasts.show('success', `${label}: the VM is ${next.state}.`, toast);
+    } catch (e) {
+      const words = explainError(e);
+      setError(words);
+      toasts.show('error', `${label} failed: ${words}`, toast);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const running = vm.state === 'running';
+  const stopped = vm.state === 'stopped';
+  return (
+    <div>
+      <div className="row" role="group" aria-label="VM controls">
+        <button type="button" disabled={busy || !running} onClick={() => void act('stop', 'Stop')}>
+          Stop
+        </button>
+        <button type="button" disabled={busy || !stopped} onClick={() => void act('start', 'Start')}>
+          Start
+        </button>
+        <button type="button" className="secondary" disabled={busy || !running} onClick={() => void act('reboot', 'Reboot')}>
+          Reboot
+        </button>
+      </div>
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
+    </div>
+  );
+}
+
+/** Per-service readiness, when the orchestrator reports it (`services`): shown as it comes. */
+function Readiness({ services }: { services: unknown }) {
+  if (!Array.isArray(services) || services.length === 0) return null;
+  return (
+    <div data-testid="readiness">
+      <h2>Services</h2>
+      <ul>
+        {services.map((s, i) => {
+          const item = (s ?? {}) as Record<string, unknown>;
+          const name = String(item.name ?? item.service ?? item.port ?? `service ${i + 1}`);
+          const ready = item.ready === true || item.state === 'ready' || item.status === 'ready';
+          const detail = item.detail ?? item.reason ?? item.message;
+          return (
+            <li key={`${name}-${i}`}>
+              <strong>{name}</strong>: <span className={ready ? 'ok' : 'muted'}>{ready ? 'ready' : String(item.state ?? item.status ?? 'not ready')}</span>
+              {detail !== undefined && detail !== null && <span className="muted"> · {String(detail)}</span>}
+            </li>
+          );
+        })}
+      </ul>
+    </div>
+  );
+}
+
+/** The node's public address, the forwarded ports and the `ssh` line to copy. */
+function Access({ vmId, access }: { vmId: string; access: VmAccess }) {
+  const [copied, setCopied] = useState(false);
+  async function copy(text: string) {
+    try {
+      await navigator.clipboard.writeText(text);
+      setCopied(true);
+    } catch {
+      setCopied(false);
+    }
+  }
+  return (
+    <section className="card" aria-labelledby="access-heading">
+      <h2 id="access-heading">Connect</h2>
+      {access.ssh_command ? (
+        <div className="row">
+          <code className="mono" data-testid="ssh-command">
+            {access.ssh_command}
+          </code>
+          <button type="button" className="secondary" onClick={() => void copy(access.ssh_command!)} aria-label={`Copy the ssh command for ${vmId}`}>
+            {copied ? 'Copied' : 'Copy'}
+          </button>
+        </div>
+      ) : (
+        <p className="muted">No SSH port is forwarded yet: the node forwards it once the VM runs.</p>
+      )}
+      <dl>
+        <div className="kv">
+          <dt>Node address</dt>
+          <dd className="mono" data-testid="public-address">
+            {access.public_address ?? '—'}
+          </dd>
+        </div>
+        <div className="kv">
+          <dt>Login user</dt>
+          <dd className="mono">{access.login_user ?? '—'}</dd>
+        </div>
+        <div className="kv">
+          <dt>Guest addresses</dt>
+          <dd className="mono">{access.addresses.length ? access.addresses.join(', ') : '—'}</dd>
+        </div>
+        <div className="kv">
+          <dt>Ports asked for</dt>
+          <dd className="mono">{access.ports.length ? access.ports.map((p) => `${p.guest}/${p.protocol}`).join(' ') : '—'}</dd>
+        </div>
+      </dl>
+      {access.forwards.length > 0 && (
+        <TableWrap label="Forwarded ports">
+          <table data-testid="forwards">
+            <caption>Forwarded ports</caption>
+            <thead>
+              <tr>
+                <th scope="col">Guest port</th>
+                <th scope="col">Reach it at</th>
+                <th scope="col">Protocol</th>
+              </tr>
+            </thead>
+            <tbody>
+              {access.forwards.map((f) => (
+                <tr key={`${f.guest}/${f.protocol}`}>
+                  <td>{f.guest}</td>
+                  <td className="mono">
+                    {access.public_address ?? 'node'}:{f.public}
+                  </td>
+                  <td>{f.protocol}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </TableWrap>
+      )}
+    </section>
+  );
+}
+
+/** The generated password: fetched sealed, opened here with the key the wallet derives. */
+function Password({ vmId }: { vmId: string }) {
+  const config = useAppConfig();
+  const { session } = useSession();
+  const sealing = useSealingKey();
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const [opened, setOpened] = useState<Credentials | null>(null);
+
+  async function open() {
+    setBusy(true);
+    setError(null);
+    try {
+      const sealed = await apiFetch<SealedCredentials>(config.apiUrl, `/vms/${encodeURIComponent(vmId)}/credentials`, { token: session?.token });
+      const key = await sealing.derive();
+      if (key.publicHex !== sealed.sealing_key.toLowerCase())
+        throw new Error(
+          `These credentials were sealed to ${sealed.sealing_key}; this wallet on chain ${config.chainId} derives ${key.publicHex}. Open them with the wallet that registered that key.`,
+        );
+      setOpened(await key.open(sealed.sealed, sealed.vm_id));
+    } catch (e) {
+      setError(explainError(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <section className="card" aria-labelledby="password-heading">
+      <h2 id="password-heading">Password</h2>
+      {opened ? (
+        <dl data-testid="credentials">
+          <div className="kv">
+            <dt>User</dt>
+            <dd className="mono" data-testid="credentials-user">
+              {opened.user}
+            </dd>
+          </div>
+          <div className="kv">
+            <dt>Password</dt>
+            <dd className="mono" data-testid="credentials-password">
+              {opened.password}
+            </dd>
+          </div>
+          {opened.template_password && (
+            <div className="kv">
+              <dt>Template password</dt>
+              <dd className="mono" data-testid="credentials-template-password">
+                {opened.template_password}
+              </dd>
+            </div>
+          )}
+        </dl>
+      ) : (
+        <>
+          <p className="muted">Sealed to your wallet’s key: your wallet signs a message (no transaction) and the password is opened in this browser.</p>
+          <button type="button" disabled={busy} onClick={() => void open()}>
+            {busy ? 'Waiting for your signature…' : 'Show password'}
+          </button>
+        </>
+      )}
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
+    </section>
+  );
+}
+
+/** Closing the VM's lease on-chain: the unspent funding returns to the escrow balance. */
+function CloseLease({ leaseId }: { leaseId: string }) {
+  const config = useAppConfig();
+  const escrow = { address: config.contracts.leaseEscrow, abi: leaseEscrowAbi } as const;
+  const id = /^\d+$/.test(leaseId) ? BigInt(leaseId) : undefined;
+  const lease = useReadContract({ ...escrow, functionName: 'getLease', args: id !== undefined ? [id] : undefined, query: { enabled: id !== undefined, refetchInterval: 5_000 } });
+  const tx = useTx();
+  if (id === undefined || !lease.data || lease.data.status !== 1) return null;
+  return (
+    <section className="card" aria-labelledby="close-heading">
+      <h2 id="close-heading">Close the lease</h2>
+      <p className="muted">The VM is deleted and the unspent funding returns to your escrow balance.</p>
+      <button
+        type="button"
+        className="secondary"
+        disabled={tx.phase === 'simulating' || tx.phase === 'sending'}
+        onClick={() => void tx.prepare({ label: `Close lease ${leaseId}`, ...escrow, abi: leaseEscrowAbi as Abi, functionName: 'closeLease', args: [id] })}
+      >
+        Close lease {leaseId}
+      </button>
+      <TxPanel tx={tx} />
+    </section>
   );
 }

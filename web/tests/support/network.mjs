@@ -24,15 +24,16 @@ export function abiOf(name) {
 
 /**
  * Runs `decloud dev` until its summary is printed; resolves with what it printed: the endpoints,
- * the deployment record, the funded accounts and the node it registered.
+ * the deployment record, the funded accounts and the node it registered. `extraArgs` go to
+ * `decloud dev` (e.g. a real libvirt URI and guest image).
  */
-export async function startNetwork({ timeoutMs = 180_000 } = {}) {
+export async function startNetwork({ timeoutMs = 180_000, extraArgs = [] } = {}) {
   const dist = join(webDir, 'dist');
   if (!existsSync(join(dist, 'index.html'))) throw new Error('web/dist is not built: run npm run build in web/');
   const deployments = mkdtempSync(join(tmpdir(), 'decloud-web-test-'));
   const child = spawn(
     decloudBin(),
-    ['dev', '--port', '0', '--indexer-port', '0', '--orchestrator-port', '0', '--deployments-dir', deployments, '--web-dir', dist],
+    ['dev', '--port', '0', '--indexer-port', '0', '--orchestrator-port', '0', '--deployments-dir', deployments, '--web-dir', dist, ...extraArgs],
     { cwd: repoRoot, env: { ...process.env, DECLOUD_ROOT: repoRoot }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stdout = '';
@@ -74,6 +75,8 @@ export async function startNetwork({ timeoutMs = 180_000 } = {}) {
     accounts,
     nodeId,
     deployment,
+    /** Where `decloud dev` wrote networks.toml and the deployment record, for the CLI. */
+    deploymentsDir: deployments,
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve));

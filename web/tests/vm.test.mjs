@@ -1,0 +1,222 @@
+// The tenant's VM page in real Chromium against a real local network: the access profile (SSH
+// keys, ports, the sealing key derived from the wallet, checked against the Rust CLI's derivation
+// of the same wallet), a lease opened with them, how to connect, the password opened in the
+// browser (the same as the CLI opens), the serial console in xterm, stop/start/reboot, and the
+// lease closed from the VM page with the exact refund. After each step the orchestrator and the
+// chain are read directly.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { checkPage, confirmTx, connectWallet, signIn } from './support/app.mjs';
+import { launchBrowser } from './support/browser.mjs';
+import { api, chainReader, eventually } from './support/chain.mjs';
+import { decloudBin, repoRoot, startNetwork } from './support/network.mjs';
+import { installWallet } from './support/wallet.mjs';
+
+const run = promisify(execFile);
+const USDC = 1_000_000n;
+const ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIERmbRxmpvQ4hxusWzab9mGUW2vGk+MoKYYUAqvQsETX alice@laptop';
+
+describe('VM page: access, password, console, controls', () => {
+  let network;
+  let browser;
+  let page;
+  let chain;
+  let tenant;
+  let token;
+  let vmId;
+  let cliHome;
+
+  /** Runs the `decloud` CLI as the tenant against this network; returns its parsed JSON output. */
+  async function cli(...args) {
+    const { stdout } = await run(decloudBin(), [...args, '--json'], {
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        XDG_CONFIG_HOME: cliHome,
+        DECLOUD_PRIVATE_KEY: tenant.privateKey,
+        DECLOUD_ORCHESTRATOR: network.apiUrl.replace(/\/api\/v1\/?$/, ''),
+        DECLOUD_RPC_URL: network.rpcUrl,
+        DECLOUD_DEPLOYMENTS_DIR: network.deploymentsDir,
+      },
+    });
+    return JSON.parse(stdout);
+  }
+
+  before(async () => {
+    network = await startNetwork();
+    chain = chainReader(network);
+    tenant = network.accounts[3];
+    cliHome = mkdtempSync(join(tmpdir(), 'decloud-web-cli-'));
+    // Funds for the lease, set up from outside the app (the tenant journey tests deposits).
+    await chain.usdcAs(tenant.privateKey, 'approve', [network.deployment.contracts.leaseEscrow.address, 10n * USDC]);
+    await chain.escrowAs(tenant.privateKey, 'deposit', [10n * USDC]);
+    browser = await launchBrowser();
+    page = await browser.newPage();
+    await installWallet(page, { privateKey: tenant.privateKey, rpcUrl: network.rpcUrl, chainId: 31337 });
+    await connectWallet(page, network.appUrl);
+    token = await signIn(page);
+  });
+
+  after(async () => {
+    await browser?.close();
+    await network?.stop();
+    if (cliHome) rmSync(cliHome, { recursive: true, force: true });
+  });
+
+  test('a malformed SSH key or port is refused in words and the profile stays as it was', async () => {
+    const profile = page.getByTestId('profile');
+    await profile.getByLabel(/^SSH public keys/).fill('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5');
+    await profile.getByRole('button', { name: 'Save keys and ports' }).click();
+    await profile.getByRole('alert').filter({ hasText: 'ssh key 1' }).waitFor();
+    await profile.getByLabel(/^SSH public keys/).fill(ED25519);
+    await profile.getByLabel(/^Extra ports/).fill('8080/sctp');
+    await profile.getByRole('button', { name: 'Save keys and ports' }).click();
+    await profile.getByRole('alert').filter({ hasText: 'Protocol “sctp” is not tcp, udp or tcp+udp.' }).waitFor();
+    const stored = await api(network, '/profile', token);
+    assert.equal(stored.status, 200);
+    assert.deepEqual(stored.body.ssh_keys, []);
+    assert.deepEqual(stored.body.ports, []);
+  });
+
+  test('saves an SSH key and a port for new VMs', async () => {
+    const profile = page.getByTestId('profile');
+    await profile.getByLabel(/^SSH public keys/).fill(`  ${ED25519}  `);
+    await profile.getByLabel(/^Extra ports/).fill('8080/tcp 53/udp');
+    await profile.getByRole('button', { name: 'Save keys and ports' }).click();
+    await profile.getByRole('status').filter({ hasText: 'Profile saved' }).waitFor();
+    const stored = (await api(network, '/profile', token)).body;
+    assert.deepEqual(stored.ssh_keys, [ED25519]);
+    assert.deepEqual(stored.ports, [
+      { guest: 8080, protocol: 'tcp' },
+      { guest: 53, protocol: 'udp' },
+    ]);
+  });
+
+  test('derives the sealing key in the browser, byte for byte the key the Rust SDK derives', async () => {
+    const profile = page.getByTestId('profile');
+    await profile.getByRole('button', { name: 'Derive a sealing key from this wallet' }).click();
+    await profile.getByRole('status').filter({ hasText: 'Sealing key saved' }).waitFor();
+    const web = (await api(network, '/profile', token)).body.sealing_key;
+    assert.match(web, /^0x[0-9a-f]{64}$/);
+    assert.equal(await profile.getByTestId('sealing-key').innerText(), web);
+    await profile.getByText('derived by this wallet').waitFor();
+    // The CLI derives the key of the same wallet with the SDK and registers it: the same bytes.
+    await cli('login');
+    const rust = await cli('profile', 'sealing-key');
+    assert.equal(rust.sealing_key, web);
+    assert.deepEqual(rust.ssh_keys, [ED25519], 'the key change kept the SSH keys');
+  });
+
+  test('opens a lease from the deploy page, which shows the profile it is created with', async () => {
+    await page.getByRole('link', { name: 'Deploy' }).click();
+    const keys = page.getByTestId('profile').getByLabel(/^SSH public keys/);
+    await eventually('the deploy page shows the stored SSH key', async () => (await keys.inputValue()) === ED25519);
+    await page.getByLabel('Node').selectOption(network.nodeId);
+    await page.getByLabel('Funding (USDC)').fill('5');
+    await page.getByLabel(/^Burstable/).check();
+    await eventually('the quote shows', async () => (await page.getByTestId('rate').count()) === 1);
+    await page.getByRole('button', { name: 'Review lease' }).click();
+    await confirmTx(page, 'Open a lease');
+    await page.getByRole('heading', { level: 1, name: 'Lease 1' }).waitFor();
+    assert.equal((await chain.lease(1)).tenant, tenant.address);
+    const vm = await eventually('the VM runs', async () => {
+      const vms = await api(network, '/vms', token);
+      const found = vms.body?.find((v) => String(v.lease_id) === '1');
+      assert.notEqual(found?.state, 'failed', `the VM failed: ${JSON.stringify(found)}`);
+      return found?.state === 'running' && found;
+    }, 60_000);
+    vmId = vm.vm_id;
+  });
+
+  test('the VM page shows how to connect, as the orchestrator reports it', async () => {
+    await page.goto(`${network.appUrl}/vms/${vmId}`);
+    await page.getByTestId('vm-state').getByText('running').waitFor();
+    const detail = (await api(network, `/vms/${vmId}`, token)).body;
+    assert.deepEqual(
+      detail.access.ports.map((p) => `${p.guest}/${p.protocol}`).sort(),
+      ['22/tcp', '53/udp', '8080/tcp'],
+      'the VM was created with the profile’s ports',
+    );
+    assert.equal(detail.access.has_credentials, true, 'a password was sealed to the registered key');
+    if (detail.access.ssh_command) {
+      assert.match(detail.access.ssh_command, /^ssh -p \d+ decloud@\S+$/);
+      assert.equal(await page.getByTestId('ssh-command').innerText(), detail.access.ssh_command);
+      const rows = await page.getByTestId('forwards').locator('tbody tr').count();
+      assert.equal(rows, detail.access.forwards.length);
+    } else {
+      await page.getByText('No SSH port is forwarded yet').waitFor();
+    }
+    assert.equal(await page.getByTestId('public-address').innerText(), detail.access.public_address ?? '—');
+  });
+
+  test('opens the password in the browser with the wallet: the same the CLI opens', async () => {
+    await page.getByRole('button', { name: 'Show password' }).click();
+    const password = await page.getByTestId('credentials-password').innerText();
+    const user = await page.getByTestId('credentials-user').innerText();
+    const opened = await cli('vm', 'credentials', vmId);
+    assert.equal(user, opened.user);
+    assert.equal(password, opened.password);
+    assert.ok(password.length >= 16);
+    // Nothing secret came from the server in the clear.
+    const sealed = (await api(network, `/vms/${vmId}/credentials`, token)).body;
+    assert.ok(!sealed.sealed.includes(password));
+  });
+
+  test('the serial console connects in xterm over the console WebSocket', async () => {
+    await page.getByRole('button', { name: 'Open console' }).click();
+    await page.locator('[data-testid="console"] .xterm').waitFor();
+    // The node agent's test driver boots nothing: the session opens, and the agent closes it
+    // with its reason (there is no guest serial port), which the page shows in words.
+    await eventually('the console session opened and ended with a reason', async () => {
+      const status = await page.getByTestId('console-status').innerText();
+      return /^(Connected|Closed: )/.test(status) && status;
+    });
+    const status = await page.getByTestId('console-status').innerText();
+    assert.doesNotMatch(status, /refused the console/, 'the upgrade was accepted');
+  });
+
+  test('stops, starts and reboots the VM through the orchestrator', async () => {
+    await page.getByRole('button', { name: 'Stop', exact: true }).click();
+    await page.getByText(/^Stop: the VM is \w+\.$/).waitFor();
+    await eventually('the orchestrator has it stopped', async () => (await api(network, `/vms/${vmId}`, token)).body.state === 'stopped', 60_000);
+    await page.getByTestId('vm-state').getByText('stopped').waitFor();
+    await page.getByRole('button', { name: 'Start', exact: true }).click();
+    await page.getByText(/^Start: the VM is \w+\.$/).waitFor();
+    await eventually('the orchestrator has it running', async () => (await api(network, `/vms/${vmId}`, token)).body.state === 'running', 60_000);
+    await page.getByTestId('vm-state').getByText('running').waitFor();
+    await page.getByRole('button', { name: 'Reboot', exact: true }).click();
+    await page.getByText(/^Reboot: the VM is \w+\.$/).waitFor();
+    await eventually('the orchestrator has it running after the reboot', async () => (await api(network, `/vms/${vmId}`, token)).body.state === 'running', 60_000);
+  });
+
+  test('a control the VM is not in the state for is refused in words, nothing changes', async () => {
+    const response = await fetch(`${network.apiUrl}/vms/${vmId}/start`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    assert.equal(response.status, 409, 'starting a running VM is refused');
+    assert.equal(await page.getByRole('button', { name: 'Start', exact: true }).isDisabled(), true, 'the page does not offer it');
+    assert.equal((await api(network, `/vms/${vmId}`, token)).body.state, 'running');
+  });
+
+  test('the VM page and the account page: no serious accessibility violation, and they fit 375 px', async () => {
+    await checkPage(page, network.appUrl, `/vms/${vmId}`, `VM ${vmId}`, assert);
+    await checkPage(page, network.appUrl, '/account', 'Account', assert);
+  });
+
+  test('closes the lease from the VM page: the unspent funding returns exactly, the VM goes', async () => {
+    await page.goto(`${network.appUrl}/vms/${vmId}`);
+    const escrowBefore = await chain.escrowBalance(tenant.address);
+    await page.getByRole('button', { name: 'Close lease 1' }).click();
+    await confirmTx(page, 'Close lease 1');
+    const lease = await chain.lease(1);
+    assert.equal(lease.status, 2);
+    assert.equal(await chain.escrowBalance(tenant.address), escrowBefore + lease.funded - lease.settled);
+    await eventually('the orchestrator stops the VM', async () => {
+      const vm = await api(network, `/vms/${vmId}`, token);
+      return vm.status === 200 && vm.body.state !== 'running' && vm.body.state;
+    });
+  });
+});
