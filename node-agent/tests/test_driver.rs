@@ -187,6 +187,7 @@ async fn reconcile_adopts_restarts_redefines_and_removes_only_owned_orphans() {
         console_log: dir.path().join("orphan.log"),
         network: &config.network,
         shaping: config.bandwidth_shaping,
+        pci_devices: &[],
     });
     let foreign_xml = orphan_xml
         .replace(&format!("{DOMAIN_PREFIX}orphan"), "someone-elses-vm")
@@ -338,4 +339,133 @@ async fn commands_execute_once_per_id() {
         AckOutcome::Done { vm: None }
     );
     assert!(agent.owned_domains().await.unwrap().is_empty());
+}
+
+/// The `<hostdev>` PCI addresses (`dddd:bb:ss.f`) of a domain's XML, in document order.
+fn hostdev_addresses(xml: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    doc.descendants()
+        .filter(|n| {
+            n.has_tag_name("hostdev")
+                && n.attribute("mode") == Some("subsystem")
+                && n.attribute("type") == Some("pci")
+                && n.attribute("managed") == Some("yes")
+        })
+        .filter_map(|h| h.descendants().find(|n| n.has_tag_name("address")))
+        .map(|a| {
+            let part = |name: &str| {
+                u32::from_str_radix(a.attribute(name).unwrap().trim_start_matches("0x"), 16)
+                    .unwrap()
+            };
+            format!(
+                "{:04x}:{:02x}:{:02x}.{:x}",
+                part("domain"),
+                part("bus"),
+                part("slot"),
+                part("function")
+            )
+        })
+        .collect()
+}
+
+async fn libvirt_xml(agent: &decloud_node_agent::Agent, vm_id: &str) -> Option<String> {
+    let name = domain_name(vm_id);
+    agent
+        .with_hypervisor(move |h| h.domain_xml(&name))
+        .await
+        .unwrap()
+}
+
+/// GPU passthrough on a node whose GPUs come from a fake sysfs tree (this host has none):
+/// one passable GPU with its audio function in IOMMU group 7, and a second GPU without an
+/// IOMMU group. The first GPU VM gets the GPU (and its group's audio function) as VFIO
+/// hostdevs in the domain libvirt holds; a second is refused with the reason and leaves
+/// nothing behind; the reservation survives an agent restart (the domain, lost meanwhile, is
+/// defined again with it) and is released by the delete.
+#[tokio::test]
+async fn gpus_are_reserved_passed_through_kept_across_restarts_and_released() {
+    let dir = data_dir();
+    let sysfs = tempfile::tempdir().unwrap();
+    fake_sysfs(
+        sysfs.path(),
+        &[
+            ("0000:01:00.0", "0x030000", Some(7)),
+            ("0000:01:00.1", "0x040300", Some(7)),
+            ("0000:02:00.0", "0x030000", None),
+        ],
+    );
+    let mut node = resources();
+    node.gpus = decloud_node_agent::discover_gpus(sysfs.path());
+    assert_eq!(node.gpus.len(), 2);
+    let config = test_driver_config(dir.path(), "gpus");
+    let agent = open_agent_with(config.clone(), node.clone()).await;
+    agent.reconcile().await.unwrap();
+    assert_eq!(agent.free_gpus().await.unwrap(), 1);
+
+    let gpu_spec = |id: &str| {
+        let mut spec = spec(id, "blank");
+        spec.gpus = 1;
+        spec
+    };
+    let report = agent.create_vm(gpu_spec("gpu-a")).await.unwrap();
+    assert_eq!(report.state, VmState::Running);
+    let xml = libvirt_xml(&agent, "gpu-a").await.unwrap();
+    assert_eq!(hostdev_addresses(&xml), ["0000:01:00.0", "0000:01:00.1"]);
+    assert_eq!(agent.free_gpus().await.unwrap(), 0);
+    // A VM without GPUs gets no hostdev.
+    agent.create_vm(spec("gpu-none", "blank")).await.unwrap();
+    let xml = libvirt_xml(&agent, "gpu-none").await.unwrap();
+    assert!(hostdev_addresses(&xml).is_empty());
+
+    let refused = agent.create_vm(gpu_spec("gpu-b")).await.unwrap_err();
+    assert!(matches!(refused, Error::Capacity(_)), "{refused}");
+    assert_eq!(
+        refused.to_string(),
+        "insufficient capacity: 1 GPUs wanted: 0 of this node's 1 passable GPUs are free (1 held by other vms)"
+    );
+    assert!(agent.store().vm("gpu-b").await.unwrap().is_none());
+    assert!(libvirt_xml(&agent, "gpu-b").await.is_none());
+    assert!(!agent.vm_dir("gpu-b").exists());
+
+    // The host loses the domain (a reboot with a transient definition, an operator's virsh),
+    // and the agent restarts.
+    let name = domain_name("gpu-a");
+    agent
+        .with_hypervisor(move |h| h.remove(&name))
+        .await
+        .unwrap();
+    agent.close().await;
+    drop(agent);
+    let agent = open_agent_with(config.clone(), node.clone()).await;
+    let report = agent.reconcile().await.unwrap();
+    assert_eq!(report.redefined, ["gpu-a"]);
+    assert_eq!(
+        agent.store().gpus_of("gpu-a").await.unwrap(),
+        ["0000:01:00.0"]
+    );
+    let xml = libvirt_xml(&agent, "gpu-a").await.unwrap();
+    assert_eq!(hostdev_addresses(&xml), ["0000:01:00.0", "0000:01:00.1"]);
+    assert!(matches!(
+        agent.create_vm(gpu_spec("gpu-b")).await,
+        Err(Error::Capacity(_))
+    ));
+
+    agent.delete_vm("gpu-a").await.unwrap();
+    assert_eq!(agent.free_gpus().await.unwrap(), 1);
+    agent.create_vm(gpu_spec("gpu-b")).await.unwrap();
+    let xml = libvirt_xml(&agent, "gpu-b").await.unwrap();
+    assert_eq!(hostdev_addresses(&xml), ["0000:01:00.0", "0000:01:00.1"]);
+    for id in ["gpu-b", "gpu-none"] {
+        agent.delete_vm(id).await.unwrap();
+    }
+
+    // A node without any GPU says so.
+    let plain_dir = data_dir();
+    let plain = open_agent(test_driver_config(plain_dir.path(), "gpus-none")).await;
+    plain.reconcile().await.unwrap();
+    let refused = plain.create_vm(gpu_spec("gpu-c")).await.unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "insufficient capacity: 1 GPUs wanted: this node has no GPU"
+    );
 }
