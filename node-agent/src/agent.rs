@@ -19,7 +19,7 @@ use std::{
 
 use decloud_sdk::agent_protocol::{
     Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, PortForward,
-    PortProtocol, Readiness, VmReport, VmSpec, VmState,
+    PortProtocol, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -213,6 +213,9 @@ impl Agent {
         }
         if spec.disk_gib == 0 {
             return Err(Error::InvalidSpec("disk must be at least 1 GiB".into()));
+        }
+        for probe in &spec.readiness {
+            validate_probe(probe)?;
         }
         if spec.user_data.len() > MAX_USER_DATA_BYTES {
             return Err(Error::InvalidSpec(format!(
@@ -1219,6 +1222,39 @@ pub fn validate_id(id: &str) -> Result<()> {
         Err(Error::InvalidSpec(format!(
             "vm id {id:?} must be 1 to 48 characters of a-z, 0-9 and '-', not starting with '-'"
         )))
+    }
+}
+
+/// A readiness check the agent can run: an HTTP path starting with `/` without whitespace
+/// (it goes into a URL), an expected status that is an HTTP status, a command with an absolute
+/// program path (the guest agent runs it without a shell's `PATH`).
+fn validate_probe(probe: &ReadinessProbe) -> Result<()> {
+    match probe {
+        ReadinessProbe::CloudInit | ReadinessProbe::Tcp { .. } => Ok(()),
+        ReadinessProbe::Http {
+            path,
+            expect_status,
+            ..
+        } => {
+            if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                return Err(Error::InvalidSpec(format!(
+                    "readiness path {path:?} must start with '/' and contain no whitespace"
+                )));
+            }
+            match expect_status {
+                Some(status) if !(100..=599).contains(status) => Err(Error::InvalidSpec(format!(
+                    "readiness status {status} is not an HTTP status"
+                ))),
+                _ => Ok(()),
+            }
+        }
+        ReadinessProbe::Exec { command } => match command.first() {
+            Some(program) if program.starts_with('/') => Ok(()),
+            Some(program) => Err(Error::InvalidSpec(format!(
+                "readiness command {program:?} must be an absolute path in the guest"
+            ))),
+            None => Err(Error::InvalidSpec("readiness command is empty".into())),
+        },
     }
 }
 

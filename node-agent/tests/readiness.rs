@@ -132,3 +132,86 @@ async fn each_service_is_reported_in_the_state_it_really_answers() {
     }
     agent.close().await;
 }
+
+/// A command check through a real guest agent: the Debian guest image (`scripts/guest-image`,
+/// or `$DECLOUD_GUEST_IMAGE`) runs `qemu-guest-agent`; libvirt carries `guest-exec` to it.
+/// Slow (cloud-init's first boot under software emulation), so it runs with
+/// `scripts/test --long` only.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "boots the Debian guest image under emulation (scripts/test --long)"]
+async fn long_a_command_check_runs_through_the_guest_agent() {
+    require_libvirtd();
+    let image_dir = match std::env::var_os("DECLOUD_GUEST_IMAGE") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => {
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/guest-image");
+            let out = std::process::Command::new(&script)
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{} failed", script.display());
+            std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        }
+    };
+    let images = std::fs::read_to_string(image_dir.join("image.toml")).unwrap();
+    let dir = data_dir();
+    let machine = "readiness-qga";
+    let node_id = agent_protocol::node_id(agent_protocol::machine_id(machine), OPERATOR);
+    let _cleanup = HostCleanup {
+        node_id,
+        network: "unused-readiness-qga".into(),
+        extra_rules: vec![],
+    };
+    let config = config_from(&format!(
+        "data_dir = \"{data}\"\nlibvirt_uri = \"qemu:///system\"\ndomain_type = \"qemu\"\n\
+         operator = \"{OPERATOR}\"\nmachine_id = \"{machine}\"\nshutdown_timeout_secs = 3\n\
+         network = {{ type = \"user\" }}\n\n{images}",
+        data = dir.path().join("data").display(),
+    ));
+    let image = config.images.keys().next().unwrap().clone();
+    let base_size = decloud_node_agent::image_virtual_size(&config.images[&image].base)
+        .await
+        .unwrap();
+    let (identity, _) = Identity::load_or_create(&config).unwrap();
+    let agent = Agent::open(config, identity, resources()).await.unwrap();
+    agent.reconcile().await.unwrap();
+
+    let mut spec = spec("qga", &image);
+    spec.memory_mib = 1024;
+    spec.disk_gib = base_size.div_ceil(1 << 30);
+    spec.quality = agent_protocol::QualityTier::Dedicated;
+    spec.readiness = vec![
+        ReadinessProbe::Exec {
+            command: vec!["/usr/bin/test".into(), "-d".into(), "/etc/cloud".into()],
+        },
+        ReadinessProbe::Exec {
+            command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo not serving yet >&2; exit 4".into(),
+            ],
+        },
+    ];
+    agent.create_vm(spec).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(900);
+    let report = loop {
+        agent.observe().await.unwrap();
+        let report = agent.report("qga").await.unwrap();
+        if report.readiness.probes.first().is_some_and(|p| p.ok) {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest agent never ran the command: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert!(!report.readiness.ready);
+    assert_eq!(
+        report.readiness.probes[1].detail.as_deref(),
+        Some("exit code 4: not serving yet")
+    );
+    agent.delete_vm("qga").await.unwrap();
+    agent.close().await;
+}

@@ -9,7 +9,9 @@ mod common;
 
 use common::*;
 use decloud_node_agent::{DOMAIN_PREFIX, Desired, Error, domain_name, render_domain_xml};
-use decloud_sdk::agent_protocol::{AckOutcome, Command, CommandAction, QualityTier, VmState};
+use decloud_sdk::agent_protocol::{
+    AckOutcome, Command, CommandAction, QualityTier, ReadinessProbe, VmState,
+};
 
 #[tokio::test]
 async fn lifecycle_create_stop_start_delete() {
@@ -103,7 +105,31 @@ async fn bad_specs_are_refused_and_create_nothing() {
     };
     let overwrite = spec("taken", "blank");
     let traversal = spec("../taken", "blank");
+    let with_probe = |id: &str, probe: ReadinessProbe| {
+        let mut s = spec(id, "blank");
+        s.readiness = vec![ReadinessProbe::CloudInit, probe];
+        s
+    };
+    let relative_command = with_probe(
+        "e",
+        ReadinessProbe::Exec {
+            command: vec!["pg_isready".into()],
+        },
+    );
+    let empty_command = with_probe("f", ReadinessProbe::Exec { command: vec![] });
+    let http = |path: &str, expect_status| ReadinessProbe::Http {
+        port: 80,
+        path: path.into(),
+        expect_status,
+        tls: false,
+    };
+    let bad_path = with_probe("g", http("health z", None));
+    let bad_status = with_probe("h", http("/", Some(42)));
     let cases = [
+        (relative_command, "must be an absolute path in the guest"),
+        (empty_command, "readiness command is empty"),
+        (bad_path, "must start with '/' and contain no whitespace"),
+        (bad_status, "status 42 is not an HTTP status"),
         (zero_memory, "memory must be at least"),
         (unknown_image, "unknown image \"no-such-image\""),
         (too_many_vcpus, "under the Dedicated tier's 1:1 overcommit"),
@@ -438,7 +464,9 @@ async fn gpus_are_reserved_passed_through_kept_across_restarts_and_released() {
     drop(agent);
     let agent = open_agent_with(config.clone(), node.clone()).await;
     let report = agent.reconcile().await.unwrap();
-    assert_eq!(report.redefined, ["gpu-a"]);
+    // (The test driver forgets every domain when its last connection closes, so the VM
+    // without GPUs may have been defined again too, depending on the other tests.)
+    assert!(report.redefined.contains(&"gpu-a".to_owned()), "{report:?}");
     assert_eq!(
         agent.store().gpus_of("gpu-a").await.unwrap(),
         ["0000:01:00.0"]
