@@ -19,7 +19,7 @@ use std::{
 
 use decloud_sdk::agent_protocol::{
     Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, PortForward,
-    PortProtocol, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
+    PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -1104,11 +1104,23 @@ impl Agent {
             .expect("readiness lock")
             .get(&record.spec.id)
             .cloned();
+        // Before the first observation round every check is listed, not yet run, so the
+        // tenant sees from the start which services are waited for.
         let (mut readiness, addresses) = known.unwrap_or_else(|| {
             (
                 Readiness {
                     ready: record.spec.readiness.is_empty(),
-                    probes: Vec::new(),
+                    probes: record
+                        .spec
+                        .readiness
+                        .iter()
+                        .map(|probe| ProbeResult {
+                            probe: probe.clone(),
+                            ok: false,
+                            detail: Some("not checked yet".into()),
+                            checked_at: None,
+                        })
+                        .collect(),
                 },
                 Vec::new(),
             )

@@ -146,14 +146,16 @@ pub async fn tcp_probe(host: &str, port: u16) -> Result<(), String> {
 }
 
 /// The client of every HTTP probe: no redirects followed (the status the service answers is
-/// what counts), no proxy (guests are on the node's own network), and certificates not
-/// verified (a guest's certificate is its own, usually self-signed).
+/// what counts), no proxy (guests are on the node's own network), certificates not verified
+/// (a guest's certificate is its own, usually self-signed), and no connection kept between
+/// checks (each check connects afresh, as a tenant would).
 fn http_client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
+            .pool_max_idle_per_host(0)
             .timeout(PROBE_TIMEOUT)
             .tls_danger_accept_invalid_certs(true)
             .tls_danger_accept_invalid_hostnames(true)

@@ -318,6 +318,44 @@ async fn observe_records_a_guest_power_off() {
     assert_eq!(last.reason.as_deref(), Some("guest powered off"));
 }
 
+/// Every check is listed from the start, not yet run; after an observation round each has
+/// run with its time and reason. A command check goes to libvirt, which on the test driver
+/// has no guest agent to carry it (real guests: `tests/readiness.rs`).
+#[tokio::test]
+async fn readiness_lists_every_check_and_reports_each_run() {
+    let dir = data_dir();
+    let agent = open_agent(test_driver_config(dir.path(), "readiness")).await;
+    agent.reconcile().await.unwrap();
+    let mut checked = spec("checked", "blank");
+    checked.readiness = vec![
+        ReadinessProbe::CloudInit,
+        ReadinessProbe::Exec {
+            command: vec!["/bin/true".into()],
+        },
+    ];
+    let report = agent.create_vm(checked).await.unwrap();
+    assert!(!report.readiness.ready);
+    assert_eq!(report.readiness.probes.len(), 2);
+    for probe in &report.readiness.probes {
+        assert!(!probe.ok && probe.checked_at.is_none(), "{probe:?}");
+        assert_eq!(probe.detail.as_deref(), Some("not checked yet"));
+    }
+    agent.observe().await.unwrap();
+    let report = agent.report("checked").await.unwrap();
+    assert!(!report.readiness.ready);
+    let [cloud_init, command] = &report.readiness.probes[..] else {
+        panic!("{report:?}")
+    };
+    assert!(cloud_init.checked_at.is_some() && command.checked_at.is_some());
+    assert_eq!(
+        cloud_init.detail.as_deref(),
+        Some("cloud-init has not finished")
+    );
+    let detail = command.detail.as_deref().unwrap();
+    assert!(detail.contains("not supported"), "{detail}");
+    agent.delete_vm("checked").await.unwrap();
+}
+
 #[tokio::test]
 async fn commands_execute_once_per_id() {
     let dir = data_dir();
