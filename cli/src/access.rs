@@ -377,6 +377,30 @@ pub(crate) async fn vm_control(args: VmIdArgs, verb: &'static str) -> Result<(),
     Ok(())
 }
 
+/// Whether a VM's services are ready, one line per check, for `decloud vm show`.
+pub(crate) fn print_readiness(vm: &VmDetail, now: u64) {
+    let readiness = &vm.readiness;
+    match readiness.ready {
+        None => println!("  readiness: not reported by the node yet"),
+        Some(true) => println!("  readiness: ready"),
+        Some(false) => println!("  readiness: not ready"),
+    }
+    for service in &readiness.services {
+        let state = match service.state {
+            decloud_sdk::api::ServiceState::Ready => "ready",
+            decloud_sdk::api::ServiceState::NotReady => "not ready",
+        };
+        let checked = match service.checked_at {
+            Some(at) => format!("checked {}s ago", now.saturating_sub(at)),
+            None => "not checked yet".to_owned(),
+        };
+        match &service.detail {
+            Some(detail) => println!("    {state:<9} {}  ({checked}): {detail}", service.check),
+            None => println!("    {state:<9} {}  ({checked})", service.check),
+        }
+    }
+}
+
 /// How to reach a VM, for `decloud vm show`.
 pub(crate) fn print_access(vm: &VmDetail) {
     let access = &vm.access;

@@ -1188,6 +1188,11 @@ async fn vm_show(args: VmShowArgs) -> Result<(), CliError> {
     } else {
         print_vm(&body.vm);
         access::print_access(&body);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        access::print_readiness(&body, now);
     }
     Ok(())
 }

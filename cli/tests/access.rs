@@ -1,7 +1,8 @@
 //! Getting into a VM with the CLI: `decloud lease open --ssh-key --port` saves the keys, the
 //! ports and the wallet-derived sealing key before the lease transaction, so the VM the chain
-//! event creates has them; `decloud vm show` prints the node's address, the forwards and the
-//! ssh command; `decloud vm credentials` opens the generated password with the wallet;
+//! event creates has them; `decloud vm show` prints the node's address, the forwards, the
+//! ssh command and each service's readiness (checked by the agent's own probes against real
+//! local servers); `decloud vm credentials` opens the generated password with the wallet;
 //! `decloud vm stop|start|reboot` go through the lifecycle; `decloud profile ssh-key …` manages
 //! the keys; everything is refused for another account. The orchestrator is the real router on a
 //! real socket following the test chain; its lifecycle runs in the test, and the node's side
@@ -348,6 +349,104 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
     let shown = ok(&cli, TENANT, &["vm", "show", "vm-1"]).await;
     assert_eq!(shown["state"], "running");
     assert_eq!(shown["access"]["forwards"][0]["public"], 40022);
+    assert_eq!(shown["readiness"]["ready"], Value::Null, "{shown}");
+    let shown = run(&cli, TENANT, &["vm", "show", "vm-1"]).await;
+    assert!(
+        shown
+            .stdout
+            .contains("readiness: not reported by the node yet"),
+        "{shown:#?}"
+    );
+
+    // Readiness per service, as the node's agent checks it: a real local HTTP server behind a
+    // login (401, the agent's own probe expecting 401 finds it ready) and a closed port.
+    let login = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let login_port = login.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut socket, _)) = login.accept().await {
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"vm\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let probes = [
+        agent_protocol::ReadinessProbe::Http {
+            port: login_port,
+            path: "/".into(),
+            expect_status: Some(401),
+            tls: false,
+        },
+        agent_protocol::ReadinessProbe::Tcp { port: closed },
+    ];
+    let checked = decloud_node_agent::check_readiness(
+        &probes,
+        true,
+        &["127.0.0.1".to_owned()],
+        Path::new("/nonexistent/console.log"),
+        |_| async { Err::<decloud_node_agent::ExecOutcome, _>("no exec check here".to_owned()) },
+    )
+    .await;
+    assert!(checked.probes[0].ok, "{checked:?}");
+    assert!(!checked.probes[1].ok, "{checked:?}");
+    // What the agent's heartbeat carries, booked as the agent link books it.
+    assert!(
+        store
+            .record_vm_readiness(&node_id, "vm-1", &checked, now())
+            .await
+            .unwrap()
+    );
+    let shown = ok(&cli, TENANT, &["vm", "show", "vm-1"]).await;
+    let readiness = &shown["readiness"];
+    assert_eq!(readiness["ready"], false, "{shown}");
+    assert_eq!(readiness["services"][0]["state"], "ready", "{shown}");
+    assert_eq!(
+        readiness["services"][0]["check"],
+        format!("http :{login_port}/ expects 401")
+    );
+    assert!(readiness["services"][0]["checked_at"].is_u64(), "{shown}");
+    assert_eq!(readiness["services"][1]["state"], "not_ready", "{shown}");
+    assert!(
+        readiness["services"][1]["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("127.0.0.1: ")),
+        "{shown}"
+    );
+    let text = run(&cli, TENANT, &["vm", "show", "vm-1"]).await;
+    assert!(text.stdout.contains("readiness: not ready"), "{text:#?}");
+    assert!(
+        text.stdout.contains(&format!(
+            "ready     http :{login_port}/ expects 401  (checked "
+        )),
+        "{text:#?}"
+    );
+    assert!(
+        text.stdout
+            .contains(&format!("not ready tcp :{closed}  (checked ")),
+        "{text:#?}"
+    );
+    // Another node's report about this VM is not taken.
+    assert!(
+        !store
+            .record_vm_readiness(
+                &format!("0x{}", "ab".repeat(32)),
+                "vm-1",
+                &Readiness {
+                    ready: true,
+                    probes: vec![]
+                },
+                now()
+            )
+            .await
+            .unwrap()
+    );
 
     // The wallet opens the password; it is the one the node got.
     let credentials = ok(&cli, TENANT, &["vm", "credentials", "vm-1"]).await;

@@ -294,6 +294,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
             disk_gib: 1,
             quality: AgentTier::Dedicated,
             bandwidth: BandwidthTier::Basic,
+            gpus: 0,
             hostname: None,
             user_data: "#cloud-config\n".into(),
             ports: vec![],

@@ -154,6 +154,7 @@ fn spec(id: &str, tier: BandwidthTier, blob_mib: u32) -> VmSpec {
         // An uncapped vCPU: the emulated guest's own speed should not be what is measured.
         quality: QualityTier::Dedicated,
         bandwidth: tier,
+        gpus: 0,
         hostname: None,
         user_data: format!(
             "#cloud-config\ndecloud_test_value: {id}\ndecloud_test_blob_mib: {blob_mib}\n"

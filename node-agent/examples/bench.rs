@@ -39,6 +39,7 @@ fn spec(id: &str, image: &str, memory_mib: u64, user_data: String, quality: Qual
         disk_gib: 1,
         quality,
         bandwidth: BandwidthTier::Basic,
+        gpus: 0,
         hostname: None,
         user_data,
         ports: vec![],

@@ -19,7 +19,7 @@ use std::{
 
 use decloud_sdk::agent_protocol::{
     Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, PortForward,
-    PortProtocol, Readiness, VmReport, VmSpec, VmState,
+    PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -219,6 +219,9 @@ impl Agent {
         if spec.disk_gib == 0 {
             return Err(Error::InvalidSpec("disk must be at least 1 GiB".into()));
         }
+        for probe in &spec.readiness {
+            validate_probe(probe)?;
+        }
         if spec.user_data.len() > MAX_USER_DATA_BYTES {
             return Err(Error::InvalidSpec(format!(
                 "user-data is {} bytes, the limit is {MAX_USER_DATA_BYTES}",
@@ -288,7 +291,76 @@ impl Agent {
                 spec.disk_gib, free.disk_bytes
             )));
         }
+        self.plan_gpus(spec).await?;
         Ok(())
+    }
+
+    /// The GPUs (PCI addresses) a new VM would get: the lowest free addresses among the
+    /// passable ones ([`crate::resources::passable_gpus`]), changing nothing. A node without
+    /// enough free GPUs refuses with how many it has and why.
+    async fn plan_gpus(&self, spec: &VmSpec) -> Result<Vec<String>> {
+        let wanted = spec.gpus as usize;
+        if wanted == 0 {
+            return Ok(Vec::new());
+        }
+        let gpus = &self.inner.resources.gpus;
+        let passable = crate::resources::passable_gpus(gpus);
+        let reserved = self.inner.store.gpu_reservations().await?;
+        let free: Vec<String> = passable
+            .iter()
+            .filter(|g| !reserved.contains_key(&g.pci_address))
+            .map(|g| g.pci_address.clone())
+            .collect();
+        if free.len() < wanted {
+            let why = if gpus.is_empty() {
+                "this node has no GPU".to_owned()
+            } else if passable.is_empty() {
+                format!(
+                    "none of this node's {} GPUs can be passed through (each needs an IOMMU group of its own)",
+                    gpus.len()
+                )
+            } else {
+                format!(
+                    "{} of this node's {} passable GPUs are free ({} held by other vms)",
+                    free.len(),
+                    passable.len(),
+                    passable.len() - free.len()
+                )
+            };
+            return Err(Error::Capacity(format!("{wanted} GPUs wanted: {why}")));
+        }
+        Ok(free.into_iter().take(wanted).collect())
+    }
+
+    /// GPUs that could still be given to new VMs.
+    pub async fn free_gpus(&self) -> Result<usize> {
+        let reserved = self.inner.store.gpu_reservations().await?;
+        Ok(crate::resources::passable_gpus(&self.inner.resources.gpus)
+            .iter()
+            .filter(|g| !reserved.contains_key(&g.pci_address))
+            .count())
+    }
+
+    /// The PCI devices a VM's domain passes through: its reserved GPUs and the other devices
+    /// of their IOMMU groups.
+    async fn pci_devices(&self, vm_id: &str) -> Result<Vec<String>> {
+        let mut devices = Vec::new();
+        for address in self.inner.store.gpus_of(vm_id).await? {
+            let gpu = self
+                .inner
+                .resources
+                .gpus
+                .iter()
+                .find(|g| g.pci_address == address)
+                .ok_or_else(|| {
+                    Error::Capacity(format!(
+                        "GPU {address} reserved for vm {vm_id} is no longer on this host"
+                    ))
+                })?;
+            devices.push(address);
+            devices.extend(gpu.iommu_peers.iter().cloned());
+        }
+        Ok(devices)
     }
 
     /// Free capacity: host CPUs and memory (less the reserve) minus what VMs hold.
@@ -320,14 +392,16 @@ impl Agent {
     pub async fn create_vm(&self, spec: VmSpec) -> Result<VmReport> {
         let _ops = self.inner.ops.lock().await;
         self.validate(&spec).await?;
+        let gpus = self.plan_gpus(&spec).await?;
         let attachment = self.plan_attachment(&spec).await?;
         // Recorded first: the reservation and rules made next are found and finished (or
-        // removed) by reconciliation if the agent dies before it is done.
+        // removed) by reconciliation if the agent dies before it is done. The GPUs are held
+        // from here on, across restarts, until the VM is deleted.
         self.inner
             .store
-            .insert_vm(&spec, Desired::Running, attachment.as_ref())
+            .insert_vm(&spec, Desired::Running, attachment.as_ref(), &gpus)
             .await?;
-        info!(target: "agent::vm", vm = %spec.id, image = %spec.image, vcpus = spec.vcpus, memory_mib = spec.memory_mib, forwards = ?attachment.as_ref().map(|a| &a.forwards), "creating vm");
+        info!(target: "agent::vm", vm = %spec.id, image = %spec.image, vcpus = spec.vcpus, memory_mib = spec.memory_mib, ?gpus, forwards = ?attachment.as_ref().map(|a| &a.forwards), "creating vm");
         let made = match &attachment {
             Some(attachment) => self.attach(&spec.id, attachment).await,
             None => Ok(()),
@@ -393,6 +467,7 @@ impl Agent {
         tokio::task::spawn_blocking(move || seed::write_iso(&files, &seed_target))
             .await
             .map_err(|e| Error::Libvirt(e.to_string()))??;
+        let pci_devices = self.pci_devices(&spec.id).await?;
         let xml = domain_xml::render(&DomainPlan {
             spec,
             node_id: self.inner.identity.node_id,
@@ -403,6 +478,7 @@ impl Agent {
             console_log: self.console_path(&spec.id),
             network: &self.inner.config.network,
             shaping: self.inner.config.bandwidth_shaping,
+            pci_devices: &pci_devices,
         });
         let name = domain_name(&spec.id);
         self.libvirt(move |h| {
@@ -973,11 +1049,29 @@ impl Agent {
             } else {
                 Vec::new()
             };
+            let hypervisor = self.inner.hypervisor.clone();
+            let exec = |command: Vec<String>| {
+                let (hypervisor, name) = (hypervisor.clone(), domain_name(&id));
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        let timeout_secs = readiness::PROBE_TIMEOUT.as_secs() as i32;
+                        let mut send = |json: &str| {
+                            hypervisor
+                                .guest_agent_command(&name, json, timeout_secs)
+                                .map_err(|e| e.to_string())
+                        };
+                        crate::guest_exec::run(&mut send, &command, readiness::PROBE_TIMEOUT)
+                    })
+                    .await
+                    .map_err(|e| format!("guest command task failed: {e}"))?
+                }
+            };
             let readiness = readiness::check(
                 &record.spec.readiness,
                 running,
                 &addresses,
                 &self.console_path(&id),
+                exec,
             )
             .await;
             self.inner
@@ -1015,11 +1109,23 @@ impl Agent {
             .expect("readiness lock")
             .get(&record.spec.id)
             .cloned();
+        // Before the first observation round every check is listed, not yet run, so the
+        // tenant sees from the start which services are waited for.
         let (mut readiness, addresses) = known.unwrap_or_else(|| {
             (
                 Readiness {
                     ready: record.spec.readiness.is_empty(),
-                    probes: Vec::new(),
+                    probes: record
+                        .spec
+                        .readiness
+                        .iter()
+                        .map(|probe| ProbeResult {
+                            probe: probe.clone(),
+                            ok: false,
+                            detail: Some("not checked yet".into()),
+                            checked_at: None,
+                        })
+                        .collect(),
                 },
                 Vec::new(),
             )
@@ -1133,6 +1239,39 @@ pub fn validate_id(id: &str) -> Result<()> {
         Err(Error::InvalidSpec(format!(
             "vm id {id:?} must be 1 to 48 characters of a-z, 0-9 and '-', not starting with '-'"
         )))
+    }
+}
+
+/// A readiness check the agent can run: an HTTP path starting with `/` without whitespace
+/// (it goes into a URL), an expected status that is an HTTP status, a command with an absolute
+/// program path (the guest agent runs it without a shell's `PATH`).
+fn validate_probe(probe: &ReadinessProbe) -> Result<()> {
+    match probe {
+        ReadinessProbe::CloudInit | ReadinessProbe::Tcp { .. } => Ok(()),
+        ReadinessProbe::Http {
+            path,
+            expect_status,
+            ..
+        } => {
+            if !path.starts_with('/') || path.chars().any(char::is_whitespace) {
+                return Err(Error::InvalidSpec(format!(
+                    "readiness path {path:?} must start with '/' and contain no whitespace"
+                )));
+            }
+            match expect_status {
+                Some(status) if !(100..=599).contains(status) => Err(Error::InvalidSpec(format!(
+                    "readiness status {status} is not an HTTP status"
+                ))),
+                _ => Ok(()),
+            }
+        }
+        ReadinessProbe::Exec { command } => match command.first() {
+            Some(program) if program.starts_with('/') => Ok(()),
+            Some(program) => Err(Error::InvalidSpec(format!(
+                "readiness command {program:?} must be an absolute path in the guest"
+            ))),
+            None => Err(Error::InvalidSpec("readiness command is empty".into())),
+        },
     }
 }
 

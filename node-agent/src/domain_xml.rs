@@ -61,6 +61,33 @@ pub struct DomainPlan<'a> {
     /// Who enforces the bandwidth tier: with `agent`, a `network` or `bridge` NIC carries no
     /// `<bandwidth>` (libvirt's tc setup would fail on kernels without `sfq` and `police`).
     pub shaping: BandwidthShaping,
+    /// PCI devices passed through with VFIO: the VM's reserved GPUs and the other devices of
+    /// their IOMMU groups. Each must be a well-formed address ([`pci_address_parts`]).
+    pub pci_devices: &'a [String],
+}
+
+/// The parts of a PCI address `dddd:bb:ss.f` (domain, bus, slot, function), or `None` when
+/// it is not one.
+pub fn pci_address_parts(address: &str) -> Option<(u16, u8, u8, u8)> {
+    let hex = |part: &str, digits: usize| {
+        (part.len() == digits && part.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| u32::from_str_radix(part, 16).ok())
+            .flatten()
+    };
+    let (domain, rest) = address.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (slot, function) = rest.split_once('.')?;
+    let (domain, bus, slot, function) = (
+        hex(domain, 4)?,
+        hex(bus, 2)?,
+        hex(slot, 2)?,
+        hex(function, 1)?,
+    );
+    // A slot is 5 bits and a function 3 bits wide.
+    if slot > 0x1f || function > 7 {
+        return None;
+    }
+    Some((domain as u16, bus as u8, slot as u8, function as u8))
 }
 
 /// Escapes text for XML content and attribute values.
@@ -184,6 +211,20 @@ pub fn render(plan: &DomainPlan<'_>) -> String {
     );
     let _ = writeln!(x, "      <target port='0'/>");
     let _ = writeln!(x, "    </serial>");
+    // managed='yes': libvirt detaches each device from its host driver and binds it to
+    // vfio-pci when the domain starts, and gives it back when the domain stops.
+    for (domain, bus, slot, function) in
+        plan.pci_devices.iter().filter_map(|a| pci_address_parts(a))
+    {
+        let _ = writeln!(x, "    <hostdev mode='subsystem' type='pci' managed='yes'>");
+        let _ = writeln!(x, "      <source>");
+        let _ = writeln!(
+            x,
+            "        <address domain='0x{domain:04x}' bus='0x{bus:02x}' slot='0x{slot:02x}' function='0x{function:x}'/>"
+        );
+        let _ = writeln!(x, "      </source>");
+        let _ = writeln!(x, "    </hostdev>");
+    }
     let _ = writeln!(x, "    <channel type='unix'>");
     let _ = writeln!(
         x,
@@ -225,6 +266,7 @@ mod tests {
             disk_gib: 4,
             quality,
             bandwidth,
+            gpus: 0,
             hostname: None,
             user_data: "#cloud-config\n".into(),
             ports: vec![],
@@ -243,6 +285,7 @@ mod tests {
             console_log: "/data/vms/vm-1/console.log".into(),
             network,
             shaping: BandwidthShaping::Libvirt,
+            pci_devices: &[],
         })
     }
 
@@ -411,8 +454,83 @@ mod tests {
                 console_log: "/c".into(),
                 network: &network,
                 shaping: BandwidthShaping::Agent,
+                pci_devices: &[],
             });
             assert_eq!(xml.contains("<bandwidth>"), recorded, "{network:?}");
+        }
+    }
+
+    #[test]
+    fn reserved_gpus_become_vfio_hostdevs() {
+        let image = ImageConfig {
+            base: "/img/base.qcow2".into(),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        };
+        let mut spec = spec(QualityTier::Dedicated, BandwidthTier::Basic);
+        spec.gpus = 1;
+        let devices = ["0000:0a:1f.0".to_owned(), "0000:0a:1f.1".to_owned()];
+        let xml = render(&DomainPlan {
+            spec: &spec,
+            node_id: B256::ZERO,
+            domain_type: DomainType::Kvm,
+            image: &image,
+            disk: "/d".into(),
+            seed: "/s".into(),
+            console_log: "/c".into(),
+            network: &NetworkConfig::User,
+            shaping: BandwidthShaping::Agent,
+            pci_devices: &devices,
+        });
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let hostdevs: Vec<_> = child(doc.root_element(), "devices")
+            .children()
+            .filter(|n| n.has_tag_name("hostdev"))
+            .collect();
+        assert_eq!(hostdevs.len(), 2);
+        for (hostdev, function) in hostdevs.iter().zip(["0x0", "0x1"]) {
+            assert_eq!(
+                (
+                    hostdev.attribute("mode"),
+                    hostdev.attribute("type"),
+                    hostdev.attribute("managed")
+                ),
+                (Some("subsystem"), Some("pci"), Some("yes"))
+            );
+            let address = child(child(*hostdev, "source"), "address");
+            assert_eq!(
+                (
+                    address.attribute("domain"),
+                    address.attribute("bus"),
+                    address.attribute("slot"),
+                    address.attribute("function"),
+                ),
+                (Some("0x0000"), Some("0x0a"), Some("0x1f"), Some(function))
+            );
+        }
+        let without = render_spec(&spec, &image, &NetworkConfig::User);
+        assert!(!without.contains("<hostdev"));
+    }
+
+    #[test]
+    fn pci_addresses_are_parsed_strictly() {
+        assert_eq!(pci_address_parts("0000:01:00.0"), Some((0, 1, 0, 0)));
+        assert_eq!(
+            pci_address_parts("abcd:ff:1f.7"),
+            Some((0xabcd, 0xff, 0x1f, 7))
+        );
+        for bad in [
+            "",
+            "01:00.0",
+            "0000:01:00",
+            "0000:01:20.0",
+            "0000:01:00.8",
+            "0000:1:00.0",
+            "000g:01:00.0",
+            "0000:01:00.0'/>",
+        ] {
+            assert_eq!(pci_address_parts(bad), None, "{bad}");
         }
     }
 

@@ -153,6 +153,32 @@ impl Hypervisor {
         }
     }
 
+    /// Sends one command (JSON text) to a running domain's QEMU guest agent through libvirt
+    /// and returns the agent's reply. Fails when the guest has no agent answering, and on
+    /// drivers without guest agents (libvirt's test driver says "not supported").
+    pub fn guest_agent_command(
+        &self,
+        name: &str,
+        command: &str,
+        timeout_secs: i32,
+    ) -> Result<String> {
+        let domain = self
+            .lookup(name)?
+            .ok_or_else(|| Error::Libvirt(format!("no domain {name}")))?;
+        domain
+            .qemu_agent_command(command, timeout_secs, 0)
+            .map_err(|e| Error::Libvirt(e.message().to_owned()))
+    }
+
+    /// The XML libvirt holds for a domain (its live definition when it runs), `None` when
+    /// it is not defined.
+    pub fn domain_xml(&self, name: &str) -> Result<Option<String>> {
+        Ok(match self.lookup(name)? {
+            Some(domain) => Some(domain.get_xml_desc(0)?),
+            None => None,
+        })
+    }
+
     /// Every domain on the connection that carries `node_id`'s ownership metadata.
     pub fn owned_domains(&self, node_id: B256) -> Result<Vec<OwnedDomain>> {
         let mut owned = Vec::new();

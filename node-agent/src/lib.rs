@@ -18,6 +18,7 @@ pub mod dev;
 mod domain_xml;
 mod error;
 mod firewall;
+mod guest_exec;
 mod hypervisor;
 mod identity;
 mod link;
@@ -43,13 +44,14 @@ pub use console::{CONSOLE_SOCKET, Consoles, socket_path as console_socket_path};
 pub use dev::NodeAgentService;
 pub use domain_xml::{
     CPU_PERIOD_US, DOMAIN_PREFIX, DomainPlan, METADATA_NS, bandwidth_kbytes, cpu_quota_us,
-    domain_name, mac_address, owned_vm_id, render as render_domain_xml,
+    domain_name, mac_address, owned_vm_id, pci_address_parts, render as render_domain_xml,
 };
 pub use error::{Error, Result};
 pub use firewall::{
     COMMENT_PREFIX, DNAT_CHAIN, FORWARD_CHAIN, Firewall, FirewallReport, ForwardRule, FoundRule,
     node_tag, parse_rules, redirected_ports,
 };
+pub use guest_exec::{ExecOutcome, run as run_guest_command};
 pub use hypervisor::{Hypervisor, OwnedDomain, StopOutcome};
 pub use identity::{Identity, KEY_FILE, load_or_create_key};
 pub use link::{Backoff, HANDSHAKE_TIMEOUT, run as run_link};
@@ -60,8 +62,8 @@ pub use readiness::{
     PROBE_TIMEOUT, check as check_readiness, cloud_init_finished, http_probe, tcp_probe,
 };
 pub use resources::{
-    BASELINE_HASHES_PER_SEC, BENCH_ROUND_MILLIS, BENCH_ROUNDS, compute_points, discover,
-    discover_disks, discover_gpus, free_bytes, single_core_rate,
+    BASELINE_HASHES_PER_SEC, BENCH_ROUND_MILLIS, BENCH_ROUNDS, SYSFS_ROOT, compute_points,
+    discover, discover_disks, discover_gpus, free_bytes, passable_gpus, single_core_rate,
 };
 pub use seed::{SeedFiles, VOLUME_ID, write_iso};
 pub use shaping::{IFB_PREFIX, ifb_name};

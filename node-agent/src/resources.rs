@@ -22,6 +22,10 @@ use decloud_sdk::agent_protocol::{DiskInfo, GpuInfo, NodeResources, POINTS_PER_B
 
 use crate::error::{Error, Result};
 
+/// Where the kernel's sysfs is mounted; GPU discovery reads `bus/pci/devices` and
+/// `kernel/iommu_groups` under it.
+pub const SYSFS_ROOT: &str = "/sys";
+
 /// Hashes per second of the baseline core ([`POINTS_PER_BASELINE_CPU`] points).
 pub const BASELINE_HASHES_PER_SEC: u64 = 1_000_000;
 /// Number of benchmark rounds.
@@ -91,7 +95,7 @@ pub fn discover(data_dir: &Path) -> Result<NodeResources> {
         memory_mib: mem_total_kib(&meminfo)? / 1024,
         disks: discover_disks(Path::new("/sys/block")),
         vm_storage_free_bytes: free_bytes(data_dir)?,
-        gpus: discover_gpus(Path::new("/sys/bus/pci/devices")),
+        gpus: discover_gpus(Path::new(SYSFS_ROOT)),
         compute_points: compute_points(cpu_cores, single_core_rate()),
     })
 }
@@ -165,29 +169,95 @@ pub fn discover_disks(sys_block: &Path) -> Vec<DiskInfo> {
     disks
 }
 
-/// PCI display controllers (class `0x03xxxx`) under a `/sys/bus/pci/devices`-like directory.
-pub fn discover_gpus(pci_devices: &Path) -> Vec<GpuInfo> {
-    let Ok(entries) = std::fs::read_dir(pci_devices) else {
+/// PCI display controllers (class `0x03xxxx`) under `sysfs` (`/sys` on a host; tests pass a
+/// fake tree of the same layout), each with its IOMMU group and the group's other devices.
+///
+/// The groups come from `kernel/iommu_groups/<n>/devices/<address>`; a host without an
+/// IOMMU (or with it off) has none, and its GPUs are listed without a group: they can be
+/// seen but not passed through.
+pub fn discover_gpus(sysfs: &Path) -> Vec<GpuInfo> {
+    let pci_devices = sysfs.join("bus/pci/devices");
+    let Ok(entries) = std::fs::read_dir(&pci_devices) else {
         return Vec::new();
     };
+    let groups = iommu_groups(&sysfs.join("kernel/iommu_groups"));
+    let class_of = |address: &str| read_trimmed(&pci_devices.join(address).join("class"));
     let mut gpus: Vec<GpuInfo> = entries
         .flatten()
         .filter_map(|entry| {
+            let address = entry.file_name().to_string_lossy().into_owned();
+            // Only well-formed addresses: they end up in the domain XML.
+            crate::domain_xml::pci_address_parts(&address)?;
             let dir = entry.path();
             let class = read_trimmed(&dir.join("class"))?;
             if !class.starts_with("0x03") {
                 return None;
             }
+            let iommu_group = groups
+                .iter()
+                .find(|(_, members)| members.contains(&address))
+                .map(|(group, _)| *group);
+            let iommu_peers = iommu_group
+                .and_then(|g| groups.iter().find(|(group, _)| *group == g))
+                .map(|(_, members)| {
+                    members
+                        .iter()
+                        .filter(|m| **m != address)
+                        // Bridges stay with the host: VFIO does not need them bound.
+                        .filter(|m| !class_of(m).is_some_and(|c| c.starts_with("0x0604")))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
             Some(GpuInfo {
-                pci_address: entry.file_name().to_string_lossy().into_owned(),
+                pci_address: address,
                 vendor_id: read_trimmed(&dir.join("vendor")).unwrap_or_default(),
                 device_id: read_trimmed(&dir.join("device")).unwrap_or_default(),
                 class,
+                iommu_group,
+                iommu_peers,
             })
         })
         .collect();
     gpus.sort_by(|a, b| a.pci_address.cmp(&b.pci_address));
     gpus
+}
+
+/// IOMMU groups under a `/sys/kernel/iommu_groups`-like directory: group number and the PCI
+/// addresses of its devices, in address order.
+fn iommu_groups(dir: &Path) -> Vec<(u32, Vec<String>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut groups: Vec<(u32, Vec<String>)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let group: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let mut members: Vec<String> = std::fs::read_dir(entry.path().join("devices"))
+                .ok()?
+                .flatten()
+                .map(|d| d.file_name().to_string_lossy().into_owned())
+                .collect();
+            members.sort();
+            Some((group, members))
+        })
+        .collect();
+    groups.sort();
+    groups
+}
+
+/// GPUs a VM can be given: in an IOMMU group that holds no other GPU (two GPUs sharing a
+/// group could only ever go to one VM together).
+pub fn passable_gpus(gpus: &[GpuInfo]) -> Vec<&GpuInfo> {
+    gpus.iter()
+        .filter(|g| {
+            g.iommu_group.is_some()
+                && !g
+                    .iommu_peers
+                    .iter()
+                    .any(|p| gpus.iter().any(|o| &o.pci_address == p))
+        })
+        .collect()
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -213,26 +283,63 @@ mod tests {
     }
 
     #[test]
-    fn gpus_are_pci_display_class_devices() {
-        // A sysfs-shaped tree: this host has no GPU, so the parser is checked on a copy of
-        // the layout the kernel uses.
+    fn gpus_are_pci_display_class_devices_with_their_iommu_groups() {
+        // This host has no GPU: the discovery is checked on a fake sysfs tree of the layout
+        // the kernel uses (see `fake_sysfs`).
         let root = tempfile::tempdir().unwrap();
-        for (address, class, vendor) in [
-            ("0000:00:02.0", "0x030000", "0x8086"),
-            ("0000:01:00.0", "0x030200", "0x10de"),
-            ("0000:00:1f.2", "0x010601", "0x8086"),
-        ] {
-            let dir = root.path().join(address);
-            std::fs::create_dir(&dir).unwrap();
-            std::fs::write(dir.join("class"), format!("{class}\n")).unwrap();
-            std::fs::write(dir.join("vendor"), format!("{vendor}\n")).unwrap();
-            std::fs::write(dir.join("device"), "0x1234\n").unwrap();
-        }
+        fake_sysfs(
+            root.path(),
+            &[
+                ("0000:00:01.0", "0x060400", Some(1)),
+                ("0000:00:02.0", "0x030000", None),
+                ("0000:01:00.0", "0x030200", Some(1)),
+                ("0000:01:00.1", "0x040300", Some(1)),
+                ("0000:00:1f.2", "0x010601", Some(2)),
+                ("0000:02:00.0", "0x030000", Some(3)),
+                ("0000:03:00.0", "0x030000", Some(3)),
+            ],
+        );
         let gpus = discover_gpus(root.path());
-        assert_eq!(gpus.len(), 2);
-        assert_eq!(gpus[0].pci_address, "0000:00:02.0");
-        assert_eq!(gpus[1].vendor_id, "0x10de");
+        let addresses: Vec<&str> = gpus.iter().map(|g| g.pci_address.as_str()).collect();
+        assert_eq!(
+            addresses,
+            [
+                "0000:00:02.0",
+                "0000:01:00.0",
+                "0000:02:00.0",
+                "0000:03:00.0"
+            ]
+        );
+        assert_eq!(gpus[0].iommu_group, None);
+        assert_eq!(gpus[1].iommu_group, Some(1));
         assert_eq!(gpus[1].class, "0x030200");
+        assert_eq!(gpus[1].vendor_id, "0x10de");
+        // The audio function travels with the GPU; the bridge of the group does not.
+        assert_eq!(gpus[1].iommu_peers, ["0000:01:00.1"]);
+        // No group, or a group shared with another GPU: not passable on its own.
+        let passable: Vec<&str> = passable_gpus(&gpus)
+            .iter()
+            .map(|g| g.pci_address.as_str())
+            .collect();
+        assert_eq!(passable, ["0000:01:00.0"]);
+        assert!(discover_gpus(&root.path().join("missing")).is_empty());
+    }
+
+    /// Builds a fake sysfs under `root`: `bus/pci/devices/<address>/{class,vendor,device}` and
+    /// `kernel/iommu_groups/<n>/devices/<address>` (symlinks on a real host, plain entries here).
+    fn fake_sysfs(root: &Path, devices: &[(&str, &str, Option<u32>)]) {
+        for (address, class, group) in devices {
+            let dir = root.join("bus/pci/devices").join(address);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("class"), format!("{class}\n")).unwrap();
+            std::fs::write(dir.join("vendor"), "0x10de\n").unwrap();
+            std::fs::write(dir.join("device"), "0x1234\n").unwrap();
+            if let Some(group) = group {
+                let members = root.join(format!("kernel/iommu_groups/{group}/devices"));
+                std::fs::create_dir_all(&members).unwrap();
+                std::fs::write(members.join(address), "").unwrap();
+            }
+        }
     }
 
     #[test]

@@ -110,6 +110,7 @@ mod tests {
             disk_gib: 1,
             quality: QualityTier::Standard,
             bandwidth: BandwidthTier::Basic,
+            gpus: 0,
             hostname: Some("shop".into()),
             user_data: "#cloud-config\nruncmd:\n  - echo 'hello & <bye>'\n".into(),
             ports: vec![],

@@ -86,8 +86,18 @@ CREATE TABLE forwards (
 );
 ";
 
+/// Migration 3: GPUs passed through to VMs. A PCI address is held by at most one VM (the
+/// primary key); the row goes with the VM's row, so deleting the VM releases its GPUs in the
+/// same transaction that records the deletion.
+const SCHEMA_V3: &str = "
+CREATE TABLE gpu_reservations (
+    pci_address TEXT PRIMARY KEY,
+    vm_id       TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE
+);
+";
+
 /// The schema's migrations, in order; `PRAGMA user_version` counts those applied.
-pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+pub const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 /// A VM's place on the NAT network: what the agent allocated for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,13 +230,15 @@ impl Store {
     }
 
     /// Stores a new VM, its network attachment (MAC, address, forwarded ports) when it has
-    /// one, and a `creating` event, in one transaction. Fails, storing nothing, if the id
-    /// exists or the attachment collides with another VM's MAC, address or public port.
+    /// one, the GPUs (PCI addresses) reserved for it, and a `creating` event, in one
+    /// transaction. Fails, storing nothing, if the id exists, the attachment collides with
+    /// another VM's MAC, address or public port, or a GPU is held by another VM.
     pub async fn insert_vm(
         &self,
         spec: &VmSpec,
         desired: Desired,
         attachment: Option<&Attachment>,
+        gpus: &[String],
     ) -> Result<()> {
         let spec_json = serde_json::to_string(spec).map_err(|e| Error::Corrupt(e.to_string()))?;
         let now = now() as i64;
@@ -258,9 +270,45 @@ impl Store {
             tx.rollback().await?;
             return Err(error);
         }
+        for pci_address in gpus {
+            let reserved = sqlx::query(
+                "INSERT INTO gpu_reservations (pci_address, vm_id) VALUES (?, ?)
+                 ON CONFLICT (pci_address) DO NOTHING",
+            )
+            .bind(pci_address.clone())
+            .bind(spec.id.clone())
+            .execute(&mut *tx)
+            .await?;
+            if reserved.rows_affected() == 0 {
+                tx.rollback().await?;
+                return Err(Error::Capacity(format!(
+                    "GPU {pci_address} is already reserved by another vm"
+                )));
+            }
+        }
         insert_event(&mut tx, &spec.id, VmState::Creating, None, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every reserved GPU: PCI address to the VM holding it.
+    pub async fn gpu_reservations(&self) -> Result<BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT pci_address, vm_id FROM gpu_reservations")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("pci_address")?, r.try_get("vm_id")?)))
+            .collect()
+    }
+
+    /// The GPUs (PCI addresses) reserved for one VM, in address order.
+    pub async fn gpus_of(&self, vm_id: &str) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT pci_address FROM gpu_reservations WHERE vm_id = ? ORDER BY pci_address",
+        )
+        .bind(vm_id.to_owned())
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// One VM.
@@ -628,6 +676,7 @@ mod tests {
             disk_gib: 1,
             quality: QualityTier::Standard,
             bandwidth: BandwidthTier::Basic,
+            gpus: 0,
             hostname: None,
             user_data: String::new(),
             ports: vec![PortSpec {
@@ -654,11 +703,13 @@ mod tests {
             }],
         };
         store
-            .insert_vm(&spec("a"), Desired::Running, Some(&attachment))
+            .insert_vm(&spec("a"), Desired::Running, Some(&attachment), &[])
             .await
             .unwrap();
         assert!(matches!(
-            store.insert_vm(&spec("a"), Desired::Running, None).await,
+            store
+                .insert_vm(&spec("a"), Desired::Running, None, &[])
+                .await,
             Err(Error::InvalidSpec(_))
         ));
         store
@@ -691,7 +742,7 @@ mod tests {
         clash.ip = Ipv4Addr::new(192, 168, 123, 3);
         assert!(matches!(
             store
-                .insert_vm(&spec("b"), Desired::Running, Some(&clash))
+                .insert_vm(&spec("b"), Desired::Running, Some(&clash), &[])
                 .await,
             Err(Error::Capacity(_))
         ));
@@ -716,6 +767,58 @@ mod tests {
         let events = store.pending_events().await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].state, VmState::Deleted);
+    }
+
+    #[tokio::test]
+    async fn gpu_reservations_are_exclusive_survive_reopen_and_go_with_the_vm() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).await.unwrap();
+        let gpu = "0000:01:00.0".to_owned();
+        store
+            .insert_vm(
+                &spec("a"),
+                Desired::Running,
+                None,
+                std::slice::from_ref(&gpu),
+            )
+            .await
+            .unwrap();
+        // A second VM asking for a held GPU stores nothing at all.
+        let refused = store
+            .insert_vm(
+                &spec("b"),
+                Desired::Running,
+                None,
+                std::slice::from_ref(&gpu),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, Error::Capacity(m) if m.contains("0000:01:00.0")),
+            "{refused}"
+        );
+        assert!(store.vm("b").await.unwrap().is_none());
+        store.close().await;
+
+        let store = Store::open(&path).await.unwrap();
+        assert_eq!(store.gpus_of("a").await.unwrap(), vec![gpu.clone()]);
+        assert_eq!(
+            store.gpu_reservations().await.unwrap(),
+            BTreeMap::from([(gpu.clone(), "a".to_owned())])
+        );
+        store.delete_vm("a", None).await.unwrap();
+        assert!(store.gpu_reservations().await.unwrap().is_empty());
+        store
+            .insert_vm(
+                &spec("b"),
+                Desired::Running,
+                None,
+                std::slice::from_ref(&gpu),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.gpus_of("b").await.unwrap(), vec![gpu]);
     }
 
     #[tokio::test]

@@ -5,7 +5,8 @@
 //! `DECLOUD-TEST-VALUE=<value>`, brings up its NIC with busybox `udhcpc` (printing
 //! `DECLOUD-TEST-ADDRESS=<address>`), serves the value over HTTP on port 80 with busybox
 //! `httpd` (plus, when the user-data has a `decloud_test_blob_mib: <n>` line, an `n` MiB file
-//! at `/blob` for bandwidth measurements), then prints a line in the format of cloud-init's
+//! at `/blob` for bandwidth measurements, and [`LOGIN_PATH`] behind HTTP basic auth, which
+//! answers 401 without credentials as a service behind a login does), then prints a line in the format of cloud-init's
 //! final message, standing in for cloud-init (which this guest does not have) so the
 //! cloud-init readiness probe can be exercised, and then runs a shell on the serial console
 //! (for the interactive console's tests).
@@ -26,6 +27,9 @@ pub const ADDRESS_MARKER: &str = "DECLOUD-TEST-ADDRESS=";
 
 /// Guest port of the HTTP server that answers with the user-data value.
 pub const HTTP_PORT: u16 = 80;
+
+/// Path the guest's HTTP server keeps behind basic auth: 401 without credentials.
+pub const LOGIN_PATH: &str = "/private/";
 
 /// Kernel command line for the guest.
 pub const CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
@@ -69,7 +73,11 @@ else
   else
     echo "test guest: no network interface"
   fi
-  httpd -p 80 -h /www
+  # A page behind a login, as templates' services have (their readiness expects 401).
+  mkdir -p /www/private
+  echo private > /www/private/index.html
+  echo "/private:decloud:$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" > /etc/httpd.conf
+  httpd -p 80 -h /www -c /etc/httpd.conf
   # SSH like cloud-init's `users`: the last user the user-data names gets its
   # `ssh_authorized_keys` and its `plain_text_passwd`, served by dropbear on port 22.
   user="$(sed -n 's/^[ -]*name: *//p' /seed/user-data | tail -n 1)"

@@ -10,7 +10,8 @@ mod common;
 use common::*;
 use decloud_node_agent::{DOMAIN_PREFIX, Desired, Error, domain_name, node_tag, render_domain_xml};
 use decloud_sdk::agent_protocol::{
-    AckOutcome, Command, CommandAction, PortProtocol, PortSpec, QualityTier, VmState,
+    AckOutcome, Command, CommandAction, PortProtocol, PortSpec, QualityTier, ReadinessProbe,
+    VmState,
 };
 
 #[tokio::test]
@@ -133,7 +134,31 @@ async fn bad_specs_are_refused_and_create_nothing() {
     };
     let overwrite = spec("taken", "blank");
     let traversal = spec("../taken", "blank");
+    let with_probe = |id: &str, probe: ReadinessProbe| {
+        let mut s = spec(id, "blank");
+        s.readiness = vec![ReadinessProbe::CloudInit, probe];
+        s
+    };
+    let relative_command = with_probe(
+        "e",
+        ReadinessProbe::Exec {
+            command: vec!["pg_isready".into()],
+        },
+    );
+    let empty_command = with_probe("f", ReadinessProbe::Exec { command: vec![] });
+    let http = |path: &str, expect_status| ReadinessProbe::Http {
+        port: 80,
+        path: path.into(),
+        expect_status,
+        tls: false,
+    };
+    let bad_path = with_probe("g", http("health z", None));
+    let bad_status = with_probe("h", http("/", Some(42)));
     let cases = [
+        (relative_command, "must be an absolute path in the guest"),
+        (empty_command, "readiness command is empty"),
+        (bad_path, "must start with '/' and contain no whitespace"),
+        (bad_status, "status 42 is not an HTTP status"),
         (zero_memory, "memory must be at least"),
         (unknown_image, "unknown image \"no-such-image\""),
         (too_many_vcpus, "under the Dedicated tier's 1:1 overcommit"),
@@ -217,6 +242,7 @@ async fn reconcile_adopts_restarts_redefines_and_removes_only_owned_orphans() {
         console_log: dir.path().join("orphan.log"),
         network: &config.network,
         shaping: config.bandwidth_shaping,
+        pci_devices: &[],
     });
     let foreign_xml = orphan_xml
         .replace(&format!("{DOMAIN_PREFIX}orphan"), "someone-elses-vm")
@@ -321,6 +347,44 @@ async fn observe_records_a_guest_power_off() {
     assert_eq!(last.reason.as_deref(), Some("guest powered off"));
 }
 
+/// Every check is listed from the start, not yet run; after an observation round each has
+/// run with its time and reason. A command check goes to libvirt, which on the test driver
+/// has no guest agent to carry it (real guests: `tests/readiness.rs`).
+#[tokio::test]
+async fn readiness_lists_every_check_and_reports_each_run() {
+    let dir = data_dir();
+    let agent = open_agent(test_driver_config(dir.path(), "readiness")).await;
+    agent.reconcile().await.unwrap();
+    let mut checked = spec("checked", "blank");
+    checked.readiness = vec![
+        ReadinessProbe::CloudInit,
+        ReadinessProbe::Exec {
+            command: vec!["/bin/true".into()],
+        },
+    ];
+    let report = agent.create_vm(checked).await.unwrap();
+    assert!(!report.readiness.ready);
+    assert_eq!(report.readiness.probes.len(), 2);
+    for probe in &report.readiness.probes {
+        assert!(!probe.ok && probe.checked_at.is_none(), "{probe:?}");
+        assert_eq!(probe.detail.as_deref(), Some("not checked yet"));
+    }
+    agent.observe().await.unwrap();
+    let report = agent.report("checked").await.unwrap();
+    assert!(!report.readiness.ready);
+    let [cloud_init, command] = &report.readiness.probes[..] else {
+        panic!("{report:?}")
+    };
+    assert!(cloud_init.checked_at.is_some() && command.checked_at.is_some());
+    assert_eq!(
+        cloud_init.detail.as_deref(),
+        Some("cloud-init has not finished")
+    );
+    let detail = command.detail.as_deref().unwrap();
+    assert!(detail.contains("not supported"), "{detail}");
+    agent.delete_vm("checked").await.unwrap();
+}
+
 #[tokio::test]
 async fn commands_execute_once_per_id() {
     let dir = data_dir();
@@ -368,4 +432,135 @@ async fn commands_execute_once_per_id() {
         AckOutcome::Done { vm: None }
     );
     assert!(agent.owned_domains().await.unwrap().is_empty());
+}
+
+/// The `<hostdev>` PCI addresses (`dddd:bb:ss.f`) of a domain's XML, in document order.
+fn hostdev_addresses(xml: &str) -> Vec<String> {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    doc.descendants()
+        .filter(|n| {
+            n.has_tag_name("hostdev")
+                && n.attribute("mode") == Some("subsystem")
+                && n.attribute("type") == Some("pci")
+                && n.attribute("managed") == Some("yes")
+        })
+        .filter_map(|h| h.descendants().find(|n| n.has_tag_name("address")))
+        .map(|a| {
+            let part = |name: &str| {
+                u32::from_str_radix(a.attribute(name).unwrap().trim_start_matches("0x"), 16)
+                    .unwrap()
+            };
+            format!(
+                "{:04x}:{:02x}:{:02x}.{:x}",
+                part("domain"),
+                part("bus"),
+                part("slot"),
+                part("function")
+            )
+        })
+        .collect()
+}
+
+async fn libvirt_xml(agent: &decloud_node_agent::Agent, vm_id: &str) -> Option<String> {
+    let name = domain_name(vm_id);
+    agent
+        .with_hypervisor(move |h| h.domain_xml(&name))
+        .await
+        .unwrap()
+}
+
+/// GPU passthrough on a node whose GPUs come from a fake sysfs tree (this host has none):
+/// one passable GPU with its audio function in IOMMU group 7, and a second GPU without an
+/// IOMMU group. The first GPU VM gets the GPU (and its group's audio function) as VFIO
+/// hostdevs in the domain libvirt holds; a second is refused with the reason and leaves
+/// nothing behind; the reservation survives an agent restart (the domain, lost meanwhile, is
+/// defined again with it) and is released by the delete.
+#[tokio::test]
+async fn gpus_are_reserved_passed_through_kept_across_restarts_and_released() {
+    let dir = data_dir();
+    let sysfs = tempfile::tempdir().unwrap();
+    fake_sysfs(
+        sysfs.path(),
+        &[
+            ("0000:01:00.0", "0x030000", Some(7)),
+            ("0000:01:00.1", "0x040300", Some(7)),
+            ("0000:02:00.0", "0x030000", None),
+        ],
+    );
+    let mut node = resources();
+    node.gpus = decloud_node_agent::discover_gpus(sysfs.path());
+    assert_eq!(node.gpus.len(), 2);
+    let config = test_driver_config(dir.path(), "gpus");
+    let agent = open_agent_with(config.clone(), node.clone()).await;
+    agent.reconcile().await.unwrap();
+    assert_eq!(agent.free_gpus().await.unwrap(), 1);
+
+    let gpu_spec = |id: &str| {
+        let mut spec = spec(id, "blank");
+        spec.gpus = 1;
+        spec
+    };
+    let report = agent.create_vm(gpu_spec("gpu-a")).await.unwrap();
+    assert_eq!(report.state, VmState::Running);
+    let xml = libvirt_xml(&agent, "gpu-a").await.unwrap();
+    assert_eq!(hostdev_addresses(&xml), ["0000:01:00.0", "0000:01:00.1"]);
+    assert_eq!(agent.free_gpus().await.unwrap(), 0);
+    // A VM without GPUs gets no hostdev.
+    agent.create_vm(spec("gpu-none", "blank")).await.unwrap();
+    let xml = libvirt_xml(&agent, "gpu-none").await.unwrap();
+    assert!(hostdev_addresses(&xml).is_empty());
+
+    let refused = agent.create_vm(gpu_spec("gpu-b")).await.unwrap_err();
+    assert!(matches!(refused, Error::Capacity(_)), "{refused}");
+    assert_eq!(
+        refused.to_string(),
+        "insufficient capacity: 1 GPUs wanted: 0 of this node's 1 passable GPUs are free (1 held by other vms)"
+    );
+    assert!(agent.store().vm("gpu-b").await.unwrap().is_none());
+    assert!(libvirt_xml(&agent, "gpu-b").await.is_none());
+    assert!(!agent.vm_dir("gpu-b").exists());
+
+    // The host loses the domain (a reboot with a transient definition, an operator's virsh),
+    // and the agent restarts.
+    let name = domain_name("gpu-a");
+    agent
+        .with_hypervisor(move |h| h.remove(&name))
+        .await
+        .unwrap();
+    agent.close().await;
+    drop(agent);
+    let agent = open_agent_with(config.clone(), node.clone()).await;
+    let report = agent.reconcile().await.unwrap();
+    // (The test driver forgets every domain when its last connection closes, so the VM
+    // without GPUs may have been defined again too, depending on the other tests.)
+    assert!(report.redefined.contains(&"gpu-a".to_owned()), "{report:?}");
+    assert_eq!(
+        agent.store().gpus_of("gpu-a").await.unwrap(),
+        ["0000:01:00.0"]
+    );
+    let xml = libvirt_xml(&agent, "gpu-a").await.unwrap();
+    assert_eq!(hostdev_addresses(&xml), ["0000:01:00.0", "0000:01:00.1"]);
+    assert!(matches!(
+        agent.create_vm(gpu_spec("gpu-b")).await,
+        Err(Error::Capacity(_))
+    ));
+
+    agent.delete_vm("gpu-a").await.unwrap();
+    assert_eq!(agent.free_gpus().await.unwrap(), 1);
+    agent.create_vm(gpu_spec("gpu-b")).await.unwrap();
+    let xml = libvirt_xml(&agent, "gpu-b").await.unwrap();
+    assert_eq!(hostdev_addresses(&xml), ["0000:01:00.0", "0000:01:00.1"]);
+    for id in ["gpu-b", "gpu-none"] {
+        agent.delete_vm(id).await.unwrap();
+    }
+
+    // A node without any GPU says so.
+    let plain_dir = data_dir();
+    let plain = open_agent(test_driver_config(plain_dir.path(), "gpus-none")).await;
+    plain.reconcile().await.unwrap();
+    let refused = plain.create_vm(gpu_spec("gpu-c")).await.unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "insufficient capacity: 1 GPUs wanted: this node has no GPU"
+    );
 }

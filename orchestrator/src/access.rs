@@ -283,6 +283,7 @@ mod tests {
             disk_gib: 1,
             quality: decloud_sdk::types::QualityTier::Standard,
             bandwidth: decloud_sdk::types::BandwidthTier::Basic,
+            gpus: 0,
             hostname: None,
             user_data: sealed.clone(),
             ports: Vec::new(),

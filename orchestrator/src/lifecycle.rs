@@ -246,6 +246,8 @@ pub async fn provision(
                 disk_gib: vm.disk_gib,
                 quality: vm.tier,
                 bandwidth,
+                // The lease's GPUs: the node reserves that many and passes them through.
+                gpus: u32::try_from(vm.gpus).unwrap_or(u32::MAX),
                 hostname: None,
                 user_data,
                 ports,
@@ -479,9 +481,19 @@ fn template_readiness(bundle: &Bundle) -> Vec<ProbeSpec> {
                 TemplateReadiness::Tcp { port } => ProbeSpec::Tcp {
                     port: u16::try_from(*port).ok()?,
                 },
-                TemplateReadiness::Http { port, path, .. } => ProbeSpec::Http {
+                TemplateReadiness::Http {
+                    port,
+                    path,
+                    expect_status,
+                    tls,
+                } => ProbeSpec::Http {
                     port: u16::try_from(*port).ok()?,
                     path: path.clone(),
+                    expect_status: Some(*expect_status),
+                    tls: *tls,
+                },
+                TemplateReadiness::Exec { command } => ProbeSpec::Exec {
+                    command: command.clone(),
                 },
             })
         })
@@ -842,6 +854,7 @@ pub async fn recover(store: &Store) -> Result<usize, LifecycleError> {
 #[cfg(test)]
 mod tests {
     use super::VmState::{self, *};
+    use super::{Bundle, ProbeSpec, TemplateReadiness, template_readiness};
 
     const ALL: [VmState; 7] = [
         Pending,
@@ -894,5 +907,46 @@ mod tests {
             assert_eq!(s.as_str().parse::<VmState>().unwrap(), s);
         }
         assert!("sleeping".parse::<VmState>().is_err());
+    }
+
+    #[test]
+    fn every_seed_templates_checks_reach_the_node_whole() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/seed");
+        let mut expecting_401 = Vec::new();
+        for entry in std::fs::read_dir(&seeds).unwrap() {
+            let dir = entry.unwrap().path();
+            let bundle = Bundle::load_dir(&dir).unwrap();
+            let probes = template_readiness(&bundle);
+            assert_eq!(
+                probes.len(),
+                bundle.manifest.readiness.len(),
+                "{}: a check was dropped",
+                dir.display()
+            );
+            for (check, probe) in bundle.manifest.readiness.iter().zip(&probes) {
+                if let (
+                    TemplateReadiness::Http {
+                        expect_status, tls, ..
+                    },
+                    ProbeSpec::Http {
+                        expect_status: sent,
+                        tls: sent_tls,
+                        ..
+                    },
+                ) = (check, probe)
+                {
+                    assert_eq!((Some(*expect_status), *tls), (*sent, *sent_tls));
+                    if *expect_status == 401 {
+                        expecting_401.push(bundle.manifest.slug.clone());
+                    }
+                }
+            }
+        }
+        expecting_401.sort();
+        // Behind a login, these answer 401 until the tenant signs in.
+        assert_eq!(
+            expecting_401,
+            ["private-browser", "stable-diffusion", "web-proxy-browser"]
+        );
     }
 }

@@ -38,6 +38,9 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 const TIMEOUT: Duration = Duration::from_secs(90);
 const SEED: &str = "shadowsocks";
 const IMAGE: &str = "blank";
+/// The fake GPU of the node (see the fake sysfs below) and its audio function.
+const GPU: &str = "0000:01:00.0";
+const GPU_AUDIO: &str = "0000:01:00.1";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -219,7 +222,20 @@ async fn tenant_opens_and_closes_a_lease_and_the_vm_follows_on_the_node() {
     .unwrap();
     let (identity, _) = Identity::load_or_create(&agent_config).unwrap();
     let node_key = identity.address();
-    // Resources as discovery reports them, without spending CI time on the benchmark.
+    // Resources as discovery reports them, without spending CI time on the benchmark. This
+    // host has no GPU: discovery reads a fake sysfs tree with one GPU (and its audio function)
+    // in IOMMU group 5.
+    let sysfs = work.path().join("fake-sysfs");
+    for (address, class) in [(GPU, "0x030000"), (GPU_AUDIO, "0x040300")] {
+        let device = sysfs.join("bus/pci/devices").join(address);
+        std::fs::create_dir_all(&device).unwrap();
+        std::fs::write(device.join("class"), class).unwrap();
+        std::fs::write(device.join("vendor"), "0x10de").unwrap();
+        std::fs::write(device.join("device"), "0x2684").unwrap();
+        let group = sysfs.join("kernel/iommu_groups/5/devices");
+        std::fs::create_dir_all(&group).unwrap();
+        std::fs::write(group.join(address), "").unwrap();
+    }
     let resources = NodeResources {
         arch: std::env::consts::ARCH.into(),
         cpu_model: "test".into(),
@@ -227,9 +243,10 @@ async fn tenant_opens_and_closes_a_lease_and_the_vm_follows_on_the_node() {
         memory_mib: 4096,
         disks: vec![],
         vm_storage_free_bytes: 1 << 40,
-        gpus: vec![],
+        gpus: decloud_node_agent::discover_gpus(&sysfs),
         compute_points: 400,
     };
+    assert_eq!(resources.gpus.len(), 1);
     let agent = Agent::open(agent_config, identity, resources)
         .await
         .unwrap();
@@ -253,7 +270,8 @@ async fn tenant_opens_and_closes_a_lease_and_the_vm_follows_on_the_node() {
                 vcpus: 4,
                 memoryGiB: 4,
                 diskGiB: 100,
-                gpus: 0,
+                // One more than the agent can pass through: the agent is the last word.
+                gpus: 2,
                 bandwidthMbps: 1_000,
                 architecture: Architecture::X86_64.into(),
                 flags: 1,
@@ -467,6 +485,125 @@ async fn tenant_opens_and_closes_a_lease_and_the_vm_follows_on_the_node() {
         "the seed's ports reach the node: {:?}",
         record.spec.ports
     );
+
+    // Each of the seed's checks reaches the tenant with its state, last check and detail.
+    // The test driver's guest never boots: cloud-init never finishes. (What the TCP check
+    // meets depends on the address the test driver invents, so only its shape is checked.)
+    let vm = wait_for("the node to report the VM's checks", || async {
+        let (status, body) = get(&http, &base, vm_path, &token).await;
+        let services = body["readiness"]["services"].as_array()?;
+        (status == 200 && services.len() == 2 && services.iter().all(|s| s["checked_at"].is_u64()))
+            .then_some(body)
+    })
+    .await;
+    let readiness = &vm["readiness"];
+    assert_eq!(readiness["ready"], false, "{readiness}");
+    assert!(readiness["reported_at"].is_i64(), "{readiness}");
+    let services = readiness["services"].as_array().unwrap();
+    assert_eq!(
+        services
+            .iter()
+            .map(|s| s["check"].clone())
+            .collect::<Vec<_>>(),
+        ["cloud-init finished", "tcp :8388"],
+        "{readiness}"
+    );
+    assert_eq!(services[1]["probe"]["kind"], "tcp");
+    assert_eq!(services[1]["probe"]["port"], 8388);
+    assert_eq!(services[0]["state"], "not_ready", "{readiness}");
+    assert_eq!(services[0]["detail"], "cloud-init has not finished");
+    assert!(
+        services[1]["state"] == "ready" && services[1]["detail"].is_null()
+            || services[1]["state"] == "not_ready" && services[1]["detail"].is_string(),
+        "{readiness}"
+    );
+
+    // A lease with a GPU: the node reserves its GPU and passes it through (with the rest of
+    // its IOMMU group) as VFIO hostdevs.
+    let open_gpu_lease = || {
+        escrow.openLease(
+            node_id,
+            ILeaseEscrow::Resources {
+                vcpus: 1,
+                memoryGiB: 1,
+                storageGiB: 5,
+                gpus: 1,
+            },
+            QualityTier::Dedicated.into(),
+            BandwidthTier::Basic.into(),
+            U256::ZERO,
+            U256::ZERO,
+            u64::MAX,
+            U256::from(3 * USDC),
+        )
+    };
+    tx::send("LeaseEscrow", open_gpu_lease())
+        .await
+        .expect("the tenant opens a GPU lease");
+    let gpu_vm = wait_for("the GPU VM to be running", || async {
+        let (status, body) = get(&http, &base, "/api/v1/vms/vm-2", &token).await;
+        (status == 200 && body["state"] == "running").then_some(body)
+    })
+    .await;
+    assert_eq!(gpu_vm["gpus"], 1, "{gpu_vm}");
+    let record = agent.store().vm("vm-2").await.unwrap().unwrap();
+    assert_eq!(
+        record.spec.gpus, 1,
+        "the lease's GPU count reaches the spec"
+    );
+    assert_eq!(agent.store().gpus_of("vm-2").await.unwrap(), [GPU]);
+    let xml = agent
+        .with_hypervisor(|h| h.domain_xml("decloud-vm-2"))
+        .await
+        .unwrap()
+        .expect("the GPU VM's domain exists");
+    // libvirt writes the definition back in its own layout: one VFIO hostdev per device of
+    // the GPU's IOMMU group, with the host PCI address as the source.
+    assert_eq!(
+        xml.matches("<hostdev mode='subsystem' type='pci' managed='yes'>")
+            .count(),
+        2,
+        "{xml}"
+    );
+    let compact = xml.split_whitespace().collect::<Vec<_>>().join(" ");
+    for function in ["0x0", "0x1"] {
+        let source = format!(
+            "<source> <address domain='0x0000' bus='0x01' slot='0x00' function='{function}'/>"
+        );
+        assert!(compact.contains(&source), "{function} missing: {xml}");
+    }
+
+    // A second GPU lease: the chain and the scheduler still count one GPU free, but the node
+    // has none left to pass through and refuses, and the tenant sees why.
+    tx::send("LeaseEscrow", open_gpu_lease())
+        .await
+        .expect("the tenant opens a second GPU lease");
+    let refused = wait_for("the second GPU VM to fail", || async {
+        let (status, body) = get(&http, &base, "/api/v1/vms/vm-3", &token).await;
+        (status == 200 && body["state"] == "failed").then_some(body)
+    })
+    .await;
+    let failure = refused["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("1 GPUs wanted: 0 of this node's 1 passable GPUs are free"),
+        "{refused}"
+    );
+    assert!(agent.store().vm("vm-3").await.unwrap().is_none());
+    for lease in [2u64, 3] {
+        tx::send("LeaseEscrow", escrow.closeLease(U256::from(lease)))
+            .await
+            .expect("the tenant closes the GPU leases");
+    }
+    wait_for("the GPU to be free again", || async {
+        agent
+            .store()
+            .gpu_reservations()
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
 
     // The tenant closes the lease on-chain: the VM is terminated and its domain removed.
     tx::send("LeaseEscrow", escrow.closeLease(lease_id))

@@ -442,8 +442,9 @@ pub struct PortForward {
     pub protocol: PortProtocol,
 }
 
-/// A check that tells when a VM is ready for its tenant.
+/// A check that tells when one service of a VM is ready for its tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ReadinessProbe {
     /// cloud-init reported that it finished (its final message on the serial console).
@@ -453,13 +454,50 @@ pub enum ReadinessProbe {
         /// Guest port.
         port: u16,
     },
-    /// An HTTP GET of `path` on the guest port answers with a 2xx or 3xx status.
+    /// An HTTP GET of `path` on the guest port answers with `expect_status`, or with any 2xx
+    /// or 3xx status when none is given.
     Http {
         /// Guest port.
         port: u16,
         /// Request path, starting with `/`.
         path: String,
+        /// The status that means ready (a service behind a login answers 401, say).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect_status: Option<u16>,
+        /// Speak HTTPS. The certificate is the VM's own (usually self-signed), so it is not
+        /// verified: the check asks whether the service answers, not who it is.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        tls: bool,
     },
+    /// A command run inside the guest by its QEMU guest agent (`guest-exec`) exits with 0.
+    Exec {
+        /// Program and arguments; the program is an absolute path in the guest.
+        command: Vec<String>,
+    },
+}
+
+impl ReadinessProbe {
+    /// A short description of what the check looks at, for tenants
+    /// (`http :443/ expects 401 (tls)`).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::CloudInit => "cloud-init finished".into(),
+            Self::Tcp { port } => format!("tcp :{port}"),
+            Self::Http {
+                port,
+                path,
+                expect_status,
+                tls,
+            } => {
+                let scheme = if *tls { "https" } else { "http" };
+                match expect_status {
+                    Some(status) => format!("{scheme} :{port}{path} expects {status}"),
+                    None => format!("{scheme} :{port}{path} expects 2xx/3xx"),
+                }
+            }
+            Self::Exec { command } => format!("exec {}", command.join(" ")),
+        }
+    }
 }
 
 /// Everything a node needs to create a VM.
@@ -479,6 +517,9 @@ pub struct VmSpec {
     pub quality: QualityTier,
     /// Network bandwidth tier.
     pub bandwidth: BandwidthTier,
+    /// GPUs passed through to the guest (whole PCI devices, from the lease).
+    #[serde(default)]
+    pub gpus: u32,
     /// Guest hostname; the VM id when absent.
     #[serde(default)]
     pub hostname: Option<String>,
@@ -549,6 +590,9 @@ pub struct ProbeResult {
     /// Why not, when it failed.
     #[serde(default)]
     pub detail: Option<String>,
+    /// When the check ran, unix seconds (the agent's clock); absent when it has not run.
+    #[serde(default)]
+    pub checked_at: Option<u64>,
 }
 
 /// Readiness of one VM.
@@ -618,6 +662,13 @@ pub struct GpuInfo {
     pub device_id: String,
     /// PCI class, e.g. `0x030000`.
     pub class: String,
+    /// IOMMU group; a device outside any group cannot be passed through.
+    #[serde(default)]
+    pub iommu_group: Option<u32>,
+    /// The other devices of its IOMMU group (PCI bridges left out), e.g. the card's audio
+    /// function: VFIO takes a group whole, so they are passed through with the GPU.
+    #[serde(default)]
+    pub iommu_peers: Vec<String>,
 }
 
 /// What the host has.

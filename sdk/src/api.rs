@@ -699,7 +699,7 @@ pub struct VmAccess {
     pub ssh_command: Option<String>,
 }
 
-/// One VM with how to reach it.
+/// One VM with how to reach it and whether its services are ready.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmDetail {
@@ -708,6 +708,69 @@ pub struct VmDetail {
     pub vm: VmRecord,
     /// How to reach it.
     pub access: VmAccess,
+    /// Its services' readiness, as its node last checked them.
+    #[serde(default)]
+    pub readiness: VmReadiness,
+}
+
+/// Readiness of a VM's services (the checks of its template), as its node last reported them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VmReadiness {
+    /// Whether the VM runs and every check passed; absent until its node reports the VM.
+    #[serde(default)]
+    pub ready: Option<bool>,
+    /// When that report arrived, unix seconds (the orchestrator's clock).
+    #[serde(default)]
+    pub reported_at: Option<i64>,
+    /// One entry per check, in the template's order.
+    #[serde(default)]
+    pub services: Vec<ServiceReadiness>,
+}
+
+/// Whether a service passed its check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// The check passed at its last run.
+    Ready,
+    /// The check failed at its last run (`detail` says why).
+    NotReady,
+}
+
+/// One service's check and how it went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceReadiness {
+    /// What is checked, in words (`https :443/ expects 401`).
+    pub check: String,
+    /// The check itself.
+    pub probe: crate::agent_protocol::ReadinessProbe,
+    /// How its last run went.
+    pub state: ServiceState,
+    /// When it last ran, unix seconds (the node's clock).
+    #[serde(default)]
+    pub checked_at: Option<u64>,
+    /// Why it is not ready, when it is not.
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+impl From<&crate::agent_protocol::ProbeResult> for ServiceReadiness {
+    fn from(result: &crate::agent_protocol::ProbeResult) -> Self {
+        Self {
+            check: result.probe.describe(),
+            probe: result.probe.clone(),
+            state: if result.ok {
+                ServiceState::Ready
+            } else {
+                ServiceState::NotReady
+            },
+            checked_at: result.checked_at,
+            detail: result.detail.clone(),
+        }
+    }
 }
 
 /// A VM's generated passwords, sealed to its tenant's key: only the tenant's wallet opens them

@@ -136,7 +136,18 @@ pub enum Readiness {
         #[serde(default)]
         tls: bool,
     },
+    /// A command run in the guest by its QEMU guest agent (`guest-exec`) exits with 0: for
+    /// services that listen only inside the guest. The guest needs `qemu-guest-agent`.
+    Exec {
+        /// Absolute path of the program in the guest, then its arguments.
+        command: Vec<String>,
+    },
 }
+
+/// Most words an exec readiness check may have.
+pub const MAX_EXEC_WORDS: usize = 32;
+/// Longest word of an exec readiness check, in bytes.
+pub const MAX_EXEC_WORD_BYTES: usize = 1024;
 
 /// Everything about a template except its user-data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -37,7 +37,8 @@ mod vars;
 
 pub use bundle::{
     BUNDLE_CID_OPTIONS, Bundle, CONTENT_FORMAT, Category, MANIFEST_FILE, MAX_CONTENT_SIZE,
-    Manifest, MinSpecs, Port, Protocol, Readiness, Transport, USER_DATA_FILE,
+    MAX_EXEC_WORD_BYTES, MAX_EXEC_WORDS, Manifest, MinSpecs, Port, Protocol, Readiness, Transport,
+    USER_DATA_FILE,
 };
 pub use error::{RenderError, TemplateError, VarError};
 pub use publish::PublishError;

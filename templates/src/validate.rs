@@ -396,6 +396,36 @@ fn check_manifest(bundle: &Bundle, out: &mut Findings) {
     for (i, check) in m.readiness.iter().enumerate() {
         let port = match check {
             Readiness::CloudInit => continue,
+            Readiness::Exec { command } => {
+                let problem = match command.first() {
+                    None => Some("the command is empty".to_owned()),
+                    Some(program) if !program.starts_with('/') => Some(format!(
+                        "program {program:?} must be an absolute path in the guest"
+                    )),
+                    Some(_) if command.len() > crate::bundle::MAX_EXEC_WORDS => Some(format!(
+                        "the command has {} words, at most {} are allowed",
+                        command.len(),
+                        crate::bundle::MAX_EXEC_WORDS
+                    )),
+                    Some(_) => command
+                        .iter()
+                        .find(|w| w.len() > crate::bundle::MAX_EXEC_WORD_BYTES || w.contains('\0'))
+                        .map(|_| {
+                            format!(
+                                "a word is longer than {} bytes or contains NUL",
+                                crate::bundle::MAX_EXEC_WORD_BYTES
+                            )
+                        }),
+                };
+                if let Some(problem) = problem {
+                    out.manifest(
+                        Rule::InvalidReadiness,
+                        format!("readiness[{i}].command"),
+                        problem,
+                    );
+                }
+                continue;
+            }
             Readiness::Tcp { port } => *port,
             Readiness::Http {
                 port,
@@ -1471,6 +1501,23 @@ mod tests {
             rules(&bundle),
             vec![Rule::InvalidReadiness, Rule::InvalidReadiness]
         );
+        let mut bundle = sample();
+        bundle.manifest.readiness.push(Readiness::Exec {
+            command: vec!["/usr/bin/pg_isready".into(), "-q".into()],
+        });
+        assert!(rules(&bundle).is_empty());
+        for bad in [
+            vec![],
+            vec!["pg_isready".to_owned()],
+            vec!["/bin/true".to_owned(); crate::bundle::MAX_EXEC_WORDS + 1],
+            vec!["/bin/echo".to_owned(), "a\0b".to_owned()],
+        ] {
+            let mut bundle = sample();
+            bundle.manifest.readiness.push(Readiness::Exec {
+                command: bad.clone(),
+            });
+            assert_eq!(rules(&bundle), vec![Rule::InvalidReadiness], "{bad:?}");
+        }
     }
 
     #[test]

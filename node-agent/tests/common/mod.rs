@@ -82,8 +82,31 @@ pub fn resources() -> NodeResources {
 
 /// Opens an agent (without reconciling).
 pub async fn open_agent(config: Config) -> Agent {
+    open_agent_with(config, resources()).await
+}
+
+/// Opens an agent with the given resources (without reconciling).
+pub async fn open_agent_with(config: Config, resources: NodeResources) -> Agent {
     let (identity, _) = Identity::load_or_create(&config).unwrap();
-    Agent::open(config, identity, resources()).await.unwrap()
+    Agent::open(config, identity, resources).await.unwrap()
+}
+
+/// Builds a fake sysfs tree under `root` for GPU discovery (this host has no GPU):
+/// `bus/pci/devices/<address>/{class,vendor,device}` for each `(address, class, iommu group)`,
+/// and `kernel/iommu_groups/<n>/devices/<address>` (symlinks on a real host, plain files here).
+pub fn fake_sysfs(root: &Path, devices: &[(&str, &str, Option<u32>)]) {
+    for (address, class, group) in devices {
+        let dir = root.join("bus/pci/devices").join(address);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("class"), format!("{class}\n")).unwrap();
+        std::fs::write(dir.join("vendor"), "0x10de\n").unwrap();
+        std::fs::write(dir.join("device"), "0x2684\n").unwrap();
+        if let Some(group) = group {
+            let members = root.join(format!("kernel/iommu_groups/{group}/devices"));
+            std::fs::create_dir_all(&members).unwrap();
+            std::fs::write(members.join(address), "").unwrap();
+        }
+    }
 }
 
 /// A small spec.
@@ -96,6 +119,7 @@ pub fn spec(id: &str, image: &str) -> VmSpec {
         disk_gib: 1,
         quality: QualityTier::Burstable,
         bandwidth: BandwidthTier::Basic,
+        gpus: 0,
         hostname: None,
         user_data: "#cloud-config\n".into(),
         ports: vec![],

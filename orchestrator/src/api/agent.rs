@@ -270,6 +270,13 @@ async fn on_heartbeat(
     crate::access::record_heartbeat(hub.store(), node_id, hb, now())
         .await
         .map_err(|e| e.to_string())?;
+    // Each service's readiness, for `GET /vms/{id}` (a node speaks only for its own VMs).
+    for vm in &hb.vms {
+        hub.store()
+            .record_vm_readiness(node_id, &vm.id, &vm.readiness, now())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let missed = hub
         .store()
         .record_heartbeat(node_id, now())

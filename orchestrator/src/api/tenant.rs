@@ -75,7 +75,12 @@ async fn my_vm(
 async fn detail(state: &AppState, vm: VmRecord) -> Result<VmDetail, ApiError> {
     let mut access = state.inner.store.vm_access(&vm.vm_id, &vm.node_id).await?;
     access.ssh_command = access::ssh_command(&access);
-    Ok(VmDetail { vm, access })
+    let readiness = state.inner.store.vm_readiness(&vm.vm_id).await?;
+    Ok(VmDetail {
+        vm,
+        access,
+        readiness,
+    })
 }
 
 /// The VM if the caller is its tenant: 404 when it does not exist, 403 when it is another's.

@@ -16,6 +16,7 @@ mod commands;
 mod leases;
 mod liveness;
 mod nodes;
+mod readiness;
 mod sessions;
 mod templates;
 mod vms;

@@ -257,6 +257,7 @@ impl ConsoleNode {
                 disk_gib: 1,
                 quality: AgentTier::Dedicated,
                 bandwidth: BandwidthTier::Basic,
+                gpus: 0,
                 hostname: None,
                 user_data: "#cloud-config\n".into(),
                 ports: vec![],
