@@ -44,7 +44,7 @@ pub fn record_of(
     if let Err(rejections) = validate(bundle) {
         let reasons = rejections
             .iter()
-            .map(|r| format!("{r:?}"))
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
         return Err(CatalogError::Rejected {

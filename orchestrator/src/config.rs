@@ -32,6 +32,9 @@ pub struct Config {
     pub agent_resend_secs: i64,
     /// Directory of template bundles (one subdirectory each) loaded into the catalog at start.
     pub templates_dir: Option<PathBuf>,
+    /// Where template bundles published on TemplateMarket (and drafts) are fetched from and
+    /// stored; without it only the bundles of `templates_dir` deploy.
+    pub content: Option<ContentConfig>,
     /// Sign-In with Ethereum.
     pub siwe: SiweConfig,
     /// The chain whose lease events drive VMs; without it the orchestrator only serves the API.
@@ -76,6 +79,19 @@ fn default_batch_interval() -> i64 {
 
 fn default_confirm_timeout() -> u64 {
     120
+}
+
+/// The content store template bundles are fetched from by their on-chain CID: a Kubo node's HTTP
+/// API when `ipfs_api` is set, else the embedded store in `dir`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentConfig {
+    /// Directory of the embedded content store (created if missing).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Kubo HTTP API URL, e.g. `http://127.0.0.1:5001`.
+    #[serde(default)]
+    pub ipfs_api: Option<String>,
 }
 
 /// Where lease and node events come from, and what VMs run.
@@ -171,6 +187,7 @@ impl Default for Config {
             signin_per_minute: 30,
             agent_resend_secs: 30,
             templates_dir: None,
+            content: None,
             siwe: SiweConfig::default(),
             chain: None,
             attestation: None,

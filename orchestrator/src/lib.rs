@@ -12,7 +12,7 @@
 // - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`,
 //   `console` (the console relay);
 // - storage: `store`, every SQL statement of the crate;
-// - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `marketplace`, `lifecycle`,
+// - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `marketplace`, `lifecycle`,
 //   `reconcile`, `chain`;
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
@@ -21,6 +21,7 @@ pub mod agent;
 pub mod api;
 pub mod attestation;
 pub mod auth;
+pub mod bundles;
 pub mod catalog;
 pub mod chain;
 pub mod clock;
@@ -160,6 +161,9 @@ pub async fn start_with_attestation_key(
     let addr = listener.local_addr()?;
     tracing::info!(target: "orchestrator", listen = %addr, "serving");
     let state = AppState::new(store.clone(), config)?;
+    if let Some(c) = &state.config().content {
+        state.set_content(bundles::open(c).await?);
+    }
 
     let mut tasks = Tasks::new();
     // Used nonces and dead sessions are only clutter; clear them out every ten minutes.
@@ -318,6 +322,9 @@ async fn spawn_chain(
         grace_secs: chain.grace_secs,
         reconnect_grace_until: clock::now().saturating_add(chain.reconnect_grace_secs),
     };
+    // Published bundles are fetched before the lifecycle pass of the same batch, so a lease on
+    // a template published a block earlier finds it in the catalog.
+    let content = state.content().cloned();
     let state = state.clone();
     let reported = state.agents().reported();
     tasks.spawn("lifecycle driver", move |stop| async move {
@@ -332,6 +339,12 @@ async fn spawn_chain(
                 _ = reported.notified() => false,
             };
             // Not raced against the stop: a pass that has begun finishes its writes.
+            if chain_or_clock
+                && let Some(content) = &content
+                && let Err(e) = bundles::pass(state.store(), content.as_ref(), clock::now()).await
+            {
+                tracing::warn!(target: "orchestrator::bundles", error = %e, "bundle fetch pass failed; retrying on the next");
+            }
             if chain_or_clock
                 && let Err(e) = lifecycle::drive(state.store(), state.agents(), &workload).await
             {

@@ -297,6 +297,9 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/operator/nodes/{node_id}", "get"),
         ("/api/v1/templates", "get"),
         ("/api/v1/templates/{key}", "get"),
+        ("/api/v1/templates/drafts", "get"),
+        ("/api/v1/templates/drafts", "post"),
+        ("/api/v1/templates/drafts/{cid}/test", "post"),
         ("/api/v1/attestations", "get"),
         ("/api/v1/attestations/signer", "get"),
         ("/api/v1/attestations/{id}", "get"),
@@ -311,7 +314,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        29,
+        31,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );

@@ -207,6 +207,33 @@ pub struct VmRecord {
     pub failure: Option<String>,
 }
 
+/// A template draft: a bundle its author uploaded, which the validator accepted, to test on
+/// their own leases before publishing it on TemplateMarket under the same content id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DraftView {
+    /// Content id (CIDv1) of the bundle: what `TemplateMarket.publish` takes.
+    pub cid: String,
+    /// The author's address, lowercase.
+    pub author: String,
+    /// The bundle's slug.
+    pub slug: String,
+    /// The bundle's display name.
+    pub name: String,
+    /// Upload time, unix seconds.
+    pub created_at: i64,
+}
+
+/// A draft armed for its author's next lease opened without a template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DraftTest {
+    /// Content id of the draft.
+    pub cid: String,
+    /// What happens next, in words.
+    pub next: String,
+}
+
 /// A template in the catalog.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
