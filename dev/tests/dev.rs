@@ -12,7 +12,7 @@ use std::{
 };
 
 use alloy::{
-    primitives::B256,
+    primitives::{B256, U256},
     providers::{Provider, ProviderBuilder},
     transports::http::reqwest,
 };
@@ -286,6 +286,38 @@ async fn dev_runs_the_local_network_until_interrupted() {
     })
     .await;
     assert_eq!(node["status"], json!("active"), "{node}");
+
+    // The six seed templates are published on TemplateMarket, so a newcomer can deploy any of
+    // them at once: each is listed with its on-chain id, the summary names the ids, and the
+    // chain holds each seed's content id.
+    let templates = wait_for("the orchestrator to list the seeds on-chain", || async {
+        let body: Value = http
+            .get(format!("{api}/templates?limit=100"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let list = body["templates"].as_array()?.clone();
+        (list.len() == 6 && list.iter().all(|t| t["template_id"].is_string())).then_some(list)
+    })
+    .await;
+    let market = decloud_sdk::bindings::TemplateMarket::new(c.template_market.address, &provider);
+    for t in &templates {
+        let id: u64 = t["template_id"].as_str().unwrap().parse().unwrap();
+        assert!(
+            summary.lines().any(|l| l
+                .contains(&format!("template {}", t["slug"].as_str().unwrap()))
+                && l.contains(&format!("template id {id}"))),
+            "{summary}"
+        );
+        let on_chain = tx::read("TemplateMarket", market.getTemplate(U256::from(id)))
+            .await
+            .unwrap();
+        assert_eq!(json!(on_chain.cid), t["cid"], "template {id}");
+        assert_eq!(on_chain.price, U256::ZERO, "the seeds are free");
+    }
     let openapi = http
         .get(format!("{api}/openapi.json"))
         .send()
