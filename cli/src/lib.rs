@@ -31,6 +31,7 @@ mod console;
 mod context;
 mod dev;
 mod operator;
+mod profile;
 mod tenant;
 
 /// DeCloud: rent VMs and storage from independent operators, paid in USDC on Polygon.

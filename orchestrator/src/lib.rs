@@ -12,7 +12,7 @@
 // - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`,
 //   `console` (the console relay);
 // - storage: `store`, every SQL statement of the crate;
-// - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `marketplace`, `lifecycle`,
+// - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `profiles`, `marketplace`, `lifecycle`,
 //   `reconcile`, `chain`;
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
@@ -32,6 +32,7 @@ pub mod lifecycle;
 pub mod marketplace;
 pub mod metrics;
 pub mod money;
+pub mod profiles;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod reputation;
@@ -344,6 +345,12 @@ async fn spawn_chain(
                 && let Err(e) = bundles::pass(state.store(), content.as_ref(), clock::now()).await
             {
                 tracing::warn!(target: "orchestrator::bundles", error = %e, "bundle fetch pass failed; retrying on the next");
+            }
+            if chain_or_clock
+                && let Some(content) = &content
+                && let Err(e) = profiles::pass(state.store(), content.as_ref(), clock::now()).await
+            {
+                tracing::warn!(target: "orchestrator::profiles", error = %e, "node profile pass failed; retrying on the next");
             }
             if chain_or_clock
                 && let Err(e) = lifecycle::drive(state.store(), state.agents(), &workload).await

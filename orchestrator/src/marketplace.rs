@@ -31,6 +31,8 @@ pub fn listing(node: NodeRecord, reputation: Reputation, used: Usage) -> NodeLis
         reputation,
         used,
         free,
+        // Read from the node's profile by the API, which holds the descriptions.
+        description: String::new(),
     }
 }
 

@@ -207,6 +207,76 @@ pub struct VmRecord {
     pub failure: Option<String>,
 }
 
+/// A node's profile: what its on-chain `metadataCid` names (JSON, at most
+/// [`NodeProfile::MAX_SIZE`] bytes). The marketplace shows the description and filters on the
+/// tags.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeProfile {
+    /// Tags, e.g. `ssd`, `nvme`, `a100` (lowercase letters, digits, `-` and `.`; at most
+    /// [`NodeProfile::MAX_TAGS`] of at most [`NodeProfile::MAX_TAG_LEN`] characters).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// What the node offers, in words (at most [`NodeProfile::MAX_DESCRIPTION`] characters).
+    #[serde(default)]
+    pub description: String,
+}
+
+impl NodeProfile {
+    /// Largest profile document read, bytes.
+    pub const MAX_SIZE: usize = 16 * 1024;
+    /// Most tags.
+    pub const MAX_TAGS: usize = 32;
+    /// Longest tag, characters.
+    pub const MAX_TAG_LEN: usize = 32;
+    /// Longest description, characters.
+    pub const MAX_DESCRIPTION: usize = 1_000;
+
+    /// The profile with its tags trimmed, lowercased and deduplicated (in first-seen order) and
+    /// its description trimmed, or why it breaks a limit.
+    pub fn normalized(&self) -> Result<Self, String> {
+        let mut tags: Vec<String> = Vec::new();
+        for tag in &self.tags {
+            let tag = tag.trim().to_lowercase();
+            if tag.is_empty()
+                || tag.chars().count() > Self::MAX_TAG_LEN
+                || !tag
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            {
+                return Err(format!(
+                    "tag {tag:?} must be 1 to {} of a-z, 0-9, '-' and '.'",
+                    Self::MAX_TAG_LEN
+                ));
+            }
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        if tags.len() > Self::MAX_TAGS {
+            return Err(format!("at most {} tags", Self::MAX_TAGS));
+        }
+        let description = self.description.trim().to_string();
+        if description.chars().count() > Self::MAX_DESCRIPTION {
+            return Err(format!(
+                "the description is longer than {} characters",
+                Self::MAX_DESCRIPTION
+            ));
+        }
+        Ok(Self { tags, description })
+    }
+}
+
+/// Where a stored profile document is: the CID to set as the node's `metadataCid`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProfileStored {
+    /// Content id of the profile document.
+    pub cid: String,
+    /// The profile as stored (normalized).
+    pub profile: NodeProfile,
+}
+
 /// A template draft: a bundle its author uploaded, which the validator accepted, to test on
 /// their own leases before publishing it on TemplateMarket under the same content id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +355,9 @@ pub struct NodeListing {
     pub used: Usage,
     /// Resources still free (compute units of 1/12 point, GiB, GPUs).
     pub free: Usage,
+    /// The description of the node's profile (its `metadataCid`), empty when it has none.
+    #[serde(default)]
+    pub description: String,
 }
 
 /// Sort orders of a search.
@@ -822,6 +895,7 @@ mod tests {
             },
             used: Usage::default(),
             free: Usage::default(),
+            description: String::new(),
         };
         let json = serde_json::to_value(&listing).unwrap();
         assert_eq!(json["region"], "eu-west");

@@ -17,9 +17,11 @@ async fn listings(store: &Store, now: i64) -> Result<Vec<NodeListing>, ApiError>
     let nodes = store.nodes().await?;
     let mut reputations = store.reputations(now).await?;
     let usage = store.usage_by_node().await?;
+    let mut descriptions = store.node_descriptions().await?;
     Ok(nodes
         .into_iter()
         .map(|n| {
+            let description = descriptions.remove(&n.node_id).unwrap_or_default();
             let rep = reputations
                 .remove(&n.node_id)
                 .unwrap_or_else(|| Reputation {
@@ -31,7 +33,10 @@ async fn listings(store: &Store, now: i64) -> Result<Vec<NodeListing>, ApiError>
                     vms_completed: 0,
                 });
             let used = usage.get(&n.node_id).copied().unwrap_or_default();
-            marketplace::listing(n, rep, used)
+            NodeListing {
+                description,
+                ..marketplace::listing(n, rep, used)
+            }
         })
         .collect())
 }
@@ -83,7 +88,15 @@ pub(super) async fn node_listing(store: &Store, node_id: &str) -> Result<NodeLis
         .get(node_id)
         .copied()
         .unwrap_or_default();
-    Ok(marketplace::listing(node, rep, used))
+    let description = store
+        .node_descriptions()
+        .await?
+        .remove(node_id)
+        .unwrap_or_default();
+    Ok(NodeListing {
+        description,
+        ..marketplace::listing(node, rep, used)
+    })
 }
 
 /// One node with pricing, capacity and reputation (including missed heartbeats per day).

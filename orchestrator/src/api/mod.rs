@@ -1,6 +1,6 @@
 //! The HTTP and WebSocket layer, the top of the orchestrator: the API under `/api/v1` with its
 //! router, shared state, the one error shape, extractors, sessions and the OpenAPI document
-//! generated from the handlers. Handlers live by route group ([`auth`], [`marketplace`], [`drafts`],
+//! generated from the handlers. Handlers live by route group ([`auth`], [`marketplace`], [`drafts`], [`profiles`],
 //! [`tenant`], [`operator`], [`attestations`], [`hosting`]) and the node agents' WebSocket in
 //! [`agent`]. Nothing below this module imports it.
 
@@ -12,6 +12,7 @@ mod drafts;
 mod hosting;
 mod marketplace;
 mod operator;
+mod profiles;
 mod protocol_errors;
 mod tenant;
 mod web;
@@ -485,6 +486,7 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(auth::routes(state))
         .merge(marketplace::routes())
         .merge(drafts::routes())
+        .merge(profiles::routes())
         .merge(tenant::routes())
         .merge(console::routes())
         .merge(operator::routes())

@@ -6,7 +6,7 @@
 //!
 //! This is the bottom layer of the orchestrator and holds every SQL statement of the crate, split
 //! by domain: [`access`], [`nodes`], [`liveness`], [`leases`], [`vms`], [`commands`], [`sessions`],
-//! [`templates`], [`drafts`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
+//! [`templates`], [`drafts`], [`profiles`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
 //! caller's transaction (the chain follower's); the rest are methods of [`Store`]. It depends on
 //! nothing above it: the services and the HTTP layer call it, never the reverse.
 
@@ -17,6 +17,7 @@ mod drafts;
 mod leases;
 mod liveness;
 mod nodes;
+mod profiles;
 mod sessions;
 mod templates;
 mod vms;

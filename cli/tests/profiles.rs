@@ -1,0 +1,229 @@
+//! Node profiles end to end: the orchestrator (started as its binary would, following the test
+//! chain, with a content store) and `decloud operator profile`. The operator publishes tags and a
+//! description; the node's `metadataCid` names them on-chain, and the marketplace shows the
+//! description and filters on the tags. Bad input and another operator's node change nothing.
+
+mod support;
+
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy::primitives::Address;
+use decloud_orchestrator::{
+    Config,
+    config::{ChainConfig, ContentConfig, SiweConfig},
+};
+use decloud_sdk::{agent_protocol, bindings::NodeRegistry, tx};
+use serde_json::Value;
+use support::Cli;
+
+const OPERATOR: usize = 1;
+const OTHER: usize = 4;
+
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the binary on a blocking thread so the in-process orchestrator keeps serving.
+async fn run(cli: &Arc<Cli>, account: usize, args: &[&str]) -> support::Run {
+    let cli = cli.clone();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli.run(account, &args)
+    })
+    .await
+    .unwrap()
+}
+
+async fn ok(cli: &Arc<Cli>, account: usize, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--yes", "--json"]);
+    run(cli, account, &all).await.json()
+}
+
+async fn get(url: String) -> Value {
+    alloy::transports::http::reqwest::get(&url)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_publishes_a_profile_and_the_marketplace_shows_and_filters_it() {
+    let mut cli = Cli::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let contracts = &cli.system.deployment.contracts;
+    let config = Config {
+        listen: addr,
+        database_url: format!("sqlite:{}", work.path().join("orchestrator.db").display()),
+        content: Some(ContentConfig {
+            dir: Some(work.path().join("content")),
+            ipfs_api: None,
+        }),
+        siwe: SiweConfig {
+            domains: vec![addr.to_string()],
+            uris: vec![base.clone()],
+            ..SiweConfig::default()
+        },
+        chain: Some(ChainConfig {
+            rpc_url: cli.system.rpc_url().to_string(),
+            node_registry: contracts.node_registry.address.to_string(),
+            lease_escrow: contracts.lease_escrow.address.to_string(),
+            template_market: None,
+            storage_market: None,
+            start_block: cli.system.deployment.deploy_block,
+            confirmations: 0,
+            image: "blank".into(),
+            grace_secs: 86_400,
+            reconnect_grace_secs: 90,
+        }),
+        ..Config::default()
+    };
+    let running = decloud_orchestrator::start(config, listener).await.unwrap();
+    cli.orchestrator = Some(base.clone());
+    let cli = Arc::new(cli);
+
+    // The operator registers a node (no metadata yet) and signs in to the orchestrator.
+    let operator = cli.system.address(OPERATOR);
+    let machine_id = agent_protocol::machine_id("profiled-machine");
+    let node_id = agent_protocol::node_id(machine_id, operator);
+    ok(
+        &cli,
+        OPERATOR,
+        &[
+            "operator",
+            "register",
+            "--machine-id",
+            &machine_id.to_string(),
+            "--node-key",
+            &Address::repeat_byte(7).to_string(),
+            "--region",
+            "eu-central",
+            "--vcpus",
+            "8",
+            "--memory",
+            "16",
+            "--disk",
+            "100",
+        ],
+    )
+    .await;
+    ok(&cli, OPERATOR, &["login"]).await;
+    let node_url = format!("{base}/api/v1/nodes/{node_id}");
+    let listed = eventually("the node in the marketplace", || async {
+        let body = get(node_url.clone()).await;
+        (body["node_id"] == node_id.to_string()).then_some(body)
+    })
+    .await;
+    assert_eq!(listed["tags"], serde_json::json!([]));
+    assert_eq!(listed["description"], "");
+
+    // Bad tags are refused before anything is stored or sent.
+    let bad = run(
+        &cli,
+        OPERATOR,
+        &[
+            "operator",
+            "profile",
+            &node_id.to_string(),
+            "--tag",
+            "fast disks",
+            "--yes",
+        ],
+    )
+    .await;
+    assert!(bad.failure().contains("tag"), "{bad:#?}");
+    // Another operator cannot set this node's profile.
+    ok(&cli, OTHER, &["login"]).await;
+    let foreign = run(
+        &cli,
+        OTHER,
+        &[
+            "operator",
+            "profile",
+            &node_id.to_string(),
+            "--tag",
+            "ssd",
+            "--yes",
+        ],
+    )
+    .await;
+    assert!(foreign.failure().contains("operated by"), "{foreign:#?}");
+    let registry = NodeRegistry::new(contracts_registry(&cli), cli.system.provider(0));
+    let on_chain = tx::read("NodeRegistry", registry.getNode(node_id))
+        .await
+        .unwrap();
+    assert_eq!(on_chain.metadataCid, "", "nothing was set");
+
+    // The operator publishes a profile: its CID becomes the node's metadata on-chain.
+    let report = ok(
+        &cli,
+        OPERATOR,
+        &[
+            "operator",
+            "profile",
+            &node_id.to_string(),
+            "--tag",
+            "SSD",
+            "--tag",
+            "nvme",
+            "--description",
+            "NVMe disks in Frankfurt.",
+        ],
+    )
+    .await;
+    let cid = report["metadata_cid"]
+        .as_str()
+        .expect("the CID")
+        .to_string();
+    let on_chain = tx::read("NodeRegistry", registry.getNode(node_id))
+        .await
+        .unwrap();
+    assert_eq!(on_chain.metadataCid, cid);
+    assert_eq!(
+        on_chain.region, "eu-central",
+        "the rest of the node is unchanged"
+    );
+    assert_eq!(on_chain.capabilities.vcpus, 8);
+
+    // The marketplace reads it: the description shows, and the tags filter.
+    let profiled = eventually("the profile in the marketplace", || async {
+        let body = get(node_url.clone()).await;
+        (body["description"] == "NVMe disks in Frankfurt.").then_some(body)
+    })
+    .await;
+    assert_eq!(profiled["tags"], serde_json::json!(["ssd", "nvme"]));
+    assert_eq!(profiled["metadata_cid"], cid);
+    let found = get(format!("{base}/api/v1/nodes?tags=nvme,ssd")).await;
+    assert_eq!(found["total"], 1, "{found}");
+    let none = get(format!("{base}/api/v1/nodes?tags=gpu")).await;
+    assert_eq!(none["total"], 0, "{none}");
+    let found = ok(&cli, OTHER, &["nodes", "--tags", "nvme"]).await;
+    assert_eq!(found["total"], 1, "{found}");
+
+    running.stop().await.unwrap();
+}
+
+fn contracts_registry(cli: &Cli) -> Address {
+    cli.system.deployment.contracts.node_registry.address
+}
