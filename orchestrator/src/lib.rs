@@ -12,7 +12,7 @@
 // - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`,
 //   `console` (the console relay);
 // - storage: `store`, every SQL statement of the crate;
-// - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `profiles`, `marketplace`, `lifecycle`,
+// - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `profiles`, `reviews`, `marketplace`, `lifecycle`,
 //   `reconcile`, `chain`;
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
@@ -36,6 +36,7 @@ pub mod profiles;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod reputation;
+pub mod reviews;
 pub mod scheduler;
 pub mod store;
 

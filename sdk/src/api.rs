@@ -340,6 +340,9 @@ pub struct TemplateRecord {
     /// The published bundle (`decloud-templates` content), from which user-data is rendered.
     #[serde(skip)]
     pub content: Option<String>,
+    /// Its tenants' reviews.
+    #[serde(default)]
+    pub rating: RatingSummary,
 }
 
 /// A node as the marketplace shows it.
@@ -358,6 +361,59 @@ pub struct NodeListing {
     /// The description of the node's profile (its `metadataCid`), empty when it has none.
     #[serde(default)]
     pub description: String,
+    /// Its tenants' reviews.
+    #[serde(default)]
+    pub rating: RatingSummary,
+}
+
+/// The aggregate of the reviews of a node or a template.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RatingSummary {
+    /// How many reviews.
+    pub count: u64,
+    /// The sum of their stars.
+    pub stars: u64,
+    /// The mean rating in hundredths of a star, rounded half up (450 = 4.5 stars); none
+    /// without reviews.
+    pub mean_hundredths: Option<u64>,
+}
+
+impl RatingSummary {
+    /// The summary of `count` reviews with `stars` stars in all.
+    pub fn of(count: u64, stars: u64) -> Self {
+        Self {
+            count,
+            stars,
+            // Half up: (100·stars + count/2) / count.
+            mean_hundredths: (count > 0)
+                .then(|| (stars.saturating_mul(100).saturating_add(count / 2)) / count),
+        }
+    }
+}
+
+/// A review the orchestrator accepted: the signed review (verifiable offline with
+/// [`crate::reviews::SignedReview::verify`]), what it is about, and when it was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReviewView {
+    /// The review as signed.
+    #[serde(flatten)]
+    pub review: crate::reviews::SignedReview,
+    /// The reviewed node's id, or the reviewed template's on-chain id.
+    pub target: String,
+    /// Acceptance time, unix seconds.
+    pub created_at: i64,
+}
+
+/// Which reviews to list: those of one node or one template.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct ReviewQuery {
+    /// A node id.
+    pub node: Option<String>,
+    /// An on-chain template id.
+    pub template: Option<String>,
 }
 
 /// Sort orders of a search.
@@ -896,6 +952,7 @@ mod tests {
             used: Usage::default(),
             free: Usage::default(),
             description: String::new(),
+            rating: RatingSummary::default(),
         };
         let json = serde_json::to_value(&listing).unwrap();
         assert_eq!(json["region"], "eu-west");

@@ -1,6 +1,6 @@
 //! The HTTP and WebSocket layer, the top of the orchestrator: the API under `/api/v1` with its
 //! router, shared state, the one error shape, extractors, sessions and the OpenAPI document
-//! generated from the handlers. Handlers live by route group ([`auth`], [`marketplace`], [`drafts`], [`profiles`],
+//! generated from the handlers. Handlers live by route group ([`auth`], [`marketplace`], [`drafts`], [`profiles`], [`reviews`],
 //! [`tenant`], [`operator`], [`attestations`], [`hosting`]) and the node agents' WebSocket in
 //! [`agent`]. Nothing below this module imports it.
 
@@ -14,6 +14,7 @@ mod marketplace;
 mod operator;
 mod profiles;
 mod protocol_errors;
+mod reviews;
 mod tenant;
 mod web;
 
@@ -487,6 +488,7 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(marketplace::routes())
         .merge(drafts::routes())
         .merge(profiles::routes())
+        .merge(reviews::routes())
         .merge(tenant::routes())
         .merge(console::routes())
         .merge(operator::routes())

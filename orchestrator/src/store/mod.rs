@@ -6,7 +6,7 @@
 //!
 //! This is the bottom layer of the orchestrator and holds every SQL statement of the crate, split
 //! by domain: [`access`], [`nodes`], [`liveness`], [`leases`], [`vms`], [`commands`], [`sessions`],
-//! [`templates`], [`drafts`], [`profiles`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
+//! [`templates`], [`drafts`], [`profiles`], [`reviews`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
 //! caller's transaction (the chain follower's); the rest are methods of [`Store`]. It depends on
 //! nothing above it: the services and the HTTP layer call it, never the reverse.
 
@@ -18,6 +18,7 @@ mod leases;
 mod liveness;
 mod nodes;
 mod profiles;
+mod reviews;
 mod sessions;
 mod templates;
 mod vms;

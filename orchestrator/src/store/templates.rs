@@ -31,6 +31,7 @@ fn template_from_row(row: &AnyRow) -> Result<TemplateRecord, StoreError> {
         })?,
         added_at: row.try_get("added_at")?,
         content: row.try_get("content")?,
+        rating: Default::default(),
     })
 }
 

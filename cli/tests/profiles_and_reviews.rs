@@ -2,6 +2,9 @@
 //! chain, with a content store) and `decloud operator profile`. The operator publishes tags and a
 //! description; the node's `metadataCid` names them on-chain, and the marketplace shows the
 //! description and filters on the tags. Bad input and another operator's node change nothing.
+//! Then `decloud review`: a tenant reviews the node of their lease (signed with their wallet), an
+//! address without a lease is refused, the marketplace shows the aggregate, and
+//! `decloud review verify` checks the saved review offline.
 
 mod support;
 
@@ -12,15 +15,22 @@ use std::{
 };
 
 use alloy::primitives::Address;
+use alloy::primitives::U256;
 use decloud_orchestrator::{
     Config,
     config::{ChainConfig, ContentConfig, SiweConfig},
 };
-use decloud_sdk::{agent_protocol, bindings::NodeRegistry, tx};
+use decloud_sdk::{
+    USDC, agent_protocol,
+    bindings::{LeaseEscrow, MockUSDC, NodeRegistry, lease_escrow::ILeaseEscrow},
+    tx,
+    types::{BandwidthTier, QualityTier},
+};
 use serde_json::Value;
 use support::Cli;
 
 const OPERATOR: usize = 1;
+const TENANT: usize = 3;
 const OTHER: usize = 4;
 
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -66,7 +76,7 @@ async fn get(url: String) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_publishes_a_profile_and_the_marketplace_shows_and_filters_it() {
+async fn a_node_profile_and_a_tenants_review_reach_the_marketplace() {
     let mut cli = Cli::start().await;
     let work = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -221,7 +231,112 @@ async fn an_operator_publishes_a_profile_and_the_marketplace_shows_and_filters_i
     let found = ok(&cli, OTHER, &["nodes", "--tags", "nvme"]).await;
     assert_eq!(found["total"], 1, "{found}");
 
+    // A tenant opens a lease on the node and reviews it with their wallet.
+    let tenant = cli.system.provider(TENANT);
+    let escrow_addr = contracts_escrow(&cli);
+    let usdc = MockUSDC::new(cli.system.deployment.usdc, tenant.clone());
+    tx::send("MockUSDC", usdc.approve(escrow_addr, U256::from(10 * USDC)))
+        .await
+        .unwrap();
+    let escrow = LeaseEscrow::new(escrow_addr, tenant);
+    tx::send("LeaseEscrow", escrow.deposit(U256::from(10 * USDC)))
+        .await
+        .unwrap();
+    tx::send(
+        "LeaseEscrow",
+        escrow.openLease(
+            node_id,
+            ILeaseEscrow::Resources {
+                vcpus: 1,
+                memoryGiB: 1,
+                storageGiB: 5,
+                gpus: 0,
+            },
+            QualityTier::Standard.into(),
+            BandwidthTier::Basic.into(),
+            U256::ZERO,
+            U256::ZERO,
+            u64::MAX,
+            U256::from(5 * USDC),
+        ),
+    )
+    .await
+    .expect("the tenant opens a lease");
+    let stranger = run(
+        &cli,
+        OTHER,
+        &[
+            "review",
+            "node",
+            "1",
+            "--rating",
+            "1",
+            "--text",
+            "Never used it.",
+        ],
+    )
+    .await;
+    assert!(
+        stranger.failure().contains("not_eligible"),
+        "an address without a lease is refused: {stranger:#?}"
+    );
+    let review = run(
+        &cli,
+        TENANT,
+        &[
+            "review",
+            "node",
+            "1",
+            "--rating",
+            "5",
+            "--text",
+            "Fast NVMe.",
+            "--json",
+        ],
+    )
+    .await;
+    let saved = work.path().join("review.json");
+    std::fs::write(&saved, &review.stdout).unwrap();
+    let review = review.json();
+    assert_eq!(review["target"], node_id.to_string(), "{review}");
+    let again = run(&cli, TENANT, &["review", "node", "1", "--rating", "4"]).await;
+    assert!(again.failure().contains("already_reviewed"), "{again:#?}");
+    let rated = get(node_url.clone()).await;
+    assert_eq!(rated["rating"]["count"], 1, "{rated}");
+    assert_eq!(rated["rating"]["mean_hundredths"], 500, "{rated}");
+
+    // Anyone verifies the saved review offline; a changed one fails.
+    let verified = run(
+        &cli,
+        OTHER,
+        &["review", "verify", saved.to_str().unwrap(), "--json"],
+    )
+    .await
+    .json();
+    assert_eq!(verified["valid"], true);
+    assert_eq!(
+        verified["signer"],
+        format!("{:#x}", cli.system.address(TENANT))
+    );
+    let forged = work.path().join("forged.json");
+    std::fs::write(
+        &forged,
+        std::fs::read_to_string(&saved)
+            .unwrap()
+            .replace("Fast NVMe.", "Slow disks."),
+    )
+    .unwrap();
+    let refused = run(&cli, OTHER, &["review", "verify", forged.to_str().unwrap()]).await;
+    assert!(
+        refused.failure().contains("not by the stated reviewer"),
+        "{refused:#?}"
+    );
+
     running.stop().await.unwrap();
+}
+
+fn contracts_escrow(cli: &Cli) -> Address {
+    cli.system.deployment.contracts.lease_escrow.address
 }
 
 fn contracts_registry(cli: &Cli) -> Address {
