@@ -171,7 +171,7 @@ impl DevService for OrchestratorService {
                 .await
                 .map_err(|e| tool(&e))?;
             // The seed templates are published on-chain, so a newcomer can deploy one at once.
-            if let Some(dir) = &self.templates_dir {
+            let seeds = if let Some(dir) = &self.templates_dir {
                 let author = ctx
                     .accounts
                     .get(SEED_AUTHOR_ACCOUNT)
@@ -180,7 +180,7 @@ impl DevService for OrchestratorService {
                     .private_key
                     .parse()
                     .map_err(|e| tool(&format!("seed author key: {e}")))?;
-                let published = publish_seeds(
+                let published = match publish_seeds(
                     dir,
                     &content_dir,
                     &rpc,
@@ -188,13 +188,21 @@ impl DevService for OrchestratorService {
                     deployment.contracts.template_market.address,
                 )
                 .await
-                .map_err(|e| tool(&e))?;
+                {
+                    Ok(published) => published,
+                    Err(e) => {
+                        // The service is not recorded as started: stop what runs.
+                        if let Err(stop) = running.stop().await {
+                            warn!(target: "orchestrator::dev", error = %stop, "orchestrator stopped with an error");
+                        }
+                        return Err(tool(&e));
+                    }
+                };
                 info!(target: "orchestrator::dev", count = published.len(), author = %author.address, "seed templates published on TemplateMarket");
-                for (slug, id) in published {
-                    ctx.endpoints
-                        .push((format!("template {slug}"), format!("template id {id}")));
-                }
-            }
+                published
+            } else {
+                Vec::new()
+            };
             let api = running.api_url();
             let ws = running.agent_ws_url();
             info!(target: "orchestrator::dev", %api, "orchestrator is running");
@@ -209,6 +217,10 @@ impl DevService for OrchestratorService {
             if self.web_dir.is_some() {
                 ctx.endpoints
                     .push(("web app".into(), format!("http://{}/", running.addr)));
+            }
+            for (slug, id) in seeds {
+                ctx.endpoints
+                    .push((format!("template {slug}"), format!("template id {id}")));
             }
             ctx.agent_ws_url = Some(ws.parse().map_err(|e| tool(&e))?);
             self.running = Some(running);
