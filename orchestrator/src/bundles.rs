@@ -34,8 +34,9 @@ pub async fn open(config: &ContentConfig) -> Result<Arc<dyn ContentStore>, Conte
         (None, Some(dir)) => Ok(Arc::new(
             EmbeddedStore::open_with(dir, BUNDLE_CID_OPTIONS, limit).await?,
         )),
+        // Refused by the configuration's validation before anything starts.
         (None, None) => Err(ContentError::Kubo(
-            "[content] needs `dir` or `ipfs_api`".into(),
+            "[content] names no store: set dir or ipfs_api".into(),
         )),
     }
 }

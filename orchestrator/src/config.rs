@@ -303,6 +303,14 @@ impl Config {
                 "siwe lifetimes must be positive".into(),
             ));
         }
+        if let Some(content) = &self.content
+            && content.dir.is_none()
+            && content.ipfs_api.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "[content] needs dir (the embedded store) or ipfs_api (a Kubo node)".into(),
+            ));
+        }
         if let Some(chain) = &self.chain {
             for (name, value) in [
                 ("node_registry", &chain.node_registry),
@@ -506,6 +514,25 @@ mod tests {
             Config::resolve(&args, |_| None),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn content_section_names_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.toml");
+        let args = Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        };
+        std::fs::write(&path, "[content]\ndir = \"/var/lib/decloud/content\"\n").unwrap();
+        let content = Config::resolve(&args, |_| None).unwrap().content.unwrap();
+        assert_eq!(
+            content.dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/decloud/content"))
+        );
+        std::fs::write(&path, "[content]\n").unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("[content] needs dir"), "{e}");
     }
 
     #[test]

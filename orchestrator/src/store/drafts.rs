@@ -14,6 +14,10 @@ fn draft_from_row(row: &AnyRow) -> Result<DraftView, StoreError> {
     })
 }
 
+/// How far a lease's block time may lag the orchestrator's clock at arming, seconds: a lease
+/// opened up to this long before its author armed a draft still takes it.
+const ARMING_SKEW_SECS: i64 = 300;
+
 impl Store {
     /// Records a draft of `author` with its published `content`; uploading the same content
     /// again keeps the first record.
@@ -75,7 +79,7 @@ impl Store {
     }
 
     /// The draft a lease without a template runs: the one it was given, or else the draft its
-    /// tenant armed, which is then given to it (and disarmed). Returns the draft's content id
+    /// tenant armed before opening it, which is then given to it (and disarmed). Returns the draft's content id
     /// and published content. Only the tenant's own drafts are ever given to their leases.
     pub async fn lease_draft(
         &self,
@@ -90,10 +94,17 @@ impl Store {
         let cid: String = match given {
             Some(row) => row.try_get("cid")?,
             None => {
-                let armed = sqlx::query("SELECT cid FROM draft_tests WHERE tenant = $1")
-                    .bind(tenant.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                let armed = sqlx::query(
+                    "SELECT d.cid FROM draft_tests d JOIN leases l ON l.lease_id = $2 \
+                     WHERE d.tenant = $1 AND l.opened_at + $3 >= d.armed_at",
+                )
+                .bind(tenant.to_string())
+                .bind(lease_id.to_string())
+                .bind(ARMING_SKEW_SECS)
+                .fetch_optional(&mut *tx)
+                .await?;
+                // Only a lease opened after the draft was armed takes it: an older lease of the
+                // author whose VM is created again keeps running what it ran.
                 let Some(armed) = armed else {
                     return Ok(None);
                 };
@@ -119,5 +130,76 @@ impl Store {
         let content: Option<String> = content.map(|r| r.try_get("content")).transpose()?;
         tx.commit().await?;
         Ok(content.map(|c| (cid, c)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LeaseRecord;
+    use decloud_sdk::types::{LeaseStatus, QualityTier};
+
+    const AUTHOR: &str = "0x00000000000000000000000000000000000000aa";
+    const OTHER: &str = "0x00000000000000000000000000000000000000bb";
+
+    fn lease(id: &str, tenant: &str, opened_at: i64) -> LeaseRecord {
+        LeaseRecord {
+            lease_id: id.into(),
+            tenant: tenant.into(),
+            node_id: "0x01".into(),
+            status: LeaseStatus::Active,
+            tier: QualityTier::Standard,
+            vcpus: 1,
+            memory_gib: 1,
+            storage_gib: 5,
+            gpus: 0,
+            rate_per_hour: 1,
+            opened_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_authors_next_lease_takes_an_armed_draft_and_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite:{}", dir.path().join("o.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let draft = DraftView {
+            cid: "bafkdraft".into(),
+            author: AUTHOR.into(),
+            slug: "d".into(),
+            name: "D".into(),
+            created_at: 1_000,
+        };
+        store.insert_draft(&draft, "{content}").await.unwrap();
+        // Nobody but the author arms it.
+        assert!(matches!(
+            store.arm_draft_test(OTHER, "bafkdraft", 1_000).await,
+            Err(StoreError::NotFound("draft"))
+        ));
+        for l in [
+            lease("1", AUTHOR, 100),
+            lease("2", OTHER, 2_000),
+            lease("3", AUTHOR, 2_000),
+            lease("4", AUTHOR, 2_100),
+        ] {
+            store.upsert_lease(&l).await.unwrap();
+        }
+        // Not armed: no lease takes it.
+        assert_eq!(store.lease_draft("3", AUTHOR).await.unwrap(), None);
+        store
+            .arm_draft_test(AUTHOR, "bafkdraft", 1_000)
+            .await
+            .unwrap();
+        // Another tenant's lease, and the author's lease opened long before arming, do not.
+        assert_eq!(store.lease_draft("2", OTHER).await.unwrap(), None);
+        assert_eq!(store.lease_draft("1", AUTHOR).await.unwrap(), None);
+        // The author's next lease does, for good; the one after it does not.
+        let taken = Some(("bafkdraft".to_string(), "{content}".to_string()));
+        assert_eq!(store.lease_draft("3", AUTHOR).await.unwrap(), taken);
+        assert_eq!(store.lease_draft("4", AUTHOR).await.unwrap(), None);
+        assert_eq!(store.lease_draft("3", AUTHOR).await.unwrap(), taken);
+        assert_eq!(store.drafts_of(AUTHOR).await.unwrap(), vec![draft]);
+        assert!(store.drafts_of(OTHER).await.unwrap().is_empty());
+        store.close().await;
     }
 }
