@@ -7,13 +7,19 @@ use alloy::primitives::{Address, U256};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use alloy::transports::http::reqwest;
 use decloud_content::{ContentStore, DEFAULT_MAX_OBJECT_SIZE, EmbeddedStore, KuboStore};
-use decloud_sdk::{bindings::TemplateMarket, tx};
+use decloud_sdk::{
+    api::{DraftTest, DraftView},
+    bindings::TemplateMarket,
+    tx,
+};
 use decloud_templates::{BUNDLE_CID_OPTIONS, Bundle, Policy};
 
 use crate::context::{
     Chain, CliError, GlobalArgs, Plan, Report, Settings, execute, money, prepare, usdc_arg,
 };
+use crate::tenant::{call_api_as, current_session, endpoint};
 
 /// `decloud template …`.
 #[derive(Debug, Subcommand)]
@@ -28,6 +34,38 @@ pub(crate) enum TemplateCommand {
     Earnings(EarningsArgs),
     /// Withdraw your earnings to your wallet (or --to).
     Withdraw(AuthorWithdrawArgs),
+    /// Upload a bundle to the orchestrator as a draft and print the validator's verdict.
+    Draft(DraftArgs),
+    /// Your drafts on the orchestrator.
+    Drafts(GlobalOnly),
+    /// Run a draft on your next lease opened without a template (`decloud lease open` without
+    /// --template); publish it with `decloud template publish` when satisfied.
+    Test(DraftTestArgs),
+}
+
+/// `decloud template draft`.
+#[derive(Debug, Args)]
+pub(crate) struct DraftArgs {
+    /// A bundle directory (template.toml + user-data) or a published bundle file.
+    path: PathBuf,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// `decloud template test`.
+#[derive(Debug, Args)]
+pub(crate) struct DraftTestArgs {
+    /// The draft's content id (what `decloud template draft` printed).
+    cid: String,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// Only the global options.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalOnly {
+    #[command(flatten)]
+    global: GlobalArgs,
 }
 
 /// Where the bundle comes from and where its content goes.
@@ -105,6 +143,9 @@ pub(crate) async fn run(command: TemplateCommand) -> Result<(), CliError> {
         TemplateCommand::Deprecate(args) => deprecate(args).await,
         TemplateCommand::Earnings(args) => earnings(args).await,
         TemplateCommand::Withdraw(args) => withdraw(args).await,
+        TemplateCommand::Draft(args) => draft(args).await,
+        TemplateCommand::Drafts(args) => drafts(args.global).await,
+        TemplateCommand::Test(args) => test_draft(args).await,
     }
 }
 
@@ -115,18 +156,23 @@ fn market(chain: &Chain) -> TemplateMarket::TemplateMarketInstance<&alloy::provi
     )
 }
 
-/// Reads a bundle from a directory or a published bundle file, and validates it.
-pub(crate) fn load_bundle(path: &Path) -> Result<Bundle, CliError> {
+/// Reads a bundle from a directory or a published bundle file, without validating it.
+fn read_bundle(path: &Path) -> Result<Bundle, CliError> {
     let invalid = |e: &dyn std::fmt::Display| CliError::Invalid(format!("{}: {e}", path.display()));
-    let bundle = if path.is_dir() {
-        Bundle::load_dir(path).map_err(|e| invalid(&e))?
+    if path.is_dir() {
+        Bundle::load_dir(path).map_err(|e| invalid(&e))
     } else {
         let bytes = std::fs::read(path).map_err(|source| CliError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Bundle::from_content(&bytes).map_err(|e| invalid(&e))?
-    };
+        Bundle::from_content(&bytes).map_err(|e| invalid(&e))
+    }
+}
+
+/// Reads a bundle from a directory or a published bundle file, and validates it.
+pub(crate) fn load_bundle(path: &Path) -> Result<Bundle, CliError> {
+    let bundle = read_bundle(path)?;
     decloud_templates::validate(&bundle).map_err(|rejections| {
         let reasons: Vec<String> = rejections.iter().map(ToString::to_string).collect();
         CliError::Invalid(format!(
@@ -212,6 +258,79 @@ async fn publish(
         Vec::new()
     };
     sent.report(extra).print(global.json);
+    Ok(())
+}
+
+/// Uploads the bundle as is: the orchestrator's validator gives the verdict (its reasons are
+/// the error when it rejects the bundle).
+async fn draft(args: DraftArgs) -> Result<(), CliError> {
+    let settings = Settings::from_process(&args.global)?;
+    let session = current_session(&settings)?;
+    let bundle = read_bundle(&args.path)?;
+    let draft: DraftView = call_api_as(
+        reqwest::Client::new()
+            .post(endpoint(&settings, "/templates/drafts"))
+            .bearer_auth(&session.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(bundle.to_content()),
+        "draft upload",
+    )
+    .await?;
+    Report::new(
+        "template draft",
+        vec![
+            ("verdict", json!("accepted")),
+            ("cid", json!(draft.cid)),
+            ("slug", json!(draft.slug)),
+            (
+                "next",
+                json!(format!("decloud template test {}", draft.cid)),
+            ),
+        ],
+    )
+    .print(args.global.json);
+    Ok(())
+}
+
+async fn drafts(global: GlobalArgs) -> Result<(), CliError> {
+    let settings = Settings::from_process(&global)?;
+    let session = current_session(&settings)?;
+    let drafts: Vec<DraftView> = call_api_as(
+        reqwest::Client::new()
+            .get(endpoint(&settings, "/templates/drafts"))
+            .bearer_auth(&session.token),
+        "drafts",
+    )
+    .await?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&drafts).expect("JSON"));
+        return Ok(());
+    }
+    println!("{} draft(s)", drafts.len());
+    for d in &drafts {
+        println!("{} ({})  {}", d.slug, d.name, d.cid);
+    }
+    Ok(())
+}
+
+async fn test_draft(args: DraftTestArgs) -> Result<(), CliError> {
+    let settings = Settings::from_process(&args.global)?;
+    let session = current_session(&settings)?;
+    let armed: DraftTest = call_api_as(
+        reqwest::Client::new()
+            .post(endpoint(
+                &settings,
+                &format!("/templates/drafts/{}/test", args.cid.trim()),
+            ))
+            .bearer_auth(&session.token),
+        "draft test",
+    )
+    .await?;
+    Report::new(
+        "template test",
+        vec![("cid", json!(armed.cid)), ("next", json!(armed.next))],
+    )
+    .print(args.global.json);
     Ok(())
 }
 

@@ -31,6 +31,8 @@ mod console;
 mod context;
 mod dev;
 mod operator;
+mod profile;
+mod review;
 mod tenant;
 
 /// DeCloud: rent VMs and storage from independent operators, paid in USDC on Polygon.
@@ -68,6 +70,10 @@ enum Command {
     /// Attestations: verify what an orchestrator signed against the chain.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
+    /// Reviews: rate the node or template of your lease (signed with your wallet), or verify a
+    /// review offline.
+    #[command(subcommand)]
+    Review(review::ReviewCommand),
 }
 
 /// Arguments of `decloud deploy`.
@@ -153,6 +159,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Operator(command) => operator::run(command).await.map_err(Error::from),
             Command::Template(command) => author::run(command).await.map_err(Error::from),
             Command::Attest(_) => unreachable!("handled above"),
+            Command::Review(command) => review::run(command).await.map_err(Error::from),
         }
     });
     match result {

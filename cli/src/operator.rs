@@ -46,6 +46,8 @@ pub(crate) enum OperatorCommand {
     Resume(NodeArgs),
     /// Retire a node for good; its leases stop accruing now.
     Retire(NodeArgs),
+    /// Publish the node's profile (tags and description) and set it as its metadata on-chain.
+    Profile(Box<crate::profile::ProfileArgs>),
 }
 
 /// A node id.
@@ -301,6 +303,7 @@ pub(crate) async fn run(command: OperatorCommand) -> Result<(), CliError> {
         OperatorCommand::Pause(args) => node_status(NodeChange::Pause, args).await,
         OperatorCommand::Resume(args) => node_status(NodeChange::Resume, args).await,
         OperatorCommand::Retire(args) => node_status(NodeChange::Retire, args).await,
+        OperatorCommand::Profile(args) => crate::profile::run(*args).await,
     }
 }
 

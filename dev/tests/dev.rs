@@ -11,17 +11,19 @@ use std::{
     time::{Duration, Instant},
 };
 
+use alloy::signers::local::PrivateKeySigner;
 use alloy::{
-    primitives::B256,
+    primitives::{B256, U256},
     providers::{Provider, ProviderBuilder},
     transports::http::reqwest,
 };
 use decloud_sdk::{
     agent_protocol,
-    bindings::MockUSDC,
+    bindings::{LeaseEscrow, MockUSDC, lease_escrow::ILeaseEscrow},
     deployments::{Deployment, Networks},
     testing::TEST_FUNDS,
     tx,
+    types::{BandwidthTier, QualityTier},
 };
 use serde_json::{Value, json};
 
@@ -144,6 +146,47 @@ fn summary_node_id(summary: &str) -> B256 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Signs in to the orchestrator at `api` with SIWE as `key`; returns the session token.
+async fn sign_in(http: &reqwest::Client, api: &str, port: u16, key: &PrivateKeySigner) -> String {
+    use alloy::signers::Signer as _;
+    use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+    let nonce: Value = http
+        .post(format!("{api}/auth/nonce"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let message = format!(
+        "127.0.0.1:{port} wants you to sign in with your Ethereum account:\n{}\n\n\
+         Sign in to DeCloud.\n\nURI: http://127.0.0.1:{port}\nVersion: 1\nChain ID: 31337\n\
+         Nonce: {}\nIssued At: {}\nExpiration Time: {}",
+        key.address().to_checksum(None),
+        nonce["nonce"].as_str().unwrap(),
+        now.format(&Rfc3339).unwrap(),
+        (now + time::Duration::hours(1)).format(&Rfc3339).unwrap(),
+    );
+    let signature = key.sign_message(message.as_bytes()).await.unwrap();
+    let session: Value = http
+        .post(format!("{api}/auth/verify"))
+        .json(&json!({
+            "message": message,
+            "signature": alloy::hex::encode_prefixed(signature.as_bytes()),
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    session["token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("sign-in: {session}"))
+        .to_string()
 }
 
 async fn graphql(http: &reqwest::Client, url: &str, query: &str) -> Value {
@@ -286,6 +329,105 @@ async fn dev_runs_the_local_network_until_interrupted() {
     })
     .await;
     assert_eq!(node["status"], json!("active"), "{node}");
+
+    // The six seed templates are published on TemplateMarket, so a newcomer can deploy any of
+    // them at once: each is listed with its on-chain id, the summary names the ids, and the
+    // chain holds each seed's content id.
+    let templates = wait_for("the orchestrator to list the seeds on-chain", || async {
+        let body: Value = http
+            .get(format!("{api}/templates?limit=100"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let list = body["templates"].as_array()?.clone();
+        (list.len() == 6 && list.iter().all(|t| t["template_id"].is_string())).then_some(list)
+    })
+    .await;
+    let market = decloud_sdk::bindings::TemplateMarket::new(c.template_market.address, &provider);
+    for t in &templates {
+        let id: u64 = t["template_id"].as_str().unwrap().parse().unwrap();
+        assert!(
+            summary.lines().any(|l| l
+                .contains(&format!("template {}", t["slug"].as_str().unwrap()))
+                && l.contains(&format!("template id {id}"))),
+            "{summary}"
+        );
+        let on_chain = tx::read("TemplateMarket", market.getTemplate(U256::from(id)))
+            .await
+            .unwrap();
+        assert_eq!(json!(on_chain.cid), t["cid"], "template {id}");
+        assert_eq!(on_chain.price, U256::ZERO, "the seeds are free");
+    }
+
+    // A newcomer deploys one at once: account 2 opens a lease on the node with the shadowsocks
+    // seed, and its VM runs the seed.
+    let shadowsocks = templates
+        .iter()
+        .find(|t| t["slug"] == "shadowsocks")
+        .expect("the shadowsocks seed");
+    let template_id: U256 = shadowsocks["template_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tenant_key: PrivateKeySigner =
+        "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
+            .parse()
+            .unwrap();
+    assert_eq!(tenant_key.address(), accounts[2]);
+    let tenant = ProviderBuilder::new()
+        .wallet(alloy::network::EthereumWallet::from(tenant_key.clone()))
+        .connect_http(format!("http://127.0.0.1:{port}").parse().unwrap());
+    let escrow_address = c.lease_escrow.address;
+    tx::send(
+        "MockUSDC",
+        MockUSDC::new(deployment.usdc, &tenant).approve(escrow_address, U256::from(10_000_000u64)),
+    )
+    .await
+    .unwrap();
+    let escrow = LeaseEscrow::new(escrow_address, &tenant);
+    tx::send("LeaseEscrow", escrow.deposit(U256::from(10_000_000u64)))
+        .await
+        .unwrap();
+    tx::send(
+        "LeaseEscrow",
+        escrow.openLease(
+            node_id,
+            ILeaseEscrow::Resources {
+                vcpus: 1,
+                memoryGiB: 1,
+                storageGiB: 5,
+                gpus: 0,
+            },
+            QualityTier::Standard.into(),
+            BandwidthTier::Basic.into(),
+            template_id,
+            U256::ZERO,
+            u64::MAX,
+            U256::from(5_000_000u64),
+        ),
+    )
+    .await
+    .expect("the newcomer opens a lease on a seed template");
+    let token = sign_in(&http, &api, ports.orchestrator, &tenant_key).await;
+    let vm = wait_for("the seed's VM to run", || async {
+        let body: Value = http
+            .get(format!("{api}/vms/vm-1"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        assert_ne!(body["state"], "failed", "{body}");
+        (body["state"] == "running").then_some(body)
+    })
+    .await;
+    assert_eq!(vm["node_id"], json!(node_id.to_string()), "{vm}");
     let openapi = http
         .get(format!("{api}/openapi.json"))
         .send()

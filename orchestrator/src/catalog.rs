@@ -44,7 +44,7 @@ pub fn record_of(
     if let Err(rejections) = validate(bundle) {
         let reasons = rejections
             .iter()
-            .map(|r| format!("{r:?}"))
+            .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
         return Err(CatalogError::Rejected {
@@ -72,6 +72,8 @@ pub fn record_of(
         manifest: serde_json::to_value(m).expect("manifests serialize"),
         added_at: now,
         content: Some(String::from_utf8(bundle.to_content()).expect("bundle content is JSON text")),
+        // Filled in by the API from the reviews.
+        rating: Default::default(),
     })
 }
 

@@ -32,6 +32,9 @@ pub struct Config {
     pub agent_resend_secs: i64,
     /// Directory of template bundles (one subdirectory each) loaded into the catalog at start.
     pub templates_dir: Option<PathBuf>,
+    /// Where template bundles published on TemplateMarket (and drafts) are fetched from and
+    /// stored; without it only the bundles of `templates_dir` deploy.
+    pub content: Option<ContentConfig>,
     /// Sign-In with Ethereum.
     pub siwe: SiweConfig,
     /// The chain whose lease events drive VMs; without it the orchestrator only serves the API.
@@ -76,6 +79,19 @@ fn default_batch_interval() -> i64 {
 
 fn default_confirm_timeout() -> u64 {
     120
+}
+
+/// The content store template bundles are fetched from by their on-chain CID: a Kubo node's HTTP
+/// API when `ipfs_api` is set, else the embedded store in `dir`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentConfig {
+    /// Directory of the embedded content store (created if missing).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Kubo HTTP API URL, e.g. `http://127.0.0.1:5001`.
+    #[serde(default)]
+    pub ipfs_api: Option<String>,
 }
 
 /// Where lease and node events come from, and what VMs run.
@@ -182,6 +198,7 @@ impl Default for Config {
             signin_per_minute: 30,
             agent_resend_secs: 30,
             templates_dir: None,
+            content: None,
             siwe: SiweConfig::default(),
             chain: None,
             attestation: None,
@@ -295,6 +312,14 @@ impl Config {
         if siwe.nonce_ttl_secs <= 0 || siwe.session_ttl_secs <= 0 || siwe.clock_skew_secs < 0 {
             return Err(ConfigError::Invalid(
                 "siwe lifetimes must be positive".into(),
+            ));
+        }
+        if let Some(content) = &self.content
+            && content.dir.is_none()
+            && content.ipfs_api.is_none()
+        {
+            return Err(ConfigError::Invalid(
+                "[content] needs dir (the embedded store) or ipfs_api (a Kubo node)".into(),
             ));
         }
         if let Some(chain) = &self.chain {
@@ -505,6 +530,25 @@ mod tests {
             Config::resolve(&args, |_| None),
             Err(ConfigError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn content_section_names_a_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.toml");
+        let args = Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        };
+        std::fs::write(&path, "[content]\ndir = \"/var/lib/decloud/content\"\n").unwrap();
+        let content = Config::resolve(&args, |_| None).unwrap().content.unwrap();
+        assert_eq!(
+            content.dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/decloud/content"))
+        );
+        std::fs::write(&path, "[content]\n").unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("[content] needs dir"), "{e}");
     }
 
     #[test]

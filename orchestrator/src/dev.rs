@@ -156,9 +156,54 @@ impl DevService for OrchestratorService {
                 warn!(target: "orchestrator::dev", "no local account holds ANCHOR_ROLE: attestations are off");
                 config.attestation = None;
             }
+            // Bundles are fetched from a content store in the temp directory; the seeds are
+            // stored there and published below.
+            let content_dir = self
+                .temp
+                .as_ref()
+                .expect("the temp directory was just made")
+                .path()
+                .join("content");
+            config.content = Some(crate::config::ContentConfig {
+                dir: Some(content_dir.clone()),
+                ipfs_api: None,
+            });
             let running = crate::start_with_attestation_key(config, listener, anchor_key)
                 .await
                 .map_err(|e| tool(&e))?;
+            // The seed templates are published on-chain, so a newcomer can deploy one at once.
+            let seeds = if let Some(dir) = &self.templates_dir {
+                let author = ctx
+                    .accounts
+                    .get(SEED_AUTHOR_ACCOUNT)
+                    .ok_or_else(|| tool(&"no funded account publishes the seed templates"))?;
+                let key = author
+                    .private_key
+                    .parse()
+                    .map_err(|e| tool(&format!("seed author key: {e}")))?;
+                let published = match publish_seeds(
+                    dir,
+                    &content_dir,
+                    &rpc,
+                    key,
+                    deployment.contracts.template_market.address,
+                )
+                .await
+                {
+                    Ok(published) => published,
+                    Err(e) => {
+                        // The service is not recorded as started: stop what runs.
+                        if let Err(stop) = running.stop().await {
+                            warn!(target: "orchestrator::dev", error = %stop, "orchestrator stopped with an error");
+                        }
+                        return Err(tool(&e));
+                    }
+                };
+                info!(target: "orchestrator::dev", count = published.len(), author = %author.address, "seed templates published on TemplateMarket");
+                published
+            } else {
+                Vec::new()
+            };
             let api = running.api_url();
             let ws = running.agent_ws_url();
             info!(target: "orchestrator::dev", %api, "orchestrator is running");
@@ -173,6 +218,10 @@ impl DevService for OrchestratorService {
             if self.web_dir.is_some() {
                 ctx.endpoints
                     .push(("web app".into(), format!("http://{}/", running.addr)));
+            }
+            for (slug, id) in seeds {
+                ctx.endpoints
+                    .push((format!("template {slug}"), format!("template id {id}")));
             }
             ctx.agent_ws_url = Some(ws.parse().map_err(|e| tool(&e))?);
             self.running = Some(running);
@@ -191,6 +240,61 @@ impl DevService for OrchestratorService {
             self.temp.take();
         })
     }
+}
+
+/// Which funded account publishes the seed templates (anvil's account index): the deployer's,
+/// so the accounts a newcomer uses as tenant and operator stay untouched.
+pub const SEED_AUTHOR_ACCOUNT: usize = 0;
+
+/// Stores every bundle under `dir` in the embedded content store at `content_dir` (validated
+/// first: an invalid bundle is never stored) and publishes it, free, on the TemplateMarket at
+/// `market` from `author`. Returns each bundle's slug and template id, in slug order.
+pub async fn publish_seeds(
+    dir: &std::path::Path,
+    content_dir: &std::path::Path,
+    rpc_url: &url::Url,
+    author: alloy::signers::local::PrivateKeySigner,
+    market: alloy::primitives::Address,
+) -> Result<Vec<(String, alloy::primitives::U256)>, String> {
+    use decloud_sdk::{bindings::TemplateMarket, tx};
+    use decloud_templates::{Bundle, Policy};
+
+    let store = decloud_content::EmbeddedStore::open(content_dir)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    paths.sort();
+    let provider = tx::signing_provider(rpc_url.clone(), author);
+    let market = TemplateMarket::new(market, provider);
+    let mut published = Vec::new();
+    for path in paths {
+        let bundle = Bundle::load_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cid = bundle
+            .publish(&store, &Policy::default())
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let m = &bundle.manifest;
+        let metadata =
+            serde_json::json!({ "name": m.name, "slug": m.slug, "category": m.category })
+                .to_string();
+        let receipt = tx::send(
+            "TemplateMarket",
+            market.publish(cid.to_string(), alloy::primitives::U256::ZERO, metadata),
+        )
+        .await
+        .map_err(|e| format!("publishing {}: {e}", m.slug))?;
+        let id = receipt
+            .decoded_log::<decloud_sdk::bindings::TemplateMarket::TemplatePublished>()
+            .map(|log| log.data.templateId)
+            .ok_or_else(|| format!("publishing {}: no TemplatePublished event", m.slug))?;
+        published.push((m.slug.clone(), id));
+    }
+    Ok(published)
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 // - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`,
 //   `console` (the console relay);
 // - storage: `store`, every SQL statement of the crate;
-// - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `marketplace`, `lifecycle`,
-//   `reconcile`, `sla`, `chain`;
+// - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `profiles`,
+//   `reviews`, `marketplace`, `lifecycle`, `reconcile`, `sla`, `chain`;
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
 pub mod access;
@@ -21,6 +21,7 @@ pub mod agent;
 pub mod api;
 pub mod attestation;
 pub mod auth;
+pub mod bundles;
 pub mod catalog;
 pub mod chain;
 pub mod clock;
@@ -31,9 +32,11 @@ pub mod lifecycle;
 pub mod marketplace;
 pub mod metrics;
 pub mod money;
+pub mod profiles;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod reputation;
+pub mod reviews;
 pub mod scheduler;
 pub mod sla;
 pub mod store;
@@ -164,6 +167,9 @@ pub async fn start_with_attestation_key(
     let addr = listener.local_addr()?;
     tracing::info!(target: "orchestrator", listen = %addr, "serving");
     let state = AppState::new(store.clone(), config)?;
+    if let Some(c) = &state.config().content {
+        state.set_content(bundles::open(c).await?);
+    }
 
     let mut tasks = Tasks::new();
     // Used nonces and dead sessions are only clutter; clear them out every ten minutes.
@@ -356,6 +362,9 @@ async fn spawn_chain(
             None
         }
     };
+    // Published bundles are fetched before the lifecycle pass of the same batch, so a lease on
+    // a template published a block earlier finds it in the catalog.
+    let content = state.content().cloned();
     let state = state.clone();
     let reported = state.agents().reported();
     tasks.spawn("lifecycle driver", move |stop| async move {
@@ -370,6 +379,18 @@ async fn spawn_chain(
                 _ = reported.notified() => false,
             };
             // Not raced against the stop: a pass that has begun finishes its writes.
+            if chain_or_clock
+                && let Some(content) = &content
+                && let Err(e) = bundles::pass(state.store(), content.as_ref(), clock::now()).await
+            {
+                tracing::warn!(target: "orchestrator::bundles", error = %e, "bundle fetch pass failed; retrying on the next");
+            }
+            if chain_or_clock
+                && let Some(content) = &content
+                && let Err(e) = profiles::pass(state.store(), content.as_ref(), clock::now()).await
+            {
+                tracing::warn!(target: "orchestrator::profiles", error = %e, "node profile pass failed; retrying on the next");
+            }
             if chain_or_clock
                 && let Err(e) = lifecycle::drive(state.store(), state.agents(), &workload).await
             {

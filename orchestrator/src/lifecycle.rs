@@ -328,14 +328,24 @@ async fn guest_setup(
 ) -> Result<Result<GuestSetup, String>, LifecycleError> {
     let profile = store.profile(&vm.tenant).await?;
     let bundle = match store.lease_template(&vm.lease_id).await? {
-        None => None,
+        // A lease without a template runs the draft its tenant armed for it, if any: a tenant
+        // can only arm their own drafts.
+        None => match store.lease_draft(&vm.lease_id, &vm.tenant).await? {
+            None => None,
+            Some((cid, content)) => match Bundle::from_content(content.as_bytes()) {
+                Ok(bundle) => Some((format!("draft {cid}"), bundle)),
+                Err(e) => return Ok(Err(format!("draft {cid} cannot be rendered: {e}"))),
+            },
+        },
         Some(template_id) => {
             let template = store
                 .template(&template_id)
                 .await?
                 .filter(|t| t.template_id.as_deref() == Some(&template_id));
             let Some(content) = template.and_then(|t| t.content) else {
-                return Ok(Err(format!("template {template_id} is not in the catalog")));
+                return Ok(Err(
+                    crate::bundles::missing_reason(store, &template_id).await?
+                ));
             };
             match Bundle::from_content(content.as_bytes()) {
                 Ok(bundle) => Some((template_id, bundle)),

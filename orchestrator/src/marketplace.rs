@@ -31,6 +31,9 @@ pub fn listing(node: NodeRecord, reputation: Reputation, used: Usage) -> NodeLis
         reputation,
         used,
         free,
+        // Read from the node's profile and its reviews by the API.
+        description: String::new(),
+        rating: Default::default(),
     }
 }
 

@@ -298,6 +298,12 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/templates", "get"),
         ("/api/v1/templates/{key}", "get"),
         ("/api/v1/templates/validate", "post"),
+        ("/api/v1/templates/drafts", "get"),
+        ("/api/v1/templates/drafts", "post"),
+        ("/api/v1/templates/drafts/{cid}/test", "post"),
+        ("/api/v1/operator/profile", "post"),
+        ("/api/v1/reviews", "post"),
+        ("/api/v1/reviews", "get"),
         ("/api/v1/attestations", "get"),
         ("/api/v1/attestations/signer", "get"),
         ("/api/v1/attestations/{id}", "get"),
@@ -312,7 +318,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        30,
+        34,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );

@@ -422,6 +422,7 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
         console_log: agent_dir.join("console.log"),
         network: &network,
         shaping: BandwidthShaping::Libvirt,
+        pci_devices: &[],
     });
     assert!(
         xml.contains("<vcpu placement='static'>2</vcpu>"),

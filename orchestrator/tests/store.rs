@@ -541,6 +541,7 @@ async fn templates_round_trip(url: String) {
         manifest: serde_json::json!({"ports": []}),
         added_at: 5,
         content: None,
+        rating: Default::default(),
     };
     store.upsert_template(&t).await.unwrap();
     // Several unpublished templates may coexist (NULL ids are distinct in both databases).

@@ -227,6 +227,103 @@ pub struct VmRecord {
     pub failure: Option<String>,
 }
 
+/// A node's profile: what its on-chain `metadataCid` names (JSON, at most
+/// [`NodeProfile::MAX_SIZE`] bytes). The marketplace shows the description and filters on the
+/// tags.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeProfile {
+    /// Tags, e.g. `ssd`, `nvme`, `a100` (lowercase letters, digits, `-` and `.`; at most
+    /// [`NodeProfile::MAX_TAGS`] of at most [`NodeProfile::MAX_TAG_LEN`] characters).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// What the node offers, in words (at most [`NodeProfile::MAX_DESCRIPTION`] characters).
+    #[serde(default)]
+    pub description: String,
+}
+
+impl NodeProfile {
+    /// Largest profile document read, bytes.
+    pub const MAX_SIZE: usize = 16 * 1024;
+    /// Most tags.
+    pub const MAX_TAGS: usize = 32;
+    /// Longest tag, characters.
+    pub const MAX_TAG_LEN: usize = 32;
+    /// Longest description, characters.
+    pub const MAX_DESCRIPTION: usize = 1_000;
+
+    /// The profile with its tags trimmed, lowercased and deduplicated (in first-seen order) and
+    /// its description trimmed, or why it breaks a limit.
+    pub fn normalized(&self) -> Result<Self, String> {
+        let mut tags: Vec<String> = Vec::new();
+        for tag in &self.tags {
+            let tag = tag.trim().to_lowercase();
+            if tag.is_empty()
+                || tag.chars().count() > Self::MAX_TAG_LEN
+                || !tag
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+            {
+                return Err(format!(
+                    "tag {tag:?} must be 1 to {} of a-z, 0-9, '-' and '.'",
+                    Self::MAX_TAG_LEN
+                ));
+            }
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        if tags.len() > Self::MAX_TAGS {
+            return Err(format!("at most {} tags", Self::MAX_TAGS));
+        }
+        let description = self.description.trim().to_string();
+        if description.chars().count() > Self::MAX_DESCRIPTION {
+            return Err(format!(
+                "the description is longer than {} characters",
+                Self::MAX_DESCRIPTION
+            ));
+        }
+        Ok(Self { tags, description })
+    }
+}
+
+/// Where a stored profile document is: the CID to set as the node's `metadataCid`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProfileStored {
+    /// Content id of the profile document.
+    pub cid: String,
+    /// The profile as stored (normalized).
+    pub profile: NodeProfile,
+}
+
+/// A template draft: a bundle its author uploaded, which the validator accepted, to test on
+/// their own leases before publishing it on TemplateMarket under the same content id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DraftView {
+    /// Content id (CIDv1) of the bundle: what `TemplateMarket.publish` takes.
+    pub cid: String,
+    /// The author's address, lowercase.
+    pub author: String,
+    /// The bundle's slug.
+    pub slug: String,
+    /// The bundle's display name.
+    pub name: String,
+    /// Upload time, unix seconds.
+    pub created_at: i64,
+}
+
+/// A draft armed for its author's next lease opened without a template.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DraftTest {
+    /// Content id of the draft.
+    pub cid: String,
+    /// What happens next, in words.
+    pub next: String,
+}
+
 /// A template in the catalog.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -263,6 +360,9 @@ pub struct TemplateRecord {
     /// The published bundle (`decloud-templates` content), from which user-data is rendered.
     #[serde(skip)]
     pub content: Option<String>,
+    /// Its tenants' reviews.
+    #[serde(default)]
+    pub rating: RatingSummary,
 }
 
 /// A node as the marketplace shows it.
@@ -278,6 +378,62 @@ pub struct NodeListing {
     pub used: Usage,
     /// Resources still free (compute units of 1/12 point, GiB, GPUs).
     pub free: Usage,
+    /// The description of the node's profile (its `metadataCid`), empty when it has none.
+    #[serde(default)]
+    pub description: String,
+    /// Its tenants' reviews.
+    #[serde(default)]
+    pub rating: RatingSummary,
+}
+
+/// The aggregate of the reviews of a node or a template.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RatingSummary {
+    /// How many reviews.
+    pub count: u64,
+    /// The sum of their stars.
+    pub stars: u64,
+    /// The mean rating in hundredths of a star, rounded half up (450 = 4.5 stars); none
+    /// without reviews.
+    pub mean_hundredths: Option<u64>,
+}
+
+impl RatingSummary {
+    /// The summary of `count` reviews with `stars` stars in all.
+    pub fn of(count: u64, stars: u64) -> Self {
+        Self {
+            count,
+            stars,
+            // Half up: (100·stars + count/2) / count.
+            mean_hundredths: (count > 0)
+                .then(|| (stars.saturating_mul(100).saturating_add(count / 2)) / count),
+        }
+    }
+}
+
+/// A review the orchestrator accepted: the signed review (verifiable offline with
+/// [`crate::reviews::SignedReview::verify`]), what it is about, and when it was accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReviewView {
+    /// The review as signed.
+    #[serde(flatten)]
+    pub review: crate::reviews::SignedReview,
+    /// The reviewed node's id, or the reviewed template's on-chain id.
+    pub target: String,
+    /// Acceptance time, unix seconds.
+    pub created_at: i64,
+}
+
+/// Which reviews to list: those of one node or one template.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct ReviewQuery {
+    /// A node id.
+    pub node: Option<String>,
+    /// An on-chain template id.
+    pub template: Option<String>,
 }
 
 /// Sort orders of a search.
@@ -878,6 +1034,8 @@ mod tests {
             },
             used: Usage::default(),
             free: Usage::default(),
+            description: String::new(),
+            rating: RatingSummary::default(),
         };
         let json = serde_json::to_value(&listing).unwrap();
         assert_eq!(json["region"], "eu-west");

@@ -10,6 +10,7 @@
 //! - [`attestation`]: EIP-712 attestations, their hash chain, Merkle inclusion and on-chain checks;
 //! - [`merkle`]: Merkle trees and proofs that OpenZeppelin's `MerkleProof` accepts;
 //! - [`permit`]: EIP-2612 permit signatures for USDC;
+//! - [`reviews`]: EIP-712 signed reviews of nodes and templates, verifiable offline;
 //! - [`dev`]: the local development network behind `decloud dev`;
 //! - [`agent_protocol`]: the wire protocol between the orchestrator and node agents;
 //! - [`types`]: Rust enums for the contracts' enums (quality and bandwidth tiers, statuses) and
@@ -40,6 +41,7 @@ mod error;
 pub mod merkle;
 pub mod paths;
 pub mod permit;
+pub mod reviews;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tx;

@@ -10,16 +10,23 @@ use crate::{
     store::{Reputation, Store, TemplateRecord},
 };
 use axum::{Json, extract::State, http::StatusCode};
-use decloud_sdk::api::{NodeSearchResponse, TemplateSearchResponse};
+use decloud_sdk::{
+    api::{NodeSearchResponse, TemplateSearchResponse},
+    reviews::ReviewSubject,
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 async fn listings(store: &Store, now: i64) -> Result<Vec<NodeListing>, ApiError> {
     let nodes = store.nodes().await?;
     let mut reputations = store.reputations(now).await?;
     let usage = store.usage_by_node().await?;
+    let mut descriptions = store.node_descriptions().await?;
+    let mut ratings = store.ratings(ReviewSubject::Node).await?;
     Ok(nodes
         .into_iter()
         .map(|n| {
+            let description = descriptions.remove(&n.node_id).unwrap_or_default();
+            let rating = ratings.remove(&n.node_id).unwrap_or_default();
             let rep = reputations
                 .remove(&n.node_id)
                 .unwrap_or_else(|| Reputation {
@@ -31,7 +38,11 @@ async fn listings(store: &Store, now: i64) -> Result<Vec<NodeListing>, ApiError>
                     vms_completed: 0,
                 });
             let used = usage.get(&n.node_id).copied().unwrap_or_default();
-            marketplace::listing(n, rep, used)
+            NodeListing {
+                description,
+                rating,
+                ..marketplace::listing(n, rep, used)
+            }
         })
         .collect())
 }
@@ -83,7 +94,21 @@ pub(super) async fn node_listing(store: &Store, node_id: &str) -> Result<NodeLis
         .get(node_id)
         .copied()
         .unwrap_or_default();
-    Ok(marketplace::listing(node, rep, used))
+    let description = store
+        .node_descriptions()
+        .await?
+        .remove(node_id)
+        .unwrap_or_default();
+    let rating = store
+        .ratings(ReviewSubject::Node)
+        .await?
+        .remove(node_id)
+        .unwrap_or_default();
+    Ok(NodeListing {
+        description,
+        rating,
+        ..marketplace::listing(node, rep, used)
+    })
 }
 
 /// One node with pricing, capacity and reputation (including missed heartbeats per day).
@@ -133,6 +158,20 @@ async fn plan(
         })
 }
 
+/// The templates with their reviews' aggregates (by on-chain id).
+async fn with_ratings(
+    store: &Store,
+    mut templates: Vec<TemplateRecord>,
+) -> Result<Vec<TemplateRecord>, ApiError> {
+    let ratings = store.ratings(ReviewSubject::Template).await?;
+    for t in &mut templates {
+        if let Some(r) = t.template_id.as_ref().and_then(|id| ratings.get(id)) {
+            t.rating = *r;
+        }
+    }
+    Ok(templates)
+}
+
 /// Searches the template catalog by category, GPU, tags and text.
 #[utoipa::path(get, path = "/templates", tag = "templates", params(TemplateSearch),
     responses((status = 200, body = TemplateSearchResponse), (status = 400, body = ErrorBody)))]
@@ -140,7 +179,7 @@ async fn search_templates(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<TemplateSearch>,
 ) -> Result<Json<TemplateSearchResponse>, ApiError> {
-    let all = state.inner.store.templates().await?;
+    let all = with_ratings(&state.inner.store, state.inner.store.templates().await?).await?;
     let (total, templates) = catalog::search(all, &q)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e))?;
     Ok(Json(TemplateSearchResponse { total, templates }))
@@ -160,7 +199,8 @@ async fn template_detail(
         .template(&key)
         .await?
         .ok_or_else(|| ApiError::not_found("template"))?;
-    Ok(Json(t))
+    let mut t = with_ratings(&state.inner.store, vec![t]).await?;
+    Ok(Json(t.remove(0)))
 }
 
 /// The marketplace, scheduler and template routes.

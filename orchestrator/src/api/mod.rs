@@ -1,6 +1,6 @@
 //! The HTTP and WebSocket layer, the top of the orchestrator: the API under `/api/v1` with its
 //! router, shared state, the one error shape, extractors, sessions and the OpenAPI document
-//! generated from the handlers. Handlers live by route group ([`auth`], [`marketplace`],
+//! generated from the handlers. Handlers live by route group ([`auth`], [`marketplace`], [`drafts`], [`profiles`], [`reviews`],
 //! [`tenant`], [`operator`], [`attestations`], [`hosting`]) and the node agents' WebSocket in
 //! [`agent`]. Nothing below this module imports it.
 
@@ -8,11 +8,14 @@ mod agent;
 mod attestations;
 mod auth;
 mod console;
+mod drafts;
 mod hosting;
 mod marketplace;
 mod operator;
+mod profiles;
 mod protocol_errors;
 mod template_validation;
+mod reviews;
 mod tenant;
 mod web;
 
@@ -81,6 +84,8 @@ struct Inner {
     limiter: RateLimiter,
     metrics: Arc<Metrics>,
     config: Config,
+    /// Where template bundles (published ones and drafts) are stored and fetched, once set.
+    content: std::sync::OnceLock<Arc<dyn decloud_content::ContentStore>>,
     /// What keeps the orchestrator from doing all it should, by area; `/health` reports them.
     problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
@@ -100,6 +105,7 @@ impl AppState {
                 limiter,
                 metrics,
                 config,
+                content: Default::default(),
                 problems: Default::default(),
             }),
         })
@@ -118,6 +124,16 @@ impl AppState {
     /// The configuration in use.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Gives the state its content store (once; a second store is ignored).
+    pub fn set_content(&self, content: Arc<dyn decloud_content::ContentStore>) {
+        let _ = self.inner.content.set(content);
+    }
+
+    /// The content store, when one is configured.
+    pub fn content(&self) -> Option<&Arc<dyn decloud_content::ContentStore>> {
+        self.inner.content.get()
     }
 
     /// The metrics.
@@ -472,6 +488,9 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(auth::routes(state))
         .merge(marketplace::routes())
         .merge(template_validation::routes())
+        .merge(drafts::routes())
+        .merge(profiles::routes())
+        .merge(reviews::routes())
         .merge(tenant::routes())
         .merge(console::routes())
         .merge(operator::routes())

@@ -6,17 +6,20 @@
 //!
 //! This is the bottom layer of the orchestrator and holds every SQL statement of the crate, split
 //! by domain: [`access`], [`nodes`], [`liveness`], [`leases`], [`vms`], [`commands`], [`sessions`],
-//! [`templates`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
+//! [`templates`], [`drafts`], [`profiles`], [`reviews`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
 //! caller's transaction (the chain follower's); the rest are methods of [`Store`]. It depends on
 //! nothing above it: the services and the HTTP layer call it, never the reverse.
 
 mod access;
 mod attestations;
 mod commands;
+mod drafts;
 mod leases;
 mod liveness;
 mod nodes;
 mod readiness;
+mod profiles;
+mod reviews;
 mod sessions;
 mod templates;
 mod vms;
@@ -24,11 +27,12 @@ mod vms;
 pub use access::{Profile, SealedCredentials, VmAccess};
 pub use attestations::{Attestor, BatchRecord, append};
 pub use commands::{AckRecorded, CommandRecord};
+pub use drafts::DraftView;
 pub use leases::{LeaseFunding, LeaseOpened, LeaseRecord, SilentLease};
 pub use liveness::{DailyFailures, Liveness, Reputation};
 pub use nodes::{NodeCapabilities, NodeRecord, NodeRegistration, NodeStatus};
 pub use sessions::SessionRecord;
-pub use templates::TemplateRecord;
+pub use templates::{FetchState, Publication, TemplateRecord};
 pub use vms::{RELEASED_VM_STATES, VmRecord};
 
 /// Chain events into the tables they change, each inside the chain follower's transaction.
