@@ -107,6 +107,7 @@ async fn profiles_reviews_and_drafts_through_the_cli() {
             image: "blank".into(),
             grace_secs: 86_400,
             reconnect_grace_secs: 90,
+            sla_window_secs: 1_800,
         }),
         ..Config::default()
     };

@@ -173,6 +173,7 @@ async fn only_a_leases_tenant_reviews_it_once_and_the_aggregates_show_it() {
             image: "blank".into(),
             grace_secs: 86_400,
             reconnect_grace_secs: 90,
+            sla_window_secs: 1_800,
         }),
         ..Config::default()
     };

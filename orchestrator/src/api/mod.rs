@@ -14,8 +14,8 @@ mod marketplace;
 mod operator;
 mod profiles;
 mod protocol_errors;
-mod template_validation;
 mod reviews;
+mod template_validation;
 mod tenant;
 mod web;
 
