@@ -31,6 +31,10 @@ struct Guest {
     boot: Duration,
     /// The node agent's `--agent-shutdown-timeout` for this guest.
     shutdown_timeout_secs: u64,
+    /// Which of anvil's accounts operates the node. The node id comes from the machine id and
+    /// the operator, and forwarding rules carry it: each guest's test has a node of its own, so
+    /// they can run at once beside another `decloud dev` (whose operator is account 1).
+    operator_account: usize,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -64,6 +68,7 @@ impl Guest {
             boot: Duration::from_secs(240),
             // It ignores the ACPI power button: every stop waits the whole timeout.
             shutdown_timeout_secs: 5,
+            operator_account: 3,
             _temp: Some(temp),
         }
     }
@@ -89,6 +94,7 @@ impl Guest {
             boot: Duration::from_secs(900),
             // What `decloud dev` gives a real OS: time to shut down cleanly under emulation.
             shutdown_timeout_secs: 60,
+            operator_account: 4,
             _temp: None,
         }
     }
@@ -141,15 +147,10 @@ fn start_dev(guest: &Guest, logs: &Path) -> Dev {
     let (chain, orchestrator) = (free_port(), free_port());
     let log = logs.join("decloud-dev.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_decloud-dev"))
-        // Anvil's account 3 operates the node, so its node id (from the machine id and the
-        // operator) is not the one of another `decloud dev` on this machine, whose forwards
-        // and reservations carry the default operator's.
+        .args(["--accounts", "5", "--no-indexer"])
         .args([
-            "--accounts",
-            "4",
             "--agent-operator-account",
-            "3",
-            "--no-indexer",
+            &guest.operator_account.to_string(),
         ])
         .args(["--port", &chain.to_string()])
         .args(["--orchestrator-port", &orchestrator.to_string()])
@@ -200,7 +201,7 @@ fn start_dev(guest: &Guest, logs: &Path) -> Dev {
         .unwrap_or_else(|| panic!("no node id in {summary}"))
         .trim()
         .to_owned();
-    // "  (2) 0xADDRESS 0xKEY": anvil's account 2 rents (3 operates the node).
+    // "  (2) 0xADDRESS 0xKEY": anvil's account 2 rents (another one operates the node).
     let tenant_key = summary
         .lines()
         .find_map(|l| l.trim().strip_prefix("(2) "))
