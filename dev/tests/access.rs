@@ -123,6 +123,8 @@ struct Dev {
     deployments: tempfile::TempDir,
     node_id: String,
     tenant_key: String,
+    /// Anvil's account 1: publishes a template (it neither rents nor operates here).
+    author_key: String,
     log: PathBuf,
 }
 
@@ -208,6 +210,12 @@ fn start_dev(guest: &Guest, logs: &Path) -> Dev {
         .and_then(|rest| rest.split_whitespace().nth(1))
         .unwrap_or_else(|| panic!("no account 2 in {summary}"))
         .to_owned();
+    let author_key = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("(1) "))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no account 1 in {summary}"))
+        .to_owned();
     Dev {
         child,
         rpc_url: format!("http://127.0.0.1:{chain}"),
@@ -215,13 +223,15 @@ fn start_dev(guest: &Guest, logs: &Path) -> Dev {
         deployments,
         node_id,
         tenant_key,
+        author_key,
         log,
     }
 }
 
-/// The tenant's `decloud`.
+/// A user's `decloud` (the tenant's, or the template author's), with a config home of its own.
 struct Tenant<'a> {
     dev: &'a Dev,
+    private_key: &'a str,
     config_home: tempfile::TempDir,
 }
 
@@ -240,7 +250,7 @@ impl Tenant<'_> {
             .arg(self.dev.deployments.path())
             .args(["--orchestrator", &self.dev.orchestrator_url])
             .env("XDG_CONFIG_HOME", self.config_home.path())
-            .env("DECLOUD_PRIVATE_KEY", &self.dev.tenant_key)
+            .env("DECLOUD_PRIVATE_KEY", self.private_key)
             .env("DECLOUD_LOG", "warn")
             .stdin(Stdio::null())
             .output()
@@ -371,7 +381,9 @@ fn iptables_rules() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn tenant_reaches_and_logs_into_the_vm(guest: &Guest) {
+/// The tenant's whole journey on one VM; `and_then` continues on the same `decloud dev` with
+/// the tenant and their SSH key.
+fn tenant_reaches_and_logs_into_the_vm(guest: &Guest, and_then: impl FnOnce(&Tenant<'_>, &Path)) {
     let temp = tempfile::tempdir().unwrap();
     let key = temp.path().join("id_ed25519");
     let made = Command::new("ssh-keygen")
@@ -385,6 +397,7 @@ fn tenant_reaches_and_logs_into_the_vm(guest: &Guest) {
     let dev = start_dev(guest, temp.path());
     let tenant = Tenant {
         dev: &dev,
+        private_key: &dev.tenant_key,
         config_home: tempfile::tempdir().unwrap(),
     };
     tenant.ok(&["login"]);
@@ -529,15 +542,92 @@ fn tenant_reaches_and_logs_into_the_vm(guest: &Guest) {
         std::thread::sleep(Duration::from_secs(1));
     }
     assert_eq!(ssh(&address, ssh_port, &user, &with_key, "true"), None);
+    and_then(&tenant, &key);
+}
+
+/// A template another account published on TemplateMarket (its bundle stored through the
+/// orchestrator's drafts, so the orchestrator fetches it by its on-chain CID) deploys on the
+/// node: its VM runs, its ports are forwarded, and the tenant logs in with their key.
+fn a_template_another_account_published_runs(tenant: &Tenant<'_>, key: &Path, guest: &Guest) {
+    let dev = tenant.dev;
+    let author = Tenant {
+        dev,
+        private_key: &dev.author_key,
+        config_home: tempfile::tempdir().unwrap(),
+    };
+    // A bundle no catalog holds: the shadowsocks seed under a name and slug of its own.
+    let bundle = tempfile::tempdir().unwrap();
+    let seed = repo_root().join("templates/seed/shadowsocks");
+    let manifest = std::fs::read_to_string(seed.join("template.toml"))
+        .unwrap()
+        .replace("slug = \"shadowsocks\"", "slug = \"access-relay\"")
+        .replace("name = \"Shadowsocks\"", "name = \"Access relay\"");
+    assert!(manifest.contains("access-relay"), "{manifest}");
+    std::fs::write(bundle.path().join("template.toml"), manifest).unwrap();
+    std::fs::copy(seed.join("user-data"), bundle.path().join("user-data")).unwrap();
+    let dir = bundle.path().to_str().unwrap();
+    author.ok(&["login"]);
+    let draft = author.ok(&["template", "draft", dir]);
+    let published = author.ok(&["template", "publish", dir, "--price", "0"]);
+    assert_eq!(published["cid"], draft["cid"], "{published} {draft}");
+    let template = published["template"].as_str().unwrap().to_owned();
+
+    let opened = tenant.ok(&[
+        "lease",
+        "open",
+        "--node",
+        &dev.node_id,
+        "--template",
+        &template,
+        "--funding",
+        "5",
+        "--ssh-key",
+        key.with_extension("pub").to_str().unwrap(),
+    ]);
+    let lease = opened["lease"].as_str().unwrap().to_owned();
+    let vm = format!("vm-{lease}");
+    // The template's port (8388, TCP and UDP) is forwarded beside SSH.
+    let shown = tenant.wait_for_vm(&vm, "running with its template's ports", guest.boot, |v| {
+        v["state"] == "running"
+            && v["access"]["forwards"].as_array().is_some_and(|f| {
+                [22, 8388]
+                    .iter()
+                    .all(|port| f.iter().any(|f| f["guest"] == *port))
+            })
+    });
+    let access = &shown["access"];
+    let address = access["public_address"].as_str().unwrap();
+    let ssh_port = access["forwards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["guest"] == 22)
+        .and_then(|f| f["public"].as_u64())
+        .map(|p| u16::try_from(p).unwrap())
+        .unwrap();
+    let user = access["login_user"].as_str().unwrap();
+    let answer = ssh_until(
+        address,
+        ssh_port,
+        user,
+        &Login::Key(key),
+        "echo in-the-template-vm",
+        guest.boot,
+    );
+    assert_eq!(answer, "in-the-template-vm");
+    tenant.ok(&["lease", "close", &lease]);
 }
 
 #[test]
 fn tenant_reaches_and_logs_into_a_busybox_guest() {
-    tenant_reaches_and_logs_into_the_vm(&Guest::busybox());
+    let guest = Guest::busybox();
+    tenant_reaches_and_logs_into_the_vm(&guest, |tenant, key| {
+        a_template_another_account_published_runs(tenant, key, &guest)
+    });
 }
 
 #[test]
 #[ignore = "boots the Debian image under software emulation (minutes): scripts/test --long"]
 fn long_tenant_reaches_and_logs_into_a_debian_guest() {
-    tenant_reaches_and_logs_into_the_vm(&Guest::debian());
+    tenant_reaches_and_logs_into_the_vm(&Guest::debian(), |_, _| {});
 }
