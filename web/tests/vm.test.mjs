@@ -328,4 +328,41 @@ describe('VM page: access, password, console, controls', () => {
       return vm.status === 200 && vm.body.state !== 'running' && vm.body.state;
     });
   });
+
+  test('lets the scheduler choose: its plan and why shown, then the lease opened on that node', async () => {
+    await page.getByRole('link', { name: 'Deploy' }).click();
+    await page.getByLabel('Node').selectOption('scheduler');
+    await page.getByLabel('Template').selectOption('');
+    await page.getByLabel('Funding (USDC)').fill('1');
+    await page.getByLabel(/^Burstable/).check();
+    const askPlan = () =>
+      fetch(`${network.apiUrl}/scheduler/plan`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ vcpus: 1, memory_gib: 1, disk_gib: 2, tier: 'burstable' }),
+      }).then((r) => r.json());
+    const why = page.getByTestId('plan-why');
+    await why.waitFor();
+    // The page shows the numbers of the orchestrator's plan (asked again until both agree, since
+    // uptime and free compute move with heartbeats).
+    const plan = await eventually('the page explains the scheduler’s plan', async () => {
+      const plan = await askPlan();
+      const words = (await why.innerText()).replace(/\s+/g, ' ');
+      const uptime = plan.why.uptime_bps == null ? 'not measured yet' : `${(plan.why.uptime_bps / 100).toFixed(2)}%`;
+      assert.match(words, /^Why: of 1 node considered, 1 fits this VM; /);
+      assert.ok(words.includes(`best 30-day uptime (${uptime})`), words);
+      assert.ok(words.includes(`(${plan.why.free_compute_units_after} compute units after this VM)`), words);
+      return plan;
+    });
+    assert.equal(plan.node_id, network.nodeId, 'the only node of the network fits');
+    assert.deepEqual([plan.why.considered, plan.why.fitting], [1, 1]);
+    await eventually('the quote shows', async () => (await page.getByTestId('rate').count()) === 1);
+    await page.getByRole('button', { name: 'Review lease' }).click();
+    await confirmTx(page, 'Open a lease');
+    await page.getByRole('heading', { level: 1, name: 'Lease 3' }).waitFor();
+    const lease = await chain.lease(3);
+    assert.equal(lease.nodeId, plan.node_id, 'the lease is on the node the scheduler chose');
+    assert.equal(lease.tenant, tenant.address);
+    assert.equal(lease.funded, 1n * USDC);
+  });
 });
