@@ -300,8 +300,8 @@ describe('VM page: access, password, console, controls', () => {
     await page.goto(`${network.appUrl}/templates/postgresql`);
     await page.getByTestId('rating').getByText('5.00 stars from 1 review').waitFor();
     await page.getByTestId('reviews').getByText('5 of 5 stars').waitFor();
-    // Lease 1 deployed no template: only its node is offered for review.
-    await page.goto(`${network.appUrl}/leases/1`);
+    // Lease 1 deployed no template: only its node is offered for review, on its VM's page too.
+    await page.goto(`${network.appUrl}/vms/${vmId}`);
     await page.getByRole('form', { name: 'Review lease 1' }).getByLabel(/^Its node/).waitFor();
     assert.equal(await page.getByRole('form', { name: 'Review lease 1' }).getByLabel(/^Its template/).count(), 0);
   });

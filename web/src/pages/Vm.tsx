@@ -5,6 +5,7 @@ import type { Abi } from 'viem';
 import { useReadContract } from 'wagmi';
 import { leaseEscrowAbi } from '../abi/generated';
 import { HostingActions } from '../components/HostingActions';
+import { ReviewForm } from '../components/Reviews';
 import { TableWrap } from '../components/TableWrap';
 import { apiFetch, type SealedCredentials, type VmAccess, type VmDetail, type VmReadiness } from '../lib/api';
 import { useAppConfig } from '../lib/appConfig';
@@ -50,6 +51,7 @@ export function VmPage() {
             <Console vmId={vm.data.vm_id} />
           </Suspense>
           <CloseLease leaseId={String(vm.data.lease_id)} />
+          <ReviewForm leaseId={String(vm.data.lease_id)} />
           <HostingActions vmId={vm.data.vm_id} />
           <section className="card" aria-labelledby="fields-heading">
             <h2 id="fields-heading">Everything the orchestrator reports</h2>
