@@ -7,9 +7,9 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createPublicClient, http } from 'viem';
-import { checkPage, confirmTx, connectWallet } from './support/app.mjs';
+import { checkPage, confirmTx, connectWallet, signIn } from './support/app.mjs';
 import { launchBrowser } from './support/browser.mjs';
-import { chainReader, eventually } from './support/chain.mjs';
+import { api, chainReader, eventually, sessionOf } from './support/chain.mjs';
 import { abiOf, repoRoot, startNetwork } from './support/network.mjs';
 import { installWallet } from './support/wallet.mjs';
 
@@ -30,6 +30,7 @@ describe('template author journey', () => {
   let tenant;
   let templateId;
   let publishedCid;
+  let authorToken;
 
   before(async () => {
     network = await startNetwork();
@@ -47,6 +48,8 @@ describe('template author journey', () => {
     page = await browser.newPage();
     await installWallet(page, { privateKey: author.privateKey, rpcUrl: network.rpcUrl, chainId: 31337 });
     await connectWallet(page, network.appUrl);
+    // The orchestrator stores an author's bundles for their session.
+    authorToken = await signIn(page);
   });
 
   after(async () => {
@@ -88,6 +91,13 @@ describe('template author journey', () => {
     assert.match(publishedCid, /^b[a-z2-7]{20,}$/, 'a CIDv1 in base32');
     await form.getByRole('button', { name: 'Review publication' }).click();
     await confirmTx(page, 'Publish author-journey-db');
+    // The bundle was stored in the orchestrator's content store before anything was signed.
+    assert.equal(await form.getByTestId('draft-stored').innerText(), `Stored as your draft ${publishedCid}.`);
+    const drafts = (await api(network, '/templates/drafts', authorToken)).body;
+    assert.deepEqual(
+      drafts.map((d) => [d.cid, d.slug, d.author]),
+      [[publishedCid, 'author-journey-db', author.address.toLowerCase()]],
+    );
     const shown = await form.getByTestId('published-id').innerText();
     templateId = shown.match(/template (\d+)/)[1];
     const t = await market.get(templateId);
@@ -111,7 +121,24 @@ describe('template author journey', () => {
     const resources = { vcpus: 1, memoryGiB: 1, storageGiB: 2, gpus: 0 };
     const rate = await chain.quoteRate(network.nodeId, resources, 3, 0);
     await chain.escrowAs(tenant.privateKey, 'openLease', [network.nodeId, resources, 3, 0, BigInt(templateId), 1_500_000n, rate, 1n * USDC]);
+    const leaseId = String(await chain.leaseCount());
     assert.equal(await market.earnings(author.address), share);
+    // Published from the browser, it deploys: the orchestrator fetched the bundle by its CID from
+    // its content store (where the page stored it), lists it under its id, and the tenant's VM
+    // runs it on the node.
+    const listed = await eventually('the orchestrator lists the template by its id', async () => {
+      const t = await api(network, `/templates/${templateId}`);
+      return t.status === 200 && t.body;
+    });
+    assert.equal(listed.cid, publishedCid);
+    assert.equal(String(listed.template_id), templateId);
+    assert.equal(listed.name, 'Author journey DB');
+    const tenantToken = await sessionOf(network, tenant.privateKey);
+    await eventually('the tenant’s VM of the template runs', async () => {
+      const vm = (await api(network, '/vms', tenantToken)).body?.find((v) => String(v.lease_id) === leaseId);
+      assert.notEqual(vm?.state, 'failed', `the VM failed: ${JSON.stringify(vm)}`);
+      return vm?.state === 'running';
+    }, 60_000);
     const shown = `${(Number(share) / 1e6).toFixed(6).replace(/0{1,4}$/, '')} USDC`;
     await eventually('the page shows the earnings', async () => (await page.getByTestId('author-earnings').innerText()) === shown);
 
@@ -136,6 +163,11 @@ describe('template author journey', () => {
     await form.getByText('Passes the validator:').waitFor();
     const cid = await form.getByTestId(`verdict-cid-${templateId}`).innerText();
     assert.notEqual(cid, publishedCid);
+    // Test-deployed first: stored as a draft and armed for the author's next plain lease.
+    await form.getByRole('button', { name: 'Test-deploy this draft' }).click();
+    await form.getByTestId(`draft-armed-${templateId}`).getByText(`Draft ${cid} is armed: your next lease opened without a template`).waitFor();
+    const drafts = (await api(network, '/templates/drafts', authorToken)).body.map((d) => d.cid);
+    assert.ok(drafts.includes(cid), 'the new bundle is stored');
     await form.getByRole('button', { name: 'Review update' }).click();
     await confirmTx(page, `Update template ${templateId}`);
     const t = await market.get(templateId);

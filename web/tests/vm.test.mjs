@@ -29,6 +29,7 @@ describe('VM page: access, password, console, controls', () => {
   let tenant;
   let token;
   let vmId;
+  let templateVmId;
   let cliHome;
 
   /** Runs the `decloud` CLI as the tenant against this network; returns its parsed JSON output. */
@@ -201,8 +202,116 @@ describe('VM page: access, password, console, controls', () => {
     assert.equal((await api(network, `/vms/${vmId}`, token)).body.state, 'running');
   });
 
+  test('a VM of a seed template shows each service check as its node reports it', async () => {
+    // The seed PostgreSQL template checks cloud-init and tcp :5432; on the test driver no guest
+    // boots, so the node reports both not ready, each with its reason.
+    const seed = (await api(network, '/templates/postgresql')).body;
+    assert.ok(seed.template_id, 'decloud dev publishes the seed templates on chain');
+    await page.getByRole('link', { name: 'Deploy' }).click();
+    await page.getByLabel('Node').selectOption(network.nodeId);
+    await page.getByLabel('Template').selectOption(String(seed.template_id));
+    await page.getByLabel('Funding (USDC)').fill('3');
+    await page.getByLabel(/^Burstable/).check();
+    await eventually('the quote shows', async () => (await page.getByTestId('rate').count()) === 1);
+    await page.getByRole('button', { name: 'Review lease' }).click();
+    await confirmTx(page, 'Open a lease');
+    await page.getByRole('heading', { level: 1, name: 'Lease 2' }).waitFor();
+    templateVmId = await eventually('the template VM is reported with its checks', async () => {
+      const found = (await api(network, '/vms', token)).body?.find((v) => String(v.lease_id) === '2');
+      if (!found) return false;
+      const detail = (await api(network, `/vms/${found.vm_id}`, token)).body;
+      return detail.readiness?.reported_at && detail.readiness.services.every((s) => s.checked_at) && found.vm_id;
+    }, 60_000);
+    await page.goto(`${network.appUrl}/vms/${templateVmId}`);
+    const table = page.getByTestId('readiness-services');
+    await table.waitFor();
+    const detail = (await api(network, `/vms/${templateVmId}`, token)).body;
+    assert.deepEqual(
+      detail.readiness.services.map((s) => s.check),
+      ['cloud-init finished', 'tcp :5432'],
+      'the checks of the template, in its order',
+    );
+    assert.equal(detail.readiness.ready, false);
+    await page.getByTestId('readiness-overall').getByText('not every service is ready yet').waitFor();
+    await eventually('the page shows each check as the orchestrator reports it', async () => {
+      const now = (await api(network, `/vms/${templateVmId}`, token)).body.readiness.services;
+      const rows = await table.locator('tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+      assert.deepEqual(
+        rows,
+        now.map((s) => [
+          s.check,
+          s.state === 'ready' ? 'ready' : 'not ready',
+          `${new Date(s.checked_at * 1000).toISOString().slice(0, 19).replace('T', ' ')} UTC`,
+          s.state === 'ready' ? '—' : s.detail,
+        ]),
+      );
+      return true;
+    });
+    const [cloudInit] = detail.readiness.services;
+    assert.equal(cloudInit.state, 'not_ready', 'no guest boots on the test driver');
+    assert.equal(cloudInit.detail, 'cloud-init has not finished');
+    for (const s of detail.readiness.services.filter((s) => s.state === 'not_ready'))
+      assert.ok(typeof s.detail === 'string' && s.detail.length > 0, `${s.check} says why it is not ready`);
+  });
+
+  test('the tenant reviews the node from the lease page: signed in the wallet, counted in the node’s rating', async () => {
+    await page.goto(`${network.appUrl}/leases/2`);
+    const form = page.getByRole('form', { name: 'Review lease 2' });
+    await form.getByLabel(/^Its node/).check();
+    await form.getByLabel('4 stars').check();
+    await form.getByLabel(/^Your review/).fill('Quick to boot, quiet neighbours.');
+    await form.getByRole('button', { name: 'Sign and publish review' }).click();
+    await form.getByRole('status').filter({ hasText: 'Your review of the node of lease 2 is published.' }).waitFor();
+    const node = (await api(network, `/nodes/${network.nodeId}`)).body;
+    assert.deepEqual(node.rating, { count: 1, stars: 4, mean_hundredths: 400 });
+    const [review, ...others] = (await api(network, `/reviews?node=${network.nodeId}`)).body;
+    assert.equal(others.length, 0);
+    assert.equal(review.reviewer.toLowerCase(), tenant.address.toLowerCase(), 'signed by the tenant’s wallet');
+    assert.equal(review.lease_id, '2');
+    assert.equal(review.text, 'Quick to boot, quiet neighbours.');
+    // The node's page shows the aggregate and the review.
+    await page.goto(`${network.appUrl}/nodes/${network.nodeId}`);
+    await page.getByTestId('rating').getByText('4.00 stars from 1 review').waitFor();
+    await page.getByTestId('reviews').getByText('Quick to boot, quiet neighbours.').waitFor();
+  });
+
+  test('a second review of the same node for the same lease is refused in words, nothing stored', async () => {
+    await page.goto(`${network.appUrl}/leases/2`);
+    const form = page.getByRole('form', { name: 'Review lease 2' });
+    await form.getByLabel(/^Its node/).check();
+    await form.getByLabel('1 star', { exact: true }).check();
+    await form.getByRole('button', { name: 'Sign and publish review' }).click();
+    await form
+      .getByRole('alert')
+      .filter({ hasText: 'You have already reviewed its node for lease 2: each lease gets one review of its node and one of its template.' })
+      .waitFor();
+    assert.deepEqual((await api(network, `/nodes/${network.nodeId}`)).body.rating, { count: 1, stars: 4, mean_hundredths: 400 });
+  });
+
+  test('the tenant reviews the template the lease deployed: shown on the template’s page', async () => {
+    await page.goto(`${network.appUrl}/leases/2`);
+    const form = page.getByRole('form', { name: 'Review lease 2' });
+    await form.getByLabel(/^Its template/).check();
+    await form.getByLabel('5 stars').check();
+    await form.getByRole('button', { name: 'Sign and publish review' }).click();
+    await form.getByRole('status').filter({ hasText: 'Your review of the template of lease 2 is published.' }).waitFor();
+    const seed = (await api(network, '/templates/postgresql')).body;
+    assert.deepEqual(seed.rating, { count: 1, stars: 5, mean_hundredths: 500 });
+    await page.goto(`${network.appUrl}/templates/postgresql`);
+    await page.getByTestId('rating').getByText('5.00 stars from 1 review').waitFor();
+    await page.getByTestId('reviews').getByText('5 of 5 stars').waitFor();
+    // Lease 1 deployed no template: only its node is offered for review, on its VM's page too.
+    await page.goto(`${network.appUrl}/vms/${vmId}`);
+    await page.getByRole('form', { name: 'Review lease 1' }).getByLabel(/^Its node/).waitFor();
+    assert.equal(await page.getByRole('form', { name: 'Review lease 1' }).getByLabel(/^Its template/).count(), 0);
+  });
+
   test('the VM page and the account page: no serious accessibility violation, and they fit 375 px', async () => {
+    await checkPage(page, network.appUrl, '/leases/2', 'Lease 2', assert);
+    await checkPage(page, network.appUrl, `/nodes/${network.nodeId}`, 'Node', assert);
+    await checkPage(page, network.appUrl, '/templates/postgresql', 'PostgreSQL', assert);
     await checkPage(page, network.appUrl, `/vms/${vmId}`, `VM ${vmId}`, assert);
+    await checkPage(page, network.appUrl, `/vms/${templateVmId}`, `VM ${templateVmId}`, assert);
     await checkPage(page, network.appUrl, '/account', 'Account', assert);
   });
 
@@ -218,5 +327,42 @@ describe('VM page: access, password, console, controls', () => {
       const vm = await api(network, `/vms/${vmId}`, token);
       return vm.status === 200 && vm.body.state !== 'running' && vm.body.state;
     });
+  });
+
+  test('lets the scheduler choose: its plan and why shown, then the lease opened on that node', async () => {
+    await page.getByRole('link', { name: 'Deploy' }).click();
+    await page.getByLabel('Node').selectOption('scheduler');
+    await page.getByLabel('Template').selectOption('');
+    await page.getByLabel('Funding (USDC)').fill('1');
+    await page.getByLabel(/^Burstable/).check();
+    const askPlan = () =>
+      fetch(`${network.apiUrl}/scheduler/plan`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ vcpus: 1, memory_gib: 1, disk_gib: 2, tier: 'burstable' }),
+      }).then((r) => r.json());
+    const why = page.getByTestId('plan-why');
+    await why.waitFor();
+    // The page shows the numbers of the orchestrator's plan (asked again until both agree, since
+    // uptime and free compute move with heartbeats).
+    const plan = await eventually('the page explains the scheduler’s plan', async () => {
+      const plan = await askPlan();
+      const words = (await why.innerText()).replace(/\s+/g, ' ');
+      const uptime = plan.why.uptime_bps == null ? 'not measured yet' : `${(plan.why.uptime_bps / 100).toFixed(2)}%`;
+      assert.match(words, /^Why: of 1 node considered, 1 fits this VM; /);
+      assert.ok(words.includes(`best 30-day uptime (${uptime})`), words);
+      assert.ok(words.includes(`(${plan.why.free_compute_units_after} compute units after this VM)`), words);
+      return plan;
+    });
+    assert.equal(plan.node_id, network.nodeId, 'the only node of the network fits');
+    assert.deepEqual([plan.why.considered, plan.why.fitting], [1, 1]);
+    await eventually('the quote shows', async () => (await page.getByTestId('rate').count()) === 1);
+    await page.getByRole('button', { name: 'Review lease' }).click();
+    await confirmTx(page, 'Open a lease');
+    await page.getByRole('heading', { level: 1, name: 'Lease 3' }).waitFor();
+    const lease = await chain.lease(3);
+    assert.equal(lease.nodeId, plan.node_id, 'the lease is on the node the scheduler chose');
+    assert.equal(lease.tenant, tenant.address);
+    assert.equal(lease.funded, 1n * USDC);
   });
 });

@@ -71,6 +71,8 @@ export interface NodeListing {
   prices: NodePrices;
   reputation: { online: boolean; uptime_bps: number | null; vms_hosted: number; vms_completed: number; last_heartbeat: number | null };
   free: { compute_units: number; memory_gib: number; disk_gib: number; gpus: number };
+  /** The aggregate of its tenants' reviews. */
+  rating?: RatingSummary;
   [key: string]: unknown;
 }
 
@@ -127,10 +129,32 @@ export interface VmAccess {
   ssh_command: string | null;
 }
 
-/** `GET /vms/{id}`: the VM and how to reach it; `services` when the orchestrator reports readiness. */
+/** One service check of a VM (`readiness.services[]` of `GET /vms/{id}`), as its node last ran it. */
+export interface ServiceReadiness {
+  /** What is checked, in words (`tcp :5432`, `https :443/ expects 401`). */
+  check: string;
+  /** The check itself (`{ kind: 'tcp', port }`, …). */
+  probe: { kind: string; [key: string]: unknown };
+  state: 'ready' | 'not_ready';
+  /** When the node last ran it, unix seconds; absent until it has. */
+  checked_at?: number | null;
+  /** Why it is not ready, when it is not. */
+  detail?: string | null;
+}
+
+/** `readiness` of `GET /vms/{id}`: the VM's services as its node last reported them. */
+export interface VmReadiness {
+  /** Whether the VM runs and every check passed; absent until the node reports the VM. */
+  ready?: boolean | null;
+  /** When that report arrived, unix seconds (the orchestrator's clock). */
+  reported_at?: number | null;
+  services: ServiceReadiness[];
+}
+
+/** `GET /vms/{id}`: the VM, how to reach it and its services' readiness. */
 export interface VmDetail extends VmRecord {
   access?: VmAccess;
-  services?: unknown;
+  readiness?: VmReadiness;
 }
 
 /** `GET /vms/{id}/credentials`: the passwords sealed to the tenant's key. */
@@ -147,4 +171,33 @@ export interface Profile {
   ssh_keys: string[];
   sealing_key: string | null;
   ports: PortSpec[];
+}
+
+/** `rating` of a node listing or a template: the aggregate of its reviews. */
+export interface RatingSummary {
+  count: number;
+  stars: number;
+  /** The mean in hundredths of a star (450 = 4.5 stars); absent without reviews. */
+  mean_hundredths?: number | null;
+}
+
+export type ReviewSubject = 'node' | 'template';
+
+/** A review as its tenant signed it (EIP-712) and anyone can verify it. */
+export interface SignedReview {
+  lease_id: string;
+  subject: ReviewSubject;
+  rating: number;
+  text: string;
+  chain_id: number;
+  escrow: string;
+  signature: string;
+  reviewer: string;
+}
+
+/** `GET /reviews?node=…|template=…`: an accepted review, newest first. */
+export interface ReviewView extends SignedReview {
+  /** The node id, or the template's on-chain id. */
+  target: string;
+  created_at: number;
 }

@@ -50,3 +50,8 @@ export function formatDuration(seconds: number): string {
   }
   return parts.join(' ');
 }
+
+/** A unix time in seconds as `2026-12-04 02:40:12 UTC`: the same for every reader. */
+export function formatUnixTime(seconds: number): string {
+  return `${new Date(seconds * 1000).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}

@@ -2,11 +2,12 @@ import { useState } from 'react';
 import { type Abi, parseEventLogs } from 'viem';
 import { useAccount, useReadContract } from 'wagmi';
 import { templateMarketAbi } from '../abi/generated';
-import { apiFetch } from '../lib/api';
+import { ApiError, apiFetch } from '../lib/api';
 import { useAppConfig } from '../lib/appConfig';
 import { explainError } from '../lib/errors';
 import { formatUsdc, parseUsdc } from '../lib/format';
 import { INDEXER_PAGE, useIndexer } from '../lib/indexer';
+import { useSession } from '../lib/session';
 import { TxPanel, useTx } from '../lib/tx';
 
 /** The validator's verdict (`POST /templates/validate`). */
@@ -19,6 +20,15 @@ interface Verdict {
   cid: string;
   content: string;
   metadata: string;
+}
+
+/** `POST /templates/drafts`: the bundle stored in the orchestrator's content store under its CID. */
+interface DraftView {
+  cid: string;
+  author: string;
+  slug: string;
+  name: string;
+  created_at: number;
 }
 
 interface AuthoredTemplate {
@@ -64,6 +74,10 @@ function BundleForm({ templateId, onDone }: { templateId?: string; onDone?: () =
   const [checking, setChecking] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [created, setCreated] = useState<string | null>(null);
+  const { session } = useSession();
+  const [storing, setStoring] = useState(false);
+  const [stored, setStored] = useState<string | null>(null);
+  const [armed, setArmed] = useState<string | null>(null);
   const tx = useTx((receipt) => {
     const [event] = parseEventLogs({ abi: templateMarketAbi, logs: receipt.logs, eventName: 'TemplatePublished' });
     if (event) setCreated(event.args.templateId.toString());
@@ -73,6 +87,8 @@ function BundleForm({ templateId, onDone }: { templateId?: string; onDone?: () =
 
   async function read(file: File | undefined, set: (text: string | null) => void) {
     setVerdict(null);
+    setStored(null);
+    setArmed(null);
     tx.cancel();
     set(file ? await file.text() : null);
   }
@@ -81,6 +97,8 @@ function BundleForm({ templateId, onDone }: { templateId?: string; onDone?: () =
     e.preventDefault();
     setError(null);
     setVerdict(null);
+    setStored(null);
+    setArmed(null);
     tx.cancel();
     const body = published !== null ? { content: published } : manifest !== null && userData !== null ? { manifest, user_data: userData } : null;
     if (!body) return setError('Choose template.toml and user-data, or a published bundle file.');
@@ -94,11 +112,58 @@ function BundleForm({ templateId, onDone }: { templateId?: string; onDone?: () =
     }
   }
 
+  /**
+   * Stores the checked bundle as the author's draft: the orchestrator keeps it in its content
+   * store under its CID, which is how nodes get a published template's bundle. Storing the same
+   * bundle again changes nothing. Returns whether it is stored.
+   */
+  async function storeDraft(): Promise<boolean> {
+    if (!verdict?.valid) return false;
+    if (stored === verdict.cid) return true;
+    if (!session) {
+      setError('Sign in on the Account page first: the orchestrator stores the bundle for your session, so that nodes can fetch it by its content id.');
+      return false;
+    }
+    setStoring(true);
+    try {
+      const draft = await apiFetch<DraftView>(config.apiUrl, '/templates/drafts', { method: 'POST', body: verdict.content, token: session.token });
+      if (draft.cid !== verdict.cid) {
+        setError(`The orchestrator stored the bundle as ${draft.cid}, not the ${verdict.cid} the validator named: check the bundle again before publishing.`);
+        return false;
+      }
+      setStored(draft.cid);
+      return true;
+    } catch (e) {
+      setError(e instanceof ApiError && e.status === 401 ? 'Your session has ended: sign in again on the Account page.' : `The bundle was not stored: ${explainError(e)}`);
+      return false;
+    } finally {
+      setStoring(false);
+    }
+  }
+
+  async function testDeploy() {
+    setError(null);
+    setArmed(null);
+    if (!verdict?.valid || !(await storeDraft())) return;
+    try {
+      const answer = await apiFetch<{ cid: string; next: string }>(config.apiUrl, `/templates/drafts/${encodeURIComponent(verdict.cid)}/test`, {
+        method: 'POST',
+        token: session?.token,
+      });
+      setArmed(`Draft ${answer.cid} is armed: ${answer.next}.`);
+    } catch (e) {
+      setError(`The draft cannot be test-deployed: ${explainError(e)}`);
+    }
+  }
+
   async function review() {
     setError(null);
     const parsed = parseUsdc(price);
     if ('error' in parsed) return setError(`Price: ${parsed.error}`);
     if (!verdict?.valid) return;
+    // Published content nobody can fetch would leave the template undeployable: the bundle is
+    // stored first, and nothing is signed unless that worked.
+    if (!(await storeDraft())) return;
     await tx.prepare(
       templateId
         ? {
@@ -161,17 +226,34 @@ function BundleForm({ templateId, onDone }: { templateId?: string; onDone?: () =
                 <strong>Passes the validator:</strong> {verdict.name} ({verdict.slug}, {verdict.category})
               </p>
               <p>
-                Content id <span className="mono" data-testid={`verdict-cid${suffix}`}>{verdict.cid}</span>.{' '}
+                Content id <span className="mono" data-testid={`verdict-cid${suffix}`}>{verdict.cid}</span>. Before anything is signed, the
+                bundle is stored as your draft in the orchestrator’s content store, from which nodes fetch it by this id.{' '}
                 {download && (
                   <a href={download} download={`${verdict.slug}.bundle.json`}>
                     Download the bundle
                   </a>
                 )}{' '}
-                to pin it under this id (e.g. <code>ipfs add --cid-version=1</code>): nodes fetch it by its id.
+                to pin it elsewhere too (e.g. <code>ipfs add --cid-version=1</code>).
               </p>
-              <button type="button" onClick={() => void review()} disabled={tx.phase === 'simulating' || tx.phase === 'sending'}>
-                {templateId ? 'Review update' : 'Review publication'}
-              </button>
+              {stored === verdict.cid && (
+                <p className="ok" role="status" data-testid={`draft-stored${suffix}`}>
+                  Stored as your draft {stored}.
+                </p>
+              )}
+              {armed && (
+                <p role="status" data-testid={`draft-armed${suffix}`}>
+                  {armed}
+                </p>
+              )}
+              <div className="row">
+                <button type="button" className="secondary" onClick={() => void testDeploy()} disabled={storing}>
+                  Test-deploy this draft
+                </button>
+                <button type="button" onClick={() => void review()} disabled={storing || tx.phase === 'simulating' || tx.phase === 'sending'}>
+                  {templateId ? 'Review update' : 'Review publication'}
+                </button>
+              </div>
+              <p className="muted">Test-deploy: your next lease opened without a template runs this draft, before anyone else can deploy it.</p>
             </>
           ) : (
             <>

@@ -16,9 +16,17 @@ import { TxPanel, useTx } from '../lib/tx';
 
 const SCHEDULER = 'scheduler';
 
+/** `POST /scheduler/plan`: where the VM goes, and why that node (`why`, compared in this order). */
 interface Placement {
   node_id: string;
   price_per_hour: number;
+  compute_units: number;
+  why: {
+    uptime_bps?: number | null;
+    free_compute_units_after: number;
+    considered: number;
+    fitting: number;
+  };
 }
 
 export function DeployPage() {
@@ -184,7 +192,7 @@ export function DeployPage() {
         </fieldset>
         <div className="review" aria-live="polite" data-testid="quote">
           {node === SCHEDULER && plan.error && <p className="error">No node fits: {explainError(plan.error)}</p>}
-          {node === SCHEDULER && plan.data && <p>The scheduler chose node {shortHex(plan.data.node_id)}.</p>}
+          {node === SCHEDULER && plan.data && <PlanWhy plan={plan.data} />}
           {quote.error && <p className="error">{explainError(quote.error)}</p>}
           {rate !== undefined && (
             <>
@@ -212,5 +220,24 @@ export function DeployPage() {
         <TxPanel tx={tx} />
       </form>
     </>
+  );
+}
+
+/**
+ * The scheduler's choice in words. It prefers the lowest price, then the highest uptime, then
+ * the most compute left free: the numbers shown are the ones it compared.
+ */
+function PlanWhy({ plan }: { plan: Placement }) {
+  const { why } = plan;
+  const uptime = why.uptime_bps == null ? 'not measured yet' : `${(why.uptime_bps / 100).toFixed(2)}%`;
+  return (
+    <div data-testid="plan">
+      <p>The scheduler chose node {shortHex(plan.node_id)}.</p>
+      <p className="muted" data-testid="plan-why">
+        Why: of {why.considered} node{why.considered === 1 ? '' : 's'} considered, {why.fitting} fit{why.fitting === 1 ? 's' : ''} this VM; this one
+        asks the lowest price ({formatUsdc(plan.price_per_hour)} per hour), then has the best 30-day uptime ({uptime}), then keeps the most
+        compute free ({why.free_compute_units_after} compute units after this VM).
+      </p>
+    </div>
   );
 }

@@ -3,6 +3,7 @@ import { Link, useParams } from 'react-router-dom';
 import type { Abi } from 'viem';
 import { useReadContract } from 'wagmi';
 import { leaseEscrowAbi } from '../abi/generated';
+import { ReviewForm } from '../components/Reviews';
 import type { LeaseRecord, VmRecord } from '../lib/api';
 import { useAppConfig } from '../lib/appConfig';
 import { formatDuration, formatUsdc, parseUsdc, shortHex } from '../lib/format';
@@ -56,6 +57,7 @@ export function LeasePage() {
           <p className="muted">The orchestrator has not placed a VM for this lease yet.</p>
         )}
       </section>
+      <ReviewForm leaseId={id} />
     </>
   );
 }

@@ -1,6 +1,7 @@
 import { useState } from 'react';
 import { Link, useParams } from 'react-router-dom';
-import type { NodeListing, NodeSearchResponse, TemplateRecord } from '../lib/api';
+import { Rating, ReviewList } from '../components/Reviews';
+import type { NodeListing, NodeSearchResponse, RatingSummary, TemplateRecord } from '../lib/api';
 import { formatUsdc, parseUsdc, shortHex } from '../lib/format';
 import { useApi } from '../lib/queries';
 import { TableWrap } from '../components/TableWrap';
@@ -230,10 +231,17 @@ export function NodePage() {
                 <dt>Operator</dt>
                 <dd className="mono">{n.operator}</dd>
               </div>
+              <div className="kv">
+                <dt>Tenants’ rating</dt>
+                <dd>
+                  <Rating rating={n.rating} />
+                </dd>
+              </div>
             </dl>
           </section>
         </div>
       )}
+      {n && <ReviewList node={n.node_id} />}
     </>
   );
 }
@@ -344,9 +352,16 @@ export function TemplatePage() {
                 <dd className={k === 'Content id' ? 'mono' : undefined}>{String(v)}</dd>
               </div>
             ))}
+            <div className="kv">
+              <dt>Tenants’ rating</dt>
+              <dd>
+                <Rating rating={t.rating as RatingSummary | undefined} />
+              </dd>
+            </div>
           </dl>
         </section>
       )}
+      {t && t.template_id != null && <ReviewList template={String(t.template_id)} />}
     </>
   );
 }

@@ -5,11 +5,13 @@ import type { Abi } from 'viem';
 import { useReadContract } from 'wagmi';
 import { leaseEscrowAbi } from '../abi/generated';
 import { HostingActions } from '../components/HostingActions';
+import { ReviewForm } from '../components/Reviews';
 import { TableWrap } from '../components/TableWrap';
-import { apiFetch, type SealedCredentials, type VmAccess, type VmDetail } from '../lib/api';
+import { apiFetch, type SealedCredentials, type VmAccess, type VmDetail, type VmReadiness } from '../lib/api';
 import { useAppConfig } from '../lib/appConfig';
 import type { Credentials } from '../lib/credentials';
 import { explainError } from '../lib/errors';
+import { formatUnixTime } from '../lib/format';
 import { useApi } from '../lib/queries';
 import { useSealingKey } from '../lib/sealing';
 import { useSession } from '../lib/session';
@@ -41,7 +43,7 @@ export function VmPage() {
               <Link to={`/leases/${vm.data.lease_id}`}>Lease {String(vm.data.lease_id)}</Link>
             </p>
             <Controls vm={vm.data} />
-            <Readiness services={vm.data.services} />
+            <Readiness readiness={vm.data.readiness} />
           </section>
           {vm.data.access && <Access vmId={vm.data.vm_id} access={vm.data.access} />}
           {vm.data.access?.has_credentials && <Password vmId={vm.data.vm_id} />}
@@ -49,6 +51,7 @@ export function VmPage() {
             <Console vmId={vm.data.vm_id} />
           </Suspense>
           <CloseLease leaseId={String(vm.data.lease_id)} />
+          <ReviewForm leaseId={String(vm.data.lease_id)} />
           <HostingActions vmId={vm.data.vm_id} />
           <section className="card" aria-labelledby="fields-heading">
             <h2 id="fields-heading">Everything the orchestrator reports</h2>
@@ -119,26 +122,40 @@ function Controls({ vm }: { vm: VmDetail }) {
   );
 }
 
-/** Per-service readiness, when the orchestrator reports it (`services`): shown as it comes. */
-function Readiness({ services }: { services: unknown }) {
-  if (!Array.isArray(services) || services.length === 0) return null;
+/** Each service check of the VM's template: what is checked, how its last run went, when, and why not. */
+function Readiness({ readiness }: { readiness?: VmReadiness }) {
+  if (!readiness || readiness.services.length === 0) return null;
+  const overall =
+    readiness.ready === true ? 'every service is ready' : readiness.ready === false ? 'not every service is ready yet' : 'the node has not reported it yet';
   return (
     <div data-testid="readiness">
-      <h2>Services</h2>
-      <ul>
-        {services.map((s, i) => {
-          const item = (s ?? {}) as Record<string, unknown>;
-          const name = String(item.name ?? item.service ?? item.port ?? `service ${i + 1}`);
-          const ready = item.ready === true || item.state === 'ready' || item.status === 'ready';
-          const detail = item.detail ?? item.reason ?? item.message;
-          return (
-            <li key={`${name}-${i}`}>
-              <strong>{name}</strong>: <span className={ready ? 'ok' : 'muted'}>{ready ? 'ready' : String(item.state ?? item.status ?? 'not ready')}</span>
-              {detail !== undefined && detail !== null && <span className="muted"> · {String(detail)}</span>}
-            </li>
-          );
-        })}
-      </ul>
+      <h2 id="readiness-heading">Services</h2>
+      <p>
+        Readiness: <strong data-testid="readiness-overall">{overall}</strong>
+        {readiness.reported_at ? <span className="muted"> · reported {formatUnixTime(readiness.reported_at)}</span> : null}
+      </p>
+      <TableWrap label="Service checks">
+        <table data-testid="readiness-services" aria-labelledby="readiness-heading">
+          <thead>
+            <tr>
+              <th scope="col">Check</th>
+              <th scope="col">State</th>
+              <th scope="col">Last checked</th>
+              <th scope="col">Why not ready</th>
+            </tr>
+          </thead>
+          <tbody>
+            {readiness.services.map((s, i) => (
+              <tr key={`${s.check}-${i}`}>
+                <td className="mono">{s.check}</td>
+                <td className={s.state === 'ready' ? 'ok' : 'error'}>{s.state === 'ready' ? 'ready' : 'not ready'}</td>
+                <td>{s.checked_at ? formatUnixTime(s.checked_at) : 'not yet'}</td>
+                <td>{s.state === 'ready' ? '—' : (s.detail ?? 'no reason given')}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </TableWrap>
     </div>
   );
 }

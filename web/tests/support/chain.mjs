@@ -69,3 +69,36 @@ export async function eventually(what, check, timeoutMs = 30_000) {
     await new Promise((r) => setTimeout(r, 250));
   }
 }
+
+/**
+ * Signs in to the orchestrator as `privateKey` (SIWE, as the app does, for the app's origin) from
+ * the test process: for a party of a journey who does not use the browser. Returns the token.
+ */
+export async function sessionOf(network, privateKey) {
+  const { privateKeyToAccount } = await import('viem/accounts');
+  const { createSiweMessage } = await import('viem/siwe');
+  const account = privateKeyToAccount(privateKey);
+  const post = async (path, body) => {
+    const response = await fetch(`${network.apiUrl}${path}`, {
+      method: 'POST',
+      headers: body ? { 'content-type': 'application/json' } : {},
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    if (!response.ok) throw new Error(`${path} answered ${response.status}: ${await response.text()}`);
+    return response.json();
+  };
+  const nonce = await post('/auth/nonce');
+  const app = new URL(network.appUrl);
+  const message = createSiweMessage({
+    domain: app.host,
+    address: account.address,
+    uri: app.origin,
+    version: '1',
+    chainId: 31337,
+    nonce: nonce.nonce,
+    issuedAt: new Date(nonce.issued_at * 1000),
+    expirationTime: new Date(nonce.expires_at * 1000),
+  });
+  const signature = await account.signMessage({ message });
+  return (await post('/auth/verify', { message, signature })).token;
+}
