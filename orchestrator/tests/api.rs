@@ -704,7 +704,7 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
         .await
         .unwrap();
     t.store
-        .insert_vm(&vm("vm-a", alice.address(), &n.node_id))
+        .insert_vm(&vm("vm-1", alice.address(), &n.node_id))
         .await
         .unwrap();
 
@@ -729,10 +729,10 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
     );
     assert_eq!(
         get("/api/v1/vms".into(), &a_token).await.body[0]["vm_id"],
-        "vm-a"
+        "vm-1"
     );
     assert_eq!(
-        get("/api/v1/vms/vm-a".into(), &a_token).await.status,
+        get("/api/v1/vms/vm-1".into(), &a_token).await.status,
         StatusCode::OK
     );
     assert_eq!(
@@ -740,7 +740,7 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
         n.node_id.as_str()
     );
     let mine = get(format!("/api/v1/operator/nodes/{}", n.node_id), &a_token).await;
-    assert_eq!(mine.body["vms"][0]["vm_id"], "vm-a", "{}", mine.text);
+    assert_eq!(mine.body["vms"][0]["vm_id"], "vm-1", "{}", mine.text);
     assert_eq!(mine.body["node"]["used"]["memory_gib"], 4);
 
     // Bob sees none of it and cannot read it by id.
@@ -756,7 +756,7 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
         "forbidden",
     );
     assert_error(
-        &get("/api/v1/vms/vm-a".into(), &b_token).await,
+        &get("/api/v1/vms/vm-1".into(), &b_token).await,
         StatusCode::FORBIDDEN,
         "forbidden",
     );
@@ -765,11 +765,28 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
         StatusCode::FORBIDDEN,
         "forbidden",
     );
-    // Unknown ids are 404, malformed node ids 400.
+    // Unknown ids are 404; malformed ids are 400 and name the kind of id.
     assert_error(
-        &get("/api/v1/vms/nope".into(), &a_token).await,
+        &get("/api/v1/vms/vm-999".into(), &a_token).await,
         StatusCode::NOT_FOUND,
         "not_found",
+    );
+    for malformed in ["nope", "vm-", "vm-x", "999"] {
+        assert_error(
+            &get(format!("/api/v1/vms/{malformed}"), &a_token).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_vm_id",
+        );
+        assert_error(
+            &get(format!("/api/v1/vms/{malformed}/credentials"), &a_token).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_vm_id",
+        );
+    }
+    assert_error(
+        &get("/api/v1/leases/0x1".into(), &a_token).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_lease_id",
     );
     assert_error(
         &get("/api/v1/leases/999".into(), &a_token).await,

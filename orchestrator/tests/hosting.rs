@@ -216,6 +216,18 @@ async fn hosting_endpoints_attest_what_tenants_ask_about_their_own_services() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = call(
+        &router,
+        Method::POST,
+        "/api/v1/hosting/services/service-1/attest",
+        None,
+        Some(&a),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_vm_id"))
+    );
     assert_eq!(
         store.attestation_count().await.unwrap(),
         0,
