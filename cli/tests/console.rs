@@ -33,7 +33,8 @@ use decloud_sdk::{
     types::{LeaseStatus, VmState},
 };
 
-const VM: &str = "vm-cli-console";
+// A VM id (`vm-<lease id>`) no other test uses: its libvirt domain lives on the shared libvirtd.
+const VM: &str = "vm-7103";
 /// Generous for an emulated boot on a shared two-core machine; a bound, not a measurement.
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -335,13 +336,23 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
         stderr.contains("403") && stderr.contains("belongs to another address"),
         "{stderr}"
     );
-    let unknown = console_command(alice_home.path(), &base, "vm-nope")
+    let unknown = console_command(alice_home.path(), &base, "vm-999")
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(
         !unknown.status.success() && stderr.contains("404") && stderr.contains("vm not found"),
+        "{stderr}"
+    );
+    // A malformed id is refused by the CLI itself, before any request.
+    let malformed = console_command(alice_home.path(), &base, "vm-nope")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&malformed.stderr);
+    assert!(
+        !malformed.status.success() && stderr.contains("invalid vm id \"vm-nope\""),
         "{stderr}"
     );
     assert!(agent.consoles().attached().is_empty());
