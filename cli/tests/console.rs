@@ -204,7 +204,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
     )
     .unwrap();
     let (identity, _) = Identity::load_or_create(&agent_config).unwrap();
-    let node_id = format!("{:#x}", identity.node_id);
+    let node_id = decloud_sdk::NodeId::from(identity.node_id);
     let node_key = identity.address();
     let agent = Agent::open(
         agent_config,
@@ -229,7 +229,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
     let bob = PrivateKeySigner::random().address();
     store
         .upsert_node(&NodeRecord {
-            node_id: node_id.clone(),
+            node_id,
             operator: format!("{operator:#x}"),
             node_key: format!("{node_key:#x}"),
             status: NodeStatus::Active,
@@ -253,7 +253,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
         .upsert_lease(&LeaseRecord {
             lease_id: "1".into(),
             tenant: format!("{alice:#x}"),
-            node_id: node_id.clone(),
+            node_id,
             status: LeaseStatus::Active,
             tier: QualityTier::Dedicated,
             vcpus: 1,
@@ -270,7 +270,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
             vm_id: VM.into(),
             lease_id: "1".into(),
             tenant: format!("{alice:#x}"),
-            node_id: node_id.clone(),
+            node_id,
             state: VmState::Running,
             tier: QualityTier::Dedicated,
             vcpus: 1,
@@ -321,7 +321,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
         link_stopped,
     ));
     eventually("the agent to connect", async || {
-        state.agents().consoles().is_linked(&node_id)
+        state.agents().consoles().is_linked(&node_id.to_string())
     })
     .await;
 

@@ -175,7 +175,7 @@ async fn the_tenant_types_into_its_vms_console_and_no_one_else_can() {
 
     // The link carried heartbeats all along.
     assert!(
-        node.store.liveness(&node.node_id).await.unwrap().is_some(),
+        node.store.liveness(node.node_id).await.unwrap().is_some(),
         "heartbeats were booked"
     );
     node.shutdown().await;

@@ -33,7 +33,7 @@ async fn network_nodes(State(state): State<AppState>) -> Result<Json<Vec<Network
                     bandwidth_mbps: n.bandwidth_mbps,
                     compute_points: n.compute_points,
                 },
-                node_id: n.node_id,
+                node_id: n.node_id.to_string(),
                 operator: n.operator,
                 region: n.region,
                 status: n.status,

@@ -27,7 +27,8 @@ async fn listings(store: &Store, now: i64) -> Result<Vec<NodeListing>, ApiError>
         .into_iter()
         .map(|n| {
             let description = descriptions.remove(&n.node_id).unwrap_or_default();
-            let rating = ratings.remove(&n.node_id).unwrap_or_default();
+            // Ratings are keyed by subject text (node or template id).
+            let rating = ratings.remove(&n.node_id.to_string()).unwrap_or_default();
             let rep = reputations
                 .remove(&n.node_id)
                 .unwrap_or_else(|| Reputation {
@@ -72,8 +73,6 @@ async fn featured_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeLi
 }
 
 pub(super) async fn node_listing(store: &Store, node_id: NodeId) -> Result<NodeListing, ApiError> {
-    // The store keys nodes by the canonical text form.
-    let node_id = &node_id.to_string();
     let node = store
         .node(node_id)
         .await?
@@ -82,18 +81,18 @@ pub(super) async fn node_listing(store: &Store, node_id: NodeId) -> Result<NodeL
     let used = store
         .usage_by_node()
         .await?
-        .get(node_id)
+        .get(&node_id)
         .copied()
         .unwrap_or_default();
     let description = store
         .node_descriptions()
         .await?
-        .remove(node_id)
+        .remove(&node_id)
         .unwrap_or_default();
     let rating = store
         .ratings(ReviewSubject::Node)
         .await?
-        .remove(node_id)
+        .remove(&node_id.to_string())
         .unwrap_or_default();
     Ok(NodeListing {
         description,

@@ -18,7 +18,7 @@ async fn my_nodes(
     let usage = store.usage_by_node().await?;
     let mut out = Vec::new();
     for node in store.nodes_of_operator(&session.address).await? {
-        let rep = store.reputation(&node.node_id, now).await?;
+        let rep = store.reputation(node.node_id, now).await?;
         let used = usage.get(&node.node_id).copied().unwrap_or_default();
         out.push(crate::marketplace::listing(node, rep, used));
     }
@@ -40,7 +40,7 @@ async fn my_node(
     if node.node.operator != session.address {
         return Err(ApiError::forbidden("node"));
     }
-    let vms = state.inner.store.vms_on_node(&node_id.to_string()).await?;
+    let vms = state.inner.store.vms_on_node(node_id).await?;
     Ok(Json(OperatorNode { node, vms }))
 }
 

@@ -75,7 +75,7 @@ async fn my_vm(
 }
 
 async fn detail(state: &AppState, vm: VmRecord) -> Result<VmDetail, ApiError> {
-    let mut access = state.inner.store.vm_access(&vm.vm_id, &vm.node_id).await?;
+    let mut access = state.inner.store.vm_access(&vm.vm_id, vm.node_id).await?;
     access.ssh_command = access::ssh_command(&access);
     let readiness = state.inner.store.vm_readiness(&vm.vm_id).await?;
     Ok(VmDetail {
