@@ -321,7 +321,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
         link_stopped,
     ));
     eventually("the agent to connect", async || {
-        state.agents().consoles().is_linked(&node_id.to_string())
+        state.agents().consoles().is_linked(node_id)
     })
     .await;
 

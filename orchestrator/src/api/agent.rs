@@ -309,7 +309,7 @@ async fn session(
     let mut last_frame = Instant::now();
     let mut points = None;
     // Console frames for this connection; sessions over it end with it (the guard).
-    let (_console_link, mut console_frames) = hub.consoles().attach_link(&node_id.to_string());
+    let (_console_link, mut console_frames) = hub.consoles().attach_link(node_id);
     loop {
         tokio::select! {
             Some(frame) = console_frames.recv() => send(socket, &frame).await?,
@@ -338,8 +338,8 @@ async fn session(
                             AckRecorded::Unknown => tracing::warn!(target: "orchestrator::agent", %node_id, command_id = %ack.command_id, "acknowledgement of an unknown command"),
                         }
                     }
-                    Ok(AgentMessage::ConsoleOutput { session, data }) => hub.consoles().output(&node_id.to_string(), &session, data.to_vec()),
-                    Ok(AgentMessage::ConsoleClosed { session, reason }) => hub.consoles().closed(&node_id.to_string(), &session, reason),
+                    Ok(AgentMessage::ConsoleOutput { session, data }) => hub.consoles().output(node_id, &session, data.to_vec()),
+                    Ok(AgentMessage::ConsoleClosed { session, reason }) => hub.consoles().closed(node_id, &session, reason),
                     Ok(AgentMessage::Hello(_) | AgentMessage::Auth(_)) => return Err("already authenticated".into()),
                     Err(e) => return Err(format!("malformed frame: {e}")),
                 }

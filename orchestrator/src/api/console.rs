@@ -100,7 +100,7 @@ async fn console(
     })?;
     let relay = state.agents().consoles().clone();
     let console = relay
-        .open(&vm.node_id.to_string(), &vm_id)
+        .open(vm.node_id, &vm_id)
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "node_unreachable", e.to_string()))?;
     tracing::info!(target: "orchestrator::console", vm = %vm_id, node = %vm.node_id, tenant = %session.address, session = %console.id(), "console attached");
     Ok(ws

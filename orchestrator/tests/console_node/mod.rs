@@ -289,10 +289,7 @@ impl ConsoleNode {
         ));
         self.link = Some((stop, link));
         let (relay, node_id) = (self.state.agents().consoles().clone(), self.node_id);
-        eventually("the agent to connect", async || {
-            relay.is_linked(&node_id.to_string())
-        })
-        .await;
+        eventually("the agent to connect", async || relay.is_linked(node_id)).await;
     }
 
     /// Stops the link and deletes the VM.
