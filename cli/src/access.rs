@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use decloud_sdk::{
+    VmId,
     agent_protocol::PortSpec,
     api::{Profile, ProfileUpdate, SealedCredentials, VmDetail, check_ports, parse_port_request},
     credentials::{SealingKey, parse_ssh_key},
@@ -69,8 +70,8 @@ pub(crate) struct SshKeyRemoveArgs {
 /// A VM.
 #[derive(Debug, Args)]
 pub(crate) struct VmIdArgs {
-    /// VM id.
-    pub(crate) vm: String,
+    /// VM id (`vm-<lease id>`); a malformed one is refused before anything is sent.
+    pub(crate) vm: VmId,
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
 }
@@ -306,9 +307,9 @@ pub(crate) async fn prepare_lease(
     Ok(())
 }
 
-fn vm_path(vm: &str, tail: &str) -> String {
-    let id: String = url::form_urlencoded::byte_serialize(vm.as_bytes()).collect();
-    format!("/vms/{id}{tail}")
+fn vm_path(vm: VmId, tail: &str) -> String {
+    // A parsed VM id is `vm-` and digits: nothing in it needs escaping in a path.
+    format!("/vms/{vm}{tail}")
 }
 
 /// `decloud vm credentials`: fetches the sealed password, derives the key with the wallet and
@@ -317,7 +318,7 @@ pub(crate) async fn vm_credentials(args: VmIdArgs) -> Result<(), CliError> {
     let (settings, session) = signed_in(&args.global)?;
     let sealed: SealedCredentials = call_api_as(
         reqwest::Client::new()
-            .get(endpoint(&settings, &vm_path(&args.vm, "/credentials")))
+            .get(endpoint(&settings, &vm_path(args.vm, "/credentials")))
             .bearer_auth(&session.token),
         "credentials",
     )
@@ -360,7 +361,7 @@ pub(crate) async fn vm_control(args: VmIdArgs, verb: &'static str) -> Result<(),
     let (settings, session) = signed_in(&args.global)?;
     let vm: VmDetail = call_api_as(
         reqwest::Client::new()
-            .post(endpoint(&settings, &vm_path(&args.vm, &format!("/{verb}"))))
+            .post(endpoint(&settings, &vm_path(args.vm, &format!("/{verb}"))))
             .bearer_auth(&session.token),
         "VM",
     )

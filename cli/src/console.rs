@@ -20,7 +20,7 @@ use crate::{
     context::{CliError, GlobalArgs, Settings},
     tenant::{current_session, endpoint},
 };
-use decloud_sdk::api::ErrorBody;
+use decloud_sdk::{VmId, api::ErrorBody};
 
 /// The detach key: `Ctrl-]`, as telnet and `virsh console` use.
 pub(crate) const DETACH: u8 = 0x1d;
@@ -30,8 +30,8 @@ pub(crate) const PIPE_QUIET: Duration = Duration::from_secs(1);
 /// `decloud vm console`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct VmConsoleArgs {
-    /// VM id.
-    pub(crate) vm: String,
+    /// VM id (`vm-<lease id>`); a malformed one is refused before anything is sent.
+    pub(crate) vm: VmId,
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
 }
@@ -40,8 +40,8 @@ pub(crate) struct VmConsoleArgs {
 pub(crate) async fn run(args: VmConsoleArgs) -> Result<(), CliError> {
     let settings = Settings::from_process(&args.global)?;
     let session = current_session(&settings)?;
-    let id: String = url::form_urlencoded::byte_serialize(args.vm.as_bytes()).collect();
-    let url = websocket_url(&endpoint(&settings, &format!("/vms/{id}/console")))?;
+    // A parsed VM id is `vm-` and digits: nothing in it needs escaping in a path.
+    let url = websocket_url(&endpoint(&settings, &format!("/vms/{}/console", args.vm)))?;
     let mut request = url
         .as_str()
         .into_client_request()

@@ -19,7 +19,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use url::Url;
 
 use decloud_sdk::{
-    Error, RevertError,
+    Error, RevertError, VmId,
     api::{
         ErrorBody, NodeSearchResponse, NonceResponse, Placement, PlacementRequest, SessionResponse,
         TemplateSearchResponse, VerifyRequest, VmDetail, VmRecord,
@@ -338,8 +338,8 @@ pub(crate) enum VmCommand {
 /// `decloud vm show`.
 #[derive(Debug, Args)]
 pub(crate) struct VmShowArgs {
-    /// VM id.
-    vm: String,
+    /// VM id (`vm-<lease id>`); a malformed one is refused before anything is sent.
+    vm: VmId,
     #[command(flatten)]
     global: GlobalArgs,
 }
@@ -1175,10 +1175,9 @@ async fn vm_list(global: GlobalArgs) -> Result<(), CliError> {
 async fn vm_show(args: VmShowArgs) -> Result<(), CliError> {
     let settings = Settings::from_process(&args.global)?;
     let session = current_session(&settings)?;
-    let id: String = url::form_urlencoded::byte_serialize(args.vm.as_bytes()).collect();
     let body: VmDetail = call_api_as(
         reqwest::Client::new()
-            .get(endpoint(&settings, &format!("/vms/{id}")))
+            .get(endpoint(&settings, &format!("/vms/{}", args.vm)))
             .bearer_auth(&session.token),
         "VM",
     )
@@ -1353,15 +1352,19 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match tenant(&["vm", "console", "vm-2"]) {
-            TenantCommand::Vm(VmCommand::Console(a)) => assert_eq!(a.vm, "vm-2"),
+            TenantCommand::Vm(VmCommand::Console(a)) => assert_eq!(a.vm.to_string(), "vm-2"),
             other => panic!("{other:?}"),
         }
         match tenant(&["vm", "show", "vm-1", "--orchestrator", "http://o:1"]) {
             TenantCommand::Vm(VmCommand::Show(a)) => {
-                assert_eq!(a.vm, "vm-1");
+                assert_eq!(a.vm, VmId::for_lease(1.into()));
                 assert_eq!(a.global.orchestrator.unwrap().as_str(), "http://o:1/");
             }
             other => panic!("{other:?}"),
+        }
+        for bad in ["17", "vm-x", "VM-1", "vm-0x1"] {
+            let err = parse(&["vm", "show", bad]).unwrap_err().to_string();
+            assert!(err.contains(&format!("invalid vm id {bad:?}")), "{err}");
         }
         assert!(
             parse(&["deposit", "1", "--private-key", "0x01"]).is_err(),

@@ -30,6 +30,7 @@ use decloud_orchestrator::{
     config::SiweConfig,
     lifecycle::{self, Workload},
 };
+use decloud_sdk::NodeId;
 use decloud_sdk::agent_protocol::{
     self, AckOutcome, BandwidthTier, CommandAction, PortForward, PortProtocol, PortSpec, Readiness,
     VmReport, VmState as AgentVmState,
@@ -134,7 +135,7 @@ async fn ok(cli: &Arc<Cli>, account: usize, args: &[&str]) -> Value {
 }
 
 /// Acknowledges a command as the node would, with the VM running and its forwards.
-async fn node_acks(store: &Store, node_id: &str, command_id: &str, forwards: Vec<PortForward>) {
+async fn node_acks(store: &Store, node_id: NodeId, command_id: &str, forwards: Vec<PortForward>) {
     let outcome = AckOutcome::Done {
         vm: Some(VmReport {
             id: "vm-1".into(),
@@ -173,7 +174,8 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
 
     let operator = cli.system.address(OPERATOR);
     let machine_id = agent_protocol::machine_id("access-machine");
-    let node_id = agent_protocol::node_id(machine_id, operator).to_string();
+    let node_id = NodeId::from(agent_protocol::node_id(machine_id, operator));
+    let node_text = node_id.to_string();
     ok(
         &cli,
         OPERATOR,
@@ -199,13 +201,12 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
     .await;
     eventually("the node in the store", || {
         let store = store.clone();
-        let node_id = node_id.clone();
-        async move { store.node(&node_id).await.unwrap().map(|_| ()) }
+        async move { store.node(node_id).await.unwrap().map(|_| ()) }
     })
     .await;
-    store.set_compute_points(&node_id, 800).await.unwrap();
+    store.set_compute_points(node_id, 800).await.unwrap();
     // The node is online: its agent's heartbeat, as the agent link books it.
-    store.record_heartbeat(&node_id, now()).await.unwrap();
+    store.record_heartbeat(node_id, now()).await.unwrap();
 
     let keys = tempfile::tempdir().unwrap();
     let good = keys.path().join("id_ed25519.pub");
@@ -218,7 +219,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
 
     // Bad keys and bad ports are refused before anything is saved or sent.
     let open = |extra: &[&str]| {
-        let mut args = vec!["lease", "open", "--node", &node_id, "--funding", "5"];
+        let mut args = vec!["lease", "open", "--node", &node_text, "--funding", "5"];
         args.extend_from_slice(extra);
         args.iter().map(|s| s.to_string()).collect::<Vec<String>>()
     };
@@ -270,13 +271,12 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
     };
     // The node's agent is connected and has reported (running nothing): placement waits for
     // that. The rest of the node's side is played through the store below.
-    let session = state.agents().open_session(&node_id);
+    let session = state.agents().open_session(node_id);
     state
         .agents()
         .record_report(&session, Vec::new(), decloud_orchestrator::clock::now());
     let create = eventually("the create command", || {
         let state = state.clone();
-        let node_id = node_id.clone();
         let workload = workload.clone();
         async move {
             lifecycle::drive(state.store(), state.agents(), &workload)
@@ -287,7 +287,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
             }
             state
                 .store()
-                .due_commands(&node_id, i64::MAX)
+                .due_commands(node_id, i64::MAX)
                 .await
                 .unwrap()
                 .into_iter()
@@ -325,13 +325,13 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         public: 40022,
         protocol: PortProtocol::Tcp,
     };
-    node_acks(&store, &node_id, &create.command_id, vec![ssh]).await;
+    node_acks(&store, node_id, &create.command_id, vec![ssh]).await;
     store
-        .record_node_address(&node_id, Some("203.0.113.9"), now())
+        .record_node_address(node_id, Some("203.0.113.9"), now())
         .await
         .unwrap();
     store
-        .record_vm_reported(&node_id, "vm-1", &["10.0.0.2".into()], &[ssh], now())
+        .record_vm_reported(node_id, "vm-1", &["10.0.0.2".into()], &[ssh], now())
         .await
         .unwrap();
 
@@ -399,7 +399,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
     // What the agent's heartbeat carries, booked as the agent link books it.
     assert!(
         store
-            .record_vm_readiness(&node_id, "vm-1", &checked, now())
+            .record_vm_readiness(node_id, "vm-1", &checked, now())
             .await
             .unwrap()
     );
@@ -436,7 +436,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
     assert!(
         !store
             .record_vm_readiness(
-                &format!("0x{}", "ab".repeat(32)),
+                alloy::primitives::B256::repeat_byte(0xab).into(),
                 "vm-1",
                 &Readiness {
                     ready: true,
@@ -479,7 +479,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
     let stopped = ok(&cli, TENANT, &["vm", "stop", "vm-1"]).await;
     assert_eq!(stopped["state"], "stopping");
     let queued: Vec<String> = store
-        .due_commands(&node_id, i64::MAX)
+        .due_commands(node_id, i64::MAX)
         .await
         .unwrap()
         .into_iter()

@@ -95,7 +95,7 @@ async fn verify_passes_untouched_attestations_and_names_every_tampering() {
             vm_id: "vm-1".into(),
             lease_id: "1".into(),
             tenant: "0x00000000000000000000000000000000000000aa".into(),
-            node_id: format!("0x{:064x}", 1),
+            node_id: alloy::primitives::B256::with_last_byte(1).into(),
             state: VmState::Pending,
             tier: QualityTier::Standard,
             vcpus: 2,

@@ -33,7 +33,8 @@ use decloud_sdk::{
     types::{LeaseStatus, VmState},
 };
 
-const VM: &str = "vm-cli-console";
+// A VM id (`vm-<lease id>`) no other test uses: its libvirt domain lives on the shared libvirtd.
+const VM: &str = "vm-7103";
 /// Generous for an emulated boot on a shared two-core machine; a bound, not a measurement.
 const WAIT: Duration = Duration::from_secs(180);
 
@@ -203,7 +204,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
     )
     .unwrap();
     let (identity, _) = Identity::load_or_create(&agent_config).unwrap();
-    let node_id = format!("{:#x}", identity.node_id);
+    let node_id = decloud_sdk::NodeId::from(identity.node_id);
     let node_key = identity.address();
     let agent = Agent::open(
         agent_config,
@@ -228,7 +229,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
     let bob = PrivateKeySigner::random().address();
     store
         .upsert_node(&NodeRecord {
-            node_id: node_id.clone(),
+            node_id,
             operator: format!("{operator:#x}"),
             node_key: format!("{node_key:#x}"),
             status: NodeStatus::Active,
@@ -252,7 +253,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
         .upsert_lease(&LeaseRecord {
             lease_id: "1".into(),
             tenant: format!("{alice:#x}"),
-            node_id: node_id.clone(),
+            node_id,
             status: LeaseStatus::Active,
             tier: QualityTier::Dedicated,
             vcpus: 1,
@@ -269,7 +270,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
             vm_id: VM.into(),
             lease_id: "1".into(),
             tenant: format!("{alice:#x}"),
-            node_id: node_id.clone(),
+            node_id,
             state: VmState::Running,
             tier: QualityTier::Dedicated,
             vcpus: 1,
@@ -320,7 +321,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
         link_stopped,
     ));
     eventually("the agent to connect", async || {
-        state.agents().consoles().is_linked(&node_id)
+        state.agents().consoles().is_linked(node_id)
     })
     .await;
 
@@ -335,13 +336,23 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
         stderr.contains("403") && stderr.contains("belongs to another address"),
         "{stderr}"
     );
-    let unknown = console_command(alice_home.path(), &base, "vm-nope")
+    let unknown = console_command(alice_home.path(), &base, "vm-999")
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(
         !unknown.status.success() && stderr.contains("404") && stderr.contains("vm not found"),
+        "{stderr}"
+    );
+    // A malformed id is refused by the CLI itself, before any request.
+    let malformed = console_command(alice_home.path(), &base, "vm-nope")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&malformed.stderr);
+    assert!(
+        !malformed.status.success() && stderr.contains("invalid vm id \"vm-nope\""),
         "{stderr}"
     );
     assert!(agent.consoles().attached().is_empty());

@@ -322,6 +322,7 @@ async fn lease_open_without_a_node_asks_the_scheduler_and_opens_where_it_says() 
     // The two online nodes measured their compute and sent a heartbeat, as their agents would.
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for node in [&cheap, &dear] {
+        let node: decloud_sdk::NodeId = node.parse().unwrap();
         store.set_compute_points(node, 800).await.unwrap();
         store.record_heartbeat(node, now).await.unwrap();
     }

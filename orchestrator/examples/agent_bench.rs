@@ -214,7 +214,7 @@ async fn main() -> eyre::Result<()> {
     for i in 0..args.agents {
         store
             .upsert_node(&NodeRecord {
-                node_id: format!("{:#x}", node_id(i)),
+                node_id: node_id(i).into(),
                 operator: format!("{:#x}", Address::repeat_byte(1)),
                 node_key: format!("{:#x}", key(i).address()),
                 status: NodeStatus::Active,

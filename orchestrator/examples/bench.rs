@@ -136,7 +136,7 @@ async fn bench_heartbeats(args: &Args) -> eyre::Result<()> {
     for i in 0..args.nodes {
         store
             .upsert_node(&NodeRecord {
-                node_id: format!("0x{i:064x}"),
+                node_id: alloy::primitives::B256::from(alloy::primitives::U256::from(i)).into(),
                 operator: format!("0x{:040x}", i % 100),
                 node_key: format!("0x{i:040x}"),
                 status: NodeStatus::Active,
@@ -172,7 +172,11 @@ async fn bench_heartbeats(args: &Args) -> eyre::Result<()> {
                 let at = t0 + 15 * (k / nodes) as i64;
                 let t = Instant::now();
                 store
-                    .record_heartbeat(&format!("0x{:064x}", k % nodes), at)
+                    .record_heartbeat(
+                        alloy::primitives::B256::from(alloy::primitives::U256::from(k % nodes))
+                            .into(),
+                        at,
+                    )
                     .await?;
                 latencies.push(t.elapsed());
             }

@@ -38,7 +38,8 @@ const WARMUP: usize = 10;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
-    let mut node = ConsoleNode::start("vm-console-bench").await;
+    // A VM id (`vm-<lease id>`) no test uses, so its libvirt domain collides with none.
+    let mut node = ConsoleNode::start("vm-7102").await;
     node.boot().await;
     node.connect().await;
 

@@ -10,6 +10,7 @@
 //! more, and its VM fails with that reason.
 
 use crate::store::{Store, StoreError};
+use decloud_sdk::NodeId;
 use decloud_sdk::agent_protocol::{CommandAction, Heartbeat, PortProtocol, PortSpec};
 use decloud_sdk::credentials::{CredentialsError, SealingKey};
 use serde_yaml::{Mapping, Value};
@@ -177,7 +178,7 @@ pub fn open_for_node(action: CommandAction) -> Result<CommandAction, Credentials
 /// Books what a heartbeat says about reaching the node and its VMs.
 pub async fn record_heartbeat(
     store: &Store,
-    node_id: &str,
+    node_id: NodeId,
     heartbeat: &Heartbeat,
     now: i64,
 ) -> Result<(), StoreError> {

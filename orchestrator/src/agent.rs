@@ -15,7 +15,10 @@ use crate::{
     metrics::Metrics,
     store::{Store, StoreError},
 };
-use decloud_sdk::agent_protocol::{CommandAction, VmReport};
+use decloud_sdk::{
+    NodeId,
+    agent_protocol::{CommandAction, VmReport},
+};
 use std::{
     collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex},
@@ -30,7 +33,7 @@ pub enum AgentError {
     Store(#[from] StoreError),
     /// The node does not exist.
     #[error("node {0} is not registered")]
-    UnknownNode(String),
+    UnknownNode(NodeId),
 }
 
 /// The node agent link's state: where commands are queued and how the connection of a node is
@@ -45,7 +48,7 @@ struct HubInner {
     store: Store,
     metrics: Arc<Metrics>,
     resend_secs: i64,
-    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    wakers: Mutex<HashMap<NodeId, Arc<Notify>>>,
     consoles: ConsoleRelay,
     sessions: Mutex<Sessions>,
     /// Notified when a node reported (a heartbeat) or its session ended.
@@ -56,9 +59,9 @@ struct HubInner {
 #[derive(Debug, Default)]
 struct Sessions {
     next_id: u64,
-    live: HashMap<String, LiveSession>,
+    live: HashMap<NodeId, LiveSession>,
     /// Nodes whose report changed since [`AgentHub::take_reported`] last ran.
-    dirty: BTreeSet<String>,
+    dirty: BTreeSet<NodeId>,
 }
 
 #[derive(Debug)]
@@ -90,7 +93,7 @@ impl NodeReport {
 #[derive(Debug)]
 pub struct SessionTicket {
     /// The node.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// Unique within this process.
     pub id: u64,
     /// Notified when a newer session of the same node replaced this one: the connection must end.
@@ -135,13 +138,13 @@ impl AgentHub {
     }
 
     /// What the connection of `node_id` waits on for commands to deliver.
-    pub fn waker(&self, node_id: &str) -> Arc<Notify> {
+    pub fn waker(&self, node_id: NodeId) -> Arc<Notify> {
         let mut wakers = self.inner.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        wakers.entry(node_id.to_string()).or_default().clone()
+        wakers.entry(node_id).or_default().clone()
     }
 
     /// Wakes the connection of `node_id`, if any, to deliver what is due.
-    pub fn wake(&self, node_id: &str) {
+    pub fn wake(&self, node_id: NodeId) {
         // notify_one keeps a permit when nobody waits, so a command queued between two
         // deliveries is not missed.
         self.waker(node_id).notify_one();
@@ -157,13 +160,13 @@ impl AgentHub {
     /// Registers a node's new authenticated session. One live session per node: an older one is
     /// told (through its ticket's `replaced`) to end, so a reconnecting agent is never locked out
     /// by a half-open connection the server has not noticed is dead yet.
-    pub fn open_session(&self, node_id: &str) -> SessionTicket {
+    pub fn open_session(&self, node_id: NodeId) -> SessionTicket {
         let mut sessions = self.sessions();
         sessions.next_id += 1;
         let id = sessions.next_id;
         let replaced = Arc::new(Notify::new());
         let previous = sessions.live.insert(
-            node_id.to_string(),
+            node_id,
             LiveSession {
                 id,
                 replaced: replaced.clone(),
@@ -176,7 +179,7 @@ impl AgentHub {
             previous.replaced.notify_one();
         }
         SessionTicket {
-            node_id: node_id.to_string(),
+            node_id,
             id,
             replaced,
         }
@@ -191,7 +194,7 @@ impl AgentHub {
             .is_some_and(|s| s.id == ticket.id)
         {
             sessions.live.remove(&ticket.node_id);
-            sessions.dirty.insert(ticket.node_id.clone());
+            sessions.dirty.insert(ticket.node_id);
             drop(sessions);
             self.inner.reported.notify_one();
         }
@@ -217,35 +220,35 @@ impl AgentHub {
             return;
         };
         live.report = Some(NodeReport { vms, received_at });
-        sessions.dirty.insert(ticket.node_id.clone());
+        sessions.dirty.insert(ticket.node_id);
         drop(sessions);
         self.inner.reported.notify_one();
     }
 
     /// What a node's agent runs, as its latest heartbeat in its live session said: `None` while
     /// the node has no live session or has not reported in it yet (it is not reachable).
-    pub fn report(&self, node_id: &str) -> Option<NodeReport> {
+    pub fn report(&self, node_id: NodeId) -> Option<NodeReport> {
         self.sessions()
             .live
-            .get(node_id)
+            .get(&node_id)
             .and_then(|s| s.report.clone())
     }
 
     /// Nodes with a live session that reported at least once.
-    pub fn reporting_nodes(&self) -> Vec<String> {
+    pub fn reporting_nodes(&self) -> Vec<NodeId> {
         let sessions = self.sessions();
-        let mut nodes: Vec<String> = sessions
+        let mut nodes: Vec<NodeId> = sessions
             .live
             .iter()
             .filter(|(_, s)| s.report.is_some())
-            .map(|(n, _)| n.clone())
+            .map(|(n, _)| *n)
             .collect();
         nodes.sort();
         nodes
     }
 
     /// The nodes that reported (or disconnected) since the last call, and clears the set.
-    pub fn take_reported(&self) -> Vec<String> {
+    pub fn take_reported(&self) -> Vec<NodeId> {
         std::mem::take(&mut self.sessions().dirty)
             .into_iter()
             .collect()
@@ -261,19 +264,18 @@ impl AgentHub {
 /// this id was already queued (nothing changes then).
 pub async fn enqueue_command(
     hub: &AgentHub,
-    node_id: &str,
+    node_id: NodeId,
     command_id: &str,
     action: &CommandAction,
 ) -> Result<bool, AgentError> {
-    let node_id = node_id.to_lowercase();
-    if hub.store().node(&node_id).await?.is_none() {
+    if hub.store().node(node_id).await?.is_none() {
         return Err(AgentError::UnknownNode(node_id));
     }
     let json = serde_json::to_string(action).expect("command actions always serialize");
     let new = hub
         .store()
-        .enqueue_command(command_id, &node_id, &json, now())
+        .enqueue_command(command_id, node_id, &json, now())
         .await?;
-    hub.wake(&node_id);
+    hub.wake(node_id);
     Ok(new)
 }

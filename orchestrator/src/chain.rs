@@ -135,7 +135,7 @@ async fn apply(
             match event.data {
                 NodeRegistryEvents::NodeRegistered(e) => {
                     let node = NodeRegistration {
-                        node_id: format!("{:#x}", e.nodeId),
+                        node_id: e.nodeId.into(),
                         operator: format!("{:#x}", e.operator),
                         node_key: format!("{:#x}", e.nodeKey),
                         region: e.region,
@@ -153,7 +153,7 @@ async fn apply(
                 }
                 NodeRegistryEvents::NodeUpdated(e) => {
                     let node = NodeRegistration {
-                        node_id: format!("{:#x}", e.nodeId),
+                        node_id: e.nodeId.into(),
                         // NodeUpdated names no operator; the registration's stays.
                         operator: String::new(),
                         node_key: format!("{:#x}", e.nodeKey),
@@ -177,8 +177,7 @@ async fn apply(
                         storage_gib_per_hour: e.stored.storageGiBPerHour,
                         gpu_per_hour: e.stored.gpuPerHour,
                     };
-                    chain::node_prices_set(conn, &format!("{:#x}", e.nodeId), &prices, block_time)
-                        .await?;
+                    chain::node_prices_set(conn, e.nodeId.into(), &prices, block_time).await?;
                 }
                 NodeRegistryEvents::NodeStatusChanged(e) => {
                     // The registry never emits None (0); a status this build does not know stops
@@ -187,13 +186,7 @@ async fn apply(
                         Ok(s) if s != NodeStatus::None => s,
                         _ => return Err(format!("unknown node status {}", e.status).into()),
                     };
-                    chain::node_status_changed(
-                        conn,
-                        &format!("{:#x}", e.nodeId),
-                        status,
-                        block_time,
-                    )
-                    .await?;
+                    chain::node_status_changed(conn, e.nodeId.into(), status, block_time).await?;
                 }
                 _ => {}
             }
@@ -207,7 +200,7 @@ async fn apply(
                     let lease = LeaseOpened {
                         lease_id: e.leaseId.to_string(),
                         tenant: format!("{:#x}", e.tenant),
-                        node_id: format!("{:#x}", e.nodeId),
+                        node_id: e.nodeId.into(),
                         tier: QualityTier::try_from(e.quality)
                             .map_err(|_| format!("unknown quality tier {}", e.quality))?,
                         vcpus: e.resources.vcpus.into(),

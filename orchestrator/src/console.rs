@@ -15,7 +15,10 @@
 //! The relay lives in one process: a console works when the tenant's WebSocket reaches the
 //! replica that holds the node agent's connection.
 
-use decloud_sdk::agent_protocol::{CONSOLE_CHUNK_BYTES, ServerMessage};
+use decloud_sdk::{
+    NodeId,
+    agent_protocol::{CONSOLE_CHUNK_BYTES, ServerMessage},
+};
 use rand::Rng;
 use std::{
     collections::HashMap,
@@ -35,10 +38,10 @@ pub enum ConsoleError {
     #[error(
         "node {0} has no agent connected to this orchestrator; its VMs' consoles are unreachable"
     )]
-    NodeOffline(String),
+    NodeOffline(NodeId),
     /// The agent's connection does not take console frames as fast as they come.
     #[error("the link to node {0} is saturated; try again")]
-    LinkBusy(String),
+    LinkBusy(NodeId),
 }
 
 /// What the agent sent for a session.
@@ -59,7 +62,7 @@ pub struct ConsoleRelay {
 #[derive(Debug, Default)]
 struct RelayInner {
     /// Per node: the current connection's console queue and a number naming that connection.
-    links: Mutex<HashMap<String, (u64, mpsc::Sender<ServerMessage>)>>,
+    links: Mutex<HashMap<NodeId, (u64, mpsc::Sender<ServerMessage>)>>,
     /// Per session id: its node and the tenant's event queue.
     sessions: Mutex<HashMap<String, Route>>,
     next_link: std::sync::atomic::AtomicU64,
@@ -67,7 +70,7 @@ struct RelayInner {
 
 #[derive(Debug)]
 struct Route {
-    node_id: String,
+    node_id: NodeId,
     /// The connection the session runs over.
     link: u64,
     tenant: mpsc::Sender<ConsoleEvent>,
@@ -81,17 +84,17 @@ impl ConsoleRelay {
     /// Registers the console queue of a freshly authenticated connection of `node_id`
     /// (replacing an older connection's). The connection sends what the receiver yields; the
     /// guard unregisters it, and ends the node's sessions, when the connection ends.
-    pub fn attach_link(&self, node_id: &str) -> (LinkGuard, mpsc::Receiver<ServerMessage>) {
+    pub fn attach_link(&self, node_id: NodeId) -> (LinkGuard, mpsc::Receiver<ServerMessage>) {
         let (tx, rx) = mpsc::channel(LINK_QUEUE);
         let link = self
             .inner
             .next_link
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.inner.links).insert(node_id.to_string(), (link, tx));
+        lock(&self.inner.links).insert(node_id, (link, tx));
         (
             LinkGuard {
                 relay: self.clone(),
-                node_id: node_id.to_string(),
+                node_id,
                 link,
             },
             rx,
@@ -99,25 +102,25 @@ impl ConsoleRelay {
     }
 
     /// Whether an agent connection of `node_id` is registered here.
-    pub fn is_linked(&self, node_id: &str) -> bool {
-        lock(&self.inner.links).contains_key(node_id)
+    pub fn is_linked(&self, node_id: NodeId) -> bool {
+        lock(&self.inner.links).contains_key(&node_id)
     }
 
-    fn link(&self, node_id: &str) -> Option<(u64, mpsc::Sender<ServerMessage>)> {
-        lock(&self.inner.links).get(node_id).cloned()
+    fn link(&self, node_id: NodeId) -> Option<(u64, mpsc::Sender<ServerMessage>)> {
+        lock(&self.inner.links).get(&node_id).cloned()
     }
 
     /// Opens a console session on `vm_id` of `node_id`.
-    pub fn open(&self, node_id: &str, vm_id: &str) -> Result<ConsoleSession, ConsoleError> {
+    pub fn open(&self, node_id: NodeId, vm_id: &str) -> Result<ConsoleSession, ConsoleError> {
         let (link_id, link) = self
             .link(node_id)
-            .ok_or_else(|| ConsoleError::NodeOffline(node_id.to_string()))?;
+            .ok_or(ConsoleError::NodeOffline(node_id))?;
         let id = hex::encode(rand::rng().random::<[u8; 16]>());
         let (tenant, events) = mpsc::channel(TENANT_QUEUE);
         lock(&self.inner.sessions).insert(
             id.clone(),
             Route {
-                node_id: node_id.to_string(),
+                node_id,
                 link: link_id,
                 tenant,
             },
@@ -125,7 +128,7 @@ impl ConsoleRelay {
         let session = ConsoleSession {
             relay: self.clone(),
             id: id.clone(),
-            node_id: node_id.to_string(),
+            node_id,
             link,
             events,
         };
@@ -139,7 +142,7 @@ impl ConsoleRelay {
     /// Output the agent of `node_id` sent for `session`. A tenant who does not keep up loses
     /// the session: the route goes (the tenant sees its queue end) and the agent is told to
     /// close it.
-    pub fn output(&self, node_id: &str, session: &str, data: Vec<u8>) {
+    pub fn output(&self, node_id: NodeId, session: &str, data: Vec<u8>) {
         let mut sessions = lock(&self.inner.sessions);
         let Some(route) = sessions.get(session).filter(|r| r.node_id == node_id) else {
             return;
@@ -159,7 +162,7 @@ impl ConsoleRelay {
     }
 
     /// The agent of `node_id` ended `session`.
-    pub fn closed(&self, node_id: &str, session: &str, reason: String) {
+    pub fn closed(&self, node_id: NodeId, session: &str, reason: String) {
         let mut sessions = lock(&self.inner.sessions);
         if sessions.get(session).is_some_and(|r| r.node_id == node_id)
             && let Some(route) = sessions.remove(session)
@@ -179,7 +182,7 @@ impl ConsoleRelay {
 #[derive(Debug)]
 pub struct LinkGuard {
     relay: ConsoleRelay,
-    node_id: String,
+    node_id: NodeId,
     link: u64,
 }
 
@@ -215,7 +218,7 @@ impl Drop for LinkGuard {
 pub struct ConsoleSession {
     relay: ConsoleRelay,
     id: String,
-    node_id: String,
+    node_id: NodeId,
     link: mpsc::Sender<ServerMessage>,
     events: mpsc::Receiver<ConsoleEvent>,
 }
@@ -228,8 +231,8 @@ impl ConsoleSession {
 
     fn push(&self, frame: ServerMessage) -> Result<(), ConsoleError> {
         self.link.try_send(frame).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ConsoleError::LinkBusy(self.node_id.clone()),
-            mpsc::error::TrySendError::Closed(_) => ConsoleError::NodeOffline(self.node_id.clone()),
+            mpsc::error::TrySendError::Full(_) => ConsoleError::LinkBusy(self.node_id),
+            mpsc::error::TrySendError::Closed(_) => ConsoleError::NodeOffline(self.node_id),
         })
     }
 
@@ -267,15 +270,19 @@ impl Drop for ConsoleSession {
 mod tests {
     use super::*;
 
+    fn n(byte: u8) -> NodeId {
+        alloy::primitives::B256::with_last_byte(byte).into()
+    }
+
     #[tokio::test]
     async fn sessions_route_both_ways_and_close_once() {
         let relay = ConsoleRelay::default();
         assert_eq!(
-            relay.open("0xn1", "vm-1").unwrap_err(),
-            ConsoleError::NodeOffline("0xn1".into())
+            relay.open(n(1), "vm-1").unwrap_err(),
+            ConsoleError::NodeOffline(n(1))
         );
-        let (guard, mut link) = relay.attach_link("0xn1");
-        let mut session = relay.open("0xn1", "vm-1").unwrap();
+        let (guard, mut link) = relay.attach_link(n(1));
+        let mut session = relay.open(n(1), "vm-1").unwrap();
         let id = session.id().to_string();
         assert_eq!(
             link.recv().await,
@@ -293,13 +300,13 @@ mod tests {
             }
         }
         // Output of another node for this session id is not routed.
-        relay.output("0xn2", &id, b"spoofed".to_vec());
-        relay.output("0xn1", &id, b"hi".to_vec());
+        relay.output(n(2), &id, b"spoofed".to_vec());
+        relay.output(n(1), &id, b"hi".to_vec());
         assert_eq!(
             session.next().await,
             Some(ConsoleEvent::Output(b"hi".to_vec()))
         );
-        relay.closed("0xn1", &id, "vm stopped".into());
+        relay.closed(n(1), &id, "vm stopped".into());
         assert_eq!(
             session.next().await,
             Some(ConsoleEvent::Closed("vm stopped".into()))
@@ -312,7 +319,7 @@ mod tests {
         assert_eq!(relay.sessions(), 0);
 
         // A tenant leaving closes the session on the agent.
-        let session = relay.open("0xn1", "vm-1").unwrap();
+        let session = relay.open(n(1), "vm-1").unwrap();
         let id = session.id().to_string();
         let _open = link.recv().await;
         drop(session);
@@ -321,21 +328,21 @@ mod tests {
             Some(ServerMessage::ConsoleClose { session: id })
         );
         drop(guard);
-        assert!(!relay.is_linked("0xn1"));
+        assert!(!relay.is_linked(n(1)));
     }
 
     #[tokio::test]
     async fn a_tenant_that_does_not_read_loses_its_session_and_the_link_goes_on() {
         let relay = ConsoleRelay::default();
-        let (_guard, mut link) = relay.attach_link("0xn1");
-        let mut slow = relay.open("0xn1", "vm-1").unwrap();
+        let (_guard, mut link) = relay.attach_link(n(1));
+        let mut slow = relay.open(n(1), "vm-1").unwrap();
         let slow_id = slow.id().to_string();
-        let mut other = relay.open("0xn1", "vm-2").unwrap();
+        let mut other = relay.open(n(1), "vm-2").unwrap();
         let other_id = other.id().to_string();
         for _ in 0..=TENANT_QUEUE {
-            relay.output("0xn1", &slow_id, vec![b'x']);
+            relay.output(n(1), &slow_id, vec![b'x']);
         }
-        relay.output("0xn1", &other_id, b"fine".to_vec());
+        relay.output(n(1), &other_id, b"fine".to_vec());
         // The agent is told to close the slow session; the other one still flows.
         let mut frames = Vec::new();
         while let Ok(frame) = link.try_recv() {
@@ -365,13 +372,13 @@ mod tests {
     #[tokio::test]
     async fn a_lost_link_ends_its_sessions_but_not_a_newer_links() {
         let relay = ConsoleRelay::default();
-        let (old_guard, _old_link) = relay.attach_link("0xn1");
-        let mut session = relay.open("0xn1", "vm-1").unwrap();
-        let (_new_guard, _new_link) = relay.attach_link("0xn1");
-        let newer = relay.open("0xn1", "vm-2").unwrap();
+        let (old_guard, _old_link) = relay.attach_link(n(1));
+        let mut session = relay.open(n(1), "vm-1").unwrap();
+        let (_new_guard, _new_link) = relay.attach_link(n(1));
+        let newer = relay.open(n(1), "vm-2").unwrap();
         drop(old_guard);
         assert!(
-            relay.is_linked("0xn1"),
+            relay.is_linked(n(1)),
             "the newer connection stays registered"
         );
         assert!(

@@ -139,7 +139,7 @@ pub async fn open_lease(
                 vm_id: vm_id.clone(),
                 lease_id: lease.lease_id.clone(),
                 tenant: lease.tenant.clone(),
-                node_id: lease.node_id.clone(),
+                node_id: lease.node_id,
                 state: VmState::Pending,
                 tier: lease.tier,
                 vcpus: lease.vcpus,
@@ -178,7 +178,7 @@ pub async fn provision(
     // Placement waits until the node's agent is connected and has said what it runs: an
     // offline node delays a VM, never fails it, and a VM the node already runs (the database
     // was rebuilt, or an acknowledgement was lost) is adopted instead of created twice.
-    let Some(report) = agents.report(&vm.node_id) else {
+    let Some(report) = agents.report(vm.node_id) else {
         // Right after a start every agent is reconnecting; once the grace is over, the tenant
         // is told what the VM waits for (it stays pending).
         let note = format!("waiting for node {} to connect", vm.node_id);
@@ -192,11 +192,11 @@ pub async fn provision(
     if let Some(running) = report.vm(vm_id) {
         return adopt(store, vm_id, running).await;
     }
-    let node = store.node(&vm.node_id).await?;
+    let node = store.node(vm.node_id).await?;
     let fit = match node {
         None => Err(format!("node {} is not registered", vm.node_id)),
         Some(node) => {
-            let rep = store.reputation(&node.node_id, now()).await?;
+            let rep = store.reputation(node.node_id, now()).await?;
             let mut used = store
                 .usage_by_node()
                 .await?
@@ -222,7 +222,7 @@ pub async fn provision(
                 tier: vm.tier,
                 region: None,
                 max_price_per_hour: None,
-                node_id: Some(vm.node_id.clone()),
+                node_id: Some(vm.node_id.to_string()),
             };
             scheduler::schedule(&[candidate], &request).map_err(|e| e.to_string())
         }
@@ -267,8 +267,8 @@ pub async fn provision(
                 Some((&command_id, &CommandAction::CreateVm { spec })),
             )
             .await?;
-            store.record_vm_hosted(&vm.node_id, now()).await?;
-            agents.wake(&vm.node_id);
+            store.record_vm_hosted(vm.node_id, now()).await?;
+            agents.wake(vm.node_id);
         }
         Err(reason) => {
             tracing::warn!(target: "orchestrator::lifecycle", %vm_id, %reason, "vm cannot be placed");
@@ -291,7 +291,7 @@ pub async fn adopt(
     }
     tracing::info!(target: "orchestrator::lifecycle", %vm_id, node_id = %vm.node_id, reported = ?report.state, "the node already has the vm: adopted");
     transition(store, vm_id, VmState::Provisioning, None, None).await?;
-    store.record_vm_hosted(&vm.node_id, now()).await?;
+    store.record_vm_hosted(vm.node_id, now()).await?;
     match report.state {
         AgentVmState::Running => transition(store, vm_id, VmState::Running, None, None).await,
         AgentVmState::Stopped => {
@@ -362,8 +362,14 @@ async fn guest_setup(
             .contains(&format!("${{{}}}", Variable::Password.name()))
     });
     let prepared = (|| {
-        let vars = Vars::new(&vm.vm_id, &vm.vm_id, &vm.lease_id, &vm.node_id, &vm.tenant)
-            .map_err(|e| e.to_string())?;
+        let vars = Vars::new(
+            &vm.vm_id,
+            &vm.vm_id,
+            &vm.lease_id,
+            &vm.node_id.to_string(),
+            &vm.tenant,
+        )
+        .map_err(|e| e.to_string())?;
         let (base, template_ports, readiness) = match &bundle {
             None => (workload.user_data.clone(), Vec::new(), Vec::new()),
             Some((template_id, bundle)) => {
@@ -652,7 +658,7 @@ pub async fn control(
         }
     }
     tracing::info!(target: "orchestrator::lifecycle", vm_id, request = request.as_str(), "tenant control queued");
-    agents.wake(&vm.node_id);
+    agents.wake(vm.node_id);
     Ok(store.vm(vm_id).await?.expect("vm exists"))
 }
 
@@ -706,7 +712,7 @@ pub async fn drive(
                 Some((&command_id, &action)),
             )
             .await?;
-            agents.wake(&vm.node_id);
+            agents.wake(vm.node_id);
             acted += 1;
         }
     }
@@ -751,7 +757,7 @@ pub async fn drive(
         } else {
             continue;
         }
-        agents.wake(&vm.node_id);
+        agents.wake(vm.node_id);
         acted += 1;
     }
     Ok(acted)
@@ -787,7 +793,7 @@ pub async fn close_lease(
                 Some((&command_id, &action)),
             )
             .await?;
-            agents.wake(&vm.node_id);
+            agents.wake(vm.node_id);
             Ok(())
         }
     }
@@ -829,7 +835,7 @@ pub async fn on_command_acked(
                     .await?
                     .is_some_and(|l| l.status == LeaseStatus::Closed)
                 {
-                    store.record_vm_completed(&vm.node_id, now()).await?;
+                    store.record_vm_completed(vm.node_id, now()).await?;
                 }
             }
         }

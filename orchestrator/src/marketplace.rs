@@ -40,7 +40,7 @@ pub fn listing(node: NodeRecord, reputation: Reputation, used: Usage) -> NodeLis
 /// What the scheduler needs to know about a listed node.
 pub fn candidate(l: &NodeListing) -> Candidate {
     Candidate {
-        node_id: l.node.node_id.clone(),
+        node_id: l.node.node_id.to_string(),
         region: l.node.region.clone(),
         active: l.node.status == NodeStatus::Active,
         online: l.reputation.online,
@@ -161,7 +161,7 @@ mod tests {
 
     fn listing(id: u8, uptime: Option<u32>, cpu_price: u64, points: u64) -> NodeListing {
         let node = NodeRecord {
-            node_id: format!("0x{id:02x}"),
+            node_id: alloy::primitives::B256::with_last_byte(id).into(),
             operator: "0x01".into(),
             node_key: "0x02".into(),
             status: NodeStatus::Active,
@@ -193,8 +193,11 @@ mod tests {
         super::listing(node, reputation, Usage::default())
     }
 
-    fn ids(v: &[NodeListing]) -> Vec<&str> {
-        v.iter().map(|l| l.node.node_id.as_str()).collect()
+    /// Short labels of the listed nodes: `0x` and the last byte of the id.
+    fn ids(v: &[NodeListing]) -> Vec<String> {
+        v.iter()
+            .map(|l| format!("0x{:02x}", l.node.node_id.as_b256()[31]))
+            .collect()
     }
 
     #[test]
@@ -322,7 +325,7 @@ mod tests {
         all.push(listing(101, None, 1, 1));
         let f = featured(all);
         assert_eq!(f.len(), 10);
-        assert_eq!(f[0].node.node_id, "0x0e");
+        assert_eq!(ids(&f[..1]), ["0x0e"]);
         assert!(f.iter().all(|l| l.reputation.uptime_bps.unwrap() > 9_500));
     }
 }

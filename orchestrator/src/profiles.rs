@@ -59,7 +59,7 @@ pub async fn pass(
             Ok(profile) => {
                 store
                     .set_node_profile(
-                        &node_id,
+                        node_id,
                         &metadata_cid,
                         &profile.tags,
                         &profile.description,
@@ -72,7 +72,7 @@ pub async fn pass(
             Err(reason) => {
                 tracing::warn!(target: "orchestrator::profiles", %node_id, cid = %metadata_cid, %reason, "node profile ignored");
                 store
-                    .set_node_profile(&node_id, &metadata_cid, &[], "", Some(&reason), now)
+                    .set_node_profile(node_id, &metadata_cid, &[], "", Some(&reason), now)
                     .await?;
             }
         }
@@ -88,7 +88,7 @@ mod tests {
 
     fn node(id: u8, metadata_cid: &str) -> NodeRecord {
         NodeRecord {
-            node_id: format!("0x{id:064x}"),
+            node_id: alloy::primitives::B256::with_last_byte(id).into(),
             operator: "0x01".into(),
             node_key: "0x02".into(),
             status: NodeStatus::Active,
@@ -158,14 +158,14 @@ mod tests {
         store.upsert_node(&node(4, "")).await.unwrap();
 
         assert_eq!(pass(&store, content.as_ref(), 1).await.unwrap(), 2);
-        let one = store.node(&node(1, "").node_id).await.unwrap().unwrap();
+        let one = store.node(node(1, "").node_id).await.unwrap().unwrap();
         assert_eq!(one.tags, vec!["ssd", "gpu"]);
         let descriptions = store.node_descriptions().await.unwrap();
         assert_eq!(
             descriptions.get(&one.node_id).map(String::as_str),
             Some("Two A100s in Frankfurt.")
         );
-        let two = store.node(&node(2, "").node_id).await.unwrap().unwrap();
+        let two = store.node(node(2, "").node_id).await.unwrap().unwrap();
         assert!(two.tags.is_empty());
         assert_eq!(descriptions.get(&two.node_id).map(String::as_str), Some(""));
         // Read once per CID; the missing one is tried again on every pass.

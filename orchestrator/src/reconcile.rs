@@ -29,6 +29,7 @@ use crate::{
     store::{Store, VmRecord},
 };
 use decloud_sdk::{
+    NodeId,
     agent_protocol::{CommandAction, VmState as AgentVmState},
     types::LeaseStatus,
 };
@@ -38,7 +39,7 @@ use decloud_sdk::{
 pub async fn pass(store: &Store, agents: &AgentHub, workload: &Workload) -> usize {
     let mut acted = 0;
     for node_id in agents.take_reported() {
-        match reconcile_node(store, agents, &node_id, workload).await {
+        match reconcile_node(store, agents, node_id, workload).await {
             Ok(n) => acted += n,
             Err(e) => {
                 tracing::warn!(target: "orchestrator::reconcile", %node_id, error = %e, "reconciling the node failed; retried on its next report")
@@ -52,7 +53,7 @@ pub async fn pass(store: &Store, agents: &AgentHub, workload: &Workload) -> usiz
 pub async fn reconcile_node(
     store: &Store,
     agents: &AgentHub,
-    node_id: &str,
+    node_id: NodeId,
     workload: &Workload,
 ) -> Result<usize, LifecycleError> {
     let Some(report) = agents.report(node_id) else {
@@ -145,7 +146,7 @@ async fn reconcile_vm(
                 None if fresh && removing => {
                     transition(store, vm_id, VmState::Terminated, None, None).await?;
                     if status == Some(LeaseStatus::Closed) {
-                        store.record_vm_completed(&vm.node_id, now()).await?;
+                        store.record_vm_completed(vm.node_id, now()).await?;
                     }
                     Ok(true)
                 }
@@ -204,8 +205,8 @@ async fn delete_again(
     };
     let json = serde_json::to_string(&action).expect("actions serialize");
     store
-        .enqueue_vm_command(&command_id, &vm.node_id, &vm.vm_id, &json, t)
+        .enqueue_vm_command(&command_id, vm.node_id, &vm.vm_id, &json, t)
         .await?;
-    agents.wake(&vm.node_id);
+    agents.wake(vm.node_id);
     Ok(())
 }

@@ -7,6 +7,7 @@ use alloy::{
     providers::{Provider, ProviderBuilder},
 };
 use decloud_sdk::{
+    NodeId, TemplateId,
     api::ReviewView,
     bindings::LeaseEscrow,
     reviews::{ReviewError, ReviewSubject, SignedReview},
@@ -112,11 +113,11 @@ pub async fn accept(
         });
     }
     let target = match review.subject {
-        ReviewSubject::Node => format!("{:#x}", lease.nodeId),
+        ReviewSubject::Node => NodeId::from(lease.nodeId).to_string(),
         ReviewSubject::Template if lease.templateId.is_zero() => {
             return Err(ReviewRefusal::NoTemplate(review.lease_id.clone()));
         }
-        ReviewSubject::Template => lease.templateId.to_string(),
+        ReviewSubject::Template => TemplateId::from(lease.templateId).to_string(),
     };
     let view = ReviewView {
         review: SignedReview {

@@ -97,7 +97,7 @@ pub async fn pass(
         .await?
         .into_iter()
         // A node whose agent is connected and reporting is not silent, whatever the record says.
-        .filter(|l| agents.report(&l.node_id).is_none())
+        .filter(|l| agents.report(l.node_id).is_none())
         .collect();
     if silent.is_empty() {
         return Ok(0);

@@ -22,6 +22,7 @@ use decloud_orchestrator::{
     scheduler::{Prices, QualityTier},
     store::{LeaseOpened, NodeRecord, NodeStatus, chain::lease_opened},
 };
+use decloud_sdk::NodeId;
 use decloud_sdk::{
     agent_protocol::{
         self as proto, Ack, AckOutcome, AgentMessage, BandwidthTier, Capacity, CommandAction,
@@ -174,7 +175,7 @@ impl Server {
 async fn register(store: &Store, node_id: B256, key: Address) {
     store
         .upsert_node(&NodeRecord {
-            node_id: format!("{node_id:#x}"),
+            node_id: node_id.into(),
             operator: format!("{:#x}", Address::repeat_byte(1)),
             node_key: format!("{key:#x}"),
             status: NodeStatus::Active,
@@ -317,7 +318,7 @@ async fn open_lease_on_chain(store: &Store, lease_id: &str, tenant: Address, nod
         &LeaseOpened {
             lease_id: lease_id.into(),
             tenant: format!("{tenant:#x}"),
-            node_id: format!("{node_id:#x}"),
+            node_id: node_id.into(),
             tier: QualityTier::Standard,
             vcpus: 1,
             memory_gib: 1,
@@ -708,12 +709,12 @@ async fn a_create_command_sealed_before_a_restart_is_put_together_again() {
     let node_id = B256::left_padding_from(node_key.address().as_slice());
     register(&s.store, node_id, node_key.address()).await;
     s.store
-        .set_compute_points(&format!("{node_id:#x}"), 8_000)
+        .set_compute_points(NodeId::from(node_id), 8_000)
         .await
         .unwrap();
     // Online, as a heartbeat books it; the agent connects only after the restart.
     s.store
-        .record_heartbeat(&format!("{node_id:#x}"), now())
+        .record_heartbeat(NodeId::from(node_id), now())
         .await
         .unwrap();
     let tenant = PrivateKeySigner::random();
@@ -732,14 +733,14 @@ async fn a_create_command_sealed_before_a_restart_is_put_together_again() {
         .unwrap();
     open_lease_on_chain(&s.store, "9", tenant.address(), node_id).await;
     // Before the restart its agent was connected and had reported (placement waits for that).
-    let session = s.state.agents().open_session(&format!("{node_id:#x}"));
+    let session = s.state.agents().open_session(NodeId::from(node_id));
     s.state.agents().record_report(&session, Vec::new(), now());
     lifecycle::drive(s.state.store(), s.state.agents(), &workload())
         .await
         .unwrap();
     let queued = s
         .store
-        .due_commands(&format!("{node_id:#x}"), i64::MAX)
+        .due_commands(NodeId::from(node_id), i64::MAX)
         .await
         .unwrap();
     assert_eq!(queued.len(), 1);

@@ -15,6 +15,7 @@ use decloud_orchestrator::{
     scheduler::{Prices, QualityTier},
     store::{LeaseRecord, NodeRecord, NodeStatus},
 };
+use decloud_sdk::NodeId;
 use decloud_sdk::agent_protocol::{
     self as proto, Ack, AckOutcome, AgentMessage, BandwidthTier, Capacity, CommandAction,
     Heartbeat, Hello, NodeResources, PROTOCOL_VERSION, Readiness, ServerMessage, VmReport,
@@ -67,7 +68,7 @@ async fn server_with(config: Config) -> Server {
 async fn register(store: &Store, node_id: B256, key: Address) {
     store
         .upsert_node(&NodeRecord {
-            node_id: format!("{node_id:#x}"),
+            node_id: node_id.into(),
             operator: format!("{:#x}", Address::repeat_byte(1)),
             node_key: format!("{key:#x}"),
             status: NodeStatus::Active,
@@ -182,7 +183,7 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
     let s = server().await;
     let key = PrivateKeySigner::random();
     let node_id = proto::node_id(proto::machine_id("machine-1"), Address::repeat_byte(1));
-    let node = format!("{node_id:#x}");
+    let node = NodeId::from(node_id);
     register(&s.store, node_id, key.address()).await;
 
     let mut ws = connect(s.addr).await;
@@ -195,19 +196,19 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
     send(&mut ws, &heartbeat(1, 12_345)).await;
     eventually("the heartbeat to be booked", async || {
         s.store
-            .liveness(&node)
+            .liveness(node)
             .await
             .unwrap()
             .is_some_and(|l| l.heartbeats == 1)
     })
     .await;
     assert_eq!(
-        s.store.node(&node).await.unwrap().unwrap().compute_points,
+        s.store.node(node).await.unwrap().unwrap().compute_points,
         12_345
     );
     assert!(
         s.store
-            .reputation(&node, decloud_orchestrator::clock::now())
+            .reputation(node, decloud_orchestrator::clock::now())
             .await
             .unwrap()
             .online
@@ -217,7 +218,7 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
         vm_id: "vm-1".into(),
     };
     assert!(
-        enqueue_command(s.state.agents(), &node, "cmd-1", &action)
+        enqueue_command(s.state.agents(), node, "cmd-1", &action)
             .await
             .unwrap()
     );
@@ -229,7 +230,7 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
     assert!(
         !enqueue_command(
             s.state.agents(),
-            &node,
+            node,
             "cmd-1",
             &CommandAction::DeleteVm {
                 vm_id: "vm-1".into()
@@ -268,7 +269,7 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
     send(&mut ws, &heartbeat(2, 12_345)).await;
     eventually("the second heartbeat", async || {
         s.store
-            .liveness(&node)
+            .liveness(node)
             .await
             .unwrap()
             .is_some_and(|l| l.heartbeats == 2)
@@ -278,8 +279,13 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
     assert!(stored.outcome.unwrap().contains("done"));
     assert_eq!(stored.attempts, 1);
 
-    let unknown =
-        enqueue_command(s.state.agents(), &format!("0x{:064x}", 5), "cmd-x", &action).await;
+    let unknown = enqueue_command(
+        s.state.agents(),
+        B256::with_last_byte(5).into(),
+        "cmd-x",
+        &action,
+    )
+    .await;
     assert!(matches!(unknown, Err(AgentError::UnknownNode(_))));
 }
 
@@ -288,12 +294,12 @@ async fn unacknowledged_commands_are_resent_after_reconnect() {
     let s = server().await;
     let key = PrivateKeySigner::random();
     let node_id = B256::repeat_byte(0x77);
-    let node = format!("{node_id:#x}");
+    let node = NodeId::from(node_id);
     register(&s.store, node_id, key.address()).await;
     let action = CommandAction::StopVm {
         vm_id: "vm-9".into(),
     };
-    enqueue_command(s.state.agents(), &node, "cmd-2", &action)
+    enqueue_command(s.state.agents(), node, "cmd-2", &action)
         .await
         .unwrap();
 
@@ -393,7 +399,7 @@ async fn agents_without_the_registered_key_are_rejected() {
     // None of it was booked as a heartbeat.
     assert!(
         s.store
-            .liveness(&format!("{node_id:#x}"))
+            .liveness(NodeId::from(node_id))
             .await
             .unwrap()
             .is_none()
@@ -416,7 +422,7 @@ fn lease(id: &str, node_id: B256, vcpus: u64) -> LeaseRecord {
     LeaseRecord {
         lease_id: id.into(),
         tenant: format!("{:#x}", Address::repeat_byte(0xaa)),
-        node_id: format!("{node_id:#x}"),
+        node_id: node_id.into(),
         status: LeaseStatus::Active,
         tier: QualityTier::Standard,
         vcpus,
@@ -447,7 +453,7 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     let s = server().await;
     let key = PrivateKeySigner::random();
     let node_id = B256::repeat_byte(0x55);
-    let node = format!("{node_id:#x}");
+    let node = NodeId::from(node_id);
     register(&s.store, node_id, key.address()).await;
     let mut ws = connect(s.addr).await;
     assert!(matches!(
@@ -456,7 +462,7 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     ));
     send(&mut ws, &heartbeat(1, 8_000)).await;
     eventually("the node to be online", async || {
-        s.store.liveness(&node).await.unwrap().is_some()
+        s.store.liveness(node).await.unwrap().is_some()
     })
     .await;
 
@@ -522,10 +528,7 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
         state_of(&s.store, "vm-1").await == "running"
     })
     .await;
-    assert_eq!(
-        s.store.liveness(&node).await.unwrap().unwrap().vms_hosted,
-        1
-    );
+    assert_eq!(s.store.liveness(node).await.unwrap().unwrap().vms_hosted, 1);
 
     // An invalid transition is refused and changes nothing.
     let err = lifecycle::transition(&s.store, "vm-1", VmState::Pending, None, None)
@@ -567,12 +570,7 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     })
     .await;
     assert_eq!(
-        s.store
-            .liveness(&node)
-            .await
-            .unwrap()
-            .unwrap()
-            .vms_completed,
+        s.store.liveness(node).await.unwrap().unwrap().vms_completed,
         1
     );
     assert_eq!(s.store.lease("1").await.unwrap().unwrap().status, "closed");
@@ -614,10 +612,10 @@ async fn connected(
     s: &Server,
     byte: u8,
     vms: Vec<VmReport>,
-) -> (Ws, B256, String, PrivateKeySigner) {
+) -> (Ws, B256, NodeId, PrivateKeySigner) {
     let key = PrivateKeySigner::random();
     let node_id = B256::repeat_byte(byte);
-    let node = format!("{node_id:#x}");
+    let node = NodeId::from(node_id);
     register(&s.store, node_id, key.address()).await;
     let mut ws = connect(s.addr).await;
     assert!(matches!(
@@ -626,7 +624,7 @@ async fn connected(
     ));
     send(&mut ws, &heartbeat_with(1, vms)).await;
     eventually("the node's report", async || {
-        s.state.agents().report(&node).is_some()
+        s.state.agents().report(node).is_some()
     })
     .await;
     (ws, node_id, node, key)
@@ -667,7 +665,7 @@ async fn an_offline_node_delays_placement_and_never_fails_the_vm() {
     let s = server().await;
     let key = PrivateKeySigner::random();
     let node_id = B256::repeat_byte(0x66);
-    let node = format!("{node_id:#x}");
+    let node = NodeId::from(node_id);
     register(&s.store, node_id, key.address()).await;
     // The node never connected: the VM waits, says why, and nothing is queued.
     let vm = lifecycle::open_lease(
@@ -687,7 +685,7 @@ async fn an_offline_node_delays_placement_and_never_fails_the_vm() {
     );
     assert!(
         s.store
-            .due_commands(&node, i64::MAX)
+            .due_commands(node, i64::MAX)
             .await
             .unwrap()
             .is_empty()
@@ -706,7 +704,7 @@ async fn an_offline_node_delays_placement_and_never_fails_the_vm() {
     ));
     send(&mut ws, &heartbeat_with(1, Vec::new())).await;
     eventually("the node's report", async || {
-        s.state.agents().report(&node).is_some()
+        s.state.agents().report(node).is_some()
     })
     .await;
     lifecycle::drive(s.state.store(), s.state.agents(), &workload())
@@ -780,7 +778,7 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
                 vm_id: format!("vm-{id}"),
                 lease_id: id.into(),
                 tenant: format!("{:#x}", Address::repeat_byte(7)),
-                node_id: node.clone(),
+                node_id: node,
                 state: VmState::Pending,
                 tier: QualityTier::Standard,
                 vcpus: 1,
@@ -824,10 +822,10 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
     )
     .await;
     eventually("the second report", async || {
-        agents.report(&node).is_some_and(|r| r.vms.len() == 3)
+        agents.report(node).is_some_and(|r| r.vms.len() == 3)
     })
     .await;
-    decloud_orchestrator::reconcile::reconcile_node(store, agents, &node, &workload())
+    decloud_orchestrator::reconcile::reconcile_node(store, agents, node, &workload())
         .await
         .unwrap();
     assert_eq!(state_of(&s.store, "vm-10").await, "failed");
@@ -844,7 +842,7 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
         }
     );
     // Reconciling the same report again queues nothing more: the deletion is under way.
-    decloud_orchestrator::reconcile::reconcile_node(store, agents, &node, &workload())
+    decloud_orchestrator::reconcile::reconcile_node(store, agents, node, &workload())
         .await
         .unwrap();
     assert!(next(&mut ws, Duration::from_millis(300)).await.is_none());
@@ -868,10 +866,10 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     send(&mut ws, &heartbeat_with(3, Vec::new())).await;
     eventually("the third report", async || {
-        agents.report(&node).is_some_and(|r| r.vms.is_empty())
+        agents.report(node).is_some_and(|r| r.vms.is_empty())
     })
     .await;
-    decloud_orchestrator::reconcile::reconcile_node(store, agents, &node, &workload())
+    decloud_orchestrator::reconcile::reconcile_node(store, agents, node, &workload())
         .await
         .unwrap();
     assert_eq!(state_of(&s.store, "vm-11").await, "provisioning");
@@ -900,13 +898,13 @@ async fn a_new_session_of_a_node_replaces_the_live_one() {
     // The new one is the node's session: it reports, and commands reach it.
     send(&mut second, &heartbeat_with(1, Vec::new())).await;
     eventually("the new session's report", async || {
-        s.state.agents().report(&node).is_some()
+        s.state.agents().report(node).is_some()
     })
     .await;
     let action = CommandAction::StartVm {
         vm_id: "vm-s".into(),
     };
-    enqueue_command(s.state.agents(), &node, "cmd-s", &action)
+    enqueue_command(s.state.agents(), node, "cmd-s", &action)
         .await
         .unwrap();
     assert_eq!(next_command(&mut second).await.id, "cmd-s");
@@ -916,7 +914,7 @@ async fn a_new_session_of_a_node_replaces_the_live_one() {
 async fn acknowledgements_stored_before_a_crash_are_applied_on_recovery() {
     let s = server().await;
     let (_ws, node_id, node, _key) = connected(&s, 0x88, Vec::new()).await;
-    s.store.set_compute_points(&node, 8_000).await.unwrap();
+    s.store.set_compute_points(node, 8_000).await.unwrap();
     lifecycle::open_lease(
         &s.store,
         s.state.agents(),
@@ -928,7 +926,7 @@ async fn acknowledgements_stored_before_a_crash_are_applied_on_recovery() {
     // The ack reached the store, the process died before the VM moved.
     let outcome = serde_json::to_string(&AckOutcome::Done { vm: None }).unwrap();
     s.store
-        .ack_command(&node, "create-vm-5", &outcome, 1)
+        .ack_command(node, "create-vm-5", &outcome, 1)
         .await
         .unwrap();
     assert_eq!(state_of(&s.store, "vm-5").await, "provisioning");
@@ -948,7 +946,7 @@ async fn unacknowledged_commands_are_resent_on_the_same_connection() {
     .await;
     let key = PrivateKeySigner::random();
     let node_id = B256::repeat_byte(0x99);
-    let node = format!("{node_id:#x}");
+    let node = NodeId::from(node_id);
     register(&s.store, node_id, key.address()).await;
     let mut ws = connect(s.addr).await;
     assert!(matches!(
@@ -958,7 +956,7 @@ async fn unacknowledged_commands_are_resent_on_the_same_connection() {
     let action = CommandAction::StartVm {
         vm_id: "vm-r".into(),
     };
-    enqueue_command(s.state.agents(), &node, "cmd-r", &action)
+    enqueue_command(s.state.agents(), node, "cmd-r", &action)
         .await
         .unwrap();
     for delivery in 1..=2 {

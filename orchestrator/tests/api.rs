@@ -2,6 +2,7 @@
 
 mod support;
 
+use alloy::primitives::B256;
 use alloy::{
     primitives::Address,
     signers::{Signer, local::PrivateKeySigner},
@@ -20,6 +21,7 @@ use decloud_orchestrator::{
     scheduler::{Prices, QualityTier},
     store::{LeaseRecord, NodeRecord, NodeStatus, VmRecord},
 };
+use decloud_sdk::NodeId;
 use decloud_sdk::types::{LeaseStatus, VmState};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -208,7 +210,7 @@ fn assert_error(r: &Reply, status: StatusCode, code: &str) {
 
 fn node(n: u8, operator: Address) -> NodeRecord {
     NodeRecord {
-        node_id: format!("0x{:064x}", n),
+        node_id: B256::with_last_byte(n).into(),
         operator: format!("{operator:#x}"),
         node_key: format!("0x{:040x}", n),
         status: NodeStatus::Active,
@@ -233,12 +235,12 @@ fn node(n: u8, operator: Address) -> NodeRecord {
     }
 }
 
-fn vm(id: &str, tenant: Address, node_id: &str) -> VmRecord {
+fn vm(id: &str, tenant: Address, node_id: NodeId) -> VmRecord {
     VmRecord {
         vm_id: id.into(),
         lease_id: "1".into(),
         tenant: format!("{tenant:#x}"),
-        node_id: node_id.into(),
+        node_id,
         state: VmState::Running,
         tier: QualityTier::Standard,
         vcpus: 2,
@@ -252,7 +254,7 @@ fn vm(id: &str, tenant: Address, node_id: &str) -> VmRecord {
 }
 
 /// Heartbeats every 15 s over the last `secs` seconds, so the node is online with full uptime.
-async fn heartbeat_history(store: &Store, node_id: &str, secs: i64) {
+async fn heartbeat_history(store: &Store, node_id: NodeId, secs: i64) {
     let end = now();
     let mut t = end - secs;
     while t <= end {
@@ -691,7 +693,7 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
         .upsert_lease(&LeaseRecord {
             lease_id: "1".into(),
             tenant: format!("{:#x}", alice.address()),
-            node_id: n.node_id.clone(),
+            node_id: n.node_id,
             status: LeaseStatus::Active,
             tier: QualityTier::Standard,
             vcpus: 2,
@@ -704,7 +706,7 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
         .await
         .unwrap();
     t.store
-        .insert_vm(&vm("vm-a", alice.address(), &n.node_id))
+        .insert_vm(&vm("vm-1", alice.address(), n.node_id))
         .await
         .unwrap();
 
@@ -729,18 +731,18 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
     );
     assert_eq!(
         get("/api/v1/vms".into(), &a_token).await.body[0]["vm_id"],
-        "vm-a"
+        "vm-1"
     );
     assert_eq!(
-        get("/api/v1/vms/vm-a".into(), &a_token).await.status,
+        get("/api/v1/vms/vm-1".into(), &a_token).await.status,
         StatusCode::OK
     );
     assert_eq!(
         get("/api/v1/operator/nodes".into(), &a_token).await.body[0]["node_id"],
-        n.node_id.as_str()
+        n.node_id.to_string()
     );
     let mine = get(format!("/api/v1/operator/nodes/{}", n.node_id), &a_token).await;
-    assert_eq!(mine.body["vms"][0]["vm_id"], "vm-a", "{}", mine.text);
+    assert_eq!(mine.body["vms"][0]["vm_id"], "vm-1", "{}", mine.text);
     assert_eq!(mine.body["node"]["used"]["memory_gib"], 4);
 
     // Bob sees none of it and cannot read it by id.
@@ -756,7 +758,7 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
         "forbidden",
     );
     assert_error(
-        &get("/api/v1/vms/vm-a".into(), &b_token).await,
+        &get("/api/v1/vms/vm-1".into(), &b_token).await,
         StatusCode::FORBIDDEN,
         "forbidden",
     );
@@ -765,11 +767,28 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
         StatusCode::FORBIDDEN,
         "forbidden",
     );
-    // Unknown ids are 404, malformed node ids 400.
+    // Unknown ids are 404; malformed ids are 400 and name the kind of id.
     assert_error(
-        &get("/api/v1/vms/nope".into(), &a_token).await,
+        &get("/api/v1/vms/vm-999".into(), &a_token).await,
         StatusCode::NOT_FOUND,
         "not_found",
+    );
+    for malformed in ["nope", "vm-", "vm-x", "999"] {
+        assert_error(
+            &get(format!("/api/v1/vms/{malformed}"), &a_token).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_vm_id",
+        );
+        assert_error(
+            &get(format!("/api/v1/vms/{malformed}/credentials"), &a_token).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_vm_id",
+        );
+    }
+    assert_error(
+        &get("/api/v1/leases/0x1".into(), &a_token).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_lease_id",
     );
     assert_error(
         &get("/api/v1/leases/999".into(), &a_token).await,
@@ -803,9 +822,9 @@ async fn marketplace_search_featured_and_detail() {
     for n in [&gpu, &plain, &paused, &silent] {
         t.store.upsert_node(n).await.unwrap();
     }
-    heartbeat_history(&t.store, &gpu.node_id, 600).await;
-    heartbeat_history(&t.store, &plain.node_id, 600).await;
-    heartbeat_history(&t.store, &paused.node_id, 600).await;
+    heartbeat_history(&t.store, gpu.node_id, 600).await;
+    heartbeat_history(&t.store, plain.node_id, 600).await;
+    heartbeat_history(&t.store, paused.node_id, 600).await;
 
     let search = |q: &str| {
         let path = format!("/api/v1/nodes{q}");
@@ -828,18 +847,21 @@ async fn marketplace_search_featured_and_detail() {
         all.text
     );
     assert_eq!(all.body["nodes"][0]["reputation"]["uptime_bps"], 10_000);
-    assert_eq!(ids(&search("?gpu=true").await), vec![gpu.node_id.clone()]);
+    assert_eq!(
+        ids(&search("?gpu=true").await),
+        vec![gpu.node_id.to_string()]
+    );
     assert_eq!(
         ids(&search("?tags=a100,ssd&region=US-EAST").await),
-        vec![gpu.node_id.clone()]
+        vec![gpu.node_id.to_string()]
     );
     assert_eq!(
         ids(&search("?online_only=true&sort=price").await),
-        vec![gpu.node_id.clone(), plain.node_id.clone()]
+        vec![gpu.node_id.to_string(), plain.node_id.to_string()]
     );
     assert_eq!(
         ids(&search("?sort=price&limit=1&offset=1").await),
-        vec![plain.node_id.clone()]
+        vec![plain.node_id.to_string()]
     );
     assert_eq!(search("?min_uptime=9000").await.body["total"], 2);
     assert_eq!(search("?max_price=10001").await.body["total"], 1);
@@ -875,7 +897,10 @@ async fn marketplace_search_featured_and_detail() {
         .iter()
         .map(|n| n["node_id"].as_str().unwrap())
         .collect();
-    assert_eq!(featured, vec![gpu.node_id.as_str(), plain.node_id.as_str()]);
+    assert_eq!(
+        featured,
+        vec![gpu.node_id.to_string(), plain.node_id.to_string()]
+    );
 
     let detail = t
         .call(
@@ -931,10 +956,10 @@ async fn scheduler_plans_or_explains() {
     let b = node(2, op);
     t.store.upsert_node(&a).await.unwrap();
     t.store.upsert_node(&b).await.unwrap();
-    heartbeat_history(&t.store, &a.node_id, 60).await;
-    heartbeat_history(&t.store, &b.node_id, 60).await;
+    heartbeat_history(&t.store, a.node_id, 60).await;
+    heartbeat_history(&t.store, b.node_id, 60).await;
     // Node a is nearly full on compute: 6 Dedicated vCPUs of 8.
-    let mut big = vm("vm-big", op, &a.node_id);
+    let mut big = vm("vm-big", op, a.node_id);
     big.tier = QualityTier::Dedicated;
     big.vcpus = 6;
     t.store.insert_vm(&big).await.unwrap();
@@ -950,12 +975,12 @@ async fn scheduler_plans_or_explains() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(
         r.body["node_id"],
-        a.node_id.as_str(),
+        a.node_id.to_string(),
         "cheaper node a still has 2 vCPUs of points"
     );
     assert_eq!(r.body["price_per_hour"], 2 * 10_001 + 4 * 2_000 + 20 * 100);
     let r = plan(json!({"vcpus": 3, "memory_gib": 4, "disk_gib": 20, "tier": "dedicated"})).await;
-    assert_eq!(r.body["node_id"], b.node_id.as_str());
+    assert_eq!(r.body["node_id"], b.node_id.to_string());
     let r = plan(json!({"vcpus": 3, "memory_gib": 4, "disk_gib": 20, "tier": "dedicated", "node_id": a.node_id})).await;
     assert_error(&r, StatusCode::UNPROCESSABLE_ENTITY, "no_fit");
     assert_eq!(

@@ -17,6 +17,7 @@ use decloud_orchestrator::{
     chain::ChainHandler,
     lifecycle::{self, Workload},
 };
+use decloud_sdk::NodeId;
 use decloud_sdk::agent_protocol::{
     self as proto, Ack, AckOutcome, AgentMessage, BandwidthTier, Capacity, CommandAction,
     Heartbeat, Hello, NodeResources, PROTOCOL_VERSION, Readiness, ServerMessage, VmReport,
@@ -220,7 +221,7 @@ async fn lease_flow(url: String) {
         .await;
     sync(&mut follower).await;
     let node = store
-        .node(&format!("{node_id:#x}"))
+        .node(NodeId::from(node_id))
         .await
         .unwrap()
         .expect("node synced from chain");
@@ -294,7 +295,7 @@ async fn lease_flow(url: String) {
     send(&mut ws, AgentMessage::Heartbeat(Box::new(heartbeat))).await;
     for _ in 0..100 {
         if store
-            .node(&format!("{node_id:#x}"))
+            .node(NodeId::from(node_id))
             .await
             .unwrap()
             .unwrap()
@@ -430,7 +431,7 @@ async fn lease_flow(url: String) {
     assert_eq!(state_of(&store, "vm-1").await, "terminated");
     assert_eq!(store.lease("1").await.unwrap().unwrap().status, "closed");
     let live = store
-        .liveness(&format!("{node_id:#x}"))
+        .liveness(NodeId::from(node_id))
         .await
         .unwrap()
         .unwrap();

@@ -18,7 +18,9 @@ use tokio_tungstenite::{
 
 type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
-const VM: &str = "vm-console";
+// A VM id no other test uses: its libvirt domain (`decloud-<vm id>`) lives on the shared
+// libvirtd, where tests running at the same time must not collide.
+const VM: &str = "vm-7101";
 
 /// Opens the console WebSocket; `Err` carries the HTTP refusal as (status, JSON body).
 async fn open(
@@ -129,9 +131,14 @@ async fn the_tenant_types_into_its_vms_console_and_no_one_else_can() {
     );
     assert!(message.contains("belongs to another address"), "{message}");
     assert_refused(
-        open(addr, "vm-unknown", Some(&alice_token), false).await,
+        open(addr, "vm-999", Some(&alice_token), false).await,
         404,
         "not_found",
+    );
+    assert_refused(
+        open(addr, "vm-unknown", Some(&alice_token), false).await,
+        400,
+        "invalid_vm_id",
     );
     assert!(
         agent.consoles().attached().is_empty(),
@@ -168,7 +175,7 @@ async fn the_tenant_types_into_its_vms_console_and_no_one_else_can() {
 
     // The link carried heartbeats all along.
     assert!(
-        node.store.liveness(&node.node_id).await.unwrap().is_some(),
+        node.store.liveness(node.node_id).await.unwrap().is_some(),
         "heartbeats were booked"
     );
     node.shutdown().await;

@@ -4,6 +4,7 @@
 
 mod support;
 
+use alloy::primitives::B256;
 use alloy::{
     primitives::Address,
     signers::{Signer, local::PrivateKeySigner},
@@ -99,7 +100,7 @@ async fn sign_in(router: &Router, signer: &PrivateKeySigner) -> String {
 
 fn node(n: u8, region: &str, status: NodeStatus) -> NodeRecord {
     NodeRecord {
-        node_id: format!("0x{n:064x}"),
+        node_id: B256::with_last_byte(n).into(),
         operator: format!("0x{:040x}", 0xbeef),
         node_key: format!("0x{:040x}", 0x1000 + u32::from(n)),
         status,
@@ -129,7 +130,7 @@ fn vm(id: &str, tenant: Address) -> VmRecord {
         vm_id: id.into(),
         lease_id: id.trim_start_matches("vm-").into(),
         tenant: format!("{tenant:#x}"),
-        node_id: format!("0x{:064x}", 1),
+        node_id: B256::with_last_byte(1).into(),
         state: VmState::Running,
         tier: QualityTier::Standard,
         vcpus: 2,
@@ -216,6 +217,18 @@ async fn hosting_endpoints_attest_what_tenants_ask_about_their_own_services() {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = call(
+        &router,
+        Method::POST,
+        "/api/v1/hosting/services/service-1/attest",
+        None,
+        Some(&a),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (StatusCode::BAD_REQUEST, &json!("invalid_vm_id"))
+    );
     assert_eq!(
         store.attestation_count().await.unwrap(),
         0,

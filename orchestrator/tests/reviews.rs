@@ -21,7 +21,7 @@ use decloud_sdk::{
     tx,
     types::{Architecture, BandwidthTier, QualityTier},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::{
     future::Future,
     path::Path,
@@ -296,6 +296,31 @@ async fn only_a_leases_tenant_reviews_it_once_and_the_aggregates_show_it() {
         assert_eq!(r.review.chain_id, chain_id);
     }
     assert_eq!(get(format!("{base}/api/v1/reviews")).await.0, 400);
+    // The id is parsed, so its spelling does not matter and a malformed one is a 400 (not an
+    // empty list).
+    let upper = format!("0x{}", format!("{node_id:x}").to_uppercase());
+    let (status, same) = get(format!("{base}/api/v1/reviews?node={upper}")).await;
+    assert_eq!(
+        (status, same.as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{same}"
+    );
+    let (_, by_template) = get(format!("{base}/api/v1/reviews?template=01")).await;
+    assert_eq!(
+        by_template.as_array().map(Vec::len),
+        Some(1),
+        "{by_template}"
+    );
+    let (status, refused) = get(format!("{base}/api/v1/reviews?node=0x12")).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (400, &json!("invalid_node_id"))
+    );
+    let (status, refused) = get(format!("{base}/api/v1/reviews?template=one")).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (400, &json!("invalid_template_id"))
+    );
 
     running.stop().await.unwrap();
 }

@@ -21,6 +21,7 @@ use decloud_node_agent::{
     NetworkConfig, bandwidth_kbytes, create_blank_qcow2, render_domain_xml, run_link,
 };
 use decloud_orchestrator::Store;
+use decloud_sdk::NodeId;
 use decloud_sdk::{
     USDC,
     agent_protocol::{self as proto, NodeResources},
@@ -495,7 +496,7 @@ async fn a_silent_node_has_its_lease_terminated_and_the_tenant_refunded_exactly(
     let silent_since = {
         let store = Store::connect(&database_url).await.unwrap();
         let liveness = store
-            .liveness(&format!("{node_id:#x}"))
+            .liveness(NodeId::from(node_id))
             .await
             .unwrap()
             .expect("the node's heartbeats were recorded");

@@ -2,6 +2,7 @@
 
 mod support;
 
+use alloy::primitives::B256;
 use decloud_orchestrator::{
     reputation::{DAY_SECS, HEARTBEAT_INTERVAL_SECS},
     scheduler::{Prices, QualityTier},
@@ -10,13 +11,14 @@ use decloud_orchestrator::{
         StoreError, VmRecord,
     },
 };
+use decloud_sdk::NodeId;
 use decloud_sdk::types::{LeaseStatus, VmState};
 
 const OPERATOR: &str = "0xAbCdEf0000000000000000000000000000000001";
 
 fn node(n: u8) -> NodeRecord {
     NodeRecord {
-        node_id: format!("0x{:064x}", n),
+        node_id: B256::with_last_byte(n).into(),
         operator: OPERATOR.into(),
         node_key: format!("0x{:040x}", 0x1000 + n as u32),
         status: NodeStatus::Active,
@@ -41,12 +43,12 @@ fn node(n: u8) -> NodeRecord {
     }
 }
 
-fn vm(id: &str, node_id: &str, state: &str, tier: QualityTier) -> VmRecord {
+fn vm(id: &str, node_id: NodeId, state: &str, tier: QualityTier) -> VmRecord {
     VmRecord {
         vm_id: id.into(),
         lease_id: "1".into(),
         tenant: "0x00000000000000000000000000000000000000aa".into(),
-        node_id: node_id.into(),
+        node_id,
         state: state.parse().unwrap(),
         tier,
         vcpus: 2,
@@ -64,7 +66,7 @@ async fn nodes_round_trip(url: String) {
     let mut a = node(1);
     store.upsert_node(&a).await.unwrap();
     store.upsert_node(&node(2)).await.unwrap();
-    let got = store.node(&a.node_id).await.unwrap().unwrap();
+    let got = store.node(a.node_id).await.unwrap().unwrap();
     assert_eq!(got.operator, OPERATOR.to_lowercase());
     assert_eq!(got.tags, vec!["nvme", "ssd"]);
     assert_eq!(got.prices, a.prices);
@@ -72,7 +74,15 @@ async fn nodes_round_trip(url: String) {
     a.region = "us-east".into();
     store.upsert_node(&a).await.unwrap();
     let got = store
-        .node(&a.node_id.to_uppercase().replace("0X", "0x"))
+        // Any spelling of the id parses to the same key.
+        .node(
+            a.node_id
+                .to_string()
+                .to_uppercase()
+                .replacen("0X", "0x", 1)
+                .parse()
+                .unwrap(),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -83,7 +93,13 @@ async fn nodes_round_trip(url: String) {
     assert_eq!(store.nodes().await.unwrap().len(), 2);
     assert_eq!(store.nodes_of_operator(OPERATOR).await.unwrap().len(), 2);
     assert!(store.nodes_of_operator("0x01").await.unwrap().is_empty());
-    assert!(store.node("0xdead").await.unwrap().is_none());
+    assert!(
+        store
+            .node(B256::with_last_byte(0xde).into())
+            .await
+            .unwrap()
+            .is_none()
+    );
     // Reopening runs the migrations again without harm.
     store.close().await;
     let store = Store::connect(&url).await.unwrap();
@@ -95,28 +111,25 @@ async fn heartbeats_build_reputation_that_survives_restart(url: String) {
     let n = node(1);
     store.upsert_node(&n).await.unwrap();
     let t0 = 50 * DAY_SECS + DAY_SECS - 60;
-    assert_eq!(store.record_heartbeat(&n.node_id, t0).await.unwrap(), 0);
-    assert_eq!(
-        store.record_heartbeat(&n.node_id, t0 + 15).await.unwrap(),
-        0
-    );
+    assert_eq!(store.record_heartbeat(n.node_id, t0).await.unwrap(), 0);
+    assert_eq!(store.record_heartbeat(n.node_id, t0 + 15).await.unwrap(), 0);
     // Two minutes of silence across midnight: 7 slots missed, split 2 before and 5 after.
     let t1 = t0 + 15 + 120;
-    assert_eq!(store.record_heartbeat(&n.node_id, t1).await.unwrap(), 7);
+    assert_eq!(store.record_heartbeat(n.node_id, t1).await.unwrap(), 7);
     // A late duplicate books nothing and does not move time back.
-    assert_eq!(store.record_heartbeat(&n.node_id, t0).await.unwrap(), 0);
-    let live = store.liveness(&n.node_id).await.unwrap().unwrap();
+    assert_eq!(store.record_heartbeat(n.node_id, t0).await.unwrap(), 0);
+    let live = store.liveness(n.node_id).await.unwrap().unwrap();
     assert_eq!(
         (live.first_heartbeat, live.last_heartbeat, live.heartbeats),
         (t0, t1, 4)
     );
-    store.record_vm_hosted(&n.node_id, t1).await.unwrap();
-    store.record_vm_hosted(&n.node_id, t1).await.unwrap();
-    store.record_vm_completed(&n.node_id, t1).await.unwrap();
+    store.record_vm_hosted(n.node_id, t1).await.unwrap();
+    store.record_vm_hosted(n.node_id, t1).await.unwrap();
+    store.record_vm_completed(n.node_id, t1).await.unwrap();
     store.close().await;
 
     let store = Store::connect(&url).await.unwrap();
-    let rep = store.reputation(&n.node_id, t1).await.unwrap();
+    let rep = store.reputation(n.node_id, t1).await.unwrap();
     assert!(rep.online);
     assert_eq!(rep.last_heartbeat, Some(t1));
     let days: Vec<(i64, i64)> = rep
@@ -132,20 +145,20 @@ async fn heartbeats_build_reputation_that_survives_restart(url: String) {
     );
     assert_eq!((rep.vms_hosted, rep.vms_completed), (2, 1));
     // Three minutes later without a heartbeat the node is offline and the open gap counts.
-    let later = store.reputation(&n.node_id, t1 + 180).await.unwrap();
+    let later = store.reputation(n.node_id, t1 + 180).await.unwrap();
     assert!(!later.online);
     assert!(later.uptime_bps.unwrap() < rep.uptime_bps.unwrap());
     let all = store.reputations(t1).await.unwrap();
     assert_eq!(all[&n.node_id].uptime_bps, rep.uptime_bps);
     // Unknown nodes are refused and leave no trace.
-    let unknown = format!("0x{:064x}", 99);
+    let unknown = NodeId::from(B256::with_last_byte(99));
     assert!(matches!(
-        store.record_heartbeat(&unknown, t1).await,
+        store.record_heartbeat(unknown, t1).await,
         Err(StoreError::NotFound("node"))
     ));
-    assert!(store.liveness(&unknown).await.unwrap().is_none());
+    assert!(store.liveness(unknown).await.unwrap().is_none());
     assert!(matches!(
-        store.record_vm_hosted(&unknown, t1).await,
+        store.record_vm_hosted(unknown, t1).await,
         Err(StoreError::NotFound("node"))
     ));
 }
@@ -154,14 +167,14 @@ async fn counters_before_first_heartbeat_do_not_start_the_clock(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let n = node(3);
     store.upsert_node(&n).await.unwrap();
-    store.record_vm_hosted(&n.node_id, 100).await.unwrap();
-    let rep = store.reputation(&n.node_id, 10_000).await.unwrap();
+    store.record_vm_hosted(n.node_id, 100).await.unwrap();
+    let rep = store.reputation(n.node_id, 10_000).await.unwrap();
     assert_eq!(
         (rep.online, rep.uptime_bps, rep.vms_hosted),
         (false, None, 1)
     );
-    assert_eq!(store.record_heartbeat(&n.node_id, 10_000).await.unwrap(), 0);
-    let live = store.liveness(&n.node_id).await.unwrap().unwrap();
+    assert_eq!(store.record_heartbeat(n.node_id, 10_000).await.unwrap(), 0);
+    let live = store.liveness(n.node_id).await.unwrap().unwrap();
     assert_eq!(
         (live.first_heartbeat, live.heartbeats, live.vms_hosted),
         (10_000, 1, 1)
@@ -172,19 +185,19 @@ async fn concurrent_heartbeats_are_all_counted(url: String) {
     let store = Store::connect(&url).await.unwrap();
     let n = node(4);
     store.upsert_node(&n).await.unwrap();
-    store.record_heartbeat(&n.node_id, 1_000).await.unwrap();
+    store.record_heartbeat(n.node_id, 1_000).await.unwrap();
     let mut tasks = Vec::new();
     for k in 1..=8 {
         let store = store.clone();
-        let id = n.node_id.clone();
+        let id = n.node_id;
         tasks.push(tokio::spawn(async move {
-            store.record_heartbeat(&id, 1_000 + k).await
+            store.record_heartbeat(id, 1_000 + k).await
         }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let live = store.liveness(&n.node_id).await.unwrap().unwrap();
+    let live = store.liveness(n.node_id).await.unwrap().unwrap();
     assert_eq!((live.heartbeats, live.last_heartbeat), (9, 1_008));
 }
 
@@ -195,7 +208,7 @@ async fn leases_vms_and_usage(url: String) {
     let lease = LeaseRecord {
         lease_id: "7".into(),
         tenant: "0x00000000000000000000000000000000000000AA".into(),
-        node_id: n.node_id.clone(),
+        node_id: n.node_id,
         status: LeaseStatus::Active,
         tier: QualityTier::Balanced,
         vcpus: 2,
@@ -216,26 +229,21 @@ async fn leases_vms_and_usage(url: String) {
     assert!(store.leases_of_tenant("0x01").await.unwrap().is_empty());
 
     store
-        .insert_vm(&vm("vm-a", &n.node_id, "running", QualityTier::Dedicated))
+        .insert_vm(&vm("vm-a", n.node_id, "running", QualityTier::Dedicated))
         .await
         .unwrap();
     store
-        .insert_vm(&vm("vm-b", &n.node_id, "pending", QualityTier::Burstable))
+        .insert_vm(&vm("vm-b", n.node_id, "pending", QualityTier::Burstable))
         .await
         .unwrap();
     store
-        .insert_vm(&vm(
-            "vm-c",
-            &n.node_id,
-            "terminated",
-            QualityTier::Dedicated,
-        ))
+        .insert_vm(&vm("vm-c", n.node_id, "terminated", QualityTier::Dedicated))
         .await
         .unwrap();
     // The same id twice is refused, and the first record is untouched.
     assert!(
         store
-            .insert_vm(&vm("vm-a", &n.node_id, "failed", QualityTier::Burstable))
+            .insert_vm(&vm("vm-a", n.node_id, "failed", QualityTier::Burstable))
             .await
             .is_err()
     );
@@ -254,7 +262,7 @@ async fn leases_vms_and_usage(url: String) {
             .len(),
         3
     );
-    assert_eq!(store.vms_on_node(&n.node_id).await.unwrap().len(), 3);
+    assert_eq!(store.vms_on_node(n.node_id).await.unwrap().len(), 3);
 }
 
 async fn nonces_are_single_use_and_expire(url: String) {
@@ -355,24 +363,24 @@ async fn agent_commands_queue_and_ack(url: String) {
     store.upsert_node(&n).await.unwrap();
     assert!(
         store
-            .enqueue_command("c1", &n.node_id, "{\"a\":1}", 100)
+            .enqueue_command("c1", n.node_id, "{\"a\":1}", 100)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .enqueue_command("c1", &n.node_id, "{\"a\":2}", 101)
+            .enqueue_command("c1", n.node_id, "{\"a\":2}", 101)
             .await
             .unwrap()
     );
     assert!(
         store
-            .enqueue_command("c2", &n.node_id, "{}", 102)
+            .enqueue_command("c2", n.node_id, "{}", 102)
             .await
             .unwrap()
     );
     let due: Vec<_> = store
-        .due_commands(&n.node_id, 0)
+        .due_commands(n.node_id, 0)
         .await
         .unwrap()
         .into_iter()
@@ -381,31 +389,34 @@ async fn agent_commands_queue_and_ack(url: String) {
     assert_eq!(due, ["c1", "c2"]);
     store.mark_command_sent("c1", 110).await.unwrap();
     // Sent at 110: not due again before 110, due at 110 and after.
-    assert_eq!(store.due_commands(&n.node_id, 109).await.unwrap().len(), 1);
-    assert_eq!(store.due_commands(&n.node_id, 110).await.unwrap().len(), 2);
+    assert_eq!(store.due_commands(n.node_id, 109).await.unwrap().len(), 1);
+    assert_eq!(store.due_commands(n.node_id, 110).await.unwrap().len(), 2);
     assert_eq!(
         store
-            .ack_command(&n.node_id, "c1", "done", 120)
+            .ack_command(n.node_id, "c1", "done", 120)
             .await
             .unwrap(),
         AckRecorded::Recorded
     );
     assert_eq!(
         store
-            .ack_command(&n.node_id, "c1", "failed", 121)
+            .ack_command(n.node_id, "c1", "failed", 121)
             .await
             .unwrap(),
         AckRecorded::Duplicate
     );
     assert_eq!(
         store
-            .ack_command(&n.node_id, "nope", "done", 121)
+            .ack_command(n.node_id, "nope", "done", 121)
             .await
             .unwrap(),
         AckRecorded::Unknown
     );
     assert_eq!(
-        store.ack_command("0x01", "c2", "done", 121).await.unwrap(),
+        store
+            .ack_command(B256::with_last_byte(1).into(), "c2", "done", 121)
+            .await
+            .unwrap(),
         AckRecorded::Unknown,
         "another node's command"
     );
@@ -420,25 +431,18 @@ async fn agent_commands_queue_and_ack(url: String) {
         ("{\"a\":1}", 1, Some(120), Some("done"))
     );
     assert_eq!(
-        store
-            .due_commands(&n.node_id, i64::MAX)
-            .await
-            .unwrap()
-            .len(),
+        store.due_commands(n.node_id, i64::MAX).await.unwrap().len(),
         1
     );
-    store.set_compute_points(&n.node_id, 4_321).await.unwrap();
+    store.set_compute_points(n.node_id, 4_321).await.unwrap();
     assert_eq!(
-        store
-            .node(&n.node_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .compute_points,
+        store.node(n.node_id).await.unwrap().unwrap().compute_points,
         4_321
     );
     assert!(matches!(
-        store.set_compute_points("0x01", 1).await,
+        store
+            .set_compute_points(B256::with_last_byte(1).into(), 1)
+            .await,
         Err(StoreError::NotFound("node"))
     ));
 }
@@ -448,7 +452,7 @@ async fn vm_transitions_are_compare_and_set(url: String) {
     let n = node(6);
     store.upsert_node(&n).await.unwrap();
     store
-        .insert_vm(&vm("vm-t", &n.node_id, "pending", QualityTier::Standard))
+        .insert_vm(&vm("vm-t", n.node_id, "pending", QualityTier::Standard))
         .await
         .unwrap();
     // The command is queued only together with the state it belongs to.
@@ -493,7 +497,7 @@ async fn vm_transitions_are_compare_and_set(url: String) {
     );
     assert!(store.unapplied_acks().await.unwrap().is_empty());
     store
-        .ack_command(&n.node_id, "create-vm-t", "{\"status\":\"done\"}", 60)
+        .ack_command(n.node_id, "create-vm-t", "{\"status\":\"done\"}", 60)
         .await
         .unwrap();
     assert_eq!(
@@ -575,7 +579,7 @@ async fn lifecycle_queries(url: String) {
     let lease = LeaseRecord {
         lease_id: "9".into(),
         tenant: "0x00000000000000000000000000000000000000aa".into(),
-        node_id: n.node_id.clone(),
+        node_id: n.node_id,
         status: LeaseStatus::Active,
         tier: QualityTier::Dedicated,
         vcpus: 1,
@@ -586,7 +590,7 @@ async fn lifecycle_queries(url: String) {
         opened_at: 1,
     };
     store.upsert_lease(&lease).await.unwrap();
-    let mut v = vm("vm-9", &n.node_id, "running", QualityTier::Dedicated);
+    let mut v = vm("vm-9", n.node_id, "running", QualityTier::Dedicated);
     v.lease_id = "9".into();
     store.insert_vm(&v).await.unwrap();
     assert_eq!(

@@ -25,6 +25,7 @@ use decloud_orchestrator::{
     Store,
     scheduler::{QualityTier, TierShare},
 };
+use decloud_sdk::NodeId;
 use decloud_sdk::{
     USDC,
     agent_protocol::{self as proto, NodeResources},
@@ -214,7 +215,7 @@ struct World<'a> {
     rpc_url: url::Url,
     anchor: alloy::primitives::Address,
     agent: &'a Agent,
-    node: String,
+    node: NodeId,
     /// Lease id → vCPUs, memory GiB, disk GiB of the leases active on chain.
     active: BTreeMap<u64, (u64, u64, u64)>,
     /// Leases closed on chain.
@@ -246,7 +247,7 @@ impl World<'_> {
             .map(|d| (d.vm_id, d.active))
             .collect();
         let vms = store
-            .vms_on_node(&self.node)
+            .vms_on_node(self.node)
             .await
             .map_err(|e| e.to_string())?;
         for vm in &vms {
@@ -484,7 +485,7 @@ async fn walk_away(setup: NodeSetup) {
         libvirt_uri: setup.libvirt_uri.clone(),
         node_id,
     };
-    let node = format!("{node_id:#x}");
+    let node = NodeId::from(node_id);
     let registry = NodeRegistry::new(d.contracts.node_registry.address, operator.clone());
     tx::send(
         "NodeRegistry",
@@ -606,7 +607,7 @@ async fn walk_away(setup: NodeSetup) {
         rpc_url: system.rpc_url(),
         anchor: d.contracts.attestation_anchor.address,
         agent: &agent,
-        node: node.clone(),
+        node,
         active: BTreeMap::new(),
         closed: BTreeSet::new(),
         tier,

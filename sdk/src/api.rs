@@ -5,7 +5,10 @@
 //!
 //! Every error response has the shape [`ErrorBody`]: `{"error":{"code":"…","message":"…"}}`.
 
-use crate::types::{LeaseStatus, NodeStatus, QualityTier, VmState};
+use crate::{
+    NodeId,
+    types::{LeaseStatus, NodeStatus, QualityTier, VmState},
+};
 use serde::{Deserialize, Serialize};
 
 /// Hourly prices of a node in micro-USDC.
@@ -102,7 +105,7 @@ pub struct PlacementScore {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeRecord {
     /// keccak256(machineId, operator), 0x-prefixed lowercase hex.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// Operator address, lowercase hex.
     pub operator: String,
     /// Address of the key the node agent signs with.
@@ -174,7 +177,7 @@ pub struct LeaseRecord {
     /// Tenant address, lowercase hex.
     pub tenant: String,
     /// Node the lease pays for.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// `active`, `closed` or `terminated`.
     pub status: LeaseStatus,
     /// Quality tier.
@@ -204,7 +207,7 @@ pub struct VmRecord {
     /// Tenant address, lowercase hex.
     pub tenant: String,
     /// Node it runs on.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// Lifecycle state (`pending`, `provisioning`, `running`, `stopping`, `stopped`,
     /// `terminated`, `failed`).
     pub state: VmState,
@@ -1006,7 +1009,7 @@ mod tests {
     fn a_listing_carries_its_node_record_flattened() {
         let listing = NodeListing {
             node: NodeRecord {
-                node_id: format!("0x{:064x}", 1),
+                node_id: alloy::primitives::B256::with_last_byte(1).into(),
                 operator: "0x01".into(),
                 node_key: "0x02".into(),
                 status: NodeStatus::Active,

@@ -13,6 +13,8 @@
 //! - [`reviews`]: EIP-712 signed reviews of nodes and templates, verifiable offline;
 //! - [`dev`]: the local development network behind `decloud dev`;
 //! - [`agent_protocol`]: the wire protocol between the orchestrator and node agents;
+//! - [`ids`]: typed ids ([`NodeId`], [`LeaseId`], [`VmId`], [`TemplateId`]) with one canonical
+//!   text form each, parsed once at the edges;
 //! - [`types`]: Rust enums for the contracts' enums (quality and bandwidth tiers, statuses) and
 //!   the VM lifecycle state;
 //! - [`api`]: the orchestrator API's request and response types (with `ToSchema` under the
@@ -38,6 +40,7 @@ pub mod deploy;
 pub mod deployments;
 pub mod dev;
 mod error;
+pub mod ids;
 pub mod merkle;
 pub mod paths;
 pub mod permit;
@@ -50,6 +53,7 @@ pub mod wallet;
 
 pub use bindings::RevertError;
 pub use error::Error;
+pub use ids::{IdError, LeaseId, NodeId, TemplateId, VmId};
 
 /// USDC has 6 decimals: one USDC is 1_000_000 micro-USDC.
 pub const USDC: u64 = 1_000_000;

@@ -31,6 +31,7 @@ use axum::{
     },
     response::Response,
 };
+use decloud_sdk::NodeId;
 use decloud_sdk::agent_protocol::{
     self as proto, AgentMessage, Challenge, CommandAction, HEARTBEAT_INTERVAL_SECS, Heartbeat,
     PROTOCOL_VERSION, ServerMessage, Welcome,
@@ -96,7 +97,7 @@ async fn serve(hub: AgentHub, mut socket: WebSocket) {
         Ok(node_id) => {
             tracing::info!(target: "orchestrator::agent", %node_id, "agent connected");
             hub.metrics().agent_connected(1);
-            let ticket = hub.open_session(&node_id);
+            let ticket = hub.open_session(node_id);
             let result = session(&hub, &mut socket, &ticket).await;
             hub.close_session(&ticket);
             hub.metrics().agent_connected(-1);
@@ -115,7 +116,7 @@ async fn serve(hub: AgentHub, mut socket: WebSocket) {
 }
 
 /// Hello → challenge → auth → welcome. Returns the node id (lowercase hex).
-async fn handshake(hub: &AgentHub, socket: &mut WebSocket) -> Result<String, String> {
+async fn handshake(hub: &AgentHub, socket: &mut WebSocket) -> Result<NodeId, String> {
     let AgentMessage::Hello(hello) = recv(socket).await? else {
         return Err("expected hello".into());
     };
@@ -135,10 +136,10 @@ async fn handshake(hub: &AgentHub, socket: &mut WebSocket) -> Result<String, Str
     };
     let signer =
         proto::verify_auth(&hello, &challenge, &auth, now() as u64).map_err(|e| e.to_string())?;
-    let node_id = format!("{:#x}", hello.node_id);
+    let node_id = NodeId::from(hello.node_id);
     let node = hub
         .store()
-        .node(&node_id)
+        .node(node_id)
         .await
         .map_err(|e| {
             tracing::error!(target: "orchestrator::agent", error = %e, "node lookup failed");
@@ -167,7 +168,7 @@ async fn handshake(hub: &AgentHub, socket: &mut WebSocket) -> Result<String, Str
 async fn deliver(
     hub: &AgentHub,
     socket: &mut WebSocket,
-    node_id: &str,
+    node_id: NodeId,
     sent_before: i64,
     awaiting: &mut HashSet<String>,
 ) -> Result<(), String> {
@@ -229,7 +230,7 @@ async fn reseal(hub: &AgentHub, command_id: &str, action: CommandAction) -> Opti
 /// sent, so it is settled as failed and its VM fails saying why.
 async fn access_lost(
     hub: &AgentHub,
-    node_id: &str,
+    node_id: NodeId,
     command_id: &str,
     error: &str,
 ) -> Result<(), String> {
@@ -257,7 +258,7 @@ async fn on_heartbeat(
     points: &mut Option<u64>,
     arrived: Instant,
 ) -> Result<(), String> {
-    let node_id = ticket.node_id.as_str();
+    let node_id = ticket.node_id;
     // The benchmark changes rarely; write it only when it does. It is written before the
     // heartbeat is booked, so whoever sees the heartbeat also sees the points it carried.
     if hb.resources.compute_points > 0 && *points != Some(hb.resources.compute_points) {
@@ -297,7 +298,7 @@ async fn session(
     socket: &mut WebSocket,
     ticket: &SessionTicket,
 ) -> Result<(), String> {
-    let node_id = ticket.node_id.as_str();
+    let node_id = ticket.node_id;
     let waker = hub.waker(node_id);
     // After a (re)connect everything unacknowledged goes out again, whenever it was last sent.
     let mut awaiting = HashSet::new();

@@ -23,7 +23,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header, request::Parts},
     response::Response,
 };
-use decloud_sdk::types::VmState;
+use decloud_sdk::{VmId, types::VmState};
 use serde::Deserialize;
 
 /// Largest message a console client may send (a paste); it is split into agent frames.
@@ -58,7 +58,7 @@ impl FromRequestParts<AppState> for ConsoleCaller {
 
 /// Attach to the VM's serial console (WebSocket).
 #[utoipa::path(get, path = "/vms/{vm_id}/console", tag = "tenant", security(("session" = [])),
-    params(("vm_id" = String, Path, description = "VM id"),
+    params(("vm_id" = String, Path, description = "VM id: vm- and the decimal lease id", pattern = r"^vm-[0-9]+$"),
         ("access_token" = Option<String>, Query, description = "session token, for clients that cannot send an Authorization header")),
     responses((status = 101, description = "switching to the console WebSocket"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -70,6 +70,9 @@ async fn console(
     ApiPath(vm_id): ApiPath<String>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    // A malformed id is refused (400) before any lookup; the relay keys sessions by the
+    // canonical text form.
+    let vm_id = vm_id.parse::<VmId>()?.to_string();
     let vm = state
         .store()
         .vm(&vm_id)
@@ -97,7 +100,7 @@ async fn console(
     })?;
     let relay = state.agents().consoles().clone();
     let console = relay
-        .open(&vm.node_id, &vm_id)
+        .open(vm.node_id, &vm_id)
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "node_unreachable", e.to_string()))?;
     tracing::info!(target: "orchestrator::console", vm = %vm_id, node = %vm.node_id, tenant = %session.address, session = %console.id(), "console attached");
     Ok(ws

@@ -7,7 +7,10 @@ use crate::{
     store::{NodeStatus, VmRecord},
 };
 use axum::{Json, extract::State, http::StatusCode};
-use decloud_sdk::api::{AttestationCreated, Capabilities, DistributeRequest, NetworkNode};
+use decloud_sdk::{
+    VmId,
+    api::{AttestationCreated, Capabilities, DistributeRequest, NetworkNode},
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Every registered node with region, capabilities, public key and status.
@@ -30,7 +33,7 @@ async fn network_nodes(State(state): State<AppState>) -> Result<Json<Vec<Network
                     bandwidth_mbps: n.bandwidth_mbps,
                     compute_points: n.compute_points,
                 },
-                node_id: n.node_id,
+                node_id: n.node_id.to_string(),
                 operator: n.operator,
                 region: n.region,
                 status: n.status,
@@ -42,10 +45,11 @@ async fn network_nodes(State(state): State<AppState>) -> Result<Json<Vec<Network
 
 /// The caller's service (VM) or why not.
 async fn own_service(state: &AppState, session: &Session, id: &str) -> Result<VmRecord, ApiError> {
+    let id: VmId = id.parse()?;
     let vm = state
         .inner
         .store
-        .vm(id)
+        .vm(&id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("service"))?;
     if vm.tenant != session.address {
@@ -56,8 +60,8 @@ async fn own_service(state: &AppState, session: &Session, id: &str) -> Result<Vm
 
 /// Attests the current state of one of the caller's services (a VM and its lease).
 #[utoipa::path(post, path = "/hosting/services/{id}/attest", tag = "hosting", security(("session" = [])),
-    params(("id" = String, Path, description = "service (VM) id")),
-    responses((status = 201, body = AttestationCreated), (status = 401, body = ErrorBody),
+    params(("id" = String, Path, description = "service (VM) id: vm- and the decimal lease id", pattern = r"^vm-[0-9]+$")),
+    responses((status = 201, body = AttestationCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn attest_service(
     State(state): State<AppState>,
@@ -88,7 +92,7 @@ async fn attest_service(
 /// Records (as a signed attestation) the intent to distribute a workload or artifact of one of
 /// the caller's services to target regions.
 #[utoipa::path(post, path = "/hosting/services/{id}/distribute", tag = "hosting", security(("session" = [])),
-    params(("id" = String, Path, description = "service (VM) id")), request_body = DistributeRequest,
+    params(("id" = String, Path, description = "service (VM) id: vm- and the decimal lease id", pattern = r"^vm-[0-9]+$")), request_body = DistributeRequest,
     responses((status = 201, body = AttestationCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 404, body = ErrorBody)))]

@@ -11,6 +11,7 @@ use crate::{
 };
 use axum::{Json, extract::State, http::StatusCode};
 use decloud_sdk::{
+    NodeId,
     api::{NodeSearchResponse, TemplateSearchResponse},
     reviews::ReviewSubject,
 };
@@ -26,7 +27,8 @@ async fn listings(store: &Store, now: i64) -> Result<Vec<NodeListing>, ApiError>
         .into_iter()
         .map(|n| {
             let description = descriptions.remove(&n.node_id).unwrap_or_default();
-            let rating = ratings.remove(&n.node_id).unwrap_or_default();
+            // Ratings are keyed by subject text (node or template id).
+            let rating = ratings.remove(&n.node_id.to_string()).unwrap_or_default();
             let rep = reputations
                 .remove(&n.node_id)
                 .unwrap_or_else(|| Reputation {
@@ -70,19 +72,7 @@ async fn featured_nodes(State(state): State<AppState>) -> Result<Json<Vec<NodeLi
     )))
 }
 
-pub(super) fn check_node_id(id: &str) -> Result<String, ApiError> {
-    let hex = id.strip_prefix("0x").unwrap_or("");
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_node_id",
-            "node id must be 0x and 64 hex digits",
-        ));
-    }
-    Ok(id.to_lowercase())
-}
-
-pub(super) async fn node_listing(store: &Store, node_id: &str) -> Result<NodeListing, ApiError> {
+pub(super) async fn node_listing(store: &Store, node_id: NodeId) -> Result<NodeListing, ApiError> {
     let node = store
         .node(node_id)
         .await?
@@ -91,18 +81,18 @@ pub(super) async fn node_listing(store: &Store, node_id: &str) -> Result<NodeLis
     let used = store
         .usage_by_node()
         .await?
-        .get(node_id)
+        .get(&node_id)
         .copied()
         .unwrap_or_default();
     let description = store
         .node_descriptions()
         .await?
-        .remove(node_id)
+        .remove(&node_id)
         .unwrap_or_default();
     let rating = store
         .ratings(ReviewSubject::Node)
         .await?
-        .remove(node_id)
+        .remove(&node_id.to_string())
         .unwrap_or_default();
     Ok(NodeListing {
         description,
@@ -119,8 +109,9 @@ async fn node_detail(
     State(state): State<AppState>,
     ApiPath(node_id): ApiPath<String>,
 ) -> Result<Json<NodeListing>, ApiError> {
-    let node_id = check_node_id(&node_id)?;
-    Ok(Json(node_listing(&state.inner.store, &node_id).await?))
+    // Parsed here rather than by the extractor so the 400 names the id (`invalid_node_id`).
+    let node_id: NodeId = node_id.parse()?;
+    Ok(Json(node_listing(&state.inner.store, node_id).await?))
 }
 
 /// Where a VM with these needs would be placed now, or why it fits nowhere (422 with details).
@@ -132,7 +123,7 @@ async fn plan(
     ApiJson(req): ApiJson<PlacementRequest>,
 ) -> Result<Json<Placement>, ApiError> {
     if let Some(id) = &req.node_id {
-        check_node_id(id)?;
+        id.parse::<NodeId>()?;
     }
     let candidates: Vec<_> = listings(&state.inner.store, now())
         .await?

@@ -48,6 +48,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use decloud_sdk::IdError;
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -286,6 +287,21 @@ impl From<JsonRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+/// A malformed id in a path, query or body: 400 with a code naming the kind of id, so a client
+/// learns that the id is wrong rather than that nothing has it (404).
+impl From<IdError> for ApiError {
+    fn from(e: IdError) -> Self {
+        let code = match e.kind {
+            "node id" => "invalid_node_id",
+            "lease id" => "invalid_lease_id",
+            "vm id" => "invalid_vm_id",
+            "template id" => "invalid_template_id",
+            _ => "invalid_id",
+        };
+        Self::new(StatusCode::BAD_REQUEST, code, e.to_string())
     }
 }
 

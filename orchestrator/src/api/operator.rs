@@ -1,12 +1,9 @@
 //! The nodes the caller operates.
 
-use super::{
-    ApiError, ApiPath, AppState, ErrorBody, Session,
-    marketplace::{check_node_id, node_listing},
-};
+use super::{ApiError, ApiPath, AppState, ErrorBody, Session, marketplace::node_listing};
 use crate::{clock::now, marketplace::NodeListing};
 use axum::{Json, extract::State};
-use decloud_sdk::api::OperatorNode;
+use decloud_sdk::{NodeId, api::OperatorNode};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// The nodes the caller operates, with reputation and capacity.
@@ -21,7 +18,7 @@ async fn my_nodes(
     let usage = store.usage_by_node().await?;
     let mut out = Vec::new();
     for node in store.nodes_of_operator(&session.address).await? {
-        let rep = store.reputation(&node.node_id, now).await?;
+        let rep = store.reputation(node.node_id, now).await?;
         let used = usage.get(&node.node_id).copied().unwrap_or_default();
         out.push(crate::marketplace::listing(node, rep, used));
     }
@@ -38,12 +35,12 @@ async fn my_node(
     session: Session,
     ApiPath(node_id): ApiPath<String>,
 ) -> Result<Json<OperatorNode>, ApiError> {
-    let node_id = check_node_id(&node_id)?;
-    let node = node_listing(&state.inner.store, &node_id).await?;
+    let node_id: NodeId = node_id.parse()?;
+    let node = node_listing(&state.inner.store, node_id).await?;
     if node.node.operator != session.address {
         return Err(ApiError::forbidden("node"));
     }
-    let vms = state.inner.store.vms_on_node(&node_id).await?;
+    let vms = state.inner.store.vms_on_node(node_id).await?;
     Ok(Json(OperatorNode { node, vms }))
 }
 

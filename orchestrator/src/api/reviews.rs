@@ -8,6 +8,7 @@ use crate::{
 };
 use axum::{Json, extract::State, http::StatusCode};
 use decloud_sdk::{
+    NodeId, TemplateId,
     api::{ReviewQuery, ReviewView},
     reviews::{ReviewSubject, SignedReview},
 };
@@ -61,8 +62,13 @@ async fn list_reviews(
     ApiQuery(q): ApiQuery<ReviewQuery>,
 ) -> Result<Json<Vec<ReviewView>>, ApiError> {
     let (subject, target) = match (q.node, q.template) {
-        (Some(node), None) => (ReviewSubject::Node, node.to_lowercase()),
-        (None, Some(template)) => (ReviewSubject::Template, template),
+        // Parsed so that a malformed id is a 400 and any spelling of a node id finds its reviews,
+        // which are stored under the canonical form.
+        (Some(node), None) => (ReviewSubject::Node, node.parse::<NodeId>()?.to_string()),
+        (None, Some(template)) => (
+            ReviewSubject::Template,
+            template.parse::<TemplateId>()?.to_string(),
+        ),
         _ => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,

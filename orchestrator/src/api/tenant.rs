@@ -10,6 +10,7 @@ use crate::{
 use axum::{Json, extract::State, http::StatusCode};
 use decloud_sdk::api::{ProfileUpdate, VmDetail, check_ports};
 use decloud_sdk::credentials::{parse_sealing_key, parse_ssh_key};
+use decloud_sdk::{LeaseId, VmId};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// The caller's leases (as tenant), newest first.
@@ -26,18 +27,19 @@ async fn my_leases(
 
 /// One of the caller's leases.
 #[utoipa::path(get, path = "/leases/{lease_id}", tag = "tenant", security(("session" = [])),
-    params(("lease_id" = String, Path, description = "on-chain lease id")),
-    responses((status = 200, body = LeaseRecord), (status = 401, body = ErrorBody),
+    params(("lease_id" = String, Path, description = "on-chain lease id, decimal", pattern = r"^[0-9]+$")),
+    responses((status = 200, body = LeaseRecord), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn my_lease(
     State(state): State<AppState>,
     session: Session,
     ApiPath(lease_id): ApiPath<String>,
 ) -> Result<Json<LeaseRecord>, ApiError> {
+    let lease_id: LeaseId = lease_id.parse()?;
     let lease = state
         .inner
         .store
-        .lease(&lease_id)
+        .lease(&lease_id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("lease"))?;
     if lease.tenant != session.address {
@@ -60,8 +62,8 @@ async fn my_vms(
 
 /// One of the caller's VMs and how to reach it.
 #[utoipa::path(get, path = "/vms/{vm_id}", tag = "tenant", security(("session" = [])),
-    params(("vm_id" = String, Path, description = "VM id")),
-    responses((status = 200, body = VmDetail), (status = 401, body = ErrorBody),
+    params(("vm_id" = String, Path, description = "VM id: vm- and the decimal lease id", pattern = r"^vm-[0-9]+$")),
+    responses((status = 200, body = VmDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn my_vm(
     State(state): State<AppState>,
@@ -73,7 +75,7 @@ async fn my_vm(
 }
 
 async fn detail(state: &AppState, vm: VmRecord) -> Result<VmDetail, ApiError> {
-    let mut access = state.inner.store.vm_access(&vm.vm_id, &vm.node_id).await?;
+    let mut access = state.inner.store.vm_access(&vm.vm_id, vm.node_id).await?;
     access.ssh_command = access::ssh_command(&access);
     let readiness = state.inner.store.vm_readiness(&vm.vm_id).await?;
     Ok(VmDetail {
@@ -83,12 +85,14 @@ async fn detail(state: &AppState, vm: VmRecord) -> Result<VmDetail, ApiError> {
     })
 }
 
-/// The VM if the caller is its tenant: 404 when it does not exist, 403 when it is another's.
+/// The VM if the caller is its tenant: 400 when `vm_id` is not a VM id, 404 when it does not
+/// exist, 403 when it is another's.
 async fn owned_vm(state: &AppState, session: &Session, vm_id: &str) -> Result<VmRecord, ApiError> {
+    let vm_id: VmId = vm_id.parse()?;
     let vm = state
         .inner
         .store
-        .vm(vm_id)
+        .vm(&vm_id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("vm"))?;
     if vm.tenant != session.address {
@@ -100,8 +104,8 @@ async fn owned_vm(state: &AppState, session: &Session, vm_id: &str) -> Result<Vm
 /// The generated passwords of one of the caller's VMs, sealed to the caller's sealing key: open
 /// them with the wallet (`decloud vm credentials`).
 #[utoipa::path(get, path = "/vms/{vm_id}/credentials", tag = "tenant", security(("session" = [])),
-    params(("vm_id" = String, Path, description = "VM id")),
-    responses((status = 200, body = SealedCredentials), (status = 401, body = ErrorBody),
+    params(("vm_id" = String, Path, description = "VM id: vm- and the decimal lease id", pattern = r"^vm-[0-9]+$")),
+    responses((status = 200, body = SealedCredentials), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn vm_credentials(
     State(state): State<AppState>,
@@ -156,8 +160,8 @@ async fn control(
 
 /// Stops one of the caller's running VMs (its disk is kept; `start` brings it back).
 #[utoipa::path(post, path = "/vms/{vm_id}/stop", tag = "tenant", security(("session" = [])),
-    params(("vm_id" = String, Path, description = "VM id")),
-    responses((status = 200, body = VmDetail), (status = 401, body = ErrorBody),
+    params(("vm_id" = String, Path, description = "VM id: vm- and the decimal lease id", pattern = r"^vm-[0-9]+$")),
+    responses((status = 200, body = VmDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 async fn stop_vm(
@@ -170,8 +174,8 @@ async fn stop_vm(
 
 /// Starts one of the caller's stopped VMs (its lease must be active and funded).
 #[utoipa::path(post, path = "/vms/{vm_id}/start", tag = "tenant", security(("session" = [])),
-    params(("vm_id" = String, Path, description = "VM id")),
-    responses((status = 200, body = VmDetail), (status = 401, body = ErrorBody),
+    params(("vm_id" = String, Path, description = "VM id: vm- and the decimal lease id", pattern = r"^vm-[0-9]+$")),
+    responses((status = 200, body = VmDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 async fn start_vm(
@@ -184,8 +188,8 @@ async fn start_vm(
 
 /// Reboots one of the caller's running VMs (a power cycle).
 #[utoipa::path(post, path = "/vms/{vm_id}/reboot", tag = "tenant", security(("session" = [])),
-    params(("vm_id" = String, Path, description = "VM id")),
-    responses((status = 200, body = VmDetail), (status = 401, body = ErrorBody),
+    params(("vm_id" = String, Path, description = "VM id: vm- and the decimal lease id", pattern = r"^vm-[0-9]+$")),
+    responses((status = 200, body = VmDetail), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
 async fn reboot_vm(

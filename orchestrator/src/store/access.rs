@@ -3,6 +3,7 @@
 //! report. Lists are stored as JSON text (both databases read it back the same way).
 
 use super::{Store, StoreError};
+use decloud_sdk::NodeId;
 use decloud_sdk::agent_protocol::{PortForward, PortSpec};
 pub use decloud_sdk::api::{Profile, SealedCredentials, VmAccess};
 use sqlx::Row;
@@ -136,7 +137,7 @@ impl Store {
 
     /// How a VM is reached: its node's public address, what the node reports and what it was
     /// created with. `ssh_command` is left to the caller.
-    pub async fn vm_access(&self, vm_id: &str, node_id: &str) -> Result<VmAccess, StoreError> {
+    pub async fn vm_access(&self, vm_id: &str, node_id: NodeId) -> Result<VmAccess, StoreError> {
         let mut access = VmAccess::default();
         if let Some(row) = sqlx::query(
             "SELECT login_user, ports, addresses, forwards FROM vm_access WHERE vm_id = $1",
@@ -152,7 +153,7 @@ impl Store {
         }
         access.public_address =
             sqlx::query("SELECT public_address FROM node_addresses WHERE node_id = $1")
-                .bind(node_id.to_lowercase())
+                .bind(node_id.to_string())
                 .fetch_optional(&self.pool)
                 .await?
                 .map(|r| r.try_get::<Option<String>, _>("public_address"))
@@ -165,11 +166,11 @@ impl Store {
     /// Records a node's public address; written only when it changed.
     pub async fn record_node_address(
         &self,
-        node_id: &str,
+        node_id: NodeId,
         public_address: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let node_id = node_id.to_lowercase();
+        let node_id = node_id.to_string();
         let stored = sqlx::query("SELECT public_address FROM node_addresses WHERE node_id = $1")
             .bind(node_id.clone())
             .fetch_optional(&self.pool)
@@ -197,7 +198,7 @@ impl Store {
     /// Written only when something changed.
     pub async fn record_vm_reported(
         &self,
-        node_id: &str,
+        node_id: NodeId,
         vm_id: &str,
         addresses: &[String],
         forwards: &[PortForward],
@@ -211,7 +212,7 @@ impl Store {
              AND (addresses <> $3 OR forwards <> $4)",
         )
         .bind(vm_id.to_string())
-        .bind(node_id.to_lowercase())
+        .bind(node_id.to_string())
         .bind(addresses.clone())
         .bind(forwards.clone())
         .bind(now)
@@ -227,7 +228,7 @@ impl Store {
              ON CONFLICT (vm_id) DO NOTHING",
         )
         .bind(vm_id.to_string())
-        .bind(node_id.to_lowercase())
+        .bind(node_id.to_string())
         .bind(addresses)
         .bind(forwards)
         .bind(now)

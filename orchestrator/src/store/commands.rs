@@ -1,6 +1,7 @@
 //! Commands queued for node agents and their acknowledgements.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, named};
+use decloud_sdk::NodeId;
 use sqlx::{Row, any::AnyRow};
 
 /// A command queued for a node agent.
@@ -9,7 +10,7 @@ pub struct CommandRecord {
     /// Idempotency key, unique.
     pub command_id: String,
     /// Node that must execute it.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// The action as JSON (the protocol's `CommandAction`).
     pub action: String,
     /// Enqueue time, unix seconds.
@@ -38,7 +39,7 @@ pub enum AckRecorded {
 fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
     Ok(CommandRecord {
         command_id: row.try_get("command_id")?,
-        node_id: row.try_get("node_id")?,
+        node_id: named(row, "node_id")?,
         action: row.try_get("action")?,
         created_at: row.try_get("created_at")?,
         attempts: row.try_get("attempts")?,
@@ -86,7 +87,7 @@ impl Store {
     pub async fn enqueue_command(
         &self,
         command_id: &str,
-        node_id: &str,
+        node_id: NodeId,
         action: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
@@ -95,7 +96,7 @@ impl Store {
              outcome) VALUES ($1, $2, $3, $4, 0, NULL, NULL, NULL) ON CONFLICT (command_id) DO NOTHING",
         )
         .bind(command_id.to_string())
-        .bind(node_id.to_lowercase())
+        .bind(node_id.to_string())
         .bind(action.to_string())
         .bind(now)
         .execute(&self.pool)
@@ -107,14 +108,14 @@ impl Store {
     /// oldest first.
     pub async fn due_commands(
         &self,
-        node_id: &str,
+        node_id: NodeId,
         sent_before: i64,
     ) -> Result<Vec<CommandRecord>, StoreError> {
         sqlx::query(
             "SELECT * FROM agent_commands WHERE node_id = $1 AND acked_at IS NULL \
              AND (last_sent_at IS NULL OR last_sent_at <= $2) ORDER BY created_at, command_id",
         )
-        .bind(node_id.to_lowercase())
+        .bind(node_id.to_string())
         .bind(sent_before)
         .fetch_all(&self.pool)
         .await?
@@ -136,7 +137,7 @@ impl Store {
     /// Records a node's acknowledgement of one of its commands; the first one wins.
     pub async fn ack_command(
         &self,
-        node_id: &str,
+        node_id: NodeId,
         command_id: &str,
         outcome: &str,
         now: i64,
@@ -146,7 +147,7 @@ impl Store {
              WHERE command_id = $1 AND node_id = $2 AND acked_at IS NULL",
         )
         .bind(command_id.to_string())
-        .bind(node_id.to_lowercase())
+        .bind(node_id.to_string())
         .bind(now)
         .bind(outcome.to_string())
         .execute(&self.pool)
@@ -157,7 +158,7 @@ impl Store {
         let exists =
             sqlx::query("SELECT 1 FROM agent_commands WHERE command_id = $1 AND node_id = $2")
                 .bind(command_id.to_string())
-                .bind(node_id.to_lowercase())
+                .bind(node_id.to_string())
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(if exists.is_some() {
@@ -184,7 +185,7 @@ impl Store {
     pub async fn enqueue_vm_command(
         &self,
         command_id: &str,
-        node_id: &str,
+        node_id: NodeId,
         vm_id: &str,
         action: &str,
         now: i64,
@@ -194,7 +195,7 @@ impl Store {
              outcome, vm_id) VALUES ($1, $2, $3, $4, 0, NULL, NULL, NULL, $5) ON CONFLICT (command_id) DO NOTHING",
         )
         .bind(command_id.to_string())
-        .bind(node_id.to_lowercase())
+        .bind(node_id.to_string())
         .bind(action.to_string())
         .bind(now)
         .bind(vm_id.to_string())

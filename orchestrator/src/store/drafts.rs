@@ -161,7 +161,7 @@ mod tests {
         LeaseRecord {
             lease_id: id.into(),
             tenant: tenant.into(),
-            node_id: "0x01".into(),
+            node_id: alloy::primitives::B256::with_last_byte(1).into(),
             status: LeaseStatus::Active,
             tier: QualityTier::Standard,
             vcpus: 1,

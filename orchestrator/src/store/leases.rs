@@ -2,6 +2,7 @@
 
 use super::{Store, StoreError, i, named, tier, u};
 use crate::scheduler::QualityTier;
+use decloud_sdk::NodeId;
 pub use decloud_sdk::api::LeaseRecord;
 use decloud_sdk::types::LeaseStatus;
 use sqlx::{AnyConnection, Row, any::AnyRow};
@@ -10,7 +11,7 @@ fn lease_from_row(row: &AnyRow) -> Result<LeaseRecord, StoreError> {
     Ok(LeaseRecord {
         lease_id: row.try_get("lease_id")?,
         tenant: row.try_get("tenant")?,
-        node_id: row.try_get("node_id")?,
+        node_id: named(row, "node_id")?,
         status: named(row, "status")?,
         tier: tier(row)?,
         vcpus: u(row, "vcpus")?,
@@ -35,7 +36,7 @@ impl Store {
         )
         .bind(lease.lease_id.clone())
         .bind(lease.tenant.to_lowercase())
-        .bind(lease.node_id.to_lowercase())
+        .bind(lease.node_id.to_string())
         .bind(lease.status.as_str())
         .bind(lease.tier as i64)
         .bind(i(lease.vcpus))
@@ -165,7 +166,7 @@ impl Store {
             .map(|r| {
                 Ok(SilentLease {
                     lease_id: r.try_get("lease_id")?,
-                    node_id: r.try_get("node_id")?,
+                    node_id: named(r, "node_id")?,
                     last_heartbeat: r.try_get("last_heartbeat")?,
                 })
             })
@@ -179,7 +180,7 @@ pub struct SilentLease {
     /// On-chain lease id (decimal).
     pub lease_id: String,
     /// The silent node.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// The node's latest heartbeat, unix seconds: when it went silent.
     pub last_heartbeat: i64,
 }
@@ -192,7 +193,7 @@ pub struct LeaseOpened {
     /// Tenant address.
     pub tenant: String,
     /// Node the lease pays for.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// Quality tier.
     pub tier: QualityTier,
     /// vCPUs.
@@ -242,7 +243,7 @@ pub async fn lease_opened(
     )
     .bind(lease.lease_id.clone())
     .bind(lease.tenant.clone())
-    .bind(lease.node_id.clone())
+    .bind(lease.node_id.to_string())
     .bind(lease.tier as i64)
     .bind(i(lease.vcpus))
     .bind(i(lease.memory_gib))
@@ -263,7 +264,7 @@ pub async fn lease_opened(
     .bind(vm_id.to_string())
     .bind(lease.lease_id.clone())
     .bind(lease.tenant.clone())
-    .bind(lease.node_id.clone())
+    .bind(lease.node_id.to_string())
     .bind(lease.tier as i64)
     .bind(i(lease.vcpus))
     .bind(i(lease.memory_gib))

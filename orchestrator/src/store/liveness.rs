@@ -1,8 +1,9 @@
 //! Heartbeats and the reputation computed from them: first and latest heartbeat, missed
 //! heartbeats booked per UTC day, and lifetime VM counters.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, named};
 use crate::reputation;
+use decloud_sdk::NodeId;
 pub use decloud_sdk::api::{DailyFailures, Reputation};
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, any::AnyRow};
@@ -40,8 +41,8 @@ impl Store {
     ///
     /// A heartbeat older than the latest one (clock skew, a retried delivery) is counted but
     /// books nothing and does not move the latest time back.
-    pub async fn record_heartbeat(&self, node_id: &str, now: i64) -> Result<i64, StoreError> {
-        let node_id = node_id.to_lowercase();
+    pub async fn record_heartbeat(&self, node_id: NodeId, now: i64) -> Result<i64, StoreError> {
+        let node_id = node_id.to_string();
         loop {
             let mut tx = self.begin_write().await?;
             let known = sqlx::query("SELECT 1 FROM nodes WHERE node_id = $1")
@@ -123,37 +124,37 @@ impl Store {
     }
 
     /// Heartbeat bookkeeping of one node.
-    pub async fn liveness(&self, node_id: &str) -> Result<Option<Liveness>, StoreError> {
+    pub async fn liveness(&self, node_id: NodeId) -> Result<Option<Liveness>, StoreError> {
         let row = sqlx::query(
             "SELECT first_heartbeat, last_heartbeat, heartbeats, vms_hosted, vms_completed \
              FROM node_liveness WHERE node_id = $1",
         )
-        .bind(node_id.to_lowercase())
+        .bind(node_id.to_string())
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(liveness_from_row).transpose()
     }
 
     /// Counts a VM placed on the node (lifetime "hosted").
-    pub async fn record_vm_hosted(&self, node_id: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn record_vm_hosted(&self, node_id: NodeId, now: i64) -> Result<(), StoreError> {
         self.bump_vm_counter(node_id, now, "vms_hosted").await
     }
 
     /// Counts a VM that ran until its lease ended normally (lifetime "completed").
-    pub async fn record_vm_completed(&self, node_id: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn record_vm_completed(&self, node_id: NodeId, now: i64) -> Result<(), StoreError> {
         self.bump_vm_counter(node_id, now, "vms_completed").await
     }
 
     async fn bump_vm_counter(
         &self,
-        node_id: &str,
+        node_id: NodeId,
         now: i64,
         column: &'static str,
     ) -> Result<(), StoreError> {
-        let node_id = node_id.to_lowercase();
-        if self.node(&node_id).await?.is_none() {
+        if self.node(node_id).await?.is_none() {
             return Err(StoreError::NotFound("node"));
         }
+        let node_id = node_id.to_string();
         let (hosted, completed) = if column == "vms_hosted" {
             (1, 0)
         } else {
@@ -179,13 +180,13 @@ impl Store {
     /// Missed heartbeats per day of one node from `from_day` on, oldest first.
     pub async fn failures_by_day(
         &self,
-        node_id: &str,
+        node_id: NodeId,
         from_day: i64,
     ) -> Result<Vec<DailyFailures>, StoreError> {
         let rows = sqlx::query(
             "SELECT day, failed FROM node_failures_daily WHERE node_id = $1 AND day >= $2 ORDER BY day",
         )
-        .bind(node_id.to_lowercase())
+        .bind(node_id.to_string())
         .bind(from_day)
         .fetch_all(&self.pool)
         .await?;
@@ -200,7 +201,7 @@ impl Store {
     }
 
     /// A node's reputation at `now`.
-    pub async fn reputation(&self, node_id: &str, now: i64) -> Result<Reputation, StoreError> {
+    pub async fn reputation(&self, node_id: NodeId, now: i64) -> Result<Reputation, StoreError> {
         let liveness = self.liveness(node_id).await?;
         let failed_by_day = self
             .failures_by_day(node_id, reputation::window_start_day(now))
@@ -210,7 +211,7 @@ impl Store {
     }
 
     /// Reputation of every node with a heartbeat record, by node id.
-    pub async fn reputations(&self, now: i64) -> Result<HashMap<String, Reputation>, StoreError> {
+    pub async fn reputations(&self, now: i64) -> Result<HashMap<NodeId, Reputation>, StoreError> {
         let rows = sqlx::query(
             "SELECT node_id, first_heartbeat, last_heartbeat, heartbeats, vms_hosted, vms_completed FROM node_liveness",
         )
@@ -225,13 +226,13 @@ impl Store {
         .await?;
         let mut failed = HashMap::new();
         for row in &failed_rows {
-            let id: String = row.try_get("node_id")?;
+            let id: NodeId = named(row, "node_id")?;
             let n: i64 = row.try_get("failed")?;
             failed.insert(id, n);
         }
         let mut out = HashMap::new();
         for row in &rows {
-            let id: String = row.try_get("node_id")?;
+            let id: NodeId = named(row, "node_id")?;
             let recorded = failed.get(&id).copied().unwrap_or(0);
             out.insert(
                 id,

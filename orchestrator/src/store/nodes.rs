@@ -3,6 +3,7 @@
 
 use super::{Store, StoreError, i, named, u};
 use crate::scheduler::Prices;
+use decloud_sdk::NodeId;
 pub use decloud_sdk::api::NodeRecord;
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
@@ -11,7 +12,7 @@ pub use decloud_sdk::types::NodeStatus;
 fn node_from_row(row: &AnyRow) -> Result<NodeRecord, StoreError> {
     let tags: String = row.try_get("tags")?;
     Ok(NodeRecord {
-        node_id: row.try_get("node_id")?,
+        node_id: named(row, "node_id")?,
         operator: row.try_get("operator")?,
         node_key: row.try_get("node_key")?,
         status: named(row, "status")?,
@@ -68,7 +69,7 @@ impl Store {
              price_storage = excluded.price_storage, price_gpu = excluded.price_gpu, \
              registered_at = excluded.registered_at, updated_at = excluded.updated_at",
         )
-        .bind(node.node_id.to_lowercase())
+        .bind(node.node_id.to_string())
         .bind(node.operator.to_lowercase())
         .bind(node.node_key.to_lowercase())
         .bind(node.status.as_str())
@@ -94,12 +95,12 @@ impl Store {
     }
 
     /// One node by id.
-    pub async fn node(&self, node_id: &str) -> Result<Option<NodeRecord>, StoreError> {
+    pub async fn node(&self, node_id: NodeId) -> Result<Option<NodeRecord>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {NODE_COLUMNS} FROM nodes WHERE node_id = $1"
         ));
         let row = sqlx::query(sql)
-            .bind(node_id.to_lowercase())
+            .bind(node_id.to_string())
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(node_from_row).transpose()
@@ -131,9 +132,9 @@ impl Store {
     }
 
     /// Sets the compute points a node's agent measured.
-    pub async fn set_compute_points(&self, node_id: &str, points: u64) -> Result<(), StoreError> {
+    pub async fn set_compute_points(&self, node_id: NodeId, points: u64) -> Result<(), StoreError> {
         let done = sqlx::query("UPDATE nodes SET compute_points = $2 WHERE node_id = $1")
-            .bind(node_id.to_lowercase())
+            .bind(node_id.to_string())
             .bind(i(points))
             .execute(&self.pool)
             .await?;
@@ -163,7 +164,7 @@ pub struct NodeCapabilities {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRegistration {
     /// Node id, 0x hex.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// Operator address (kept from the registration on an update).
     pub operator: String,
     /// Address of the node's signing key.
@@ -193,7 +194,7 @@ pub async fn node_registered(
          VALUES ($1, $2, $3, 'active', $4, $5, $6, '', $7, $8, $9, $10, $11, 0, 0, 0, 0, 0, $12, $12) \
          ON CONFLICT (node_id) DO NOTHING",
     )
-    .bind(node.node_id.clone())
+    .bind(node.node_id.to_string())
     .bind(node.operator.clone())
     .bind(node.node_key.clone())
     .bind(node.region.clone())
@@ -223,7 +224,7 @@ pub async fn node_updated(
          memory_gib = $7, disk_gib = $8, gpus = $9, bandwidth_mbps = $10, updated_at = $11 \
          WHERE node_id = $1",
     )
-    .bind(node.node_id.clone())
+    .bind(node.node_id.to_string())
     .bind(node.node_key.clone())
     .bind(node.region.clone())
     .bind(node.endpoint.clone())
@@ -242,7 +243,7 @@ pub async fn node_updated(
 /// Sets a node's hourly prices as stored on-chain.
 pub async fn node_prices_set(
     conn: &mut AnyConnection,
-    node_id: &str,
+    node_id: NodeId,
     prices: &Prices,
     block_time: i64,
 ) -> Result<(), StoreError> {
@@ -264,7 +265,7 @@ pub async fn node_prices_set(
 /// Sets a node's on-chain status.
 pub async fn node_status_changed(
     conn: &mut AnyConnection,
-    node_id: &str,
+    node_id: NodeId,
     status: NodeStatus,
     block_time: i64,
 ) -> Result<(), StoreError> {

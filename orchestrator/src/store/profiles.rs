@@ -1,12 +1,13 @@
 //! Node profiles: the tags and description a node's on-chain `metadataCid` names, as last read.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, named};
+use decloud_sdk::NodeId;
 use sqlx::Row;
 use std::collections::BTreeMap;
 
 impl Store {
     /// Nodes whose `metadataCid` was not read yet (or changed since): (node id, metadata CID).
-    pub async fn profiles_to_fetch(&self) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn profiles_to_fetch(&self) -> Result<Vec<(NodeId, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT n.node_id, n.metadata_cid FROM nodes n \
              LEFT JOIN node_profiles p ON p.node_id = n.node_id \
@@ -16,7 +17,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("node_id")?, r.try_get("metadata_cid")?)))
+            .map(|r| Ok((named(r, "node_id")?, r.try_get("metadata_cid")?)))
             .collect()
     }
 
@@ -25,7 +26,7 @@ impl Store {
     /// no description). A node whose metadata changed meanwhile is left to be read again.
     pub async fn set_node_profile(
         &self,
-        node_id: &str,
+        node_id: NodeId,
         cid: &str,
         tags: &[String],
         description: &str,
@@ -67,7 +68,7 @@ impl Store {
     }
 
     /// The description of every node whose profile was read, by node id.
-    pub async fn node_descriptions(&self) -> Result<BTreeMap<String, String>, StoreError> {
+    pub async fn node_descriptions(&self) -> Result<BTreeMap<NodeId, String>, StoreError> {
         let rows = sqlx::query(
             "SELECT p.node_id, p.description FROM node_profiles p \
              JOIN nodes n ON n.node_id = p.node_id AND n.metadata_cid = p.cid",
@@ -75,7 +76,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("node_id")?, r.try_get("description")?)))
+            .map(|r| Ok((named(r, "node_id")?, r.try_get("description")?)))
             .collect()
     }
 }

@@ -9,6 +9,7 @@ use decloud_sdk::{
 use sqlx::Row;
 
 use super::{Store, StoreError};
+use decloud_sdk::NodeId;
 
 impl Store {
     /// Records the readiness a node reports for one of its VMs; a report about a VM placed
@@ -16,7 +17,7 @@ impl Store {
     /// row was written.
     pub async fn record_vm_readiness(
         &self,
-        node_id: &str,
+        node_id: NodeId,
         vm_id: &str,
         readiness: &Readiness,
         now: i64,
@@ -29,7 +30,7 @@ impl Store {
              services = excluded.services, reported_at = excluded.reported_at",
         )
         .bind(vm_id.to_string())
-        .bind(node_id.to_lowercase())
+        .bind(node_id.to_string())
         .bind(i64::from(readiness.ready))
         .bind(services)
         .bind(now)

@@ -3,6 +3,7 @@
 
 use super::{Store, StoreError, i, named, tier, u};
 use crate::scheduler::{TierShare, Usage};
+use decloud_sdk::NodeId;
 pub use decloud_sdk::api::VmRecord;
 use decloud_sdk::types::VmState;
 use sqlx::{Row, any::AnyRow};
@@ -16,7 +17,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRecord, StoreError> {
         vm_id: row.try_get("vm_id")?,
         lease_id: row.try_get("lease_id")?,
         tenant: row.try_get("tenant")?,
-        node_id: row.try_get("node_id")?,
+        node_id: named(row, "node_id")?,
         state: named(row, "state")?,
         tier: tier(row)?,
         vcpus: u(row, "vcpus")?,
@@ -39,7 +40,7 @@ impl Store {
         .bind(vm.vm_id.clone())
         .bind(vm.lease_id.clone())
         .bind(vm.tenant.to_lowercase())
-        .bind(vm.node_id.to_lowercase())
+        .bind(vm.node_id.to_string())
         .bind(vm.state.as_str())
         .bind(vm.tier as i64)
         .bind(i(vm.vcpus))
@@ -75,9 +76,9 @@ impl Store {
     }
 
     /// VMs placed on one node, newest first.
-    pub async fn vms_on_node(&self, node_id: &str) -> Result<Vec<VmRecord>, StoreError> {
+    pub async fn vms_on_node(&self, node_id: NodeId) -> Result<Vec<VmRecord>, StoreError> {
         sqlx::query("SELECT * FROM vms WHERE node_id = $1 ORDER BY created_at DESC, vm_id")
-            .bind(node_id.to_lowercase())
+            .bind(node_id.to_string())
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -191,7 +192,7 @@ impl Store {
     }
 
     /// Resources held on each node by VMs that are not terminated or failed.
-    pub async fn usage_by_node(&self) -> Result<HashMap<String, Usage>, StoreError> {
+    pub async fn usage_by_node(&self) -> Result<HashMap<NodeId, Usage>, StoreError> {
         let rows = sqlx::query(
             "SELECT node_id, tier, vcpus, memory_gib, disk_gib, gpus FROM vms WHERE state <> $1 AND state <> $2",
         )
@@ -199,9 +200,9 @@ impl Store {
         .bind(RELEASED_VM_STATES[1].as_str())
         .fetch_all(&self.pool)
         .await?;
-        let mut usage: HashMap<String, Usage> = HashMap::new();
+        let mut usage: HashMap<NodeId, Usage> = HashMap::new();
         for row in &rows {
-            let entry = usage.entry(row.try_get("node_id")?).or_default();
+            let entry = usage.entry(named(row, "node_id")?).or_default();
             entry.compute_units += tier(row)?.units_for(u(row, "vcpus")?);
             entry.memory_gib += u(row, "memory_gib")?;
             entry.disk_gib += u(row, "disk_gib")?;

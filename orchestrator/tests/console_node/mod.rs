@@ -17,6 +17,7 @@ use decloud_orchestrator::{
     store::{LeaseRecord, NodeRecord, NodeStatus, SessionRecord, VmRecord},
 };
 use decloud_sdk::{
+    NodeId,
     agent_protocol::{BandwidthTier, NodeResources, QualityTier as AgentTier, VmSpec},
     types::{LeaseStatus, VmState},
 };
@@ -51,7 +52,7 @@ pub struct ConsoleNode {
     /// The node agent.
     pub agent: Agent,
     /// The node id, lowercase hex.
-    pub node_id: String,
+    pub node_id: NodeId,
     /// The VM, Alice's, running the test guest once [`ConsoleNode::boot`] returned.
     pub vm: String,
     /// Alice's session token.
@@ -152,7 +153,7 @@ impl ConsoleNode {
         )
         .unwrap();
         let (identity, _) = Identity::load_or_create(&agent_config).unwrap();
-        let node_id = format!("{:#x}", identity.node_id);
+        let node_id = NodeId::from(identity.node_id);
         let node_key = identity.address();
         let agent = Agent::open(
             agent_config,
@@ -176,7 +177,7 @@ impl ConsoleNode {
         let bob = PrivateKeySigner::random().address();
         store
             .upsert_node(&NodeRecord {
-                node_id: node_id.clone(),
+                node_id,
                 operator: format!("{operator:#x}"),
                 node_key: format!("{node_key:#x}"),
                 status: NodeStatus::Active,
@@ -200,7 +201,7 @@ impl ConsoleNode {
             .upsert_lease(&LeaseRecord {
                 lease_id: "1".into(),
                 tenant: format!("{alice:#x}"),
-                node_id: node_id.clone(),
+                node_id,
                 status: LeaseStatus::Active,
                 tier: QualityTier::Dedicated,
                 vcpus: 1,
@@ -217,7 +218,7 @@ impl ConsoleNode {
                 vm_id: vm.into(),
                 lease_id: "1".into(),
                 tenant: format!("{alice:#x}"),
-                node_id: node_id.clone(),
+                node_id,
                 state: VmState::Running,
                 tier: QualityTier::Dedicated,
                 vcpus: 1,
@@ -287,8 +288,8 @@ impl ConsoleNode {
             stopped,
         ));
         self.link = Some((stop, link));
-        let (relay, node_id) = (self.state.agents().consoles().clone(), self.node_id.clone());
-        eventually("the agent to connect", async || relay.is_linked(&node_id)).await;
+        let (relay, node_id) = (self.state.agents().consoles().clone(), self.node_id);
+        eventually("the agent to connect", async || relay.is_linked(node_id)).await;
     }
 
     /// Stops the link and deletes the VM.
