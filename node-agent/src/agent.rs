@@ -27,11 +27,11 @@ use tracing::{info, warn};
 use crate::{
     config::{BandwidthShaping, Config, ImageConfig, NetworkConfig},
     console::Consoles,
-    domain_xml::{self, DomainPlan, domain_name, mac_address},
+    domain_xml::{self, DomainPlan},
     error::{Error, Result},
-    firewall::{Firewall, ForwardRule, node_tag},
+    firewall::{Firewall, ForwardRule},
     hypervisor::{Hypervisor, StopOutcome},
-    identity::Identity,
+    identity::{Identity, node_tag},
     network::{DhcpHost, NatNetwork, reservation_name, reservation_prefix},
     readiness,
     seed::{self, SeedFiles},
@@ -173,6 +173,16 @@ impl Agent {
             .map_err(|e| Error::Libvirt(format!("libvirt task failed: {e}")))?
     }
 
+    /// The libvirt domain name of one of this node's VMs.
+    pub fn domain_name(&self, vm_id: &str) -> String {
+        domain_xml::domain_name(&self.inner.identity.node_id, vm_id)
+    }
+
+    /// The MAC address of one of this node's VMs.
+    pub fn mac_address(&self, vm_id: &str) -> String {
+        domain_xml::mac_address(&self.inner.identity.node_id, vm_id)
+    }
+
     /// Directory of a VM's files.
     pub fn vm_dir(&self, vm_id: &str) -> PathBuf {
         self.inner.config.data_dir.join("vms").join(vm_id)
@@ -264,11 +274,11 @@ impl Agent {
                 dir.display()
             )));
         }
-        let name = domain_name(&spec.id);
+        let name = self.domain_name(&spec.id);
         if self.libvirt(move |h| h.is_active(&name)).await?.is_some() {
             return Err(Error::InvalidSpec(format!(
                 "a libvirt domain named {} already exists",
-                domain_name(&spec.id)
+                self.domain_name(&spec.id)
             )));
         }
 
@@ -424,7 +434,7 @@ impl Agent {
             }
             Err(error) => {
                 warn!(target: "agent::vm", vm = %spec.id, %error, "creation failed, removing what was made");
-                let name = domain_name(&spec.id);
+                let name = self.domain_name(&spec.id);
                 if let Err(e) = self.libvirt(move |h| h.remove(&name)).await {
                     warn!(target: "agent::vm", vm = %spec.id, error = %e, "could not remove the domain");
                 }
@@ -462,7 +472,7 @@ impl Agent {
             create_overlay(&image.base, &disk, spec.disk_gib).await?;
         }
         let seed_path = dir.join("seed.iso");
-        let files = SeedFiles::for_spec(spec);
+        let files = SeedFiles::for_spec(spec, &self.mac_address(&spec.id));
         let seed_target = seed_path.clone();
         tokio::task::spawn_blocking(move || seed::write_iso(&files, &seed_target))
             .await
@@ -480,7 +490,7 @@ impl Agent {
             shaping: self.inner.config.bandwidth_shaping,
             pci_devices: &pci_devices,
         });
-        let name = domain_name(&spec.id);
+        let name = self.domain_name(&spec.id);
         self.libvirt(move |h| {
             let uuid = h.define(&xml)?;
             if start {
@@ -506,10 +516,10 @@ impl Agent {
             .store
             .set_desired(vm_id, Desired::Running)
             .await?;
-        let name = domain_name(vm_id);
+        let name = self.domain_name(vm_id);
         let defined = self.libvirt(move |h| h.is_active(&name)).await?.is_some();
         if defined {
-            let name = domain_name(vm_id);
+            let name = self.domain_name(vm_id);
             self.libvirt(move |h| h.start(&name)).await?;
         } else {
             let uuid = self.materialize(&record.spec, false, true).await?;
@@ -553,7 +563,7 @@ impl Agent {
             .set_desired(vm_id, Desired::Running)
             .await?;
         self.stop_domain(vm_id).await?;
-        let name = domain_name(vm_id);
+        let name = self.domain_name(vm_id);
         self.libvirt(move |h| h.start(&name)).await?;
         // The power cycle gave the VM a new tap device.
         self.shape(&record.spec).await?;
@@ -565,7 +575,7 @@ impl Agent {
     }
 
     async fn stop_domain(&self, vm_id: &str) -> Result<StopOutcome> {
-        let name = domain_name(vm_id);
+        let name = self.domain_name(vm_id);
         let timeout = Duration::from_secs(self.inner.config.shutdown_timeout_secs);
         let outcome = self.libvirt(move |h| h.stop(&name, timeout)).await?;
         info!(target: "agent::vm", vm = %vm_id, ?outcome, "stopped");
@@ -585,7 +595,7 @@ impl Agent {
     }
 
     async fn finish_delete(&self, vm_id: &str, reason: Option<&str>) -> Result<()> {
-        let name = domain_name(vm_id);
+        let name = self.domain_name(vm_id);
         self.libvirt(move |h| h.remove(&name)).await?;
         // Rules and reservation go before the record: the record frees the public port, and
         // a port must not be handed out again while a rule still points it at this VM.
@@ -749,7 +759,7 @@ impl Agent {
         let Some(mbps) = spec.bandwidth.mbps() else {
             return Ok(());
         };
-        let name = domain_name(&spec.id);
+        let name = self.domain_name(&spec.id);
         let Some(tap) = self.libvirt(move |h| h.nic_device(&name)).await? else {
             return Ok(());
         };
@@ -830,14 +840,17 @@ impl Agent {
             return Ok(None);
         };
         let attachments = self.inner.store.attachments().await?;
-        let mac = mac_address(&spec.id);
+        let mac = self.mac_address(&spec.id);
         if let Some((other, _)) = attachments.iter().find(|(_, a)| a.mac == mac) {
             return Err(Error::InvalidSpec(format!(
                 "vm id {} would get the MAC address {mac} of vm {other}; use another id",
                 spec.id
             )));
         }
-        let taken: Vec<Ipv4Addr> = attachments.values().map(|a| a.ip).collect();
+        // Addresses of this node's VMs, and every address the network reserves for anyone
+        // (another agent on the same network, or a reservation left by an earlier node).
+        let mut taken: Vec<Ipv4Addr> = attachments.values().map(|a| a.ip).collect();
+        taken.extend(network.hosts.iter().map(|h| h.ip));
         let last = self.inner.store.last_reserved_ip().await?;
         let ip = network.free_address(&taken, last).ok_or_else(|| {
             Error::Capacity(format!(
@@ -993,7 +1006,7 @@ impl Agent {
                     continue;
                 }
                 let id = record.spec.id.clone();
-                let name = domain_name(&id);
+                let name = self.domain_name(&id);
                 match (
                     record.state,
                     self.libvirt(move |h| h.is_active(&name)).await?,
@@ -1042,7 +1055,7 @@ impl Agent {
         };
         for record in records {
             let id = record.spec.id.clone();
-            let name = domain_name(&id);
+            let name = self.domain_name(&id);
             let running = record.state == VmState::Running;
             let addresses = if running {
                 self.libvirt(move |h| Ok(h.addresses(&name))).await?
@@ -1051,7 +1064,7 @@ impl Agent {
             };
             let hypervisor = self.inner.hypervisor.clone();
             let exec = |command: Vec<String>| {
-                let (hypervisor, name) = (hypervisor.clone(), domain_name(&id));
+                let (hypervisor, name) = (hypervisor.clone(), self.domain_name(&id));
                 async move {
                     tokio::task::spawn_blocking(move || {
                         let timeout_secs = readiness::PROBE_TIMEOUT.as_secs() as i32;

@@ -14,15 +14,25 @@ pub const DOMAIN_PREFIX: &str = "decloud-";
 /// CFS period for the CPU quota, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
-/// Domain name of a VM.
-pub fn domain_name(vm_id: &str) -> String {
-    format!("{DOMAIN_PREFIX}{vm_id}")
+/// Domain name of a VM of a node: `decloud-<node tag>-<vm id>`. Domain names are global to a
+/// libvirt connection, so they carry the node's tag (as its forwarding rules and shaping
+/// devices do): two agents on one host, or a domain left behind by an earlier node, never
+/// collide with this node's VM of the same id.
+pub fn domain_name(node_id: &B256, vm_id: &str) -> String {
+    format!(
+        "{DOMAIN_PREFIX}{}-{vm_id}",
+        crate::identity::node_tag(node_id)
+    )
 }
 
-/// A stable MAC address for a VM (locally administered QEMU prefix `52:54:00`), so the
-/// guest keeps its network identity when its domain is defined again.
-pub fn mac_address(vm_id: &str) -> String {
-    let hash = keccak256(vm_id.as_bytes());
+/// A stable MAC address for a VM of a node (locally administered QEMU prefix `52:54:00`), so
+/// the guest keeps its network identity when its domain is defined again. The node id goes
+/// into the hash with the VM id: nodes on one host may share a libvirt network, and their
+/// VMs of the same id must not share a MAC.
+pub fn mac_address(node_id: &B256, vm_id: &str) -> String {
+    let mut input = node_id.to_vec();
+    input.extend_from_slice(vm_id.as_bytes());
+    let hash = keccak256(&input);
     format!("52:54:00:{:02x}:{:02x}:{:02x}", hash[0], hash[1], hash[2])
 }
 
@@ -113,7 +123,11 @@ pub fn render(plan: &DomainPlan<'_>) -> String {
     let mut x = String::new();
     // write! to a String cannot fail.
     let _ = writeln!(x, "<domain type='{}'>", plan.domain_type.as_str());
-    let _ = writeln!(x, "  <name>{}</name>", escape(&domain_name(&spec.id)));
+    let _ = writeln!(
+        x,
+        "  <name>{}</name>",
+        escape(&domain_name(&plan.node_id, &spec.id))
+    );
     let _ = writeln!(x, "  <metadata>");
     let _ = writeln!(x, "    <decloud:vm xmlns:decloud='{METADATA_NS}'>");
     let _ = writeln!(x, "      <decloud:node>{}</decloud:node>", plan.node_id);
@@ -184,7 +198,11 @@ pub fn render(plan: &DomainPlan<'_>) -> String {
             let _ = writeln!(x, "    <interface type='user'>");
         }
     }
-    let _ = writeln!(x, "      <mac address='{}'/>", mac_address(&spec.id));
+    let _ = writeln!(
+        x,
+        "      <mac address='{}'/>",
+        mac_address(&plan.node_id, &spec.id)
+    );
     let _ = writeln!(x, "      <model type='virtio'/>");
     let libvirt_shapes =
         plan.shaping == BandwidthShaping::Libvirt || *plan.network == NetworkConfig::User;
@@ -296,6 +314,17 @@ mod tests {
     }
 
     #[test]
+    fn names_and_macs_differ_between_nodes_and_vms() {
+        let (a, b) = (B256::repeat_byte(0x01), B256::repeat_byte(0x02));
+        assert_eq!(domain_name(&a, "vm-1"), "decloud-0101010101010101-vm-1");
+        assert_ne!(domain_name(&a, "vm-1"), domain_name(&b, "vm-1"));
+        assert_ne!(mac_address(&a, "vm-1"), mac_address(&b, "vm-1"));
+        assert_ne!(mac_address(&a, "vm-1"), mac_address(&a, "vm-2"));
+        assert_eq!(mac_address(&a, "vm-1"), mac_address(&a, "vm-1"));
+        assert!(mac_address(&a, "vm-1").starts_with("52:54:00:"));
+    }
+
+    #[test]
     fn renders_a_complete_domain_that_parses_back() {
         let image = ImageConfig {
             base: "/img/base.qcow2".into(),
@@ -314,7 +343,10 @@ mod tests {
         let doc = roxmltree::Document::parse(&xml).unwrap();
         let root = doc.root_element();
         assert_eq!(root.attribute("type"), Some("qemu"));
-        assert_eq!(child(root, "name").text(), Some("decloud-vm-1"));
+        assert_eq!(
+            child(root, "name").text(),
+            Some("decloud-abababababababab-vm-1")
+        );
         let memory = child(root, "memory");
         assert_eq!(
             (memory.attribute("unit"), memory.text()),
@@ -355,7 +387,7 @@ mod tests {
         assert_eq!(child(nic, "model").attribute("type"), Some("virtio"));
         assert_eq!(
             child(nic, "mac").attribute("address"),
-            Some(mac_address("vm-1").as_str())
+            Some(mac_address(&B256::repeat_byte(0xab), "vm-1").as_str())
         );
         let bandwidth = child(nic, "bandwidth");
         // 50 Mbit/s = 6250 kB/s each way.

@@ -382,7 +382,7 @@ fn ensure_chains() -> Result<()> {
 }
 
 impl Firewall {
-    /// The rules of the node tagged `tag` (see [`node_tag`]).
+    /// The rules of the node tagged `tag` (see [`crate::identity::node_tag`]).
     pub fn new(tag: impl Into<String>) -> Self {
         Self {
             tag: tag.into(),
@@ -532,12 +532,6 @@ fn enable_ip_forward() {
             warn!(target: "agent::firewall", %error, "cannot enable net.ipv4.ip_forward; forwarded ports will not answer")
         }
     }
-}
-
-/// The tag of a node in rule comments and reservation names: the first 8 bytes of its id
-/// in hex.
-pub fn node_tag(node_id: &alloy::primitives::B256) -> String {
-    hex::encode(&node_id[..8])
 }
 
 #[cfg(test)]

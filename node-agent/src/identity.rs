@@ -114,6 +114,12 @@ pub fn load_or_create_key(path: &Path) -> Result<(PrivateKeySigner, bool)> {
     }
 }
 
+/// The tag of a node in names shared with other nodes on one host (libvirt domain names,
+/// rule comments, reservation and shaping device names): the first 8 bytes of its id in hex.
+pub fn node_tag(node_id: &alloy::primitives::B256) -> String {
+    hex::encode(&node_id[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,11 +49,11 @@ pub use domain_xml::{
 pub use error::{Error, Result};
 pub use firewall::{
     COMMENT_PREFIX, DNAT_CHAIN, FORWARD_CHAIN, Firewall, FirewallReport, ForwardRule, FoundRule,
-    node_tag, parse_rules, redirected_ports,
+    parse_rules, redirected_ports,
 };
 pub use guest_exec::{ExecOutcome, run as run_guest_command};
 pub use hypervisor::{Hypervisor, OwnedDomain, StopOutcome};
-pub use identity::{Identity, KEY_FILE, load_or_create_key};
+pub use identity::{Identity, KEY_FILE, load_or_create_key, node_tag};
 pub use link::{Backoff, HANDSHAKE_TIMEOUT, run as run_link};
 pub use network::{
     DhcpHost, NatNetwork, network_xml, parse_network, reservation_name, reservation_prefix,

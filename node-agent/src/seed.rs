@@ -5,10 +5,7 @@ use std::{path::Path, process::Command};
 
 use decloud_sdk::agent_protocol::VmSpec;
 
-use crate::{
-    domain_xml::mac_address,
-    error::{Error, Result},
-};
+use crate::error::{Error, Result};
 
 /// Volume label cloud-init's NoCloud source looks for.
 pub const VOLUME_ID: &str = "cidata";
@@ -25,8 +22,8 @@ pub struct SeedFiles {
 }
 
 impl SeedFiles {
-    /// Builds the seed files of a spec.
-    pub fn for_spec(spec: &VmSpec) -> Self {
+    /// Builds the seed files of a spec whose NIC has the MAC address `mac`.
+    pub fn for_spec(spec: &VmSpec, mac: &str) -> Self {
         let hostname = spec.hostname.as_deref().unwrap_or(&spec.id);
         Self {
             user_data: spec.user_data.clone(),
@@ -35,7 +32,7 @@ impl SeedFiles {
             meta_data: format!("instance-id: {}\nlocal-hostname: {hostname}\n", spec.id),
             network_config: format!(
                 "version: 2\nethernets:\n  primary:\n    match:\n      macaddress: \"{}\"\n    dhcp4: true\n",
-                mac_address(&spec.id)
+                mac
             ),
         }
     }
@@ -116,7 +113,8 @@ mod tests {
             ports: vec![],
             readiness: vec![],
         };
-        let files = SeedFiles::for_spec(&spec);
+        let mac = "52:54:00:12:34:56";
+        let files = SeedFiles::for_spec(&spec, mac);
         let iso = dir.path().join("seed.iso");
         write_iso(&files, &iso).unwrap();
 
@@ -130,7 +128,7 @@ mod tests {
         let meta = isoinfo(&["-R", "-i", iso_arg, "-x", "/meta-data"]);
         assert_eq!(meta, "instance-id: web-7\nlocal-hostname: shop\n");
         let network = isoinfo(&["-R", "-i", iso_arg, "-x", "/network-config"]);
-        assert!(network.contains(&mac_address("web-7")), "{network}");
+        assert!(network.contains(mac), "{network}");
         assert!(network.contains("dhcp4: true"));
         // Nothing but the ISO is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path())

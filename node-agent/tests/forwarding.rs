@@ -114,8 +114,9 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
 
     // The Basic tier's 10 Mbit/s cap is in place both ways: on the tap (to the guest) and on
     // the IFB device its ingress is redirected to (from the guest).
+    let web_domain = agent.domain_name("web");
     let tap = agent
-        .with_hypervisor(|h| h.nic_device(&decloud_node_agent::domain_name("web")))
+        .with_hypervisor(move |h| h.nic_device(&web_domain))
         .await
         .unwrap()
         .unwrap();

@@ -58,7 +58,10 @@ async fn real_vm_reads_its_seed_then_stops_and_is_deleted_without_leftovers() {
         .with_hypervisor(|h| h.all_domain_names())
         .await
         .unwrap();
-    assert!(!names.contains(&domain_name("seed-check")), "{names:?}");
+    assert!(
+        !names.contains(&agent.domain_name("seed-check")),
+        "{names:?}"
+    );
     assert!(agent.owned_domains().await.unwrap().is_empty());
     assert!(!agent.vm_dir("seed-check").exists());
     let left: Vec<_> = files_under(&data.join("vms"));
@@ -106,7 +109,9 @@ async fn sigkilled_agent_adopts_its_running_vm_on_restart() {
     agent.sigkill();
     drop(session);
     assert_eq!(
-        libvirt.is_active(&domain_name("survivor")).unwrap(),
+        libvirt
+            .is_active(&domain_name(&node_id, "survivor"))
+            .unwrap(),
         Some(true),
         "the VM outlives the agent"
     );

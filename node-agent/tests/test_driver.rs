@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use decloud_node_agent::{DOMAIN_PREFIX, Desired, Error, domain_name, node_tag, render_domain_xml};
+use decloud_node_agent::{DOMAIN_PREFIX, Desired, Error, node_tag, render_domain_xml};
 use decloud_sdk::agent_protocol::{
     AckOutcome, Command, CommandAction, PortProtocol, PortSpec, QualityTier, ReadinessProbe,
     VmState,
@@ -45,7 +45,7 @@ async fn lifecycle_create_stop_start_delete() {
 
     let stopped = agent.stop_vm("web-1").await.unwrap();
     assert_eq!(stopped.state, VmState::Stopped);
-    let name = domain_name("web-1");
+    let name = agent.domain_name("web-1");
     let active = agent
         .with_hypervisor(move |h| h.is_active(&name))
         .await
@@ -214,8 +214,8 @@ async fn reconcile_adopts_restarts_redefines_and_removes_only_owned_orphans() {
     let keep_uuid = agent.store().vm("keep").await.unwrap().unwrap().domain_uuid;
 
     // What a host reboot, an operator's virsh and a crash mid-delete leave behind:
-    let crashed = domain_name("crashed");
-    let lost = domain_name("lost");
+    let crashed = agent.domain_name("crashed");
+    let lost = agent.domain_name("lost");
     agent
         .with_hypervisor(move |h| {
             h.stop(&crashed, std::time::Duration::ZERO)?;
@@ -244,17 +244,15 @@ async fn reconcile_adopts_restarts_redefines_and_removes_only_owned_orphans() {
         shaping: config.bandwidth_shaping,
         pci_devices: &[],
     });
+    let orphan_name = agent.domain_name("orphan");
     let foreign_xml = orphan_xml
-        .replace(&format!("{DOMAIN_PREFIX}orphan"), "someone-elses-vm")
+        .replace(&orphan_name, "someone-elses-vm")
         .replace(
             &agent.identity().node_id.to_string(),
             &format!("0x{}", "ee".repeat(32)),
         );
     let other_node_xml = orphan_xml
-        .replace(
-            &format!("{DOMAIN_PREFIX}orphan"),
-            &format!("{DOMAIN_PREFIX}other-node"),
-        )
+        .replace(&orphan_name, &format!("{DOMAIN_PREFIX}other-node"))
         .replace(
             &agent.identity().node_id.to_string(),
             &format!("0x{}", "dd".repeat(32)),
@@ -283,21 +281,21 @@ async fn reconcile_adopts_restarts_redefines_and_removes_only_owned_orphans() {
         .await
         .unwrap();
     for present in [
-        "decloud-crashed",
-        "decloud-keep",
-        "decloud-lost",
-        "decloud-other-node",
-        "someone-elses-vm",
-        "test",
+        agent.domain_name("crashed"),
+        agent.domain_name("keep"),
+        agent.domain_name("lost"),
+        "decloud-other-node".to_owned(),
+        "someone-elses-vm".to_owned(),
+        "test".to_owned(),
     ] {
         assert!(
-            names.iter().any(|n| n == present),
+            names.iter().any(|n| *n == present),
             "{present} missing from {names:?}"
         );
     }
-    for absent in ["decloud-orphan", "decloud-going"] {
+    for absent in [agent.domain_name("orphan"), agent.domain_name("going")] {
         assert!(
-            !names.iter().any(|n| n == absent),
+            !names.iter().any(|n| *n == absent),
             "{absent} still in {names:?}"
         );
     }
@@ -332,7 +330,7 @@ async fn observe_records_a_guest_power_off() {
     let agent = open_agent(test_driver_config(dir.path(), "observe")).await;
     agent.reconcile().await.unwrap();
     agent.create_vm(spec("observed", "blank")).await.unwrap();
-    let name = domain_name("observed");
+    let name = agent.domain_name("observed");
     agent
         .with_hypervisor(move |h| h.stop(&name, std::time::Duration::ZERO))
         .await
@@ -462,7 +460,7 @@ fn hostdev_addresses(xml: &str) -> Vec<String> {
 }
 
 async fn libvirt_xml(agent: &decloud_node_agent::Agent, vm_id: &str) -> Option<String> {
-    let name = domain_name(vm_id);
+    let name = agent.domain_name(vm_id);
     agent
         .with_hypervisor(move |h| h.domain_xml(&name))
         .await
@@ -522,7 +520,7 @@ async fn gpus_are_reserved_passed_through_kept_across_restarts_and_released() {
 
     // The host loses the domain (a reboot with a transient definition, an operator's virsh),
     // and the agent restarts.
-    let name = domain_name("gpu-a");
+    let name = agent.domain_name("gpu-a");
     agent
         .with_hypervisor(move |h| h.remove(&name))
         .await

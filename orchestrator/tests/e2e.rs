@@ -552,8 +552,9 @@ async fn tenant_opens_and_closes_a_lease_and_the_vm_follows_on_the_node() {
         "the lease's GPU count reaches the spec"
     );
     assert_eq!(agent.store().gpus_of("vm-2").await.unwrap(), [GPU]);
+    let gpu_domain = agent.domain_name("vm-2");
     let xml = agent
-        .with_hypervisor(|h| h.domain_xml("decloud-vm-2"))
+        .with_hypervisor(move |h| h.domain_xml(&gpu_domain))
         .await
         .unwrap()
         .expect("the GPU VM's domain exists");

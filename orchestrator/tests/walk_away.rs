@@ -19,7 +19,7 @@ use alloy::{
 };
 use decloud_node_agent::{
     Agent, Backoff, ConfigLayer, DomainType, Identity, ImageConfig, NetworkConfig,
-    create_blank_qcow2, domain_name, run_link,
+    create_blank_qcow2, run_link,
 };
 use decloud_orchestrator::{
     Store,
@@ -697,7 +697,7 @@ async fn walk_away(setup: NodeSetup) {
     )
     .await;
     let victim = format!("vm-{}", world.active.keys().next().unwrap());
-    let name = domain_name(&victim);
+    let name = agent.domain_name(&victim);
     agent
         .with_hypervisor(move |h| h.remove(&name))
         .await
