@@ -282,7 +282,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
             lifecycle::drive(state.store(), state.agents(), &workload)
                 .await
                 .unwrap();
-            if let Some(vm) = state.store().vm("vm-1").await.unwrap() {
+            if let Some(vm) = state.store().vm("vm-1".parse().unwrap()).await.unwrap() {
                 assert_ne!(vm.state.as_str(), "failed", "{:?}", vm.failure);
             }
             state
@@ -331,7 +331,13 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         .await
         .unwrap();
     store
-        .record_vm_reported(node_id, "vm-1", &["10.0.0.2".into()], &[ssh], now())
+        .record_vm_reported(
+            node_id,
+            "vm-1".parse().unwrap(),
+            &["10.0.0.2".into()],
+            &[ssh],
+            now(),
+        )
         .await
         .unwrap();
 
@@ -399,7 +405,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
     // What the agent's heartbeat carries, booked as the agent link books it.
     assert!(
         store
-            .record_vm_readiness(node_id, "vm-1", &checked, now())
+            .record_vm_readiness(node_id, "vm-1".parse().unwrap(), &checked, now())
             .await
             .unwrap()
     );
@@ -437,7 +443,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         !store
             .record_vm_readiness(
                 alloy::primitives::B256::repeat_byte(0xab).into(),
-                "vm-1",
+                "vm-1".parse().unwrap(),
                 &Readiness {
                     ready: true,
                     probes: vec![]
@@ -465,7 +471,13 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         assert!(refused.failure().contains("403"), "{verb}: {refused:#?}");
     }
     assert_eq!(
-        store.vm("vm-1").await.unwrap().unwrap().state.as_str(),
+        store
+            .vm("vm-1".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "running"
     );
 

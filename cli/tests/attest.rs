@@ -92,8 +92,8 @@ async fn verify_passes_untouched_attestations_and_names_every_tampering() {
     // Attestations through the real code paths: two VM transitions, then attested states.
     store
         .insert_vm(&VmRecord {
-            vm_id: "vm-1".into(),
-            lease_id: "1".into(),
+            vm_id: "vm-1".parse().unwrap(),
+            lease_id: "1".parse().unwrap(),
             tenant: "0x00000000000000000000000000000000000000aa".into(),
             node_id: alloy::primitives::B256::with_last_byte(1).into(),
             state: VmState::Pending,
@@ -111,7 +111,7 @@ async fn verify_passes_untouched_attestations_and_names_every_tampering() {
     assert!(
         store
             .transition_vm(
-                "vm-1",
+                "vm-1".parse().unwrap(),
                 VmState::Pending,
                 VmState::Provisioning,
                 None,
@@ -124,7 +124,7 @@ async fn verify_passes_untouched_attestations_and_names_every_tampering() {
     assert!(
         store
             .transition_vm(
-                "vm-1",
+                "vm-1".parse().unwrap(),
                 VmState::Provisioning,
                 VmState::Running,
                 None,

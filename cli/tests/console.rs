@@ -251,7 +251,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
         .unwrap();
     store
         .upsert_lease(&LeaseRecord {
-            lease_id: "1".into(),
+            lease_id: "1".parse().unwrap(),
             tenant: format!("{alice:#x}"),
             node_id,
             status: LeaseStatus::Active,
@@ -267,8 +267,8 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
         .unwrap();
     store
         .insert_vm(&VmRecord {
-            vm_id: VM.into(),
-            lease_id: "1".into(),
+            vm_id: VM.parse().unwrap(),
+            lease_id: "1".parse().unwrap(),
             tenant: format!("{alice:#x}"),
             node_id,
             state: VmState::Running,

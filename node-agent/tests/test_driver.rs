@@ -288,16 +288,10 @@ async fn reconcile_adopts_restarts_redefines_and_removes_only_owned_orphans() {
         "someone-elses-vm".to_owned(),
         "test".to_owned(),
     ] {
-        assert!(
-            names.iter().any(|n| *n == present),
-            "{present} missing from {names:?}"
-        );
+        assert!(names.contains(&present), "{present} missing from {names:?}");
     }
     for absent in [agent.domain_name("orphan"), agent.domain_name("going")] {
-        assert!(
-            !names.iter().any(|n| *n == absent),
-            "{absent} still in {names:?}"
-        );
+        assert!(!names.contains(&absent), "{absent} still in {names:?}");
     }
     for id in ["keep", "crashed", "lost"] {
         assert_eq!(

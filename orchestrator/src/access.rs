@@ -185,9 +185,9 @@ pub async fn record_heartbeat(
     store
         .record_node_address(node_id, heartbeat.public_address.as_deref(), now)
         .await?;
-    for vm in &heartbeat.vms {
+    for (vm_id, vm) in crate::agent::reported_vms(&heartbeat.vms) {
         store
-            .record_vm_reported(node_id, &vm.id, &vm.addresses, &vm.forwards, now)
+            .record_vm_reported(node_id, vm_id, &vm.addresses, &vm.forwards, now)
             .await?;
     }
     Ok(())

@@ -16,7 +16,7 @@ use crate::{
     store::{Store, StoreError},
 };
 use decloud_sdk::{
-    NodeId,
+    NodeId, VmId,
     agent_protocol::{CommandAction, VmReport},
 };
 use std::{
@@ -84,9 +84,17 @@ pub struct NodeReport {
 
 impl NodeReport {
     /// The report of one VM, if the node has it.
-    pub fn vm(&self, vm_id: &str) -> Option<&VmReport> {
-        self.vms.iter().find(|v| v.id == vm_id)
+    pub fn vm(&self, vm_id: VmId) -> Option<&VmReport> {
+        reported_vms(&self.vms).find_map(|(id, report)| (id == vm_id).then_some(report))
     }
+}
+
+/// The VMs of a node's report whose ids are VM ids of this orchestrator (`vm-<lease id>`),
+/// with their ids parsed. A node may run VMs of its own beside them (an operator's, or a
+/// test's); those are none of the orchestrator's business and are skipped.
+pub fn reported_vms(vms: &[VmReport]) -> impl Iterator<Item = (VmId, &VmReport)> {
+    vms.iter()
+        .filter_map(|vm| vm.id.parse::<VmId>().ok().map(|id| (id, vm)))
 }
 
 /// A node's authenticated session, as the hub knows it: [`AgentHub::close_session`] ends it.

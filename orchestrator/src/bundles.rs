@@ -10,6 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use decloud_content::{ContentError, ContentStore, EmbeddedStore, KuboStore, parse_cid};
+use decloud_sdk::TemplateId;
 use decloud_templates::{BUNDLE_CID_OPTIONS, Bundle, MAX_CONTENT_SIZE};
 
 use crate::{
@@ -66,7 +67,7 @@ pub async fn pass(
             Outcome::Fetched => {
                 store
                     .set_fetch_state(
-                        &publication.template_id,
+                        publication.template_id,
                         &publication.cid,
                         FetchState::Fetched,
                         None,
@@ -85,7 +86,7 @@ pub async fn pass(
                     .await?;
                 store
                     .set_fetch_state(
-                        &publication.template_id,
+                        publication.template_id,
                         &publication.cid,
                         FetchState::Refused,
                         Some(&reason),
@@ -97,7 +98,7 @@ pub async fn pass(
                 tracing::info!(target: "orchestrator::bundles", template_id = %publication.template_id, cid = %publication.cid, %reason, "published bundle not fetched yet; retrying");
                 store
                     .set_fetch_state(
-                        &publication.template_id,
+                        publication.template_id,
                         &publication.cid,
                         FetchState::Pending,
                         Some(&reason),
@@ -117,8 +118,7 @@ async fn fetch(
 ) -> Result<Outcome, StoreError> {
     // A bundle the catalog already holds (a seed of `templates_dir`) got its id from the chain
     // follower: nothing to fetch.
-    if let Some(t) = store.template(&publication.template_id).await?
-        && t.template_id.as_deref() == Some(publication.template_id.as_str())
+    if let Some(t) = store.template_by_id(publication.template_id).await?
         && t.cid == publication.cid
     {
         return Ok(Outcome::Fetched);
@@ -144,7 +144,7 @@ async fn fetch(
     };
     let mut record = match catalog::record_of(
         &bundle,
-        Some(publication.template_id.clone()),
+        Some(publication.template_id),
         publication.price,
         now,
     ) {
@@ -177,7 +177,7 @@ async fn fetch(
 
 /// Why a lease's template cannot be rendered, when the catalog does not hold it: what fetching
 /// its published bundle came to.
-pub async fn missing_reason(store: &Store, template_id: &str) -> Result<String, StoreError> {
+pub async fn missing_reason(store: &Store, template_id: TemplateId) -> Result<String, StoreError> {
     Ok(match store.publication(template_id).await? {
         None => format!("template {template_id} is not in the catalog"),
         Some(p) => match (p.state, p.reason) {
@@ -232,21 +232,30 @@ mod tests {
         let other_cid = other.cid().to_string();
         let seed_cid = seed("postgresql").cid().to_string();
         let mut conn = AnyConnection::connect(&url).await.unwrap();
-        template_published(&mut conn, "1", 0, &other_cid)
+        template_published(&mut conn, TemplateId::from(1), 0, &other_cid)
             .await
             .unwrap();
-        template_published(&mut conn, "2", 0, &seed_cid)
+        template_published(&mut conn, TemplateId::from(2), 0, &seed_cid)
             .await
             .unwrap();
 
         // Not stored yet: the seed is settled from the catalog, the other stays pending with why.
         assert_eq!(pass(&store, content.as_ref(), 1).await.unwrap(), 1);
-        let p = store.publication("1").await.unwrap().unwrap();
+        let p = store
+            .publication(TemplateId::from(1))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(p.state, FetchState::Pending);
         assert!(p.reason.unwrap().contains("not found"));
         assert!(store.template("1").await.unwrap().is_none());
         assert_eq!(
-            store.publication("2").await.unwrap().unwrap().state,
+            store
+                .publication(TemplateId::from(2))
+                .await
+                .unwrap()
+                .unwrap()
+                .state,
             FetchState::Fetched
         );
 
@@ -260,7 +269,10 @@ mod tests {
         );
         let seed_row = store.template("postgresql").await.unwrap().unwrap();
         assert_eq!(
-            (seed_row.template_id.as_deref(), seed_row.cid.as_str()),
+            (
+                seed_row.template_id.map(|id| id.to_string()).as_deref(),
+                seed_row.cid.as_str()
+            ),
             (Some("2"), seed_cid.as_str())
         );
         assert_eq!(pass(&store, content.as_ref(), 3).await.unwrap(), 0);
@@ -269,7 +281,7 @@ mod tests {
         let mut broken = other.clone();
         broken.manifest.min_specs.vcpus = 0;
         content.put(broken.to_content().into()).await.unwrap();
-        template_published(&mut conn, "1", 0, &broken.cid().to_string())
+        template_published(&mut conn, TemplateId::from(1), 0, &broken.cid().to_string())
             .await
             .unwrap();
         assert!(
@@ -277,7 +289,7 @@ mod tests {
             "the old content is no longer template 1"
         );
         assert_eq!(pass(&store, content.as_ref(), 4).await.unwrap(), 1);
-        let refused = missing_reason(&store, "1").await.unwrap();
+        let refused = missing_reason(&store, TemplateId::from(1)).await.unwrap();
         assert!(
             refused.contains("is refused") && refused.contains("zero-specs"),
             "{refused}"

@@ -2,6 +2,7 @@
 //! by category, GPU, tags and text, and found by slug or on-chain template id.
 
 use crate::store::{Store, StoreError, TemplateRecord};
+use decloud_sdk::TemplateId;
 pub use decloud_sdk::api::{TemplateSearch, TemplateSort};
 use decloud_templates::{Bundle, validate};
 use std::path::Path;
@@ -36,7 +37,7 @@ pub enum CatalogError {
 /// The catalog row of a validated bundle.
 pub fn record_of(
     bundle: &Bundle,
-    template_id: Option<String>,
+    template_id: Option<TemplateId>,
     price: u64,
     now: i64,
 ) -> Result<TemplateRecord, CatalogError> {

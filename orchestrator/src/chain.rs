@@ -21,7 +21,6 @@
 
 use crate::{
     clock::now,
-    lifecycle::vm_id_of,
     scheduler::{Prices, QualityTier},
     store::{
         Attestor, LeaseFunding, LeaseOpened, NodeCapabilities, NodeRegistration, NodeStatus, chain,
@@ -33,6 +32,7 @@ use alloy::{
 };
 use decloud_indexer::{BoxError, ContractKind, DecodedLog, EventDecoder, Handler, LogBatch};
 use decloud_sdk::{
+    VmId,
     bindings::{
         LeaseEscrow::LeaseEscrowEvents, NodeRegistry::NodeRegistryEvents,
         TemplateMarket::TemplateMarketEvents,
@@ -198,7 +198,7 @@ async fn apply(
             match event.data {
                 LeaseEscrowEvents::LeaseOpened(e) => {
                     let lease = LeaseOpened {
-                        lease_id: e.leaseId.to_string(),
+                        lease_id: e.leaseId.into(),
                         tenant: format!("{:#x}", e.tenant),
                         node_id: e.nodeId.into(),
                         tier: QualityTier::try_from(e.quality)
@@ -210,10 +210,10 @@ async fn apply(
                         rate_per_hour: e.ratePerHour,
                         opened_at: secs(e.openedAt),
                         bandwidth: e.bandwidth.into(),
-                        template_id: e.templateId.to_string(),
+                        template_id: (!e.templateId.is_zero()).then(|| e.templateId.into()),
                         funding: clamp(e.funding),
                     };
-                    chain::lease_opened(conn, &lease, &vm_id_of(&lease.lease_id)).await?;
+                    chain::lease_opened(conn, &lease, VmId::for_lease(lease.lease_id)).await?;
                 }
                 LeaseEscrowEvents::LeaseToppedUp(e) => {
                     let funding = LeaseFunding {
@@ -221,14 +221,13 @@ async fn apply(
                         accrual_start: secs(e.accrualStart),
                         accrued_before: clamp(e.accruedBefore),
                     };
-                    chain::lease_topped_up(conn, &e.leaseId.to_string(), &funding).await?;
+                    chain::lease_topped_up(conn, e.leaseId.into(), &funding).await?;
                 }
                 LeaseEscrowEvents::LeaseClosed(e) => {
-                    chain::lease_ended(conn, &e.leaseId.to_string(), LeaseStatus::Closed).await?;
+                    chain::lease_ended(conn, e.leaseId.into(), LeaseStatus::Closed).await?;
                 }
                 LeaseEscrowEvents::LeaseTerminated(e) => {
-                    chain::lease_ended(conn, &e.leaseId.to_string(), LeaseStatus::Terminated)
-                        .await?;
+                    chain::lease_ended(conn, e.leaseId.into(), LeaseStatus::Terminated).await?;
                 }
                 _ => {}
             }
@@ -241,22 +240,12 @@ async fn apply(
             // not hold names no bundle, and a lease on it fails its VM with that reason.
             match event.data {
                 TemplateMarketEvents::TemplatePublished(e) => {
-                    chain::template_published(
-                        conn,
-                        &e.templateId.to_string(),
-                        clamp(e.price),
-                        &e.cid,
-                    )
-                    .await?;
+                    chain::template_published(conn, e.templateId.into(), clamp(e.price), &e.cid)
+                        .await?;
                 }
                 TemplateMarketEvents::TemplateUpdated(e) => {
-                    chain::template_published(
-                        conn,
-                        &e.templateId.to_string(),
-                        clamp(e.price),
-                        &e.cid,
-                    )
-                    .await?;
+                    chain::template_published(conn, e.templateId.into(), clamp(e.price), &e.cid)
+                        .await?;
                 }
                 _ => {}
             }
@@ -381,7 +370,7 @@ mod tests {
         assert_eq!(
             (
                 by_id.slug.as_str(),
-                by_id.template_id.as_deref(),
+                by_id.template_id.map(|id| id.to_string()).as_deref(),
                 by_id.price
             ),
             ("postgresql", Some("7"), 2_500_000)

@@ -16,7 +16,7 @@
 //! replica that holds the node agent's connection.
 
 use decloud_sdk::{
-    NodeId,
+    NodeId, VmId,
     agent_protocol::{CONSOLE_CHUNK_BYTES, ServerMessage},
 };
 use rand::Rng;
@@ -111,7 +111,7 @@ impl ConsoleRelay {
     }
 
     /// Opens a console session on `vm_id` of `node_id`.
-    pub fn open(&self, node_id: NodeId, vm_id: &str) -> Result<ConsoleSession, ConsoleError> {
+    pub fn open(&self, node_id: NodeId, vm_id: VmId) -> Result<ConsoleSession, ConsoleError> {
         let (link_id, link) = self
             .link(node_id)
             .ok_or(ConsoleError::NodeOffline(node_id))?;
@@ -278,11 +278,11 @@ mod tests {
     async fn sessions_route_both_ways_and_close_once() {
         let relay = ConsoleRelay::default();
         assert_eq!(
-            relay.open(n(1), "vm-1").unwrap_err(),
+            relay.open(n(1), "vm-1".parse().unwrap()).unwrap_err(),
             ConsoleError::NodeOffline(n(1))
         );
         let (guard, mut link) = relay.attach_link(n(1));
-        let mut session = relay.open(n(1), "vm-1").unwrap();
+        let mut session = relay.open(n(1), "vm-1".parse().unwrap()).unwrap();
         let id = session.id().to_string();
         assert_eq!(
             link.recv().await,
@@ -319,7 +319,7 @@ mod tests {
         assert_eq!(relay.sessions(), 0);
 
         // A tenant leaving closes the session on the agent.
-        let session = relay.open(n(1), "vm-1").unwrap();
+        let session = relay.open(n(1), "vm-1".parse().unwrap()).unwrap();
         let id = session.id().to_string();
         let _open = link.recv().await;
         drop(session);
@@ -335,9 +335,9 @@ mod tests {
     async fn a_tenant_that_does_not_read_loses_its_session_and_the_link_goes_on() {
         let relay = ConsoleRelay::default();
         let (_guard, mut link) = relay.attach_link(n(1));
-        let mut slow = relay.open(n(1), "vm-1").unwrap();
+        let mut slow = relay.open(n(1), "vm-1".parse().unwrap()).unwrap();
         let slow_id = slow.id().to_string();
-        let mut other = relay.open(n(1), "vm-2").unwrap();
+        let mut other = relay.open(n(1), "vm-2".parse().unwrap()).unwrap();
         let other_id = other.id().to_string();
         for _ in 0..=TENANT_QUEUE {
             relay.output(n(1), &slow_id, vec![b'x']);
@@ -373,9 +373,9 @@ mod tests {
     async fn a_lost_link_ends_its_sessions_but_not_a_newer_links() {
         let relay = ConsoleRelay::default();
         let (old_guard, _old_link) = relay.attach_link(n(1));
-        let mut session = relay.open(n(1), "vm-1").unwrap();
+        let mut session = relay.open(n(1), "vm-1".parse().unwrap()).unwrap();
         let (_new_guard, _new_link) = relay.attach_link(n(1));
-        let newer = relay.open(n(1), "vm-2").unwrap();
+        let newer = relay.open(n(1), "vm-2".parse().unwrap()).unwrap();
         drop(old_guard);
         assert!(
             relay.is_linked(n(1)),

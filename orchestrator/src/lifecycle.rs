@@ -21,6 +21,7 @@ use decloud_sdk::agent_protocol::{
 };
 use decloud_sdk::credentials::{self, Credentials};
 use decloud_sdk::types::LeaseStatus;
+use decloud_sdk::{LeaseId, VmId};
 use decloud_templates::{
     Bundle, Readiness as TemplateReadiness, Transport, Variable, Vars, generate_password, render,
 };
@@ -73,12 +74,7 @@ pub const NO_SUCH_VM: &str = "no vm with id";
 /// lease still active, is created again.
 pub const LOST_BY_NODE: &str = "lost by its node";
 
-/// The VM id of a lease: one VM per lease.
-pub fn vm_id_of(lease_id: &str) -> String {
-    format!("vm-{lease_id}")
-}
-
-async fn current(store: &Store, vm_id: &str) -> Result<(VmRecord, VmState), LifecycleError> {
+async fn current(store: &Store, vm_id: VmId) -> Result<(VmRecord, VmState), LifecycleError> {
     let vm = store
         .vm(vm_id)
         .await?
@@ -90,7 +86,7 @@ async fn current(store: &Store, vm_id: &str) -> Result<(VmRecord, VmState), Life
 /// Moves a VM to `to` if the lifecycle allows it, queueing `command` in the same transaction.
 pub async fn transition(
     store: &Store,
-    vm_id: &str,
+    vm_id: VmId,
     to: VmState,
     failure: Option<&str>,
     command: Option<(&str, &CommandAction)>,
@@ -118,7 +114,7 @@ pub async fn transition(
     if !moved {
         return Err(LifecycleError::Conflict(vm_id.to_string()));
     }
-    tracing::info!(target: "orchestrator::lifecycle", vm_id, from = from.as_str(), to = to.as_str(), "vm state changed");
+    tracing::info!(target: "orchestrator::lifecycle", %vm_id, from = from.as_str(), to = to.as_str(), "vm state changed");
     Ok(())
 }
 
@@ -130,14 +126,14 @@ pub async fn open_lease(
     lease: &LeaseRecord,
     workload: &Workload,
 ) -> Result<VmRecord, LifecycleError> {
-    let vm_id = vm_id_of(&lease.lease_id);
+    let vm_id = VmId::for_lease(lease.lease_id);
     store.upsert_lease(lease).await?;
-    if store.vm(&vm_id).await?.is_none() {
+    if store.vm(vm_id).await?.is_none() {
         let t = now();
         store
             .insert_vm(&VmRecord {
-                vm_id: vm_id.clone(),
-                lease_id: lease.lease_id.clone(),
+                vm_id,
+                lease_id: lease.lease_id,
                 tenant: lease.tenant.clone(),
                 node_id: lease.node_id,
                 state: VmState::Pending,
@@ -152,8 +148,8 @@ pub async fn open_lease(
             })
             .await?;
     }
-    provision(store, agents, &vm_id, workload).await?;
-    Ok(store.vm(&vm_id).await?.expect("vm exists"))
+    provision(store, agents, vm_id, workload).await?;
+    Ok(store.vm(vm_id).await?.expect("vm exists"))
 }
 
 /// Places a Pending VM on its lease's node and asks the node to create it (Provisioning), or
@@ -162,7 +158,7 @@ pub async fn open_lease(
 pub async fn provision(
     store: &Store,
     agents: &AgentHub,
-    vm_id: &str,
+    vm_id: VmId,
     workload: &Workload,
 ) -> Result<(), LifecycleError> {
     let (vm, state) = current(store, vm_id).await?;
@@ -235,7 +231,7 @@ pub async fn provision(
         Ok((user_data, ports, readiness)) => {
             // The tier the lease paid for; the workload's only for a lease recorded without one.
             let bandwidth = store
-                .lease_bandwidth(&vm.lease_id)
+                .lease_bandwidth(vm.lease_id)
                 .await?
                 .unwrap_or(workload.bandwidth);
             let spec = VmSpec {
@@ -282,7 +278,7 @@ pub async fn provision(
 /// asking the node for anything.
 pub async fn adopt(
     store: &Store,
-    vm_id: &str,
+    vm_id: VmId,
     report: &decloud_sdk::agent_protocol::VmReport,
 ) -> Result<(), LifecycleError> {
     let (vm, state) = current(store, vm_id).await?;
@@ -327,10 +323,10 @@ async fn guest_setup(
     workload: &Workload,
 ) -> Result<Result<GuestSetup, String>, LifecycleError> {
     let profile = store.profile(&vm.tenant).await?;
-    let bundle = match store.lease_template(&vm.lease_id).await? {
+    let bundle = match store.lease_template(vm.lease_id).await? {
         // A lease without a template runs the draft its tenant armed for it, if any: a tenant
         // can only arm their own drafts.
-        None => match store.lease_draft(&vm.lease_id, &vm.tenant).await? {
+        None => match store.lease_draft(vm.lease_id, &vm.tenant).await? {
             None => None,
             Some((cid, content)) => match Bundle::from_content(content.as_bytes()) {
                 Ok(bundle) => Some((format!("draft {cid}"), bundle)),
@@ -338,17 +334,14 @@ async fn guest_setup(
             },
         },
         Some(template_id) => {
-            let template = store
-                .template(&template_id)
-                .await?
-                .filter(|t| t.template_id.as_deref() == Some(&template_id));
+            let template = store.template_by_id(template_id).await?;
             let Some(content) = template.and_then(|t| t.content) else {
                 return Ok(Err(
-                    crate::bundles::missing_reason(store, &template_id).await?
+                    crate::bundles::missing_reason(store, template_id).await?
                 ));
             };
             match Bundle::from_content(content.as_bytes()) {
-                Ok(bundle) => Some((template_id, bundle)),
+                Ok(bundle) => Some((format!("template {template_id}"), bundle)),
                 Err(e) => {
                     return Ok(Err(format!(
                         "template {template_id} cannot be rendered: {e}"
@@ -361,20 +354,21 @@ async fn guest_setup(
         b.user_data
             .contains(&format!("${{{}}}", Variable::Password.name()))
     });
+    let vm_id = vm.vm_id.to_string();
     let prepared = (|| {
         let vars = Vars::new(
-            &vm.vm_id,
-            &vm.vm_id,
-            &vm.lease_id,
+            &vm_id,
+            &vm_id,
+            &vm.lease_id.to_string(),
             &vm.node_id.to_string(),
             &vm.tenant,
         )
         .map_err(|e| e.to_string())?;
         let (base, template_ports, readiness) = match &bundle {
             None => (workload.user_data.clone(), Vec::new(), Vec::new()),
-            Some((template_id, bundle)) => {
+            Some((label, bundle)) => {
                 let rendered = render(bundle, &vars)
-                    .map_err(|e| format!("template {template_id} cannot be rendered: {e}"))?;
+                    .map_err(|e| format!("{label} cannot be rendered: {e}"))?;
                 (
                     rendered.into_string(),
                     template_ports(bundle),
@@ -391,7 +385,7 @@ async fn guest_setup(
                     password,
                     template_password: needs_template_password.then(|| vars.password().to_string()),
                 };
-                let sealed = credentials::seal(key, &vm.vm_id, &credentials)
+                let sealed = credentials::seal(key, &vm_id, &credentials)
                     .map_err(|e| format!("credentials cannot be sealed: {e}"))?;
                 Some((key.clone(), sealed, credentials.password))
             }
@@ -402,7 +396,7 @@ async fn guest_setup(
             credentials.as_ref().map(|(_, _, p)| p.as_str()),
         )
         .map_err(|e| e.to_string())?;
-        let user_data = access::seal_for_node(&vm.vm_id, &user_data)
+        let user_data = access::seal_for_node(&vm_id, &user_data)
             .map_err(|e| format!("user-data cannot be sealed: {e}"))?;
         let ports = access::vm_ports(&template_ports, &profile.ports);
         Ok::<_, String>((
@@ -418,7 +412,7 @@ async fn guest_setup(
     };
     store
         .record_vm_setup(
-            &vm.vm_id,
+            vm.vm_id,
             access::LOGIN_USER,
             &ports,
             sealed.as_ref().map(|(k, s)| (k.as_str(), s.as_str())),
@@ -438,7 +432,10 @@ pub async fn reseal_create(
     command_id: &str,
     spec: VmSpec,
 ) -> Result<Option<CommandAction>, LifecycleError> {
-    let Some(vm) = store.vm(&spec.id).await? else {
+    let Ok(vm_id) = spec.id.parse::<VmId>() else {
+        return Ok(None);
+    };
+    let Some(vm) = store.vm(vm_id).await? else {
         return Ok(None);
     };
     // The orchestrator's own workload user-data is empty; a template's is rendered again.
@@ -574,7 +571,7 @@ impl From<StoreError> for ControlError {
 pub async fn control(
     store: &Store,
     agents: &AgentHub,
-    vm_id: &str,
+    vm_id: VmId,
     request: Control,
 ) -> Result<VmRecord, ControlError> {
     let (vm, state) = current(store, vm_id).await?;
@@ -615,12 +612,12 @@ pub async fn control(
             if state != VmState::Stopped {
                 return Err(wrong("only a stopped vm can be started"));
             }
-            match store.lease(&vm.lease_id).await? {
+            match store.lease(vm.lease_id).await? {
                 Some(l) if l.status == LeaseStatus::Active => {}
                 _ => return Err(ControlError::Unpaid("its lease has ended")),
             }
             if store
-                .lease_depleted_at(&vm.lease_id)
+                .lease_depleted_at(vm.lease_id)
                 .await?
                 .is_some_and(|d| now() >= d)
             {
@@ -657,7 +654,7 @@ pub async fn control(
             }
         }
     }
-    tracing::info!(target: "orchestrator::lifecycle", vm_id, request = request.as_str(), "tenant control queued");
+    tracing::info!(target: "orchestrator::lifecycle", %vm_id, request = request.as_str(), "tenant control queued");
     agents.wake(vm.node_id);
     Ok(store.vm(vm_id).await?.expect("vm exists"))
 }
@@ -674,39 +671,39 @@ pub async fn drive(
     let mut acted = 0;
     // Ended leases first: their VMs stop counting against the node before anything is placed.
     for (lease_id, status) in store.leases_to_close().await? {
-        close_lease(store, agents, &lease_id, status).await?;
+        close_lease(store, agents, lease_id, status).await?;
         acted += 1;
     }
     for vm_id in store.vms_in_state(VmState::Pending).await? {
-        let lease_closed = match store.vm(&vm_id).await? {
+        let lease_closed = match store.vm(vm_id).await? {
             Some(vm) => store
-                .lease(&vm.lease_id)
+                .lease(vm.lease_id)
                 .await?
                 .is_some_and(|l| l.status != LeaseStatus::Active),
             None => false,
         };
         // A lease opened and closed in the same batch never reaches the node.
         if !lease_closed {
-            provision(store, agents, &vm_id, workload).await?;
+            provision(store, agents, vm_id, workload).await?;
             acted += 1;
         }
     }
     let now = now();
     // Funds ran out: pause (never delete at once).
     for vm_id in store.vms_in_state(VmState::Running).await? {
-        let Some(vm) = store.vm(&vm_id).await? else {
+        let Some(vm) = store.vm(vm_id).await? else {
             continue;
         };
-        if let Some(depleted) = store.lease_depleted_at(&vm.lease_id).await?
+        if let Some(depleted) = store.lease_depleted_at(vm.lease_id).await?
             && now >= depleted
         {
             let command_id = format!("stop-{vm_id}-{depleted}");
             let action = CommandAction::StopVm {
-                vm_id: vm_id.clone(),
+                vm_id: vm_id.to_string(),
             };
             transition(
                 store,
-                &vm_id,
+                vm_id,
                 VmState::Stopping,
                 None,
                 Some((&command_id, &action)),
@@ -718,24 +715,24 @@ pub async fn drive(
     }
     // Paused VMs: resume after a top-up, delete once the grace period is over.
     for vm_id in store.vms_in_state(VmState::Stopped).await? {
-        let Some(vm) = store.vm(&vm_id).await? else {
+        let Some(vm) = store.vm(vm_id).await? else {
             continue;
         };
-        let Some(depleted) = store.lease_depleted_at(&vm.lease_id).await? else {
+        let Some(depleted) = store.lease_depleted_at(vm.lease_id).await? else {
             continue;
         };
         if now < depleted {
             // A VM its tenant stopped waits for its tenant, not for the funds.
-            if store.vm_held(&vm_id).await? {
+            if store.vm_held(vm_id).await? {
                 continue;
             }
             let command_id = format!("start-{vm_id}-{depleted}");
             let action = CommandAction::StartVm {
-                vm_id: vm_id.clone(),
+                vm_id: vm_id.to_string(),
             };
             transition(
                 store,
-                &vm_id,
+                vm_id,
                 VmState::Provisioning,
                 None,
                 Some((&command_id, &action)),
@@ -744,11 +741,11 @@ pub async fn drive(
         } else if now >= depleted.saturating_add(workload.grace_secs) {
             let command_id = format!("delete-{vm_id}");
             let action = CommandAction::DeleteVm {
-                vm_id: vm_id.clone(),
+                vm_id: vm_id.to_string(),
             };
             transition(
                 store,
-                &vm_id,
+                vm_id,
                 VmState::Stopping,
                 None,
                 Some((&command_id, &action)),
@@ -768,26 +765,26 @@ pub async fn drive(
 pub async fn close_lease(
     store: &Store,
     agents: &AgentHub,
-    lease_id: &str,
+    lease_id: LeaseId,
     status: LeaseStatus,
 ) -> Result<(), LifecycleError> {
     if let Some(mut lease) = store.lease(lease_id).await? {
         lease.status = status;
         store.upsert_lease(&lease).await?;
     }
-    let vm_id = vm_id_of(lease_id);
-    let (vm, state) = current(store, &vm_id).await?;
+    let vm_id = VmId::for_lease(lease_id);
+    let (vm, state) = current(store, vm_id).await?;
     match state {
-        VmState::Pending => transition(store, &vm_id, VmState::Terminated, None, None).await,
+        VmState::Pending => transition(store, vm_id, VmState::Terminated, None, None).await,
         VmState::Terminated | VmState::Stopping => Ok(()),
         VmState::Provisioning | VmState::Running | VmState::Stopped | VmState::Failed => {
             let command_id = format!("delete-{vm_id}");
             let action = CommandAction::DeleteVm {
-                vm_id: vm_id.clone(),
+                vm_id: vm_id.to_string(),
             };
             transition(
                 store,
-                &vm_id,
+                vm_id,
                 VmState::Stopping,
                 None,
                 Some((&command_id, &action)),
@@ -808,7 +805,7 @@ pub async fn on_command_acked(
     let Some(vm_id) = store.command_vm(command_id).await? else {
         return Ok(());
     };
-    let (vm, state) = current(store, &vm_id).await?;
+    let (vm, state) = current(store, vm_id).await?;
     // create- and start- bring a VM up, stop- pauses it, delete- removes it.
     let creating = command_id.starts_with("create-") || command_id.starts_with("start-");
     let deleting = command_id.starts_with("delete-");
@@ -822,16 +819,16 @@ pub async fn on_command_acked(
                         .as_ref()
                         .and_then(|r| r.error.clone())
                         .unwrap_or_else(|| "failed on the node".into());
-                    transition(store, &vm_id, VmState::Failed, Some(&reason), None).await?;
+                    transition(store, vm_id, VmState::Failed, Some(&reason), None).await?;
                 } else {
-                    transition(store, &vm_id, VmState::Running, None, None).await?;
+                    transition(store, vm_id, VmState::Running, None, None).await?;
                 }
             } else if stopping && state == VmState::Stopping {
-                transition(store, &vm_id, VmState::Stopped, None, None).await?;
+                transition(store, vm_id, VmState::Stopped, None, None).await?;
             } else if deleting && state == VmState::Stopping {
-                transition(store, &vm_id, VmState::Terminated, None, None).await?;
+                transition(store, vm_id, VmState::Terminated, None, None).await?;
                 if store
-                    .lease(&vm.lease_id)
+                    .lease(vm.lease_id)
                     .await?
                     .is_some_and(|l| l.status == LeaseStatus::Closed)
                 {
@@ -841,10 +838,10 @@ pub async fn on_command_acked(
         }
         AckOutcome::Failed { error } => {
             if creating && state == VmState::Provisioning {
-                transition(store, &vm_id, VmState::Failed, Some(error), None).await?;
+                transition(store, vm_id, VmState::Failed, Some(error), None).await?;
             } else if deleting && state == VmState::Stopping && error.starts_with(NO_SUCH_VM) {
                 // The node does not have the VM (it never got it, or lost it): deleted already.
-                transition(store, &vm_id, VmState::Terminated, None, None).await?;
+                transition(store, vm_id, VmState::Terminated, None, None).await?;
             } else {
                 tracing::warn!(target: "orchestrator::lifecycle", %vm_id, command_id, %error, "node could not carry out a command");
             }

@@ -79,8 +79,8 @@ async fn reconcile_vm(
     report: &NodeReport,
     workload: &Workload,
 ) -> Result<bool, LifecycleError> {
-    let vm_id = vm.vm_id.as_str();
-    let lease = store.lease(&vm.lease_id).await?;
+    let vm_id = vm.vm_id;
+    let lease = store.lease(vm.lease_id).await?;
     let status = lease.map(|l| l.status);
     let active = status == Some(LeaseStatus::Active);
     let reported = report.vm(vm_id);
@@ -119,7 +119,7 @@ async fn reconcile_vm(
         VmState::Running => match reported {
             Some(r) if r.state == AgentVmState::Failed => {
                 let reason = failure(r);
-                tracing::warn!(target: "orchestrator::reconcile", vm_id, node_id = %vm.node_id, %reason, "the node reports the vm failed");
+                tracing::warn!(target: "orchestrator::reconcile", %vm_id, node_id = %vm.node_id, %reason, "the node reports the vm failed");
                 transition(store, vm_id, VmState::Failed, Some(&reason), None).await?;
                 Ok(true)
             }
@@ -131,7 +131,7 @@ async fn reconcile_vm(
                     lifecycle::LOST_BY_NODE,
                     vm.node_id
                 );
-                tracing::warn!(target: "orchestrator::reconcile", vm_id, %reason, "vm missing from its node");
+                tracing::warn!(target: "orchestrator::reconcile", %vm_id, %reason, "vm missing from its node");
                 transition(store, vm_id, VmState::Failed, Some(&reason), None).await?;
                 if active {
                     lifecycle::provision(store, agents, vm_id, workload).await?;
@@ -182,7 +182,7 @@ async fn reconcile_vm(
             Ok(true)
         }
         VmState::Terminated if reported.is_some() && fresh && !under_way => {
-            tracing::warn!(target: "orchestrator::reconcile", vm_id, node_id = %vm.node_id, "the node still runs a vm whose lease ended: deleting it");
+            tracing::warn!(target: "orchestrator::reconcile", %vm_id, node_id = %vm.node_id, "the node still runs a vm whose lease ended: deleting it");
             delete_again(store, agents, vm, "orphan").await?;
             Ok(true)
         }
@@ -201,11 +201,11 @@ async fn delete_again(
     let t = now();
     let command_id = format!("delete-{}-{why}-{t}", vm.vm_id);
     let action = CommandAction::DeleteVm {
-        vm_id: vm.vm_id.clone(),
+        vm_id: vm.vm_id.to_string(),
     };
     let json = serde_json::to_string(&action).expect("actions serialize");
     store
-        .enqueue_vm_command(&command_id, vm.node_id, &vm.vm_id, &json, t)
+        .enqueue_vm_command(&command_id, vm.node_id, vm.vm_id, &json, t)
         .await?;
     agents.wake(vm.node_id);
     Ok(())

@@ -3,11 +3,11 @@
 //! the lease's tenant. An accepted review is stored (one per lease and subject) and attested.
 
 use alloy::{
-    primitives::{Address, U256},
+    primitives::Address,
     providers::{Provider, ProviderBuilder},
 };
 use decloud_sdk::{
-    NodeId, TemplateId,
+    LeaseId, NodeId, TemplateId,
     api::ReviewView,
     bindings::LeaseEscrow,
     reviews::{ReviewError, ReviewSubject, SignedReview},
@@ -29,23 +29,23 @@ pub enum ReviewRefusal {
     WrongDomain(String),
     /// The lease does not exist on-chain.
     #[error("lease {0} does not exist on-chain")]
-    NoSuchLease(String),
+    NoSuchLease(LeaseId),
     /// The signer is not the lease's tenant.
     #[error("{signer} is not the tenant of lease {lease_id}: only its tenant may review it")]
     NotTenant {
         /// Who signed.
         signer: Address,
         /// The lease.
-        lease_id: String,
+        lease_id: LeaseId,
     },
     /// A template review of a lease that deployed no template.
     #[error("lease {0} deployed no template")]
-    NoTemplate(String),
+    NoTemplate(LeaseId),
     /// The lease already has a review of this subject.
     #[error("lease {lease_id} already has a review of its {subject}")]
     Duplicate {
         /// The lease.
-        lease_id: String,
+        lease_id: LeaseId,
         /// What it rates.
         subject: &'static str,
     },
@@ -90,39 +90,32 @@ pub async fn accept(
             review.chain_id, review.escrow
         )));
     }
-    let lease_id: U256 = review
-        .lease_id
-        .parse()
-        .map_err(|_| ReviewRefusal::NoSuchLease(review.lease_id.clone()))?;
+    let lease_id = review.lease_id;
     // The escrow reverts for a lease it never opened; any other failure is the chain's.
     let lease = match LeaseEscrow::new(escrow, &provider)
-        .getLease(lease_id)
+        .getLease(lease_id.as_u256())
         .call()
         .await
     {
         Ok(lease) => lease,
         Err(e) if e.as_revert_data().is_some() => {
-            return Err(ReviewRefusal::NoSuchLease(review.lease_id.clone()));
+            return Err(ReviewRefusal::NoSuchLease(lease_id));
         }
         Err(e) => return Err(ReviewRefusal::Chain(e.to_string())),
     };
     if lease.tenant != signer {
-        return Err(ReviewRefusal::NotTenant {
-            signer,
-            lease_id: review.lease_id.clone(),
-        });
+        return Err(ReviewRefusal::NotTenant { signer, lease_id });
     }
     let target = match review.subject {
         ReviewSubject::Node => NodeId::from(lease.nodeId).to_string(),
         ReviewSubject::Template if lease.templateId.is_zero() => {
-            return Err(ReviewRefusal::NoTemplate(review.lease_id.clone()));
+            return Err(ReviewRefusal::NoTemplate(lease_id));
         }
         ReviewSubject::Template => TemplateId::from(lease.templateId).to_string(),
     };
     let view = ReviewView {
         review: SignedReview {
             reviewer: format!("{signer:#x}"),
-            lease_id: lease_id.to_string(),
             ..review
         },
         target,
@@ -130,7 +123,7 @@ pub async fn accept(
     };
     if !store.insert_review(&view).await? {
         return Err(ReviewRefusal::Duplicate {
-            lease_id: view.review.lease_id.clone(),
+            lease_id,
             subject: view.review.subject.as_str(),
         });
     }

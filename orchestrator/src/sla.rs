@@ -15,10 +15,10 @@ use crate::{
 };
 use alloy::{
     eips::BlockNumberOrTag,
-    primitives::{Address, U256},
+    primitives::Address,
     providers::{DynProvider, Provider},
 };
-use decloud_sdk::{bindings::LeaseEscrow, tx, types::LeaseStatus};
+use decloud_sdk::{VmId, bindings::LeaseEscrow, tx, types::LeaseStatus};
 
 /// Errors of an SLA pass.
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +105,7 @@ pub async fn pass(
     let window = tx::read("LeaseEscrow", arbiter.escrow.terminationWindow()).await?;
     let mut terminated = 0;
     for lease in silent {
-        let Ok(id) = lease.lease_id.parse::<U256>() else {
-            continue;
-        };
+        let id = lease.lease_id.as_u256();
         let on_chain = tx::read("LeaseEscrow", arbiter.escrow.getLease(id)).await?;
         let status = LeaseStatus::try_from(on_chain.status).unwrap_or(LeaseStatus::None);
         let ended_at = match status {
@@ -156,14 +154,14 @@ pub async fn pass(
              the lease was terminated on-chain as of {ended_at}, so nothing is charged after it",
             lease.node_id, lease.last_heartbeat, arbiter.window_secs
         );
-        end_vm(store, &lifecycle::vm_id_of(&lease.lease_id), &reason).await?;
+        end_vm(store, VmId::for_lease(lease.lease_id), &reason).await?;
     }
     Ok(terminated)
 }
 
 /// Moves a VM whose node is gone to Terminated with `reason`, through the lifecycle's edges,
 /// without asking the node for anything (if it comes back, reconciliation deletes the VM).
-async fn end_vm(store: &Store, vm_id: &str, reason: &str) -> Result<(), SlaError> {
+async fn end_vm(store: &Store, vm_id: VmId, reason: &str) -> Result<(), SlaError> {
     let Some(vm) = store.vm(vm_id).await? else {
         return Ok(());
     };

@@ -316,7 +316,7 @@ async fn open_lease_on_chain(store: &Store, lease_id: &str, tenant: Address, nod
     lease_opened(
         &mut conn,
         &LeaseOpened {
-            lease_id: lease_id.into(),
+            lease_id: lease_id.parse().unwrap(),
             tenant: format!("{tenant:#x}"),
             node_id: node_id.into(),
             tier: QualityTier::Standard,
@@ -327,10 +327,10 @@ async fn open_lease_on_chain(store: &Store, lease_id: &str, tenant: Address, nod
             rate_per_hour: 1_000,
             opened_at: now(),
             bandwidth: BandwidthTier::Performance as u64,
-            template_id: "0".into(),
+            template_id: None,
             funding: 1_000_000_000,
         },
-        &format!("vm-{lease_id}"),
+        format!("vm-{lease_id}").parse().unwrap(),
     )
     .await
     .unwrap();
@@ -593,7 +593,14 @@ async fn tenant_reaches_and_logs_into_the_vm(url: &str, sqlite_dir: Option<&std:
     assert!(matches!(&stop.action, CommandAction::StopVm { vm_id } if vm_id == "vm-7"));
     ack(&mut ws, stop.id, None).await;
     eventually("the vm to stop", async || {
-        s.store.vm("vm-7").await.unwrap().unwrap().state.as_str() == "stopped"
+        s.store
+            .vm("vm-7".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str()
+            == "stopped"
     })
     .await;
     // The lease is funded, but a VM its tenant stopped stays stopped.
@@ -601,7 +608,13 @@ async fn tenant_reaches_and_logs_into_the_vm(url: &str, sqlite_dir: Option<&std:
         .await
         .unwrap();
     assert_eq!(
-        s.store.vm("vm-7").await.unwrap().unwrap().state.as_str(),
+        s.store
+            .vm("vm-7".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "stopped"
     );
     let (status, _) = s
@@ -622,7 +635,14 @@ async fn tenant_reaches_and_logs_into_the_vm(url: &str, sqlite_dir: Option<&std:
     )
     .await;
     eventually("the vm to run again", async || {
-        s.store.vm("vm-7").await.unwrap().unwrap().state.as_str() == "running"
+        s.store
+            .vm("vm-7".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str()
+            == "running"
     })
     .await;
     let (_, vm) = s
@@ -775,13 +795,24 @@ async fn a_create_command_sealed_before_a_restart_is_put_together_again() {
         .find_map(|l| l.trim().strip_prefix("plain_text_passwd: "))
         .expect("a new password")
         .trim_matches('\'');
-    let sealed = s.store.vm_credentials("vm-9").await.unwrap().unwrap();
+    let sealed = s
+        .store
+        .vm_credentials("vm-9".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         sealing.open(&sealed.sealed, "vm-9").unwrap().password,
         password
     );
     assert_eq!(
-        s.store.vm("vm-9").await.unwrap().unwrap().state.as_str(),
+        s.store
+            .vm("vm-9".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
         "provisioning"
     );
 }

@@ -215,7 +215,7 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
     );
 
     let action = CommandAction::StartVm {
-        vm_id: "vm-1".into(),
+        vm_id: "vm-1".parse().unwrap(),
     };
     assert!(
         enqueue_command(s.state.agents(), node, "cmd-1", &action)
@@ -233,7 +233,7 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
             node,
             "cmd-1",
             &CommandAction::DeleteVm {
-                vm_id: "vm-1".into()
+                vm_id: "vm-1".parse().unwrap()
             }
         )
         .await
@@ -297,7 +297,7 @@ async fn unacknowledged_commands_are_resent_after_reconnect() {
     let node = NodeId::from(node_id);
     register(&s.store, node_id, key.address()).await;
     let action = CommandAction::StopVm {
-        vm_id: "vm-9".into(),
+        vm_id: "vm-9".parse().unwrap(),
     };
     enqueue_command(s.state.agents(), node, "cmd-2", &action)
         .await
@@ -420,7 +420,7 @@ async fn agents_without_the_registered_key_are_rejected() {
 
 fn lease(id: &str, node_id: B256, vcpus: u64) -> LeaseRecord {
     LeaseRecord {
-        lease_id: id.into(),
+        lease_id: id.parse().unwrap(),
         tenant: format!("{:#x}", Address::repeat_byte(0xaa)),
         node_id: node_id.into(),
         status: LeaseStatus::Active,
@@ -445,7 +445,12 @@ fn workload() -> Workload {
 }
 
 async fn state_of(store: &Store, vm_id: &str) -> decloud_sdk::types::VmState {
-    store.vm(vm_id).await.unwrap().unwrap().state
+    store
+        .vm(vm_id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .state
 }
 
 #[tokio::test]
@@ -476,7 +481,7 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     .await
     .unwrap();
     assert_eq!(
-        (vm.vm_id.as_str(), vm.state.as_str()),
+        (vm.vm_id.to_string().as_str(), vm.state.as_str()),
         ("vm-1", "provisioning")
     );
     let Some(ServerMessage::Command(cmd)) = next(&mut ws, Duration::from_secs(5)).await else {
@@ -531,9 +536,15 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     assert_eq!(s.store.liveness(node).await.unwrap().unwrap().vms_hosted, 1);
 
     // An invalid transition is refused and changes nothing.
-    let err = lifecycle::transition(&s.store, "vm-1", VmState::Pending, None, None)
-        .await
-        .unwrap_err();
+    let err = lifecycle::transition(
+        &s.store,
+        "vm-1".parse().unwrap(),
+        VmState::Pending,
+        None,
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(
         err,
         LifecycleError::InvalidTransition {
@@ -544,9 +555,14 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     assert_eq!(state_of(&s.store, "vm-1").await, "running");
 
     // LeaseClosed: the VM is deleted on the node, then terminated.
-    lifecycle::close_lease(s.state.store(), s.state.agents(), "1", LeaseStatus::Closed)
-        .await
-        .unwrap();
+    lifecycle::close_lease(
+        s.state.store(),
+        s.state.agents(),
+        "1".parse().unwrap(),
+        LeaseStatus::Closed,
+    )
+    .await
+    .unwrap();
     assert_eq!(state_of(&s.store, "vm-1").await, "stopping");
     let Some(ServerMessage::Command(cmd)) = next(&mut ws, Duration::from_secs(5)).await else {
         panic!("no delete")
@@ -554,7 +570,7 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     assert_eq!(
         cmd.action,
         CommandAction::DeleteVm {
-            vm_id: "vm-1".into()
+            vm_id: "vm-1".parse().unwrap()
         }
     );
     send(
@@ -573,7 +589,15 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
         s.store.liveness(node).await.unwrap().unwrap().vms_completed,
         1
     );
-    assert_eq!(s.store.lease("1").await.unwrap().unwrap().status, "closed");
+    assert_eq!(
+        s.store
+            .lease("1".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "closed"
+    );
 
     // A VM the node cannot create fails with the node's reason.
     lifecycle::open_lease(
@@ -602,7 +626,11 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
     })
     .await;
     assert_eq!(
-        s.store.vm_failure("vm-2").await.unwrap().as_deref(),
+        s.store
+            .vm_failure("vm-2".parse().unwrap())
+            .await
+            .unwrap()
+            .as_deref(),
         Some("no such image")
     );
 }
@@ -711,7 +739,10 @@ async fn an_offline_node_delays_placement_and_never_fails_the_vm() {
         .await
         .unwrap();
     assert_eq!(state_of(&s.store, "vm-3").await, "provisioning");
-    assert_eq!(s.store.vm_failure("vm-3").await.unwrap(), None);
+    assert_eq!(
+        s.store.vm_failure("vm-3".parse().unwrap()).await.unwrap(),
+        None
+    );
     assert_eq!(next_command(&mut ws).await.id, "create-vm-3");
 }
 
@@ -731,9 +762,14 @@ async fn a_vm_that_does_not_fit_fails_and_its_deletion_completes_when_the_node_h
     assert!(vm.failure.is_some());
     // Closing the lease of a failed VM still asks the node to clean up; the node has no such
     // VM, which completes the deletion instead of leaving it stopping (and its capacity held).
-    lifecycle::close_lease(s.state.store(), s.state.agents(), "4", LeaseStatus::Closed)
-        .await
-        .unwrap();
+    lifecycle::close_lease(
+        s.state.store(),
+        s.state.agents(),
+        "4".parse().unwrap(),
+        LeaseStatus::Closed,
+    )
+    .await
+    .unwrap();
     assert_eq!(state_of(&s.store, "vm-4").await, "stopping");
     let delete = next_command(&mut ws).await;
     assert_eq!(delete.id, "delete-vm-4");
@@ -775,8 +811,8 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
         store.upsert_lease(&lease(id, node_id, 1)).await.unwrap();
         store
             .insert_vm(&decloud_orchestrator::store::VmRecord {
-                vm_id: format!("vm-{id}"),
-                lease_id: id.into(),
+                vm_id: format!("vm-{id}").parse().unwrap(),
+                lease_id: id.parse().unwrap(),
                 tenant: format!("{:#x}", Address::repeat_byte(7)),
                 node_id: node,
                 state: VmState::Pending,
@@ -792,7 +828,7 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
             .await
             .unwrap();
     }
-    lifecycle::close_lease(store, agents, "12", LeaseStatus::Closed)
+    lifecycle::close_lease(store, agents, "12".parse().unwrap(), LeaseStatus::Closed)
         .await
         .unwrap();
     lifecycle::drive(store, agents, &workload()).await.unwrap();
@@ -830,7 +866,11 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
         .unwrap();
     assert_eq!(state_of(&s.store, "vm-10").await, "failed");
     assert_eq!(
-        s.store.vm_failure("vm-10").await.unwrap().as_deref(),
+        s.store
+            .vm_failure("vm-10".parse().unwrap())
+            .await
+            .unwrap()
+            .as_deref(),
         Some("domain disappeared from libvirt")
     );
     let delete = next_command(&mut ws).await;
@@ -838,7 +878,7 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
     assert_eq!(
         delete.action,
         CommandAction::DeleteVm {
-            vm_id: "vm-12".into()
+            vm_id: "vm-12".parse().unwrap()
         }
     );
     // Reconciling the same report again queues nothing more: the deletion is under way.

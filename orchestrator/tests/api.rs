@@ -237,8 +237,8 @@ fn node(n: u8, operator: Address) -> NodeRecord {
 
 fn vm(id: &str, tenant: Address, node_id: NodeId) -> VmRecord {
     VmRecord {
-        vm_id: id.into(),
-        lease_id: "1".into(),
+        vm_id: id.parse().unwrap(),
+        lease_id: "1".parse().unwrap(),
         tenant: format!("{tenant:#x}"),
         node_id,
         state: VmState::Running,
@@ -691,7 +691,7 @@ async fn an_address_sees_only_its_own_leases_vms_and_nodes() {
     t.store.upsert_node(&n).await.unwrap();
     t.store
         .upsert_lease(&LeaseRecord {
-            lease_id: "1".into(),
+            lease_id: "1".parse().unwrap(),
             tenant: format!("{:#x}", alice.address()),
             node_id: n.node_id,
             status: LeaseStatus::Active,
@@ -959,7 +959,7 @@ async fn scheduler_plans_or_explains() {
     heartbeat_history(&t.store, a.node_id, 60).await;
     heartbeat_history(&t.store, b.node_id, 60).await;
     // Node a is nearly full on compute: 6 Dedicated vCPUs of 8.
-    let mut big = vm("vm-big", op, a.node_id);
+    let mut big = vm("vm-2", op, a.node_id);
     big.tier = QualityTier::Dedicated;
     big.vcpus = 6;
     t.store.insert_vm(&big).await.unwrap();
@@ -1081,7 +1081,7 @@ async fn template_catalog_search_and_detail() {
     assert!(detail.body["manifest"]["ports"].is_array());
     // Once published on-chain, the same template is found by its id too.
     let mut record = t.store.template("postgresql").await.unwrap().unwrap();
-    record.template_id = Some("7".into());
+    record.template_id = Some("7".parse().unwrap());
     record.price = 2_500_000;
     t.store.upsert_template(&record).await.unwrap();
     assert_eq!(get("/7").await.body["slug"], "postgresql");

@@ -87,7 +87,7 @@ async fn send(ws: &mut Ws, msg: AgentMessage) {
 
 async fn state_of(store: &Store, vm_id: &str) -> String {
     store
-        .vm(vm_id)
+        .vm(vm_id.parse().unwrap())
         .await
         .unwrap()
         .map(|v| v.state.to_string())
@@ -313,7 +313,7 @@ async fn lease_flow(url: String) {
         .await
         .unwrap();
     let mut pg = store.template("postgresql").await.unwrap().unwrap();
-    pg.template_id = Some("3".into());
+    pg.template_id = Some("3".parse().unwrap());
     store.upsert_template(&pg).await.unwrap();
 
     // A tenant opens a lease on-chain: the VM is created on the node and runs.
@@ -338,7 +338,11 @@ async fn lease_flow(url: String) {
         .send_ok()
         .await;
     sync(&mut follower).await;
-    let lease = store.lease("1").await.unwrap().expect("lease synced");
+    let lease = store
+        .lease("1".parse().unwrap())
+        .await
+        .unwrap()
+        .expect("lease synced");
     assert_eq!(
         (
             lease.tenant.as_str(),
@@ -411,7 +415,7 @@ async fn lease_flow(url: String) {
     assert_eq!(
         delete.action,
         CommandAction::DeleteVm {
-            vm_id: "vm-1".into()
+            vm_id: "vm-1".parse().unwrap()
         }
     );
     send(
@@ -429,7 +433,15 @@ async fn lease_flow(url: String) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(state_of(&store, "vm-1").await, "terminated");
-    assert_eq!(store.lease("1").await.unwrap().unwrap().status, "closed");
+    assert_eq!(
+        store
+            .lease("1".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "closed"
+    );
     let live = store
         .liveness(NodeId::from(node_id))
         .await
@@ -489,7 +501,7 @@ async fn lease_flow(url: String) {
         .send_ok()
         .await;
     sync(&mut follower).await;
-    let vm = store.vm("vm-4").await.unwrap().unwrap();
+    let vm = store.vm("vm-4".parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(
         (vm.state.as_str(), vm.failure.as_deref()),
         ("failed", Some("template 99 is not in the catalog"))
@@ -543,7 +555,7 @@ async fn lease_flow(url: String) {
     assert_eq!(
         stop.action,
         CommandAction::StopVm {
-            vm_id: "vm-5".into()
+            vm_id: "vm-5".parse().unwrap()
         }
     );
     send(&mut ws, ack(stop.id, false)).await;
@@ -565,7 +577,7 @@ async fn lease_flow(url: String) {
     assert_eq!(
         start.action,
         CommandAction::StartVm {
-            vm_id: "vm-5".into()
+            vm_id: "vm-5".parse().unwrap()
         }
     );
     send(&mut ws, ack(start.id, true)).await;
@@ -595,7 +607,7 @@ async fn lease_flow(url: String) {
     assert_eq!(
         stop.action,
         CommandAction::StopVm {
-            vm_id: "vm-6".into()
+            vm_id: "vm-6".parse().unwrap()
         }
     );
     send(&mut ws, ack(stop.id, false)).await;
@@ -612,7 +624,7 @@ async fn lease_flow(url: String) {
     assert_eq!(
         delete.action,
         CommandAction::DeleteVm {
-            vm_id: "vm-6".into()
+            vm_id: "vm-6".parse().unwrap()
         }
     );
     send(&mut ws, ack(delete.id, false)).await;

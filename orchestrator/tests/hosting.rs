@@ -127,8 +127,8 @@ fn node(n: u8, region: &str, status: NodeStatus) -> NodeRecord {
 
 fn vm(id: &str, tenant: Address) -> VmRecord {
     VmRecord {
-        vm_id: id.into(),
-        lease_id: id.trim_start_matches("vm-").into(),
+        vm_id: id.parse().unwrap(),
+        lease_id: id.trim_start_matches("vm-").parse().unwrap(),
         tenant: format!("{tenant:#x}"),
         node_id: B256::with_last_byte(1).into(),
         state: VmState::Running,
@@ -390,7 +390,14 @@ async fn without_a_key_nothing_is_attested_and_the_endpoints_say_so() {
     store.insert_vm(&vm("vm-1", alice.address())).await.unwrap();
     assert!(
         store
-            .transition_vm("vm-1", VmState::Running, VmState::Stopping, None, None, 1)
+            .transition_vm(
+                "vm-1".parse().unwrap(),
+                VmState::Running,
+                VmState::Stopping,
+                None,
+                None,
+                1
+            )
             .await
             .unwrap()
     );
@@ -447,7 +454,7 @@ async fn a_vm_transition_and_its_attestation_commit_together() {
     assert!(
         store
             .transition_vm(
-                "vm-1",
+                "vm-1".parse().unwrap(),
                 VmState::Running,
                 VmState::Stopping,
                 None,
@@ -460,7 +467,14 @@ async fn a_vm_transition_and_its_attestation_commit_together() {
     // A transition that does not happen (the VM is no longer running) attests nothing.
     assert!(
         !store
-            .transition_vm("vm-1", VmState::Running, VmState::Stopping, None, None, 6)
+            .transition_vm(
+                "vm-1".parse().unwrap(),
+                VmState::Running,
+                VmState::Stopping,
+                None,
+                None,
+                6
+            )
             .await
             .unwrap()
     );

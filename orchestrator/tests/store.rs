@@ -45,8 +45,8 @@ fn node(n: u8) -> NodeRecord {
 
 fn vm(id: &str, node_id: NodeId, state: &str, tier: QualityTier) -> VmRecord {
     VmRecord {
-        vm_id: id.into(),
-        lease_id: "1".into(),
+        vm_id: id.parse().unwrap(),
+        lease_id: "1".parse().unwrap(),
         tenant: "0x00000000000000000000000000000000000000aa".into(),
         node_id,
         state: state.parse().unwrap(),
@@ -206,7 +206,7 @@ async fn leases_vms_and_usage(url: String) {
     let n = node(1);
     store.upsert_node(&n).await.unwrap();
     let lease = LeaseRecord {
-        lease_id: "7".into(),
+        lease_id: "7".parse().unwrap(),
         tenant: "0x00000000000000000000000000000000000000AA".into(),
         node_id: n.node_id,
         status: LeaseStatus::Active,
@@ -219,7 +219,7 @@ async fn leases_vms_and_usage(url: String) {
         opened_at: 5,
     };
     store.upsert_lease(&lease).await.unwrap();
-    let got = store.lease("7").await.unwrap().unwrap();
+    let got = store.lease("7".parse().unwrap()).await.unwrap().unwrap();
     assert_eq!(got.tenant, lease.tenant.to_lowercase());
     assert_eq!(got.tier, QualityTier::Balanced);
     assert_eq!(
@@ -229,25 +229,38 @@ async fn leases_vms_and_usage(url: String) {
     assert!(store.leases_of_tenant("0x01").await.unwrap().is_empty());
 
     store
-        .insert_vm(&vm("vm-a", n.node_id, "running", QualityTier::Dedicated))
+        .insert_vm(&vm("vm-21", n.node_id, "running", QualityTier::Dedicated))
         .await
         .unwrap();
     store
-        .insert_vm(&vm("vm-b", n.node_id, "pending", QualityTier::Burstable))
+        .insert_vm(&vm("vm-22", n.node_id, "pending", QualityTier::Burstable))
         .await
         .unwrap();
     store
-        .insert_vm(&vm("vm-c", n.node_id, "terminated", QualityTier::Dedicated))
+        .insert_vm(&vm(
+            "vm-23",
+            n.node_id,
+            "terminated",
+            QualityTier::Dedicated,
+        ))
         .await
         .unwrap();
     // The same id twice is refused, and the first record is untouched.
     assert!(
         store
-            .insert_vm(&vm("vm-a", n.node_id, "failed", QualityTier::Burstable))
+            .insert_vm(&vm("vm-21", n.node_id, "failed", QualityTier::Burstable))
             .await
             .is_err()
     );
-    assert_eq!(store.vm("vm-a").await.unwrap().unwrap().state, "running");
+    assert_eq!(
+        store
+            .vm("vm-21".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "running"
+    );
     let usage = store.usage_by_node().await.unwrap();
     let u = usage[&n.node_id];
     assert_eq!(
@@ -452,18 +465,18 @@ async fn vm_transitions_are_compare_and_set(url: String) {
     let n = node(6);
     store.upsert_node(&n).await.unwrap();
     store
-        .insert_vm(&vm("vm-t", n.node_id, "pending", QualityTier::Standard))
+        .insert_vm(&vm("vm-20", n.node_id, "pending", QualityTier::Standard))
         .await
         .unwrap();
     // The command is queued only together with the state it belongs to.
     assert!(
         store
             .transition_vm(
-                "vm-t",
+                "vm-20".parse().unwrap(),
                 VmState::Pending,
                 VmState::Provisioning,
                 None,
-                Some(("create-vm-t", "{}")),
+                Some(("create-vm-20", "{}")),
                 50
             )
             .await
@@ -472,7 +485,7 @@ async fn vm_transitions_are_compare_and_set(url: String) {
     assert!(
         !store
             .transition_vm(
-                "vm-t",
+                "vm-20".parse().unwrap(),
                 VmState::Pending,
                 VmState::Failed,
                 Some("x"),
@@ -484,33 +497,43 @@ async fn vm_transitions_are_compare_and_set(url: String) {
     );
     assert!(store.command("other").await.unwrap().is_none());
     assert_eq!(
-        store.vm("vm-t").await.unwrap().unwrap().state,
+        store
+            .vm("vm-20".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
         "provisioning"
     );
     assert_eq!(
-        store.command_vm("create-vm-t").await.unwrap().as_deref(),
-        Some("vm-t")
+        store.command_vm("create-vm-20").await.unwrap(),
+        Some("vm-20".parse().unwrap())
     );
     assert_eq!(
-        store.command("create-vm-t").await.unwrap().unwrap().node_id,
+        store
+            .command("create-vm-20")
+            .await
+            .unwrap()
+            .unwrap()
+            .node_id,
         n.node_id
     );
     assert!(store.unapplied_acks().await.unwrap().is_empty());
     store
-        .ack_command(n.node_id, "create-vm-t", "{\"status\":\"done\"}", 60)
+        .ack_command(n.node_id, "create-vm-20", "{\"status\":\"done\"}", 60)
         .await
         .unwrap();
     assert_eq!(
         store.unapplied_acks().await.unwrap(),
         vec![(
-            "create-vm-t".to_string(),
+            "create-vm-20".to_string(),
             "{\"status\":\"done\"}".to_string()
         )]
     );
     assert!(
         store
             .transition_vm(
-                "vm-t",
+                "vm-20".parse().unwrap(),
                 VmState::Provisioning,
                 VmState::Failed,
                 Some("boom"),
@@ -521,7 +544,11 @@ async fn vm_transitions_are_compare_and_set(url: String) {
             .unwrap()
     );
     assert_eq!(
-        store.vm_failure("vm-t").await.unwrap().as_deref(),
+        store
+            .vm_failure("vm-20".parse().unwrap())
+            .await
+            .unwrap()
+            .as_deref(),
         Some("boom")
     );
     assert!(store.unapplied_acks().await.unwrap().is_empty());
@@ -556,7 +583,7 @@ async fn templates_round_trip(url: String) {
         })
         .await
         .unwrap();
-    t.template_id = Some("3".into());
+    t.template_id = Some("3".parse().unwrap());
     t.price = 1_000;
     store.upsert_template(&t).await.unwrap();
     assert_eq!(store.template("pg").await.unwrap().unwrap(), t);
@@ -577,7 +604,7 @@ async fn lifecycle_queries(url: String) {
     let n = node(7);
     store.upsert_node(&n).await.unwrap();
     let lease = LeaseRecord {
-        lease_id: "9".into(),
+        lease_id: "9".parse().unwrap(),
         tenant: "0x00000000000000000000000000000000000000aa".into(),
         node_id: n.node_id,
         status: LeaseStatus::Active,
@@ -591,11 +618,11 @@ async fn lifecycle_queries(url: String) {
     };
     store.upsert_lease(&lease).await.unwrap();
     let mut v = vm("vm-9", n.node_id, "running", QualityTier::Dedicated);
-    v.lease_id = "9".into();
+    v.lease_id = "9".parse().unwrap();
     store.insert_vm(&v).await.unwrap();
     assert_eq!(
         store.vms_in_state(VmState::Running).await.unwrap(),
-        ["vm-9"]
+        ["vm-9".parse().unwrap()]
     );
     assert!(
         store
@@ -605,8 +632,14 @@ async fn lifecycle_queries(url: String) {
             .is_empty()
     );
     // Leases recorded without chain funding or template: nothing to compute.
-    assert_eq!(store.lease_template("9").await.unwrap(), None);
-    assert_eq!(store.lease_depleted_at("9").await.unwrap(), None);
+    assert_eq!(
+        store.lease_template("9".parse().unwrap()).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.lease_depleted_at("9".parse().unwrap()).await.unwrap(),
+        None
+    );
     assert!(store.leases_to_close().await.unwrap().is_empty());
     store
         .upsert_lease(&LeaseRecord {
@@ -617,11 +650,18 @@ async fn lifecycle_queries(url: String) {
         .unwrap();
     assert_eq!(
         store.leases_to_close().await.unwrap(),
-        [("9".to_string(), LeaseStatus::Closed)]
+        [("9".parse().unwrap(), LeaseStatus::Closed)]
     );
     assert!(
         store
-            .transition_vm("vm-9", VmState::Running, VmState::Stopping, None, None, 2)
+            .transition_vm(
+                "vm-9".parse().unwrap(),
+                VmState::Running,
+                VmState::Stopping,
+                None,
+                None,
+                2
+            )
             .await
             .unwrap()
     );

@@ -25,7 +25,7 @@ use decloud_orchestrator::{
     Store,
     scheduler::{QualityTier, TierShare},
 };
-use decloud_sdk::NodeId;
+use decloud_sdk::{NodeId, VmId};
 use decloud_sdk::{
     USDC,
     agent_protocol::{self as proto, NodeResources},
@@ -258,7 +258,7 @@ impl World<'_> {
             }
         }
         for lease in self.active.keys() {
-            let vm_id = format!("vm-{lease}");
+            let vm_id: VmId = format!("vm-{lease}").parse().unwrap();
             let running: Vec<_> = vms
                 .iter()
                 .filter(|v| v.vm_id == vm_id && v.state == VmState::Running)
@@ -269,7 +269,7 @@ impl World<'_> {
                     running.len()
                 ));
             }
-            if domains.get(&vm_id) != Some(&true) {
+            if domains.get(&vm_id.to_string()) != Some(&true) {
                 return Err(format!(
                     "active lease {lease}: the node does not run {vm_id}"
                 ));
@@ -284,7 +284,7 @@ impl World<'_> {
             }
             if vms
                 .iter()
-                .any(|v| v.vm_id == vm_id && v.state != VmState::Terminated)
+                .any(|v| v.vm_id.to_string() == vm_id && v.state != VmState::Terminated)
             {
                 return Err(format!("closed lease {lease}: {vm_id} is not terminated"));
             }

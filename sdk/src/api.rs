@@ -6,7 +6,7 @@
 //! Every error response has the shape [`ErrorBody`]: `{"error":{"code":"…","message":"…"}}`.
 
 use crate::{
-    NodeId,
+    LeaseId, NodeId, TemplateId, VmId,
     types::{LeaseStatus, NodeStatus, QualityTier, VmState},
 };
 use serde::{Deserialize, Serialize};
@@ -173,7 +173,7 @@ pub struct DailyFailures {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseRecord {
     /// On-chain lease id (decimal).
-    pub lease_id: String,
+    pub lease_id: LeaseId,
     /// Tenant address, lowercase hex.
     pub tenant: String,
     /// Node the lease pays for.
@@ -201,9 +201,9 @@ pub struct LeaseRecord {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmRecord {
     /// VM id.
-    pub vm_id: String,
+    pub vm_id: VmId,
     /// Lease that pays for it.
-    pub lease_id: String,
+    pub lease_id: LeaseId,
     /// Tenant address, lowercase hex.
     pub tenant: String,
     /// Node it runs on.
@@ -334,7 +334,7 @@ pub struct TemplateRecord {
     /// Unique slug, e.g. `postgresql`.
     pub slug: String,
     /// On-chain template id once published on TemplateMarket.
-    pub template_id: Option<String>,
+    pub template_id: Option<TemplateId>,
     /// Content id (CIDv1) of the published bundle.
     pub cid: String,
     /// Display name.

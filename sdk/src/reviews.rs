@@ -12,6 +12,7 @@
 //! A tenant leaves one review per lease and subject; the orchestrator checks on-chain that the
 //! signer is the lease's tenant (and, for a template, that the lease deployed one).
 
+use crate::LeaseId;
 use alloy::{
     primitives::{Address, B256, U256},
     signers::{Signature, SignerSync, local::PrivateKeySigner},
@@ -95,7 +96,7 @@ pub fn domain(chain_id: u64, escrow: Address) -> Eip712Domain {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedReview {
     /// On-chain lease id.
-    pub lease_id: String,
+    pub lease_id: LeaseId,
     /// What it rates.
     pub subject: ReviewSubject,
     /// Stars, 1 to 5.
@@ -155,11 +156,10 @@ impl SignedReview {
         if self.text.len() > MAX_TEXT {
             return Err(ReviewError::TextTooLong(self.text.len()));
         }
-        let lease_id: U256 = self.lease_id.parse().map_err(|e| field("lease_id", e))?;
         let escrow: Address = self.escrow.parse().map_err(|e| field("escrow", e))?;
         Ok((
             Review {
-                leaseId: lease_id,
+                leaseId: self.lease_id.as_u256(),
                 subject: self.subject.code(),
                 rating: self.rating,
                 text: self.text.clone(),
@@ -218,7 +218,7 @@ pub fn sign(
     draft: &ReviewDraft,
 ) -> Result<SignedReview, ReviewError> {
     let mut review = SignedReview {
-        lease_id: draft.lease_id.to_string(),
+        lease_id: draft.lease_id.into(),
         subject: draft.subject,
         rating: draft.rating,
         text: draft.text.clone(),
@@ -268,7 +268,7 @@ mod tests {
                 ..review.clone()
             },
             SignedReview {
-                lease_id: "8".into(),
+                lease_id: LeaseId::from(8),
                 ..review.clone()
             },
             SignedReview {

@@ -272,9 +272,9 @@ async fn on_heartbeat(
         .await
         .map_err(|e| e.to_string())?;
     // Each service's readiness, for `GET /vms/{id}` (a node speaks only for its own VMs).
-    for vm in &hb.vms {
+    for (vm_id, vm) in crate::agent::reported_vms(&hb.vms) {
         hub.store()
-            .record_vm_readiness(node_id, &vm.id, &vm.readiness, now())
+            .record_vm_readiness(node_id, vm_id, &vm.readiness, now())
             .await
             .map_err(|e| e.to_string())?;
     }

@@ -70,12 +70,11 @@ async fn console(
     ApiPath(vm_id): ApiPath<String>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    // A malformed id is refused (400) before any lookup; the relay keys sessions by the
-    // canonical text form.
-    let vm_id = vm_id.parse::<VmId>()?.to_string();
+    // A malformed id is refused (400) before any lookup.
+    let vm_id = vm_id.parse::<VmId>()?;
     let vm = state
         .store()
-        .vm(&vm_id)
+        .vm(vm_id)
         .await?
         .ok_or_else(|| ApiError::not_found("vm"))?;
     if vm.tenant != session.address {
@@ -100,7 +99,7 @@ async fn console(
     })?;
     let relay = state.agents().consoles().clone();
     let console = relay
-        .open(vm.node_id, &vm_id)
+        .open(vm.node_id, vm_id)
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, "node_unreachable", e.to_string()))?;
     tracing::info!(target: "orchestrator::console", vm = %vm_id, node = %vm.node_id, tenant = %session.address, session = %console.id(), "console attached");
     Ok(ws
@@ -109,7 +108,7 @@ async fn console(
 }
 
 /// Copies between the tenant's socket and the agent session until either ends.
-async fn relay_socket(mut socket: WebSocket, mut console: ConsoleSession, vm_id: String) {
+async fn relay_socket(mut socket: WebSocket, mut console: ConsoleSession, vm_id: VmId) {
     let reason = loop {
         tokio::select! {
             frame = socket.recv() => {

@@ -49,7 +49,7 @@ async fn own_service(state: &AppState, session: &Session, id: &str) -> Result<Vm
     let vm = state
         .inner
         .store
-        .vm(&id.to_string())
+        .vm(id)
         .await?
         .ok_or_else(|| ApiError::not_found("service"))?;
     if vm.tenant != session.address {
@@ -69,7 +69,7 @@ async fn attest_service(
     ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<AttestationCreated>), ApiError> {
     let vm = own_service(&state, &session, &id).await?;
-    let lease = state.inner.store.lease(&vm.lease_id).await?;
+    let lease = state.inner.store.lease(vm.lease_id).await?;
     let payload = serde_json::json!({ "vm": vm, "lease": lease, "requested_by": session.address });
     let id = state
         .inner

@@ -156,7 +156,7 @@ async fn with_ratings(
 ) -> Result<Vec<TemplateRecord>, ApiError> {
     let ratings = store.ratings(ReviewSubject::Template).await?;
     for t in &mut templates {
-        if let Some(r) = t.template_id.as_ref().and_then(|id| ratings.get(id)) {
+        if let Some(r) = t.template_id.and_then(|id| ratings.get(&id.to_string())) {
             t.rating = *r;
         }
     }

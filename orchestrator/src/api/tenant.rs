@@ -39,7 +39,7 @@ async fn my_lease(
     let lease = state
         .inner
         .store
-        .lease(&lease_id.to_string())
+        .lease(lease_id)
         .await?
         .ok_or_else(|| ApiError::not_found("lease"))?;
     if lease.tenant != session.address {
@@ -75,9 +75,9 @@ async fn my_vm(
 }
 
 async fn detail(state: &AppState, vm: VmRecord) -> Result<VmDetail, ApiError> {
-    let mut access = state.inner.store.vm_access(&vm.vm_id, vm.node_id).await?;
+    let mut access = state.inner.store.vm_access(vm.vm_id, vm.node_id).await?;
     access.ssh_command = access::ssh_command(&access);
-    let readiness = state.inner.store.vm_readiness(&vm.vm_id).await?;
+    let readiness = state.inner.store.vm_readiness(vm.vm_id).await?;
     Ok(VmDetail {
         vm,
         access,
@@ -92,7 +92,7 @@ async fn owned_vm(state: &AppState, session: &Session, vm_id: &str) -> Result<Vm
     let vm = state
         .inner
         .store
-        .vm(&vm_id.to_string())
+        .vm(vm_id)
         .await?
         .ok_or_else(|| ApiError::not_found("vm"))?;
     if vm.tenant != session.address {
@@ -116,7 +116,7 @@ async fn vm_credentials(
     let sealed = state
         .inner
         .store
-        .vm_credentials(&vm.vm_id)
+        .vm_credentials(vm.vm_id)
         .await?
         .ok_or_else(|| {
             ApiError::new(
@@ -136,7 +136,7 @@ async fn control(
     request: Control,
 ) -> Result<Json<VmDetail>, ApiError> {
     let vm = owned_vm(state, session, vm_id).await?;
-    let vm = lifecycle::control(&state.inner.store, &state.inner.agents, &vm.vm_id, request)
+    let vm = lifecycle::control(&state.inner.store, &state.inner.agents, vm.vm_id, request)
         .await
         .map_err(|e| match e {
             ControlError::WrongState { .. } => {

@@ -3,9 +3,9 @@
 //! report. Lists are stored as JSON text (both databases read it back the same way).
 
 use super::{Store, StoreError};
-use decloud_sdk::NodeId;
 use decloud_sdk::agent_protocol::{PortForward, PortSpec};
 pub use decloud_sdk::api::{Profile, SealedCredentials, VmAccess};
+use decloud_sdk::{NodeId, VmId};
 use sqlx::Row;
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -68,7 +68,7 @@ impl Store {
     /// ports. Written before the create command, so whatever reaches the node is on record.
     pub async fn record_vm_setup(
         &self,
-        vm_id: &str,
+        vm_id: VmId,
         login_user: &str,
         ports: &[PortSpec],
         sealed: Option<(&str, &str)>,
@@ -115,7 +115,7 @@ impl Store {
     /// A VM's sealed credentials.
     pub async fn vm_credentials(
         &self,
-        vm_id: &str,
+        vm_id: VmId,
     ) -> Result<Option<SealedCredentials>, StoreError> {
         let row = sqlx::query(
             "SELECT sealing_key, sealed, created_at FROM vm_credentials WHERE vm_id = $1",
@@ -137,7 +137,7 @@ impl Store {
 
     /// How a VM is reached: its node's public address, what the node reports and what it was
     /// created with. `ssh_command` is left to the caller.
-    pub async fn vm_access(&self, vm_id: &str, node_id: NodeId) -> Result<VmAccess, StoreError> {
+    pub async fn vm_access(&self, vm_id: VmId, node_id: NodeId) -> Result<VmAccess, StoreError> {
         let mut access = VmAccess::default();
         if let Some(row) = sqlx::query(
             "SELECT login_user, ports, addresses, forwards FROM vm_access WHERE vm_id = $1",
@@ -199,7 +199,7 @@ impl Store {
     pub async fn record_vm_reported(
         &self,
         node_id: NodeId,
-        vm_id: &str,
+        vm_id: VmId,
         addresses: &[String],
         forwards: &[PortForward],
         now: i64,
@@ -238,7 +238,7 @@ impl Store {
     }
 
     /// Marks a VM as stopped by its tenant (`true`) or released to the lifecycle (`false`).
-    pub async fn set_vm_held(&self, vm_id: &str, held: bool, now: i64) -> Result<(), StoreError> {
+    pub async fn set_vm_held(&self, vm_id: VmId, held: bool, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO vm_access (vm_id, login_user, ports, addresses, forwards, held_by_tenant, updated_at) \
              VALUES ($1, NULL, '[]', '[]', '[]', $2, $3) ON CONFLICT (vm_id) DO UPDATE SET \
@@ -253,7 +253,7 @@ impl Store {
     }
 
     /// Whether the VM's tenant stopped it.
-    pub async fn vm_held(&self, vm_id: &str) -> Result<bool, StoreError> {
+    pub async fn vm_held(&self, vm_id: VmId) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT held_by_tenant FROM vm_access WHERE vm_id = $1")
             .bind(vm_id.to_string())
             .fetch_optional(&self.pool)
@@ -269,7 +269,7 @@ impl Store {
     /// the VM is elsewhere.
     pub async fn queue_vm_command(
         &self,
-        vm_id: &str,
+        vm_id: VmId,
         state: decloud_sdk::types::VmState,
         command_id: &str,
         action: &str,

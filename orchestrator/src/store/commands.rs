@@ -1,7 +1,7 @@
 //! Commands queued for node agents and their acknowledgements.
 
 use super::{Store, StoreError, named};
-use decloud_sdk::NodeId;
+use decloud_sdk::{NodeId, VmId};
 use sqlx::{Row, any::AnyRow};
 
 /// A command queued for a node agent.
@@ -51,15 +51,18 @@ fn command_from_row(row: &AnyRow) -> Result<CommandRecord, StoreError> {
 
 impl Store {
     /// The VM a command acts on, if it acts on one.
-    pub async fn command_vm(&self, command_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn command_vm(&self, command_id: &str) -> Result<Option<VmId>, StoreError> {
         let row = sqlx::query("SELECT vm_id FROM agent_commands WHERE command_id = $1")
             .bind(command_id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match row {
-            Some(r) => r.try_get("vm_id")?,
-            None => None,
-        })
+        match row {
+            Some(r) => match r.try_get::<Option<String>, _>("vm_id")? {
+                Some(_) => super::named(&r, "vm_id").map(Some),
+                None => Ok(None),
+            },
+            None => Ok(None),
+        }
     }
 
     /// Acknowledged commands whose VM is still waiting for them (provisioning or stopping):
@@ -169,7 +172,7 @@ impl Store {
     }
 
     /// Every command queued about a VM, oldest first.
-    pub async fn commands_of_vm(&self, vm_id: &str) -> Result<Vec<CommandRecord>, StoreError> {
+    pub async fn commands_of_vm(&self, vm_id: VmId) -> Result<Vec<CommandRecord>, StoreError> {
         sqlx::query("SELECT * FROM agent_commands WHERE vm_id = $1 ORDER BY created_at, command_id")
             .bind(vm_id.to_string())
             .fetch_all(&self.pool)
@@ -186,7 +189,7 @@ impl Store {
         &self,
         command_id: &str,
         node_id: NodeId,
-        vm_id: &str,
+        vm_id: VmId,
         action: &str,
         now: i64,
     ) -> Result<bool, StoreError> {

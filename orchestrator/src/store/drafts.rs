@@ -1,6 +1,7 @@
 //! Template drafts: bundles their author uploaded to test on their own leases before publishing.
 
 use super::{Store, StoreError};
+use decloud_sdk::LeaseId;
 pub use decloud_sdk::api::DraftView;
 use sqlx::{Row, any::AnyRow};
 
@@ -84,7 +85,7 @@ impl Store {
     /// their leases.
     pub async fn lease_draft(
         &self,
-        lease_id: &str,
+        lease_id: LeaseId,
         tenant: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
         // Nearly every lease without a template has no draft: a read settles those without
@@ -159,7 +160,7 @@ mod tests {
 
     fn lease(id: &str, tenant: &str, opened_at: i64) -> LeaseRecord {
         LeaseRecord {
-            lease_id: id.into(),
+            lease_id: id.parse().unwrap(),
             tenant: tenant.into(),
             node_id: alloy::primitives::B256::with_last_byte(1).into(),
             status: LeaseStatus::Active,
@@ -200,19 +201,37 @@ mod tests {
             store.upsert_lease(&l).await.unwrap();
         }
         // Not armed: no lease takes it.
-        assert_eq!(store.lease_draft("3", AUTHOR).await.unwrap(), None);
+        assert_eq!(
+            store.lease_draft(LeaseId::from(3), AUTHOR).await.unwrap(),
+            None
+        );
         store
             .arm_draft_test(AUTHOR, "bafkdraft", 1_000)
             .await
             .unwrap();
         // Another tenant's lease, and the author's lease opened long before arming, do not.
-        assert_eq!(store.lease_draft("2", OTHER).await.unwrap(), None);
-        assert_eq!(store.lease_draft("1", AUTHOR).await.unwrap(), None);
+        assert_eq!(
+            store.lease_draft(LeaseId::from(2), OTHER).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.lease_draft(LeaseId::from(1), AUTHOR).await.unwrap(),
+            None
+        );
         // The author's next lease does, for good; the one after it does not.
         let taken = Some(("bafkdraft".to_string(), "{content}".to_string()));
-        assert_eq!(store.lease_draft("3", AUTHOR).await.unwrap(), taken);
-        assert_eq!(store.lease_draft("4", AUTHOR).await.unwrap(), None);
-        assert_eq!(store.lease_draft("3", AUTHOR).await.unwrap(), taken);
+        assert_eq!(
+            store.lease_draft(LeaseId::from(3), AUTHOR).await.unwrap(),
+            taken
+        );
+        assert_eq!(
+            store.lease_draft(LeaseId::from(4), AUTHOR).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            store.lease_draft(LeaseId::from(3), AUTHOR).await.unwrap(),
+            taken
+        );
         assert_eq!(store.drafts_of(AUTHOR).await.unwrap(), vec![draft]);
         assert!(store.drafts_of(OTHER).await.unwrap().is_empty());
         store.close().await;

@@ -2,14 +2,14 @@
 
 use super::{Store, StoreError, i, named, tier, u};
 use crate::scheduler::QualityTier;
-use decloud_sdk::NodeId;
 pub use decloud_sdk::api::LeaseRecord;
 use decloud_sdk::types::LeaseStatus;
+use decloud_sdk::{LeaseId, NodeId, TemplateId, VmId};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
 fn lease_from_row(row: &AnyRow) -> Result<LeaseRecord, StoreError> {
     Ok(LeaseRecord {
-        lease_id: row.try_get("lease_id")?,
+        lease_id: named(row, "lease_id")?,
         tenant: row.try_get("tenant")?,
         node_id: named(row, "node_id")?,
         status: named(row, "status")?,
@@ -34,7 +34,7 @@ impl Store {
              memory_gib = excluded.memory_gib, storage_gib = excluded.storage_gib, gpus = excluded.gpus, \
              rate_per_hour = excluded.rate_per_hour, opened_at = excluded.opened_at",
         )
-        .bind(lease.lease_id.clone())
+        .bind(lease.lease_id.to_string())
         .bind(lease.tenant.to_lowercase())
         .bind(lease.node_id.to_string())
         .bind(lease.status.as_str())
@@ -51,7 +51,7 @@ impl Store {
     }
 
     /// One lease by id.
-    pub async fn lease(&self, lease_id: &str) -> Result<Option<LeaseRecord>, StoreError> {
+    pub async fn lease(&self, lease_id: LeaseId) -> Result<Option<LeaseRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM leases WHERE lease_id = $1")
             .bind(lease_id.to_string())
             .fetch_optional(&self.pool)
@@ -71,24 +71,29 @@ impl Store {
     }
 
     /// The on-chain template id a lease deploys, if it names one.
-    pub async fn lease_template(&self, lease_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn lease_template(
+        &self,
+        lease_id: LeaseId,
+    ) -> Result<Option<TemplateId>, StoreError> {
         let row = sqlx::query("SELECT template_id FROM leases WHERE lease_id = $1")
             .bind(lease_id.to_string())
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match row {
-            Some(r) => r
-                .try_get::<Option<String>, _>("template_id")?
-                .filter(|t| t != "0"),
-            None => None,
-        })
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        // Leases recorded before template ids were typed hold "0" for "no template".
+        match row.try_get::<Option<String>, _>("template_id")? {
+            Some(text) if text != "0" => named(&row, "template_id").map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// The bandwidth tier a lease pays for, as its `LeaseOpened` event stated it; `None` for a
     /// lease recorded without one.
     pub async fn lease_bandwidth(
         &self,
-        lease_id: &str,
+        lease_id: LeaseId,
     ) -> Result<Option<decloud_sdk::types::BandwidthTier>, StoreError> {
         let row = sqlx::query("SELECT bandwidth FROM leases WHERE lease_id = $1")
             .bind(lease_id.to_string())
@@ -113,7 +118,7 @@ impl Store {
 
     /// When an active lease's funds run out, unix seconds: `None` for a lease that is not active
     /// or whose funding the chain has not told.
-    pub async fn lease_depleted_at(&self, lease_id: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn lease_depleted_at(&self, lease_id: LeaseId) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
             "SELECT funded, accrual_start, accrued_before, rate_per_hour FROM leases \
              WHERE lease_id = $1 AND status = 'active'",
@@ -134,7 +139,7 @@ impl Store {
     }
 
     /// Leases closed or terminated on-chain whose VM is still to be removed: `(lease_id, status)`.
-    pub async fn leases_to_close(&self) -> Result<Vec<(String, LeaseStatus)>, StoreError> {
+    pub async fn leases_to_close(&self) -> Result<Vec<(LeaseId, LeaseStatus)>, StoreError> {
         let rows = sqlx::query(
             "SELECT l.lease_id, l.status FROM leases l JOIN vms v ON v.lease_id = l.lease_id \
              WHERE l.status IN ('closed', 'terminated') AND v.state NOT IN ('terminated', 'stopping') \
@@ -143,7 +148,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("lease_id")?, named(r, "status")?)))
+            .map(|r| Ok((named(r, "lease_id")?, named(r, "status")?)))
             .collect()
     }
     /// Leases on nodes silent since before `cutoff` (latest heartbeat older than it) whose VM is
@@ -165,7 +170,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(SilentLease {
-                    lease_id: r.try_get("lease_id")?,
+                    lease_id: named(r, "lease_id")?,
                     node_id: named(r, "node_id")?,
                     last_heartbeat: r.try_get("last_heartbeat")?,
                 })
@@ -177,8 +182,8 @@ impl Store {
 /// A lease whose node went silent: see [`Store::leases_on_silent_nodes`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SilentLease {
-    /// On-chain lease id (decimal).
-    pub lease_id: String,
+    /// On-chain lease id.
+    pub lease_id: LeaseId,
     /// The silent node.
     pub node_id: NodeId,
     /// The node's latest heartbeat, unix seconds: when it went silent.
@@ -188,8 +193,8 @@ pub struct SilentLease {
 /// A lease as LeaseEscrow's `LeaseOpened` states it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseOpened {
-    /// On-chain lease id (decimal).
-    pub lease_id: String,
+    /// On-chain lease id.
+    pub lease_id: LeaseId,
     /// Tenant address.
     pub tenant: String,
     /// Node the lease pays for.
@@ -210,8 +215,8 @@ pub struct LeaseOpened {
     pub opened_at: i64,
     /// Bandwidth tier, as the contract's enum value.
     pub bandwidth: u64,
-    /// Template id the lease deploys (decimal; `0` for none).
-    pub template_id: String,
+    /// Template id the lease deploys, if any (the event's `0` is none).
+    pub template_id: Option<TemplateId>,
     /// Micro-USDC deposited at opening.
     pub funding: u64,
 }
@@ -233,7 +238,7 @@ pub struct LeaseFunding {
 pub async fn lease_opened(
     conn: &mut AnyConnection,
     lease: &LeaseOpened,
-    vm_id: &str,
+    vm_id: VmId,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO leases (lease_id, tenant, node_id, status, tier, vcpus, memory_gib, storage_gib, gpus, \
@@ -241,7 +246,7 @@ pub async fn lease_opened(
          VALUES ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $10, 0) \
          ON CONFLICT (lease_id) DO NOTHING",
     )
-    .bind(lease.lease_id.clone())
+    .bind(lease.lease_id.to_string())
     .bind(lease.tenant.clone())
     .bind(lease.node_id.to_string())
     .bind(lease.tier as i64)
@@ -252,7 +257,7 @@ pub async fn lease_opened(
     .bind(i(lease.rate_per_hour))
     .bind(lease.opened_at)
     .bind(i(lease.bandwidth))
-    .bind(lease.template_id.clone())
+    .bind(lease.template_id.map(|t| t.to_string()))
     .bind(i(lease.funding))
     .execute(&mut *conn)
     .await?;
@@ -262,7 +267,7 @@ pub async fn lease_opened(
          ON CONFLICT (vm_id) DO NOTHING",
     )
     .bind(vm_id.to_string())
-    .bind(lease.lease_id.clone())
+    .bind(lease.lease_id.to_string())
     .bind(lease.tenant.clone())
     .bind(lease.node_id.to_string())
     .bind(lease.tier as i64)
@@ -279,7 +284,7 @@ pub async fn lease_opened(
 /// Records a lease's funding after a top-up.
 pub async fn lease_topped_up(
     conn: &mut AnyConnection,
-    lease_id: &str,
+    lease_id: LeaseId,
     funding: &LeaseFunding,
 ) -> Result<(), StoreError> {
     sqlx::query(
@@ -297,7 +302,7 @@ pub async fn lease_topped_up(
 /// Marks an active lease `closed` or `terminated`; a lease already ended keeps its first end.
 pub async fn lease_ended(
     conn: &mut AnyConnection,
-    lease_id: &str,
+    lease_id: LeaseId,
     status: LeaseStatus,
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE leases SET status = $2 WHERE lease_id = $1 AND status = 'active'")

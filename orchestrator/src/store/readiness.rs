@@ -9,7 +9,7 @@ use decloud_sdk::{
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use decloud_sdk::NodeId;
+use decloud_sdk::{NodeId, VmId};
 
 impl Store {
     /// Records the readiness a node reports for one of its VMs; a report about a VM placed
@@ -18,7 +18,7 @@ impl Store {
     pub async fn record_vm_readiness(
         &self,
         node_id: NodeId,
-        vm_id: &str,
+        vm_id: VmId,
         readiness: &Readiness,
         now: i64,
     ) -> Result<bool, StoreError> {
@@ -41,7 +41,7 @@ impl Store {
 
     /// A VM's readiness as last reported; the empty readiness (nothing known) before its node
     /// reported it.
-    pub async fn vm_readiness(&self, vm_id: &str) -> Result<VmReadiness, StoreError> {
+    pub async fn vm_readiness(&self, vm_id: VmId) -> Result<VmReadiness, StoreError> {
         let row =
             sqlx::query("SELECT ready, services, reported_at FROM vm_readiness WHERE vm_id = $1")
                 .bind(vm_id.to_string())

@@ -10,7 +10,7 @@ fn review_from_row(row: &AnyRow) -> Result<ReviewView, StoreError> {
     let rating = u(row, "rating")?;
     Ok(ReviewView {
         review: SignedReview {
-            lease_id: row.try_get("lease_id")?,
+            lease_id: named(row, "lease_id")?,
             subject: named::<ReviewSubject>(row, "subject")?,
             rating: u8::try_from(rating).map_err(|_| StoreError::Corrupt {
                 column: "rating",
@@ -37,7 +37,7 @@ impl Store {
              escrow, signature, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (lease_id, subject) DO NOTHING",
         )
-        .bind(r.lease_id.clone())
+        .bind(r.lease_id.to_string())
         .bind(r.subject.as_str())
         .bind(review.target.clone())
         .bind(r.reviewer.to_lowercase())

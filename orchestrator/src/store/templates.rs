@@ -1,7 +1,8 @@
 //! The template catalog: validated bundles by slug, with the on-chain id and price a
 //! publication gave them.
 
-use super::{Store, StoreError, i, u};
+use super::{Store, StoreError, i, named, u};
+use decloud_sdk::TemplateId;
 pub use decloud_sdk::api::TemplateRecord;
 use sqlx::{AnyConnection, Row, any::AnyRow};
 
@@ -10,7 +11,10 @@ fn template_from_row(row: &AnyRow) -> Result<TemplateRecord, StoreError> {
     let manifest: String = row.try_get("manifest")?;
     Ok(TemplateRecord {
         slug: row.try_get("slug")?,
-        template_id: row.try_get("template_id")?,
+        template_id: match row.try_get::<Option<String>, _>("template_id")? {
+            Some(_) => Some(named(row, "template_id")?),
+            None => None,
+        },
         cid: row.try_get("cid")?,
         name: row.try_get("name")?,
         category: row.try_get("category")?,
@@ -63,7 +67,7 @@ impl Store {
              manifest = excluded.manifest, content = excluded.content",
         )
         .bind(t.slug.clone())
-        .bind(t.template_id.clone())
+        .bind(t.template_id.map(|id| id.to_string()))
         .bind(t.cid.clone())
         .bind(t.name.clone())
         .bind(t.category.clone())
@@ -92,7 +96,19 @@ impl Store {
             .collect()
     }
 
-    /// A template by slug or by on-chain template id.
+    /// A template by its on-chain template id.
+    pub async fn template_by_id(
+        &self,
+        template_id: TemplateId,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM templates WHERE template_id = $1 LIMIT 1")
+            .bind(template_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(template_from_row).transpose()
+    }
+
+    /// A template by slug or by on-chain template id, as a user names it.
     pub async fn template(&self, slug_or_id: &str) -> Result<Option<TemplateRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT * FROM templates WHERE slug = $1 OR template_id = $1 ORDER BY slug LIMIT 1",
@@ -109,7 +125,7 @@ impl Store {
 /// ([`crate::bundles`]). A publication whose content id changed (an update) is fetched again.
 pub async fn template_published(
     conn: &mut AnyConnection,
-    template_id: &str,
+    template_id: TemplateId,
     price: u64,
     cid: &str,
 ) -> Result<(), StoreError> {
@@ -181,7 +197,7 @@ impl std::str::FromStr for FetchState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publication {
     /// On-chain template id.
-    pub template_id: String,
+    pub template_id: TemplateId,
     /// Content id of the bundle, as published.
     pub cid: String,
     /// Price per deploy, micro-USDC.
@@ -194,7 +210,7 @@ pub struct Publication {
 
 fn publication_from_row(row: &AnyRow) -> Result<Publication, StoreError> {
     Ok(Publication {
-        template_id: row.try_get("template_id")?,
+        template_id: named(row, "template_id")?,
         cid: row.try_get("cid")?,
         price: u(row, "price")?,
         state: super::named(row, "fetch_state")?,
@@ -204,7 +220,10 @@ fn publication_from_row(row: &AnyRow) -> Result<Publication, StoreError> {
 
 impl Store {
     /// The publication of template `template_id`, if the chain published it.
-    pub async fn publication(&self, template_id: &str) -> Result<Option<Publication>, StoreError> {
+    pub async fn publication(
+        &self,
+        template_id: TemplateId,
+    ) -> Result<Option<Publication>, StoreError> {
         let row = sqlx::query("SELECT * FROM template_publications WHERE template_id = $1")
             .bind(template_id.to_string())
             .fetch_optional(&self.pool)
@@ -228,7 +247,7 @@ impl Store {
     /// whose content id changed meanwhile (an update) is left pending for its new content.
     pub async fn set_fetch_state(
         &self,
-        template_id: &str,
+        template_id: TemplateId,
         cid: &str,
         state: FetchState,
         reason: Option<&str>,

@@ -3,9 +3,9 @@
 
 use super::{Store, StoreError, i, named, tier, u};
 use crate::scheduler::{TierShare, Usage};
-use decloud_sdk::NodeId;
 pub use decloud_sdk::api::VmRecord;
 use decloud_sdk::types::VmState;
+use decloud_sdk::{NodeId, VmId};
 use sqlx::{Row, any::AnyRow};
 use std::collections::HashMap;
 
@@ -14,8 +14,8 @@ pub const RELEASED_VM_STATES: [VmState; 2] = [VmState::Terminated, VmState::Fail
 
 fn vm_from_row(row: &AnyRow) -> Result<VmRecord, StoreError> {
     Ok(VmRecord {
-        vm_id: row.try_get("vm_id")?,
-        lease_id: row.try_get("lease_id")?,
+        vm_id: named(row, "vm_id")?,
+        lease_id: named(row, "lease_id")?,
         tenant: row.try_get("tenant")?,
         node_id: named(row, "node_id")?,
         state: named(row, "state")?,
@@ -37,8 +37,8 @@ impl Store {
             "INSERT INTO vms (vm_id, lease_id, tenant, node_id, state, tier, vcpus, memory_gib, disk_gib, gpus, \
              created_at, updated_at, failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
-        .bind(vm.vm_id.clone())
-        .bind(vm.lease_id.clone())
+        .bind(vm.vm_id.to_string())
+        .bind(vm.lease_id.to_string())
         .bind(vm.tenant.to_lowercase())
         .bind(vm.node_id.to_string())
         .bind(vm.state.as_str())
@@ -56,7 +56,7 @@ impl Store {
     }
 
     /// One VM by id.
-    pub async fn vm(&self, vm_id: &str) -> Result<Option<VmRecord>, StoreError> {
+    pub async fn vm(&self, vm_id: VmId) -> Result<Option<VmRecord>, StoreError> {
         let row = sqlx::query("SELECT * FROM vms WHERE vm_id = $1")
             .bind(vm_id.to_string())
             .fetch_optional(&self.pool)
@@ -91,7 +91,7 @@ impl Store {
     /// and changes nothing when the VM is no longer in `from` (another writer moved it).
     pub async fn transition_vm(
         &self,
-        vm_id: &str,
+        vm_id: VmId,
         from: VmState,
         to: VmState,
         failure: Option<&str>,
@@ -155,7 +155,7 @@ impl Store {
     /// placed, which clears it); the state does not change.
     pub async fn note_pending_vm(
         &self,
-        vm_id: &str,
+        vm_id: VmId,
         note: &str,
         now: i64,
     ) -> Result<(), StoreError> {
@@ -171,16 +171,16 @@ impl Store {
     }
 
     /// Ids of the VMs in one state, oldest first.
-    pub async fn vms_in_state(&self, state: VmState) -> Result<Vec<String>, StoreError> {
+    pub async fn vms_in_state(&self, state: VmState) -> Result<Vec<VmId>, StoreError> {
         let rows = sqlx::query("SELECT vm_id FROM vms WHERE state = $1 ORDER BY created_at, vm_id")
             .bind(state.as_str())
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok(r.try_get("vm_id")?)).collect()
+        rows.iter().map(|r| named(r, "vm_id")).collect()
     }
 
     /// Why a VM failed, if it did.
-    pub async fn vm_failure(&self, vm_id: &str) -> Result<Option<String>, StoreError> {
+    pub async fn vm_failure(&self, vm_id: VmId) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT failure FROM vms WHERE vm_id = $1")
             .bind(vm_id.to_string())
             .fetch_optional(&self.pool)

@@ -199,7 +199,7 @@ impl ConsoleNode {
             .unwrap();
         store
             .upsert_lease(&LeaseRecord {
-                lease_id: "1".into(),
+                lease_id: "1".parse().unwrap(),
                 tenant: format!("{alice:#x}"),
                 node_id,
                 status: LeaseStatus::Active,
@@ -215,8 +215,8 @@ impl ConsoleNode {
             .unwrap();
         store
             .insert_vm(&VmRecord {
-                vm_id: vm.into(),
-                lease_id: "1".into(),
+                vm_id: vm.parse().unwrap(),
+                lease_id: "1".parse().unwrap(),
                 tenant: format!("{alice:#x}"),
                 node_id,
                 state: VmState::Running,
