@@ -21,6 +21,7 @@ mod firewall;
 mod guest_exec;
 mod hypervisor;
 mod identity;
+mod ingress;
 mod link;
 mod network;
 mod readiness;
@@ -54,6 +55,9 @@ pub use firewall::{
 pub use guest_exec::{ExecOutcome, run as run_guest_command};
 pub use hypervisor::{Hypervisor, OwnedDomain, StopOutcome};
 pub use identity::{Identity, KEY_FILE, load_or_create_key};
+pub use ingress::{
+    Ingress, IngressConfig, IngressReport, IngressRule, IngressTls, ServedRoute, valid_host,
+};
 pub use link::{Backoff, HANDSHAKE_TIMEOUT, run as run_link};
 pub use network::{
     DhcpHost, NatNetwork, network_xml, parse_network, reservation_name, reservation_prefix,

@@ -115,6 +115,7 @@ mod tests {
             user_data: "#cloud-config\nruncmd:\n  - echo 'hello & <bye>'\n".into(),
             ports: vec![],
             readiness: vec![],
+            ingress: Vec::new(),
         };
         let files = SeedFiles::for_spec(&spec);
         let iso = dir.path().join("seed.iso");
