@@ -5,7 +5,9 @@
 //!
 //! Guests sit on a libvirt NAT network where the kernel enforces each lease's bandwidth;
 //! each port a VM exposes gets a public port of the node, forwarded by iptables DNAT rules
-//! that the agent records before it makes them and reconciles when it starts.
+//! that the agent records before it makes them and reconciles when it starts. HTTP ports
+//! named in a spec's `ingress` are served over HTTPS by host name through a Caddy on the node,
+//! driven through its admin API ([`Ingress`]).
 //!
 //! The binary's subcommands: `init` creates the node key and prints what to register
 //! on-chain, `run` runs the agent, `resources` prints the discovered resources.

@@ -112,7 +112,7 @@ fn web_spec(id: &str, routes: &[(&str, u16)]) -> VmSpec {
 
 #[tokio::test]
 async fn seed_web_ports_get_routes_that_follow_their_vms_and_survive_a_restart() {
-    let caddy = Caddy::start();
+    let mut caddy = Caddy::start();
     let dir = data_dir();
     let machine = "ingress-seed";
     // Keeps the test driver's state while the agent is closed and opened again.
@@ -198,6 +198,13 @@ async fn seed_web_ports_get_routes_that_follow_their_vms_and_survive_a_restart()
         without.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>()
     );
     agent.start_vm("vscode-server").await.unwrap();
+    assert_eq!(served(&caddy, &tag), expected);
+
+    // Caddy restarted without its saved configuration: the next observation round puts the
+    // routes back.
+    caddy.restart();
+    assert!(served(&caddy, &tag).is_empty());
+    agent.observe().await.unwrap();
     assert_eq!(served(&caddy, &tag), expected);
 
     // The agent goes away; meanwhile one of its routes is lost, a route of this node for a

@@ -39,34 +39,55 @@ impl Caddy {
             .unwrap();
         let admin = format!("127.0.0.1:{}", free_port());
         let https_port = free_port();
-        let config = json!({
-            "admin": { "listen": admin },
-            "storage": { "module": "file_system", "root": dir.path().join("storage") },
-            // The test's CA stays out of the host's trust store.
-            "apps": { "pki": { "certificate_authorities": { "local": { "install_trust": false } } } },
-        });
-        let config_path = dir.path().join("caddy.json");
-        std::fs::write(&config_path, config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("caddy.log")).unwrap();
-        let child = Command::new("caddy")
-            .arg("run")
-            .arg("--config")
-            .arg(&config_path)
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path().join("data"))
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("ingress tests need caddy (scripts/setup installs it): {e}")
-            });
+        let child = Self::spawn(dir.path(), &admin);
         let caddy = Self {
             child,
             dir,
             admin,
             https_port,
         };
+        caddy.wait_for_admin();
+        caddy
+    }
+
+    /// Kills Caddy and starts it again with its initial configuration only (as a Caddy
+    /// restarted without `--resume` would be), on the same ports and storage.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(self.dir.path(), &self.admin);
+        self.wait_for_admin();
+    }
+
+    fn spawn(dir: &std::path::Path, admin: &str) -> Child {
+        let config = json!({
+            "admin": { "listen": admin },
+            "storage": { "module": "file_system", "root": dir.join("storage") },
+            // The test's CA stays out of the host's trust store.
+            "apps": { "pki": { "certificate_authorities": { "local": { "install_trust": false } } } },
+        });
+        let config_path = dir.join("caddy.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("caddy.log"))
+            .unwrap();
+        Command::new("caddy")
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("HOME", dir)
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("ingress tests need caddy (scripts/setup installs it): {e}"))
+    }
+
+    fn wait_for_admin(&self) {
+        let caddy = self;
         let deadline = Instant::now() + Duration::from_secs(20);
         while caddy.try_config().is_none() {
             assert!(
@@ -76,7 +97,6 @@ impl Caddy {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        caddy
     }
 
     fn try_config(&self) -> Option<Value> {
