@@ -139,6 +139,9 @@ impl Ingress {
         config.validate()?;
         let client = reqwest::Client::builder()
             .no_proxy()
+            // A connection per request: Caddy replaces its admin listener on every config
+            // change and closes the old one's connections, so a pooled connection can be dead.
+            .pool_max_idle_per_host(0)
             .timeout(ADMIN_TIMEOUT)
             .build()
             .map_err(|e| Error::Ingress(e.to_string()))?;

@@ -393,7 +393,10 @@ async fn a_guest_web_page_is_served_over_https_at_its_host_name() {
     assert!(report.forwards.is_empty());
     assert_eq!(
         served(&caddy, &tag),
-        vec![(host.to_owned(), format!("192.168.237.2:{HTTP_PORT}"))]
+        vec![(host.to_owned(), format!("192.168.237.2:{HTTP_PORT}"))],
+        "sync now: {:?}\ncaddy log:\n{}",
+        agent.sync_ingress().await,
+        caddy.log()
     );
     wait_for_console(
         &agent.vm_dir("site").join("console.log"),
