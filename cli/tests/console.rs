@@ -300,6 +300,7 @@ async fn vm_console_types_into_the_guest_and_detaches_cleanly() {
             user_data: "#cloud-config\n".into(),
             ports: vec![],
             readiness: vec![],
+            ingress: Vec::new(),
         })
         .await
         .unwrap();

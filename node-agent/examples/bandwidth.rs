@@ -164,6 +164,7 @@ fn spec(id: &str, tier: BandwidthTier, blob_mib: u32) -> VmSpec {
             protocol: PortProtocol::Tcp,
         }],
         readiness: vec![ReadinessProbe::CloudInit],
+        ingress: Vec::new(),
     }
 }
 

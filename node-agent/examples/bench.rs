@@ -44,6 +44,7 @@ fn spec(id: &str, image: &str, memory_mib: u64, user_data: String, quality: Qual
         user_data,
         ports: vec![],
         readiness: vec![],
+        ingress: Vec::new(),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     process::Command as Process,
     sync::{
@@ -32,6 +32,7 @@ use crate::{
     firewall::{Firewall, ForwardRule},
     hypervisor::{Hypervisor, StopOutcome},
     identity::{Identity, node_tag},
+    ingress::{Ingress, IngressReport, IngressRule, valid_host},
     network::{DhcpHost, NatNetwork, reservation_name, reservation_prefix},
     readiness,
     seed::{self, SeedFiles},
@@ -64,6 +65,10 @@ pub struct ReconcileReport {
     pub rules_added: usize,
     /// Forwarding rules removed: of VMs or ports not in the records, and duplicates.
     pub rules_removed: usize,
+    /// HTTPS routes added to Caddy (host names): wanted by running VMs and missing.
+    pub routes_added: Vec<String>,
+    /// HTTPS routes removed from Caddy (host names): of this node, wanted by no running VM.
+    pub routes_removed: Vec<String>,
 }
 
 /// The node agent's VM manager. Cheap to clone.
@@ -83,6 +88,8 @@ struct Inner {
     host_memory_mib: u64,
     /// The node's forwarding rules.
     firewall: Firewall,
+    /// The node's HTTPS routes in Caddy, when configured.
+    ingress: Option<Ingress>,
     /// Serialises lifecycle changes: two operations on libvirt and the database never
     /// interleave.
     ops: Mutex<()>,
@@ -114,10 +121,15 @@ impl Agent {
         info!(target: "agent", uri = %config.libvirt_uri, host_cpus, host_memory_mib, "connected to libvirt");
         let tag = node_tag(&identity.node_id);
         let firewall = if hypervisor.is_simulated() {
-            Firewall::for_simulated_vms(tag)
+            Firewall::for_simulated_vms(tag.clone())
         } else {
-            Firewall::new(tag)
+            Firewall::new(tag.clone())
         };
+        let ingress = config
+            .ingress
+            .clone()
+            .map(|c| Ingress::new(c, &tag))
+            .transpose()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -128,6 +140,7 @@ impl Agent {
                 host_cpus,
                 host_memory_mib,
                 firewall,
+                ingress,
                 ops: Mutex::new(()),
                 commands: Mutex::new(()),
                 readiness: SyncMutex::new(HashMap::new()),
@@ -232,6 +245,7 @@ impl Agent {
         for probe in &spec.readiness {
             validate_probe(probe)?;
         }
+        self.validate_ingress(spec).await?;
         if spec.user_data.len() > MAX_USER_DATA_BYTES {
             return Err(Error::InvalidSpec(format!(
                 "user-data is {} bytes, the limit is {MAX_USER_DATA_BYTES}",
@@ -303,6 +317,86 @@ impl Agent {
         }
         self.plan_gpus(spec).await?;
         Ok(())
+    }
+
+    /// Host names must be DNS names, each once on the node; ports must not be 0.
+    async fn validate_ingress(&self, spec: &VmSpec) -> Result<()> {
+        let mut hosts = BTreeSet::new();
+        for route in &spec.ingress {
+            if !valid_host(&route.host) {
+                return Err(Error::InvalidSpec(format!(
+                    "ingress host {:?} is not a lowercase DNS name of at least two labels",
+                    route.host
+                )));
+            }
+            if route.guest == 0 {
+                return Err(Error::InvalidSpec(format!(
+                    "ingress host {} names guest port 0",
+                    route.host
+                )));
+            }
+            if !hosts.insert(route.host.as_str()) {
+                return Err(Error::InvalidSpec(format!(
+                    "ingress host {} is named twice",
+                    route.host
+                )));
+            }
+        }
+        for record in self.inner.store.vms().await? {
+            if record.desired == Desired::Deleted || record.spec.id == spec.id {
+                continue;
+            }
+            if let Some(route) = record
+                .spec
+                .ingress
+                .iter()
+                .find(|r| hosts.contains(r.host.as_str()))
+            {
+                return Err(Error::InvalidSpec(format!(
+                    "ingress host {} is already served for vm {}",
+                    route.host, record.spec.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The HTTPS routes the node should serve: those of VMs running with a reserved address.
+    async fn ingress_rules(&self) -> Result<Vec<IngressRule>> {
+        let attachments = self.inner.store.attachments().await?;
+        let mut rules = Vec::new();
+        for record in self.inner.store.vms().await? {
+            if record.desired != Desired::Running || record.state != VmState::Running {
+                continue;
+            }
+            let Some(attachment) = attachments.get(&record.spec.id) else {
+                continue;
+            };
+            rules.extend(record.spec.ingress.iter().map(|r| IngressRule {
+                host: r.host.clone(),
+                vm_id: record.spec.id.clone(),
+                upstream: SocketAddrV4::new(attachment.ip, r.guest),
+            }));
+        }
+        Ok(rules)
+    }
+
+    /// Brings Caddy's routes for this node in line with the VMs (see [`Ingress::reconcile`]).
+    /// Without an ingress configured there is nothing to do.
+    pub async fn sync_ingress(&self) -> Result<IngressReport> {
+        let Some(ingress) = &self.inner.ingress else {
+            return Ok(IngressReport::default());
+        };
+        let rules = self.ingress_rules().await?;
+        ingress.reconcile(&rules).await
+    }
+
+    /// [`Self::sync_ingress`] after a lifecycle change: a failure leaves the VM as it is
+    /// and the next observation round tries again.
+    async fn sync_ingress_after(&self, vm_id: &str) {
+        if let Err(error) = self.sync_ingress().await {
+            warn!(target: "agent::ingress", vm = %vm_id, %error, "could not update the ingress; retried in the next round");
+        }
     }
 
     /// The GPUs (PCI addresses) a new VM would get: the lowest free addresses among the
@@ -452,6 +546,7 @@ impl Agent {
                 return Err(error);
             }
         }
+        self.sync_ingress_after(&spec.id).await;
         self.report(&spec.id).await
     }
 
@@ -530,6 +625,7 @@ impl Agent {
             .store
             .set_state(vm_id, VmState::Running, None, None)
             .await?;
+        self.sync_ingress_after(vm_id).await;
         self.report(vm_id).await
     }
 
@@ -541,6 +637,8 @@ impl Agent {
             .store
             .set_desired(vm_id, Desired::Stopped)
             .await?;
+        // The routes go first: nothing is sent to a guest that is shutting down.
+        self.sync_ingress_after(vm_id).await;
         let outcome = self.stop_domain(vm_id).await?;
         self.unshape(vm_id).await?;
         let reason = (outcome == StopOutcome::Forced)
@@ -590,6 +688,7 @@ impl Agent {
             .store
             .set_desired(vm_id, Desired::Deleted)
             .await?;
+        self.sync_ingress_after(vm_id).await;
         self.stop_domain(vm_id).await?;
         self.finish_delete(vm_id, None).await
     }
@@ -741,6 +840,15 @@ impl Agent {
             }
             warn!(target: "agent::reconcile", domain = %orphan.name, "removed an owned domain without a record");
             report.orphans_removed.push(orphan.vm_id.clone());
+        }
+        match self.sync_ingress().await {
+            Ok(ingress) => {
+                report.routes_added = ingress.added;
+                report.routes_removed = ingress.removed;
+            }
+            Err(error) => {
+                warn!(target: "agent::reconcile", %error, "could not reconcile the ingress; retried in the next observation round");
+            }
         }
         self.inner.ready.store(true, Ordering::SeqCst);
         info!(target: "agent::reconcile", ?report, "reconciled with libvirt");
@@ -1050,6 +1158,11 @@ impl Agent {
                     }
                     _ => {}
                 }
+            }
+            // Every round, so routes a change could not make (Caddy down, restarted without
+            // its config) are made as soon as it answers.
+            if let Err(error) = self.sync_ingress().await {
+                warn!(target: "agent::observe", %error, "could not reconcile the ingress");
             }
             self.inner.store.vms().await?
         };

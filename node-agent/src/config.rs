@@ -14,7 +14,10 @@ use alloy::primitives::Address;
 use decloud_runtime::config::{EnvVar, Layers};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    ingress::IngressConfig,
+};
 
 /// Default libvirt connection.
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
@@ -318,6 +321,8 @@ pub struct ConfigLayer {
     pub bandwidth_shaping: Option<BandwidthShaping>,
     /// `text` or `json` logs.
     pub log_format: Option<String>,
+    /// HTTPS ingress through Caddy (file only); without it VMs' HTTP ports are not served.
+    pub ingress: Option<IngressConfig>,
     /// Images by name (file only).
     #[serde(default)]
     pub images: BTreeMap<String, ImageConfig>,
@@ -418,6 +423,8 @@ pub struct Config {
     pub bandwidth_shaping: BandwidthShaping,
     /// Whether logs are JSON.
     pub json_logs: bool,
+    /// HTTPS ingress through Caddy.
+    pub ingress: Option<IngressConfig>,
     /// Images by name.
     pub images: BTreeMap<String, ImageConfig>,
 }
@@ -484,6 +491,9 @@ impl Config {
                 "public address {address:?} must be an IP address or a DNS name"
             )));
         }
+        if let Some(ingress) = &merged.ingress {
+            ingress.validate()?;
+        }
         Ok(Self {
             data_dir: merged.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             libvirt_uri: merged
@@ -503,6 +513,7 @@ impl Config {
             public_address,
             bandwidth_shaping: merged.bandwidth_shaping.unwrap_or(BandwidthShaping::Agent),
             json_logs,
+            ingress: merged.ingress,
             images: merged.images,
         })
     }

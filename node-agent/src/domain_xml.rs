@@ -289,6 +289,7 @@ mod tests {
             user_data: "#cloud-config\n".into(),
             ports: vec![],
             readiness: vec![],
+            ingress: Vec::new(),
         }
     }
 

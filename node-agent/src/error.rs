@@ -36,6 +36,9 @@ pub enum Error {
     /// The host lacks capacity for the request; nothing was created.
     #[error("insufficient capacity: {0}")]
     Capacity(String),
+    /// Caddy's admin API refused or failed a change of the ingress.
+    #[error("ingress: {0}")]
+    Ingress(String),
     /// libvirt refused an operation.
     #[error("libvirt: {0}")]
     Libvirt(String),

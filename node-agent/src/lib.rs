@@ -5,7 +5,9 @@
 //!
 //! Guests sit on a libvirt NAT network where the kernel enforces each lease's bandwidth;
 //! each port a VM exposes gets a public port of the node, forwarded by iptables DNAT rules
-//! that the agent records before it makes them and reconciles when it starts.
+//! that the agent records before it makes them and reconciles when it starts. HTTP ports
+//! named in a spec's `ingress` are served over HTTPS by host name through a Caddy on the node,
+//! driven through its admin API ([`Ingress`]).
 //!
 //! The binary's subcommands: `init` creates the node key and prints what to register
 //! on-chain, `run` runs the agent, `resources` prints the discovered resources.
@@ -21,6 +23,7 @@ mod firewall;
 mod guest_exec;
 mod hypervisor;
 mod identity;
+mod ingress;
 mod link;
 mod network;
 mod readiness;
@@ -54,6 +57,9 @@ pub use firewall::{
 pub use guest_exec::{ExecOutcome, run as run_guest_command};
 pub use hypervisor::{Hypervisor, OwnedDomain, StopOutcome};
 pub use identity::{Identity, KEY_FILE, load_or_create_key, node_tag};
+pub use ingress::{
+    Ingress, IngressConfig, IngressReport, IngressRule, IngressTls, ServedRoute, valid_host,
+};
 pub use link::{Backoff, HANDSHAKE_TIMEOUT, run as run_link};
 pub use network::{
     DhcpHost, NatNetwork, network_xml, parse_network, reservation_name, reservation_prefix,

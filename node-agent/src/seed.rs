@@ -112,6 +112,7 @@ mod tests {
             user_data: "#cloud-config\nruncmd:\n  - echo 'hello & <bye>'\n".into(),
             ports: vec![],
             readiness: vec![],
+            ingress: Vec::new(),
         };
         let mac = "52:54:00:12:34:56";
         let files = SeedFiles::for_spec(&spec, mac);

@@ -684,6 +684,7 @@ mod tests {
                 protocol: PortProtocol::Tcp,
             }],
             readiness: vec![],
+            ingress: Vec::new(),
         }
     }
 

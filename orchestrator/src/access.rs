@@ -289,6 +289,7 @@ mod tests {
             user_data: sealed.clone(),
             ports: Vec::new(),
             readiness: Vec::new(),
+            ingress: Vec::new(),
         };
         let opened = open_for_node(CommandAction::CreateVm { spec: spec("vm-1") }).unwrap();
         let CommandAction::CreateVm { spec: opened } = opened else {

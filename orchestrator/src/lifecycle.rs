@@ -248,6 +248,7 @@ pub async fn provision(
                 user_data,
                 ports,
                 readiness,
+                ingress: Vec::new(),
             };
             // The first creation's id was acknowledged; the agent never runs an id twice.
             let command_id = if lost {

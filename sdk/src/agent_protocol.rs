@@ -531,6 +531,21 @@ pub struct VmSpec {
     /// Checks that decide readiness; none means ready once running.
     #[serde(default)]
     pub readiness: Vec<ReadinessProbe>,
+    /// HTTP and WebSocket ports served over HTTPS by the node's ingress, each at its own host
+    /// name. Such a port needs no entry in `ports` (which would also forward it directly).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingress: Vec<IngressRoute>,
+}
+
+/// A guest port served over HTTPS at a host name by the node's ingress: TLS ends at the
+/// ingress, which passes requests (WebSocket upgrades included) to the guest in plain HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IngressRoute {
+    /// Fully qualified host name, lowercase, e.g. `web-3f2a.apps.example.org`.
+    pub host: String,
+    /// Port inside the guest that speaks HTTP.
+    pub guest: u16,
 }
 
 /// Lifecycle state of a VM on a node.

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod caddy;
 pub mod peer;
 
 use std::{
@@ -124,6 +125,7 @@ pub fn spec(id: &str, image: &str) -> VmSpec {
         user_data: "#cloud-config\n".into(),
         ports: vec![],
         readiness: vec![],
+        ingress: Vec::new(),
     }
 }
 

@@ -263,6 +263,7 @@ impl ConsoleNode {
                 user_data: "#cloud-config\n".into(),
                 ports: vec![],
                 readiness: vec![],
+                ingress: Vec::new(),
             })
             .await
             .unwrap();
