@@ -36,6 +36,7 @@ use crate::{
     readiness,
     seed::{self, SeedFiles},
     shaping,
+    storage::ChunkStore,
     store::{Attachment, Desired, Store, VmRecord},
 };
 
@@ -91,6 +92,8 @@ struct Inner {
     readiness: SyncMutex<HashMap<String, (Readiness, Vec<String>)>>,
     ready: AtomicBool,
     consoles: Consoles,
+    /// The chunk store, in the storage role.
+    chunks: Option<Arc<ChunkStore>>,
 }
 
 impl Agent {
@@ -106,6 +109,16 @@ impl Agent {
         set_mode(&config.data_dir, 0o755)?;
         set_mode(&vms_dir, 0o755)?;
         let store = Store::open(&config.data_dir.join("state.db")).await?;
+        let chunks = match &config.storage {
+            Some(storage) => {
+                let (dir, quota) = (storage.dir.clone(), storage.quota_bytes);
+                let chunks = tokio::task::spawn_blocking(move || ChunkStore::open(&dir, quota))
+                    .await
+                    .map_err(|e| Error::Config(e.to_string()))??;
+                Some(Arc::new(chunks))
+            }
+            None => None,
+        };
         let uri = config.libvirt_uri.clone();
         let hypervisor = tokio::task::spawn_blocking(move || Hypervisor::open(&uri))
             .await
@@ -133,6 +146,7 @@ impl Agent {
                 readiness: SyncMutex::new(HashMap::new()),
                 ready: AtomicBool::new(false),
                 consoles: Consoles::default(),
+                chunks,
             }),
         })
     }
@@ -1155,6 +1169,11 @@ impl Agent {
             .collect())
     }
 
+    /// The chunk store, when the node is in the storage role.
+    pub fn chunk_store(&self) -> Option<&Arc<ChunkStore>> {
+        self.inner.chunks.as_ref()
+    }
+
     /// Builds a heartbeat with every pending event.
     pub async fn heartbeat(&self, seq: u64) -> Result<Heartbeat> {
         Ok(Heartbeat {
@@ -1166,6 +1185,7 @@ impl Agent {
             free: self.free_capacity().await?,
             vms: self.reports().await?,
             events: self.inner.store.pending_events().await?,
+            storage: self.inner.chunks.as_ref().map(|c| c.report()),
         })
     }
 

@@ -14,7 +14,10 @@ use alloy::primitives::Address;
 use decloud_runtime::config::{EnvVar, Layers};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    storage::{StorageConfig, StorageLayer},
+};
 
 /// Default libvirt connection.
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
@@ -321,6 +324,9 @@ pub struct ConfigLayer {
     /// Images by name (file only).
     #[serde(default)]
     pub images: BTreeMap<String, ImageConfig>,
+    /// The storage role: on when the section is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageLayer>,
 }
 
 /// The agent's environment variables and the keys they set.
@@ -420,6 +426,8 @@ pub struct Config {
     pub json_logs: bool,
     /// Images by name.
     pub images: BTreeMap<String, ImageConfig>,
+    /// The storage role, when on.
+    pub storage: Option<StorageConfig>,
 }
 
 impl Config {
@@ -484,8 +492,14 @@ impl Config {
                 "public address {address:?} must be an IP address or a DNS name"
             )));
         }
+        let data_dir: PathBuf = merged.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let storage = merged
+            .storage
+            .map(|s| s.resolve(&data_dir))
+            .transpose()
+            .map_err(Error::Config)?;
         Ok(Self {
-            data_dir: merged.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            data_dir,
             libvirt_uri: merged
                 .libvirt_uri
                 .unwrap_or_else(|| DEFAULT_LIBVIRT_URI.into()),
@@ -504,6 +518,7 @@ impl Config {
             bandwidth_shaping: merged.bandwidth_shaping.unwrap_or(BandwidthShaping::Agent),
             json_logs,
             images: merged.images,
+            storage,
         })
     }
 
