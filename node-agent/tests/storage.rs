@@ -16,8 +16,8 @@ use decloud_sdk::{
     agent_protocol,
     bindings::{MockUSDC, NodeRegistry, StorageMarket, node_registry::INodeRegistry},
     storage::{
-        ErrorBody, HEADER_EXPIRES, HEADER_SHA256, HEADER_SIGNATURE, ReplicaManifest, StorageMethod,
-        StorageRequest,
+        ErrorBody, HEADER_EXPIRES, HEADER_SHA256, HEADER_SIGNATURE, NodeClient, ReplicaManifest,
+        StorageClientError, StorageMethod, StorageRequest, UploadStats,
     },
     testing::{SendOk as _, TestSystem},
 };
@@ -474,4 +474,113 @@ async fn the_deal_owner_stores_and_reads_its_replica_and_bad_requests_change_not
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn the_sdk_client_resumes_an_interrupted_upload_and_checks_what_it_reads() {
+    let system = TestSystem::start().await.unwrap();
+    let dir = common::data_dir();
+    let machine = "storage-agent-c";
+    let mut config = common::test_driver_config(dir.path(), machine);
+    config.operator = Some(system.address(3));
+    let market_address = system.deployment.contracts.storage_market.address;
+    config.storage = Some(
+        StorageLayer {
+            listen: Some("127.0.0.1:0".into()),
+            quota_bytes: Some(QUOTA),
+            dir: None,
+            rpc_url: Some(system.rpc_url().to_string()),
+            storage_market: Some(market_address),
+        }
+        .resolve(&config.data_dir)
+        .unwrap(),
+    );
+    let (identity, _) = Identity::load_or_create(&config).unwrap();
+    let node = register(&system, 3, machine, identity.address()).await;
+    let deal = open_deal(&system, &[node], 100, 1).await;
+    let running = RunningAgent::start_with(config, identity, common::resources())
+        .await
+        .unwrap();
+    let url: url::Url = format!("http://{}", running.storage_address().unwrap())
+        .parse()
+        .unwrap();
+    let chain_id = system.provider(0).get_chain_id().await.unwrap();
+    let client = NodeClient::new(
+        url.clone(),
+        chain_id,
+        market_address,
+        node,
+        system.signer(OWNER),
+    );
+    let chunks: Vec<Vec<u8>> = (0..3).map(|i| chunk(10 + i)).collect();
+
+    // The upload breaks off after the first chunk; the next one sends only the other two.
+    assert!(
+        client
+            .put_chunk(deal, 0, 0, chunks[0].clone())
+            .await
+            .unwrap()
+    );
+    let mut progressed = 0;
+    let stats = client
+        .upload_replica(
+            deal,
+            0,
+            3,
+            |i| chunks[i as usize].clone(),
+            |b| progressed += b,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        stats,
+        UploadStats {
+            sent_chunks: 2,
+            sent_bytes: 2 * CHUNK as u64,
+            skipped_chunks: 1
+        }
+    );
+    assert_eq!(progressed, 3 * CHUNK as u64);
+    let manifest = client.manifest(deal, 0).await.unwrap();
+    assert_eq!(
+        manifest.chunks.iter().map(|c| c.sha256).collect::<Vec<_>>(),
+        chunks.iter().map(|c| sha256(c)).collect::<Vec<_>>()
+    );
+    for (i, data) in chunks.iter().enumerate() {
+        assert_eq!(
+            &client
+                .get_chunk(deal, 0, i as u32, sha256(data))
+                .await
+                .unwrap(),
+            data
+        );
+    }
+    // A chunk that is not the one expected is an error, not data.
+    let e = client
+        .get_chunk(deal, 0, 1, sha256(&chunks[0]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, StorageClientError::WrongChunk { index: 1, .. }),
+        "{e}"
+    );
+    // The node's refusals arrive as its words; a stranger's key is refused.
+    let stranger = NodeClient::new(url, chain_id, market_address, node, system.signer(STRANGER));
+    let e = stranger.manifest(deal, 0).await.unwrap_err();
+    match e {
+        StorageClientError::Refused { status, error, .. } => {
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert!(error.contains("owner"), "{error}");
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
+    // Deleting frees the replica; a second delete is harmless.
+    client.delete_replica(deal, 0).await.unwrap();
+    client.delete_replica(deal, 0).await.unwrap();
+    assert!(client.manifest(deal, 0).await.unwrap().chunks.is_empty());
+    assert_eq!(
+        running.agent().chunk_store().unwrap().report().stored_bytes,
+        0
+    );
+    running.stop().await;
 }

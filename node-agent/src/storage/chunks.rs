@@ -25,19 +25,13 @@ use std::{
 };
 
 use alloy::primitives::B256;
-use decloud_sdk::storage::{ChunkInfo, ReplicaManifest, ReplicaSummary, StorageReport};
-use sha2::{Digest as _, Sha256};
+use decloud_sdk::storage::{ChunkInfo, ReplicaManifest, ReplicaSummary, StorageReport, sha256};
 use tracing::warn;
 
 use super::StorageError;
 
 /// A replica: (deal id, replica index).
 pub type ReplicaKey = (u64, u32);
-
-/// SHA-256 of `data`.
-pub fn sha256(data: &[u8]) -> B256 {
-    B256::from(<[u8; 32]>::from(Sha256::digest(data)))
-}
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,7 +287,7 @@ impl ChunkStore {
         data: &[u8],
         max_replica_bytes: u64,
     ) -> Result<PutOutcome, StorageError> {
-        let actual = self::sha256(data);
+        let actual = decloud_sdk::storage::sha256(data);
         if actual != sha256 {
             return Err(StorageError::HashMismatch {
                 expected: sha256,

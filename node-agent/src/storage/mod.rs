@@ -18,7 +18,8 @@ use alloy::primitives::{Address, B256};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use chunks::{ChunkStore, PutOutcome, ReplicaKey, sha256};
+pub use chunks::{ChunkStore, PutOutcome, ReplicaKey};
+pub use decloud_sdk::storage::sha256;
 pub use market::{DealInfo, Market};
 pub use server::{StorageService, app, serve};
 

@@ -22,6 +22,14 @@
 //!
 //! Errors are JSON [`ErrorBody`]s with an HTTP status that says what went wrong (see the node
 //! agent's README).
+//!
+//! [`NodeClient`] speaks this API for a deal's owner: it signs each request, checks every chunk
+//! it reads against the hash it expects, and uploads a replica resuming where an interrupted
+//! upload stopped.
+
+mod client;
+
+pub use client::{NodeClient, StorageClientError, UploadStats, sha256};
 
 use std::fmt;
 
