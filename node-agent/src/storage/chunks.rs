@@ -252,33 +252,76 @@ impl ChunkStore {
             .join(replica.to_string())
     }
 
+    /// Writes `data` to a new file in `tmp/` and flushes it; the file is removed when the
+    /// returned guard drops uninstalled.
+    fn stage(&self, data: &[u8]) -> Result<Staged, StorageError> {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let staged = Staged(Some(
+            self.root
+                .join("tmp")
+                .join(format!("{}-{n}", std::process::id())),
+        ));
+        let path = staged.path();
+        File::create(path)
+            .and_then(|mut f| {
+                f.write_all(data)?;
+                f.sync_all()
+            })
+            .map_err(|e| io_error("writing", path, e))?;
+        Ok(staged)
+    }
+
     /// Writes `data` to `path` through a temporary file, flushed, then renamed into place.
     fn write_atomically(&self, path: &Path, data: &[u8]) -> Result<(), StorageError> {
-        let dir = path.parent().expect("store paths have a parent");
-        fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}-{n}", std::process::id()));
-        let written = File::create(&tmp).and_then(|mut f| {
-            f.write_all(data)?;
-            f.sync_all()
-        });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_error("writing", &tmp, e));
+        self.stage(data)?.install(path)
+    }
+
+    /// What the state says of a write before it is made: `Some` when it is already done, an
+    /// error when it is refused, `None` when it is to be made.
+    fn check_put(
+        &self,
+        state: &State,
+        replica: ReplicaKey,
+        index: u32,
+        sha256: B256,
+        len: u64,
+        max_replica_bytes: u64,
+    ) -> Result<Option<PutOutcome>, StorageError> {
+        let chunks = state.replicas.get(&replica);
+        if let Some(&(held, _)) = chunks.and_then(|c| c.get(&index)) {
+            if held == sha256 {
+                return Ok(Some(PutOutcome::AlreadyStored));
+            }
+            return Err(StorageError::ChunkConflict {
+                deal: replica.0,
+                replica: replica.1,
+                index,
+            });
         }
-        if let Err(e) = fs::rename(&tmp, path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_error("renaming into", path, e));
+        let replica_bytes: u64 = chunks.map_or(0, |c| c.values().map(|(_, l)| l).sum());
+        if replica_bytes + len > max_replica_bytes {
+            return Err(StorageError::ReplicaTooLarge {
+                bytes: replica_bytes + len,
+                limit: max_replica_bytes,
+            });
         }
-        sync_dir(dir)
+        if !state.refs.contains_key(&sha256) && state.used + len > self.quota {
+            return Err(StorageError::OverQuota {
+                needed: len,
+                free: self.quota.saturating_sub(state.used),
+            });
+        }
+        Ok(None)
     }
 
     /// Stores chunk `index` of a replica. `sha256` is the hash the owner signed: the data must
     /// match it. `max_replica_bytes` bounds the replica's total size (what the deal paid for).
     /// Refused writes change nothing.
+    ///
+    /// The chunk is written and flushed without holding the store's lock, so uploads to
+    /// several replicas proceed in parallel; the checks run again under the lock before the
+    /// chunk is renamed into place, so a concurrent write can never push the store past its
+    /// quota or a replica past its size.
     pub fn put(
         &self,
         replica: ReplicaKey,
@@ -296,39 +339,37 @@ impl ChunkStore {
             });
         }
         let len = data.len() as u64;
-        let mut state = self.state.lock().expect("chunk store lock");
-        let chunks = state.replicas.get(&replica);
-        if let Some(&(held, _)) = chunks.and_then(|c| c.get(&index)) {
-            if held == sha256 {
-                return Ok(PutOutcome::AlreadyStored);
+        let held = {
+            let state = self.state.lock().expect("chunk store lock");
+            if let Some(done) =
+                self.check_put(&state, replica, index, sha256, len, max_replica_bytes)?
+            {
+                return Ok(done);
             }
-            return Err(StorageError::ChunkConflict {
-                deal: replica.0,
-                replica: replica.1,
-                index,
-            });
-        }
-        let replica_bytes: u64 = chunks.map_or(0, |c| c.values().map(|(_, l)| l).sum());
-        if replica_bytes + len > max_replica_bytes {
-            return Err(StorageError::ReplicaTooLarge {
-                bytes: replica_bytes + len,
-                limit: max_replica_bytes,
-            });
+            state.refs.contains_key(&sha256)
+        };
+        let mut staged = if held { None } else { Some(self.stage(data)?) };
+
+        let mut state = self.state.lock().expect("chunk store lock");
+        if let Some(done) =
+            self.check_put(&state, replica, index, sha256, len, max_replica_bytes)?
+        {
+            return Ok(done);
         }
         let new_object = !state.refs.contains_key(&sha256);
+        let object = self.object_path(&sha256);
         if new_object {
-            if state.used + len > self.quota {
-                return Err(StorageError::OverQuota {
-                    needed: len,
-                    free: self.quota.saturating_sub(state.used),
-                });
-            }
-            self.write_atomically(&self.object_path(&sha256), data)?;
+            // Staged above unless another replica held the same chunk then and dropped it since.
+            let staged = match staged.take() {
+                Some(staged) => staged,
+                None => self.stage(data)?,
+            };
+            staged.install(&object)?;
         }
         let entry = self.entry_path(replica, index);
         if let Err(e) = self.write_atomically(&entry, format!("{}\n", hex_of(&sha256)).as_bytes()) {
             if new_object {
-                let _ = fs::remove_file(self.object_path(&sha256));
+                let _ = fs::remove_file(&object);
             }
             return Err(e);
         }
@@ -457,6 +498,35 @@ impl ChunkStore {
     /// The file holding a chunk (for tools and tests that inspect the disk).
     pub fn chunk_path(&self, sha256: &B256) -> PathBuf {
         self.object_path(sha256)
+    }
+}
+
+/// A flushed file in `tmp/`, removed on drop unless installed.
+#[derive(Debug)]
+struct Staged(Option<PathBuf>);
+
+impl Staged {
+    fn path(&self) -> &Path {
+        self.0
+            .as_deref()
+            .expect("a staged file has a path until installed")
+    }
+
+    /// Renames the file to `path` (creating its directory) and flushes the directory.
+    fn install(mut self, path: &Path) -> Result<(), StorageError> {
+        let dir = path.parent().expect("store paths have a parent");
+        fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
+        fs::rename(self.path(), path).map_err(|e| io_error("renaming into", path, e))?;
+        self.0 = None;
+        sync_dir(dir)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = fs::remove_file(path);
+        }
     }
 }
 
@@ -660,6 +730,63 @@ mod tests {
         let store = open(dir.path(), BIG);
         assert_eq!(store.report().stored_bytes, 100);
         assert_eq!(store.manifests().len(), 1);
+    }
+
+    #[test]
+    fn concurrent_writes_never_pass_the_quota_and_leave_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(dir.path(), 5000));
+        let outcomes: Vec<_> = (0..12u8)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let data = vec![i; 1000];
+                    store.put(
+                        (u64::from(i % 3) + 1, 0),
+                        u32::from(i),
+                        sha256(&data),
+                        &data,
+                        BIG,
+                    )
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let stored = outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(PutOutcome::Stored)))
+            .count();
+        let refused = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(StorageError::OverQuota { .. })))
+            .count();
+        assert_eq!((stored, refused), (5, 7), "{outcomes:?}");
+        assert_eq!(store.report().stored_bytes, 5000);
+        assert!(read_dir_named(&dir.path().join("tmp")).unwrap().is_empty());
+
+        // The same chunk at the same index from several requests at once: stored once.
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(dir.path(), BIG));
+        let data = std::sync::Arc::new(vec![8u8; 4096]);
+        let outcomes: Vec<_> = (0..6)
+            .map(|_| {
+                let (store, data) = (store.clone(), data.clone());
+                std::thread::spawn(move || store.put((1, 0), 0, sha256(&data), &data, BIG).unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == PutOutcome::Stored)
+                .count(),
+            1
+        );
+        assert_eq!(store.report().stored_bytes, 4096);
     }
 
     #[test]
