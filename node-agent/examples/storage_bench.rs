@@ -122,6 +122,7 @@ async fn main() {
                 dir: None,
                 rpc_url: Some(system.rpc_url().to_string()),
                 storage_market: Some(market_address),
+                public_url: None,
             }),
             ..Default::default()
         };

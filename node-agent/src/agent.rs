@@ -21,6 +21,7 @@ use decloud_sdk::agent_protocol::{
     Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, PortForward,
     PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
+use decloud_sdk::storage::StorageReport;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -1185,7 +1186,12 @@ impl Agent {
             free: self.free_capacity().await?,
             vms: self.reports().await?,
             events: self.inner.store.pending_events().await?,
-            storage: self.inner.chunks.as_ref().map(|c| c.report()),
+            storage: self.inner.chunks.as_ref().map(|chunks| StorageReport {
+                url: (self.inner.config.storage.as_ref())
+                    .and_then(|s| s.public_url.as_ref())
+                    .map(ToString::to_string),
+                ..chunks.report()
+            }),
         })
     }
 

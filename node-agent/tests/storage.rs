@@ -237,6 +237,7 @@ async fn the_deal_owner_stores_and_reads_its_replica_and_bad_requests_change_not
         dir: None,
         rpc_url: Some(system.rpc_url().to_string()),
         storage_market: Some(market_address),
+        public_url: Some("http://storage-a.example.org:7700".into()),
     };
     config.storage = Some(storage.clone().resolve(&config.data_dir).unwrap());
     let (identity, _) = Identity::load_or_create(&config).unwrap();
@@ -378,6 +379,10 @@ async fn the_deal_owner_stores_and_reads_its_replica_and_bad_requests_change_not
     // Heartbeats report the store.
     let heartbeat = running.agent().heartbeat(1).await.unwrap();
     let report = heartbeat.storage.expect("a storage node reports its store");
+    assert_eq!(
+        report.url.as_deref(),
+        Some("http://storage-a.example.org:7700/")
+    );
     assert_eq!(report.quota_bytes, QUOTA);
     assert_eq!(report.stored_bytes, QUOTA);
     let replicas: Vec<_> = report
@@ -491,6 +496,7 @@ async fn the_sdk_client_resumes_an_interrupted_upload_and_checks_what_it_reads()
             dir: None,
             rpc_url: Some(system.rpc_url().to_string()),
             storage_market: Some(market_address),
+            public_url: None,
         }
         .resolve(&config.data_dir)
         .unwrap(),

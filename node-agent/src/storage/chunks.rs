@@ -442,6 +442,7 @@ impl ChunkStore {
     pub fn report(&self) -> StorageReport {
         let state = self.state.lock().expect("chunk store lock");
         StorageReport {
+            url: None,
             quota_bytes: self.quota,
             stored_bytes: state.used,
             replicas: state

@@ -40,6 +40,9 @@ pub struct StorageLayer {
     pub rpc_url: Option<String>,
     /// StorageMarket's address.
     pub storage_market: Option<Address>,
+    /// URL at which clients reach the chunk API from outside (e.g. `http://203.0.113.7:7700`),
+    /// reported in heartbeats; none by default.
+    pub public_url: Option<String>,
 }
 
 /// The resolved storage role.
@@ -55,6 +58,8 @@ pub struct StorageConfig {
     pub rpc_url: Url,
     /// StorageMarket's address.
     pub storage_market: Address,
+    /// URL clients reach the chunk API at, reported in heartbeats.
+    pub public_url: Option<Url>,
 }
 
 impl StorageLayer {
@@ -81,8 +86,24 @@ impl StorageLayer {
         let storage_market = self
             .storage_market
             .ok_or_else(|| missing("storage_market"))?;
+        let public_url = self
+            .public_url
+            .map(|text| {
+                let url: Url = text
+                    .parse()
+                    .map_err(|e| format!("storage.public_url {text:?} is not a URL: {e}"))?;
+                if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
+                    Ok(url)
+                } else {
+                    Err(format!(
+                        "storage.public_url {url} must be an http:// or https:// URL with a host"
+                    ))
+                }
+            })
+            .transpose()?;
         Ok(StorageConfig {
             listen,
+            public_url,
             quota_bytes,
             dir: self
                 .dir
@@ -90,6 +111,113 @@ impl StorageLayer {
             rpc_url,
             storage_market,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer() -> StorageLayer {
+        StorageLayer {
+            listen: Some("127.0.0.1:7700".into()),
+            quota_bytes: Some(1 << 30),
+            dir: None,
+            rpc_url: Some("http://127.0.0.1:8545".into()),
+            storage_market: Some(Address::repeat_byte(1)),
+            public_url: None,
+        }
+    }
+
+    #[test]
+    fn the_section_resolves_with_its_defaults() {
+        let config = layer().resolve(Path::new("/data")).unwrap();
+        assert_eq!(config.dir, PathBuf::from("/data/chunks"));
+        assert_eq!(config.listen.port(), 7700);
+        assert_eq!(config.public_url, None);
+        let config = StorageLayer {
+            dir: Some("/disk2/chunks".into()),
+            public_url: Some("https://node.example.org:7700".into()),
+            ..layer()
+        }
+        .resolve(Path::new("/data"))
+        .unwrap();
+        assert_eq!(config.dir, PathBuf::from("/disk2/chunks"));
+        assert_eq!(
+            config.public_url.unwrap().as_str(),
+            "https://node.example.org:7700/"
+        );
+    }
+
+    #[test]
+    fn bad_or_missing_values_are_refused_with_the_key() {
+        let refused = |layer: StorageLayer, why: &str| {
+            let e = layer.resolve(Path::new("/data")).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+        };
+        refused(
+            StorageLayer {
+                listen: None,
+                ..layer()
+            },
+            "storage.listen is required",
+        );
+        refused(
+            StorageLayer {
+                listen: Some("7700".into()),
+                ..layer()
+            },
+            "address and port",
+        );
+        refused(
+            StorageLayer {
+                quota_bytes: None,
+                ..layer()
+            },
+            "storage.quota_bytes is required",
+        );
+        refused(
+            StorageLayer {
+                quota_bytes: Some(0),
+                ..layer()
+            },
+            "above 0",
+        );
+        refused(
+            StorageLayer {
+                rpc_url: None,
+                ..layer()
+            },
+            "storage.rpc_url is required",
+        );
+        refused(
+            StorageLayer {
+                rpc_url: Some("ws://x".into()),
+                ..layer()
+            },
+            "http://",
+        );
+        refused(
+            StorageLayer {
+                storage_market: None,
+                ..layer()
+            },
+            "storage.storage_market",
+        );
+        refused(
+            StorageLayer {
+                public_url: Some("node:7700".into()),
+                ..layer()
+            },
+            "public_url",
+        );
+        refused(
+            StorageLayer {
+                public_url: Some("not a url".into()),
+                ..layer()
+            },
+            "public_url",
+        );
     }
 }
 

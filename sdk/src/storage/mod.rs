@@ -188,6 +188,9 @@ pub struct ReplicaSummary {
 /// A storage node's report, carried by its heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StorageReport {
+    /// URL at which clients reach the node's chunk API, when the operator configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// Bytes the operator gives the chunk store.
     pub quota_bytes: u64,
     /// Bytes the chunk store holds (each distinct chunk counted once).
