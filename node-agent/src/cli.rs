@@ -203,7 +203,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
             let report = store.report();
             eprintln!(
-                "{} replicas, {} bytes stored of a {} byte quota",
+                "replicas: {}, bytes stored: {} of a {} byte quota",
                 report.replicas.len(),
                 report.stored_bytes,
                 report.quota_bytes

@@ -475,7 +475,8 @@ async fn the_deal_owner_stores_and_reads_its_replica_and_bad_requests_change_not
         format!("{deal}\t0\t0\t{CHUNK}\t{}", sha256(&first))
     );
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("1 replicas, 49152 bytes"),
+        String::from_utf8_lossy(&output.stderr)
+            .contains("replicas: 1, bytes stored: 49152 of a 65536 byte quota"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
