@@ -21,6 +21,7 @@ use decloud_sdk::agent_protocol::{
     Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, PortForward,
     PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
+use decloud_sdk::storage::StorageReport;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -37,6 +38,7 @@ use crate::{
     readiness,
     seed::{self, SeedFiles},
     shaping,
+    storage::ChunkStore,
     store::{Attachment, Desired, Store, VmRecord},
 };
 
@@ -98,6 +100,8 @@ struct Inner {
     readiness: SyncMutex<HashMap<String, (Readiness, Vec<String>)>>,
     ready: AtomicBool,
     consoles: Consoles,
+    /// The chunk store, in the storage role.
+    chunks: Option<Arc<ChunkStore>>,
 }
 
 impl Agent {
@@ -113,6 +117,16 @@ impl Agent {
         set_mode(&config.data_dir, 0o755)?;
         set_mode(&vms_dir, 0o755)?;
         let store = Store::open(&config.data_dir.join("state.db")).await?;
+        let chunks = match &config.storage {
+            Some(storage) => {
+                let (dir, quota) = (storage.dir.clone(), storage.quota_bytes);
+                let chunks = tokio::task::spawn_blocking(move || ChunkStore::open(&dir, quota))
+                    .await
+                    .map_err(|e| Error::Config(e.to_string()))??;
+                Some(Arc::new(chunks))
+            }
+            None => None,
+        };
         let uri = config.libvirt_uri.clone();
         let hypervisor = tokio::task::spawn_blocking(move || Hypervisor::open(&uri))
             .await
@@ -146,6 +160,7 @@ impl Agent {
                 readiness: SyncMutex::new(HashMap::new()),
                 ready: AtomicBool::new(false),
                 consoles: Consoles::default(),
+                chunks,
             }),
         })
     }
@@ -1281,6 +1296,11 @@ impl Agent {
             .collect())
     }
 
+    /// The chunk store, when the node is in the storage role.
+    pub fn chunk_store(&self) -> Option<&Arc<ChunkStore>> {
+        self.inner.chunks.as_ref()
+    }
+
     /// Builds a heartbeat with every pending event.
     pub async fn heartbeat(&self, seq: u64) -> Result<Heartbeat> {
         Ok(Heartbeat {
@@ -1292,6 +1312,12 @@ impl Agent {
             free: self.free_capacity().await?,
             vms: self.reports().await?,
             events: self.inner.store.pending_events().await?,
+            storage: self.inner.chunks.as_ref().map(|chunks| StorageReport {
+                url: (self.inner.config.storage.as_ref())
+                    .and_then(|s| s.public_url.as_ref())
+                    .map(ToString::to_string),
+                ..chunks.report()
+            }),
         })
     }
 

@@ -1,7 +1,7 @@
 //! Command line: flags over environment over config file over defaults, and the `run`
 //! loop that ties identity, resources, the VM manager and the link together.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::{Parser, Subcommand};
 use decloud_sdk::agent_protocol::NodeResources;
@@ -15,6 +15,7 @@ use crate::{
     identity::Identity,
     link::{self, Backoff},
     resources,
+    storage::{ChunkStore, Market, StorageService},
 };
 
 /// Default config file, read when it exists and no other is named.
@@ -61,6 +62,24 @@ pub enum Subcommands {
     Run,
     /// Discover the host's resources (with the CPU benchmark) and print them as JSON.
     Resources,
+    /// The chunk store of the storage role.
+    Chunks {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: ChunksCommand,
+    },
+}
+
+/// `chunks` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ChunksCommand {
+    /// Print every stored chunk: deal, replica, index, bytes, SHA-256 (read-only; safe beside a
+    /// running agent).
+    List {
+        /// Print the replicas' manifests as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Cli {
@@ -157,6 +176,40 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Subcommands::Run => run_agent(config).await,
+        Subcommands::Chunks {
+            action: ChunksCommand::List { json },
+        } => {
+            let storage = config.storage.as_ref().ok_or_else(|| {
+                Error::Config("the storage role is off: the configuration has no [storage]".into())
+            })?;
+            let store = ChunkStore::inspect(&storage.dir, storage.quota_bytes)?;
+            let manifests = store.manifests();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&manifests)
+                        .map_err(|e| Error::Corrupt(e.to_string()))?
+                );
+                return Ok(());
+            }
+            println!("deal\treplica\tchunk\tbytes\tsha256");
+            for manifest in &manifests {
+                for chunk in &manifest.chunks {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        manifest.deal, manifest.replica, chunk.index, chunk.bytes, chunk.sha256
+                    );
+                }
+            }
+            let report = store.report();
+            eprintln!(
+                "replicas: {}, bytes stored: {} of a {} byte quota",
+                report.replicas.len(),
+                report.stored_bytes,
+                report.quota_bytes
+            );
+            Ok(())
+        }
     }
 }
 
@@ -187,6 +240,8 @@ pub struct RunningAgent {
     stop: watch::Sender<bool>,
     observer: tokio::task::JoinHandle<()>,
     link: Option<tokio::task::JoinHandle<()>>,
+    /// The chunk API's task and address, in the storage role.
+    storage: Option<(tokio::task::JoinHandle<()>, std::net::SocketAddr)>,
 }
 
 impl RunningAgent {
@@ -213,10 +268,36 @@ impl RunningAgent {
     ) -> Result<Self> {
         info!(target: "agent", cores = found.cpu_cores, memory_mib = found.memory_mib, compute_points = found.compute_points, gpus = found.gpus.len(), "resources");
         let url = config.orchestrator_url.clone();
+        let storage_config = config.storage.clone();
+        let node_id = identity.node_id;
         let agent = Agent::open(config, identity, found).await?;
         agent.reconcile().await?;
 
         let (stop, stop_rx) = watch::channel(false);
+        let storage = match (storage_config, agent.chunk_store()) {
+            (Some(storage), Some(store)) => {
+                let market = Market::connect(&storage.rpc_url, storage.storage_market).await?;
+                let listener = tokio::net::TcpListener::bind(storage.listen)
+                    .await
+                    .map_err(|e| Error::io("listening on", storage.listen.to_string(), e))?;
+                let address = listener
+                    .local_addr()
+                    .map_err(|e| Error::io("listening on", storage.listen.to_string(), e))?;
+                info!(target: "agent::storage", %address, quota_bytes = storage.quota_bytes, dir = %storage.dir.display(), market = %storage.storage_market, "chunk API listening");
+                let service = StorageService::new(store.clone(), Arc::new(market), node_id);
+                let mut stop = stop_rx.clone();
+                let task = tokio::spawn(async move {
+                    let shutdown = async move {
+                        let _ = stop.changed().await;
+                    };
+                    if let Err(e) = crate::storage::serve(listener, service, shutdown).await {
+                        error!(target: "agent::storage", error = %e, "chunk API stopped");
+                    }
+                });
+                Some((task, address))
+            }
+            _ => None,
+        };
         let observer = {
             let agent = agent.clone();
             let mut stop = stop_rx.clone();
@@ -249,7 +330,13 @@ impl RunningAgent {
             stop,
             observer,
             link,
+            storage,
         })
+    }
+
+    /// The address the chunk API listens on, in the storage role.
+    pub fn storage_address(&self) -> Option<std::net::SocketAddr> {
+        self.storage.as_ref().map(|(_, address)| *address)
     }
 
     /// The running agent.
@@ -266,6 +353,9 @@ impl RunningAgent {
             error!(target: "agent", error = %e, "link task failed");
         }
         let _ = self.observer.await;
+        if let Some((task, _)) = self.storage {
+            let _ = task.await;
+        }
         self.agent.close().await;
     }
 }

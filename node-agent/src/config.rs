@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{Error, Result},
     ingress::IngressConfig,
+    storage::{StorageConfig, StorageLayer},
 };
 
 /// Default libvirt connection.
@@ -326,6 +327,9 @@ pub struct ConfigLayer {
     /// Images by name (file only).
     #[serde(default)]
     pub images: BTreeMap<String, ImageConfig>,
+    /// The storage role: on when the section is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageLayer>,
 }
 
 /// The agent's environment variables and the keys they set.
@@ -427,6 +431,8 @@ pub struct Config {
     pub ingress: Option<IngressConfig>,
     /// Images by name.
     pub images: BTreeMap<String, ImageConfig>,
+    /// The storage role, when on.
+    pub storage: Option<StorageConfig>,
 }
 
 impl Config {
@@ -494,8 +500,14 @@ impl Config {
         if let Some(ingress) = &merged.ingress {
             ingress.validate()?;
         }
+        let data_dir: PathBuf = merged.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let storage = merged
+            .storage
+            .map(|s| s.resolve(&data_dir))
+            .transpose()
+            .map_err(Error::Config)?;
         Ok(Self {
-            data_dir: merged.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            data_dir,
             libvirt_uri: merged
                 .libvirt_uri
                 .unwrap_or_else(|| DEFAULT_LIBVIRT_URI.into()),
@@ -515,6 +527,7 @@ impl Config {
             json_logs,
             ingress: merged.ingress,
             images: merged.images,
+            storage,
         })
     }
 

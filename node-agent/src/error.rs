@@ -59,6 +59,9 @@ pub enum Error {
     /// The orchestrator link failed.
     #[error("orchestrator link: {0}")]
     Link(String),
+    /// The storage role failed.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
     /// A protocol helper failed.
     #[error(transparent)]
     Protocol(#[from] decloud_sdk::agent_protocol::ProtocolError),

@@ -9,8 +9,12 @@
 //! named in a spec's `ingress` are served over HTTPS by host name through a Caddy on the node,
 //! driven through its admin API ([`Ingress`]).
 //!
+//! In the storage role (a `[storage]` section in the configuration) it also keeps a chunk
+//! store on disk and serves deal owners' replicas over an HTTP chunk API.
+//!
 //! The binary's subcommands: `init` creates the node key and prints what to register
-//! on-chain, `run` runs the agent, `resources` prints the discovered resources.
+//! on-chain, `run` runs the agent, `resources` prints the discovered resources, `chunks list`
+//! lists the chunk store.
 
 mod agent;
 mod cli;
@@ -30,6 +34,7 @@ mod readiness;
 mod resources;
 mod seed;
 mod shaping;
+mod storage;
 mod store;
 pub mod test_guest;
 
@@ -37,7 +42,9 @@ pub use agent::{
     Agent, MAX_USER_DATA_BYTES, MIN_MEMORY_MIB, ReconcileReport, create_blank_qcow2,
     image_virtual_size, validate_id,
 };
-pub use cli::{Cli, DEFAULT_CONFIG_FILE, OBSERVE_INTERVAL, RunningAgent, Subcommands, main, run};
+pub use cli::{
+    ChunksCommand, Cli, DEFAULT_CONFIG_FILE, OBSERVE_INTERVAL, RunningAgent, Subcommands, main, run,
+};
 pub use config::{
     BandwidthShaping, Config, ConfigLayer, DEFAULT_DATA_DIR, DEFAULT_LIBVIRT_URI,
     DEFAULT_NETWORK_NAME, DEFAULT_NETWORK_SUBNET, DEFAULT_PUBLIC_PORT_RANGE, DomainType,
@@ -73,4 +80,8 @@ pub use resources::{
 };
 pub use seed::{SeedFiles, VOLUME_ID, write_iso};
 pub use shaping::{IFB_PREFIX, ifb_name};
+pub use storage::{
+    ChunkStore, DEFAULT_CHUNKS_DIR, DealInfo, Market, PutOutcome, ReplicaKey, StorageConfig,
+    StorageError, StorageLayer, StorageService, app as storage_app, serve as serve_storage, sha256,
+};
 pub use store::{Attachment, Desired, MIGRATIONS, Store, VmRecord};

@@ -122,6 +122,7 @@ fn heartbeat(seq: u64) -> String {
         },
         vms: Vec::new(),
         events: Vec::new(),
+        storage: None,
     }))
     .to_json()
 }

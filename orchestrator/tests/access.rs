@@ -265,6 +265,7 @@ fn heartbeat(seq: u64, public_address: Option<&str>, vms: Vec<VmReport>) -> Agen
         },
         vms,
         events: Vec::new(),
+        storage: None,
     }))
 }
 

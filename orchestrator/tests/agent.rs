@@ -165,6 +165,7 @@ fn heartbeat(seq: u64, compute_points: u64) -> AgentMessage {
         },
         vms: Vec::new(),
         events: Vec::new(),
+        storage: None,
     }))
 }
 

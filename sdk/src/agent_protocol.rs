@@ -745,6 +745,9 @@ pub struct Heartbeat {
     pub vms: Vec<VmReport>,
     /// State changes since the last heartbeat that was sent.
     pub events: Vec<VmEvent>,
+    /// The chunk store of a node in the storage role: stored bytes and replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<crate::storage::StorageReport>,
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! - [`reviews`]: EIP-712 signed reviews of nodes and templates, verifiable offline;
 //! - [`dev`]: the local development network behind `decloud dev`;
 //! - [`agent_protocol`]: the wire protocol between the orchestrator and node agents;
+//! - [`storage`]: the chunk API of storage nodes (signed requests, manifests, reports);
 //! - [`ids`]: typed ids ([`NodeId`], [`LeaseId`], [`VmId`], [`TemplateId`]) with one canonical
 //!   text form each, parsed once at the edges;
 //! - [`types`]: Rust enums for the contracts' enums (quality and bandwidth tiers, statuses) and
@@ -45,6 +46,7 @@ pub mod merkle;
 pub mod paths;
 pub mod permit;
 pub mod reviews;
+pub mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tx;
