@@ -88,7 +88,7 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
         None,
         network,
         "192.168.231.0/24",
-        "41000-41001",
+        "31000-31001",
     ));
     let (identity, _) = Identity::load_or_create(&config).unwrap();
     let tag = node_tag(&identity.node_id);
@@ -102,7 +102,7 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
         .unwrap();
     let forward = PortForward {
         guest: HTTP_PORT,
-        public: 41000,
+        public: 31000,
         protocol: PortProtocol::Tcp,
     };
     assert_eq!(web.forwards, vec![forward]);
@@ -138,11 +138,11 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
     )
     .await;
     let body = outside
-        .get_eventually(41000, "/", Duration::from_secs(60))
+        .get_eventually(31000, "/", Duration::from_secs(60))
         .await;
     assert_eq!(body.trim(), value);
     // The node itself reaches the forward at its own (non-loopback) address too.
-    let from_node = http_get(&format!("{}:41000", outside.node_address()), "/").unwrap();
+    let from_node = http_get(&format!("{}:31000", outside.node_address()), "/").unwrap();
     let (head, body) = from_node.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{from_node}");
     assert_eq!(body.trim(), value);
@@ -164,7 +164,7 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
         ))
         .await;
     assert!(
-        matches!(&refused, Err(Error::Capacity(m)) if m.contains("41000-41001")),
+        matches!(&refused, Err(Error::Capacity(m)) if m.contains("31000-31001")),
         "{refused:?}"
     );
     assert!(agent.store().vm("greedy").await.unwrap().is_none());
@@ -179,13 +179,13 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
         .create_vm(web_spec("second", "y", &[(PortProtocol::Tcp, HTTP_PORT)]))
         .await
         .unwrap();
-    assert_eq!(second.forwards[0].public, 41001);
+    assert_eq!(second.forwards[0].public, 31001);
 
     // Deleting the first removes its rules and frees its port for the next VM.
     agent.delete_vm("web").await.unwrap();
     let saved = iptables_save();
     assert_eq!(count_comment(&saved, &web_comment), 0, "{saved}");
-    assert!(outside.get(41000, "/").is_err());
+    assert!(outside.get(31000, "/").is_err());
     let links = std::process::Command::new("ip")
         .args(["-o", "link", "show"])
         .output()
@@ -195,7 +195,7 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
         .create_vm(web_spec("third", "z", &[(PortProtocol::Tcp, HTTP_PORT)]))
         .await
         .unwrap();
-    assert_eq!(third.forwards[0].public, 41000);
+    assert_eq!(third.forwards[0].public, 31000);
     // Its address is a fresh one, not the deleted VM's (whose lease the DHCP server keeps).
     let third_address = agent.store().attachment("third").await.unwrap().unwrap().ip;
     assert_eq!(third_address.to_string(), "192.168.231.4");
@@ -260,7 +260,7 @@ async fn sigkilled_agent_restarts_with_every_forward_working_and_no_rule_duplica
             Some(&peer.url()),
             network,
             "192.168.232.0/24",
-            "42000-42009",
+            "31200-31209",
         ),
     )
     .unwrap();
@@ -287,7 +287,7 @@ async fn sigkilled_agent_restarts_with_every_forward_working_and_no_rule_duplica
         vms.push((id, value, forward, rule_comment(&tag, id, &forward, &ip)));
     }
     let publics: Vec<u16> = vms.iter().map(|v| v.2.public).collect();
-    assert_eq!(publics, vec![42000, 42001, 42002]);
+    assert_eq!(publics, vec![31200, 31201, 31202]);
     for (_, value, forward, _) in &vms {
         let body = outside
             .get_eventually(forward.public, "/", BOOT_LIMIT)
@@ -306,7 +306,7 @@ async fn sigkilled_agent_restarts_with_every_forward_working_and_no_rule_duplica
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
-    let ghost = format!("{COMMENT_PREFIX}{tag}:ghost:tcp:42005:192.168.232.99:80");
+    let ghost = format!("{COMMENT_PREFIX}{tag}:ghost:tcp:31205:192.168.232.99:80");
     iptables(&[
         "-t",
         "nat",
@@ -315,7 +315,7 @@ async fn sigkilled_agent_restarts_with_every_forward_working_and_no_rule_duplica
         "-p",
         "tcp",
         "--dport",
-        "42005",
+        "31205",
         "-m",
         "comment",
         "--comment",

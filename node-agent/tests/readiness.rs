@@ -58,7 +58,7 @@ async fn each_service_is_reported_in_the_state_it_really_answers() {
         None,
         network,
         "192.168.233.0/24",
-        "41100-41109",
+        "31100-31109",
     ));
     let (identity, _) = Identity::load_or_create(&config).unwrap();
     let agent = Agent::open(config, identity, resources()).await.unwrap();

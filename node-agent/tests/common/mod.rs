@@ -230,6 +230,10 @@ pub fn unique_value() -> String {
 
 /// Config TOML for a real QEMU guest under qemu:///system on the agent's own NAT network
 /// `network` (created on `subnet`), forwarding public ports from `range`.
+///
+/// Tests that expect particular public ports take their `range` below the kernel's ephemeral
+/// range (32768-60999): the agent skips ports bound on the host, and on a busy machine any
+/// outgoing connection may hold an ephemeral port for a while.
 pub fn nat_vm_config_toml(
     dir: &Path,
     machine: &str,
