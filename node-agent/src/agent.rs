@@ -18,8 +18,8 @@ use std::{
 };
 
 use decloud_sdk::agent_protocol::{
-    Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, PortForward,
-    PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
+    Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, IngressRoute, NodeResources,
+    PortForward, PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
 use decloud_sdk::storage::StorageReport;
 use tokio::sync::Mutex;
@@ -260,7 +260,7 @@ impl Agent {
         for probe in &spec.readiness {
             validate_probe(probe)?;
         }
-        self.validate_ingress(spec).await?;
+        self.validate_ingress(&spec.id, &spec.ingress).await?;
         if spec.user_data.len() > MAX_USER_DATA_BYTES {
             return Err(Error::InvalidSpec(format!(
                 "user-data is {} bytes, the limit is {MAX_USER_DATA_BYTES}",
@@ -335,9 +335,9 @@ impl Agent {
     }
 
     /// Host names must be DNS names, each once on the node; ports must not be 0.
-    async fn validate_ingress(&self, spec: &VmSpec) -> Result<()> {
+    async fn validate_ingress(&self, vm_id: &str, routes: &[IngressRoute]) -> Result<()> {
         let mut hosts = BTreeSet::new();
-        for route in &spec.ingress {
+        for route in routes {
             if !valid_host(&route.host) {
                 return Err(Error::InvalidSpec(format!(
                     "ingress host {:?} is not a lowercase DNS name of at least two labels",
@@ -358,7 +358,7 @@ impl Agent {
             }
         }
         for record in self.inner.store.vms().await? {
-            if record.desired == Desired::Deleted || record.spec.id == spec.id {
+            if record.desired == Desired::Deleted || record.spec.id == vm_id {
                 continue;
             }
             if let Some(route) = record
@@ -640,6 +640,20 @@ impl Agent {
             .store
             .set_state(vm_id, VmState::Running, None, None)
             .await?;
+        self.sync_ingress_after(vm_id).await;
+        self.report(vm_id).await
+    }
+
+    /// Replaces the HTTPS routes of a VM this node has, in whatever state: checked as a new
+    /// spec's are (a refused list changes nothing), kept in its spec, and served at once when
+    /// the VM runs.
+    pub async fn set_ingress(&self, vm_id: &str, routes: Vec<IngressRoute>) -> Result<VmReport> {
+        let _ops = self.inner.ops.lock().await;
+        let mut record = self.record(vm_id).await?;
+        self.validate_ingress(vm_id, &routes).await?;
+        record.spec.ingress = routes;
+        self.inner.store.set_spec(&record.spec).await?;
+        info!(target: "agent::ingress", vm = %vm_id, routes = record.spec.ingress.len(), "ingress routes set");
         self.sync_ingress_after(vm_id).await;
         self.report(vm_id).await
     }
@@ -1339,6 +1353,9 @@ impl Agent {
             CommandAction::StopVm { vm_id } => self.stop_vm(&vm_id).await.map(Some),
             CommandAction::RebootVm { vm_id } => self.reboot_vm(&vm_id).await.map(Some),
             CommandAction::DeleteVm { vm_id } => self.delete_vm(&vm_id).await.map(|()| None),
+            CommandAction::SetIngress { vm_id, routes } => {
+                self.set_ingress(&vm_id, routes).await.map(Some)
+            }
         };
         let outcome = match result {
             Ok(vm) => AckOutcome::Done { vm },

@@ -417,6 +417,21 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a VM's stored spec (its id stays).
+    pub async fn set_spec(&self, spec: &VmSpec) -> Result<()> {
+        let spec_json = serde_json::to_string(spec).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let done = sqlx::query("UPDATE vms SET spec = ?, updated_at = ? WHERE id = ?")
+            .bind(spec_json)
+            .bind(now() as i64)
+            .bind(spec.id.clone())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::Corrupt(format!("no vm {} to update", spec.id)));
+        }
+        Ok(())
+    }
+
     /// Records the domain's UUID.
     pub async fn set_domain_uuid(&self, id: &str, uuid: &str) -> Result<()> {
         sqlx::query("UPDATE vms SET domain_uuid = ?, updated_at = ? WHERE id = ?")

@@ -12,7 +12,9 @@ use decloud_node_agent::{
     Agent, Config, ConfigLayer, Error, Hypervisor, Identity, IngressConfig, IngressTls, node_tag,
     test_guest::{ADDRESS_MARKER, HTTP_PORT},
 };
-use decloud_sdk::agent_protocol::{self, IngressRoute, VmSpec, VmState};
+use decloud_sdk::agent_protocol::{
+    self, AckOutcome, Command, CommandAction, IngressRoute, VmSpec, VmState,
+};
 use serde_json::{Value, json};
 
 /// The seed templates with an HTTP port, and that port.
@@ -283,6 +285,144 @@ async fn seed_web_ports_get_routes_that_follow_their_vms_and_survive_a_restart()
         config_after.pointer("/apps/http/servers/operator-site"),
         Some(&operator_site)
     );
+}
+
+/// Runs one `SetIngress` command through the agent's command path: its acknowledgement.
+async fn set_ingress(agent: &Agent, id: &str, vm: &str, routes: &[(&str, u16)]) -> AckOutcome {
+    let ack = agent
+        .execute(Command {
+            id: id.into(),
+            action: CommandAction::SetIngress {
+                vm_id: vm.into(),
+                routes: routes
+                    .iter()
+                    .map(|(host, guest)| IngressRoute {
+                        host: (*host).into(),
+                        guest: *guest,
+                    })
+                    .collect(),
+            },
+        })
+        .await
+        .unwrap();
+    ack.outcome
+}
+
+#[tokio::test]
+async fn set_ingress_changes_a_vms_routes_in_every_state_and_refuses_with_nothing_changed() {
+    let caddy = Caddy::start();
+    let dir = data_dir();
+    let mut config = test_driver_config(dir.path(), "ingress-set");
+    config.ingress = Some(ingress_config(&caddy));
+    let agent = open_agent(config).await;
+    let tag = node_tag(&agent.identity().node_id);
+    agent.reconcile().await.unwrap();
+    agent
+        .create_vm(web_spec("set-a", &[("a-80.apps.test", 80)]))
+        .await
+        .unwrap();
+    agent
+        .create_vm(web_spec("set-b", &[("b-80.apps.test", 80)]))
+        .await
+        .unwrap();
+    let (a80, a8080, b80) = (
+        upstream(&agent, "set-a", 80).await,
+        upstream(&agent, "set-a", 8080).await,
+        upstream(&agent, "set-b", 80).await,
+    );
+
+    // A running VM: a renamed route and a new port are served at once, and kept in its spec.
+    let outcome = set_ingress(
+        &agent,
+        "ingress-1",
+        "set-a",
+        &[("myapp.apps.test", 80), ("a-8080.apps.test", 8080)],
+    )
+    .await;
+    assert!(
+        matches!(outcome, AckOutcome::Done { vm: Some(ref r) } if r.state == VmState::Running),
+        "{outcome:?}"
+    );
+    let mut want = vec![
+        ("a-8080.apps.test".to_owned(), a8080.clone()),
+        ("b-80.apps.test".to_owned(), b80.clone()),
+        ("myapp.apps.test".to_owned(), a80.clone()),
+    ];
+    assert_eq!(served(&caddy, &tag), want);
+    let record = agent.store().vm("set-a").await.unwrap().unwrap();
+    assert_eq!(record.spec.ingress.len(), 2);
+
+    // Refused, nothing changed: another VM's host, a host twice, a bad host, port 0, no VM.
+    let before = caddy.config();
+    for (n, vm, routes, reason) in [
+        (
+            2,
+            "set-a",
+            vec![("b-80.apps.test", 80)],
+            "already served for vm set-b",
+        ),
+        (
+            3,
+            "set-a",
+            vec![("x.apps.test", 80), ("x.apps.test", 81)],
+            "named twice",
+        ),
+        (
+            4,
+            "set-a",
+            vec![("X.apps.test", 80)],
+            "not a lowercase DNS name",
+        ),
+        (5, "set-a", vec![("x.apps.test", 0)], "guest port 0"),
+        (6, "set-z", vec![("x.apps.test", 80)], "no vm with id"),
+    ] {
+        let outcome = set_ingress(&agent, &format!("ingress-{n}"), vm, &routes).await;
+        assert!(
+            matches!(&outcome, AckOutcome::Failed { error } if error.contains(reason)),
+            "{n}: {outcome:?}"
+        );
+    }
+    assert_eq!(caddy.config(), before);
+    assert_eq!(
+        agent
+            .store()
+            .vm("set-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .spec
+            .ingress,
+        record.spec.ingress
+    );
+
+    // A stopped VM takes its new routes along when it starts again.
+    agent.stop_vm("set-a").await.unwrap();
+    let outcome = set_ingress(&agent, "ingress-7", "set-a", &[("later.apps.test", 80)]).await;
+    assert!(matches!(outcome, AckOutcome::Done { .. }), "{outcome:?}");
+    assert_eq!(
+        served(&caddy, &tag),
+        vec![("b-80.apps.test".to_owned(), b80.clone())]
+    );
+    agent.start_vm("set-a").await.unwrap();
+    want = vec![
+        ("b-80.apps.test".to_owned(), b80),
+        (
+            "later.apps.test".to_owned(),
+            upstream(&agent, "set-a", 80).await,
+        ),
+    ];
+    assert_eq!(served(&caddy, &tag), want);
+
+    // No routes at all; a repeated command id is not run again.
+    let outcome = set_ingress(&agent, "ingress-8", "set-a", &[]).await;
+    assert!(matches!(outcome, AckOutcome::Done { .. }), "{outcome:?}");
+    assert_eq!(served(&caddy, &tag), want[..1].to_vec());
+    set_ingress(&agent, "ingress-7", "set-a", &[("later.apps.test", 80)]).await;
+    assert_eq!(served(&caddy, &tag), want[..1].to_vec());
+    for vm in ["set-a", "set-b"] {
+        agent.delete_vm(vm).await.unwrap();
+    }
+    assert!(served(&caddy, &tag).is_empty());
 }
 
 #[tokio::test]

@@ -337,6 +337,14 @@ pub enum CommandAction {
         /// Which VM.
         vm_id: String,
     },
+    /// Replace the HTTPS routes of a VM the node has, whatever its state: they are served
+    /// while it runs. Checked like a new spec's `ingress`; a refused list changes nothing.
+    SetIngress {
+        /// Which VM.
+        vm_id: String,
+        /// Its routes from now on (empty: none).
+        routes: Vec<IngressRoute>,
+    },
 }
 
 /// Result of a [`Command`].
