@@ -420,6 +420,9 @@ pub(crate) fn print_access(vm: &VmDetail) {
             .collect();
         println!("  ports {} (not forwarded yet)", ports.join(" "));
     }
+    for u in &access.urls {
+        println!("  {} -> guest {}/http", u.url, u.guest);
+    }
     if !access.addresses.is_empty() {
         println!("  guest addresses {}", access.addresses.join(" "));
     }

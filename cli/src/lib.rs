@@ -30,6 +30,7 @@ mod author;
 mod console;
 mod context;
 mod dev;
+mod ingress;
 mod operator;
 mod profile;
 mod review;

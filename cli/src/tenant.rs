@@ -333,6 +333,10 @@ pub(crate) enum VmCommand {
     Start(VmIdArgs),
     /// Reboot a running VM.
     Reboot(VmIdArgs),
+    /// Serve a guest port over HTTPS at `https://<name>.<ingress domain>`.
+    Expose(crate::ingress::VmExposeArgs),
+    /// Stop serving a guest port by name (the name is free again).
+    Unexpose(crate::ingress::VmUnexposeArgs),
 }
 
 /// `decloud vm show`.
@@ -365,6 +369,8 @@ pub(crate) async fn run(command: TenantCommand) -> Result<(), CliError> {
         TenantCommand::Vm(VmCommand::Stop(args)) => access::vm_control(args, "stop").await,
         TenantCommand::Vm(VmCommand::Start(args)) => access::vm_control(args, "start").await,
         TenantCommand::Vm(VmCommand::Reboot(args)) => access::vm_control(args, "reboot").await,
+        TenantCommand::Vm(VmCommand::Expose(args)) => crate::ingress::expose(args).await,
+        TenantCommand::Vm(VmCommand::Unexpose(args)) => crate::ingress::unexpose(args).await,
         TenantCommand::Profile(command) => access::run_profile(command).await,
     }
 }

@@ -268,6 +268,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         bandwidth: BandwidthTier::Basic,
         grace_secs: 86_400,
         reconnect_grace_until: 0,
+        ingress: None,
     };
     // The node's agent is connected and has reported (running nothing): placement waits for
     // that. The rest of the node's side is played through the store below.

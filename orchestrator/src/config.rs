@@ -43,6 +43,26 @@ pub struct Config {
     pub attestation: Option<AttestationConfig>,
     /// The web app served beside the API; without it only the API is served.
     pub web: Option<WebConfig>,
+    /// HTTPS names for VMs' HTTP ports (`https://<name>.<domain>`); without it no names are
+    /// given and HTTP ports are forwarded directly like any other port.
+    pub ingress: Option<IngressConfig>,
+}
+
+/// The domain VMs' HTTP ports are named under (`[ingress]`). Each node serves the names of its
+/// own VMs through its Caddy (the node agent's `[ingress]`), so every name must resolve to the
+/// node that runs its VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// The domain, e.g. `apps.example.org`: lowercase, at least two labels.
+    pub domain: String,
+    /// The port the nodes' ingress serves HTTPS on, as URLs name it (443 is left out of them).
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+}
+
+fn default_https_port() -> u16 {
+    443
 }
 
 /// Where attestations are anchored and how they are batched. The signing key (which must hold
@@ -203,6 +223,7 @@ impl Default for Config {
             chain: None,
             attestation: None,
             web: None,
+            ingress: None,
         }
     }
 }
@@ -374,6 +395,15 @@ impl Config {
                 return Err(ConfigError::Invalid(
                     "attestation batch_size, batch_interval_secs and confirm_timeout_secs must be positive"
                         .into(),
+                ));
+            }
+        }
+        if let Some(ingress) = &self.ingress {
+            decloud_sdk::api::check_ingress_domain(&ingress.domain)
+                .map_err(|e| ConfigError::Invalid(format!("ingress.domain: {e}")))?;
+            if ingress.https_port == 0 {
+                return Err(ConfigError::Invalid(
+                    "ingress.https_port must not be 0".into(),
                 ));
             }
         }

@@ -28,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod dev;
+pub mod ingress;
 pub mod lifecycle;
 pub mod marketplace;
 pub mod metrics;
@@ -335,6 +336,7 @@ async fn spawn_chain(
         bandwidth: decloud_sdk::agent_protocol::BandwidthTier::Basic,
         grace_secs: chain.grace_secs,
         reconnect_grace_until: clock::now().saturating_add(chain.reconnect_grace_secs),
+        ingress: state.config().ingress.clone(),
     };
     let arbiter = match arbiter_key {
         Some(key) => {

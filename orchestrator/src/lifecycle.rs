@@ -11,7 +11,8 @@ use crate::{
     access,
     agent::AgentHub,
     clock::now,
-    marketplace,
+    config::IngressConfig,
+    ingress, marketplace,
     scheduler::{self, Request, TierShare},
     store::{LeaseRecord, Store, StoreError, VmRecord},
 };
@@ -23,7 +24,8 @@ use decloud_sdk::credentials::{self, Credentials};
 use decloud_sdk::types::LeaseStatus;
 use decloud_sdk::{LeaseId, VmId};
 use decloud_templates::{
-    Bundle, Readiness as TemplateReadiness, Transport, Variable, Vars, generate_password, render,
+    Bundle, Protocol, Readiness as TemplateReadiness, Transport, Variable, Vars, generate_password,
+    render,
 };
 
 pub use decloud_sdk::types::VmState;
@@ -65,6 +67,9 @@ pub struct Workload {
     /// Until when (unix seconds) nodes are expected to be reconnecting after the orchestrator
     /// started: a VM waiting for its node is noted as such only after it.
     pub reconnect_grace_until: i64,
+    /// The domain HTTP ports are named under ([`crate::ingress`]); without it they are
+    /// forwarded directly like any other port.
+    pub ingress: Option<IngressConfig>,
 }
 
 /// How a node agent's refusal of a command about a VM it does not have begins.
@@ -113,6 +118,10 @@ pub async fn transition(
         .await?;
     if !moved {
         return Err(LifecycleError::Conflict(vm_id.to_string()));
+    }
+    if to == VmState::Terminated {
+        // Its names are free for others; its node removed the routes with the VM.
+        store.release_ingress(vm_id).await?;
     }
     tracing::info!(target: "orchestrator::lifecycle", %vm_id, from = from.as_str(), to = to.as_str(), "vm state changed");
     Ok(())
@@ -224,11 +233,18 @@ pub async fn provision(
         }
     };
     let guest = match fit {
-        Ok(_) => guest_setup(store, &vm, workload).await?,
+        Ok(_) => guest_setup(store, &vm, workload, workload.ingress.is_some()).await?,
         Err(reason) => Err(reason),
     };
     match guest {
-        Ok((user_data, ports, readiness)) => {
+        Ok((user_data, ports, readiness, http_ports)) => {
+            // Named HTTP ports: the derived names of the template's, and any the tenant chose.
+            let ingress = match &workload.ingress {
+                Some(config) => {
+                    ingress::routes_for_new_vm(store, config, vm_id, &http_ports, now()).await?
+                }
+                None => Vec::new(),
+            };
             // The tier the lease paid for; the workload's only for a lease recorded without one.
             let bandwidth = store
                 .lease_bandwidth(vm.lease_id)
@@ -248,7 +264,7 @@ pub async fn provision(
                 user_data,
                 ports,
                 readiness,
-                ingress: Vec::new(),
+                ingress,
             };
             // The first creation's id was acknowledged; the agent never runs an id twice.
             let command_id = if lost {
@@ -304,7 +320,9 @@ pub async fn adopt(
     }
 }
 
-type GuestSetup = (String, Vec<PortSpec>, Vec<ProbeSpec>);
+/// User-data (sealed for the node), ports, readiness checks and the template's HTTP ports to
+/// name (empty unless asked for).
+type GuestSetup = (String, Vec<PortSpec>, Vec<ProbeSpec>, Vec<u16>);
 
 /// User-data, ports and readiness checks of a VM: the lease's template rendered (a template
 /// missing from the catalog fails the VM) or the workload's user-data, with the login user added
@@ -318,10 +336,14 @@ type GuestSetup = (String, Vec<PortSpec>, Vec<ProbeSpec>);
 /// work). A template's `${DECLOUD_PASSWORD}` is still generated so its service works, but it is
 /// kept nowhere: nobody can read it (the tenant can reset it over SSH, or register a sealing key
 /// before the next lease).
+///
+/// With `name_http` the template's HTTP ports are returned to be named ([`crate::ingress`])
+/// instead of forwarded directly (a tenant who asks for one in their profile still gets it).
 async fn guest_setup(
     store: &Store,
     vm: &VmRecord,
     workload: &Workload,
+    name_http: bool,
 ) -> Result<Result<GuestSetup, String>, LifecycleError> {
     let profile = store.profile(&vm.tenant).await?;
     let bundle = match store.lease_template(vm.lease_id).await? {
@@ -365,15 +387,26 @@ async fn guest_setup(
             &vm.tenant,
         )
         .map_err(|e| e.to_string())?;
-        let (base, template_ports, readiness) = match &bundle {
-            None => (workload.user_data.clone(), Vec::new(), Vec::new()),
+        let (base, template_ports, readiness, http_ports) = match &bundle {
+            None => (
+                workload.user_data.clone(),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            ),
             Some((label, bundle)) => {
                 let rendered = render(bundle, &vars)
                     .map_err(|e| format!("{label} cannot be rendered: {e}"))?;
+                let http = if name_http {
+                    http_ports(bundle)
+                } else {
+                    Vec::new()
+                };
                 (
                     rendered.into_string(),
-                    template_ports(bundle),
+                    template_ports(bundle, &http),
                     template_readiness(bundle),
+                    http,
                 )
             }
         };
@@ -405,9 +438,10 @@ async fn guest_setup(
             ports,
             readiness,
             credentials.map(|(key, sealed, _)| (key, sealed)),
+            http_ports,
         ))
     })();
-    let (user_data, ports, readiness, sealed) = match prepared {
+    let (user_data, ports, readiness, sealed, http_ports) = match prepared {
         Ok(p) => p,
         Err(reason) => return Ok(Err(reason)),
     };
@@ -420,7 +454,7 @@ async fn guest_setup(
             now(),
         )
         .await?;
-    Ok(Ok((user_data, ports, readiness)))
+    Ok(Ok((user_data, ports, readiness, http_ports)))
 }
 
 /// Puts a waiting create command's user-data together again when this process cannot open it
@@ -447,8 +481,13 @@ pub async fn reseal_create(
         grace_secs: 0,
         // Only guest setup reads this workload: placement timing does not apply.
         reconnect_grace_until: 0,
+        ingress: None,
     };
-    let Ok((user_data, ports, readiness)) = guest_setup(store, &vm, &workload).await? else {
+    // The names the spec carries stay; its HTTP ports stay without a direct forward.
+    let name_http = !spec.ingress.is_empty();
+    let Ok((user_data, ports, readiness, _)) =
+        guest_setup(store, &vm, &workload, name_http).await?
+    else {
         return Ok(None);
     };
     let action = CommandAction::CreateVm {
@@ -467,11 +506,16 @@ pub async fn reseal_create(
     Ok(Some(action))
 }
 
-fn template_ports(bundle: &Bundle) -> Vec<PortSpec> {
+/// The template's ports to forward directly: all but those in `named` (HTTP ports served by name).
+fn template_ports(bundle: &Bundle, named: &[u16]) -> Vec<PortSpec> {
     bundle
         .manifest
         .ports
         .iter()
+        .filter(|p| {
+            !(p.protocol == Protocol::Http
+                && u16::try_from(p.port).is_ok_and(|n| named.contains(&n)))
+        })
         .filter_map(|p| {
             Some(PortSpec {
                 guest: u16::try_from(p.port).ok()?,
@@ -482,6 +526,20 @@ fn template_ports(bundle: &Bundle) -> Vec<PortSpec> {
             })
         })
         .collect()
+}
+
+/// The guest ports the template marks `http`.
+fn http_ports(bundle: &Bundle) -> Vec<u16> {
+    let mut ports: Vec<u16> = bundle
+        .manifest
+        .ports
+        .iter()
+        .filter(|p| p.protocol == Protocol::Http)
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 fn template_readiness(bundle: &Bundle) -> Vec<ProbeSpec> {

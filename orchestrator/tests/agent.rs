@@ -442,6 +442,7 @@ fn workload() -> Workload {
         bandwidth: BandwidthTier::Basic,
         grace_secs: 86_400,
         reconnect_grace_until: 0,
+        ingress: None,
     }
 }
 

@@ -164,6 +164,7 @@ async fn lease_flow(url: String) {
         bandwidth: BandwidthTier::Basic,
         grace_secs: 86_400,
         reconnect_grace_until: 0,
+        ingress: None,
     };
     let sync = async |follower: &mut Follower<ChainHandler>| {
         follower.sync_to_head().await.unwrap();

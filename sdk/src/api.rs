@@ -856,6 +856,46 @@ pub struct VmAccess {
     /// `ssh -p <port> <user>@<address>`, when port 22 is forwarded.
     #[serde(default)]
     pub ssh_command: Option<String>,
+    /// The VM's HTTP ports served over HTTPS by name through its node's ingress (empty when the
+    /// orchestrator has no ingress domain).
+    #[serde(default)]
+    pub urls: Vec<IngressUrl>,
+}
+
+/// One HTTP port of a VM served at `https://<name>.<ingress domain>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IngressUrl {
+    /// Port inside the guest that speaks HTTP.
+    pub guest: u16,
+    /// The name: one DNS label, unique on the orchestrator.
+    pub name: String,
+    /// `https://<name>.<domain>` (with the port when the ingress does not listen on 443).
+    pub url: String,
+    /// Whether the tenant chose the name (else it was derived from the VM and port).
+    pub chosen: bool,
+}
+
+/// Serve one of a VM's guest ports over HTTPS by name (`PUT /vms/{id}/ingress/{port}`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExposeRequest {
+    /// The name (one lowercase DNS label); absent keeps the port's name, or derives one from
+    /// the VM and port (`vm-7-8080`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Whether this orchestrator names HTTPS routes (`GET /ingress`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IngressInfo {
+    /// The domain names live under; absent: no ingress names (HTTP ports are forwarded
+    /// directly like any other port).
+    pub domain: Option<String>,
+    /// The port the nodes' ingress serves HTTPS on.
+    pub https_port: Option<u16>,
 }
 
 /// One VM with how to reach it and whether its services are ready.
@@ -985,6 +1025,86 @@ pub fn check_ports(ports: &[crate::agent_protocol::PortSpec]) -> Result<(), Stri
     Ok(())
 }
 
+/// Names a tenant may not choose for an HTTPS route: they commonly mean a service of the
+/// domain itself.
+pub const RESERVED_INGRESS_NAMES: &[&str] = &[
+    "admin",
+    "api",
+    "app",
+    "apps",
+    "auth",
+    "autoconfig",
+    "autodiscover",
+    "decloud",
+    "dns",
+    "ftp",
+    "imap",
+    "localhost",
+    "login",
+    "mail",
+    "mx",
+    "ns",
+    "ns1",
+    "ns2",
+    "orchestrator",
+    "pop",
+    "relay",
+    "root",
+    "smtp",
+    "status",
+    "www",
+];
+
+/// Checks an ingress name: one DNS label (RFC 1123) of 1 to 63 characters `a-z`, `0-9` and
+/// `-`, neither starting nor ending with `-`, not reserved ([`RESERVED_INGRESS_NAMES`]).
+pub fn check_ingress_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!(
+            "name {name:?} must be 1 to 63 characters long (one DNS label)"
+        ));
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!("name {name:?} must be lowercase"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "name {name:?} may hold only a-z, 0-9 and - (one DNS label, no dots)"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(format!("name {name:?} must not start or end with -"));
+    }
+    if RESERVED_INGRESS_NAMES.contains(&name) {
+        return Err(format!("name {name:?} is reserved"));
+    }
+    Ok(())
+}
+
+/// Checks an ingress domain: lowercase DNS labels (as [`check_ingress_name`], reserved words
+/// allowed), at least two, at most 200 characters (room for a name in front).
+pub fn check_ingress_domain(domain: &str) -> Result<(), String> {
+    if domain.len() > 200 {
+        return Err(format!("{domain:?} is longer than 200 characters"));
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err(format!(
+            "{domain:?} needs at least two labels (apps.example.org)"
+        ));
+    }
+    for label in labels {
+        if let Err(e) = check_ingress_name(label)
+            && !RESERVED_INGRESS_NAMES.contains(&label)
+        {
+            return Err(format!("{domain:?}: {e}"));
+        }
+    }
+    Ok(())
+}
+
 impl From<crate::attestation::SignedAttestation> for AttestationView {
     fn from(a: crate::attestation::SignedAttestation) -> Self {
         Self {
@@ -1086,6 +1206,31 @@ mod tests {
             }])
             .is_err()
         );
+    }
+
+    #[test]
+    fn ingress_names_are_one_lowercase_dns_label_and_not_reserved() {
+        for good in ["myapp", "a", "web-1", "8080-vm-7", &"x".repeat(63)] {
+            assert_eq!(check_ingress_name(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("", "1 to 63"),
+            (&"x".repeat(64) as &str, "1 to 63"),
+            ("MyApp", "lowercase"),
+            ("my.app", "only a-z"),
+            ("my_app", "only a-z"),
+            ("-app", "start or end"),
+            ("app-", "start or end"),
+            ("www", "reserved"),
+        ] {
+            let e = check_ingress_name(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(check_ingress_domain("apps.example.org"), Ok(()));
+        assert_eq!(check_ingress_domain("apps.decloud.localhost"), Ok(()));
+        for bad in ["localhost", "Apps.example.org", "apps..org", "a_b.org"] {
+            assert!(check_ingress_domain(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod auth;
 mod console;
 mod drafts;
 mod hosting;
+mod ingress;
 mod marketplace;
 mod operator;
 mod profiles;
@@ -512,6 +513,7 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(operator::routes())
         .merge(attestations::routes())
         .merge(hosting::routes())
+        .merge(ingress::routes())
 }
 
 /// The whole application: `/api/v1/…`, `/api/v1/openapi.json` and `/metrics`, with request

@@ -74,9 +74,15 @@ async fn my_vm(
     Ok(Json(detail(&state, vm).await?))
 }
 
-async fn detail(state: &AppState, vm: VmRecord) -> Result<VmDetail, ApiError> {
+pub(super) async fn detail(state: &AppState, vm: VmRecord) -> Result<VmDetail, ApiError> {
     let mut access = state.inner.store.vm_access(vm.vm_id, vm.node_id).await?;
     access.ssh_command = access::ssh_command(&access);
+    access.urls = crate::ingress::urls(
+        &state.inner.store,
+        state.inner.config.ingress.as_ref(),
+        vm.vm_id,
+    )
+    .await?;
     let readiness = state.inner.store.vm_readiness(vm.vm_id).await?;
     Ok(VmDetail {
         vm,
@@ -87,7 +93,11 @@ async fn detail(state: &AppState, vm: VmRecord) -> Result<VmDetail, ApiError> {
 
 /// The VM if the caller is its tenant: 400 when `vm_id` is not a VM id, 404 when it does not
 /// exist, 403 when it is another's.
-async fn owned_vm(state: &AppState, session: &Session, vm_id: &str) -> Result<VmRecord, ApiError> {
+pub(super) async fn owned_vm(
+    state: &AppState,
+    session: &Session,
+    vm_id: &str,
+) -> Result<VmRecord, ApiError> {
     let vm_id: VmId = vm_id.parse()?;
     let vm = state
         .inner

@@ -6,7 +6,7 @@
 //!
 //! This is the bottom layer of the orchestrator and holds every SQL statement of the crate, split
 //! by domain: [`access`], [`nodes`], [`liveness`], [`leases`], [`vms`], [`commands`], [`sessions`],
-//! [`templates`], [`drafts`], [`profiles`], [`reviews`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
+//! [`templates`], [`drafts`], [`ingress`], [`profiles`], [`reviews`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
 //! caller's transaction (the chain follower's); the rest are methods of [`Store`]. It depends on
 //! nothing above it: the services and the HTTP layer call it, never the reverse.
 
@@ -14,6 +14,7 @@ mod access;
 mod attestations;
 mod commands;
 mod drafts;
+mod ingress;
 mod leases;
 mod liveness;
 mod nodes;
@@ -28,6 +29,7 @@ pub use access::{Profile, SealedCredentials, VmAccess};
 pub use attestations::{Attestor, BatchRecord, append};
 pub use commands::{AckRecorded, CommandRecord};
 pub use drafts::DraftView;
+pub use ingress::{IngressChange, IngressCommand, IngressName};
 pub use leases::{LeaseFunding, LeaseOpened, LeaseRecord, SilentLease};
 pub use liveness::{DailyFailures, Liveness, Reputation};
 pub use nodes::{NodeCapabilities, NodeRecord, NodeRegistration, NodeStatus};
