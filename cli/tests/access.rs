@@ -72,6 +72,10 @@ async fn serve_orchestrator(cli: &Cli, db_dir: &Path) -> (String, AppState) {
             uris: vec![base.clone()],
             ..SiweConfig::default()
         },
+        ingress: Some(decloud_orchestrator::config::IngressConfig {
+            domain: "apps.cli.test".into(),
+            https_port: 443,
+        }),
         ..Config::default()
     };
     let store = Store::connect(&config.database_url).await.unwrap();
@@ -465,10 +469,59 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         "{text:#?}"
     );
 
+    // An HTTPS name for port 8080: chosen, shown, refused when malformed (before anything is
+    // sent) or taken, removed.
+    let exposed = ok(
+        &cli,
+        TENANT,
+        &["vm", "expose", "vm-1", "--port", "8080", "--name", "myapp"],
+    )
+    .await;
+    assert_eq!(exposed["url"], "https://myapp.apps.cli.test", "{exposed}");
+    let shown = run(&cli, TENANT, &["vm", "show", "vm-1"]).await;
+    assert!(
+        shown
+            .stdout
+            .contains("https://myapp.apps.cli.test -> guest 8080/http"),
+        "{shown:#?}"
+    );
+    let refused = run(
+        &cli,
+        TENANT,
+        &["vm", "expose", "vm-1", "--port", "80", "--name", "My_App"],
+    )
+    .await;
+    assert!(refused.failure().contains("lowercase"), "{refused:#?}");
+    let refused = run(
+        &cli,
+        TENANT,
+        &["vm", "expose", "vm-1", "--port", "80", "--name", "myapp"],
+    )
+    .await;
+    assert!(
+        refused.failure().contains("409") && refused.failure().contains("is taken"),
+        "{refused:#?}"
+    );
+    let derived = ok(&cli, TENANT, &["vm", "expose", "vm-1", "--port", "3000"]).await;
+    assert_eq!(
+        derived["url"], "https://vm-1-3000.apps.cli.test",
+        "{derived}"
+    );
+    let removed = ok(&cli, TENANT, &["vm", "unexpose", "vm-1", "--port", "3000"]).await;
+    assert_eq!(
+        removed["urls"],
+        serde_json::json!(["https://myapp.apps.cli.test"]),
+        "{removed}"
+    );
+
     // Another account is refused everything about the VM.
     ok(&cli, OTHER, &["login"]).await;
     for verb in ["credentials", "stop", "start", "reboot", "show"] {
         let refused = run(&cli, OTHER, &["vm", verb, "vm-1"]).await;
+        assert!(refused.failure().contains("403"), "{verb}: {refused:#?}");
+    }
+    for verb in ["expose", "unexpose"] {
+        let refused = run(&cli, OTHER, &["vm", verb, "vm-1", "--port", "8080"]).await;
         assert!(refused.failure().contains("403"), "{verb}: {refused:#?}");
     }
     assert_eq!(

@@ -6,6 +6,7 @@
 //! template authors builds without the services (libvirt, GraphQL, the servers): `decloud dev`
 //! runs this binary, found beside `decloud` or on `PATH`.
 
+mod ingress;
 mod services;
 
 use std::{path::PathBuf, process::ExitCode};

@@ -57,6 +57,13 @@ pub(crate) struct ServiceArgs {
     /// Which funded account operates the node (anvil's account index).
     #[arg(long, default_value_t = 1)]
     agent_operator_account: usize,
+    /// Do not run the HTTPS ingress (a Caddy that serves VMs' HTTP ports by name under
+    /// apps.decloud.localhost; run only when `caddy` is on PATH and the node agent runs).
+    #[arg(long)]
+    no_ingress: bool,
+    /// Port the ingress serves HTTPS on (0 for any free port).
+    #[arg(long, default_value_t = 8443)]
+    ingress_port: u16,
     /// The built web app the orchestrator serves at its origin (default: web/dist when built).
     #[arg(long)]
     web_dir: Option<PathBuf>,
@@ -83,6 +90,12 @@ pub(crate) fn services(
         let mut indexer = IndexerService::default();
         indexer.listen = SocketAddr::new(ip, args.indexer_port);
         services.push(Box::new(indexer));
+    }
+    if !args.no_orchestrator && !args.no_agent && !args.no_ingress {
+        services.push(Box::new(crate::ingress::IngressService::new(
+            ip,
+            args.ingress_port,
+        )));
     }
     if !args.no_orchestrator {
         let seeds = root.join("templates/seed");
@@ -233,11 +246,11 @@ mod tests {
     fn flags_choose_the_services() {
         assert_eq!(
             names(&[]),
-            ["chain", "indexer", "orchestrator", "node agent"]
+            ["chain", "indexer", "ingress", "orchestrator", "node agent"]
         );
         assert_eq!(names(&["--no-agent"]), ["chain", "indexer", "orchestrator"]);
         assert_eq!(
-            names(&["--no-indexer"]),
+            names(&["--no-indexer", "--no-ingress"]),
             ["chain", "orchestrator", "node agent"]
         );
         assert_eq!(names(&["--no-orchestrator"]), ["chain", "indexer"]);
@@ -250,6 +263,7 @@ mod tests {
             ),
             (8000, 8080)
         );
+        assert_eq!(flags.services.ingress_port, 8443);
     }
 
     #[test]

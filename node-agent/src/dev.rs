@@ -176,7 +176,7 @@ impl DevService for NodeAgentService {
                     outbound_address().map(|ip| ip.to_string()),
                 )
             };
-            let config = Config::resolve(
+            let mut config = Config::resolve(
                 None,
                 ConfigLayer::default(),
                 ConfigLayer {
@@ -196,6 +196,14 @@ impl DevService for NodeAgentService {
                 },
             )
             .map_err(|e| tool(&e))?;
+            // The local ingress's Caddy serves the VMs' names (internal CA).
+            config.ingress = ctx.ingress.as_ref().map(|i| crate::IngressConfig {
+                admin: i.admin.clone(),
+                listen: i.listen.clone(),
+                tls: crate::IngressTls::Internal,
+                acme_email: None,
+                acme_ca: None,
+            });
             let (identity, _) = Identity::load_or_create(&config).map_err(|e| tool(&e))?;
             let found = crate::cli::discover(&config).await.map_err(|e| tool(&e))?;
 

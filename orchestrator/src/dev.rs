@@ -168,6 +168,18 @@ impl DevService for OrchestratorService {
                 dir: Some(content_dir.clone()),
                 ipfs_api: None,
             });
+            // HTTP ports are named under the local ingress's domain, when one runs.
+            if let Some(ingress) = &ctx.ingress {
+                let https_port = ingress
+                    .listen
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .ok_or_else(|| tool(&format!("ingress address {}", ingress.listen)))?;
+                config.ingress = Some(crate::config::IngressConfig {
+                    domain: ingress.domain.clone(),
+                    https_port,
+                });
+            }
             let running = crate::start_with_attestation_key(config, listener, anchor_key)
                 .await
                 .map_err(|e| tool(&e))?;

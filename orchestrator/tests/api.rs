@@ -293,6 +293,9 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/vms/{vm_id}/stop", "post"),
         ("/api/v1/vms/{vm_id}/start", "post"),
         ("/api/v1/vms/{vm_id}/reboot", "post"),
+        ("/api/v1/vms/{vm_id}/ingress/{port}", "put"),
+        ("/api/v1/vms/{vm_id}/ingress/{port}", "delete"),
+        ("/api/v1/ingress", "get"),
         ("/api/v1/profile", "get"),
         ("/api/v1/profile", "put"),
         ("/api/v1/operator/nodes", "get"),
@@ -320,7 +323,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        34,
+        36,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );
@@ -332,6 +335,9 @@ async fn openapi_document_describes_every_endpoint() {
         "PortForward",
         "Profile",
         "SealedCredentials",
+        "IngressUrl",
+        "ExposeRequest",
+        "IngressInfo",
     ] {
         assert!(
             r.body["components"]["schemas"][schema].is_object(),

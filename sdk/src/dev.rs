@@ -56,6 +56,20 @@ pub struct DevContext {
     pub nodes: Vec<DevNode>,
     /// Things the user must know about how the network runs (printed prominently).
     pub warnings: Vec<String>,
+    /// The HTTPS ingress (a Caddy) the node agent drives and the orchestrator names under, once
+    /// one runs.
+    pub ingress: Option<DevIngress>,
+}
+
+/// The local network's HTTPS ingress: a Caddy with its local CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevIngress {
+    /// `host:port` of Caddy's admin API.
+    pub admin: String,
+    /// Address Caddy serves HTTPS on (`127.0.0.1:8443`).
+    pub listen: String,
+    /// The domain names live under (`apps.decloud.localhost`).
+    pub domain: String,
 }
 
 /// A node that a service of the local network registered and runs.

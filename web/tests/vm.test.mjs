@@ -155,6 +155,23 @@ describe('VM page: access, password, console, controls', () => {
     assert.equal(await page.getByTestId('public-address').innerText(), detail.access.public_address ?? '—');
   });
 
+  test('the VM page links each HTTPS name of the VM, as the orchestrator names them', async () => {
+    const info = (await api(network, '/ingress')).body;
+    assert.match(info.domain, /\.localhost$/, 'decloud dev names HTTP ports under a .localhost domain');
+    const response = await fetch(`${network.apiUrl}/vms/${vmId}/ingress/8080`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'webpage-test' }),
+    });
+    assert.equal(response.status, 200, await response.clone().text());
+    const url = `https://webpage-test.${info.domain}:${info.https_port}`;
+    assert.deepEqual((await response.json()).access.urls.map((u) => u.url), [url]);
+    await page.reload();
+    const link = page.getByTestId('urls').getByRole('link', { name: url });
+    await link.waitFor();
+    assert.equal(await link.getAttribute('href'), url);
+  });
+
   test('opens the password in the browser with the wallet: the same the CLI opens', async () => {
     await page.getByRole('button', { name: 'Show password' }).click();
     const password = await page.getByTestId('credentials-password').innerText();

@@ -64,7 +64,7 @@ impl Store {
     /// A VM's named ports, by port.
     pub async fn vm_ingress(&self, vm_id: VmId) -> Result<Vec<IngressName>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        names_in(&mut *conn, vm_id).await
+        names_in(&mut conn, vm_id).await
     }
 
     /// Names the ports that have none yet with the names given (derived ones, which no tenant
@@ -89,7 +89,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let names = names_in(&mut *tx, vm_id).await?;
+        let names = names_in(&mut tx, vm_id).await?;
         tx.commit().await?;
         Ok(names)
     }
@@ -154,7 +154,7 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         }
-        let names = names_in(&mut *tx, vm_id).await?;
+        let names = names_in(&mut tx, vm_id).await?;
         if let Some((command_id, node_id, action)) = command(&names) {
             sqlx::query(
                 "INSERT INTO agent_commands (command_id, node_id, action, created_at, attempts, \

@@ -118,6 +118,16 @@ export interface PortForward {
   protocol: PortProtocol;
 }
 
+/** One HTTP port of a VM served over HTTPS by name through its node's ingress. */
+export interface IngressUrl {
+  guest: number;
+  name: string;
+  /** `https://<name>.<domain>` (with the port unless it is 443). */
+  url: string;
+  /** Whether the tenant chose the name (else it was derived from the VM and port). */
+  chosen: boolean;
+}
+
 /** How a tenant reaches a VM (`access` of `GET /vms/{id}`). */
 export interface VmAccess {
   public_address: string | null;
@@ -127,6 +137,8 @@ export interface VmAccess {
   login_user: string | null;
   has_credentials: boolean;
   ssh_command: string | null;
+  /** HTTPS names of the VM's HTTP ports (empty when the orchestrator has no ingress domain). */
+  urls?: IngressUrl[];
 }
 
 /** One service check of a VM (`readiness.services[]` of `GET /vms/{id}`), as its node last ran it. */

@@ -206,6 +206,31 @@ function Access({ vmId, access }: { vmId: string; access: VmAccess }) {
           <dd className="mono">{access.ports.length ? access.ports.map((p) => `${p.guest}/${p.protocol}`).join(' ') : '—'}</dd>
         </div>
       </dl>
+      {(access.urls ?? []).length > 0 && (
+        <TableWrap label="Web addresses">
+          <table data-testid="urls">
+            <caption>Web addresses (HTTPS)</caption>
+            <thead>
+              <tr>
+                <th scope="col">Guest port</th>
+                <th scope="col">Open it at</th>
+              </tr>
+            </thead>
+            <tbody>
+              {(access.urls ?? []).map((u) => (
+                <tr key={u.guest}>
+                  <td>{u.guest}</td>
+                  <td className="mono">
+                    <a href={u.url} target="_blank" rel="noreferrer noopener">
+                      {u.url}
+                    </a>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </TableWrap>
+      )}
       {access.forwards.length > 0 && (
         <TableWrap label="Forwarded ports">
           <table data-testid="forwards">

@@ -33,7 +33,7 @@ export async function startNetwork({ timeoutMs = 180_000, extraArgs = [] } = {})
   const deployments = mkdtempSync(join(tmpdir(), 'decloud-web-test-'));
   const child = spawn(
     decloudBin(),
-    ['dev', '--port', '0', '--indexer-port', '0', '--orchestrator-port', '0', '--deployments-dir', deployments, '--web-dir', dist, ...extraArgs],
+    ['dev', '--port', '0', '--indexer-port', '0', '--orchestrator-port', '0', '--ingress-port', '0', '--deployments-dir', deployments, '--web-dir', dist, ...extraArgs],
     { cwd: repoRoot, env: { ...process.env, DECLOUD_ROOT: repoRoot }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stdout = '';
