@@ -23,7 +23,7 @@ use url::Url;
 use super::StorageError;
 
 /// How long a deal read from the chain is used before it is read again.
-pub const DEAL_CACHE_TTL: Duration = Duration::from_secs(5);
+pub(crate) const DEAL_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// A deal as the chunk API needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
