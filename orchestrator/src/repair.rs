@@ -106,7 +106,7 @@ pub struct RepairOutcome {
     /// Whether this run moved the replica on-chain (`false`: an earlier run had).
     pub moved: bool,
     /// Chunks this run uploaded (the others the new node already held).
-    pub sent_chunks: u32,
+    pub sent_chunks: u64,
 }
 
 /// Why a rebuild stopped. Nothing is moved on-chain before the rebuilt replica is known to match
@@ -343,7 +343,7 @@ impl Repairer {
             chunks: count,
             bytes,
             moved,
-            sent_chunks: stats.sent_chunks as u32,
+            sent_chunks: stats.sent_chunks,
         })
     }
 }
