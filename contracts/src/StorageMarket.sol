@@ -55,6 +55,8 @@ contract StorageMarket is IStorageMarket, AccessControl {
     mapping(uint256 dealId => mapping(uint32 epoch => bytes32)) internal _randomness;
     mapping(uint256 dealId => mapping(uint256 replica => mapping(uint32 epoch => bool))) internal _proven;
     mapping(address payee => uint256) internal _earnings;
+    mapping(uint256 dealId => address) internal _repairers;
+    mapping(uint256 dealId => mapping(uint256 replica => uint32 epoch)) internal _replicaSince;
 
     /// @param usdc_ The payment token.
     /// @param registry_ The node registry.
@@ -204,6 +206,64 @@ contract StorageMarket is IStorageMarket, AccessControl {
     }
 
     /// @inheritdoc IStorageMarket
+    function setRepairer(uint256 dealId, address repairer) external {
+        Deal storage deal = _existingDeal(dealId);
+        if (msg.sender != deal.owner) revert NotDealOwner(dealId, msg.sender);
+        _repairers[dealId] = repairer;
+        emit RepairerSet(dealId, repairer);
+    }
+
+    /// @inheritdoc IStorageMarket
+    function replaceReplica(uint256 dealId, uint256 replica, bytes32 newNodeId, uint256 newRoot) external {
+        Deal storage deal = _existingDeal(dealId);
+        Replica[] storage replicas = _replicas[dealId];
+        uint256 count = replicas.length;
+        if (replica >= count) revert ReplicaNotFound(dealId, replica);
+        uint256 endBlock = _epochStart(deal, deal.epochs);
+        if (block.number >= endBlock) revert DealHasEnded(dealId, endBlock);
+        uint32 current = _currentEpoch(deal);
+        bytes32 oldNode = replicas[replica].nodeId;
+        if (msg.sender != deal.owner) {
+            // msg.sender is never zero, so an unset repairer matches nobody.
+            if (msg.sender != _repairers[dealId]) revert NotOwnerOrRepairer(dealId, msg.sender);
+            if (
+                registry.statusOf(oldNode) == INodeRegistry.NodeStatus.Active
+                    && !_missedLastTwoEpochs(dealId, replica, current)
+            ) revert ReplicaHealthy(dealId, replica);
+        }
+        if (newRoot >= SNARK_SCALAR_FIELD) revert InvalidRoot(newRoot);
+        for (uint256 j; j < count; ++j) {
+            // The replaced node too: a replica moves to a node that holds nothing of the deal.
+            if (replicas[j].nodeId == newNodeId) revert DuplicateReplicaNode(newNodeId);
+            // The replica keeps its index and so its mask: its old root is allowed, another replica's is not.
+            if (j != replica && replicas[j].root == newRoot) revert DuplicateReplicaRoot(newRoot);
+        }
+        address payee = registry.operatorOf(newNodeId);
+        if (payee == address(0)) revert UnknownNode(newNodeId);
+        if (registry.statusOf(newNodeId) != INodeRegistry.NodeStatus.Active) revert NodeNotActive(newNodeId);
+        // Proven epochs stay proven (and paid) under the replica's index, so no epoch is paid twice; an
+        // unproven one pays whoever proves it from now on.
+        replicas[replica] = Replica({nodeId: newNodeId, payee: payee, root: newRoot});
+        _replicaSince[dealId][replica] = current;
+        emit ReplicaReplaced(dealId, replica, oldNode, newNodeId, newRoot, payee);
+    }
+
+    /// @inheritdoc IStorageMarket
+    function endDeal(uint256 dealId) external {
+        Deal storage deal = _existingDeal(dealId);
+        if (msg.sender != deal.owner) revert NotDealOwner(dealId, msg.sender);
+        uint256 endBlock = _epochStart(deal, deal.epochs);
+        if (block.number >= endBlock) revert DealHasEnded(dealId, endBlock);
+        // Below deal.epochs (a uint32), since the deal has not ended.
+        uint32 last = _currentEpoch(deal);
+        if (last + 1 < deal.epochs) {
+            deal.epochs = last + 1;
+            endBlock = _epochStart(deal, deal.epochs);
+        }
+        emit DealEnded(dealId, deal.epochs, endBlock);
+    }
+
+    /// @inheritdoc IStorageMarket
     function claim() external {
         uint256 amount = _earnings[msg.sender];
         if (amount == 0) revert NothingToClaim();
@@ -272,6 +332,19 @@ contract StorageMarket is IStorageMarket, AccessControl {
     }
 
     /// @inheritdoc IStorageMarket
+    function repairerOf(uint256 dealId) external view returns (address) {
+        _existingDeal(dealId);
+        return _repairers[dealId];
+    }
+
+    /// @inheritdoc IStorageMarket
+    function replicaSince(uint256 dealId, uint256 replica) external view returns (uint32) {
+        _existingDeal(dealId);
+        if (replica >= _replicas[dealId].length) revert ReplicaNotFound(dealId, replica);
+        return _replicaSince[dealId][replica];
+    }
+
+    /// @inheritdoc IStorageMarket
     function earningsOf(address payee) external view returns (uint256) {
         return _earnings[payee];
     }
@@ -283,6 +356,24 @@ contract StorageMarket is IStorageMarket, AccessControl {
 
     function _epochStart(Deal storage deal, uint256 epoch) internal view returns (uint256) {
         return uint256(deal.startBlock) + epoch * epochBlocks;
+    }
+
+    /// @dev The epoch the current block is in (rounded down); callers check the deal has not ended, which
+    ///      keeps it below `deal.epochs` and so within uint32.
+    function _currentEpoch(Deal storage deal) internal view returns (uint32) {
+        // forge-lint: disable-next-line(unsafe-typecast)
+        return uint32((block.number - deal.startBlock) / epochBlocks);
+    }
+
+    /// @dev Whether the replica's node proved neither of the last two closed epochs, both of which it was
+    ///      responsible for (placed in or before the earlier one).
+    function _missedLastTwoEpochs(uint256 dealId, uint256 replica, uint32 current)
+        internal
+        view
+        returns (bool)
+    {
+        if (current < uint256(_replicaSince[dealId][replica]) + 2) return false;
+        return !_proven[dealId][replica][current - 1] && !_proven[dealId][replica][current - 2];
     }
 
     /// @dev The hash of the epoch's first block, while `blockhash` can still see it.

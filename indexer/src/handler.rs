@@ -22,7 +22,7 @@ use crate::events::{
 use crate::follower::{Handler, LogBatch};
 use crate::schema::{
     ACCOUNTS, ANCHORS, CLAIMS, DEAL_EPOCHS, DEAL_REPLICAS, DEALS, EntityDef, LEASES, NODE_PRICES,
-    NODES, PROOFS, PURCHASES, STAKES, STORAGE_PAYEES, TEMPLATES, UNSTAKE_REQUESTS,
+    NODES, PROOFS, PURCHASES, REPLICA_MOVES, STAKES, STORAGE_PAYEES, TEMPLATES, UNSTAKE_REQUESTS,
 };
 use crate::store::{Changes, EntityRow, Val, prune_undo, rollback};
 
@@ -774,6 +774,53 @@ async fn storage(
                 .await?;
             row.add_big("claimed", e.amount)
                 .sub_big("unclaimed", e.amount)
+                .set("updated_block", Val::u64(cx.block));
+            changes.put(cx.block, previous.as_ref(), row);
+        }
+        E::RepairerSet(e) => {
+            let (previous, mut row) = cx.load(changes, &DEALS, &e.dealId.to_string()).await?;
+            let repairer = if e.repairer.is_zero() {
+                Val::Null
+            } else {
+                hex_addr(e.repairer)
+            };
+            row.set("repairer", repairer)
+                .set("updated_block", Val::u64(cx.block));
+            changes.put(cx.block, previous.as_ref(), row);
+        }
+        E::ReplicaReplaced(e) => {
+            let deal = e.dealId.to_string();
+            let replica = format!("{deal}-{}", e.replica);
+            let (previous, mut row) = cx.load(changes, &DEAL_REPLICAS, &replica).await?;
+            // Earnings and proven epochs stay with the replica: they were the old nodes' work.
+            row.set("node", hex_b256(e.newNode))
+                .set("payee", hex_addr(e.payee))
+                .set("root", hex_b256(B256::from(e.newRoot)))
+                .add_int("moves", 1);
+            let n = row.int("moves");
+            changes.put(cx.block, previous.as_ref(), row);
+
+            let mut moved = EntityRow::new(&REPLICA_MOVES, format!("{replica}-{n}"));
+            moved
+                .set("deal", Val::text(deal.clone()))
+                .set("replica", Val::Int(e.replica.saturating_to()))
+                .set("old_node", hex_b256(e.oldNode))
+                .set("new_node", hex_b256(e.newNode))
+                .set("new_root", hex_b256(B256::from(e.newRoot)))
+                .set("payee", hex_addr(e.payee))
+                .set("block_number", Val::u64(cx.block))
+                .set("tx_hash", Val::text(cx.tx.clone()));
+            // The replica's move count makes the id, so the row is new.
+            changes.put(cx.block, None, moved);
+
+            let (previous, mut row) = cx.load(changes, &DEALS, &deal).await?;
+            row.set("updated_block", Val::u64(cx.block));
+            changes.put(cx.block, previous.as_ref(), row);
+        }
+        E::DealEnded(e) => {
+            let (previous, mut row) = cx.load(changes, &DEALS, &e.dealId.to_string()).await?;
+            row.set("epochs", Val::u64(e.epochs.into()))
+                .set("ended_block", Val::u64(cx.block))
                 .set("updated_block", Val::u64(cx.block));
             changes.put(cx.block, previous.as_ref(), row);
         }

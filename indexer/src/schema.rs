@@ -395,6 +395,8 @@ pub const DEALS: EntityDef = EntityDef {
         col("createdBlock", "created_block", BigInt64),
         opt("settledBlock", "settled_block", BigInt64),
         col("updatedBlock", "updated_block", BigInt64),
+        opt("repairer", "repairer", Bytes),
+        opt("endedBlock", "ended_block", BigInt64),
     ],
 };
 
@@ -414,6 +416,28 @@ pub const DEAL_REPLICAS: EntityDef = EntityDef {
         col("root", "root", Bytes),
         col("provenEpochs", "proven_epochs", BigInt64),
         col("earned", "earned", BigInt),
+        col("moves", "moves", BigInt64),
+    ],
+};
+
+/// Replica moves between nodes.
+pub const REPLICA_MOVES: EntityDef = EntityDef {
+    type_name: "ReplicaMove",
+    single: "replicaMove",
+    list: "replicaMoves",
+    table: "replica_moves",
+    description: "A replica of a deal moved from one node to another (by the deal's owner or its \
+                  repairer). Id: dealId-replica-n, n counting the replica's moves from 1.",
+    columns: &[
+        col("id", "id", Id),
+        col("deal", "deal", Id),
+        col("replica", "replica", Int),
+        col("oldNode", "old_node", Bytes),
+        col("newNode", "new_node", Bytes),
+        col("newRoot", "new_root", Bytes),
+        col("payee", "payee", Bytes),
+        col("blockNumber", "block_number", BigInt64),
+        col("transactionHash", "tx_hash", Bytes),
     ],
 };
 
@@ -475,16 +499,17 @@ pub const STORAGE_PAYEES: EntityDef = EntityDef {
 };
 
 /// The tables of the entities derived from StorageMarket's events.
-pub const STORAGE_TABLES: [&str; 5] = [
+pub const STORAGE_TABLES: [&str; 6] = [
     DEALS.table,
     DEAL_REPLICAS.table,
+    REPLICA_MOVES.table,
     DEAL_EPOCHS.table,
     PROOFS.table,
     STORAGE_PAYEES.table,
 ];
 
 /// Every entity, in GraphQL schema order.
-pub const ENTITIES: [&EntityDef; 16] = [
+pub const ENTITIES: [&EntityDef; 17] = [
     &NODES,
     &NODE_PRICES,
     &STAKES,
@@ -497,6 +522,7 @@ pub const ENTITIES: [&EntityDef; 16] = [
     &ANCHORS,
     &DEALS,
     &DEAL_REPLICAS,
+    &REPLICA_MOVES,
     &DEAL_EPOCHS,
     &PROOFS,
     &STORAGE_PAYEES,

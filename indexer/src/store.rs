@@ -178,17 +178,21 @@ impl EntityRow {
         let items = v
             .as_array()
             .ok_or_else(|| corrupt("old row is not an array".into()))?;
-        if items.len() != def.columns.len() {
+        // Migrations only append columns: a row saved before one has fewer values, and the
+        // appended columns take the values a new row starts with (what the migration gave the
+        // rows it found).
+        if items.is_empty() || items.len() > def.columns.len() {
             return Err(corrupt(format!(
                 "old row of {} has {} values",
                 def.table,
                 items.len()
             )));
         }
-        Ok(Self {
-            def,
-            vals: items.iter().map(Val::from_json).collect(),
-        })
+        let mut row = Self::new(def, "");
+        for (slot, item) in row.vals.iter_mut().zip(items) {
+            *slot = Val::from_json(item);
+        }
+        Ok(row)
     }
 }
 
@@ -448,6 +452,27 @@ pub(crate) async fn prune_undo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_undo_row_saved_before_columns_were_appended_reads_with_their_defaults() {
+        use crate::schema::DEAL_REPLICAS;
+        let mut row = EntityRow::new(&DEAL_REPLICAS, "1-0");
+        row.set("node", Val::text("0xab")).add_int("moves", 2);
+        let saved = row.to_json();
+        assert_eq!(EntityRow::from_json(&DEAL_REPLICAS, &saved).unwrap(), row);
+        // The same row as saved before `moves` was appended: it reads with moves = 0.
+        let mut old: Vec<Json> = serde_json::from_str(&saved).unwrap();
+        old.pop();
+        let read = EntityRow::from_json(&DEAL_REPLICAS, &Json::Array(old).to_string()).unwrap();
+        assert_eq!(read.text("node"), "0xab");
+        assert_eq!(read.int("moves"), 0);
+        assert_eq!(read.id(), "1-0");
+        // More values than columns, or none, is corrupt.
+        let mut long: Vec<Json> = serde_json::from_str(&saved).unwrap();
+        long.push(Json::Null);
+        assert!(EntityRow::from_json(&DEAL_REPLICAS, &Json::Array(long).to_string()).is_err());
+        assert!(EntityRow::from_json(&DEAL_REPLICAS, "[]").is_err());
+    }
 
     #[test]
     fn padding_orders_numerically() {

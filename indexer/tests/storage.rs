@@ -22,7 +22,7 @@ use async_graphql::dynamic::Schema;
 use common::{Kind, TestDb};
 use decloud_indexer::graphql::{ApiState, schema};
 use decloud_indexer::schema::{
-    DEAL_EPOCHS, DEAL_REPLICAS, DEALS, EntityDef, PROOFS, STORAGE_PAYEES,
+    DEAL_EPOCHS, DEAL_REPLICAS, DEALS, EntityDef, PROOFS, REPLICA_MOVES, STORAGE_PAYEES,
 };
 use decloud_indexer::{
     ContractKind, Database, EventDecoder, Follower, FollowerConfig, IndexerHandler, Metrics,
@@ -38,9 +38,10 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 /// The entities derived from StorageMarket's events.
-const STORAGE_ENTITIES: [&EntityDef; 5] = [
+const STORAGE_ENTITIES: [&EntityDef; 6] = [
     &DEALS,
     &DEAL_REPLICAS,
+    &REPLICA_MOVES,
     &DEAL_EPOCHS,
     &PROOFS,
     &STORAGE_PAYEES,
@@ -71,6 +72,8 @@ struct Storage {
     market: Address,
     contracts: Vec<(ContractKind, Address)>,
     nodes: [B256; 2],
+    /// Where deal 2's replica moved.
+    node_c: B256,
 }
 
 async fn register(system: &TestSystem, who: usize, machine: &str) -> B256 {
@@ -119,6 +122,7 @@ async fn scenario() -> Storage {
         register(&system, 2, "storage-a").await,
         register(&system, 3, "storage-b").await,
     ];
+    let node_c = register(&system, 4, "storage-c").await;
 
     // The market, wired to the small circuit's verifier (compiled by the repository's solc).
     let keys = Keys::dev_setup(PARAMS).unwrap();
@@ -239,6 +243,22 @@ async fn scenario() -> Storage {
         .claim()
         .send_ok()
         .await;
+    // Deal 2: the owner names a repairer, moves the replica to node C, then ends the deal early.
+    let deal2 = U256::from(2);
+    as_owner
+        .setRepairer(deal2, system.address(5))
+        .send_ok()
+        .await;
+    as_owner
+        .replaceReplica(
+            deal2,
+            U256::ZERO,
+            node_c,
+            word(fr_to_be_bytes(&trees[0].root())),
+        )
+        .send_ok()
+        .await;
+    as_owner.endDeal(deal2).send_ok().await;
 
     let mut contracts: Vec<(ContractKind, Address)> = deployment_contracts(&system.deployment)
         .into_iter()
@@ -251,6 +271,7 @@ async fn scenario() -> Storage {
         market: market_at,
         contracts,
         nodes,
+        node_c,
     }
 }
 
@@ -330,9 +351,11 @@ async fn matches_contract_state(s: &Storage, schema: &Schema) {
             + row["feesPaid"].as_str().unwrap().parse::<U256>().unwrap();
         let refund: U256 = row["refund"].as_str().unwrap().parse().unwrap();
         assert_eq!(deposit, paid + refund + deal.remaining);
+        // What the owner bought at creation: deal 2 was ended early, which leaves the deposit as is.
+        let bought = [3u32, 5][id as usize - 1];
         assert_eq!(
             deposit,
-            U256::from(deal.pricePerEpoch) * U256::from(deal.epochs) * U256::from(replicas.len())
+            U256::from(deal.pricePerEpoch) * U256::from(bought) * U256::from(replicas.len())
         );
         for (i, replica) in replicas.iter().enumerate() {
             let d = data(
@@ -388,6 +411,34 @@ async fn matches_contract_state(s: &Storage, schema: &Schema) {
             }
         }
     }
+    // Deal 2's repairer, early end and replica move.
+    let d = data(
+        schema,
+        r#"{ deal(id: "2") { repairer endedBlock epochs } deals(where: { endedBlock: null }) { id }
+             dealReplica(id: "2-0") { moves node }
+             replicaMove(id: "2-0-1") { deal replica oldNode newNode newRoot payee } }"#,
+    )
+    .await;
+    assert_eq!(
+        d["deal"]["repairer"],
+        json!(format!("{:#x}", s.system.address(5)))
+    );
+    assert!(!d["deal"]["endedBlock"].is_null());
+    assert_eq!(ids(&d["deals"]), set(["1"]));
+    assert_eq!(d["dealReplica"]["moves"], big(1));
+    assert_eq!(d["dealReplica"]["node"], json!(s.node_c.to_string()));
+    let moved = market.getReplicas(U256::from(2)).call().await.unwrap();
+    assert_eq!(
+        d["replicaMove"],
+        json!({
+            "deal": "2",
+            "replica": 0,
+            "oldNode": s.nodes[1].to_string(),
+            "newNode": s.node_c.to_string(),
+            "newRoot": B256::from(moved[0].root).to_string(),
+            "payee": format!("{:#x}", s.system.address(4)),
+        })
+    );
     for who in [2usize, 3] {
         let payee = s.system.address(who);
         let d = data(
@@ -463,7 +514,12 @@ async fn graphql_filters(s: &Storage, schema: &Schema) {
         ("deals", format!(r#"owner: "{owner}""#), set(["1", "2"])),
         ("deals", r#"settled: true"#.into(), set(["1"])),
         ("deals", r#"settled_not: true"#.into(), set(["2"])),
-        ("deals", r#"epochs_gt: "3""#.into(), set(["2"])),
+        ("deals", r#"epochs_gte: "3""#.into(), set(["1", "2"])),
+        (
+            "deals",
+            format!(r#"repairer: "{:#x}""#, s.system.address(5)),
+            set(["2"]),
+        ),
         ("deals", r#"pricePerEpoch_lt: "2500000""#.into(), set(["2"])),
         ("deals", r#"replicaCount_gte: 2"#.into(), set(["1"])),
         ("deals", r#"provenEpochs_lte: "0""#.into(), set(["2"])),
@@ -489,9 +545,13 @@ async fn graphql_filters(s: &Storage, schema: &Schema) {
         (
             "dealReplicas",
             format!(r#"node_starts_with: "{}""#, &b[..10]),
-            set(["1-1", "2-0"]),
+            set(["1-1"]),
         ),
         ("dealReplicas", r#"id_contains: "-1""#.into(), set(["1-1"])),
+        ("dealReplicas", r#"moves_gt: "0""#.into(), set(["2-0"])),
+        // Replica moves.
+        ("replicaMoves", format!(r#"oldNode: "{b}""#), set(["2-0-1"])),
+        ("replicaMoves", format!(r#"oldNode: "{a}""#), set([])),
         // Epochs.
         (
             "dealEpochs",

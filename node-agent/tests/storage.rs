@@ -1,6 +1,6 @@
 //! The storage role on the real contracts: an agent with a `[storage]` section serves its
-//! replicas of StorageMarket deals on anvil over its HTTP chunk API, to the deal's owner only,
-//! and refuses every bad request with a clear error and nothing changed.
+//! replicas of StorageMarket deals on anvil over its HTTP chunk API, to the deal's owner and the
+//! repairer it names, and refuses every bad request with a clear error and nothing changed.
 
 mod common;
 
@@ -25,6 +25,7 @@ use reqwest::StatusCode;
 
 const OWNER: usize = 5;
 const STRANGER: usize = 6;
+const REPAIRER: usize = 7;
 const CHUNK: usize = 16 << 10;
 /// 48 segments of 1 KiB: three chunks per replica.
 const SEGMENTS: u64 = 48;
@@ -207,6 +208,28 @@ impl Client {
     }
 }
 
+impl Client {
+    async fn delete(
+        &self,
+        signer: &PrivateKeySigner,
+        deal: u64,
+        replica: u32,
+    ) -> reqwest::Response {
+        let request = self.request(StorageMethod::Delete, deal, replica, None, None);
+        self.signed(
+            self.http.delete(format!(
+                "{}/v1/storage/deals/{deal}/replicas/{replica}",
+                self.base
+            )),
+            &request,
+            signer,
+        )
+        .send()
+        .await
+        .unwrap()
+    }
+}
+
 /// The status and error text of a refused request.
 async fn refused(response: reqwest::Response) -> (StatusCode, String) {
     let status = response.status();
@@ -295,7 +318,7 @@ async fn the_deal_owner_stores_and_reads_its_replica_and_bad_requests_change_not
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert!(error.contains("not by deal"), "{error}");
+    assert!(error.contains("neither deal"), "{error}");
     let (status, _) = refused(client.get(&stranger, (deal, 0, 0)).await).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // A replica placed on another node, a deal that does not exist.
@@ -589,5 +612,144 @@ async fn the_sdk_client_resumes_an_interrupted_upload_and_checks_what_it_reads()
         running.agent().chunk_store().unwrap().report().stored_bytes,
         0
     );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_repairer_reads_and_writes_and_deletes_follow_the_chain() {
+    let system = TestSystem::start().await.unwrap();
+    let dir = common::data_dir();
+    let machine = "storage-agent-r";
+    let mut config = common::test_driver_config(dir.path(), machine);
+    config.operator = Some(system.address(3));
+    let market_address = system.deployment.contracts.storage_market.address;
+    config.storage = Some(
+        StorageLayer {
+            listen: Some("127.0.0.1:0".into()),
+            quota_bytes: Some(QUOTA),
+            dir: None,
+            rpc_url: Some(system.rpc_url().to_string()),
+            storage_market: Some(market_address),
+            public_url: None,
+        }
+        .resolve(&config.data_dir)
+        .unwrap(),
+    );
+    let (identity, _) = Identity::load_or_create(&config).unwrap();
+    let node = register(&system, 3, machine, identity.address()).await;
+    let other = register(&system, 4, "storage-agent-s", system.address(4)).await;
+    let spare = register(&system, 8, "storage-agent-t", system.address(8)).await;
+    let deal = open_deal(&system, &[node, other], 100, 1).await;
+    let running = RunningAgent::start_with(config, identity, common::resources())
+        .await
+        .unwrap();
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", running.storage_address().unwrap()),
+        chain_id: system.provider(0).get_chain_id().await.unwrap(),
+        market: market_address,
+        node,
+    };
+    let owner = system.signer(OWNER);
+    let repairer = system.signer(REPAIRER);
+    let stranger = system.signer(STRANGER);
+    let as_owner = StorageMarket::new(market_address, system.provider(OWNER));
+    let data = chunk(20);
+    assert_eq!(
+        client
+            .put(&owner, (deal, 0, 0), &data, data.clone())
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+
+    // Before the owner names it, the repairer is a stranger; named, it is let in at once.
+    let (status, error) = refused(client.get(&repairer, (deal, 0, 0)).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(error.contains("neither deal"), "{error}");
+    as_owner
+        .setRepairer(U256::from(deal), system.address(REPAIRER))
+        .send_ok()
+        .await;
+    let r = client.get(&repairer, (deal, 0, 0)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.unwrap().to_vec(), data);
+    let more = chunk(21);
+    assert_eq!(
+        client
+            .put(&repairer, (deal, 0, 1), &more, more.clone())
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(client.manifest(&repairer, deal, 0).await.chunks.len(), 2);
+    // Neither the repairer nor a stranger deletes a replica the deal still places here.
+    for signer in [&repairer, &stranger] {
+        let (status, error) = refused(client.delete(signer, deal, 0).await).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(error.contains("only the deal's owner"), "{error}");
+    }
+    assert_eq!(client.manifest(&owner, deal, 0).await.chunks.len(), 2);
+
+    // The owner clears the repairer, seconds after its last request: refused at once.
+    as_owner
+        .setRepairer(U256::from(deal), Address::ZERO)
+        .send_ok()
+        .await;
+    let (status, _) = refused(
+        client
+            .put(&repairer, (deal, 0, 2), &more, more.clone())
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The replica moves to another node: the repairer (named again) no longer reads it here,
+    // and anyone may free its bytes.
+    as_owner
+        .replaceReplica(U256::from(deal), U256::ZERO, spare, U256::from(77))
+        .send_ok()
+        .await;
+    as_owner
+        .setRepairer(U256::from(deal), system.address(REPAIRER))
+        .send_ok()
+        .await;
+    let (status, error) = refused(client.get(&repairer, (deal, 0, 0)).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(error.contains("not on this node"), "{error}");
+    let store = running.agent().chunk_store().unwrap().clone();
+    assert_eq!(store.report().stored_bytes, 2 * CHUNK as u64);
+    assert_eq!(
+        client.delete(&stranger, deal, 0).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(store.report().stored_bytes, 0);
+
+    // A settled deal's replica may be deleted by anyone too; before settlement only by its owner.
+    let short = open_deal(&system, &[node], 1, 2).await;
+    assert_eq!(
+        client
+            .put(&owner, (short, 0, 0), &data, data.clone())
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let epoch_blocks = StorageMarket::new(market_address, system.provider(0))
+        .epochBlocks()
+        .call()
+        .await
+        .unwrap();
+    mine(&system.provider(0), epoch_blocks + 1).await;
+    let (status, _) = refused(client.delete(&stranger, short, 0).await).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    StorageMarket::new(market_address, system.provider(0))
+        .settle(U256::from(short))
+        .send_ok()
+        .await;
+    assert_eq!(
+        client.delete(&stranger, short, 0).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(store.report().stored_bytes, 0);
     running.stop().await;
 }

@@ -277,6 +277,11 @@ fn attested_as(log: &DecodedLog) -> Option<(String, &'static str)> {
         "EpochRandomnessRecorded" => ("deal", "dealId", "storage.epoch_challenged"),
         "EpochProven" => ("deal", "dealId", "storage.epoch_proven"),
         "DealSettled" => ("deal", "dealId", "storage.deal_settled"),
+        // The owner's controls over a running deal: who may repair it, a replica moved off its
+        // node (the record of which node lost which replica), and an early end.
+        "RepairerSet" => ("deal", "dealId", "storage.repairer_set"),
+        "ReplicaReplaced" => ("deal", "dealId", "storage.replica_replaced"),
+        "DealEnded" => ("deal", "dealId", "storage.deal_ended"),
         _ => return None,
     };
     Some((format!("{prefix}:{}", id(key).to_lowercase()), kind))

@@ -10,7 +10,7 @@
 // Layers, bottom to top (each imports only the ones before it; `tests/module_graph.rs` checks
 // that no cycle appears):
 // - leaves: `clock`, `money`, `reputation`, `scheduler`, `metrics`, `ratelimit`, `config`,
-//   `console` (the console relay);
+//   `console` (the console relay), `repair` (rebuilding a lost storage replica);
 // - storage: `store`, every SQL statement of the crate;
 // - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `profiles`,
 //   `reviews`, `marketplace`, `lifecycle`, `reconcile`, `sla`, `chain`;
@@ -36,6 +36,7 @@ pub mod money;
 pub mod profiles;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod repair;
 pub mod reputation;
 pub mod reviews;
 pub mod scheduler;

@@ -3,7 +3,8 @@
 //! A node registers in the SDK's deployment; a StorageMarket is wired to a Groth16 verifier
 //! generated from a small circuit (depth 6, 4 challenges) so that proving takes seconds. An owner
 //! funds a 2-epoch, one-replica deal; epoch 0 is proven with a real proof, epoch 1 is challenged
-//! (its randomness recorded) and never proven; the ended deal is settled and refunds epoch 1.
+//! (its randomness recorded) and never proven; in epoch 1 the owner names a repairer, moves the
+//! replica to a second node and ends the deal; the ended deal is settled and refunds epoch 1.
 //! The orchestrator's handler follows the chain with an attestor: every outcome must be attested
 //! under the deal with the event's data, and the whole log must verify.
 
@@ -214,6 +215,19 @@ async fn storage_proof_outcomes_are_attested_per_deal() {
         .send_ok()
         .await;
     let challenge_1 = view.epochRandomness(deal, 1).call().await.unwrap();
+    // In its last epoch the owner names a repairer, moves the replica to a second node and ends
+    // the deal (already in its last epoch: the end stays).
+    let second = register(&system, 3).await;
+    let as_owner = StorageMarket::new(market, &owner);
+    as_owner
+        .setRepairer(deal, system.address(4))
+        .send_ok()
+        .await;
+    as_owner
+        .replaceReplica(deal, U256::ZERO, second, U256::from(99))
+        .send_ok()
+        .await;
+    as_owner.endDeal(deal).send_ok().await;
     mine_to(&reader, start + EPOCH_BLOCKS).await;
     StorageMarket::new(market, &reader)
         .settle(deal)
@@ -244,6 +258,9 @@ async fn storage_proof_outcomes_are_attested_per_deal() {
             "storage.epoch_challenged",
             "storage.epoch_proven",
             "storage.epoch_challenged",
+            "storage.repairer_set",
+            "storage.replica_replaced",
+            "storage.deal_ended",
             "storage.deal_settled",
         ]
     );
@@ -282,13 +299,35 @@ async fn storage_proof_outcomes_are_attested_per_deal() {
         (&outcomes[3].1["epoch"], &outcomes[3].1["randomness"]),
         (&json!("1"), &json!(format!("{challenge_1:#x}")))
     );
+    assert_eq!(
+        outcomes[4].1["repairer"],
+        json!(format!("{:#x}", system.address(4)))
+    );
+    let moved = &outcomes[5].1;
+    assert_eq!(
+        (
+            &moved["replica"],
+            &moved["oldNode"],
+            &moved["newNode"],
+            &moved["newRoot"],
+            &moved["payee"]
+        ),
+        (
+            &json!("0"),
+            &json!(format!("{node:#x}")),
+            &json!(format!("{second:#x}")),
+            &json!("99"),
+            &json!(format!("{:#x}", system.address(3)))
+        )
+    );
+    assert_eq!(outcomes[6].1["epochs"], json!("2"));
     // The refund is the unproven epoch 1's price.
     assert_eq!(
-        (&outcomes[4].1["owner"], &outcomes[4].1["refund"]),
+        (&outcomes[7].1["owner"], &outcomes[7].1["refund"]),
         (&json!(owner_address), &json!(PRICE.to_string()))
     );
     let settled: Value =
-        serde_json::from_str(&store.attestations_of("deal:1", None, 100).await.unwrap()[4].payload)
+        serde_json::from_str(&store.attestations_of("deal:1", None, 100).await.unwrap()[7].payload)
             .unwrap();
     assert_eq!(settled["event"], json!("DealSettled"));
     assert!(settled["transaction_hash"].is_string());
@@ -300,7 +339,11 @@ async fn storage_proof_outcomes_are_attested_per_deal() {
         Some("node.registered")
     );
     let count = store.attestation_count().await.unwrap();
-    assert_eq!(count, node_events.len() as u64 + 5);
+    let second_events = attested(&store, &format!("node:{second:#x}")).await;
+    assert_eq!(
+        count,
+        node_events.len() as u64 + second_events.len() as u64 + 8
+    );
     let mut previous = None;
     for id in 0..count {
         let a = store.attestation(id).await.unwrap().unwrap();
@@ -316,7 +359,7 @@ async fn storage_proof_outcomes_are_attested_per_deal() {
     assert!(attested(&store, "deal:1").await.is_empty());
     assert_eq!(
         store.attestation_count().await.unwrap(),
-        node_events.len() as u64
+        node_events.len() as u64 + second_events.len() as u64
     );
     store.close().await;
 }

@@ -119,6 +119,33 @@ interface IStorageMarket {
     /// @param treasury The new treasury.
     event TreasuryUpdated(address treasury);
 
+    /// @notice Emitted when a deal's owner names (or clears, with the zero address) the deal's repairer.
+    /// @param dealId The deal.
+    /// @param repairer The new repairer; zero when cleared.
+    event RepairerSet(uint256 indexed dealId, address indexed repairer);
+
+    /// @notice Emitted when a replica moves to another node.
+    /// @param dealId The deal.
+    /// @param replica Index of the replica (unchanged by the move).
+    /// @param oldNode The node that held the replica.
+    /// @param newNode The node that holds it from now on.
+    /// @param newRoot The replica's commitment on the new node.
+    /// @param payee The new node's operator, paid for the replica's proofs from now on.
+    event ReplicaReplaced(
+        uint256 indexed dealId,
+        uint256 indexed replica,
+        bytes32 oldNode,
+        bytes32 indexed newNode,
+        uint256 newRoot,
+        address payee
+    );
+
+    /// @notice Emitted when a deal's owner ends it early.
+    /// @param dealId The deal.
+    /// @param epochs The deal's epoch count from now on (the current epoch is its last).
+    /// @param endBlock First block after the deal's last epoch: `settle` refunds the rest from then on.
+    event DealEnded(uint256 indexed dealId, uint32 epochs, uint256 endBlock);
+
     /// @notice Thrown when an address argument is zero.
     error ZeroAddress();
     /// @notice Thrown when the epoch length is zero.
@@ -165,6 +192,15 @@ interface IStorageMarket {
     error NothingToClaim();
     /// @notice Thrown when a fee is above the cap.
     error FeeTooHigh(uint16 feeBps, uint16 maxFeeBps);
+    /// @notice Thrown when someone other than the deal's owner calls an owner-only function.
+    error NotDealOwner(uint256 dealId, address caller);
+    /// @notice Thrown when someone other than the deal's owner or repairer tries to replace a replica.
+    error NotOwnerOrRepairer(uint256 dealId, address caller);
+    /// @notice Thrown when the repairer tries to move a replica whose node is Active and has not missed the
+    ///         last two closed epochs it was responsible for.
+    error ReplicaHealthy(uint256 dealId, uint256 replica);
+    /// @notice Thrown when a deal's last epoch has ended: its replicas can no longer change nor its end move.
+    error DealHasEnded(uint256 dealId, uint256 endBlock);
 
     /// @notice Creates a deal and takes `pricePerEpoch * epochs * replicas` USDC from the caller.
     /// @param nodeIds The replica nodes: registered, active, and each named once.
@@ -199,6 +235,28 @@ interface IStorageMarket {
     /// @notice Refunds an ended deal's unproven epochs to its owner. Anyone may call it.
     /// @param dealId The deal.
     function settle(uint256 dealId) external;
+
+    /// @notice Names the deal's repairer, who may read and rewrite its replicas on nodes and move a failing
+    ///         replica (`replaceReplica`). The zero address clears it. Owner only.
+    /// @param dealId The deal.
+    /// @param repairer The repairer, or zero.
+    function setRepairer(uint256 dealId, address repairer) external;
+
+    /// @notice Moves a replica to another node, keeping its index: epochs already proven keep their payments;
+    ///         every epoch not yet proven pays the new node's operator once it proves it (each replica-epoch is
+    ///         paid at most once). The owner may do it any time before the deal ends; the repairer only when
+    ///         the replica's node is not Active in the NodeRegistry (paused, retired or unregistered) or the
+    ///         replica missed the last two closed epochs since it was placed.
+    /// @param dealId The deal.
+    /// @param replica Index of the replica.
+    /// @param newNodeId The new node: registered, Active, and not already holding a replica of the deal.
+    /// @param newRoot The replica's commitment on the new node: a BN254 scalar, not another replica's root.
+    function replaceReplica(uint256 dealId, uint256 replica, bytes32 newNodeId, uint256 newRoot) external;
+
+    /// @notice Ends a deal after its current epoch (its epoch count becomes `current + 1` when that is fewer),
+    ///         so that `settle` refunds every unproven replica-epoch once the current epoch closes. Owner only.
+    /// @param dealId The deal.
+    function endDeal(uint256 dealId) external;
 
     /// @notice Withdraws all of the caller's earnings.
     function claim() external;
@@ -250,6 +308,17 @@ interface IStorageMarket {
     /// @param epoch The epoch.
     /// @return The randomness.
     function epochRandomness(uint256 dealId, uint32 epoch) external view returns (bytes32);
+
+    /// @notice A deal's repairer, zero if none. Reverts with `DealNotFound` for an unknown id.
+    /// @param dealId The deal.
+    /// @return The repairer.
+    function repairerOf(uint256 dealId) external view returns (address);
+
+    /// @notice The first epoch a replica's current node is responsible for (0, or the epoch it was moved in).
+    /// @param dealId The deal.
+    /// @param replica Index of the replica.
+    /// @return The epoch.
+    function replicaSince(uint256 dealId, uint256 replica) external view returns (uint32);
 
     /// @notice USDC an operator can claim.
     /// @param payee The operator.

@@ -1,5 +1,9 @@
-//! The chunk API over HTTP: deal owners write and read their replicas' chunks with signed
-//! requests (see [`decloud_sdk::storage`]).
+//! The chunk API over HTTP: deal owners, and the repairers they name on-chain, write and read
+//! their replicas' chunks with signed requests (see [`decloud_sdk::storage`]).
+//!
+//! Reads, lists and writes are allowed to the deal's owner and its repairer, for a replica the
+//! deal places on this node. A delete is allowed to the owner, and to any signer once the replica
+//! is no longer this node's (moved to another node) or the deal is settled.
 
 use std::{
     future::Future,
@@ -7,7 +11,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use alloy::primitives::{B256, Signature};
+use alloy::primitives::{Address, B256, Signature};
 use axum::{
     Json, Router,
     body::Bytes,
@@ -43,8 +47,8 @@ impl StorageService {
         }
     }
 
-    /// Checks a request's signature and expiry, that the deal exists, that the replica is
-    /// placed on this node and that the deal's owner signed. Returns the deal.
+    /// Checks a request's signature and expiry, that the deal exists and that the signer may do
+    /// this to the replica (see the module docs). Returns the deal and the signer.
     async fn authorize(
         &self,
         headers: &HeaderMap,
@@ -53,7 +57,7 @@ impl StorageService {
         replica: u32,
         chunk: Option<u32>,
         sha256: Option<B256>,
-    ) -> Result<DealInfo, StorageError> {
+    ) -> Result<(DealInfo, Address), StorageError> {
         let expires: u64 = header_text(headers, HEADER_EXPIRES)?
             .parse()
             .map_err(|_| StorageError::BadRequest(format!("{HEADER_EXPIRES} is not a number")))?;
@@ -77,18 +81,6 @@ impl StorageService {
                 "the signature expires at {expires}, more than {MAX_VALIDITY_SECS} s after the node's time {now}"
             )));
         }
-        let info = self.market.deal(deal).await?;
-        let Some(node) = info.nodes.get(replica as usize) else {
-            return Err(StorageError::BadRequest(format!(
-                "deal {deal} has {} replicas, no replica {replica}",
-                info.nodes.len()
-            )));
-        };
-        if *node != self.node {
-            return Err(StorageError::Forbidden(format!(
-                "replica {replica} of deal {deal} is placed on node {node}, not on this node"
-            )));
-        }
         let request = StorageRequest {
             method,
             chain_id: self.market.chain_id(),
@@ -100,15 +92,58 @@ impl StorageService {
             sha256,
             expires,
         };
-        match request.recover(&signature) {
-            Some(signer) if signer == info.owner => Ok(info),
-            Some(signer) => Err(StorageError::Forbidden(format!(
-                "the request is signed by {signer}, not by deal {deal}'s owner"
-            ))),
-            None => Err(StorageError::Unauthorized(
-                "the signature does not recover to an address".into(),
-            )),
+        let signer = request.recover(&signature).ok_or_else(|| {
+            StorageError::Unauthorized("the signature does not recover to an address".into())
+        })?;
+        // The owner never changes, so the owner's requests may use a cached read. Anyone else's
+        // rights change on-chain (a repairer named or cleared, a move, a settlement): they are
+        // decided on what the chain says now.
+        let info = self.market.deal(deal).await?;
+        if signer == info.owner && self.permits(&info, method, deal, replica, signer).is_ok() {
+            return Ok((info, signer));
         }
+        let info = self.market.fresh_deal(deal).await?;
+        self.permits(&info, method, deal, replica, signer)?;
+        Ok((info, signer))
+    }
+
+    /// Whether `signer` may do `method` to the replica, by the deal as given.
+    fn permits(
+        &self,
+        info: &DealInfo,
+        method: StorageMethod,
+        deal: u64,
+        replica: u32,
+        signer: Address,
+    ) -> Result<(), StorageError> {
+        let Some(node) = info.nodes.get(replica as usize) else {
+            return Err(StorageError::BadRequest(format!(
+                "deal {deal} has {} replicas, no replica {replica}",
+                info.nodes.len()
+            )));
+        };
+        let here = *node == self.node;
+        if method == StorageMethod::Delete {
+            return if signer == info.owner || !here || info.settled {
+                Ok(())
+            } else {
+                Err(StorageError::Forbidden(format!(
+                    "replica {replica} of deal {deal} is still placed on this node and the deal is \
+                     not settled: only the deal's owner may delete it, not {signer}"
+                )))
+            };
+        }
+        if !here {
+            return Err(StorageError::Forbidden(format!(
+                "replica {replica} of deal {deal} is placed on node {node}, not on this node"
+            )));
+        }
+        if !info.may_access(signer) {
+            return Err(StorageError::Forbidden(format!(
+                "the request is signed by {signer}, neither deal {deal}'s owner nor its repairer"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -173,7 +208,7 @@ async fn put_chunk(
         .map_err(|_| {
             StorageError::BadRequest(format!("{HEADER_SHA256} is not a 32-byte hex hash"))
         })?;
-    let info = service
+    let (info, _) = service
         .authorize(
             &headers,
             StorageMethod::Put,
@@ -250,12 +285,13 @@ async fn delete_replica(
     Path((deal, replica)): Path<(u64, u32)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, StorageError> {
-    service
+    let (info, signer) = service
         .authorize(&headers, StorageMethod::Delete, deal, replica, None, None)
         .await?;
     let store = service.store.clone();
     let held = blocking(move || store.delete_replica((deal, replica))).await?;
-    info!(target: "agent::storage", deal, replica, held, "replica deleted at its owner's request");
+    let by_owner = signer == info.owner;
+    info!(target: "agent::storage", deal, replica, held, %signer, by_owner, "replica deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,0 +1,393 @@
+//! Rebuilding a lost replica of a storage deal on another node, as the deal's repairer.
+//!
+//! A replica's stored bytes are the owner's AES-256-GCM ciphertext XORed chunk by chunk with a
+//! ChaCha20 keystream keyed by the replica's mask key, which derives from the deal's repair
+//! secret R. Holding R, the repairer turns a healthy replica into the lost one without ever
+//! seeing plaintext: it downloads the healthy replica with its own key (the nodes let the
+//! repairer a deal names on-chain read and write), checks it against the replica's on-chain
+//! root, re-masks every chunk to the lost replica's index, checks the result against the lost
+//! replica's root (the replica keeps its index, so its bytes and root are the same as before),
+//! moves the replica to the new node with `StorageMarket.replaceReplica`, uploads it there and
+//! checks what the node holds.
+//!
+//! Every step can run again: a replica already moved to the new node is not moved twice, and
+//! the upload resumes from the chunks the new node already holds.
+
+use std::fmt;
+
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::DynProvider,
+    signers::local::PrivateKeySigner,
+};
+use chacha20::{
+    ChaCha20,
+    cipher::{KeyIvInit, StreamCipher},
+};
+use decloud_sdk::{
+    bindings::StorageMarket,
+    storage::{NodeClient, SEGMENT_BYTES, StorageClientError, sha256},
+};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use tracing::info;
+use url::Url;
+
+/// A deal's repair secret R (HKDF of the owner's master key and the file id). It turns one
+/// replica's stored bytes into another's and never into plaintext. Never printed.
+#[derive(Clone)]
+pub struct RepairSecret([u8; 32]);
+
+impl fmt::Debug for RepairSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RepairSecret(..)")
+    }
+}
+
+impl RepairSecret {
+    /// The secret from its 32 bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// Replica `replica`'s mask key: HKDF-SHA256(R, info = "replica mask" ‖ replica as u32
+    /// big-endian), no salt.
+    pub fn mask_key(&self, replica: u32) -> [u8; 32] {
+        let mut info = b"replica mask".to_vec();
+        info.extend_from_slice(&replica.to_be_bytes());
+        let mut key = [0u8; 32];
+        Hkdf::<Sha256>::new(None, &self.0)
+            .expand(&info, &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        key
+    }
+}
+
+/// XORs chunk `index` with the ChaCha20 keystream of mask key `key` and nonce 8 zero bytes ‖
+/// `index` as u32 big-endian: masks a ciphertext chunk into a replica's stored chunk, and back.
+pub fn apply_mask(key: &[u8; 32], index: u32, data: &mut [u8]) {
+    let mut nonce = [0u8; 12];
+    nonce[8..].copy_from_slice(&index.to_be_bytes());
+    ChaCha20::new(&(*key).into(), &nonce.into()).apply_keystream(data);
+}
+
+/// Turns stored chunk `index` of replica `from` into the same chunk of replica `to`.
+pub fn remask(secret: &RepairSecret, from: u32, to: u32, index: u32, data: &mut [u8]) {
+    apply_mask(&secret.mask_key(from), index, data);
+    apply_mask(&secret.mask_key(to), index, data);
+}
+
+/// One replica to rebuild.
+#[derive(Debug, Clone)]
+pub struct ReplicaRepair {
+    /// The deal.
+    pub deal: u64,
+    /// The lost replica's index.
+    pub replica: u32,
+    /// A healthy replica of the deal to rebuild from.
+    pub source: u32,
+    /// The chunk API of the healthy replica's node.
+    pub source_url: Url,
+    /// The node the replica moves to: registered, Active, holding nothing of the deal.
+    pub target: B256,
+    /// The new node's chunk API.
+    pub target_url: Url,
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairOutcome {
+    /// The replica's root on the new node (the same as before the move).
+    pub root: U256,
+    /// Chunks of the replica.
+    pub chunks: u32,
+    /// Bytes of the replica.
+    pub bytes: u64,
+    /// Whether this run moved the replica on-chain (`false`: an earlier run had).
+    pub moved: bool,
+    /// Chunks this run uploaded (the others the new node already held).
+    pub sent_chunks: u64,
+}
+
+/// Why a rebuild stopped. Nothing is moved on-chain before the rebuilt replica is known to match
+/// the deal's commitment.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairError {
+    /// A chain read or the move transaction failed (a revert is decoded into its error).
+    #[error("{0}")]
+    Chain(#[from] decloud_sdk::Error),
+    /// The deal has no replica of that index.
+    #[error("deal {deal} has no replica {replica}")]
+    NoReplica {
+        /// The deal.
+        deal: u64,
+        /// The index asked for.
+        replica: u32,
+    },
+    /// The healthy replica named is the one to rebuild.
+    #[error("replica {0} cannot be rebuilt from itself")]
+    SameReplica(u32),
+    /// A node refused or failed a request, or served a chunk that does not match its hash.
+    #[error(transparent)]
+    Node(#[from] StorageClientError),
+    /// The healthy replica's node does not hold the whole replica.
+    #[error("replica {replica} of deal {deal} is incomplete on its node: {reason}")]
+    SourceIncomplete {
+        /// The deal.
+        deal: u64,
+        /// The healthy replica.
+        replica: u32,
+        /// What is missing.
+        reason: String,
+    },
+    /// The healthy replica's bytes do not match its on-chain root.
+    #[error("replica {replica} of deal {deal} served by its node does not match its on-chain root")]
+    SourceRoot {
+        /// The deal.
+        deal: u64,
+        /// The healthy replica.
+        replica: u32,
+    },
+    /// The re-masked bytes do not match the lost replica's root: the secret is not the deal's.
+    #[error(
+        "the repair secret does not rebuild replica {replica} of deal {deal}: its root would be \
+         {got:#x}, the deal commits to {want:#x}"
+    )]
+    WrongSecret {
+        /// The deal.
+        deal: u64,
+        /// The lost replica.
+        replica: u32,
+        /// Root of the rebuilt bytes.
+        got: U256,
+        /// The replica's on-chain root.
+        want: U256,
+    },
+    /// The replica does not fit the market's circuit.
+    #[error("committing to the replica: {0}")]
+    Commit(#[from] decloud_prover::Error),
+    /// After the upload, the new node's manifest is not the rebuilt replica.
+    #[error(
+        "node {node} holds {held} chunks of replica {replica} of deal {deal} after the upload, not the {want} rebuilt"
+    )]
+    Verify {
+        /// The deal.
+        deal: u64,
+        /// The replica.
+        replica: u32,
+        /// The new node.
+        node: B256,
+        /// Chunks it lists that match.
+        held: usize,
+        /// Chunks rebuilt.
+        want: usize,
+    },
+}
+
+/// The repairer: the orchestrator's repair key, its wallet on the chain and the market.
+#[derive(Debug, Clone)]
+pub struct Repairer {
+    provider: DynProvider,
+    key: PrivateKeySigner,
+    market: Address,
+    chain_id: u64,
+}
+
+impl Repairer {
+    /// A repairer signing chunk requests and transactions with `key` through `provider` (a
+    /// provider with `key`'s wallet, e.g. [`decloud_sdk::tx::signing_provider`]), for deals on
+    /// `market` of chain `chain_id`.
+    pub fn new(
+        provider: DynProvider,
+        key: PrivateKeySigner,
+        market: Address,
+        chain_id: u64,
+    ) -> Self {
+        Self {
+            provider,
+            key,
+            market,
+            chain_id,
+        }
+    }
+
+    /// The repair key's address, which deal owners name with `StorageMarket.setRepairer`.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    fn client(&self, url: Url, node: B256) -> NodeClient {
+        NodeClient::new(url, self.chain_id, self.market, node, self.key.clone())
+    }
+
+    /// Rebuilds `job.replica` on `job.target` from `job.source` (see the module docs).
+    pub async fn rebuild(
+        &self,
+        job: &ReplicaRepair,
+        secret: &RepairSecret,
+    ) -> Result<RepairOutcome, RepairError> {
+        let (deal, replica) = (job.deal, job.replica);
+        if job.source == replica {
+            return Err(RepairError::SameReplica(replica));
+        }
+        let market = StorageMarket::new(self.market, &self.provider);
+        let id = U256::from(deal);
+        let terms = decloud_sdk::tx::read("StorageMarket", market.getDeal(id)).await?;
+        let replicas = decloud_sdk::tx::read("StorageMarket", market.getReplicas(id)).await?;
+        let max_segments = decloud_sdk::tx::read("StorageMarket", market.maxSegmentCount()).await?;
+        let depth = max_segments.trailing_zeros() as usize;
+        let replica_at = |index: u32| {
+            replicas
+                .get(index as usize)
+                .cloned()
+                .ok_or(RepairError::NoReplica {
+                    deal,
+                    replica: index,
+                })
+        };
+        let lost = replica_at(replica)?;
+        let healthy = replica_at(job.source)?;
+
+        // The healthy replica, checked chunk by chunk against its node's manifest and as a
+        // whole against its on-chain root.
+        let from = self.client(job.source_url.clone(), healthy.nodeId);
+        let manifest = from.manifest(deal, job.source).await?;
+        let incomplete = |reason: String| RepairError::SourceIncomplete {
+            deal,
+            replica: job.source,
+            reason,
+        };
+        if manifest.chunks.is_empty() {
+            return Err(incomplete("its node holds no chunk".into()));
+        }
+        let mut chunks = Vec::with_capacity(manifest.chunks.len());
+        for (position, entry) in manifest.chunks.iter().enumerate() {
+            if entry.index as usize != position {
+                return Err(incomplete(format!("chunk {position} is missing")));
+            }
+            chunks.push(
+                from.get_chunk(deal, job.source, entry.index, entry.sha256)
+                    .await?,
+            );
+        }
+        let bytes: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+        if bytes.div_ceil(SEGMENT_BYTES) != terms.segmentCount {
+            return Err(incomplete(format!(
+                "it holds {bytes} bytes, the deal commits to {} segments of {SEGMENT_BYTES}",
+                terms.segmentCount
+            )));
+        }
+        if root(&chunks, depth)? != healthy.root {
+            return Err(RepairError::SourceRoot {
+                deal,
+                replica: job.source,
+            });
+        }
+
+        // Re-masked to the lost replica's index, it must be the lost replica again.
+        for (index, chunk) in chunks.iter_mut().enumerate() {
+            remask(secret, job.source, replica, index as u32, chunk);
+        }
+        let rebuilt = root(&chunks, depth)?;
+        if rebuilt != lost.root {
+            return Err(RepairError::WrongSecret {
+                deal,
+                replica,
+                got: rebuilt,
+                want: lost.root,
+            });
+        }
+
+        let moved = lost.nodeId != job.target;
+        if moved {
+            decloud_sdk::tx::send(
+                "StorageMarket",
+                market.replaceReplica(id, U256::from(replica), job.target, rebuilt),
+            )
+            .await?;
+            info!(target: "orchestrator::repair", deal, replica, from = %lost.nodeId, to = %job.target, "replica moved on-chain");
+        }
+        let to = self.client(job.target_url.clone(), job.target);
+        let count = chunks.len() as u32;
+        let stats = to
+            .upload_replica(
+                deal,
+                replica,
+                count,
+                |index| chunks[index as usize].clone(),
+                |_| {},
+            )
+            .await?;
+        let held = to.manifest(deal, replica).await?;
+        let matching = held
+            .chunks
+            .iter()
+            .filter(|c| {
+                chunks
+                    .get(c.index as usize)
+                    .is_some_and(|chunk| sha256(chunk) == c.sha256)
+            })
+            .count();
+        if matching != chunks.len() || held.chunks.len() != chunks.len() {
+            return Err(RepairError::Verify {
+                deal,
+                replica,
+                node: job.target,
+                held: matching,
+                want: chunks.len(),
+            });
+        }
+        info!(target: "orchestrator::repair", deal, replica, node = %job.target, chunks = count, bytes, sent = stats.sent_chunks, "replica rebuilt");
+        Ok(RepairOutcome {
+            root: rebuilt,
+            chunks: count,
+            bytes,
+            moved,
+            sent_chunks: stats.sent_chunks,
+        })
+    }
+}
+
+/// The prover's root over a replica's chunks, as the market stores it.
+fn root(chunks: &[Vec<u8>], depth: usize) -> Result<U256, decloud_prover::Error> {
+    let data = chunks.concat();
+    let tree = decloud_prover::MerkleTree::from_data(&data, depth)?;
+    Ok(U256::from_be_bytes(decloud_prover::fr_to_be_bytes(
+        &tree.root(),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_are_distinct_per_replica_and_chunk_and_remask_round_trips() {
+        let secret = RepairSecret::from_bytes([7; 32]);
+        assert_ne!(secret.mask_key(0), secret.mask_key(1));
+        let ciphertext: Vec<u8> = (0..4096u32).map(|i| (i * 31) as u8).collect();
+        let mut replica0 = ciphertext.clone();
+        apply_mask(&secret.mask_key(0), 3, &mut replica0);
+        let mut replica1 = ciphertext.clone();
+        apply_mask(&secret.mask_key(1), 3, &mut replica1);
+        assert_ne!(replica0, ciphertext);
+        assert_ne!(replica0, replica1);
+        let mut other_chunk = ciphertext.clone();
+        apply_mask(&secret.mask_key(0), 4, &mut other_chunk);
+        assert_ne!(other_chunk, replica0);
+        // Replica 0 turned into replica 1 without the ciphertext in between.
+        let mut moved = replica0.clone();
+        remask(&secret, 0, 1, 3, &mut moved);
+        assert_eq!(moved, replica1);
+        // Another secret does not.
+        let mut wrong = replica0;
+        remask(&RepairSecret::from_bytes([8; 32]), 0, 1, 3, &mut wrong);
+        assert_ne!(wrong, replica1);
+    }
+
+    #[test]
+    fn the_secret_is_never_printed() {
+        let secret = RepairSecret::from_bytes([0xab; 32]);
+        assert_eq!(format!("{secret:?}"), "RepairSecret(..)");
+    }
+}
