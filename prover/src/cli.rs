@@ -14,8 +14,8 @@ use crate::field::{fr_from_hex, fr_to_hex, parse_hex32, split_segments};
 use crate::fixture::{ProofFile, build_fixture};
 use crate::groth::{Keys, epoch_seed, load_verifying_key, prove, verify};
 use crate::merkle::MerkleTree;
-use crate::solidity::generate_verifier;
-use crate::{FIXTURE_PATH, VERIFIER_PATH};
+use crate::solidity::{generate_dev_verifier, generate_verifier};
+use crate::{DEV_VERIFIER_PATH, FIXTURE_PATH, VERIFIER_PATH};
 
 /// Storage proofs for DeCloud: commit to data, prove possession of challenged
 /// segments, verify proofs and export the Solidity verifier.
@@ -154,9 +154,13 @@ pub enum Command {
         /// Circuit shape (used without --keys).
         #[command(flatten)]
         params: ParamsArgs,
-        /// Output file.
-        #[arg(long, default_value = VERIFIER_PATH)]
-        out: PathBuf,
+        /// Write the DEVELOPMENT-circuit verifier instead (contract `DevGroth16Verifier`, depth 20,
+        /// 4 challenges, development keys; default output contracts/src/DevGroth16Verifier.sol).
+        #[arg(long, conflicts_with_all = ["keys", "depth", "challenges"])]
+        development: bool,
+        /// Output file [default: contracts/src/Groth16Verifier.sol].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Write the forge fixture (a valid proof and negative cases).
     Fixture {
@@ -293,10 +297,20 @@ pub fn run_with(command: Command, out: &mut impl Write) -> Result<()> {
         Command::ExportVerifier {
             keys,
             params,
+            development,
             out: path,
         } => {
-            let keys = keys_or_dev(keys.as_deref(), params.params()?)?;
-            write(&path, generate_verifier(keys.vk(), &keys.params).as_bytes())?;
+            let (keys, source, default_path) = if development {
+                let keys = Keys::dev_setup(CircuitParams::DEVELOPMENT)?;
+                let source = generate_dev_verifier(keys.vk(), &keys.params);
+                (keys, source, DEV_VERIFIER_PATH)
+            } else {
+                let keys = keys_or_dev(keys.as_deref(), params.params()?)?;
+                let source = generate_verifier(keys.vk(), &keys.params);
+                (keys, source, VERIFIER_PATH)
+            };
+            let path = path.unwrap_or_else(|| PathBuf::from(default_path));
+            write(&path, source.as_bytes())?;
             print(
                 out,
                 &format!("wrote {} for {}", path.display(), keys.params),
