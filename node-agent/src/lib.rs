@@ -81,7 +81,9 @@ pub use resources::{
 pub use seed::{SeedFiles, VOLUME_ID, write_iso};
 pub use shaping::{IFB_PREFIX, ifb_name};
 pub use storage::{
-    ChunkStore, DEFAULT_CHUNKS_DIR, DealInfo, Market, PutOutcome, ReplicaKey, StorageConfig,
-    StorageError, StorageLayer, StorageService, app as storage_app, serve as serve_storage, sha256,
+    ChunkStore, DEFAULT_CHUNKS_DIR, DRAIN_FLAG_FILE, DealInfo, Drain, Market, PROOF_JOURNAL_FILE,
+    PROVE_POLL_INTERVAL, PROVER_CACHE_DIR, ProofLog, Prover, PutOutcome, ReplicaKey, StorageConfig,
+    StorageError, StorageLayer, StorageService, app as storage_app, select_keys,
+    serve as serve_storage, sha256,
 };
 pub use store::{Attachment, Desired, MIGRATIONS, Store, VmRecord};
