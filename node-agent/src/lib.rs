@@ -10,11 +10,12 @@
 //! driven through its admin API ([`Ingress`]).
 //!
 //! In the storage role (a `[storage]` section in the configuration) it also keeps a chunk
-//! store on disk and serves deal owners' replicas over an HTTP chunk API.
+//! store on disk and serves deal owners' replicas over an HTTP chunk API, and proves every
+//! replica it holds each epoch on StorageMarket with `decloud-prover` ([`Prover`]).
 //!
 //! The binary's subcommands: `init` creates the node key and prints what to register
 //! on-chain, `run` runs the agent, `resources` prints the discovered resources, `chunks list`
-//! lists the chunk store.
+//! lists the chunk store, `drain` / `undrain` turn the storage role's drain mode on and off.
 
 mod agent;
 mod cli;

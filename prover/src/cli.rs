@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::bench::{bench_row, count_constraints};
+use crate::bench::{bench_epoch, bench_row, count_constraints};
 use crate::circuit::{CircuitParams, PRODUCTION_CHALLENGES, PRODUCTION_DEPTH, PublicInputs};
 use crate::error::{Error, Result};
 use crate::field::{fr_from_hex, fr_to_hex, parse_hex32, split_segments};
@@ -180,6 +180,20 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, PRODUCTION_CHALLENGES])]
         challenges: Vec<usize>,
     },
+    /// Measure what one epoch of one replica costs a storage node: leaf hashing and tree (first
+    /// epoch), tree from cached leaves (later epochs), the proof (use --release).
+    BenchEpoch {
+        /// Key directory; without it, the development keys of the given shape are derived (not
+        /// counted in the times).
+        #[arg(long, env = "DECLOUD_PROVER_KEYS")]
+        keys: Option<PathBuf>,
+        /// Circuit shape (used without --keys).
+        #[command(flatten)]
+        params: ParamsArgs,
+        /// Replica size in MiB.
+        #[arg(long, default_value_t = 100)]
+        mib: u64,
+    },
 }
 
 /// Entry point of the binary: parses the command line, runs it, reports errors.
@@ -324,6 +338,21 @@ pub fn run_with(command: Command, out: &mut impl Write) -> Result<()> {
                 format!("{}\n", serde_json::to_string_pretty(&fixture)?).as_bytes(),
             )?;
             print(out, &format!("wrote {}", path.display()))
+        }
+        Command::BenchEpoch { keys, params, mib } => {
+            let keys = keys_or_dev(keys.as_deref(), params.params()?)?;
+            let row = bench_epoch(&keys, mib << 20)?;
+            print(
+                out,
+                &format!(
+                    "| {} | {mib} MiB | {:.1} | {:.1} | {:.1} | {:.1} |",
+                    row.params,
+                    row.leaves_and_tree_seconds,
+                    row.tree_from_leaves_seconds,
+                    row.prove_seconds,
+                    row.tree_from_leaves_seconds + row.prove_seconds,
+                ),
+            )
         }
         Command::Bench { depth, challenges } => {
             print(

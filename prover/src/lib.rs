@@ -28,7 +28,7 @@ mod solidity;
 
 pub use ark_bn254::{Bn254, Fr};
 pub use ark_groth16::{Proof, VerifyingKey};
-pub use bench::{BenchRow, bench_row, count_constraints};
+pub use bench::{BenchRow, EpochBench, bench_epoch, bench_row, count_constraints};
 pub use circuit::{
     CircuitParams, DEVELOPMENT_CHALLENGES, INDEX_SOURCE_BITS, Opening, PRODUCTION_CHALLENGES,
     PRODUCTION_DEPTH, PublicInputs, StorageCircuit, challenge_index, challenged_indices,

@@ -820,11 +820,12 @@ fn prove_replica(
             if lo >= hi {
                 continue;
             }
-            if !chunks.contains_key(&chunk) {
-                let (_, data) = store.get(key, chunk)?;
-                chunks.insert(chunk, data);
-            }
-            let data = &chunks[&chunk];
+            let data = match chunks.entry(chunk) {
+                std::collections::hash_map::Entry::Occupied(held) => held.into_mut(),
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(store.get(key, chunk)?.1)
+                }
+            };
             segment[(lo - from) as usize..(hi - from) as usize]
                 .copy_from_slice(&data[(lo - start) as usize..(hi - start) as usize]);
         }
