@@ -123,6 +123,8 @@ async fn main() {
                 rpc_url: Some(system.rpc_url().to_string()),
                 storage_market: Some(market_address),
                 public_url: None,
+                proving_keys: None,
+                drain: None,
             }),
             ..Default::default()
         };

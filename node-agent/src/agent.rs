@@ -38,7 +38,7 @@ use crate::{
     readiness,
     seed::{self, SeedFiles},
     shaping,
-    storage::ChunkStore,
+    storage::{ChunkStore, Drain, ProofLog},
     store::{Attachment, Desired, Store, VmRecord},
 };
 
@@ -102,6 +102,8 @@ struct Inner {
     consoles: Consoles,
     /// The chunk store, in the storage role.
     chunks: Option<Arc<ChunkStore>>,
+    /// The proof journal and drain mode, in the storage role.
+    storage: Option<(Arc<ProofLog>, Drain)>,
 }
 
 impl Agent {
@@ -125,6 +127,15 @@ impl Agent {
                     .map_err(|e| Error::Config(e.to_string()))??;
                 Some(Arc::new(chunks))
             }
+            None => None,
+        };
+        let storage = match &config.storage {
+            Some(storage) => Some((
+                Arc::new(ProofLog::open(
+                    &config.data_dir.join(crate::storage::PROOF_JOURNAL_FILE),
+                )?),
+                Drain::new(&config.data_dir, storage.drain),
+            )),
             None => None,
         };
         let uri = config.libvirt_uri.clone();
@@ -161,6 +172,7 @@ impl Agent {
                 ready: AtomicBool::new(false),
                 consoles: Consoles::default(),
                 chunks,
+                storage,
             }),
         })
     }
@@ -1315,6 +1327,16 @@ impl Agent {
         self.inner.chunks.as_ref()
     }
 
+    /// The proof journal, when the node is in the storage role.
+    pub fn proof_log(&self) -> Option<&Arc<ProofLog>> {
+        self.inner.storage.as_ref().map(|(log, _)| log)
+    }
+
+    /// Drain mode, when the node is in the storage role.
+    pub fn drain(&self) -> Option<&Drain> {
+        self.inner.storage.as_ref().map(|(_, drain)| drain)
+    }
+
     /// Builds a heartbeat with every pending event.
     pub async fn heartbeat(&self, seq: u64) -> Result<Heartbeat> {
         Ok(Heartbeat {
@@ -1330,6 +1352,11 @@ impl Agent {
                 url: (self.inner.config.storage.as_ref())
                     .and_then(|s| s.public_url.as_ref())
                     .map(ToString::to_string),
+                draining: self.drain().is_some_and(Drain::is_draining),
+                proofs: self
+                    .proof_log()
+                    .map(|log| log.reports())
+                    .unwrap_or_default(),
                 ..chunks.report()
             }),
         })

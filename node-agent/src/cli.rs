@@ -15,7 +15,7 @@ use crate::{
     identity::Identity,
     link::{self, Backoff},
     resources,
-    storage::{ChunkStore, Market, StorageService},
+    storage::{ChunkStore, Drain, Market, Prover, StorageService, select_keys},
 };
 
 /// Default config file, read when it exists and no other is named.
@@ -68,6 +68,11 @@ pub enum Subcommands {
         #[command(subcommand)]
         action: ChunksCommand,
     },
+    /// Drain mode on: the chunk API takes no new replicas, the agent keeps proving the ones it
+    /// holds (a running agent follows at once).
+    Drain,
+    /// Drain mode off: the chunk API takes new replicas again.
+    Undrain,
 }
 
 /// `chunks` subcommands.
@@ -176,6 +181,39 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Subcommands::Run => run_agent(config).await,
+        Subcommands::Drain | Subcommands::Undrain => {
+            let on = matches!(cli.command, Subcommands::Drain);
+            let storage = config.storage.as_ref().ok_or_else(|| {
+                Error::Config("the storage role is off: the configuration has no [storage]".into())
+            })?;
+            let drain = Drain::new(&config.data_dir, storage.drain);
+            if !on && drain.is_forced() {
+                return Err(Error::Config(
+                    "drain = true in the configuration's [storage] section keeps the node draining: \
+                     remove it and restart the agent"
+                        .into(),
+                ));
+            }
+            std::fs::create_dir_all(&config.data_dir)
+                .map_err(|e| Error::io("creating", &config.data_dir, e))?;
+            let changed = drain.set(on)?;
+            match (on, changed) {
+                (true, true) => println!(
+                    "draining: the node takes no new replicas and keeps proving the ones it holds"
+                ),
+                (true, false) => println!("already draining"),
+                (false, true) => println!("not draining: the node takes new replicas again"),
+                (false, false) => println!("was not draining"),
+            }
+            if on {
+                eprintln!(
+                    "next: pause the node on-chain (`decloud operator pause <node id>`) so that the \
+                     repairer may move its replicas; keep the agent running until `chunks list` \
+                     shows none left"
+                );
+            }
+            Ok(())
+        }
         Subcommands::Chunks {
             action: ChunksCommand::List { json },
         } => {
@@ -242,6 +280,8 @@ pub struct RunningAgent {
     link: Option<tokio::task::JoinHandle<()>>,
     /// The chunk API's task and address, in the storage role.
     storage: Option<(tokio::task::JoinHandle<()>, std::net::SocketAddr)>,
+    /// The prover's task, in the storage role.
+    prover: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningAgent {
@@ -269,11 +309,14 @@ impl RunningAgent {
         info!(target: "agent", cores = found.cpu_cores, memory_mib = found.memory_mib, compute_points = found.compute_points, gpus = found.gpus.len(), "resources");
         let url = config.orchestrator_url.clone();
         let storage_config = config.storage.clone();
+        let data_dir = config.data_dir.clone();
         let node_id = identity.node_id;
+        let node_key = identity.signer.clone();
         let agent = Agent::open(config, identity, found).await?;
         agent.reconcile().await?;
 
         let (stop, stop_rx) = watch::channel(false);
+        let mut prover_task = None;
         let storage = match (storage_config, agent.chunk_store()) {
             (Some(storage), Some(store)) => {
                 let market = Market::connect(&storage.rpc_url, storage.storage_market).await?;
@@ -284,7 +327,33 @@ impl RunningAgent {
                     .local_addr()
                     .map_err(|e| Error::io("listening on", storage.listen.to_string(), e))?;
                 info!(target: "agent::storage", %address, quota_bytes = storage.quota_bytes, dir = %storage.dir.display(), market = %storage.storage_market, "chunk API listening");
-                let service = StorageService::new(store.clone(), Arc::new(market), node_id);
+                let mut service = StorageService::new(store.clone(), Arc::new(market), node_id);
+                if let Some(drain) = agent.drain() {
+                    service = service.with_drain(drain.clone());
+                }
+                // Proofs are sent from the node key: the operator keeps it funded for gas.
+                let provider = decloud_sdk::tx::signing_provider(storage.rpc_url.clone(), node_key);
+                let keys = select_keys(
+                    &provider,
+                    storage.storage_market,
+                    storage.proving_keys.as_deref(),
+                )
+                .await?;
+                let log = agent
+                    .proof_log()
+                    .cloned()
+                    .expect("a storage agent keeps a proof journal");
+                let prover = Prover::new(
+                    store.clone(),
+                    log,
+                    provider,
+                    storage.storage_market,
+                    node_id,
+                    keys,
+                    &data_dir,
+                )
+                .await?;
+                prover_task = Some(tokio::spawn(prover.run(stop_rx.clone())));
                 let mut stop = stop_rx.clone();
                 let task = tokio::spawn(async move {
                     let shutdown = async move {
@@ -331,6 +400,7 @@ impl RunningAgent {
             observer,
             link,
             storage,
+            prover: prover_task,
         })
     }
 
@@ -354,6 +424,9 @@ impl RunningAgent {
         }
         let _ = self.observer.await;
         if let Some((task, _)) = self.storage {
+            let _ = task.await;
+        }
+        if let Some(task) = self.prover {
             let _ = task.await;
         }
         self.agent.close().await;

@@ -10,11 +10,12 @@
 //! driven through its admin API ([`Ingress`]).
 //!
 //! In the storage role (a `[storage]` section in the configuration) it also keeps a chunk
-//! store on disk and serves deal owners' replicas over an HTTP chunk API.
+//! store on disk and serves deal owners' replicas over an HTTP chunk API, and proves every
+//! replica it holds each epoch on StorageMarket with `decloud-prover` ([`Prover`]).
 //!
 //! The binary's subcommands: `init` creates the node key and prints what to register
 //! on-chain, `run` runs the agent, `resources` prints the discovered resources, `chunks list`
-//! lists the chunk store.
+//! lists the chunk store, `drain` / `undrain` turn the storage role's drain mode on and off.
 
 mod agent;
 mod cli;
@@ -81,7 +82,9 @@ pub use resources::{
 pub use seed::{SeedFiles, VOLUME_ID, write_iso};
 pub use shaping::{IFB_PREFIX, ifb_name};
 pub use storage::{
-    ChunkStore, DEFAULT_CHUNKS_DIR, DealInfo, Market, PutOutcome, ReplicaKey, StorageConfig,
-    StorageError, StorageLayer, StorageService, app as storage_app, serve as serve_storage, sha256,
+    ChunkStore, DEFAULT_CHUNKS_DIR, DRAIN_FLAG_FILE, DealInfo, Drain, Market, PROOF_JOURNAL_FILE,
+    PROVE_POLL_INTERVAL, PROVER_CACHE_DIR, ProofLog, Prover, PutOutcome, ReplicaKey, StorageConfig,
+    StorageError, StorageLayer, StorageService, app as storage_app, select_keys,
+    serve as serve_storage, sha256,
 };
 pub use store::{Attachment, Desired, MIGRATIONS, Store, VmRecord};

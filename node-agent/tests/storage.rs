@@ -261,6 +261,8 @@ async fn the_deal_owner_stores_and_reads_its_replica_and_bad_requests_change_not
         rpc_url: Some(system.rpc_url().to_string()),
         storage_market: Some(market_address),
         public_url: Some("http://storage-a.example.org:7700".into()),
+        proving_keys: None,
+        drain: None,
     };
     config.storage = Some(storage.clone().resolve(&config.data_dir).unwrap());
     let (identity, _) = Identity::load_or_create(&config).unwrap();
@@ -521,6 +523,8 @@ async fn the_sdk_client_resumes_an_interrupted_upload_and_checks_what_it_reads()
             rpc_url: Some(system.rpc_url().to_string()),
             storage_market: Some(market_address),
             public_url: None,
+            proving_keys: None,
+            drain: None,
         }
         .resolve(&config.data_dir)
         .unwrap(),
@@ -631,6 +635,8 @@ async fn the_repairer_reads_and_writes_and_deletes_follow_the_chain() {
             rpc_url: Some(system.rpc_url().to_string()),
             storage_market: Some(market_address),
             public_url: None,
+            proving_keys: None,
+            drain: None,
         }
         .resolve(&config.data_dir)
         .unwrap(),

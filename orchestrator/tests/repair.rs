@@ -114,6 +114,8 @@ async fn storage_agent(
                 rpc_url: Some(system.rpc_url().to_string()),
                 storage_market: Some(system.deployment.contracts.storage_market.address),
                 public_url: None,
+                proving_keys: None,
+                drain: None,
             }),
             ..Default::default()
         },

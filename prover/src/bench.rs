@@ -76,3 +76,59 @@ pub fn bench_row(params: CircuitParams) -> Result<BenchRow> {
         proving_key_bytes: keys.pk.compressed_size(),
     })
 }
+
+/// What one epoch of one replica costs a storage node, measured on pseudo-random data.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EpochBench {
+    /// Circuit shape.
+    pub params: CircuitParams,
+    /// Replica size in bytes.
+    pub bytes: u64,
+    /// Seconds to hash every segment into a leaf and build the tree (a replica's first epoch).
+    pub leaves_and_tree_seconds: f64,
+    /// Seconds to build the tree from cached leaves (every later epoch).
+    pub tree_from_leaves_seconds: f64,
+    /// Seconds to prove, witness generation included.
+    pub prove_seconds: f64,
+}
+
+/// Measures the epoch of a replica of `bytes` bytes with `keys`.
+pub fn bench_epoch(keys: &Keys, bytes: u64) -> Result<EpochBench> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let data: Vec<u8> = (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let segments = split_segments(&data);
+    let started = Instant::now();
+    let tree = MerkleTree::from_segments(&segments, keys.params.depth)?;
+    let leaves_and_tree_seconds = started.elapsed().as_secs_f64();
+    let leaves: Vec<Fr> = (0..tree.segment_count())
+        .map(|i| tree.leaf(i))
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    let rebuilt = MerkleTree::from_leaves(leaves, keys.params.depth)?;
+    let tree_from_leaves_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(rebuilt.root(), tree.root());
+    let seed = epoch_seed([3; 32], 1, 0, 0);
+    let started = Instant::now();
+    let proof = prove(keys, &rebuilt, &segments, seed)?;
+    let prove_seconds = started.elapsed().as_secs_f64();
+    let public = PublicInputs {
+        root: rebuilt.root(),
+        segment_count: rebuilt.segment_count(),
+        seed,
+    };
+    verify(keys.vk(), &public, &proof)?;
+    Ok(EpochBench {
+        params: keys.params,
+        bytes,
+        leaves_and_tree_seconds,
+        tree_from_leaves_seconds,
+        prove_seconds,
+    })
+}

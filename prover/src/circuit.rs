@@ -30,6 +30,13 @@ pub const PRODUCTION_DEPTH: usize = 20;
 /// probability `1 − 0.9^88 ≥ 99.99%` in every proof.
 pub const PRODUCTION_CHALLENGES: usize = 88;
 
+/// Challenges per proof of the DEVELOPMENT circuit (local chains, tests, `decloud dev`): the
+/// production depth (so commitments, and therefore clients, are the same on every network) with
+/// few challenges, so a proof takes about two seconds instead of over a minute. A node missing
+/// 10% of a file escapes one proof with probability `0.9^4 = 66%`: useless against a cheating
+/// node, which is why it never leaves a local chain.
+pub const DEVELOPMENT_CHALLENGES: usize = 4;
+
 /// Bits of each challenge hash used to pick an index.
 pub const INDEX_SOURCE_BITS: usize = 64;
 
@@ -47,6 +54,13 @@ impl CircuitParams {
     pub const PRODUCTION: Self = Self {
         depth: PRODUCTION_DEPTH,
         challenges: PRODUCTION_CHALLENGES,
+    };
+
+    /// The DEVELOPMENT parameters: production depth, [`DEVELOPMENT_CHALLENGES`] challenges.
+    /// Local chains and tests only (see [`DEVELOPMENT_CHALLENGES`]).
+    pub const DEVELOPMENT: Self = Self {
+        depth: PRODUCTION_DEPTH,
+        challenges: DEVELOPMENT_CHALLENGES,
     };
 
     /// Checks the parameters are supported.

@@ -7,15 +7,15 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::bench::{bench_row, count_constraints};
+use crate::bench::{bench_epoch, bench_row, count_constraints};
 use crate::circuit::{CircuitParams, PRODUCTION_CHALLENGES, PRODUCTION_DEPTH, PublicInputs};
 use crate::error::{Error, Result};
 use crate::field::{fr_from_hex, fr_to_hex, parse_hex32, split_segments};
 use crate::fixture::{ProofFile, build_fixture};
 use crate::groth::{Keys, epoch_seed, load_verifying_key, prove, verify};
 use crate::merkle::MerkleTree;
-use crate::solidity::generate_verifier;
-use crate::{FIXTURE_PATH, VERIFIER_PATH};
+use crate::solidity::{generate_dev_verifier, generate_verifier};
+use crate::{DEV_VERIFIER_PATH, FIXTURE_PATH, VERIFIER_PATH};
 
 /// Storage proofs for DeCloud: commit to data, prove possession of challenged
 /// segments, verify proofs and export the Solidity verifier.
@@ -154,9 +154,13 @@ pub enum Command {
         /// Circuit shape (used without --keys).
         #[command(flatten)]
         params: ParamsArgs,
-        /// Output file.
-        #[arg(long, default_value = VERIFIER_PATH)]
-        out: PathBuf,
+        /// Write the DEVELOPMENT-circuit verifier instead (contract `DevGroth16Verifier`, depth 20,
+        /// 4 challenges, development keys; default output contracts/src/DevGroth16Verifier.sol).
+        #[arg(long, conflicts_with_all = ["keys", "depth", "challenges"])]
+        development: bool,
+        /// Output file [default: contracts/src/Groth16Verifier.sol].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Write the forge fixture (a valid proof and negative cases).
     Fixture {
@@ -175,6 +179,20 @@ pub enum Command {
         /// Challenge counts to measure, comma separated.
         #[arg(long, value_delimiter = ',', default_values_t = vec![1, 16, PRODUCTION_CHALLENGES])]
         challenges: Vec<usize>,
+    },
+    /// Measure what one epoch of one replica costs a storage node: leaf hashing and tree (first
+    /// epoch), tree from cached leaves (later epochs), the proof (use --release).
+    BenchEpoch {
+        /// Key directory; without it, the development keys of the given shape are derived (not
+        /// counted in the times).
+        #[arg(long, env = "DECLOUD_PROVER_KEYS")]
+        keys: Option<PathBuf>,
+        /// Circuit shape (used without --keys).
+        #[command(flatten)]
+        params: ParamsArgs,
+        /// Replica size in MiB.
+        #[arg(long, default_value_t = 100)]
+        mib: u64,
     },
 }
 
@@ -293,10 +311,20 @@ pub fn run_with(command: Command, out: &mut impl Write) -> Result<()> {
         Command::ExportVerifier {
             keys,
             params,
+            development,
             out: path,
         } => {
-            let keys = keys_or_dev(keys.as_deref(), params.params()?)?;
-            write(&path, generate_verifier(keys.vk(), &keys.params).as_bytes())?;
+            let (keys, source, default_path) = if development {
+                let keys = Keys::dev_setup(CircuitParams::DEVELOPMENT)?;
+                let source = generate_dev_verifier(keys.vk(), &keys.params);
+                (keys, source, DEV_VERIFIER_PATH)
+            } else {
+                let keys = keys_or_dev(keys.as_deref(), params.params()?)?;
+                let source = generate_verifier(keys.vk(), &keys.params);
+                (keys, source, VERIFIER_PATH)
+            };
+            let path = path.unwrap_or_else(|| PathBuf::from(default_path));
+            write(&path, source.as_bytes())?;
             print(
                 out,
                 &format!("wrote {} for {}", path.display(), keys.params),
@@ -310,6 +338,21 @@ pub fn run_with(command: Command, out: &mut impl Write) -> Result<()> {
                 format!("{}\n", serde_json::to_string_pretty(&fixture)?).as_bytes(),
             )?;
             print(out, &format!("wrote {}", path.display()))
+        }
+        Command::BenchEpoch { keys, params, mib } => {
+            let keys = keys_or_dev(keys.as_deref(), params.params()?)?;
+            let row = bench_epoch(&keys, mib << 20)?;
+            print(
+                out,
+                &format!(
+                    "| {} | {mib} MiB | {:.1} | {:.1} | {:.1} | {:.1} |",
+                    row.params,
+                    row.leaves_and_tree_seconds,
+                    row.tree_from_leaves_seconds,
+                    row.prove_seconds,
+                    row.tree_from_leaves_seconds + row.prove_seconds,
+                ),
+            )
         }
         Command::Bench { depth, challenges } => {
             print(

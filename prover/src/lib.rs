@@ -28,10 +28,10 @@ mod solidity;
 
 pub use ark_bn254::{Bn254, Fr};
 pub use ark_groth16::{Proof, VerifyingKey};
-pub use bench::{BenchRow, bench_row, count_constraints};
+pub use bench::{BenchRow, EpochBench, bench_epoch, bench_row, count_constraints};
 pub use circuit::{
-    CircuitParams, INDEX_SOURCE_BITS, Opening, PRODUCTION_CHALLENGES, PRODUCTION_DEPTH,
-    PublicInputs, StorageCircuit, challenge_index, challenged_indices,
+    CircuitParams, DEVELOPMENT_CHALLENGES, INDEX_SOURCE_BITS, Opening, PRODUCTION_CHALLENGES,
+    PRODUCTION_DEPTH, PublicInputs, StorageCircuit, challenge_index, challenged_indices,
 };
 pub use cli::{Cli, run, run_with};
 pub use error::{Error, Result};
@@ -47,9 +47,14 @@ pub use groth::{
 };
 pub use merkle::{MAX_DEPTH, MerkleTree, hash_leaf, hash_segment, root_from_path};
 pub use poseidon::{ALPHA, FULL_ROUNDS, PARTIAL_ROUNDS, RATE};
-pub use solidity::generate_verifier;
+pub use solidity::{
+    DEV_VERIFIER_CONTRACT, VERIFIER_CONTRACT, generate_dev_verifier, generate_verifier,
+};
 
 /// Path of the committed verifier, relative to the workspace root.
 pub const VERIFIER_PATH: &str = "contracts/src/Groth16Verifier.sol";
+/// Path of the committed DEVELOPMENT-circuit verifier ([`CircuitParams::DEVELOPMENT`]), relative
+/// to the workspace root: local chains and tests only.
+pub const DEV_VERIFIER_PATH: &str = "contracts/src/DevGroth16Verifier.sol";
 /// Path of the forge fixture, relative to the workspace root.
 pub const FIXTURE_PATH: &str = "contracts/test/fixtures/storage_proof.json";

@@ -2,15 +2,19 @@
 //!
 //! Order: MockUSDC (local chains only) → NodeRegistry → OperatorStaking(usdc) →
 //! TemplateMarket(usdc) → LeaseEscrow(usdc, registry, templates) → AttestationAnchor →
-//! Groth16Verifier (local chains only) → StorageMarket(usdc, registry, verifier), then
+//! the storage-proof verifier (local chains: DevGroth16Verifier) → StorageMarket(usdc, registry,
+//! verifier), then
 //! ARBITER_ROLE and PAUSER_ROLE on LeaseEscrow, PURCHASER_ROLE on TemplateMarket for LeaseEscrow
 //! (it buys templates for the tenants who open leases) and ANCHOR_ROLE on AttestationAnchor
 //! (StorageMarket has no role besides governance). The deployer holds DEFAULT_ADMIN_ROLE
 //! (governance) of every contract.
 //!
-//! The Groth16Verifier committed in `contracts/src` comes from the development setup, whose
-//! secrets anyone can re-derive: with it, anyone could forge storage proofs and be paid for
-//! storing nothing. It is deployed on local chains only; every other chain must name a verifier
+//! Local chains get `DevGroth16Verifier`, the verifier of the DEVELOPMENT circuit (production
+//! depth, 4 challenges: a proof takes seconds, see `prover/README.md`). It and the
+//! `Groth16Verifier` committed in `contracts/src` (the production circuit) both come from the
+//! development setup, whose secrets anyone can re-derive: with them, anyone could forge storage
+//! proofs and be paid for storing nothing. Neither is ever deployed off a local chain; every
+//! other chain must name a verifier
 //! generated from ceremony keys, pinned by its code hash ([`VerifierSource::Production`], see
 //! `prover/README.md`), and a deployment without one is refused before anything is sent.
 
@@ -24,8 +28,8 @@ use tracing::info;
 use crate::{
     Error, USDC,
     bindings::{
-        AttestationAnchor, Groth16Verifier, LeaseEscrow, MockUSDC, NodeRegistry, OperatorStaking,
-        StorageMarket, TemplateMarket,
+        AttestationAnchor, DevGroth16Verifier, Groth16Verifier, LeaseEscrow, MockUSDC,
+        NodeRegistry, OperatorStaking, StorageMarket, TemplateMarket,
     },
     deployments::{ContractDeployment, Contracts, Deployment, Roles},
     tx,
@@ -43,8 +47,13 @@ pub enum UsdcSource {
 /// Which Groth16 verifier StorageMarket trusts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifierSource {
-    /// Deploy the committed development verifier (local chains only: its keys are public).
+    /// Deploy the committed verifier of the DEVELOPMENT circuit, `DevGroth16Verifier` (local
+    /// chains only: its keys are public and its 4 challenges catch little).
     Development,
+    /// Deploy the committed `Groth16Verifier`: the production circuit (88 challenges) with the
+    /// development keys (local chains only: its keys are public). For measuring and testing
+    /// production proving on a local chain.
+    DevelopmentProductionCircuit,
     /// A verifier already deployed from ceremony keys, accepted only if the keccak256 of its
     /// runtime code is `code_hash` and it is not the development verifier.
     Production {
@@ -65,8 +74,9 @@ pub fn is_local_chain(chain_id: u64) -> bool {
 pub const DEFAULT_UNBONDING_PERIOD: u64 = 7 * 24 * 3600;
 /// Default premium threshold of OperatorStaking: 1,000 USDC.
 pub const DEFAULT_PREMIUM_THRESHOLD: u64 = 1_000 * USDC;
-/// Segments the committed Groth16Verifier's circuit supports: 2^20 (depth 20, 1 GiB of 1 KiB
-/// segments). StorageMarket rejects deals above it, which the circuit could not prove.
+/// Segments the committed verifiers' circuits support: 2^20 (depth 20, 1 GiB of 1 KiB segments;
+/// the development circuit has the production depth). StorageMarket rejects deals above it,
+/// which the circuit could not prove.
 pub const STORAGE_MAX_SEGMENTS: u64 = 1 << 20;
 /// StorageMarket's epoch length when the network sets none: 43,200 blocks, about one day on
 /// Polygon.
@@ -249,6 +259,14 @@ pub async fn deploy_system(
 
     let groth16_verifier = match config.verifier {
         VerifierSource::Development => {
+            let receipt = tx::send(
+                "DevGroth16Verifier",
+                DevGroth16Verifier::deploy_builder(provider),
+            )
+            .await?;
+            created("DevGroth16Verifier", &receipt)?
+        }
+        VerifierSource::DevelopmentProductionCircuit => {
             let receipt =
                 tx::send("Groth16Verifier", Groth16Verifier::deploy_builder(provider)).await?;
             created("Groth16Verifier", &receipt)?
@@ -345,13 +363,19 @@ async fn check_verifier(
     verifier: VerifierSource,
 ) -> Result<(), Error> {
     match verifier {
-        VerifierSource::Development if is_local_chain(chain_id) => Ok(()),
-        VerifierSource::Development => Err(Error::Chain(format!(
-            "refusing to deploy the development Groth16 verifier on chain {chain_id}: its keys \
+        VerifierSource::Development | VerifierSource::DevelopmentProductionCircuit
+            if is_local_chain(chain_id) =>
+        {
+            Ok(())
+        }
+        VerifierSource::Development | VerifierSource::DevelopmentProductionCircuit => {
+            Err(Error::Chain(format!(
+                "refusing to deploy the development Groth16 verifier on chain {chain_id}: its keys \
              come from a public seed, so anyone could forge storage proofs. Name the verifier \
              generated from the ceremony keys (`verifier` and `verifier_code_hash` in \
              networks.toml, or --verifier and --verifier-code-hash; see prover/README.md)"
-        ))),
+            )))
+        }
         VerifierSource::Production { address, code_hash } => {
             let code = provider.get_code_at(address).await?;
             if code.is_empty() {
@@ -359,7 +383,9 @@ async fn check_verifier(
                     "no contract at the verifier address {address} on chain {chain_id}"
                 )));
             }
-            if code == Groth16Verifier::DEPLOYED_BYTECODE {
+            if code == Groth16Verifier::DEPLOYED_BYTECODE
+                || code == DevGroth16Verifier::DEPLOYED_BYTECODE
+            {
                 return Err(Error::Chain(format!(
                     "the verifier at {address} is the development verifier, whose keys are \
                      public: deploy the one generated from the ceremony keys"
@@ -400,17 +426,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_segments_match_the_committed_verifier_circuit() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../contracts/src/Groth16Verifier.sol");
-        let source = std::fs::read_to_string(&path).unwrap();
-        // The generator writes the circuit's parameters into the header, e.g. "(depth=20 challenges=88".
-        let depth: u32 = source
-            .split("depth=")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|digits| digits.parse().ok())
-            .expect("the verifier names its circuit depth");
-        assert_eq!(STORAGE_MAX_SEGMENTS, 1u64 << depth);
+    fn max_segments_match_the_committed_verifier_circuits() {
+        for file in ["Groth16Verifier.sol", "DevGroth16Verifier.sol"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../contracts/src")
+                .join(file);
+            let source = std::fs::read_to_string(&path).unwrap();
+            // The generator writes the circuit's parameters into the header, e.g. "(depth=20 challenges=88".
+            let depth: u32 = source
+                .split("depth=")
+                .nth(1)
+                .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|digits| digits.parse().ok())
+                .expect("the verifier names its circuit depth");
+            assert_eq!(STORAGE_MAX_SEGMENTS, 1u64 << depth, "{file}");
+        }
     }
 }

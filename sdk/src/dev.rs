@@ -273,7 +273,7 @@ pub fn summary(ctx: &DevContext) -> String {
             ("TemplateMarket", c.template_market),
             ("LeaseEscrow", c.lease_escrow),
             ("AttestationAnchor", c.attestation_anchor),
-            ("Groth16Verifier", c.groth16_verifier),
+            ("DevGroth16Verifier", c.groth16_verifier),
             ("StorageMarket", c.storage_market),
         ] {
             let _ = writeln!(out, "  {name:<20} {}", contract.address);

@@ -34,7 +34,10 @@ use alloy::{
 
 use crate::{
     Error, USDC,
-    deploy::{DeployConfig, LOCAL_STORAGE_EPOCH_BLOCKS, UsdcSource, deploy_system, mint_mock_usdc},
+    deploy::{
+        DeployConfig, LOCAL_STORAGE_EPOCH_BLOCKS, UsdcSource, VerifierSource, deploy_system,
+        mint_mock_usdc,
+    },
     deployments::Deployment,
     paths, tx,
 };
@@ -128,8 +131,15 @@ pub struct TestSystem {
 }
 
 impl TestSystem {
-    /// Starts anvil, deploys everything with account 0 and funds every account.
+    /// Starts anvil, deploys everything with account 0 and funds every account. StorageMarket
+    /// verifies proofs of the development circuit (`DevGroth16Verifier`).
     pub async fn start() -> Result<Self, Error> {
+        Self::start_with_verifier(VerifierSource::Development).await
+    }
+
+    /// [`TestSystem::start`] with another local verifier, e.g.
+    /// [`VerifierSource::DevelopmentProductionCircuit`] for the production circuit.
+    pub async fn start_with_verifier(verifier: VerifierSource) -> Result<Self, Error> {
         let anvil = spawn_anvil()?;
         let deployer = signer(&anvil, 0);
         let deployer_address = deployer.address();
@@ -137,6 +147,7 @@ impl TestSystem {
         let mut config = DeployConfig::new(UsdcSource::Mock);
         config.network = Some("anvil".into());
         config.storage_epoch_blocks = LOCAL_STORAGE_EPOCH_BLOCKS;
+        config.verifier = verifier;
         let deployment = deploy_system(&provider, deployer_address, &config).await?;
         let usdc = deployment.usdc;
         mint_mock_usdc(&provider, usdc, anvil.addresses(), U256::from(TEST_FUNDS)).await?;

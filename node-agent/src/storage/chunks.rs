@@ -455,6 +455,7 @@ impl ChunkStore {
                     bytes: chunks.values().map(|(_, l)| l).sum(),
                 })
                 .collect(),
+            ..StorageReport::default()
         }
     }
 

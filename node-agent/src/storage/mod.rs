@@ -6,7 +6,9 @@
 //! deals the node serves.
 
 mod chunks;
+mod drain;
 mod market;
+mod prove;
 mod server;
 
 use std::{
@@ -20,7 +22,11 @@ use url::Url;
 
 pub use chunks::{ChunkStore, PutOutcome, ReplicaKey};
 pub use decloud_sdk::storage::sha256;
+pub use drain::{DRAIN_FLAG_FILE, Drain};
 pub use market::{DealInfo, Market};
+pub use prove::{
+    PROOF_JOURNAL_FILE, PROVE_POLL_INTERVAL, PROVER_CACHE_DIR, ProofLog, Prover, select_keys,
+};
 pub use server::{StorageService, app, serve};
 
 /// Directory of the chunk store under the data directory, unless configured.
@@ -43,6 +49,12 @@ pub struct StorageLayer {
     /// URL at which clients reach the chunk API from outside (e.g. `http://203.0.113.7:7700`),
     /// reported in heartbeats; none by default.
     pub public_url: Option<String>,
+    /// Directory of the proving keys of StorageMarket's verifier (`proving.key`,
+    /// `verifying.key`, `params.json`); not needed when the market verifies the development
+    /// circuit, whose keys the agent derives itself.
+    pub proving_keys: Option<PathBuf>,
+    /// Drain mode: take no new replicas, keep proving the ones held (default false).
+    pub drain: Option<bool>,
 }
 
 /// The resolved storage role.
@@ -60,6 +72,10 @@ pub struct StorageConfig {
     pub storage_market: Address,
     /// URL clients reach the chunk API at, reported in heartbeats.
     pub public_url: Option<Url>,
+    /// Proving keys directory, when configured.
+    pub proving_keys: Option<PathBuf>,
+    /// Whether the configuration forces drain mode.
+    pub drain: bool,
 }
 
 impl StorageLayer {
@@ -110,6 +126,8 @@ impl StorageLayer {
                 .unwrap_or_else(|| data_dir.join(DEFAULT_CHUNKS_DIR)),
             rpc_url,
             storage_market,
+            proving_keys: self.proving_keys,
+            drain: self.drain.unwrap_or(false),
         })
     }
 }
@@ -126,6 +144,8 @@ mod tests {
             rpc_url: Some("http://127.0.0.1:8545".into()),
             storage_market: Some(Address::repeat_byte(1)),
             public_url: None,
+            proving_keys: None,
+            drain: None,
         }
     }
 
@@ -322,4 +342,12 @@ pub enum StorageError {
     /// The chain could not be read.
     #[error("chain: {0}")]
     Chain(String),
+    /// The node takes no new replicas: it is draining.
+    #[error(
+        "this node is draining: it takes no new replicas (replicas it already holds part of may still be resumed)"
+    )]
+    Draining,
+    /// Proving keys or the proof journal could not be used.
+    #[error("prover: {0}")]
+    Prover(String),
 }

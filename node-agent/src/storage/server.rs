@@ -27,7 +27,7 @@ use decloud_sdk::storage::{
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use super::{ChunkStore, DealInfo, Market, PutOutcome, StorageError};
+use super::{ChunkStore, DealInfo, Drain, Market, PutOutcome, StorageError};
 
 /// What the chunk API serves from: the store, the market and this node's id.
 #[derive(Debug, Clone)]
@@ -35,6 +35,7 @@ pub struct StorageService {
     store: Arc<ChunkStore>,
     market: Arc<Market>,
     node: B256,
+    drain: Option<Drain>,
 }
 
 impl StorageService {
@@ -44,7 +45,14 @@ impl StorageService {
             store,
             market,
             node,
+            drain: None,
         }
+    }
+
+    /// Refuses new replicas while `drain` says the node is draining.
+    pub fn with_drain(mut self, drain: Drain) -> Self {
+        self.drain = Some(drain);
+        self
     }
 
     /// Checks a request's signature and expiry, that the deal exists and that the signer may do
@@ -218,6 +226,12 @@ async fn put_chunk(
             Some(sha256),
         )
         .await?;
+    // Draining: nothing new, but a replica the node already holds part of may be resumed.
+    if service.drain.as_ref().is_some_and(Drain::is_draining)
+        && service.store.manifest((deal, replica)).chunks.is_empty()
+    {
+        return Err(StorageError::Draining);
+    }
     let end_block = service.market.end_block(&info);
     if service.market.block_number().await? >= end_block {
         return Err(StorageError::DealEnded { deal, end_block });
@@ -309,7 +323,8 @@ impl IntoResponse for StorageError {
             }
             Self::OverQuota { .. } => StatusCode::INSUFFICIENT_STORAGE,
             Self::Corrupt { .. } | Self::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Chain(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Chain(_) | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Prover(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match &self {
             Self::Io { .. } => {

@@ -197,6 +197,51 @@ pub struct StorageReport {
     pub stored_bytes: u64,
     /// Every replica the node holds.
     pub replicas: Vec<ReplicaSummary>,
+    /// Whether the node is draining: it takes no new replicas and keeps proving the ones it
+    /// holds until they have moved.
+    #[serde(default)]
+    pub draining: bool,
+    /// How the node's proofs went, per replica it proves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proofs: Vec<ReplicaProofs>,
+}
+
+impl StorageReport {
+    /// The node's storage proof rate in basis points (10000 = every closed epoch proven): proven
+    /// epochs over proven plus missed, over every replica it reports; `None` before any epoch
+    /// closed. Rounded down: a node never shows a better record than it has.
+    pub fn proof_rate_bps(&self) -> Option<u32> {
+        let proven: u64 = self.proofs.iter().map(|p| u64::from(p.proven_epochs)).sum();
+        let missed: u64 = self.proofs.iter().map(|p| u64::from(p.missed_epochs)).sum();
+        let total = proven + missed;
+        (total > 0).then(|| u32::try_from(proven * 10_000 / total).unwrap_or(10_000))
+    }
+}
+
+/// How a storage node's proofs of one replica went, as the node saw them on-chain.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReplicaProofs {
+    /// Deal id.
+    pub deal: u64,
+    /// Replica index.
+    pub replica: u32,
+    /// Epochs of the replica proven on-chain while it was placed on this node.
+    pub proven_epochs: u32,
+    /// Epochs that closed unproven while the replica was placed on this node.
+    pub missed_epochs: u32,
+    /// The latest proven epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_proven_epoch: Option<u32>,
+    /// When the latest proof was mined (Unix seconds, the block's time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_proof_at: Option<u64>,
+    /// The transaction of the latest proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_proof_tx: Option<B256>,
+    /// Why the current epoch could not be proven (a damaged chunk, an incomplete upload, data
+    /// that does not match the replica's root, a chain error), when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// An error answer of the chunk API.
