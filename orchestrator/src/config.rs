@@ -46,6 +46,22 @@ pub struct Config {
     /// HTTPS names for VMs' HTTP ports (`https://<name>.<domain>`); without it no names are
     /// given and HTTP ports are forwarded directly like any other port.
     pub ingress: Option<IngressConfig>,
+    /// Repair of lost storage replicas (`[repair]`): deal owners name this orchestrator's repair
+    /// key as their deals' repairer and register their repair secrets with it. Needs `[chain]`
+    /// with `storage_market`; without it nothing is repaired.
+    pub repair: Option<RepairConfig>,
+}
+
+/// The orchestrator's repair key (`[repair]`). The key comes from `DECLOUD_REPAIR_PRIVATE_KEY`
+/// (hex) or from `key_file` (a file holding the hex key, mode 0600): never from this file itself
+/// or a flag. It signs the repairer's chunk requests and `replaceReplica` transactions, so its
+/// account needs gas, and it seals the registered repair secrets at rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairConfig {
+    /// File holding the repair key in hex (else `DECLOUD_REPAIR_PRIVATE_KEY`).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// The domain VMs' HTTP ports are named under (`[ingress]`). Each node serves the names of its
@@ -224,6 +240,7 @@ impl Default for Config {
             attestation: None,
             web: None,
             ingress: None,
+            repair: None,
         }
     }
 }
