@@ -1,6 +1,6 @@
 //! Registering a storage deal's repair secret through the API, against the real contracts on
 //! anvil and both stores: the repairer's address is served, only the deal's owner registers,
-//! only for a deal that names this orchestrator's repairer, only a 32-byte secret; every refusal
+//! only for an unsettled deal that names this orchestrator's repairer, only a 32-byte secret; every refusal
 //! stores nothing, and what is stored is sealed (the secret never appears in the database).
 
 mod support;
@@ -152,7 +152,8 @@ async fn register_node(system: &TestSystem, who: usize, machine: &str) -> B256 {
         .unwrap()
 }
 
-/// Deals 1 (naming the repairer) and 2 (naming none) of OWNER, on two registered nodes.
+/// Deals 1 (naming the repairer), 2 (naming none) and 3 (naming the repairer, settled) of
+/// OWNER, on two registered nodes.
 async fn open_deals(system: &TestSystem) {
     let market_address = system.deployment.contracts.storage_market.address;
     let a = register_node(system, 2, "registration-a").await;
@@ -162,22 +163,31 @@ async fn open_deals(system: &TestSystem) {
         .approve(market_address, U256::MAX)
         .send_ok()
         .await;
-    for deal in 1u64..=2 {
+    for (deal, epochs) in [(1u64, 10), (2, 10), (3, 1)] {
         market
             .createDeal(
                 vec![a, b],
                 vec![U256::from(deal * 10 + 1), U256::from(deal * 10 + 2)],
                 4,
                 1_000,
-                10,
+                epochs,
             )
             .send_ok()
             .await;
     }
-    market
-        .setRepairer(U256::from(1), system.address(REPAIR_KEY))
-        .send_ok()
-        .await;
+    for deal in [1u64, 3] {
+        market
+            .setRepairer(U256::from(deal), system.address(REPAIR_KEY))
+            .send_ok()
+            .await;
+    }
+    let epoch_blocks = market.epochBlocks().call().await.unwrap();
+    for _ in 0..=epoch_blocks {
+        decloud_sdk::testing::mine(&system.provider(0))
+            .await
+            .unwrap();
+    }
+    market.settle(U256::from(3)).send_ok().await;
 }
 
 async fn stored_rows(store: &Store, deal: u64) -> bool {
@@ -224,7 +234,7 @@ async fn registration_on(system: &TestSystem, database_url: &str) {
     };
 
     // Refusals, each with nothing stored.
-    let refusals: [(&str, &str, Option<String>, StatusCode, &str); 8] = [
+    let refusals: [(&str, &str, Option<String>, StatusCode, &str); 9] = [
         (
             "1",
             SECRET,
@@ -268,6 +278,13 @@ async fn registration_on(system: &TestSystem, database_url: &str) {
             "not_repairer",
         ),
         (
+            "3",
+            SECRET,
+            Some(owner.clone()),
+            StatusCode::CONFLICT,
+            "deal_settled",
+        ),
+        (
             "x",
             SECRET,
             Some(owner.clone()),
@@ -294,7 +311,7 @@ async fn registration_on(system: &TestSystem, database_url: &str) {
             && message.contains(&system.address(REPAIR_KEY).to_string()),
         "{message}"
     );
-    for deal in [1, 2, 99] {
+    for deal in [1, 2, 3, 99] {
         assert!(!stored_rows(&store, deal).await, "deal {deal}");
     }
 
