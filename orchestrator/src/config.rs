@@ -46,6 +46,22 @@ pub struct Config {
     /// HTTPS names for VMs' HTTP ports (`https://<name>.<domain>`); without it no names are
     /// given and HTTP ports are forwarded directly like any other port.
     pub ingress: Option<IngressConfig>,
+    /// Repair of lost storage replicas (`[repair]`): deal owners name this orchestrator's repair
+    /// key as their deals' repairer and register their repair secrets with it. Needs `[chain]`
+    /// with `storage_market`; without it nothing is repaired.
+    pub repair: Option<RepairConfig>,
+}
+
+/// The orchestrator's repair key (`[repair]`). The key comes from `DECLOUD_REPAIR_PRIVATE_KEY`
+/// (hex) or from `key_file` (a file holding the hex key, mode 0600): never from this file itself
+/// or a flag. It signs the repairer's chunk requests and `replaceReplica` transactions, so its
+/// account needs gas, and it seals the registered repair secrets at rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepairConfig {
+    /// File holding the repair key in hex (else `DECLOUD_REPAIR_PRIVATE_KEY`).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// The domain VMs' HTTP ports are named under (`[ingress]`). Each node serves the names of its
@@ -224,6 +240,7 @@ impl Default for Config {
             attestation: None,
             web: None,
             ingress: None,
+            repair: None,
         }
     }
 }
@@ -398,6 +415,17 @@ impl Config {
                 ));
             }
         }
+        if self.repair.is_some()
+            && self
+                .chain
+                .as_ref()
+                .is_none_or(|c| c.storage_market.is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "[repair] needs [chain] with storage_market (the market whose deals it repairs)"
+                    .into(),
+            ));
+        }
         if let Some(ingress) = &self.ingress {
             decloud_sdk::api::check_ingress_domain(&ingress.domain)
                 .map_err(|e| ConfigError::Invalid(format!("ingress.domain: {e}")))?;
@@ -554,6 +582,49 @@ mod tests {
             format!(
                 "[attestation]\nrpc_url = \"x\"\nanchor = \"{addr}\"\nprivate_key = \"0x01\"\n"
             ),
+        )
+        .unwrap();
+        assert!(matches!(
+            Config::resolve(&args, |_| None),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn repair_needs_the_storage_market_and_never_holds_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.toml");
+        let args = Args {
+            config: Some(path.clone()),
+            ..Args::default()
+        };
+        let chain = |market: &str| {
+            format!(
+                "[chain]\nrpc_url = \"http://127.0.0.1:1\"\nnode_registry = \"{a}\"\n\
+                 lease_escrow = \"{a}\"\nimage = \"base\"\n{market}",
+                a = alloy::primitives::Address::repeat_byte(1)
+            )
+        };
+        let market = format!(
+            "storage_market = \"{}\"\n",
+            alloy::primitives::Address::repeat_byte(2)
+        );
+        std::fs::write(
+            &path,
+            format!("{}[repair]\nkey_file = \"/etc/r.key\"\n", chain(&market)),
+        )
+        .unwrap();
+        let repair = Config::resolve(&args, |_| None).unwrap().repair.unwrap();
+        assert_eq!(repair.key_file, Some(PathBuf::from("/etc/r.key")));
+        std::fs::write(&path, format!("{}[repair]\n", chain(""))).unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("storage_market"), "{e}");
+        std::fs::write(&path, "[repair]\n").unwrap();
+        assert!(Config::resolve(&args, |_| None).is_err());
+        // The key itself is never part of the file.
+        std::fs::write(
+            &path,
+            format!("{}[repair]\nprivate_key = \"0x01\"\n", chain(&market)),
         )
         .unwrap();
         assert!(matches!(

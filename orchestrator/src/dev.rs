@@ -180,7 +180,13 @@ impl DevService for OrchestratorService {
                     https_port,
                 });
             }
-            let running = crate::start_with_attestation_key(config, listener, anchor_key)
+            // Storage deals are repaired with a fresh key, funded for gas by the deployer.
+            let repair_key = alloy::signers::local::PrivateKeySigner::random();
+            fund_repairer(&rpc, ctx, repair_key.address())
+                .await
+                .map_err(|e| tool(&format!("funding the repair key: {e}")))?;
+            config.repair = Some(crate::config::RepairConfig::default());
+            let running = crate::start_with_keys(config, listener, anchor_key, Some(repair_key))
                 .await
                 .map_err(|e| tool(&e))?;
             // The seed templates are published on-chain, so a newcomer can deploy one at once.
@@ -252,6 +258,39 @@ impl DevService for OrchestratorService {
             self.temp.take();
         })
     }
+}
+
+/// Gas the development repair key is given, in wei (10 ETH of anvil's).
+const REPAIRER_FUNDS: u128 = 10_000_000_000_000_000_000;
+
+/// Sends the repair key at `repairer` its gas money from the deployer's account.
+async fn fund_repairer(
+    rpc_url: &url::Url,
+    ctx: &DevContext,
+    repairer: alloy::primitives::Address,
+) -> Result<(), String> {
+    use alloy::{network::TransactionBuilder as _, providers::Provider as _};
+    let deployer = ctx
+        .accounts
+        .get(SEED_AUTHOR_ACCOUNT)
+        .ok_or("no funded account")?;
+    let key: alloy::signers::local::PrivateKeySigner =
+        deployer.private_key.parse().map_err(|e| format!("{e}"))?;
+    let provider = decloud_sdk::tx::signing_provider(rpc_url.clone(), key);
+    let tx = alloy::rpc::types::TransactionRequest::default()
+        .with_to(repairer)
+        .with_value(alloy::primitives::U256::from(REPAIRER_FUNDS));
+    let receipt = provider
+        .send_transaction(tx)
+        .await
+        .map_err(|e| e.to_string())?
+        .get_receipt()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !receipt.status() {
+        return Err(format!("transfer {} reverted", receipt.transaction_hash));
+    }
+    Ok(())
 }
 
 /// Which funded account publishes the seed templates (anvil's account index): the deployer's,

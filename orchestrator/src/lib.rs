@@ -138,6 +138,23 @@ pub async fn start_with_attestation_key(
     listener: tokio::net::TcpListener,
     key: Option<alloy::signers::local::PrivateKeySigner>,
 ) -> eyre::Result<Running> {
+    start_with_keys(config, listener, key, None).await
+}
+
+/// [`start_with_attestation_key`], repairing storage deals with `repair_key` when given instead
+/// of the key from `DECLOUD_REPAIR_PRIVATE_KEY` or `[repair] key_file` (only read when the
+/// configuration has a `[repair]` section).
+pub async fn start_with_keys(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    key: Option<alloy::signers::local::PrivateKeySigner>,
+    repair_key: Option<alloy::signers::local::PrivateKeySigner>,
+) -> eyre::Result<Running> {
+    // A repair key that cannot be loaded stops the start before anything else happens.
+    let repair_desk = match &config.repair {
+        Some(r) => Some(repair_setup(&config, r, repair_key).await?),
+        None => None,
+    };
     let mut store = Store::connect(&config.database_url).await?;
     // The attestation key is also the one LeaseEscrow's arbiter role is granted to.
     let mut arbiter_key = None;
@@ -169,6 +186,10 @@ pub async fn start_with_attestation_key(
     let addr = listener.local_addr()?;
     tracing::info!(target: "orchestrator", listen = %addr, "serving");
     let state = AppState::new(store.clone(), config)?;
+    if let Some(desk) = repair_desk {
+        tracing::info!(target: "orchestrator::repair", repairer = %desk.repairer().address(), market = %desk.market(), "repairing storage deals that name this repairer");
+        state.set_repair(desk);
+    }
     if let Some(c) = &state.config().content {
         state.set_content(bundles::open(c).await?);
     }
@@ -276,6 +297,33 @@ async fn attestation_setup(
         },
         key,
     ))
+}
+
+/// Loads the repair key and builds the repair desk over `[chain]`'s StorageMarket.
+async fn repair_setup(
+    config: &Config,
+    r: &config::RepairConfig,
+    key: Option<alloy::signers::local::PrivateKeySigner>,
+) -> eyre::Result<repair::RepairDesk> {
+    use alloy::providers::Provider;
+    let chain = config
+        .chain
+        .as_ref()
+        .ok_or_else(|| eyre::eyre!("[repair] needs a [chain] section"))?;
+    let market = chain
+        .storage_market
+        .as_deref()
+        .ok_or_else(|| eyre::eyre!("[repair] needs [chain] storage_market"))?
+        .parse()?;
+    let key = match key {
+        Some(key) => key,
+        None => repair::load_repair_key(r.key_file.as_deref(), |k| std::env::var(k).ok())?,
+    };
+    let provider = decloud_sdk::tx::signing_provider(chain.rpc_url.parse()?, key.clone());
+    let chain_id = provider.get_chain_id().await?;
+    Ok(repair::RepairDesk::new(repair::Repairer::new(
+        provider, key, market, chain_id,
+    )))
 }
 
 /// The chain follower's task; it stops at a committed range when told through its watch channel.

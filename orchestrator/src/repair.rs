@@ -348,6 +348,269 @@ impl Repairer {
     }
 }
 
+/// Where the repair key is taken from: `DECLOUD_REPAIR_PRIVATE_KEY` (hex) in the environment,
+/// else the configured key file (hex, readable by its owner only). Never a flag or a setting.
+pub const REPAIR_KEY_ENV: &str = "DECLOUD_REPAIR_PRIVATE_KEY";
+
+/// Why the repair key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairKeyError {
+    /// Neither the environment nor the configuration gives a key.
+    #[error("[repair] needs a key: set {REPAIR_KEY_ENV} or [repair] key_file")]
+    Missing,
+    /// The key file cannot be read.
+    #[error("reading the repair key file {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The key file is readable by others than its owner.
+    #[error("the repair key file {0} is readable by its group or others: chmod 600 it")]
+    Exposed(std::path::PathBuf),
+    /// The key is not 32 bytes of hex.
+    #[error("the repair key is not a 32-byte hex private key")]
+    Malformed,
+}
+
+/// Loads the repair key: `env(REPAIR_KEY_ENV)` when set, else the hex key in `key_file`.
+pub fn load_repair_key(
+    key_file: Option<&std::path::Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<PrivateKeySigner, RepairKeyError> {
+    let text = match (env(REPAIR_KEY_ENV), key_file) {
+        (Some(key), _) => key,
+        (None, Some(path)) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                let meta = std::fs::metadata(path).map_err(|source| RepairKeyError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    return Err(RepairKeyError::Exposed(path.to_path_buf()));
+                }
+            }
+            std::fs::read_to_string(path).map_err(|source| RepairKeyError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?
+        }
+        (None, None) => return Err(RepairKeyError::Missing),
+    };
+    let hex = text.trim();
+    let hex = hex.strip_prefix("0x").unwrap_or(hex);
+    if hex.len() != 64 {
+        return Err(RepairKeyError::Malformed);
+    }
+    hex.parse::<PrivateKeySigner>()
+        .map_err(|_| RepairKeyError::Malformed)
+}
+
+/// Why a deal's owner could not register its repair secret. Nothing is stored on any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationRefusal {
+    /// The secret is not 32 bytes of hex.
+    #[error("the repair secret must be 32 bytes of hex (64 hex digits)")]
+    MalformedSecret,
+    /// The deal id is not one the market can hold here.
+    #[error("deal id {0} is out of range")]
+    DealOutOfRange(u64),
+    /// The market has no such deal.
+    #[error("deal {0} does not exist")]
+    NoDeal(u64),
+    /// The caller does not own the deal.
+    #[error("deal {deal} belongs to {owner}, not to {caller}")]
+    NotOwner {
+        /// The deal.
+        deal: u64,
+        /// Its owner on-chain.
+        owner: Address,
+        /// The signed-in caller.
+        caller: String,
+    },
+    /// The deal is settled: nothing is left to repair.
+    #[error("deal {0} is settled: nothing is left to repair")]
+    Settled(u64),
+    /// The deal names another repairer (or none).
+    #[error(
+        "deal {deal} names {named} as its repairer, not this orchestrator's {ours}: call \
+         StorageMarket.setRepairer({deal}, {ours}) first"
+    )]
+    NotOurs {
+        /// The deal.
+        deal: u64,
+        /// The repairer the deal names (zero: none).
+        named: Address,
+        /// This orchestrator's repair key.
+        ours: Address,
+    },
+    /// Reading the market failed.
+    #[error("reading the storage market: {0}")]
+    Chain(decloud_sdk::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The orchestrator's repair desk: its repairer, and the repair secrets deal owners register,
+/// sealed at rest with ChaCha20-Poly1305 under a key derived from the repair key.
+#[derive(Clone)]
+pub struct RepairDesk {
+    repairer: Repairer,
+    seal_key: [u8; 32],
+}
+
+impl fmt::Debug for RepairDesk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RepairDesk")
+            .field("repairer", &self.repairer.address())
+            .field("market", &self.repairer.market)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RepairDesk {
+    /// A desk repairing as `repairer` (its key also derives the sealing key).
+    pub fn new(repairer: Repairer) -> Self {
+        let mut seal_key = [0u8; 32];
+        Hkdf::<Sha256>::new(None, repairer.key.to_bytes().as_slice())
+            .expand(b"decloud repair secret seal v1", &mut seal_key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Self { repairer, seal_key }
+    }
+
+    /// The repairer.
+    pub fn repairer(&self) -> &Repairer {
+        &self.repairer
+    }
+
+    /// The market whose deals this desk repairs.
+    pub fn market(&self) -> Address {
+        self.repairer.market
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.repairer.chain_id
+    }
+
+    /// The associated data binding a sealed secret to its market and deal.
+    fn aad(&self, deal: u64) -> Vec<u8> {
+        let mut aad = b"decloud repair secret".to_vec();
+        aad.extend_from_slice(&self.repairer.chain_id.to_be_bytes());
+        aad.extend_from_slice(self.repairer.market.as_slice());
+        aad.extend_from_slice(&deal.to_be_bytes());
+        aad
+    }
+
+    /// `secret` sealed for `deal`: hex of a random 12-byte nonce ‖ ciphertext ‖ tag.
+    pub fn seal(&self, deal: u64, secret: &RepairSecret) -> String {
+        use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _, aead::Aead as _};
+        let nonce: [u8; 12] = rand::random();
+        let sealed = ChaCha20Poly1305::new(&self.seal_key.into())
+            .encrypt(
+                &nonce.into(),
+                chacha20poly1305::aead::Payload {
+                    msg: &secret.0,
+                    aad: &self.aad(deal),
+                },
+            )
+            .expect("ChaCha20-Poly1305 encrypts 32 bytes");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        hex::encode(out)
+    }
+
+    /// The secret sealed for `deal`, or `None` when it was not sealed by this key for that deal.
+    pub fn unseal(&self, deal: u64, sealed: &str) -> Option<RepairSecret> {
+        use chacha20poly1305::{ChaCha20Poly1305, KeyInit as _, aead::Aead as _};
+        let bytes = hex::decode(sealed).ok()?;
+        if bytes.len() < 12 {
+            return None;
+        }
+        let (nonce, ciphertext) = bytes.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().ok()?;
+        let plain = ChaCha20Poly1305::new(&self.seal_key.into())
+            .decrypt(
+                &nonce.into(),
+                chacha20poly1305::aead::Payload {
+                    msg: ciphertext,
+                    aad: &self.aad(deal),
+                },
+            )
+            .ok()?;
+        Some(RepairSecret(plain.try_into().ok()?))
+    }
+
+    /// Registers `secret_hex` as `deal`'s repair secret for the signed-in `caller`: the caller
+    /// must own the deal on-chain, the deal must name this orchestrator's repair key as its
+    /// repairer and not be settled. The secret itself is not checked against the replicas here
+    /// (that needs the replicas' bytes); a rebuild checks the re-masked bytes against the lost
+    /// replica's on-chain root before anything moves ([`RepairError::WrongSecret`]).
+    pub async fn register(
+        &self,
+        store: &crate::store::Store,
+        caller: &str,
+        deal: u64,
+        secret_hex: &str,
+        now: i64,
+    ) -> Result<crate::store::SealedRepairSecret, RegistrationRefusal> {
+        let secret = parse_secret(secret_hex)?;
+        if i64::try_from(deal).is_err() {
+            return Err(RegistrationRefusal::DealOutOfRange(deal));
+        }
+        let market = StorageMarket::new(self.repairer.market, &self.repairer.provider);
+        let id = U256::from(deal);
+        let chain = |e: decloud_sdk::Error| match &e {
+            decloud_sdk::Error::Revert(r) if r.signature().starts_with("DealNotFound") => {
+                RegistrationRefusal::NoDeal(deal)
+            }
+            _ => RegistrationRefusal::Chain(e),
+        };
+        let terms = decloud_sdk::tx::read("StorageMarket", market.getDeal(id))
+            .await
+            .map_err(chain)?;
+        if !terms.owner.to_string().eq_ignore_ascii_case(caller) {
+            return Err(RegistrationRefusal::NotOwner {
+                deal,
+                owner: terms.owner,
+                caller: caller.to_string(),
+            });
+        }
+        if terms.settled {
+            return Err(RegistrationRefusal::Settled(deal));
+        }
+        let named = decloud_sdk::tx::read("StorageMarket", market.repairerOf(id))
+            .await
+            .map_err(chain)?;
+        let ours = self.repairer.address();
+        if named != ours {
+            return Err(RegistrationRefusal::NotOurs { deal, named, ours });
+        }
+        let record = crate::store::SealedRepairSecret {
+            deal_id: deal,
+            owner: format!("{:#x}", terms.owner),
+            sealed: self.seal(deal, &secret),
+            registered_at: now,
+        };
+        store.save_repair_secret(&record).await?;
+        info!(target: "orchestrator::repair", deal, owner = %terms.owner, "repair secret registered");
+        Ok(record)
+    }
+}
+
+/// 32 bytes of hex, `0x` optional.
+fn parse_secret(text: &str) -> Result<RepairSecret, RegistrationRefusal> {
+    let text = text.trim();
+    let text = text.strip_prefix("0x").unwrap_or(text);
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text, &mut bytes).map_err(|_| RegistrationRefusal::MalformedSecret)?;
+    Ok(RepairSecret(bytes))
+}
+
 /// The prover's root over a replica's chunks, as the market stores it.
 fn root(chunks: &[Vec<u8>], depth: usize) -> Result<U256, decloud_prover::Error> {
     let data = chunks.concat();
@@ -389,5 +652,79 @@ mod tests {
     fn the_secret_is_never_printed() {
         let secret = RepairSecret::from_bytes([0xab; 32]);
         assert_eq!(format!("{secret:?}"), "RepairSecret(..)");
+    }
+
+    #[test]
+    fn a_sealed_secret_opens_only_for_its_deal_and_key() {
+        use alloy::providers::{Provider as _, ProviderBuilder};
+        let provider = ProviderBuilder::new()
+            .connect_http("http://127.0.0.1:1".parse().unwrap())
+            .erased();
+        let desk = |key: u8| {
+            RepairDesk::new(Repairer::new(
+                provider.clone(),
+                PrivateKeySigner::from_bytes(&B256::repeat_byte(key)).unwrap(),
+                Address::repeat_byte(9),
+                31_337,
+            ))
+        };
+        let (ours, other) = (desk(1), desk(2));
+        let secret = RepairSecret::from_bytes([0x3c; 32]);
+        let sealed = ours.seal(7, &secret);
+        assert!(!sealed.contains(&hex::encode(secret.0)));
+        assert_ne!(sealed, ours.seal(7, &secret), "a fresh nonce each time");
+        assert_eq!(ours.unseal(7, &sealed).unwrap().0, secret.0);
+        assert!(ours.unseal(8, &sealed).is_none());
+        assert!(other.unseal(7, &sealed).is_none());
+        let mut tampered = hex::decode(&sealed).unwrap();
+        tampered[20] ^= 1;
+        assert!(ours.unseal(7, &hex::encode(tampered)).is_none());
+        assert!(ours.unseal(7, "zz").is_none());
+    }
+
+    #[test]
+    fn secrets_and_keys_must_be_32_bytes_of_hex() {
+        assert!(parse_secret(&format!("0x{}", "ab".repeat(32))).is_ok());
+        assert!(parse_secret(&"ab".repeat(32)).is_ok());
+        for bad in [
+            "",
+            "0x",
+            &"ab".repeat(31),
+            &"ab".repeat(33),
+            &"zz".repeat(32),
+        ] {
+            assert!(
+                matches!(parse_secret(bad), Err(RegistrationRefusal::MalformedSecret)),
+                "{bad}"
+            );
+        }
+        let key = format!("0x{}", "11".repeat(32));
+        let env = |k: &str| (k == REPAIR_KEY_ENV).then(|| key.clone());
+        assert!(load_repair_key(None, env).is_ok());
+        assert!(matches!(
+            load_repair_key(None, |_| None),
+            Err(RepairKeyError::Missing)
+        ));
+        assert!(matches!(
+            load_repair_key(None, |_| Some("0x1234".into())),
+            Err(RepairKeyError::Malformed)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repair.key");
+        std::fs::write(&path, format!("{}\n", "22".repeat(32))).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(matches!(
+                load_repair_key(Some(&path), |_| None),
+                Err(RepairKeyError::Exposed(_))
+            ));
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        assert_eq!(
+            load_repair_key(Some(&path), |_| None).unwrap().to_bytes(),
+            B256::repeat_byte(0x22)
+        );
     }
 }

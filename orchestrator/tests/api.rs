@@ -315,6 +315,8 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/hosting/network/nodes", "get"),
         ("/api/v1/hosting/services/{id}/attest", "post"),
         ("/api/v1/hosting/services/{id}/distribute", "post"),
+        ("/api/v1/storage/repairer", "get"),
+        ("/api/v1/storage/deals/{deal_id}/repair", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -323,7 +325,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        36,
+        38,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );

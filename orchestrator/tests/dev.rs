@@ -122,6 +122,36 @@ async fn dev_services_register_the_node_and_link_its_agent() {
         .unwrap();
     assert_eq!(attested[0]["kind"], "node.registered", "{attested}");
 
+    // Storage deals are repaired by a fresh key of its own, funded for gas.
+    let repairer: Value = http
+        .get(format!("{api}/storage/repairer"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let address: alloy::primitives::Address =
+        repairer["address"].as_str().unwrap().parse().unwrap();
+    assert!((0..10).all(|i| address != system.address(i)), "{repairer}");
+    assert_eq!(
+        repairer["storage_market"]
+            .as_str()
+            .unwrap()
+            .parse::<alloy::primitives::Address>()
+            .unwrap(),
+        system.deployment.contracts.storage_market.address
+    );
+    use alloy::providers::Provider as _;
+    assert!(
+        !system
+            .provider(0)
+            .get_balance(address)
+            .await
+            .unwrap()
+            .is_zero()
+    );
+
     agent.stop().await;
     orchestrator.stop().await;
     assert!(http.get(format!("{api}/health")).send().await.is_err());

@@ -1243,3 +1243,45 @@ mod tests {
         assert!(body.error.details.is_none());
     }
 }
+
+/// The orchestrator's repairer of storage deals (`GET /storage/repairer`): the address a deal's
+/// owner names with `StorageMarket.setRepairer` before registering the deal's repair secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RepairerView {
+    /// The repair key's address, checksummed.
+    pub address: String,
+    /// The chain the repairer works on.
+    pub chain_id: u64,
+    /// The StorageMarket whose deals it repairs.
+    pub storage_market: String,
+}
+
+/// A deal's repair secret handed to the orchestrator (`POST /storage/deals/{id}/repair`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RepairRegistration {
+    /// The deal's repair secret R, 32 bytes of hex (`0x` optional). It turns one replica's
+    /// stored bytes into another's, never into plaintext.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RepairRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RepairRegistration { secret: .. }")
+    }
+}
+
+/// A registered repair secret: what the orchestrator holds for the deal (never the secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RepairRegistered {
+    /// The deal.
+    pub deal_id: u64,
+    /// Its owner, who registered the secret, lowercase hex.
+    pub owner: String,
+    /// The repairer address the deal names.
+    pub repairer: String,
+    /// When the secret was registered, unix seconds.
+    pub registered_at: i64,
+}

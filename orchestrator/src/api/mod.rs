@@ -1,7 +1,7 @@
 //! The HTTP and WebSocket layer, the top of the orchestrator: the API under `/api/v1` with its
 //! router, shared state, the one error shape, extractors, sessions and the OpenAPI document
 //! generated from the handlers. Handlers live by route group ([`auth`], [`marketplace`], [`drafts`], [`profiles`], [`reviews`],
-//! [`tenant`], [`operator`], [`attestations`], [`hosting`]) and the node agents' WebSocket in
+//! [`tenant`], [`operator`], [`attestations`], [`hosting`], [`storage`]) and the node agents' WebSocket in
 //! [`agent`]. Nothing below this module imports it.
 
 mod agent;
@@ -16,6 +16,7 @@ mod operator;
 mod profiles;
 mod protocol_errors;
 mod reviews;
+mod storage;
 mod template_validation;
 mod tenant;
 mod web;
@@ -88,6 +89,8 @@ struct Inner {
     config: Config,
     /// Where template bundles (published ones and drafts) are stored and fetched, once set.
     content: std::sync::OnceLock<Arc<dyn decloud_content::ContentStore>>,
+    /// The repairer of storage deals and its registered secrets, once set.
+    repair: std::sync::OnceLock<crate::repair::RepairDesk>,
     /// What keeps the orchestrator from doing all it should, by area; `/health` reports them.
     problems: std::sync::Mutex<std::collections::BTreeMap<&'static str, String>>,
 }
@@ -108,6 +111,7 @@ impl AppState {
                 metrics,
                 config,
                 content: Default::default(),
+                repair: Default::default(),
                 problems: Default::default(),
             }),
         })
@@ -136,6 +140,16 @@ impl AppState {
     /// The content store, when one is configured.
     pub fn content(&self) -> Option<&Arc<dyn decloud_content::ContentStore>> {
         self.inner.content.get()
+    }
+
+    /// Gives the state its repair desk (once; a second is ignored).
+    pub fn set_repair(&self, desk: crate::repair::RepairDesk) {
+        let _ = self.inner.repair.set(desk);
+    }
+
+    /// The repair desk, when a repair key is configured.
+    pub fn repair(&self) -> Option<&crate::repair::RepairDesk> {
+        self.inner.repair.get()
     }
 
     /// The metrics.
@@ -481,7 +495,7 @@ fn cors(config: &Config) -> CorsLayer {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "DeCloud orchestrator API", description = "Wallet sign-in, node marketplace, scheduling, leases and VMs, signed attestations, hosting."),
+    info(title = "DeCloud orchestrator API", description = "Wallet sign-in, node marketplace, scheduling, leases and VMs, signed attestations, hosting, storage repair."),
     modifiers(&SessionAuth),
     components(schemas(ErrorBody, ErrorDetail))
 )]
@@ -514,6 +528,7 @@ fn api_routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(attestations::routes())
         .merge(hosting::routes())
         .merge(ingress::routes())
+        .merge(storage::routes())
 }
 
 /// The whole application: `/api/v1/…`, `/api/v1/openapi.json` and `/metrics`, with request

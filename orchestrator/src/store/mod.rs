@@ -6,7 +6,7 @@
 //!
 //! This is the bottom layer of the orchestrator and holds every SQL statement of the crate, split
 //! by domain: [`access`], [`nodes`], [`liveness`], [`leases`], [`vms`], [`commands`], [`sessions`],
-//! [`templates`], [`drafts`], [`ingress`], [`profiles`], [`reviews`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
+//! [`templates`], [`drafts`], [`ingress`], [`profiles`], [`reviews`], [`repair`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
 //! caller's transaction (the chain follower's); the rest are methods of [`Store`]. It depends on
 //! nothing above it: the services and the HTTP layer call it, never the reverse.
 
@@ -20,6 +20,7 @@ mod liveness;
 mod nodes;
 mod profiles;
 mod readiness;
+mod repair;
 mod reviews;
 mod sessions;
 mod templates;
@@ -33,6 +34,7 @@ pub use ingress::{IngressChange, IngressCommand, IngressName};
 pub use leases::{LeaseFunding, LeaseOpened, LeaseRecord, SilentLease};
 pub use liveness::{DailyFailures, Liveness, Reputation};
 pub use nodes::{NodeCapabilities, NodeRecord, NodeRegistration, NodeStatus};
+pub use repair::SealedRepairSecret;
 pub use sessions::SessionRecord;
 pub use templates::{FetchState, Publication, TemplateRecord};
 pub use vms::{RELEASED_VM_STATES, VmRecord};
