@@ -32,8 +32,13 @@
 
 mod client;
 pub mod encoding;
+mod files;
 
 pub use client::{NodeClient, StorageClientError, UploadStats, sha256};
+pub use files::{
+    DealState, FileIndex, FileRecord, FileStatus, Phase, Progress, ProgressFn, PutOptions, Removal,
+    ReplicaRecord, StorageClient, StorageError, StorageNode,
+};
 
 use std::fmt;
 
