@@ -33,6 +33,7 @@ mod dev;
 mod operator;
 mod profile;
 mod review;
+mod storage;
 mod tenant;
 
 /// DeCloud: rent VMs and storage from independent operators, paid in USDC on Polygon.
@@ -74,6 +75,9 @@ enum Command {
     /// review offline.
     #[command(subcommand)]
     Review(review::ReviewCommand),
+    /// Storage: files encrypted on this machine, replicated on storage nodes, proven on-chain.
+    #[command(subcommand)]
+    Storage(storage::StorageCommand),
 }
 
 /// Arguments of `decloud deploy`.
@@ -160,6 +164,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Template(command) => author::run(command).await.map_err(Error::from),
             Command::Attest(_) => unreachable!("handled above"),
             Command::Review(command) => review::run(command).await.map_err(Error::from),
+            Command::Storage(command) => storage::run(command).await.map_err(Error::from),
         }
     });
     match result {
