@@ -568,6 +568,7 @@ impl StorageClient {
             .records()?
             .into_iter()
             .find(|r| r.name == name && !r.removed);
+        let resumed = existing.is_some();
         let mut record = match existing {
             Some(record) if record.uploaded() => {
                 return Err(StorageError::AlreadyStored {
@@ -639,7 +640,13 @@ impl StorageClient {
             }
         };
         if record.deal.is_none() {
-            let deal = match self.find_open_deal(&record).await? {
+            // Only a resumed put can have opened a deal the index does not know.
+            let found = if resumed {
+                self.find_open_deal(&record).await?
+            } else {
+                None
+            };
+            let deal = match found {
                 Some(deal) => deal,
                 None => self.open_deal(&record).await?,
             };
