@@ -73,6 +73,9 @@ pub(crate) enum CliError {
     /// The orchestrator answered with an error or could not be reached.
     #[error("orchestrator: {0}")]
     Api(String),
+    /// A storage command failed.
+    #[error(transparent)]
+    Storage(#[from] decloud_sdk::storage::StorageError),
     /// A local file could not be read or written.
     #[error("cannot access {path}: {source}")]
     Io {
@@ -698,7 +701,7 @@ impl Ready<'_> {
 }
 
 /// Asks on the terminal; refuses without one.
-fn confirm(yes: bool) -> Result<(), CliError> {
+pub(crate) fn confirm(yes: bool) -> Result<(), CliError> {
     if yes {
         return Ok(());
     }

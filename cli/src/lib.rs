@@ -34,6 +34,7 @@ mod ingress;
 mod operator;
 mod profile;
 mod review;
+mod storage;
 mod tenant;
 
 /// DeCloud: rent VMs and storage from independent operators, paid in USDC on Polygon.
@@ -75,6 +76,9 @@ enum Command {
     /// review offline.
     #[command(subcommand)]
     Review(review::ReviewCommand),
+    /// Storage: files encrypted on this machine, replicated on storage nodes, proven on-chain.
+    #[command(subcommand)]
+    Storage(storage::StorageCommand),
 }
 
 /// Arguments of `decloud deploy`.
@@ -161,6 +165,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Template(command) => author::run(command).await.map_err(Error::from),
             Command::Attest(_) => unreachable!("handled above"),
             Command::Review(command) => review::run(command).await.map_err(Error::from),
+            Command::Storage(command) => storage::run(command).await.map_err(Error::from),
         }
     });
     match result {

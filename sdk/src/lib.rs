@@ -13,7 +13,8 @@
 //! - [`reviews`]: EIP-712 signed reviews of nodes and templates, verifiable offline;
 //! - [`dev`]: the local development network behind `decloud dev`;
 //! - [`agent_protocol`]: the wire protocol between the orchestrator and node agents;
-//! - [`storage`]: the chunk API of storage nodes (signed requests, manifests, reports);
+//! - [`storage`]: the chunk API of storage nodes (signed requests, manifests, reports) and the
+//!   client-side encoding of files into encrypted, distinct, committed replicas;
 //! - [`ids`]: typed ids ([`NodeId`], [`LeaseId`], [`VmId`], [`TemplateId`]) with one canonical
 //!   text form each, parsed once at the edges;
 //! - [`types`]: Rust enums for the contracts' enums (quality and bandwidth tiers, statuses) and

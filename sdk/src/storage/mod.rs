@@ -26,10 +26,19 @@
 //! [`NodeClient`] speaks this API for a deal's owner: it signs each request, checks every chunk
 //! it reads against the hash it expects, and uploads a replica resuming where an interrupted
 //! upload stopped.
+//!
+//! [`encoding`] turns a file into those replicas on the client: wallet-derived keys, AES-256-GCM
+//! chunks, per-replica masks and the commitments the StorageMarket stores.
 
 mod client;
+pub mod encoding;
+mod files;
 
 pub use client::{NodeClient, StorageClientError, UploadStats, sha256};
+pub use files::{
+    DealState, FileIndex, FileRecord, FileStatus, Phase, Progress, ProgressFn, PutOptions, Removal,
+    ReplicaRecord, StorageClient, StorageError, StorageNode,
+};
 
 use std::fmt;
 

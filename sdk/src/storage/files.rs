@@ -1,0 +1,1166 @@
+//! A wallet's files on the storage network: `put` (encode, commit, open the deal, upload every
+//! replica, resuming), `get` (any replica, checked, decrypted; the next replica on any failure),
+//! `list` (the local index joined with the deals on-chain) and `remove` (nodes delete, the deal
+//! ends or settles).
+//!
+//! The client keeps one JSON record per file in an index directory ([`FileIndex`]): deal id,
+//! name, size, file id, chunk count and, per replica, its node, root and chunk hashes. The file id
+//! is what turns the wallet's master key into the file's keys: **losing the index loses access to
+//! the files it names** (the deals and the stored ciphertext remain, but cannot be decrypted
+//! without the file id), so back up the index directory like any other data.
+
+use std::{
+    fs::File,
+    io::{Read as _, Seek as _, SeekFrom, Write as _},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::{DynProvider, Provider},
+    rpc::types::TransactionRequest,
+    signers::local::PrivateKeySigner,
+    sol_types::SolCall as _,
+};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::{
+    NodeClient, StorageClientError,
+    client::sha256,
+    encoding::{
+        self, CHUNK_PLAINTEXT, Commitment, EncodingError, FileCodec, FileId, MasterKey,
+        ReplicaCommitter,
+    },
+};
+use crate::{
+    Error,
+    bindings::{MockUSDC, NodeRegistry, StorageMarket},
+    tx,
+};
+
+/// Functions of `StorageMarket` that deployed markets may not have yet: the client calls them
+/// only after an `eth_call` shows the deployed market answers them.
+mod optional {
+    alloy::sol! {
+        /// Ends a deal after the current epoch, so `settle` refunds the unproven rest.
+        function endDeal(uint256 dealId);
+    }
+}
+
+/// Everything that can stop a storage command.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The chain or a contract failed (reverts decoded).
+    #[error(transparent)]
+    Chain(#[from] Error),
+    /// A storage node failed.
+    #[error(transparent)]
+    Node(#[from] StorageClientError),
+    /// Encoding or decoding failed.
+    #[error(transparent)]
+    Encoding(#[from] EncodingError),
+    /// A local file could not be read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An index record is not valid JSON.
+    #[error("index record {path} is damaged: {message}")]
+    BadRecord {
+        /// The record.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// No file has this name or deal id.
+    #[error("no stored file named {0:?} (see `decloud storage ls`)")]
+    NotFound(String),
+    /// Several files have this name.
+    #[error("{name:?} names deals {deals:?}: give the deal id")]
+    Ambiguous {
+        /// The name.
+        name: String,
+        /// Its deals.
+        deals: Vec<u64>,
+    },
+    /// The name is already a complete file.
+    #[error("{name:?} is already stored as deal {deal}: remove it first or choose another name")]
+    AlreadyStored {
+        /// The name.
+        name: String,
+        /// Its deal.
+        deal: u64,
+    },
+    /// The file changed since an interrupted put of the same name began.
+    #[error(
+        "{path} changed since its interrupted put began ({what}): restore it, or remove {name:?} and put again"
+    )]
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+        /// The name.
+        name: String,
+        /// What differs.
+        what: String,
+    },
+    /// Not enough usable nodes.
+    #[error(
+        "{wanted} replicas need {wanted} distinct active storage nodes; usable: {usable} ({reasons})"
+    )]
+    NotEnoughNodes {
+        /// Replicas asked for.
+        wanted: usize,
+        /// Nodes usable.
+        usable: usize,
+        /// Why the others were not.
+        reasons: String,
+    },
+    /// The wallet cannot pay the deal.
+    #[error("the deal costs {needed} micro-USDC but the wallet holds {held}: nothing was sent")]
+    InsufficientFunds {
+        /// Deposit needed.
+        needed: U256,
+        /// Balance.
+        held: U256,
+    },
+    /// A bad argument.
+    #[error("{0}")]
+    Invalid(String),
+    /// The upload of a file is not complete.
+    #[error("the upload of {name:?} (deal {deal}) is not complete: run put again to resume it")]
+    Incomplete {
+        /// The name.
+        name: String,
+        /// The deal.
+        deal: u64,
+    },
+    /// Chunks arrived intact but do not decrypt: the key is not the owner's.
+    #[error(
+        "chunk {index} of {name:?} arrived intact but does not decrypt: wrong key (not the wallet and chain that stored it); nothing was written"
+    )]
+    WrongKey {
+        /// The name.
+        name: String,
+        /// Chunk index.
+        index: u32,
+    },
+    /// No replica could serve a chunk.
+    #[error("no replica served chunk {index} of {name:?}: {reasons}; nothing was written")]
+    NoReplica {
+        /// The name.
+        name: String,
+        /// Chunk index.
+        index: u32,
+        /// What each replica did.
+        reasons: String,
+    },
+    /// Some replicas did not upload.
+    #[error("deal {deal}: {failures}; run put again to resume")]
+    UploadFailed {
+        /// The deal.
+        deal: u64,
+        /// What each failing replica did.
+        failures: String,
+    },
+}
+
+impl StorageError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |source| Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A storage node a replica may be placed on: its id and chunk API URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageNode {
+    /// Node id in the NodeRegistry.
+    pub node: B256,
+    /// Its chunk API.
+    pub url: Url,
+}
+
+/// One replica of a stored file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRecord {
+    /// The node holding it.
+    pub node: B256,
+    /// The node's chunk API.
+    pub url: Url,
+    /// Its commitment.
+    pub root: U256,
+    /// SHA-256 of each stored chunk.
+    pub chunk_sha256: Vec<B256>,
+    /// Whether every chunk is on the node.
+    pub uploaded: bool,
+}
+
+/// The local record of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// The name given at put (the file's name by default).
+    pub name: String,
+    /// The file that was put, for resuming.
+    pub source: PathBuf,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// The file id (with the wallet's master key, the file's keys).
+    pub file_id: B256,
+    /// Chunks.
+    pub chunks: u32,
+    /// Proof segments per replica.
+    pub segment_count: u64,
+    /// Chain id.
+    pub chain_id: u64,
+    /// The StorageMarket.
+    pub market: Address,
+    /// The deal, once opened.
+    pub deal: Option<u64>,
+    /// Micro-USDC per replica per proven epoch.
+    pub price_per_epoch: u64,
+    /// Epochs paid for.
+    pub epochs: u32,
+    /// The replicas, in the deal's order.
+    pub replicas: Vec<ReplicaRecord>,
+    /// Whether `remove` ran (the record stays until the deal settles).
+    #[serde(default)]
+    pub removed: bool,
+}
+
+impl FileRecord {
+    /// Whether every replica is uploaded.
+    pub fn uploaded(&self) -> bool {
+        self.deal.is_some() && self.replicas.iter().all(|r| r.uploaded)
+    }
+
+    fn codec(&self, master: &MasterKey) -> FileCodec {
+        FileCodec::new(master, FileId(self.file_id))
+    }
+}
+
+/// The directory of [`FileRecord`]s, one JSON file each.
+#[derive(Debug, Clone)]
+pub struct FileIndex {
+    dir: PathBuf,
+}
+
+impl FileIndex {
+    /// The index in `dir` (created on first write).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, record: &FileRecord) -> PathBuf {
+        self.dir
+            .join(format!("{}-{}.json", record.chain_id, record.file_id))
+    }
+
+    /// Every record, oldest deal first.
+    pub fn list(&self) -> Result<Vec<FileRecord>, StorageError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StorageError::io(&self.dir)(e)),
+        };
+        let mut records = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(StorageError::io(&self.dir))?.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).map_err(StorageError::io(&path))?;
+            let record = serde_json::from_str(&text).map_err(|e| StorageError::BadRecord {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            records.push(record);
+        }
+        records.sort_by_key(|r: &FileRecord| (r.deal.unwrap_or(u64::MAX), r.name.clone()));
+        Ok(records)
+    }
+
+    /// Writes a record (to a temporary file, then renamed over the old one).
+    pub fn save(&self, record: &FileRecord) -> Result<(), StorageError> {
+        std::fs::create_dir_all(&self.dir).map_err(StorageError::io(&self.dir))?;
+        let path = self.path(record);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(record).expect("a record serializes");
+        let mut file = File::create(&tmp).map_err(StorageError::io(&tmp))?;
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(StorageError::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(StorageError::io(&path))
+    }
+
+    /// Deletes a record.
+    pub fn delete(&self, record: &FileRecord) -> Result<(), StorageError> {
+        let path = self.path(record);
+        std::fs::remove_file(&path).map_err(StorageError::io(&path))
+    }
+}
+
+/// What a put, get or remove is doing, for progress output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Encrypting and committing to every replica.
+    Commit,
+    /// Uploading replicas.
+    Upload,
+    /// Downloading and decrypting.
+    Download,
+}
+
+/// Progress of a phase: `done` of `total` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The phase.
+    pub phase: Phase,
+    /// Bytes done.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// A progress callback.
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// What a put asks for.
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    /// Name in the index (default: the file's name).
+    pub name: Option<String>,
+    /// Replicas.
+    pub replicas: usize,
+    /// Epochs to pay for.
+    pub epochs: u32,
+    /// Micro-USDC per replica per proven epoch.
+    pub price_per_epoch: u64,
+}
+
+/// A deal's on-chain state, for `ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DealState {
+    /// Epochs proven (summed over replicas).
+    pub proven_epochs: u32,
+    /// Epochs paid for.
+    pub epochs: u32,
+    /// Funds not yet paid out or refunded.
+    pub remaining: U256,
+    /// Whether the deal settled.
+    pub settled: bool,
+    /// The current epoch (may be past the last one).
+    pub current_epoch: u64,
+    /// First block after the deal's last epoch.
+    pub end_block: u64,
+}
+
+/// A record with its deal's state.
+#[derive(Debug, Clone)]
+pub struct FileStatus {
+    /// The local record.
+    pub record: FileRecord,
+    /// The deal on-chain, when opened.
+    pub deal: Option<DealState>,
+}
+
+/// What [`StorageClient::remove`] did.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    /// The deal.
+    pub deal: Option<u64>,
+    /// Per replica: the node and the deletion's outcome (`None`: deleted).
+    pub deletions: Vec<(B256, Option<String>)>,
+    /// Whether `endDeal` was called (markets that have it).
+    pub ended: bool,
+    /// The refund paid by `settle`, when the deal could settle now.
+    pub refunded: Option<U256>,
+    /// When the deal did not settle now: the block from which `settle` refunds the rest.
+    pub settles_at_block: Option<u64>,
+}
+
+/// A wallet's storage client on one chain.
+#[derive(Debug, Clone)]
+pub struct StorageClient {
+    provider: DynProvider,
+    signer: PrivateKeySigner,
+    chain_id: u64,
+    market: Address,
+    registry: Address,
+    usdc: Address,
+    master: MasterKey,
+    index: FileIndex,
+}
+
+fn failures(list: &[(String, String)]) -> String {
+    list.iter()
+        .map(|(who, why)| format!("{who}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl StorageClient {
+    /// A client signing with `signer` through `provider` (a signing provider for the same key),
+    /// on the system `deployment`, keeping its index in `index_dir`. Derives the master key.
+    pub async fn new(
+        provider: DynProvider,
+        signer: PrivateKeySigner,
+        deployment: &crate::deployments::Deployment,
+        index_dir: impl Into<PathBuf>,
+    ) -> Result<Self, StorageError> {
+        let chain_id = provider.get_chain_id().await.map_err(Error::from)?;
+        let master = MasterKey::derive(&signer, chain_id).map_err(Error::from)?;
+        Ok(Self {
+            provider,
+            signer,
+            chain_id,
+            market: deployment.contracts.storage_market.address,
+            registry: deployment.contracts.node_registry.address,
+            usdc: deployment.usdc,
+            master,
+            index: FileIndex::new(index_dir),
+        })
+    }
+
+    /// The same client decrypting with another master key (a key kept elsewhere).
+    pub fn with_master_key(mut self, master: MasterKey) -> Self {
+        self.master = master;
+        self
+    }
+
+    /// The local index.
+    pub fn index(&self) -> &FileIndex {
+        &self.index
+    }
+
+    fn market(&self) -> StorageMarket::StorageMarketInstance<&DynProvider> {
+        StorageMarket::new(self.market, &self.provider)
+    }
+
+    fn node_client(&self, node: B256, url: &Url) -> NodeClient {
+        NodeClient::new(
+            url.clone(),
+            self.chain_id,
+            self.market,
+            node,
+            self.signer.clone(),
+        )
+    }
+
+    /// Records of this chain and market.
+    fn records(&self) -> Result<Vec<FileRecord>, StorageError> {
+        Ok(self
+            .index
+            .list()?
+            .into_iter()
+            .filter(|r| r.chain_id == self.chain_id && r.market == self.market)
+            .collect())
+    }
+
+    /// The record named `key`: a deal id, or a name.
+    pub fn find(&self, key: &str) -> Result<FileRecord, StorageError> {
+        let records = self.records()?;
+        if let Ok(deal) = key.parse::<u64>()
+            && let Some(r) = records.iter().find(|r| r.deal == Some(deal))
+        {
+            return Ok(r.clone());
+        }
+        let named: Vec<_> = records.into_iter().filter(|r| r.name == key).collect();
+        match named.len() {
+            0 => Err(StorageError::NotFound(key.to_owned())),
+            1 => Ok(named.into_iter().next().expect("one")),
+            _ => Err(StorageError::Ambiguous {
+                name: key.to_owned(),
+                deals: named.iter().filter_map(|r| r.deal).collect(),
+            }),
+        }
+    }
+
+    /// The depth of the market's circuit (`maxSegmentCount` is `2^depth`).
+    async fn depth(&self) -> Result<usize, StorageError> {
+        let max = tx::read("StorageMarket", self.market().maxSegmentCount()).await?;
+        if !max.is_power_of_two() {
+            return Err(StorageError::Invalid(format!(
+                "the market's maxSegmentCount {max} is not a power of two"
+            )));
+        }
+        Ok(max.trailing_zeros() as usize)
+    }
+
+    /// The first `wanted` distinct candidates that are Active in the NodeRegistry.
+    async fn choose_nodes(
+        &self,
+        candidates: &[StorageNode],
+        wanted: usize,
+    ) -> Result<Vec<StorageNode>, StorageError> {
+        let registry = NodeRegistry::new(self.registry, &self.provider);
+        let mut chosen: Vec<StorageNode> = Vec::new();
+        let mut reasons = Vec::new();
+        for candidate in candidates {
+            if chosen.len() == wanted {
+                break;
+            }
+            if chosen.iter().any(|c| c.node == candidate.node) {
+                reasons.push(format!("{} listed twice", candidate.node));
+                continue;
+            }
+            let status = tx::read("NodeRegistry", registry.statusOf(candidate.node)).await?;
+            if crate::types::NodeStatus::try_from(status).ok()
+                != Some(crate::types::NodeStatus::Active)
+            {
+                reasons.push(format!("{} is not active", candidate.node));
+                continue;
+            }
+            chosen.push(candidate.clone());
+        }
+        if chosen.len() < wanted {
+            return Err(StorageError::NotEnoughNodes {
+                wanted,
+                usable: chosen.len(),
+                reasons: if reasons.is_empty() {
+                    "no more candidates".into()
+                } else {
+                    reasons.join(", ")
+                },
+            });
+        }
+        Ok(chosen)
+    }
+
+    /// Stores `path`: encrypts it, commits to each replica, opens the deal on nodes chosen from
+    /// `candidates` and uploads every replica. A put of a name whose earlier put was interrupted
+    /// resumes it (same file, same deal, chunks the nodes hold are not sent again).
+    pub async fn put(
+        &self,
+        path: &Path,
+        options: &PutOptions,
+        candidates: &[StorageNode],
+        progress: ProgressFn,
+    ) -> Result<FileRecord, StorageError> {
+        let name = match &options.name {
+            Some(name) => name.clone(),
+            None => path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| {
+                    StorageError::Invalid(format!("{} names no file", path.display()))
+                })?,
+        };
+        let size = std::fs::metadata(path)
+            .map_err(StorageError::io(path))?
+            .len();
+        let existing = self
+            .records()?
+            .into_iter()
+            .find(|r| r.name == name && !r.removed);
+        let resumed = existing.is_some();
+        let mut record = match existing {
+            Some(record) if record.uploaded() => {
+                return Err(StorageError::AlreadyStored {
+                    name,
+                    deal: record.deal.expect("uploaded records have a deal"),
+                });
+            }
+            Some(record) => {
+                if record.size != size {
+                    return Err(StorageError::FileChanged {
+                        path: path.to_path_buf(),
+                        name,
+                        what: format!("{} bytes, was {}", size, record.size),
+                    });
+                }
+                tracing::info!(target: "decloud::storage", name, deal = ?record.deal, "resuming put");
+                record
+            }
+            None => {
+                if options.replicas == 0 || options.epochs == 0 || options.price_per_epoch == 0 {
+                    return Err(StorageError::Invalid(
+                        "replicas, epochs and the price must be above zero".into(),
+                    ));
+                }
+                let depth = self.depth().await?;
+                let segments = encoding::segment_count(size)?;
+                if segments > 1u64 << depth {
+                    return Err(StorageError::Invalid(format!(
+                        "{} is {size} bytes: {segments} segments, more than the {} a deal can prove (at most {} bytes per file)",
+                        path.display(),
+                        1u64 << depth,
+                        ((1u64 << depth) * 1024 / encoding::CHUNK_STORED as u64)
+                            * CHUNK_PLAINTEXT as u64
+                    )));
+                }
+                let nodes = self.choose_nodes(candidates, options.replicas).await?;
+                let file_id = FileId::random()
+                    .map_err(|e| StorageError::Invalid(format!("no randomness: {e}")))?;
+                let codec = FileCodec::new(&self.master, file_id);
+                let commitments =
+                    commit_file(path, size, &codec, nodes.len(), depth, progress.clone()).await?;
+                let record = FileRecord {
+                    name: name.clone(),
+                    source: path.to_path_buf(),
+                    size,
+                    file_id: file_id.0,
+                    chunks: encoding::chunk_count(size)?,
+                    segment_count: segments,
+                    chain_id: self.chain_id,
+                    market: self.market,
+                    deal: None,
+                    price_per_epoch: options.price_per_epoch,
+                    epochs: options.epochs,
+                    replicas: nodes
+                        .into_iter()
+                        .zip(commitments)
+                        .map(|(node, (commitment, hashes))| ReplicaRecord {
+                            node: node.node,
+                            url: node.url,
+                            root: commitment.root,
+                            chunk_sha256: hashes,
+                            uploaded: false,
+                        })
+                        .collect(),
+                    removed: false,
+                };
+                self.index.save(&record)?;
+                record
+            }
+        };
+        if record.deal.is_none() {
+            // Only a resumed put can have opened a deal the index does not know.
+            let found = if resumed {
+                self.find_open_deal(&record).await?
+            } else {
+                None
+            };
+            let deal = match found {
+                Some(deal) => deal,
+                None => self.open_deal(&record).await?,
+            };
+            record.deal = Some(deal);
+            self.index.save(&record)?;
+        }
+        self.upload(&mut record, path, progress).await?;
+        Ok(record)
+    }
+
+    /// A deal of this owner with exactly the record's roots (a put interrupted after its deal
+    /// was mined but before the index learnt its id), among the latest 256 deals.
+    async fn find_open_deal(&self, record: &FileRecord) -> Result<Option<u64>, StorageError> {
+        let market = self.market();
+        let count = tx::read("StorageMarket", market.dealCount())
+            .await?
+            .to::<u64>();
+        for id in (count.saturating_sub(256) + 1..=count).rev() {
+            let deal = tx::read("StorageMarket", market.getDeal(U256::from(id))).await?;
+            if deal.owner != self.signer.address() || deal.segmentCount != record.segment_count {
+                continue;
+            }
+            let replicas = tx::read("StorageMarket", market.getReplicas(U256::from(id))).await?;
+            if replicas.len() == record.replicas.len()
+                && replicas
+                    .iter()
+                    .zip(&record.replicas)
+                    .all(|(on_chain, ours)| {
+                        on_chain.root == ours.root && on_chain.nodeId == ours.node
+                    })
+            {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Approves the deposit (when the allowance is short) and creates the deal.
+    async fn open_deal(&self, record: &FileRecord) -> Result<u64, StorageError> {
+        let owner = self.signer.address();
+        let deposit = U256::from(record.price_per_epoch)
+            * U256::from(record.epochs)
+            * U256::from(record.replicas.len());
+        let usdc = MockUSDC::new(self.usdc, &self.provider);
+        let held = tx::read("MockUSDC", usdc.balanceOf(owner)).await?;
+        if held < deposit {
+            return Err(StorageError::InsufficientFunds {
+                needed: deposit,
+                held,
+            });
+        }
+        let allowance = tx::read("MockUSDC", usdc.allowance(owner, self.market)).await?;
+        if allowance < deposit {
+            tx::send("MockUSDC", usdc.approve(self.market, deposit)).await?;
+        }
+        let receipt = tx::send(
+            "StorageMarket",
+            self.market().createDeal(
+                record.replicas.iter().map(|r| r.node).collect(),
+                record.replicas.iter().map(|r| r.root).collect(),
+                record.segment_count,
+                u128::from(record.price_per_epoch),
+                record.epochs,
+            ),
+        )
+        .await?;
+        let created = receipt
+            .inner
+            .logs()
+            .iter()
+            .find_map(|log| log.log_decode::<StorageMarket::DealCreated>().ok())
+            .ok_or_else(|| {
+                StorageError::Invalid("createDeal was mined without a DealCreated event".into())
+            })?;
+        let deal = created.inner.data.dealId.to::<u64>();
+        tracing::info!(target: "decloud::storage", deal, name = record.name, "deal opened");
+        Ok(deal)
+    }
+
+    /// Uploads every replica not yet complete, all at once.
+    async fn upload(
+        &self,
+        record: &mut FileRecord,
+        path: &Path,
+        progress: ProgressFn,
+    ) -> Result<(), StorageError> {
+        let deal = record.deal.expect("a deal before the upload");
+        let stored = encoding::stored_len(record.size)?;
+        let total = stored * record.replicas.len() as u64;
+        let done = Arc::new(AtomicU64::new(
+            stored * record.replicas.iter().filter(|r| r.uploaded).count() as u64,
+        ));
+        let codec = record.codec(&self.master);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, replica) in record.replicas.iter().enumerate() {
+            if replica.uploaded {
+                continue;
+            }
+            let client = self.node_client(replica.node, &replica.url);
+            let replica_record = replica.clone();
+            let (codec, path, progress, done) = (
+                codec.clone(),
+                path.to_path_buf(),
+                progress.clone(),
+                done.clone(),
+            );
+            let (name, size) = (record.name.clone(), record.size);
+            tasks.spawn(async move {
+                let result = upload_replica(
+                    &client,
+                    deal,
+                    index as u32,
+                    &replica_record,
+                    &codec,
+                    (&path, &name, size),
+                    |bytes| {
+                        let done = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                        progress(Progress {
+                            phase: Phase::Upload,
+                            done,
+                            total,
+                        });
+                    },
+                )
+                .await;
+                (index, result)
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (index, result) = joined.expect("upload tasks do not panic");
+            match result {
+                Ok(()) => {
+                    record.replicas[index].uploaded = true;
+                    self.index.save(record)?;
+                }
+                Err(StorageError::FileChanged { .. }) if failed.is_empty() => {
+                    let error = result.expect_err("matched an error");
+                    tasks.abort_all();
+                    return Err(error);
+                }
+                Err(e) => failed.push((
+                    format!("replica {index} on {}", record.replicas[index].url),
+                    e.to_string(),
+                )),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(StorageError::UploadFailed {
+                deal,
+                failures: failures(&failed),
+            })
+        }
+    }
+
+    /// Downloads `key` (a name or deal id) to `out`: each chunk from the first replica that
+    /// serves it intact, checked, unmasked and decrypted. `out` is written only when every
+    /// chunk arrived (through a temporary file renamed over it).
+    pub async fn get(
+        &self,
+        key: &str,
+        out: &Path,
+        progress: ProgressFn,
+    ) -> Result<FileRecord, StorageError> {
+        let record = self.find(key)?;
+        let deal = match record.deal {
+            Some(deal) if record.uploaded() => deal,
+            deal => {
+                return Err(StorageError::Incomplete {
+                    name: record.name.clone(),
+                    deal: deal.unwrap_or_default(),
+                });
+            }
+        };
+        let codec = record.codec(&self.master);
+        let clients: Vec<NodeClient> = record
+            .replicas
+            .iter()
+            .map(|r| self.node_client(r.node, &r.url))
+            .collect();
+        let file_name = out
+            .file_name()
+            .ok_or_else(|| StorageError::Invalid(format!("{} names no file", out.display())))?;
+        let tmp = out.with_file_name(format!(".{}.decloud-partial", file_name.to_string_lossy()));
+        let result = self
+            .download(&record, deal, &codec, &clients, &tmp, progress)
+            .await;
+        match result {
+            Ok(()) => {
+                std::fs::rename(&tmp, out).map_err(StorageError::io(out))?;
+                Ok(record)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    async fn download(
+        &self,
+        record: &FileRecord,
+        deal: u64,
+        codec: &FileCodec,
+        clients: &[NodeClient],
+        tmp: &Path,
+        progress: ProgressFn,
+    ) -> Result<(), StorageError> {
+        let mut file = File::create(tmp).map_err(StorageError::io(tmp))?;
+        let mut preferred = 0usize;
+        let mut done = 0u64;
+        for index in 0..record.chunks {
+            let mut reasons = Vec::new();
+            let mut plaintext = None;
+            for attempt in 0..clients.len() {
+                let replica = (preferred + attempt) % clients.len();
+                let expected = record.replicas[replica].chunk_sha256[index as usize];
+                let fetched = clients[replica]
+                    .get_chunk(deal, replica as u32, index, expected)
+                    .await;
+                match fetched {
+                    Ok(stored) => match codec.decode(replica as u32, index, stored) {
+                        Ok(data) => {
+                            plaintext = Some(data);
+                            preferred = replica;
+                            break;
+                        }
+                        // The bytes are the ones stored (their hash matched the record):
+                        // only the key can be wrong.
+                        Err(EncodingError::Decrypt { index }) => {
+                            return Err(StorageError::WrongKey {
+                                name: record.name.clone(),
+                                index,
+                            });
+                        }
+                        Err(e) => reasons.push((format!("replica {replica}"), e.to_string())),
+                    },
+                    Err(e) => {
+                        tracing::warn!(target: "decloud::storage", deal, replica, index, error = %e, "replica failed; trying the next");
+                        reasons.push((format!("replica {replica}"), e.to_string()));
+                    }
+                }
+            }
+            let Some(data) = plaintext else {
+                return Err(StorageError::NoReplica {
+                    name: record.name.clone(),
+                    index,
+                    reasons: failures(&reasons),
+                });
+            };
+            file.write_all(&data).map_err(StorageError::io(tmp))?;
+            done += data.len() as u64;
+            progress(Progress {
+                phase: Phase::Download,
+                done,
+                total: record.size,
+            });
+        }
+        file.sync_all().map_err(StorageError::io(tmp))
+    }
+
+    async fn deal_state(&self, deal: u64) -> Result<DealState, StorageError> {
+        let market = self.market();
+        let on_chain = tx::read("StorageMarket", market.getDeal(U256::from(deal))).await?;
+        let epoch_blocks = tx::read("StorageMarket", market.epochBlocks()).await?;
+        let block = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(Error::from)?;
+        Ok(DealState {
+            proven_epochs: on_chain.provenEpochs,
+            epochs: on_chain.epochs,
+            remaining: on_chain.remaining,
+            settled: on_chain.settled,
+            current_epoch: block.saturating_sub(on_chain.startBlock) / epoch_blocks,
+            end_block: on_chain.startBlock + u64::from(on_chain.epochs) * epoch_blocks,
+        })
+    }
+
+    /// Every file of this chain and market with its deal's state.
+    pub async fn list(&self) -> Result<Vec<FileStatus>, StorageError> {
+        let mut out = Vec::new();
+        for record in self.records()? {
+            let deal = match record.deal {
+                Some(deal) => Some(self.deal_state(deal).await?),
+                None => None,
+            };
+            out.push(FileStatus { record, deal });
+        }
+        Ok(out)
+    }
+
+    /// Removes `key`: ends the deal (markets with `endDeal`), asks every node to delete its
+    /// replica, and settles the deal when it has ended (the refund of unproven epochs goes to
+    /// the owner). The record stays in the index, marked removed, until the deal settles.
+    pub async fn remove(&self, key: &str) -> Result<Removal, StorageError> {
+        let mut record = self.find(key)?;
+        let Some(deal) = record.deal else {
+            self.index.delete(&record)?;
+            return Ok(Removal {
+                deal: None,
+                deletions: Vec::new(),
+                ended: false,
+                refunded: None,
+                settles_at_block: None,
+            });
+        };
+        let mut state = self.deal_state(deal).await?;
+        let mut ended = false;
+        if !state.settled && self.market_has_end_deal(deal).await? {
+            let request = TransactionRequest::default().to(self.market).input(
+                optional::endDealCall {
+                    dealId: U256::from(deal),
+                }
+                .abi_encode()
+                .into(),
+            );
+            let pending = self
+                .provider
+                .send_transaction(request)
+                .await
+                .map_err(Error::from)?;
+            let receipt = pending.get_receipt().await.map_err(Error::from)?;
+            if !receipt.status() {
+                return Err(Error::TransactionFailed(receipt.transaction_hash).into());
+            }
+            ended = true;
+            state = self.deal_state(deal).await?;
+        }
+        let mut deletions = Vec::new();
+        for (index, replica) in record.replicas.iter().enumerate() {
+            let outcome = self
+                .node_client(replica.node, &replica.url)
+                .delete_replica(deal, index as u32)
+                .await
+                .err()
+                .map(|e| e.to_string());
+            deletions.push((replica.node, outcome));
+        }
+        record.removed = true;
+        let block = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(Error::from)?;
+        let mut refunded = None;
+        if state.settled {
+            self.index.delete(&record)?;
+        } else if block >= state.end_block {
+            let receipt = tx::send("StorageMarket", self.market().settle(U256::from(deal))).await?;
+            refunded = receipt
+                .inner
+                .logs()
+                .iter()
+                .find_map(|log| log.log_decode::<StorageMarket::DealSettled>().ok())
+                .map(|e| e.inner.data.refund);
+            self.index.delete(&record)?;
+        } else {
+            self.index.save(&record)?;
+        }
+        Ok(Removal {
+            deal: Some(deal),
+            deletions,
+            ended,
+            settles_at_block: (refunded.is_none() && !state.settled).then_some(state.end_block),
+            refunded,
+        })
+    }
+
+    /// Whether the deployed market answers `endDeal` for this deal (an `eth_call` that succeeds).
+    async fn market_has_end_deal(&self, deal: u64) -> Result<bool, StorageError> {
+        let request = TransactionRequest::default()
+            .from(self.signer.address())
+            .to(self.market)
+            .input(
+                optional::endDealCall {
+                    dealId: U256::from(deal),
+                }
+                .abi_encode()
+                .into(),
+            );
+        match self.provider.call(request).await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_error_resp().and_then(|r| r.as_revert_data()) {
+                // A market without the function reverts with no data; one that has it names why.
+                Some(data) if !data.is_empty() => {
+                    Err(Error::from_revert_data(Some("StorageMarket"), data).into())
+                }
+                _ if e.as_error_resp().is_some() => Ok(false),
+                _ => Err(Error::Rpc(e).into()),
+            },
+        }
+    }
+}
+
+/// Reads plaintext chunk `index` of the file (size `size`).
+fn read_chunk(
+    file: &mut File,
+    path: &Path,
+    size: u64,
+    index: u32,
+) -> Result<Vec<u8>, StorageError> {
+    let len = encoding::plaintext_len(size, index);
+    let mut data = vec![0u8; len];
+    file.seek(SeekFrom::Start(u64::from(index) * CHUNK_PLAINTEXT as u64))
+        .and_then(|_| file.read_exact(&mut data))
+        .map_err(StorageError::io(path))?;
+    Ok(data)
+}
+
+/// Encrypts the file once and commits to each of `replicas` replicas: per replica, the
+/// commitment and the SHA-256 of each stored chunk. Runs on the blocking pool, one thread per
+/// replica for the Poseidon hashing.
+async fn commit_file(
+    path: &Path,
+    size: u64,
+    codec: &FileCodec,
+    replicas: usize,
+    depth: usize,
+    progress: ProgressFn,
+) -> Result<Vec<(Commitment, Vec<B256>)>, StorageError> {
+    let (path, codec) = (path.to_path_buf(), codec.clone());
+    tokio::task::spawn_blocking(move || {
+        let count = encoding::chunk_count(size)?;
+        let mut file = File::open(&path).map_err(StorageError::io(&path))?;
+        let mut committers: Vec<ReplicaCommitter> = (0..replicas)
+            .map(|_| ReplicaCommitter::new(depth))
+            .collect();
+        let mut hashes: Vec<Vec<B256>> = vec![Vec::with_capacity(count as usize); replicas];
+        let mut done = 0u64;
+        for index in 0..count {
+            let plaintext = read_chunk(&mut file, &path, size, index)?;
+            let sealed = codec.seal(index, &plaintext);
+            let results: Vec<(usize, B256, Vec<decloud_prover::Fr>)> =
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..replicas)
+                        .map(|r| {
+                            let (codec, sealed) = (&codec, &sealed);
+                            scope.spawn(move || {
+                                let stored = codec.mask(r as u32, index, sealed);
+                                (
+                                    stored.len(),
+                                    sha256(&stored),
+                                    encoding::leaf_hashes(&stored),
+                                )
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("hashing does not panic"))
+                        .collect()
+                });
+            for (r, (bytes, hash, leaves)) in results.into_iter().enumerate() {
+                committers[r].push_leaves(bytes, leaves)?;
+                hashes[r].push(hash);
+            }
+            done += plaintext.len() as u64;
+            progress(Progress {
+                phase: Phase::Commit,
+                done,
+                total: size,
+            });
+        }
+        committers
+            .into_iter()
+            .zip(hashes)
+            .map(|(c, h)| Ok((c.finish()?, h)))
+            .collect()
+    })
+    .await
+    .expect("the commitment task does not panic")
+}
+
+/// Uploads one replica, resuming: chunks the node lists with the recorded hash are skipped;
+/// every chunk made from the file must hash to the recorded value (else the file changed).
+async fn upload_replica(
+    client: &NodeClient,
+    deal: u64,
+    replica: u32,
+    record: &ReplicaRecord,
+    codec: &FileCodec,
+    (path, name, size): (&Path, &str, u64),
+    mut progress: impl FnMut(u64),
+) -> Result<(), StorageError> {
+    let held: std::collections::HashMap<u32, B256> = client
+        .manifest(deal, replica)
+        .await?
+        .chunks
+        .into_iter()
+        .map(|c| (c.index, c.sha256))
+        .collect();
+    let mut file = File::open(path).map_err(StorageError::io(path))?;
+    for (index, expected) in record.chunk_sha256.iter().enumerate() {
+        let index = index as u32;
+        let stored_len = (encoding::plaintext_len(size, index) + encoding::TAG_BYTES) as u64;
+        if held.get(&index) == Some(expected) {
+            progress(stored_len);
+            continue;
+        }
+        let plaintext = read_chunk(&mut file, path, size, index)?;
+        let stored = codec.mask(replica, index, &codec.seal(index, &plaintext));
+        if sha256(&stored) != *expected {
+            return Err(StorageError::FileChanged {
+                path: path.to_path_buf(),
+                name: name.to_owned(),
+                what: format!("chunk {index} differs"),
+            });
+        }
+        client.put_chunk(deal, replica, index, stored).await?;
+        progress(stored_len);
+    }
+    Ok(())
+}
