@@ -337,6 +337,26 @@ pub enum CommandAction {
         /// Which VM.
         vm_id: String,
     },
+    /// Dial a relay and hold a WireGuard tunnel to it (a node that cannot accept inbound
+    /// connections); replaces an earlier relay. The ack carries no VM.
+    JoinRelay {
+        /// The relay to dial.
+        assignment: crate::relay::RelayAssignment,
+    },
+    /// Close the tunnel to the relay.
+    LeaveRelay,
+    /// To a relay: accept a node's tunnel and publish its VMs' ports and names (replaces what
+    /// was published for that node). Refused, with nothing changed, when the node's tunnel
+    /// key is not bound to its registered key.
+    PublishNode {
+        /// The node and what to publish.
+        node: crate::relay::RelayedNode,
+    },
+    /// To a relay: remove a node's tunnel peer and everything published for it.
+    UnpublishNode {
+        /// Which node.
+        node_id: B256,
+    },
 }
 
 /// Result of a [`Command`].
