@@ -21,6 +21,7 @@ use decloud_sdk::agent_protocol::{
     Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, PortForward,
     PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
+use decloud_sdk::relay::{RelayAssignment, TunnelBinding};
 use decloud_sdk::storage::StorageReport;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -36,6 +37,7 @@ use crate::{
     ingress::{Ingress, IngressReport, IngressRule, valid_host},
     network::{DhcpHost, NatNetwork, reservation_name, reservation_prefix},
     readiness,
+    relay::{PeerStatus, Relay, Tunnel, tunnel_binding},
     seed::{self, SeedFiles},
     shaping,
     storage::ChunkStore,
@@ -102,6 +104,10 @@ struct Inner {
     consoles: Consoles,
     /// The chunk store, in the storage role.
     chunks: Option<Arc<ChunkStore>>,
+    /// The relay role, when on.
+    relay: Option<Relay>,
+    /// The tunnel to this node's relay, while it has one.
+    tunnel: SyncMutex<Option<Tunnel>>,
 }
 
 impl Agent {
@@ -144,6 +150,17 @@ impl Agent {
             .clone()
             .map(|c| Ingress::new(c, &tag))
             .transpose()?;
+        let relay = match config.relay.clone() {
+            Some(relay_config) => {
+                let (tag, dir) = (tag.clone(), config.data_dir.clone());
+                Some(
+                    tokio::task::spawn_blocking(move || Relay::start(relay_config, &tag, &dir))
+                        .await
+                        .map_err(|e| Error::Relay(e.to_string()))??,
+                )
+            }
+            None => None,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -161,6 +178,8 @@ impl Agent {
                 ready: AtomicBool::new(false),
                 consoles: Consoles::default(),
                 chunks,
+                relay,
+                tunnel: SyncMutex::new(None),
             }),
         })
     }
@@ -1339,6 +1358,14 @@ impl Agent {
             CommandAction::StopVm { vm_id } => self.stop_vm(&vm_id).await.map(Some),
             CommandAction::RebootVm { vm_id } => self.reboot_vm(&vm_id).await.map(Some),
             CommandAction::DeleteVm { vm_id } => self.delete_vm(&vm_id).await.map(|()| None),
+            CommandAction::JoinRelay { assignment } => {
+                self.join_relay(assignment).await.map(|()| None)
+            }
+            CommandAction::LeaveRelay => self.leave_relay().map(|()| None),
+            CommandAction::PublishNode { node } => self.relay()?.publish(node).await.map(|()| None),
+            CommandAction::UnpublishNode { node_id } => {
+                self.relay()?.unpublish(node_id).await.map(|()| None)
+            }
         };
         let outcome = match result {
             Ok(vm) => AckOutcome::Done { vm },
@@ -1373,7 +1400,70 @@ impl Agent {
 
     /// Closes the database.
     pub async fn close(&self) {
+        self.inner
+            .tunnel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(relay) = &self.inner.relay
+            && let Err(error) = relay.shutdown().await
+        {
+            warn!(target: "agent::relay", %error, "could not take the relay down cleanly");
+        }
         self.inner.store.close().await;
+    }
+
+    /// The relay role, or a refusal when this node is not a relay.
+    pub fn relay(&self) -> Result<&Relay> {
+        self.inner
+            .relay
+            .as_ref()
+            .ok_or_else(|| Error::Relay("this node is not a relay (no [relay] section)".into()))
+    }
+
+    /// The node's tunnel key (made on first use) bound to its node key, for the orchestrator
+    /// to pass to the relay it assigns.
+    pub async fn tunnel_binding(&self) -> Result<TunnelBinding> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            tunnel_binding(&inner.identity, &inner.config.data_dir).map(|(_, binding)| binding)
+        })
+        .await
+        .map_err(|e| Error::Relay(e.to_string()))?
+    }
+
+    /// Dials the relay of `assignment` and holds a tunnel to it, replacing an earlier one.
+    pub async fn join_relay(&self, assignment: RelayAssignment) -> Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let (keys, _) = tunnel_binding(&inner.identity, &inner.config.data_dir)?;
+            let tag = node_tag(&inner.identity.node_id);
+            let mut tunnel = inner.tunnel.lock().unwrap_or_else(|e| e.into_inner());
+            // The old tunnel holds the interface name the new one takes.
+            tunnel.take();
+            *tunnel = Some(Tunnel::join(&tag, &keys, assignment)?);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Relay(e.to_string()))?
+    }
+
+    /// Closes the tunnel to the relay.
+    pub fn leave_relay(&self) -> Result<()> {
+        let mut tunnel = self.inner.tunnel.lock().unwrap_or_else(|e| e.into_inner());
+        match tunnel.take() {
+            Some(_) => Ok(()),
+            None => Err(Error::Relay("this node has no relay".into())),
+        }
+    }
+
+    /// The relay's peer as this node's tunnel sees it; `None` without a tunnel.
+    pub fn tunnel_status(&self) -> Result<Option<PeerStatus>> {
+        let tunnel = self.inner.tunnel.lock().unwrap_or_else(|e| e.into_inner());
+        match tunnel.as_ref() {
+            Some(tunnel) => tunnel.status(),
+            None => Ok(None),
+        }
     }
 }
 

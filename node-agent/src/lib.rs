@@ -31,6 +31,7 @@ mod ingress;
 mod link;
 mod network;
 mod readiness;
+mod relay;
 mod resources;
 mod seed;
 mod shaping;
@@ -73,6 +74,10 @@ pub use network::{
 };
 pub use readiness::{
     PROBE_TIMEOUT, check as check_readiness, cloud_init_finished, http_probe, tcp_probe,
+};
+pub use relay::{
+    KEEPALIVE_SECS, PeerStatus, RELAY_COMMENT_PREFIX, RELAY_KEY_FILE, Relay, RelayConfig,
+    TUNNEL_KEY_FILE, Tunnel, TunnelKeys, WgInterface, tunnel_binding,
 };
 pub use resources::{
     BASELINE_HASHES_PER_SEC, BENCH_ROUND_MILLIS, BENCH_ROUNDS, SYSFS_ROOT, compute_points,

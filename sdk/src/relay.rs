@@ -37,7 +37,9 @@ pub enum RelayError {
     #[error("malformed tunnel-key binding signature: {0}")]
     MalformedSignature(String),
     /// A binding was signed by another key than the node's registered key.
-    #[error("tunnel key {key} is not bound to node {node_id}: signed by {recovered}, registered key is {registered}")]
+    #[error(
+        "tunnel key {key} is not bound to node {node_id}: signed by {recovered}, registered key is {registered}"
+    )]
     NotBound {
         /// Node the binding claims.
         node_id: B256,
