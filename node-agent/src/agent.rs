@@ -21,7 +21,7 @@ use decloud_sdk::agent_protocol::{
     Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, NodeResources, PortForward,
     PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
-use decloud_sdk::relay::{RelayAssignment, TunnelBinding};
+use decloud_sdk::relay::{RelayAssignment, RelayReport, TunnelBinding, TunnelReport};
 use decloud_sdk::storage::StorageReport;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -1337,7 +1337,54 @@ impl Agent {
                     .map(ToString::to_string),
                 ..chunks.report()
             }),
+            relay: self.relay_report().await?,
+            tunnel: self.tunnel_report().await?,
         })
+    }
+
+    /// The relay role's report: key, endpoint, published nodes and bytes per VM.
+    async fn relay_report(&self) -> Result<Option<RelayReport>> {
+        let Some(relay) = &self.inner.relay else {
+            return Ok(None);
+        };
+        let inner = self.inner.clone();
+        let traffic = tokio::task::spawn_blocking(move || match &inner.relay {
+            Some(relay) => relay.traffic(),
+            None => Ok(Vec::new()),
+        })
+        .await
+        .map_err(|e| Error::Relay(e.to_string()))??;
+        Ok(Some(RelayReport {
+            key: relay.public_key(),
+            endpoint: relay.endpoint(),
+            tunnel_address: relay.address(),
+            nodes: relay.nodes().iter().map(|n| n.node_id).collect(),
+            traffic,
+        }))
+    }
+
+    /// The tunnel's report, for a node declared behind NAT or with a tunnel now.
+    async fn tunnel_report(&self) -> Result<Option<TunnelReport>> {
+        let relay_node_id = self
+            .inner
+            .tunnel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Tunnel::relay);
+        if relay_node_id.is_none() && !self.inner.config.behind_nat {
+            return Ok(None);
+        }
+        let binding = self.tunnel_binding().await?;
+        let latest_handshake = self
+            .tunnel_status()?
+            .map(|peer| peer.latest_handshake)
+            .filter(|at| *at > 0);
+        Ok(Some(TunnelReport {
+            binding,
+            relay_node_id,
+            latest_handshake,
+        }))
     }
 
     /// Executes a command once: a command id seen before gets its stored acknowledgement
@@ -1362,10 +1409,14 @@ impl Agent {
                 self.join_relay(assignment).await.map(|()| None)
             }
             CommandAction::LeaveRelay => self.leave_relay().map(|()| None),
-            CommandAction::PublishNode { node } => self.relay()?.publish(node).await.map(|()| None),
-            CommandAction::UnpublishNode { node_id } => {
-                self.relay()?.unpublish(node_id).await.map(|()| None)
-            }
+            CommandAction::PublishNode { node } => match self.relay() {
+                Ok(relay) => relay.publish(node).await.map(|()| None),
+                Err(e) => Err(e),
+            },
+            CommandAction::UnpublishNode { node_id } => match self.relay() {
+                Ok(relay) => relay.unpublish(node_id).await.map(|()| None),
+                Err(e) => Err(e),
+            },
         };
         let outcome = match result {
             Ok(vm) => AckOutcome::Done { vm },

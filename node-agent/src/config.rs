@@ -327,6 +327,9 @@ pub struct ConfigLayer {
     /// The relay role (file only): on when the section is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<crate::relay::RelayConfig>,
+    /// The node cannot accept inbound connections (behind NAT or CGNAT): its heartbeats carry
+    /// its tunnel key binding so the orchestrator can assign it a relay.
+    pub behind_nat: Option<bool>,
     /// Images by name (file only).
     #[serde(default)]
     pub images: BTreeMap<String, ImageConfig>,
@@ -434,6 +437,8 @@ pub struct Config {
     pub ingress: Option<IngressConfig>,
     /// The relay role, when on.
     pub relay: Option<crate::relay::RelayConfig>,
+    /// Declared unable to accept inbound connections.
+    pub behind_nat: bool,
     /// Images by name.
     pub images: BTreeMap<String, ImageConfig>,
     /// The storage role, when on.
@@ -535,6 +540,7 @@ impl Config {
             json_logs,
             ingress: merged.ingress,
             relay: merged.relay,
+            behind_nat: merged.behind_nat.unwrap_or(false),
             images: merged.images,
             storage,
         })

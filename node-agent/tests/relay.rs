@@ -18,21 +18,24 @@ mod common;
 use std::{
     net::Ipv4Addr,
     process::Command,
-    sync::{Arc, mpsc},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
-use alloy::{primitives::B256, signers::local::PrivateKeySigner};
+use alloy::signers::local::PrivateKeySigner;
 use common::*;
 use decloud_node_agent::{
-    Agent, Config, ConfigLayer, Error, Identity, Relay, RelayConfig, TunnelKeys, WgInterface,
-    node_tag, test_guest::HTTP_PORT,
+    Agent, Config, ConfigLayer, Identity, RelayConfig, TunnelKeys, WgInterface,
+    test_guest::HTTP_PORT,
 };
 use decloud_sdk::{
     agent_protocol::{
         self, AckOutcome, Command as AgentCommand, CommandAction, PortProtocol, PortSpec,
     },
-    relay::{RelayAssignment, RelayForward, RelayRoute, RelayedNode, RelayedVm, TunnelBinding},
+    relay::{
+        RelayAssignment, RelayForward, RelayReport, RelayRoute, RelayedNode, RelayedVm,
+        TunnelBinding,
+    },
 };
 
 const BOOT_LIMIT: Duration = Duration::from_secs(240);
@@ -411,6 +414,22 @@ fn saved_rules(namespace: &str) -> String {
         .join("\n")
 }
 
+/// Runs `action` as a command of the relay agent, on its namespace's thread.
+fn relay_command(thread: &NsThread, relay: &Agent, id: &str, action: CommandAction) -> AckOutcome {
+    let (relay, id) = (relay.clone(), id.to_owned());
+    thread.run(move |runtime| {
+        runtime
+            .block_on(relay.execute(AgentCommand { id, action }))
+            .unwrap()
+            .outcome
+    })
+}
+
+fn relay_heartbeat(thread: &NsThread, relay: &Agent) -> RelayReport {
+    let relay = relay.clone();
+    thread.run(move |runtime| runtime.block_on(relay.heartbeat(1)).unwrap().relay.unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
     require_libvirtd();
@@ -426,16 +445,33 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
     };
     let topology = Topology::new(&unique);
 
-    // The relay, in its namespace, with its own Caddy.
+    // The relay: a node agent with a [relay] section (on libvirt's test driver: it runs no
+    // VM here) in its namespace, with its own Caddy.
     let caddy = NsCaddy::start(&topology.relay);
     let relay_thread = NsThread::new(&topology.relay);
     let relay_dir = tempfile::tempdir().unwrap();
-    let relay_tag = node_tag(&B256::repeat_byte(0x5a));
-    let relay: Arc<Relay> = Arc::new(relay_thread.run({
-        let path = relay_dir.path().to_owned();
-        move |_| Relay::start(relay_config(), &relay_tag, &path).unwrap()
-    }));
-    let relay_key_file = relay_dir.path().join(decloud_node_agent::RELAY_KEY_FILE);
+    let mut relay_config_resolved =
+        test_driver_config(relay_dir.path(), &format!("relay-{unique}"));
+    relay_config_resolved.relay = Some(relay_config());
+    let relay_node_id = {
+        let config = relay_config_resolved.clone();
+        agent_protocol::node_id(
+            agent_protocol::machine_id(config.machine_id.as_deref().unwrap()),
+            OPERATOR,
+        )
+    };
+    let relay_agent: Agent = relay_thread.run(move |runtime| {
+        runtime.block_on(async move {
+            let agent = open_agent(relay_config_resolved).await;
+            agent.reconcile().await.unwrap();
+            agent
+        })
+    });
+    let relay = relay_agent.relay().unwrap();
+    let relay_key_file = relay_dir
+        .path()
+        .join("data")
+        .join(decloud_node_agent::RELAY_KEY_FILE);
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&relay_key_file)
@@ -444,20 +480,41 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+    let report = relay_heartbeat(&relay_thread, &relay_agent);
+    assert_eq!(report.key, relay.public_key());
+    assert_eq!(report.endpoint, format!("{RELAY_ADDRESS}:{WG_PORT}"));
+    assert!(report.nodes.is_empty() && report.traffic.is_empty());
 
-    // The node, behind the NAT, with a VM forwarding its HTTP port.
-    let config = config_from(&nat_vm_config_toml(
-        dir.path(),
-        &machine,
-        None,
-        &network,
-        "192.168.241.0/24",
-        "31400-31409",
+    // The node, declared behind the NAT, with a VM forwarding its HTTP port.
+    let config = config_from(&format!(
+        "behind_nat = true\n{}",
+        nat_vm_config_toml(
+            dir.path(),
+            &machine,
+            None,
+            &network,
+            "192.168.241.0/24",
+            "31400-31409",
+        )
     ));
     let (identity, _) = Identity::load_or_create(&config).unwrap();
     let node_key = identity.signer.address();
     let agent = Agent::open(config, identity, resources()).await.unwrap();
     agent.reconcile().await.unwrap();
+    // Its heartbeats carry its tunnel key, bound to its node key, before it has a relay.
+    let tunnel = agent.heartbeat(1).await.unwrap().tunnel.unwrap();
+    tunnel.binding.verify(node_id, node_key).unwrap();
+    assert_eq!(tunnel.relay_node_id, None);
+    let binding = tunnel.binding;
+    let tunnel_key = dir
+        .path()
+        .join("data")
+        .join(decloud_node_agent::TUNNEL_KEY_FILE);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&tunnel_key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     let value = unique_value();
     let mut spec = test_guest_spec("web", &value);
     spec.ports = vec![PortSpec {
@@ -483,10 +540,10 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
     // The node dials the relay (told to by the orchestrator's command).
     let node_address: Ipv4Addr = "10.97.71.2".parse().unwrap();
     let assignment = RelayAssignment {
-        relay_node_id: B256::repeat_byte(0x5a),
-        endpoint: relay.endpoint(),
-        relay_key: relay.public_key(),
-        relay_address: relay.address(),
+        relay_node_id,
+        endpoint: report.endpoint.clone(),
+        relay_key: report.key,
+        relay_address: report.tunnel_address,
         node_address,
     };
     let ack = agent
@@ -497,16 +554,6 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
         .await
         .unwrap();
     assert_eq!(ack.outcome, AckOutcome::Done { vm: None });
-    let binding = agent.tunnel_binding().await.unwrap();
-    let tunnel_key = dir
-        .path()
-        .join("data")
-        .join(decloud_node_agent::TUNNEL_KEY_FILE);
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&tunnel_key).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
     let host = format!("web-{unique}.relay.test");
     let published = RelayedNode {
         node_id,
@@ -534,12 +581,14 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
         binding: TunnelBinding::sign(&stranger, node_id, binding.key).unwrap(),
         ..published.clone()
     };
-    let refused = relay_thread.run({
-        let relay = relay.clone();
-        move |runtime| runtime.block_on(relay.publish(forged))
-    });
+    let refused = relay_command(
+        &relay_thread,
+        &relay_agent,
+        "publish-forged",
+        CommandAction::PublishNode { node: forged },
+    );
     assert!(
-        matches!(&refused, Err(Error::Relay(m)) if m.contains("is not bound to node")),
+        matches!(&refused, AckOutcome::Failed { error } if error.contains("is not bound to node")),
         "{refused:?}"
     );
     assert!(relay.nodes().is_empty());
@@ -550,22 +599,41 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
             .client_curl(&[&format!("http://{RELAY_ADDRESS}:{RELAY_PORT}/")])
             .is_err()
     );
+    // A node that is not a relay refuses to publish.
+    let not_relay = agent
+        .execute(AgentCommand {
+            id: "publish-on-node".into(),
+            action: CommandAction::PublishNode {
+                node: published.clone(),
+            },
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(&not_relay.outcome, AckOutcome::Failed { error } if error.contains("not a relay")),
+        "{not_relay:?}"
+    );
 
     // Published: the node's peer and its VM's port and name.
-    relay_thread
-        .run({
-            let relay = relay.clone();
-            let published = published.clone();
-            move |runtime| runtime.block_on(relay.publish(published))
-        })
-        .unwrap();
+    assert_eq!(
+        relay_command(
+            &relay_thread,
+            &relay_agent,
+            "publish-1",
+            CommandAction::PublishNode {
+                node: published.clone()
+            },
+        ),
+        AckOutcome::Done { vm: None }
+    );
     let body = topology.client_get_eventually(
         &[&format!("http://{RELAY_ADDRESS}:{RELAY_PORT}/")],
         Duration::from_secs(60),
     );
     assert_eq!(body.trim(), value);
-    let handshake = agent.tunnel_status().unwrap().expect("the relay is a peer");
-    assert!(handshake.latest_handshake > 0, "{handshake:?}");
+    let tunnel = agent.heartbeat(2).await.unwrap().tunnel.unwrap();
+    assert_eq!(tunnel.relay_node_id, Some(relay_node_id));
+    assert!(tunnel.latest_handshake.is_some(), "{tunnel:?}");
 
     let resolve = format!("{host}:443:{RELAY_ADDRESS}");
     let url = format!("https://{host}/");
@@ -581,13 +649,10 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
     );
     assert_eq!(body.trim(), value);
 
-    // The relay counted both directions for the VM.
-    let traffic = relay_thread
-        .run({
-            let relay = relay.clone();
-            move |_| relay.traffic()
-        })
-        .unwrap();
+    // The relay counted both directions for the VM, and reports it in its heartbeat.
+    let report = relay_heartbeat(&relay_thread, &relay_agent);
+    assert_eq!(report.nodes, vec![node_id]);
+    let traffic = report.traffic;
     assert_eq!(traffic.len(), 1, "{traffic:?}");
     assert_eq!(
         (traffic[0].node_id, traffic[0].vm_id.as_str()),
@@ -628,12 +693,15 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
     drop(rogue);
 
     // Unpublished: the port and the name are gone, and so is the peer.
-    relay_thread
-        .run({
-            let relay = relay.clone();
-            move |runtime| runtime.block_on(relay.unpublish(node_id))
-        })
-        .unwrap();
+    assert_eq!(
+        relay_command(
+            &relay_thread,
+            &relay_agent,
+            "unpublish-1",
+            CommandAction::UnpublishNode { node_id },
+        ),
+        AckOutcome::Done { vm: None }
+    );
     assert!(relay.peers().unwrap().is_empty());
     assert!(
         topology
@@ -646,13 +714,11 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
         saved_rules(&topology.relay)
     );
 
-    relay_thread
-        .run({
-            let relay = relay.clone();
-            move |runtime| runtime.block_on(relay.shutdown())
-        })
-        .unwrap();
-    drop(relay);
+    relay_thread.run({
+        let relay_agent = relay_agent.clone();
+        move |runtime| runtime.block_on(relay_agent.close())
+    });
+    assert!(!saved_rules(&topology.relay).contains("DCR-"));
     agent.leave_relay().unwrap();
     agent.delete_vm("web").await.unwrap();
     agent.close().await;

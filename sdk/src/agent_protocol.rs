@@ -768,6 +768,12 @@ pub struct Heartbeat {
     /// The chunk store of a node in the storage role: stored bytes and replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<crate::storage::StorageReport>,
+    /// The relay role: its key and endpoint, the nodes it publishes, bytes per VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<crate::relay::RelayReport>,
+    /// The node's tunnel key binding and tunnel, for a node behind NAT or relayed now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::relay::TunnelReport>,
 }
 
 #[cfg(test)]

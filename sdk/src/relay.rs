@@ -230,6 +230,35 @@ pub struct VmTraffic {
     pub bytes_out: u64,
 }
 
+/// What a relay reports in its heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayReport {
+    /// The relay's WireGuard public key.
+    pub key: TunnelKey,
+    /// `host:port` nodes dial.
+    pub endpoint: String,
+    /// The relay's address inside the tunnel.
+    pub tunnel_address: Ipv4Addr,
+    /// Nodes published now.
+    pub nodes: Vec<B256>,
+    /// Bytes carried per VM of those nodes.
+    pub traffic: Vec<VmTraffic>,
+}
+
+/// What a node that is, or may be, relayed reports in its heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelReport {
+    /// The node's tunnel key bound to its node key (what a relay needs to accept it).
+    pub binding: TunnelBinding,
+    /// The relay the node's tunnel goes to, while it has one.
+    #[serde(default)]
+    pub relay_node_id: Option<B256>,
+    /// Unix seconds of the tunnel's last WireGuard handshake with the relay; absent without a
+    /// tunnel or before the first.
+    #[serde(default)]
+    pub latest_handshake: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use alloy::signers::local::PrivateKeySigner;
