@@ -55,6 +55,14 @@
 //! the same VM replaces the older session, which is closed with a reason. Console frames are
 //! not commands: they are neither stored nor acknowledged nor resent, and a session does not
 //! survive a reconnect (the agent drops every session when its link goes down).
+//!
+//! # Relays
+//!
+//! A node that cannot accept inbound connections is told to dial a relay with
+//! [`CommandAction::JoinRelay`]; the relay is told to accept it and publish its VMs with
+//! [`CommandAction::PublishNode`] (see [`crate::relay`] for the tunnel-key binding the relay
+//! checks). Heartbeats carry the relay's report ([`Heartbeat::relay`]: key, endpoint, published
+//! nodes, bytes per VM) and the relayed node's ([`Heartbeat::tunnel`]: its binding and tunnel).
 
 use std::fmt;
 

@@ -24,6 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent_protocol::PortProtocol;
 
+/// Bit of a node's on-chain capability flags (`NodeRegistry` `Capabilities.flags`) saying the
+/// node offers to relay for nodes behind NAT.
+pub const RELAY_FLAG: u32 = 8;
+
 /// First line of every tunnel-key binding: separates it from any other signed text.
 pub const BINDING_DOMAIN: &str = "DeCloud relay tunnel key binding";
 
