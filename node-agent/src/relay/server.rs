@@ -117,8 +117,6 @@ pub struct Relay {
     keys: TunnelKeys,
     interface: WgInterface,
     address: Ipv4Addr,
-    subnet: Ipv4Subnet,
-    ports: PortRange,
     ingress: Option<Ingress>,
     nodes: Mutex<BTreeMap<B256, RelayedNode>>,
 }
@@ -144,9 +142,7 @@ impl Relay {
     /// orchestrator).
     pub fn start(config: RelayConfig, tag: &str, data_dir: &Path) -> Result<Self> {
         config.validate()?;
-        let subnet = config.subnet()?;
         let address = config.relay_address()?;
-        let ports = config.ports()?;
         let keys = TunnelKeys::load_or_create(&data_dir.join(RELAY_KEY_FILE))?;
         let short = &tag[..tag.len().min(8)];
         let interface = WgInterface::up(
@@ -154,7 +150,7 @@ impl Relay {
             &keys,
             Some(config.listen_port),
             address,
-            subnet.prefix,
+            config.subnet()?.prefix,
         )?;
         let ingress = config
             .ingress
@@ -167,8 +163,6 @@ impl Relay {
             keys,
             interface,
             address,
-            subnet,
-            ports,
             ingress,
             nodes: Mutex::new(BTreeMap::new()),
         };
@@ -317,22 +311,31 @@ impl Relay {
             let _ = iptables(&["-t", table, "-X", &chain]);
         }
     }
+}
 
-    /// Checks `node` against the relay's settings and the other published nodes.
-    fn check(&self, node: &RelayedNode, others: &BTreeMap<B256, RelayedNode>) -> Result<()> {
+/// Checks `node` against the relay's settings (validated) and the other published nodes.
+fn check(
+    config: &RelayConfig,
+    node: &RelayedNode,
+    others: &BTreeMap<B256, RelayedNode>,
+) -> Result<()> {
+    {
         let refuse = |why: String| Err(Error::Relay(why));
+        let subnet = config.subnet()?;
+        let relay_address = config.relay_address()?;
+        let range = config.ports()?;
         node.binding
             .verify(node.node_id, node.node_key)
             .map_err(|e| Error::Relay(e.to_string()))?;
         let address = node.tunnel_address;
-        if !self.subnet.contains(address)
-            || address == self.address
-            || address == self.subnet.network
-            || address == self.subnet.nth(self.subnet.size() - 1)
+        if !subnet.contains(address)
+            || address == relay_address
+            || address == subnet.network
+            || address == subnet.nth(subnet.size() - 1)
         {
             return refuse(format!(
                 "tunnel address {address} is not a node address of {}",
-                self.config.tunnel_subnet
+                config.tunnel_subnet
             ));
         }
         let mut ports = HashSet::new();
@@ -344,10 +347,10 @@ impl Relay {
                 return refuse(format!("vm {} is named twice", vm.vm_id));
             }
             for forward in &vm.forwards {
-                if !self.ports.ports().contains(&forward.relay_port) {
+                if !range.ports().contains(&forward.relay_port) {
                     return refuse(format!(
                         "relay port {} is outside the relay's range {}",
-                        forward.relay_port, self.config.port_range
+                        forward.relay_port, config.port_range
                     ));
                 }
                 if forward.node_port == 0 {
@@ -371,7 +374,7 @@ impl Relay {
                     return refuse(format!("ingress host {} is named twice", route.host));
                 }
             }
-            if !vm.routes.is_empty() && self.ingress.is_none() {
+            if !vm.routes.is_empty() && config.ingress.is_none() {
                 return refuse("this relay has no ingress configured".into());
             }
         }
@@ -409,14 +412,16 @@ impl Relay {
         }
         Ok(())
     }
+}
 
+impl Relay {
     /// Accepts `node`'s tunnel and publishes its VMs (replacing what was published for it).
     /// Refused, with nothing changed, when its tunnel key is not bound to its registered key,
     /// or a port, name or address is not the relay's to give or belongs to another node.
     pub async fn publish(&self, node: RelayedNode) -> Result<()> {
         let previous = {
             let mut nodes = self.lock();
-            self.check(&node, &nodes)?;
+            check(&self.config, &node, &nodes)?;
             nodes.insert(node.node_id, node.clone())
         };
         if let Some(previous) = &previous
@@ -745,6 +750,137 @@ mod tests {
         );
         assert_eq!(counter_bytes(line), Some(3456));
         assert_eq!(counter_bytes("-A X -j DROP"), None);
+    }
+
+    fn config(ingress: bool) -> RelayConfig {
+        RelayConfig {
+            listen_port: 51820,
+            public_address: "203.0.113.9".into(),
+            tunnel_subnet: "10.98.0.0/24".into(),
+            port_range: "20000-20009".into(),
+            ingress: ingress.then(|| {
+                toml::from_str("admin = \"127.0.0.1:2019\"\nlisten = \":443\"\n").unwrap()
+            }),
+        }
+    }
+
+    fn node(byte: u8, address: [u8; 4], relay_port: u16, host: &str) -> RelayedNode {
+        use alloy::signers::local::PrivateKeySigner;
+        use decloud_sdk::{
+            agent_protocol::PortProtocol,
+            relay::{RelayRoute, RelayedVm, TunnelBinding},
+        };
+        let key = PrivateKeySigner::from_bytes(&B256::repeat_byte(byte)).unwrap();
+        let node_id = B256::repeat_byte(byte);
+        RelayedNode {
+            node_id,
+            node_key: key.address(),
+            binding: TunnelBinding::sign(&key, node_id, TunnelKey([byte; 32])).unwrap(),
+            tunnel_address: address.into(),
+            vms: vec![RelayedVm {
+                vm_id: format!("vm-{byte}"),
+                forwards: vec![RelayForward {
+                    protocol: PortProtocol::Tcp,
+                    relay_port,
+                    node_port: 40000,
+                }],
+                routes: vec![RelayRoute {
+                    host: host.into(),
+                    node_port: 40001,
+                }],
+            }],
+        }
+    }
+
+    fn refusal(config: &RelayConfig, node: &RelayedNode, others: &[RelayedNode]) -> String {
+        let others = others.iter().map(|n| (n.node_id, n.clone())).collect();
+        match check(config, node, &others) {
+            Err(Error::Relay(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nodes_a_relay_cannot_publish_are_refused_with_the_reason() {
+        let config = config(true);
+        let first = node(1, [10, 98, 0, 2], 20000, "a.example.org");
+        check(&config, &first, &BTreeMap::new()).unwrap();
+        let others = std::slice::from_ref(&first);
+        // Republishing the same node is a replacement, not a conflict with itself.
+        check(&config, &first, &[(first.node_id, first.clone())].into()).unwrap();
+
+        let forged = RelayedNode {
+            node_key: node(2, [10, 98, 0, 3], 20001, "b.example.org").node_key,
+            ..node(3, [10, 98, 0, 3], 20001, "b.example.org")
+        };
+        assert!(refusal(&config, &forged, &[]).contains("is not bound to node"));
+        for (address, why) in [
+            ([10, 98, 1, 2], "is not a node address"),
+            ([10, 98, 0, 1], "is not a node address"),
+            ([10, 98, 0, 0], "is not a node address"),
+            ([10, 98, 0, 255], "is not a node address"),
+            ([10, 98, 0, 2], "belongs to node"),
+        ] {
+            let why_got = refusal(&config, &node(2, address, 20001, "b.example.org"), others);
+            assert!(why_got.contains(why), "{address:?}: {why_got}");
+        }
+        let outside = refusal(
+            &config,
+            &node(2, [10, 98, 0, 3], 20010, "b.example.org"),
+            &[],
+        );
+        assert!(outside.contains("outside the relay's range"), "{outside}");
+        let taken_port = refusal(
+            &config,
+            &node(2, [10, 98, 0, 3], 20000, "b.example.org"),
+            others,
+        );
+        assert!(
+            taken_port.contains("relay port 20000/tcp belongs to node"),
+            "{taken_port}"
+        );
+        let taken_host = refusal(
+            &config,
+            &node(2, [10, 98, 0, 3], 20001, "a.example.org"),
+            others,
+        );
+        assert!(
+            taken_host.contains("ingress host a.example.org belongs to node"),
+            "{taken_host}"
+        );
+        let mut same_key = node(2, [10, 98, 0, 3], 20001, "b.example.org");
+        let key2 = alloy::signers::local::PrivateKeySigner::from_bytes(&B256::repeat_byte(2));
+        same_key.binding = decloud_sdk::relay::TunnelBinding::sign(
+            &key2.unwrap(),
+            same_key.node_id,
+            first.binding.key,
+        )
+        .unwrap();
+        let why = refusal(&config, &same_key, others);
+        assert!(why.contains("belongs to node"), "{why}");
+
+        let mut bad = node(2, [10, 98, 0, 3], 20001, "B_bad");
+        assert!(refusal(&config, &bad, &[]).contains("is not a DNS name"));
+        bad.vms[0].routes.clear();
+        bad.vms[0].forwards[0].node_port = 0;
+        assert!(refusal(&config, &bad, &[]).contains("node port 0"));
+        bad.vms[0].forwards[0].node_port = 40000;
+        bad.vms[0].vm_id = "Bad Id".into();
+        assert!(!refusal(&config, &bad, &[]).is_empty());
+        let mut twice = node(2, [10, 98, 0, 3], 20001, "b.example.org");
+        twice.vms.push(twice.vms[0].clone());
+        assert!(refusal(&config, &twice, &[]).contains("named twice"));
+        let mut two_ports = node(2, [10, 98, 0, 3], 20001, "b.example.org");
+        let forward = two_ports.vms[0].forwards[0];
+        two_ports.vms[0].forwards.push(forward);
+        assert!(refusal(&config, &two_ports, &[]).contains("is given twice"));
+
+        let without_ingress = refusal(
+            &super::tests::config(false),
+            &node(2, [10, 98, 0, 3], 20001, "b.example.org"),
+            &[],
+        );
+        assert!(without_ingress.contains("no ingress"), "{without_ingress}");
     }
 
     #[test]
