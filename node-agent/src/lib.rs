@@ -12,6 +12,9 @@
 //! In the storage role (a `[storage]` section in the configuration) it also keeps a chunk
 //! store on disk and serves deal owners' replicas over an HTTP chunk API.
 //!
+//! In the relay role (a `[relay]` section) it publishes the ports and HTTPS names of nodes
+//! behind NAT, which dial it and hold a WireGuard tunnel ([`Relay`], [`Tunnel`]).
+//!
 //! The binary's subcommands: `init` creates the node key and prints what to register
 //! on-chain, `run` runs the agent, `resources` prints the discovered resources, `chunks list`
 //! lists the chunk store.
