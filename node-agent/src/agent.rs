@@ -108,6 +108,8 @@ struct Inner {
     relay: Option<Relay>,
     /// The tunnel to this node's relay, while it has one.
     tunnel: SyncMutex<Option<Tunnel>>,
+    /// The tunnel key's binding, once the key exists.
+    binding: SyncMutex<Option<TunnelBinding>>,
 }
 
 impl Agent {
@@ -161,7 +163,7 @@ impl Agent {
             }
             None => None,
         };
-        Ok(Self {
+        let agent = Self {
             inner: Arc::new(Inner {
                 config,
                 identity,
@@ -180,8 +182,15 @@ impl Agent {
                 chunks,
                 relay,
                 tunnel: SyncMutex::new(None),
+                binding: SyncMutex::new(None),
             }),
-        })
+        };
+        // A node behind NAT needs its tunnel key from the first heartbeat on: a missing
+        // wireguard-tools stops the start with the reason, not each heartbeat.
+        if agent.inner.config.behind_nat {
+            agent.tunnel_binding().await?;
+        }
+        Ok(agent)
     }
 
     /// The node identity.
@@ -1475,12 +1484,23 @@ impl Agent {
     /// The node's tunnel key (made on first use) bound to its node key, for the orchestrator
     /// to pass to the relay it assigns.
     pub async fn tunnel_binding(&self) -> Result<TunnelBinding> {
+        if let Some(binding) = self
+            .inner
+            .binding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(binding);
+        }
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let binding = tokio::task::spawn_blocking(move || {
             tunnel_binding(&inner.identity, &inner.config.data_dir).map(|(_, binding)| binding)
         })
         .await
-        .map_err(|e| Error::Relay(e.to_string()))?
+        .map_err(|e| Error::Relay(e.to_string()))??;
+        *self.inner.binding.lock().unwrap_or_else(|e| e.into_inner()) = Some(binding.clone());
+        Ok(binding)
     }
 
     /// Dials the relay of `assignment` and holds a tunnel to it, replacing an earlier one.
