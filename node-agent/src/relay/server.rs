@@ -424,7 +424,39 @@ impl Relay {
             check(&self.config, &node, &nodes)?;
             nodes.insert(node.node_id, node.clone())
         };
-        if let Some(previous) = &previous
+        if let Err(error) = self.apply(&node, previous.as_ref()).await {
+            // Put back what was published before; the error says why the change failed.
+            {
+                let mut nodes = self.lock();
+                match &previous {
+                    Some(previous) => nodes.insert(node.node_id, previous.clone()),
+                    None => nodes.remove(&node.node_id),
+                };
+            }
+            if previous
+                .as_ref()
+                .is_none_or(|p| p.binding.key != node.binding.key)
+            {
+                let _ = self.interface.remove_peer(&node.binding.key);
+            }
+            if let Some(previous) = &previous {
+                let _ = self.interface.set_peer(
+                    &previous.binding.key,
+                    &format!("{}/32", previous.tunnel_address),
+                    None,
+                    None,
+                );
+            }
+            let _ = self.sync().await;
+            return Err(error);
+        }
+        info!(target: "agent::relay", node = %node.node_id, key = %node.binding.key, vms = node.vms.len(), "node published");
+        Ok(())
+    }
+
+    /// Makes the peer, rules and routes of a newly recorded `node`.
+    async fn apply(&self, node: &RelayedNode, previous: Option<&RelayedNode>) -> Result<()> {
+        if let Some(previous) = previous
             && previous.binding.key != node.binding.key
         {
             self.interface.remove_peer(&previous.binding.key)?;
@@ -435,9 +467,7 @@ impl Relay {
             None,
             None,
         )?;
-        self.sync().await?;
-        info!(target: "agent::relay", node = %node.node_id, key = %node.binding.key, vms = node.vms.len(), "node published");
-        Ok(())
+        self.sync().await
     }
 
     /// Removes a node's peer and everything published for it.
