@@ -121,6 +121,8 @@ async fn main() {
                 rpc_url: Some(system.rpc_url().to_string()),
                 storage_market: Some(market),
                 public_url: None,
+                proving_keys: None,
+                drain: None,
             }),
             ..Default::default()
         };

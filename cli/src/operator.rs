@@ -174,6 +174,9 @@ pub(crate) struct NodeSpecArgs {
     /// The node has IPv6.
     #[arg(long)]
     ipv6: bool,
+    /// The node offers to relay for nodes behind NAT (its agent has a `[relay]` section).
+    #[arg(long)]
+    relay: bool,
 }
 
 impl NodeSpecArgs {
@@ -185,7 +188,7 @@ impl NodeSpecArgs {
             gpus: self.gpus,
             bandwidthMbps: self.bandwidth_mbps,
             architecture: Architecture::from(self.arch).into(),
-            flags: flags(self.public_ipv4, self.cgnat, self.ipv6),
+            flags: flags(self.public_ipv4, self.cgnat, self.ipv6, self.relay),
         }
     }
 
@@ -323,9 +326,14 @@ fn staking(
     )
 }
 
-/// The capability flags bit set (1 public IPv4, 2 CGNAT, 4 IPv6).
-fn flags(public_ipv4: bool, cgnat: bool, ipv6: bool) -> u32 {
-    u32::from(public_ipv4) | (u32::from(cgnat) << 1) | (u32::from(ipv6) << 2)
+/// The capability flags bit set (1 public IPv4, 2 CGNAT, 4 IPv6, 8 relay).
+fn flags(public_ipv4: bool, cgnat: bool, ipv6: bool, relay: bool) -> u32 {
+    let relay = if relay {
+        decloud_sdk::relay::RELAY_FLAG
+    } else {
+        0
+    };
+    u32::from(public_ipv4) | (u32::from(cgnat) << 1) | (u32::from(ipv6) << 2) | relay
 }
 
 async fn register(args: RegisterArgs) -> Result<(), CliError> {
@@ -844,9 +852,10 @@ mod tests {
 
     #[test]
     fn capability_flags_are_the_registry_bits() {
-        assert_eq!(flags(false, false, false), 0);
-        assert_eq!(flags(true, false, false), 1);
-        assert_eq!(flags(false, true, false), 2);
-        assert_eq!(flags(true, false, true), 5);
+        assert_eq!(flags(false, false, false, false), 0);
+        assert_eq!(flags(true, false, false, false), 1);
+        assert_eq!(flags(false, true, false, false), 2);
+        assert_eq!(flags(true, false, true, false), 5);
+        assert_eq!(flags(true, false, false, true), 9);
     }
 }

@@ -111,6 +111,8 @@ async fn start_nodes(system: &TestSystem, prefix: &str, quotas: &[u64]) -> Vec<N
                 rpc_url: Some(system.rpc_url().to_string()),
                 storage_market: Some(market),
                 public_url: None,
+                proving_keys: None,
+                drain: None,
             }),
             ..Default::default()
         };

@@ -21,6 +21,7 @@ use decloud_sdk::agent_protocol::{
     Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, IngressRoute, NodeResources,
     PortForward, PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
+use decloud_sdk::relay::{RelayAssignment, RelayReport, TunnelBinding, TunnelReport};
 use decloud_sdk::storage::StorageReport;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -36,6 +37,7 @@ use crate::{
     ingress::{Ingress, IngressReport, IngressRule, valid_host},
     network::{DhcpHost, NatNetwork, reservation_name, reservation_prefix},
     readiness,
+    relay::{PeerStatus, Relay, Tunnel, tunnel_binding},
     seed::{self, SeedFiles},
     shaping,
     storage::{ChunkStore, Drain, ProofLog},
@@ -104,6 +106,12 @@ struct Inner {
     chunks: Option<Arc<ChunkStore>>,
     /// The proof journal and drain mode, in the storage role.
     storage: Option<(Arc<ProofLog>, Drain)>,
+    /// The relay role, when on.
+    relay: Option<Relay>,
+    /// The tunnel to this node's relay, while it has one.
+    tunnel: SyncMutex<Option<Tunnel>>,
+    /// The tunnel key's binding, once the key exists.
+    binding: SyncMutex<Option<TunnelBinding>>,
 }
 
 impl Agent {
@@ -155,7 +163,18 @@ impl Agent {
             .clone()
             .map(|c| Ingress::new(c, &tag))
             .transpose()?;
-        Ok(Self {
+        let relay = match config.relay.clone() {
+            Some(relay_config) => {
+                let (tag, dir) = (tag.clone(), config.data_dir.clone());
+                Some(
+                    tokio::task::spawn_blocking(move || Relay::start(relay_config, &tag, &dir))
+                        .await
+                        .map_err(|e| Error::Relay(e.to_string()))??,
+                )
+            }
+            None => None,
+        };
+        let agent = Self {
             inner: Arc::new(Inner {
                 config,
                 identity,
@@ -173,8 +192,17 @@ impl Agent {
                 consoles: Consoles::default(),
                 chunks,
                 storage,
+                relay,
+                tunnel: SyncMutex::new(None),
+                binding: SyncMutex::new(None),
             }),
-        })
+        };
+        // A node behind NAT needs its tunnel key from the first heartbeat on: a missing
+        // wireguard-tools stops the start with the reason, not each heartbeat.
+        if agent.inner.config.behind_nat {
+            agent.tunnel_binding().await?;
+        }
+        Ok(agent)
     }
 
     /// The node identity.
@@ -1359,7 +1387,54 @@ impl Agent {
                     .unwrap_or_default(),
                 ..chunks.report()
             }),
+            relay: self.relay_report().await?,
+            tunnel: self.tunnel_report().await?,
         })
+    }
+
+    /// The relay role's report: key, endpoint, published nodes and bytes per VM.
+    async fn relay_report(&self) -> Result<Option<RelayReport>> {
+        let Some(relay) = &self.inner.relay else {
+            return Ok(None);
+        };
+        let inner = self.inner.clone();
+        let traffic = tokio::task::spawn_blocking(move || match &inner.relay {
+            Some(relay) => relay.traffic(),
+            None => Ok(Vec::new()),
+        })
+        .await
+        .map_err(|e| Error::Relay(e.to_string()))??;
+        Ok(Some(RelayReport {
+            key: relay.public_key(),
+            endpoint: relay.endpoint(),
+            tunnel_address: relay.address(),
+            nodes: relay.nodes().iter().map(|n| n.node_id).collect(),
+            traffic,
+        }))
+    }
+
+    /// The tunnel's report, for a node declared behind NAT or with a tunnel now.
+    async fn tunnel_report(&self) -> Result<Option<TunnelReport>> {
+        let relay_node_id = self
+            .inner
+            .tunnel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Tunnel::relay);
+        if relay_node_id.is_none() && !self.inner.config.behind_nat {
+            return Ok(None);
+        }
+        let binding = self.tunnel_binding().await?;
+        let latest_handshake = self
+            .tunnel_status()?
+            .map(|peer| peer.latest_handshake)
+            .filter(|at| *at > 0);
+        Ok(Some(TunnelReport {
+            binding,
+            relay_node_id,
+            latest_handshake,
+        }))
     }
 
     /// Executes a command once: a command id seen before gets its stored acknowledgement
@@ -1383,6 +1458,18 @@ impl Agent {
             CommandAction::SetIngress { vm_id, routes } => {
                 self.set_ingress(&vm_id, routes).await.map(Some)
             }
+            CommandAction::JoinRelay { assignment } => {
+                self.join_relay(assignment).await.map(|()| None)
+            }
+            CommandAction::LeaveRelay => self.leave_relay().map(|()| None),
+            CommandAction::PublishNode { node } => match self.relay() {
+                Ok(relay) => relay.publish(node).await.map(|()| None),
+                Err(e) => Err(e),
+            },
+            CommandAction::UnpublishNode { node_id } => match self.relay() {
+                Ok(relay) => relay.unpublish(node_id).await.map(|()| None),
+                Err(e) => Err(e),
+            },
         };
         let outcome = match result {
             Ok(vm) => AckOutcome::Done { vm },
@@ -1417,7 +1504,81 @@ impl Agent {
 
     /// Closes the database.
     pub async fn close(&self) {
+        self.inner
+            .tunnel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(relay) = &self.inner.relay
+            && let Err(error) = relay.shutdown().await
+        {
+            warn!(target: "agent::relay", %error, "could not take the relay down cleanly");
+        }
         self.inner.store.close().await;
+    }
+
+    /// The relay role, or a refusal when this node is not a relay.
+    pub fn relay(&self) -> Result<&Relay> {
+        self.inner
+            .relay
+            .as_ref()
+            .ok_or_else(|| Error::Relay("this node is not a relay (no [relay] section)".into()))
+    }
+
+    /// The node's tunnel key (made on first use) bound to its node key, for the orchestrator
+    /// to pass to the relay it assigns.
+    pub async fn tunnel_binding(&self) -> Result<TunnelBinding> {
+        if let Some(binding) = self
+            .inner
+            .binding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Ok(binding);
+        }
+        let inner = self.inner.clone();
+        let binding = tokio::task::spawn_blocking(move || {
+            tunnel_binding(&inner.identity, &inner.config.data_dir).map(|(_, binding)| binding)
+        })
+        .await
+        .map_err(|e| Error::Relay(e.to_string()))??;
+        *self.inner.binding.lock().unwrap_or_else(|e| e.into_inner()) = Some(binding.clone());
+        Ok(binding)
+    }
+
+    /// Dials the relay of `assignment` and holds a tunnel to it, replacing an earlier one.
+    pub async fn join_relay(&self, assignment: RelayAssignment) -> Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let (keys, _) = tunnel_binding(&inner.identity, &inner.config.data_dir)?;
+            let tag = node_tag(&inner.identity.node_id);
+            let mut tunnel = inner.tunnel.lock().unwrap_or_else(|e| e.into_inner());
+            // The old tunnel holds the interface name the new one takes.
+            tunnel.take();
+            *tunnel = Some(Tunnel::join(&tag, &keys, assignment)?);
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Relay(e.to_string()))?
+    }
+
+    /// Closes the tunnel to the relay.
+    pub fn leave_relay(&self) -> Result<()> {
+        let mut tunnel = self.inner.tunnel.lock().unwrap_or_else(|e| e.into_inner());
+        match tunnel.take() {
+            Some(_) => Ok(()),
+            None => Err(Error::Relay("this node has no relay".into())),
+        }
+    }
+
+    /// The relay's peer as this node's tunnel sees it; `None` without a tunnel.
+    pub fn tunnel_status(&self) -> Result<Option<PeerStatus>> {
+        let tunnel = self.inner.tunnel.lock().unwrap_or_else(|e| e.into_inner());
+        match tunnel.as_ref() {
+            Some(tunnel) => tunnel.status(),
+            None => Ok(None),
+        }
     }
 }
 

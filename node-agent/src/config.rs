@@ -324,6 +324,12 @@ pub struct ConfigLayer {
     pub log_format: Option<String>,
     /// HTTPS ingress through Caddy (file only); without it VMs' HTTP ports are not served.
     pub ingress: Option<IngressConfig>,
+    /// The relay role (file only): on when the section is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<crate::relay::RelayConfig>,
+    /// The node cannot accept inbound connections (behind NAT or CGNAT): its heartbeats carry
+    /// its tunnel key binding so the orchestrator can assign it a relay.
+    pub behind_nat: Option<bool>,
     /// Images by name (file only).
     #[serde(default)]
     pub images: BTreeMap<String, ImageConfig>,
@@ -429,6 +435,10 @@ pub struct Config {
     pub json_logs: bool,
     /// HTTPS ingress through Caddy.
     pub ingress: Option<IngressConfig>,
+    /// The relay role, when on.
+    pub relay: Option<crate::relay::RelayConfig>,
+    /// Declared unable to accept inbound connections.
+    pub behind_nat: bool,
     /// Images by name.
     pub images: BTreeMap<String, ImageConfig>,
     /// The storage role, when on.
@@ -500,6 +510,9 @@ impl Config {
         if let Some(ingress) = &merged.ingress {
             ingress.validate()?;
         }
+        if let Some(relay) = &merged.relay {
+            relay.validate()?;
+        }
         let data_dir: PathBuf = merged.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         let storage = merged
             .storage
@@ -526,6 +539,8 @@ impl Config {
             bandwidth_shaping: merged.bandwidth_shaping.unwrap_or(BandwidthShaping::Agent),
             json_logs,
             ingress: merged.ingress,
+            relay: merged.relay,
+            behind_nat: merged.behind_nat.unwrap_or(false),
             images: merged.images,
             storage,
         })

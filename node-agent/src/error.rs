@@ -39,6 +39,10 @@ pub enum Error {
     /// Caddy's admin API refused or failed a change of the ingress.
     #[error("ingress: {0}")]
     Ingress(String),
+    /// A relay refused a node or an assignment, or the tunnel failed; nothing was changed by a
+    /// refusal.
+    #[error("relay: {0}")]
+    Relay(String),
     /// libvirt refused an operation.
     #[error("libvirt: {0}")]
     Libvirt(String),

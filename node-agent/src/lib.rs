@@ -13,6 +13,9 @@
 //! store on disk and serves deal owners' replicas over an HTTP chunk API, and proves every
 //! replica it holds each epoch on StorageMarket with `decloud-prover` ([`Prover`]).
 //!
+//! In the relay role (a `[relay]` section) it publishes the ports and HTTPS names of nodes
+//! behind NAT, which dial it and hold a WireGuard tunnel ([`Relay`], [`Tunnel`]).
+//!
 //! The binary's subcommands: `init` creates the node key and prints what to register
 //! on-chain, `run` runs the agent, `resources` prints the discovered resources, `chunks list`
 //! lists the chunk store, `drain` / `undrain` turn the storage role's drain mode on and off.
@@ -32,6 +35,7 @@ mod ingress;
 mod link;
 mod network;
 mod readiness;
+mod relay;
 mod resources;
 mod seed;
 mod shaping;
@@ -74,6 +78,10 @@ pub use network::{
 };
 pub use readiness::{
     PROBE_TIMEOUT, check as check_readiness, cloud_init_finished, http_probe, tcp_probe,
+};
+pub use relay::{
+    KEEPALIVE_SECS, PeerStatus, RELAY_COMMENT_PREFIX, RELAY_KEY_FILE, Relay, RelayConfig,
+    TUNNEL_KEY_FILE, Tunnel, TunnelKeys, WgInterface, tunnel_binding,
 };
 pub use resources::{
     BASELINE_HASHES_PER_SEC, BENCH_ROUND_MILLIS, BENCH_ROUNDS, SYSFS_ROOT, compute_points,

@@ -123,6 +123,8 @@ fn heartbeat(seq: u64) -> String {
         vms: Vec::new(),
         events: Vec::new(),
         storage: None,
+        relay: None,
+        tunnel: None,
     }))
     .to_json()
 }

@@ -266,6 +266,8 @@ fn heartbeat(seq: u64, public_address: Option<&str>, vms: Vec<VmReport>) -> Agen
         vms,
         events: Vec::new(),
         storage: None,
+        relay: None,
+        tunnel: None,
     }))
 }
 

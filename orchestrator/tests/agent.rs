@@ -166,6 +166,8 @@ fn heartbeat(seq: u64, compute_points: u64) -> AgentMessage {
         vms: Vec::new(),
         events: Vec::new(),
         storage: None,
+        relay: None,
+        tunnel: None,
     }))
 }
 

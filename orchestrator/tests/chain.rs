@@ -293,6 +293,8 @@ async fn lease_flow(url: String) {
         vms: Vec::new(),
         events: Vec::new(),
         storage: None,
+        relay: None,
+        tunnel: None,
     };
     send(&mut ws, AgentMessage::Heartbeat(Box::new(heartbeat))).await;
     for _ in 0..100 {

@@ -55,6 +55,14 @@
 //! the same VM replaces the older session, which is closed with a reason. Console frames are
 //! not commands: they are neither stored nor acknowledged nor resent, and a session does not
 //! survive a reconnect (the agent drops every session when its link goes down).
+//!
+//! # Relays
+//!
+//! A node that cannot accept inbound connections is told to dial a relay with
+//! [`CommandAction::JoinRelay`]; the relay is told to accept it and publish its VMs with
+//! [`CommandAction::PublishNode`] (see [`crate::relay`] for the tunnel-key binding the relay
+//! checks). Heartbeats carry the relay's report ([`Heartbeat::relay`]: key, endpoint, published
+//! nodes, bytes per VM) and the relayed node's ([`Heartbeat::tunnel`]: its binding and tunnel).
 
 use std::fmt;
 
@@ -344,6 +352,26 @@ pub enum CommandAction {
         vm_id: String,
         /// Its routes from now on (empty: none).
         routes: Vec<IngressRoute>,
+    },
+    /// Dial a relay and hold a WireGuard tunnel to it (a node that cannot accept inbound
+    /// connections); replaces an earlier relay. The ack carries no VM.
+    JoinRelay {
+        /// The relay to dial.
+        assignment: crate::relay::RelayAssignment,
+    },
+    /// Close the tunnel to the relay.
+    LeaveRelay,
+    /// To a relay: accept a node's tunnel and publish its VMs' ports and names (replaces what
+    /// was published for that node). Refused, with nothing changed, when the node's tunnel
+    /// key is not bound to its registered key.
+    PublishNode {
+        /// The node and what to publish.
+        node: crate::relay::RelayedNode,
+    },
+    /// To a relay: remove a node's tunnel peer and everything published for it.
+    UnpublishNode {
+        /// Which node.
+        node_id: B256,
     },
 }
 
@@ -756,6 +784,12 @@ pub struct Heartbeat {
     /// The chunk store of a node in the storage role: stored bytes and replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<crate::storage::StorageReport>,
+    /// The relay role: its key and endpoint, the nodes it publishes, bytes per VM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay: Option<crate::relay::RelayReport>,
+    /// The node's tunnel key binding and tunnel, for a node behind NAT or relayed now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::relay::TunnelReport>,
 }
 
 #[cfg(test)]

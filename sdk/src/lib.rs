@@ -46,6 +46,7 @@ pub mod ids;
 pub mod merkle;
 pub mod paths;
 pub mod permit;
+pub mod relay;
 pub mod reviews;
 pub mod storage;
 #[cfg(feature = "testing")]

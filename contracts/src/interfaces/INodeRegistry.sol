@@ -29,7 +29,7 @@ interface INodeRegistry {
     /// @param gpus GPUs offered to tenants.
     /// @param bandwidthMbps Uplink bandwidth, Mbit/s.
     /// @param architecture CPU architecture.
-    /// @param flags Bit set: 1 = public IPv4, 2 = behind CGNAT, 4 = IPv6.
+    /// @param flags Bit set: 1 = public IPv4, 2 = behind CGNAT, 4 = IPv6, 8 = offers to relay.
     struct Capabilities {
         uint32 vcpus;
         uint32 memoryGiB;
