@@ -236,7 +236,7 @@ async fn put_and_get_through_the_cli_with_three_replicas_skipping_a_damaged_and_
         "--replicas",
         "3",
         "--epochs",
-        "1000",
+        "10",
         "--price",
         "0.01",
     ];
@@ -257,8 +257,8 @@ async fn put_and_get_through_the_cli_with_three_replicas_skipping_a_damaged_and_
     assert_eq!(stored["bytes"], data.len() as u64);
     assert_eq!(stored["chunks"], 3);
     let deal = stored["deal"].as_u64().unwrap();
-    // 3 replicas × 1000 epochs × 0.01 USDC.
-    assert_eq!(support::micro(&stored["deposit"]), 30_000_000);
+    // 3 replicas × 10 epochs × 0.01 USDC.
+    assert_eq!(support::micro(&stored["deposit"]), 300_000);
     let replicas = stored["replicas"].as_array().unwrap();
     assert_eq!(replicas.len(), 3);
     // The first three nodes, in order, each with its own root.
@@ -340,7 +340,7 @@ async fn put_and_get_through_the_cli_with_three_replicas_skipping_a_damaged_and_
     assert_eq!(files[0]["deal"], deal);
     assert_eq!(files[0]["replicas"], 3);
     assert_eq!(files[0]["proven_epochs"], 0);
-    assert_eq!(support::micro(&files[0]["funds_left"]), 30_000_000);
+    assert_eq!(support::micro(&files[0]["funds_left"]), 300_000);
 
     // rm: the running node deletes, the stopped ones are reported; the refund comes when the deal
     // settles, and the record stays (marked removed) until then.
@@ -352,11 +352,13 @@ async fn put_and_get_through_the_cli_with_three_replicas_skipping_a_damaged_and_
     assert_eq!(deletions[0]["deleted"], true);
     assert_eq!(deletions[1]["deleted"], false);
     assert!(report["refund"].as_str().unwrap().contains("settle"));
+    // The deal was running: rm ended it after the current epoch.
+    assert_eq!(report["deal_ended_now"], true);
     let listed = cli.ok(OWNER, &["storage", "ls"]);
     assert_eq!(listed["files"][0]["removed"], true);
 
     // Once the deal has ended, rm settles it: the whole deposit comes back (nothing was proven).
-    let end = 1000 * decloud_sdk::deploy::LOCAL_STORAGE_EPOCH_BLOCKS + 10;
+    let end = 10 * decloud_sdk::deploy::LOCAL_STORAGE_EPOCH_BLOCKS + 10;
     system
         .provider(0)
         .anvil_mine(Some(end), None)
@@ -369,9 +371,9 @@ async fn put_and_get_through_the_cli_with_three_replicas_skipping_a_damaged_and_
         &["storage", "rm", &deal.to_string(), "--yes", "--json"],
     );
     let report: serde_json::Value = serde_json::from_str(&removed.stdout).unwrap();
-    assert_eq!(support::micro(&report["refunded"]), 30_000_000);
+    assert_eq!(support::micro(&report["refunded"]), 300_000);
     let after = usdc.balanceOf(system.address(OWNER)).call().await.unwrap();
-    assert_eq!(after - before, U256::from(30_000_000u64));
+    assert_eq!(after - before, U256::from(300_000u64));
     assert!(
         cli.ok(OWNER, &["storage", "ls"])["files"]
             .as_array()

@@ -20,10 +20,8 @@ use alloy::{
     providers::DynProvider,
     signers::local::PrivateKeySigner,
 };
-use chacha20::{
-    ChaCha20,
-    cipher::{KeyIvInit, StreamCipher},
-};
+/// A deal's repair secret R: the storage encoding's (see `decloud_sdk::storage::encoding`).
+pub use decloud_sdk::storage::encoding::RepairSecret;
 use decloud_sdk::{
     bindings::StorageMarket,
     storage::{NodeClient, SEGMENT_BYTES, StorageClientError, sha256},
@@ -32,50 +30,6 @@ use hkdf::Hkdf;
 use sha2::Sha256;
 use tracing::info;
 use url::Url;
-
-/// A deal's repair secret R (HKDF of the owner's master key and the file id). It turns one
-/// replica's stored bytes into another's and never into plaintext. Never printed.
-#[derive(Clone)]
-pub struct RepairSecret([u8; 32]);
-
-impl fmt::Debug for RepairSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RepairSecret(..)")
-    }
-}
-
-impl RepairSecret {
-    /// The secret from its 32 bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// Replica `replica`'s mask key: HKDF-SHA256(R, info = "replica mask" ‖ replica as u32
-    /// big-endian), no salt.
-    pub fn mask_key(&self, replica: u32) -> [u8; 32] {
-        let mut info = b"replica mask".to_vec();
-        info.extend_from_slice(&replica.to_be_bytes());
-        let mut key = [0u8; 32];
-        Hkdf::<Sha256>::new(None, &self.0)
-            .expand(&info, &mut key)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        key
-    }
-}
-
-/// XORs chunk `index` with the ChaCha20 keystream of mask key `key` and nonce 8 zero bytes ‖
-/// `index` as u32 big-endian: masks a ciphertext chunk into a replica's stored chunk, and back.
-pub fn apply_mask(key: &[u8; 32], index: u32, data: &mut [u8]) {
-    let mut nonce = [0u8; 12];
-    nonce[8..].copy_from_slice(&index.to_be_bytes());
-    ChaCha20::new(&(*key).into(), &nonce.into()).apply_keystream(data);
-}
-
-/// Turns stored chunk `index` of replica `from` into the same chunk of replica `to`.
-pub fn remask(secret: &RepairSecret, from: u32, to: u32, index: u32, data: &mut [u8]) {
-    apply_mask(&secret.mask_key(from), index, data);
-    apply_mask(&secret.mask_key(to), index, data);
-}
 
 /// One replica to rebuild.
 #[derive(Debug, Clone)]
@@ -286,7 +240,7 @@ impl Repairer {
 
         // Re-masked to the lost replica's index, it must be the lost replica again.
         for (index, chunk) in chunks.iter_mut().enumerate() {
-            remask(secret, job.source, replica, index as u32, chunk);
+            secret.remask(job.source, replica, index as u32, chunk);
         }
         let rebuilt = root(&chunks, depth)?;
         if rebuilt != lost.root {
@@ -514,7 +468,7 @@ impl RepairDesk {
             .encrypt(
                 &nonce.into(),
                 chacha20poly1305::aead::Payload {
-                    msg: &secret.0,
+                    msg: &secret.to_bytes(),
                     aad: &self.aad(deal),
                 },
             )
@@ -542,7 +496,7 @@ impl RepairDesk {
                 },
             )
             .ok()?;
-        Some(RepairSecret(plain.try_into().ok()?))
+        Some(RepairSecret::from_bytes(plain.try_into().ok()?))
     }
 
     /// Registers `secret_hex` as `deal`'s repair secret for the signed-in `caller`: the caller
@@ -608,7 +562,7 @@ fn parse_secret(text: &str) -> Result<RepairSecret, RegistrationRefusal> {
     let text = text.strip_prefix("0x").unwrap_or(text);
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(text, &mut bytes).map_err(|_| RegistrationRefusal::MalformedSecret)?;
-    Ok(RepairSecret(bytes))
+    Ok(RepairSecret::from_bytes(bytes))
 }
 
 /// The prover's root over a replica's chunks, as the market stores it.
@@ -623,30 +577,6 @@ fn root(chunks: &[Vec<u8>], depth: usize) -> Result<U256, decloud_prover::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masks_are_distinct_per_replica_and_chunk_and_remask_round_trips() {
-        let secret = RepairSecret::from_bytes([7; 32]);
-        assert_ne!(secret.mask_key(0), secret.mask_key(1));
-        let ciphertext: Vec<u8> = (0..4096u32).map(|i| (i * 31) as u8).collect();
-        let mut replica0 = ciphertext.clone();
-        apply_mask(&secret.mask_key(0), 3, &mut replica0);
-        let mut replica1 = ciphertext.clone();
-        apply_mask(&secret.mask_key(1), 3, &mut replica1);
-        assert_ne!(replica0, ciphertext);
-        assert_ne!(replica0, replica1);
-        let mut other_chunk = ciphertext.clone();
-        apply_mask(&secret.mask_key(0), 4, &mut other_chunk);
-        assert_ne!(other_chunk, replica0);
-        // Replica 0 turned into replica 1 without the ciphertext in between.
-        let mut moved = replica0.clone();
-        remask(&secret, 0, 1, 3, &mut moved);
-        assert_eq!(moved, replica1);
-        // Another secret does not.
-        let mut wrong = replica0;
-        remask(&RepairSecret::from_bytes([8; 32]), 0, 1, 3, &mut wrong);
-        assert_ne!(wrong, replica1);
-    }
 
     #[test]
     fn the_secret_is_never_printed() {
@@ -671,9 +601,9 @@ mod tests {
         let (ours, other) = (desk(1), desk(2));
         let secret = RepairSecret::from_bytes([0x3c; 32]);
         let sealed = ours.seal(7, &secret);
-        assert!(!sealed.contains(&hex::encode(secret.0)));
+        assert!(!sealed.contains(&hex::encode(secret.to_bytes())));
         assert_ne!(sealed, ours.seal(7, &secret), "a fresh nonce each time");
-        assert_eq!(ours.unseal(7, &sealed).unwrap().0, secret.0);
+        assert_eq!(ours.unseal(7, &sealed).unwrap(), secret);
         assert!(ours.unseal(8, &sealed).is_none());
         assert!(other.unseal(7, &sealed).is_none());
         let mut tampered = hex::decode(&sealed).unwrap();

@@ -19,9 +19,7 @@ use decloud_node_agent::{
     ConfigLayer, DomainType, Identity, ImageConfig, NetworkConfig, RunningAgent, StorageLayer,
     create_blank_qcow2,
 };
-use decloud_orchestrator::repair::{
-    RepairError, RepairSecret, Repairer, ReplicaRepair, apply_mask,
-};
+use decloud_orchestrator::repair::{RepairError, RepairSecret, Repairer, ReplicaRepair};
 use decloud_prover::{MerkleTree, fr_to_be_bytes};
 use decloud_sdk::{
     agent_protocol::{self, NodeResources},
@@ -153,7 +151,7 @@ fn masked(secret: &RepairSecret, ciphertext: &[Vec<u8>], replica: u32) -> Vec<Ve
         .enumerate()
         .map(|(i, chunk)| {
             let mut chunk = chunk.clone();
-            apply_mask(&secret.mask_key(replica), i as u32, &mut chunk);
+            secret.mask_key(replica).apply(i as u32, &mut chunk);
             chunk
         })
         .collect()
@@ -298,7 +296,7 @@ async fn the_repairer_rebuilds_a_lost_replica_on_another_node_without_the_owner(
         assert_eq!(chunk, replicas[1][i], "chunk {i}");
         // Unmasked with replica 1's key, it is the ciphertext again.
         let mut unmasked = chunk;
-        apply_mask(&secret.mask_key(1), i as u32, &mut unmasked);
+        secret.mask_key(1).apply(i as u32, &mut unmasked);
         assert_eq!(unmasked, ciphertext[i]);
     }
 

@@ -22,9 +22,7 @@ use std::{
 use alloy::{
     primitives::{Address, B256, U256},
     providers::{DynProvider, Provider},
-    rpc::types::TransactionRequest,
     signers::local::PrivateKeySigner,
-    sol_types::SolCall as _,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
@@ -42,15 +40,6 @@ use crate::{
     bindings::{MockUSDC, NodeRegistry, StorageMarket},
     tx,
 };
-
-/// Functions of `StorageMarket` that deployed markets may not have yet: the client calls them
-/// only after an `eth_call` shows the deployed market answers them.
-mod optional {
-    alloy::sol! {
-        /// Ends a deal after the current epoch, so `settle` refunds the unproven rest.
-        function endDeal(uint256 dealId);
-    }
-}
 
 /// Everything that can stop a storage command.
 #[derive(Debug, thiserror::Error)]
@@ -386,7 +375,7 @@ pub struct Removal {
     pub deal: Option<u64>,
     /// Per replica: the node and the deletion's outcome (`None`: deleted).
     pub deletions: Vec<(B256, Option<String>)>,
-    /// Whether `endDeal` was called (markets that have it).
+    /// Whether `endDeal` was called (the deal was still running).
     pub ended: bool,
     /// The refund paid by `settle`, when the deal could settle now.
     pub refunded: Option<U256>,
@@ -942,7 +931,7 @@ impl StorageClient {
         Ok(out)
     }
 
-    /// Removes `key`: ends the deal (markets with `endDeal`), asks every node to delete its
+    /// Removes `key`: ends the deal after the current epoch (`endDeal`), asks every node to delete its
     /// replica, and settles the deal when it has ended (the refund of unproven epochs goes to
     /// the owner). The record stays in the index, marked removed, until the deal settles.
     pub async fn remove(&self, key: &str) -> Result<Removal, StorageError> {
@@ -959,23 +948,15 @@ impl StorageClient {
         };
         let mut state = self.deal_state(deal).await?;
         let mut ended = false;
-        if !state.settled && self.market_has_end_deal(deal).await? {
-            let request = TransactionRequest::default().to(self.market).input(
-                optional::endDealCall {
-                    dealId: U256::from(deal),
-                }
-                .abi_encode()
-                .into(),
-            );
-            let pending = self
-                .provider
-                .send_transaction(request)
-                .await
-                .map_err(Error::from)?;
-            let receipt = pending.get_receipt().await.map_err(Error::from)?;
-            if !receipt.status() {
-                return Err(Error::TransactionFailed(receipt.transaction_hash).into());
-            }
+        // A deal still running ends after the current epoch, so the unproven rest is refunded
+        // once that epoch closes (an ended deal cannot be ended again).
+        let now = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(Error::from)?;
+        if !state.settled && now < state.end_block {
+            tx::send("StorageMarket", self.market().endDeal(U256::from(deal))).await?;
             ended = true;
             state = self.deal_state(deal).await?;
         }
@@ -1017,31 +998,6 @@ impl StorageClient {
             settles_at_block: (refunded.is_none() && !state.settled).then_some(state.end_block),
             refunded,
         })
-    }
-
-    /// Whether the deployed market answers `endDeal` for this deal (an `eth_call` that succeeds).
-    async fn market_has_end_deal(&self, deal: u64) -> Result<bool, StorageError> {
-        let request = TransactionRequest::default()
-            .from(self.signer.address())
-            .to(self.market)
-            .input(
-                optional::endDealCall {
-                    dealId: U256::from(deal),
-                }
-                .abi_encode()
-                .into(),
-            );
-        match self.provider.call(request).await {
-            Ok(_) => Ok(true),
-            Err(e) => match e.as_error_resp().and_then(|r| r.as_revert_data()) {
-                // A market without the function reverts with no data; one that has it names why.
-                Some(data) if !data.is_empty() => {
-                    Err(Error::from_revert_data(Some("StorageMarket"), data).into())
-                }
-                _ if e.as_error_resp().is_some() => Ok(false),
-                _ => Err(Error::Rpc(e).into()),
-            },
-        }
     }
 }
 
