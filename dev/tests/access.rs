@@ -22,6 +22,11 @@ use std::{
 
 use serde_json::Value;
 
+/// The disk each lease asks for: the shadowsocks seed template's minimum. The node registers
+/// the free space of its disk as its capacity, so the CLI's default of 10 GiB would fail with
+/// `InsufficientCapacity` on a host whose disk is nearly full, while the guests need far less.
+const LEASE_DISK_GIB: &str = "5";
+
 /// The guest a run boots.
 struct Guest {
     /// A directory in the layout of `scripts/guest-image` (image.toml naming disk, kernel,
@@ -409,6 +414,8 @@ fn tenant_reaches_and_logs_into_the_vm(guest: &Guest, and_then: impl FnOnce(&Ten
         &dev.node_id,
         "--funding",
         "5",
+        "--storage",
+        LEASE_DISK_GIB,
         "--ssh-key",
         public_key.to_str().unwrap(),
         "--port",
@@ -581,6 +588,8 @@ fn a_template_another_account_published_runs(tenant: &Tenant<'_>, key: &Path, gu
         &template,
         "--funding",
         "5",
+        "--storage",
+        LEASE_DISK_GIB,
         "--ssh-key",
         key.with_extension("pub").to_str().unwrap(),
     ]);

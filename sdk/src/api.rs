@@ -1285,3 +1285,47 @@ pub struct RepairRegistered {
     /// When the secret was registered, unix seconds.
     pub registered_at: i64,
 }
+
+/// Where a new storage deal's replicas should go (`GET /storage/placement`): the query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema, utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct StoragePlacementRequest {
+    /// How many replicas, each on a distinct node.
+    pub replicas: u32,
+    /// Bytes each replica takes on its node (the padded, encrypted file).
+    pub bytes: u64,
+    /// Prefer nodes in this region (nodes elsewhere fill the rest).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Node ids (0x-hex) to leave out, for example nodes that already failed an upload.
+    #[serde(default)]
+    pub exclude: Option<String>,
+}
+
+/// One storage node chosen for a replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoragePlacementNode {
+    /// The node's on-chain id, 0x-hex.
+    pub node_id: String,
+    /// The node's chunk API, as its agent last reported it.
+    pub url: String,
+    /// Quota minus stored bytes, as last reported.
+    pub free_bytes: u64,
+    /// The node's region, from its on-chain metadata (empty when it gave none).
+    pub region: String,
+    /// Proven over proven plus missed epochs, basis points; absent before any epoch closed.
+    pub proof_rate_bps: Option<u32>,
+    /// Why this node was chosen, for people.
+    pub reason: String,
+}
+
+/// The chosen nodes, best first (`GET /storage/placement`); a 409 `not_enough_storage_nodes`
+/// error when fewer nodes than replicas can take the deal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StoragePlacement {
+    /// Exactly `replicas` distinct nodes.
+    pub nodes: Vec<StoragePlacementNode>,
+}
