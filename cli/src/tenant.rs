@@ -290,6 +290,13 @@ pub(crate) struct LeaseOpenArgs {
     /// (repeatable). The VM gets exactly these.
     #[arg(long = "port", value_name = "PORT/PROTO")]
     ports: Vec<String>,
+    /// Serve a guest port that speaks HTTP at `https://<NAME>.<ingress domain>` (repeatable):
+    /// 8080=myapp. The names are checked before anything is paid (validated like `decloud vm
+    /// expose`, and free now) and given as soon as the lease is open; a name taken meanwhile
+    /// is reported then, with the lease open. Needs a sign-in and an orchestrator with an
+    /// ingress domain, and a node that runs an ingress.
+    #[arg(long = "expose", value_name = "PORT=NAME", value_parser = crate::ingress::parse_expose)]
+    expose: Vec<crate::ingress::ExposeAtOpen>,
     #[command(flatten)]
     global: GlobalArgs,
 }
@@ -497,6 +504,14 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
     // with the profile in effect at that moment.
     access::prepare_lease(&args.global, &args.ssh_keys, &args.ports).await?;
     let settings = Settings::from_process(&args.global)?;
+    // Names are checked before money moves; giving them needs the session afterwards.
+    let naming = if args.expose.is_empty() {
+        None
+    } else {
+        let session = current_session(&settings)?;
+        crate::ingress::check_before_open(&settings, &args.expose).await?;
+        Some(session)
+    };
     let (node, placement) = match args.node {
         Some(node) => (node, None),
         None => {
@@ -618,9 +633,24 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
         .event::<LeaseEscrow::LeaseOpened>()
         .map(|e| e.leaseId.to_string())
         .unwrap_or_default();
-    sent.report(vec![("lease", json!(lease))])
-        .print(args.global.json);
-    Ok(())
+    let named = match &naming {
+        Some(session) if !lease.is_empty() => Some(
+            crate::ingress::name_after_open(&settings, session, &lease, &args.expose).await,
+        ),
+        _ => None,
+    };
+    let mut fields = vec![("lease", json!(lease))];
+    if let Some(Ok(urls)) = &named {
+        fields.push((
+            "urls",
+            json!(urls.iter().map(|u| &u.url).collect::<Vec<_>>()),
+        ));
+    }
+    sent.report(fields).print(args.global.json);
+    match named {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Asks the orchestrator's scheduler where a lease with these terms goes. A request no node

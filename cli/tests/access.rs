@@ -75,6 +75,22 @@ async fn serve_orchestrator(cli: &Cli, db_dir: &Path) -> (String, AppState) {
         ingress: Some(decloud_orchestrator::config::IngressConfig {
             domain: "apps.cli.test".into(),
             https_port: 443,
+            ..Default::default()
+        }),
+        // Read by the API (naming a lease's ports before its VM exists); the follower and the
+        // lifecycle run in this test.
+        chain: Some(decloud_orchestrator::config::ChainConfig {
+            rpc_url: cli.system.rpc_url().to_string(),
+            node_registry: cli.system.deployment.contracts.node_registry.address.to_string(),
+            lease_escrow: cli.system.deployment.contracts.lease_escrow.address.to_string(),
+            template_market: None,
+            storage_market: None,
+            start_block: cli.system.deployment.deploy_block,
+            confirmations: 0,
+            image: "debian-12".into(),
+            grace_secs: 86_400,
+            reconnect_grace_secs: 0,
+            sla_window_secs: 1_800,
         }),
         ..Config::default()
     };
@@ -235,6 +251,15 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         (vec!["--port", "70000/tcp"], "1 to 65535"),
         (vec!["--port", "80/sctp"], "tcp, udp or tcp+udp"),
         (vec!["--port", "80/tcp", "--port", "80"], "listed twice"),
+        (vec!["--expose", "8080=My_App"], "lowercase"),
+        (vec!["--expose", "8080"], "PORT=NAME"),
+        (vec!["--expose", "0=web"], "not a port"),
+        (
+            vec!["--expose", "8080=web", "--expose", "8080=other"],
+            "names port 8080 twice",
+        ),
+        (vec!["--expose", "8080=www"], "reserved"),
+        (vec!["--expose", "8080=vm-1-8080"], "derived name"),
     ] {
         let args = open(&extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -255,10 +280,18 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         "53/tcp+udp",
         "--bandwidth",
         "performance",
+        "--expose",
+        "8080=opened",
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let opened = ok(&cli, TENANT, &args).await;
     assert_eq!(opened["lease"], "1");
+    // The name was given before the orchestrator created the VM (read from the chain).
+    assert_eq!(
+        opened["urls"],
+        serde_json::json!(["https://opened.apps.cli.test"]),
+        "{opened}"
+    );
     let profile = ok(&cli, TENANT, &["profile", "show"]).await;
     assert_eq!(profile["ssh_keys"][0], KEY);
     assert!(
@@ -272,7 +305,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         bandwidth: BandwidthTier::Basic,
         grace_secs: 86_400,
         reconnect_grace_until: 0,
-        ingress: None,
+        ingress: state.config().ingress.clone(),
     };
     // The node's agent is connected and has reported (running nothing): placement waits for
     // that. The rest of the node's side is played through the store below.
@@ -305,6 +338,14 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
         panic!("not a create: {}", create.action)
     };
     assert_eq!(spec.bandwidth, BandwidthTier::Performance);
+    // The name chosen at lease open is in the create command: the node serves it at once.
+    assert_eq!(
+        spec.ingress,
+        vec![agent_protocol::IngressRoute {
+            host: "opened.apps.cli.test".into(),
+            guest: 8080
+        }]
+    );
     let port = |guest, protocol| PortSpec { guest, protocol };
     assert_eq!(
         spec.ports,
@@ -332,7 +373,7 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
     };
     node_acks(&store, node_id, &create.command_id, vec![ssh]).await;
     store
-        .record_node_address(node_id, Some("203.0.113.9"), now())
+        .record_node_address(node_id, Some("203.0.113.9"), None, now())
         .await
         .unwrap();
     store
@@ -516,6 +557,39 @@ async fn tenant_gets_into_the_vm_with_the_cli() {
 
     // Another account is refused everything about the VM.
     ok(&cli, OTHER, &["login"]).await;
+    // A name taken is refused before another tenant's lease is paid for.
+    let balance = ok(&cli, OTHER, &["balance"]).await;
+    let args = open(&["--expose", "9000=myapp"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = run(&cli, OTHER, &[&args[..], &["--yes"]].concat()).await;
+    assert!(
+        refused.failure().contains("is taken") && refused.failure().contains("nothing was sent"),
+        "{refused:#?}"
+    );
+    assert_eq!(ok(&cli, OTHER, &["balance"]).await, balance);
+    // Naming the ports of a lease that is not yours is refused, and of one that does not
+    // exist on the chain too (the session file holds the latest sign-in: OTHER's).
+    let sessions: serde_json::Map<String, Value> = serde_json::from_str(
+        &std::fs::read_to_string(cli.config_home.path().join("decloud/sessions.json")).unwrap(),
+    )
+    .unwrap();
+    let other_token = sessions.values().next().unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let put_name = |lease: u64| {
+        reqwest::Client::new()
+            .put(format!(
+                "{}/api/v1/leases/{lease}/ingress/9000",
+                cli.orchestrator.as_ref().unwrap()
+            ))
+            .bearer_auth(&other_token)
+            .json(&serde_json::json!({"name": "stolen"}))
+            .send()
+    };
+    assert_eq!(put_name(99).await.unwrap().status().as_u16(), 404);
+    let response = put_name(1).await.unwrap();
+    assert_eq!(response.status().as_u16(), 403);
     for verb in ["credentials", "stop", "start", "reboot", "show"] {
         let refused = run(&cli, OTHER, &["vm", verb, "vm-1"]).await;
         assert!(refused.failure().contains("403"), "{verb}: {refused:#?}");

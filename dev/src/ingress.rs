@@ -117,6 +117,11 @@ impl DevService for IngressService {
                 "ingress (HTTPS names)".into(),
                 format!("https://<name>.{DEV_DOMAIN}:{port}/"),
             ));
+            // The orchestrator's DNS server for the domain stays off: *.localhost needs none.
+            ctx.endpoints.push((
+                "ingress DNS".into(),
+                "off: *.localhost resolves to this machine without it".into(),
+            ));
             ctx.endpoints.push((
                 "ingress CA (Caddy's)".into(),
                 storage

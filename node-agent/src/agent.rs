@@ -1372,6 +1372,7 @@ impl Agent {
             sent_at: crate::store::now(),
             ready: self.is_ready(),
             public_address: self.inner.config.public_address.clone(),
+            ingress: Some(self.inner.config.ingress.is_some()),
             resources: self.inner.resources.clone(),
             free: self.free_capacity().await?,
             vms: self.reports().await?,

@@ -105,6 +105,7 @@ fn heartbeat(seq: u64) -> String {
         sent_at: decloud_orchestrator::clock::now() as u64,
         ready: true,
         public_address: None,
+        ingress: None,
         resources: NodeResources {
             arch: "x86_64".into(),
             cpu_model: "bench".into(),

@@ -183,7 +183,12 @@ pub async fn record_heartbeat(
     now: i64,
 ) -> Result<(), StoreError> {
     store
-        .record_node_address(node_id, heartbeat.public_address.as_deref(), now)
+        .record_node_address(
+            node_id,
+            heartbeat.public_address.as_deref(),
+            heartbeat.ingress,
+            now,
+        )
         .await?;
     for (vm_id, vm) in crate::agent::reported_vms(&heartbeat.vms) {
         store

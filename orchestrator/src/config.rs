@@ -4,7 +4,10 @@
 use clap::Parser;
 use decloud_runtime::config::{EnvVar, Layers};
 use serde::{Deserialize, Serialize};
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 /// Errors while resolving the configuration: the resolver's, shared by every binary.
 pub use decloud_runtime::config::ConfigError;
@@ -66,8 +69,9 @@ pub struct RepairConfig {
 
 /// The domain VMs' HTTP ports are named under (`[ingress]`). Each node serves the names of its
 /// own VMs through its Caddy (the node agent's `[ingress]`), so every name must resolve to the
-/// node that runs its VM.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// node that runs its VM: with `dns_listen` the orchestrator is the zone's authoritative DNS
+/// server and answers each name with its node's address (`dns.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngressConfig {
     /// The domain, e.g. `apps.example.org`: lowercase, at least two labels.
@@ -75,10 +79,72 @@ pub struct IngressConfig {
     /// The port the nodes' ingress serves HTTPS on, as URLs name it (443 is left out of them).
     #[serde(default = "default_https_port")]
     pub https_port: u16,
+    /// Where the authoritative DNS server of `domain` listens, on UDP and TCP (`0.0.0.0:53`);
+    /// no DNS server without it.
+    #[serde(default)]
+    pub dns_listen: Option<SocketAddr>,
+    /// The DNS server's own name, as the zone's NS record and the parent zone's delegation
+    /// name it (`ns1.apps.example.org`); required with `dns_listen`.
+    #[serde(default)]
+    pub dns_nameserver: Option<String>,
+    /// The addresses of `dns_nameserver` when it lies inside `domain` (the glue the parent
+    /// zone also holds); the DNS server answers them as its A/AAAA records.
+    #[serde(default)]
+    pub dns_nameserver_addresses: Vec<IpAddr>,
+    /// Time to live of the answers, in seconds: short, because a name's address changes when
+    /// its VM's node (or, later, relay) changes.
+    #[serde(default = "default_dns_ttl")]
+    pub dns_ttl_secs: u32,
 }
 
 fn default_https_port() -> u16 {
     443
+}
+
+fn default_dns_ttl() -> u32 {
+    30
+}
+
+/// Most seconds a DNS answer may be cached: an hour, since addresses change on failover.
+const MAX_DNS_TTL_SECS: u32 = 3600;
+
+/// The DNS server's settings: a nameserver name that is a host name, its addresses when it
+/// lies inside the zone (else nobody can find it), a TTL of 1 s to an hour.
+fn check_dns(ingress: &IngressConfig) -> Result<(), ConfigError> {
+    let invalid = |m: String| ConfigError::Invalid(format!("ingress.{m}"));
+    let nameserver = ingress.dns_nameserver.as_deref().ok_or_else(|| {
+        invalid("dns_nameserver is required with dns_listen: the zone's NS record names it".into())
+    })?;
+    decloud_sdk::api::check_ingress_domain(nameserver)
+        .map_err(|e| invalid(format!("dns_nameserver: {e}")))?;
+    let inside = nameserver
+        .strip_suffix(&ingress.domain)
+        .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'));
+    if inside {
+        // One reserved label (ns1, ns, dns …): no tenant can name a VM's port after it.
+        let label = nameserver
+            .strip_suffix(&ingress.domain)
+            .and_then(|rest| rest.strip_suffix('.'))
+            .unwrap_or_default();
+        if !decloud_sdk::api::RESERVED_INGRESS_NAMES.contains(&label) {
+            return Err(invalid(format!(
+                "dns_nameserver: inside {} it must be a reserved name such as ns1.{}, which no vm can take",
+                ingress.domain, ingress.domain
+            )));
+        }
+    }
+    if inside && ingress.dns_nameserver_addresses.is_empty() {
+        return Err(invalid(format!(
+            "dns_nameserver_addresses: {nameserver} lies inside {}, so its addresses (the glue) are required",
+            ingress.domain
+        )));
+    }
+    if ingress.dns_ttl_secs == 0 || ingress.dns_ttl_secs > MAX_DNS_TTL_SECS {
+        return Err(invalid(format!(
+            "dns_ttl_secs must be 1 to {MAX_DNS_TTL_SECS}"
+        )));
+    }
+    Ok(())
 }
 
 /// Where attestations are anchored and how they are batched. The signing key (which must hold
@@ -433,6 +499,9 @@ impl Config {
                 return Err(ConfigError::Invalid(
                     "ingress.https_port must not be 0".into(),
                 ));
+            }
+            if ingress.dns_listen.is_some() {
+                check_dns(ingress)?;
             }
         }
         if self.agent_resend_secs <= 0 {

@@ -178,6 +178,7 @@ impl DevService for OrchestratorService {
                 config.ingress = Some(crate::config::IngressConfig {
                     domain: ingress.domain.clone(),
                     https_port,
+                    ..Default::default()
                 });
             }
             // Storage deals are repaired with a fresh key, funded for gas by the deployer.

@@ -7,9 +7,11 @@
 //! `SetIngress` command queued with the change. A terminated VM's names are freed.
 
 use crate::agent::AgentHub;
-use crate::config::IngressConfig;
+use crate::config::{ChainConfig, IngressConfig};
 use crate::store::{IngressChange, IngressName, Store, StoreError};
-use decloud_sdk::VmId;
+use decloud_sdk::bindings::LeaseEscrow;
+use decloud_sdk::types::LeaseStatus;
+use decloud_sdk::{LeaseId, NodeId, VmId};
 use decloud_sdk::agent_protocol::{CommandAction, IngressRoute};
 use decloud_sdk::api::{IngressUrl, VmRecord, check_ingress_name};
 use decloud_sdk::types::VmState;
@@ -41,6 +43,11 @@ pub enum IngressError {
     /// The VM is gone.
     #[error("the vm is {0}: its names are gone")]
     Ended(VmState),
+    /// The VM's node serves no names.
+    #[error(
+        "node {0} runs no ingress: its vms' HTTP ports are forwarded directly (see access.forwards) and get no names"
+    )]
+    NoIngress(NodeId),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -152,23 +159,49 @@ fn node_has_it(state: VmState) -> bool {
     !matches!(state, VmState::Pending | VmState::Terminated)
 }
 
+/// The parts of a VM a change of its names needs: which VM, on which node, in which state. A VM
+/// of a lease the orchestrator has not followed yet is `Pending` on the lease's node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmRef {
+    /// The VM (of lease N: `vm-N`).
+    pub vm_id: VmId,
+    /// The node of its lease.
+    pub node_id: NodeId,
+    /// Its state; the node gets the change as a command unless it is `Pending`.
+    pub state: VmState,
+}
+
+impl From<&VmRecord> for VmRef {
+    fn from(vm: &VmRecord) -> Self {
+        Self {
+            vm_id: vm.vm_id,
+            node_id: vm.node_id,
+            state: vm.state,
+        }
+    }
+}
+
 /// Names `port` of the caller's VM `vm` (ownership is the caller's check): `name`, or the
 /// port's current name, or the derived one. Refused with nothing changed when the name is
-/// invalid or taken, the VM has too many names, or it is terminated.
+/// invalid or taken, the VM has too many names, it is terminated or its node runs no ingress.
 pub async fn expose(
     store: &Store,
     agents: &AgentHub,
     config: Option<&IngressConfig>,
-    vm: &VmRecord,
+    vm: impl Into<VmRef>,
     port: u16,
     name: Option<&str>,
 ) -> Result<Vec<IngressName>, IngressError> {
+    let vm: VmRef = vm.into();
     let config = config.ok_or(IngressError::Disabled)?;
     if port == 0 {
         return Err(IngressError::InvalidPort);
     }
     if vm.state == VmState::Terminated {
         return Err(IngressError::Ended(vm.state));
+    }
+    if !store.node_runs_ingress(vm.node_id).await? {
+        return Err(IngressError::NoIngress(vm.node_id));
     }
     let current = store.vm_ingress(vm.vm_id).await?;
     let existing = current.iter().find(|n| n.guest == port);
@@ -194,14 +227,102 @@ pub async fn expose(
     change(store, agents, config, vm, port, Some(&entry)).await
 }
 
+/// A lease as the chain has it now, for naming the ports of its VM before the orchestrator
+/// follows the lease (it reads events `confirmations` deep).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseOnChain {
+    /// The tenant, lowercase hex like a session's address.
+    pub tenant: String,
+    /// The lease's node.
+    pub node_id: NodeId,
+    /// Whether the lease is active.
+    pub active: bool,
+}
+
+/// Why a lease could not be read from the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseReadError {
+    /// The orchestrator follows no chain.
+    #[error("this orchestrator follows no chain")]
+    NoChain,
+    /// LeaseEscrow has no such lease.
+    #[error("lease {0} does not exist")]
+    NoSuchLease(LeaseId),
+    /// The chain did not answer.
+    #[error("reading the lease from the chain failed: {0}")]
+    Chain(String),
+}
+
+/// Reads lease `lease_id` from `[chain]`'s LeaseEscrow.
+pub async fn lease_on_chain(
+    chain: Option<&ChainConfig>,
+    lease_id: LeaseId,
+) -> Result<LeaseOnChain, LeaseReadError> {
+    use alloy::providers::{Provider, ProviderBuilder};
+    let chain = chain.ok_or(LeaseReadError::NoChain)?;
+    let escrow: alloy::primitives::Address = chain
+        .lease_escrow
+        .parse()
+        .map_err(|e| LeaseReadError::Chain(format!("lease_escrow: {e}")))?;
+    let rpc = chain
+        .rpc_url
+        .parse()
+        .map_err(|e| LeaseReadError::Chain(format!("rpc_url: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(rpc).erased();
+    // The escrow reverts for a lease it never opened; any other failure is the chain's.
+    let lease = match LeaseEscrow::new(escrow, &provider)
+        .getLease(lease_id.as_u256())
+        .call()
+        .await
+    {
+        Ok(lease) => lease,
+        Err(e) if e.as_revert_data().is_some() => {
+            return Err(LeaseReadError::NoSuchLease(lease_id));
+        }
+        Err(e) => return Err(LeaseReadError::Chain(e.to_string())),
+    };
+    let status = LeaseStatus::try_from(lease.status).unwrap_or(LeaseStatus::None);
+    if status == LeaseStatus::None {
+        return Err(LeaseReadError::NoSuchLease(lease_id));
+    }
+    Ok(LeaseOnChain {
+        tenant: format!("{:#x}", lease.tenant),
+        node_id: NodeId::from(lease.nodeId),
+        active: status == LeaseStatus::Active,
+    })
+}
+
+/// Whether `name` could be given to a port of a VM not created yet: a valid name under the
+/// domain, not of a derived shape, held by no VM. Nothing is reserved: the name is given when
+/// the lease is open ([`expose`] on its VM).
+pub async fn check_available(
+    store: &Store,
+    config: Option<&IngressConfig>,
+    name: &str,
+) -> Result<(), IngressError> {
+    let config = config.ok_or(IngressError::Disabled)?;
+    check_ingress_name(name).map_err(IngressError::InvalidName)?;
+    if looks_derived(name) {
+        return Err(IngressError::InvalidName(format!(
+            "name {name:?} has the shape of a derived name (vm-<id>-<port>), which only that vm's port may carry"
+        )));
+    }
+    check_name(name, VmId::for_lease(0u64.into()), 0, &config.domain)?;
+    if store.ingress_name_taken(name).await? {
+        return Err(IngressError::Taken(name.to_string()));
+    }
+    Ok(())
+}
+
 /// Removes the name of `port` of the caller's VM (ownership is the caller's check).
 pub async fn unexpose(
     store: &Store,
     agents: &AgentHub,
     config: Option<&IngressConfig>,
-    vm: &VmRecord,
+    vm: impl Into<VmRef>,
     port: u16,
 ) -> Result<Vec<IngressName>, IngressError> {
+    let vm: VmRef = vm.into();
     let config = config.ok_or(IngressError::Disabled)?;
     if vm.state == VmState::Terminated {
         return Err(IngressError::Ended(vm.state));
@@ -221,7 +342,7 @@ async fn change(
     store: &Store,
     agents: &AgentHub,
     config: &IngressConfig,
-    vm: &VmRecord,
+    vm: VmRef,
     port: u16,
     entry: Option<&IngressName>,
 ) -> Result<Vec<IngressName>, IngressError> {
@@ -232,8 +353,7 @@ async fn change(
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let command_id = format!("ingress-{}-{stamp}", vm.vm_id);
-    let node_id = vm.node_id;
-    let vm_id = vm.vm_id;
+    let VmRef { vm_id, node_id, .. } = vm;
     let outcome = store
         .change_ingress(
             vm_id,
@@ -277,6 +397,7 @@ mod tests {
         IngressConfig {
             domain: "apps.example.org".into(),
             https_port: port,
+            ..Default::default()
         }
     }
 

@@ -13,7 +13,8 @@
 //   `console` (the console relay), `repair` (rebuilding a lost storage replica);
 // - storage: `store`, every SQL statement of the crate;
 // - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `profiles`,
-//   `reviews`, `marketplace`, `lifecycle`, `reconcile`, `sla`, `chain`;
+//   `reviews`, `marketplace`, `lifecycle`, `reconcile`, `sla`, `chain`, `dns` (the ingress
+//   domain's authoritative DNS server);
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
 pub mod access;
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod dev;
+pub mod dns;
 pub mod ingress;
 pub mod lifecycle;
 pub mod marketplace;
@@ -80,6 +82,8 @@ pub async fn run(args: Args) -> eyre::Result<()> {
 pub struct Running {
     /// Where the HTTP server listens.
     pub addr: std::net::SocketAddr,
+    /// Where the ingress domain's DNS server listens (UDP and TCP), with `[ingress] dns_listen`.
+    pub dns_addr: Option<std::net::SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     follower: Option<Follower>,
@@ -185,6 +189,19 @@ pub async fn start_with_keys(
     }
     let addr = listener.local_addr()?;
     tracing::info!(target: "orchestrator", listen = %addr, "serving");
+    // Bound before anything runs, so a taken port stops the start with its reason.
+    let dns = match config.ingress.as_ref() {
+        Some(ingress) => match ingress.dns_listen {
+            Some(listen) => Some((
+                dns::Zone::new(ingress)?,
+                dns::Listeners::bind(listen)
+                    .await
+                    .map_err(|e| eyre::eyre!("[ingress] dns_listen {listen}: {e}"))?,
+            )),
+            None => None,
+        },
+        None => None,
+    };
     let state = AppState::new(store.clone(), config)?;
     if let Some(desk) = repair_desk {
         tracing::info!(target: "orchestrator::repair", repairer = %desk.repairer().address(), market = %desk.market(), "repairing storage deals that name this repairer");
@@ -195,6 +212,14 @@ pub async fn start_with_keys(
     }
 
     let mut tasks = Tasks::new();
+    let mut dns_addr = None;
+    if let Some((zone, listeners)) = dns {
+        let listening = listeners.local_addr()?;
+        dns_addr = Some(listening);
+        tracing::info!(target: "orchestrator::dns", listen = %listening, domain = %state.config().ingress.as_ref().map(|i| i.domain.as_str()).unwrap_or_default(), "serving the ingress domain's DNS (udp and tcp)");
+        let store = store.clone();
+        tasks.spawn("dns server", move |stop| dns::serve(store, zone, listeners, stop));
+    }
     // Used nonces and dead sessions are only clutter; clear them out every ten minutes.
     {
         let store = store.clone();
@@ -254,6 +279,7 @@ pub async fn start_with_keys(
     );
     Ok(Running {
         addr,
+        dns_addr,
         stop,
         server,
         follower,

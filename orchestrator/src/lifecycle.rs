@@ -232,18 +232,30 @@ pub async fn provision(
             scheduler::schedule(&[candidate], &request).map_err(|e| e.to_string())
         }
     };
+    // HTTP ports are named only where a node serves names: a node whose agent says it runs no
+    // ingress forwards them directly, as without an ingress domain.
+    let naming = match &workload.ingress {
+        Some(config) if store.node_runs_ingress(vm.node_id).await? => Some(config),
+        _ => None,
+    };
     let guest = match fit {
-        Ok(_) => guest_setup(store, &vm, workload, workload.ingress.is_some()).await?,
+        Ok(_) => guest_setup(store, &vm, workload, naming.is_some()).await?,
         Err(reason) => Err(reason),
     };
     match guest {
         Ok((user_data, ports, readiness, http_ports)) => {
             // Named HTTP ports: the derived names of the template's, and any the tenant chose.
-            let ingress = match &workload.ingress {
+            let ingress = match naming {
                 Some(config) => {
                     ingress::routes_for_new_vm(store, config, vm_id, &http_ports, now()).await?
                 }
-                None => Vec::new(),
+                None => {
+                    if workload.ingress.is_some() {
+                        // Names chosen before the VM existed would answer nowhere.
+                        store.release_ingress(vm_id).await?;
+                    }
+                    Vec::new()
+                }
             };
             // The tier the lease paid for; the workload's only for a lease recorded without one.
             let bandwidth = store

@@ -91,8 +91,17 @@ struct Server {
 }
 
 async fn server(url: &str) -> Server {
+    server_with(url, None).await
+}
+
+/// [`server`] naming HTTP ports under `ingress`, when given.
+async fn server_with(
+    url: &str,
+    ingress: Option<decloud_orchestrator::config::IngressConfig>,
+) -> Server {
     let store = Store::connect(url).await.unwrap();
     let config = Config {
+        ingress,
         siwe: SiweConfig {
             domains: vec![DOMAIN.into()],
             uris: vec![URI.into()],
@@ -243,11 +252,22 @@ async fn agent(addr: SocketAddr, node_id: B256, key: &PrivateKeySigner) -> Ws {
 }
 
 fn heartbeat(seq: u64, public_address: Option<&str>, vms: Vec<VmReport>) -> AgentMessage {
+    heartbeat_with(seq, public_address, None, vms)
+}
+
+/// [`heartbeat`] saying whether the node runs an ingress (`None`: an agent that does not say).
+fn heartbeat_with(
+    seq: u64,
+    public_address: Option<&str>,
+    ingress: Option<bool>,
+    vms: Vec<VmReport>,
+) -> AgentMessage {
     AgentMessage::Heartbeat(Box::new(Heartbeat {
         seq,
         sent_at: 0,
         ready: true,
         public_address: public_address.map(str::to_string),
+        ingress,
         resources: NodeResources {
             arch: "x86_64".into(),
             cpu_model: "test".into(),
@@ -819,4 +839,160 @@ async fn a_create_command_sealed_before_a_restart_is_put_together_again() {
             .as_str(),
         "provisioning"
     );
+}
+
+/// A node whose agent says it runs no ingress: under an orchestrator with an ingress domain, the
+/// HTTP port of its VM's template is forwarded directly (no name that would answer nowhere), the
+/// API says so, and naming a port of it is refused with nothing changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_without_an_ingress_gets_http_ports_forwarded_directly() {
+    let (url, _dir) = support::sqlite_database();
+    let ingress = decloud_orchestrator::config::IngressConfig {
+        domain: "apps.decloud.test".into(),
+        https_port: 443,
+        ..Default::default()
+    };
+    let s = server_with(&url, Some(ingress.clone())).await;
+    // VS Code Server marks 8080 http; it is on-chain template 1 here.
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/seed");
+    decloud_orchestrator::catalog::load_dir(&s.store, &seeds, now())
+        .await
+        .unwrap();
+    let bundle = decloud_templates::Bundle::load_dir(seeds.join("vscode-server")).unwrap();
+    {
+        let mut conn = s.store.follower_database().pool.acquire().await.unwrap();
+        decloud_orchestrator::store::chain::template_published(
+            &mut conn,
+            1u64.into(),
+            0,
+            &bundle.cid().to_string(),
+        )
+        .await
+        .unwrap();
+    }
+    let node_key = PrivateKeySigner::random();
+    let node_id = B256::left_padding_from(node_key.address().as_slice());
+    register(&s.store, node_id, node_key.address()).await;
+    s.store
+        .set_compute_points(NodeId::from(node_id), 8_000)
+        .await
+        .unwrap();
+    let mut ws = agent(s.addr, node_id, &node_key).await;
+    send(
+        &mut ws,
+        &heartbeat_with(1, Some("203.0.113.8"), Some(false), Vec::new()),
+    )
+    .await;
+    let tenant = PrivateKeySigner::random();
+    let token = s.sign_in(&tenant).await;
+    {
+        let mut conn = s.store.follower_database().pool.acquire().await.unwrap();
+        lease_opened(
+            &mut conn,
+            &LeaseOpened {
+                lease_id: "4".parse().unwrap(),
+                tenant: format!("{:#x}", tenant.address()),
+                node_id: node_id.into(),
+                tier: QualityTier::Standard,
+                vcpus: 1,
+                memory_gib: 1,
+                storage_gib: 10,
+                gpus: 0,
+                rate_per_hour: 1_000,
+                opened_at: now(),
+                bandwidth: BandwidthTier::Basic as u64,
+                template_id: Some(1u64.into()),
+                funding: 1_000_000_000,
+            },
+            "vm-4".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    let workload = Workload {
+        ingress: Some(ingress),
+        ..workload()
+    };
+    let node_says = async || {
+        s.store
+            .vm_access("vm-4".parse().unwrap(), NodeId::from(node_id))
+            .await
+            .unwrap()
+            .node_ingress
+            == Some(false)
+    };
+    eventually("the node's report booked", node_says).await;
+    lifecycle::drive(s.state.store(), s.state.agents(), &workload)
+        .await
+        .unwrap();
+    let create = command(&mut ws).await;
+    let CommandAction::CreateVm { spec } = &create.action else {
+        panic!("{create:?}")
+    };
+    assert!(spec.ingress.is_empty(), "{spec:?}");
+    assert!(
+        spec.ports.contains(&PortSpec {
+            guest: 8080,
+            protocol: PortProtocol::Tcp
+        }),
+        "the http port is forwarded directly: {:?}",
+        spec.ports
+    );
+    let forward = PortForward {
+        guest: 8080,
+        public: 48080,
+        protocol: PortProtocol::Tcp,
+    };
+    ack(
+        &mut ws,
+        create.id.clone(),
+        Some(report("vm-4", AgentVmState::Running, vec![forward])),
+    )
+    .await;
+    let running = async || {
+        s.store
+            .vm("vm-4".parse().unwrap())
+            .await
+            .unwrap()
+            .is_some_and(|vm| vm.state.as_str() == "running")
+    };
+    eventually("vm-4 running", running).await;
+    let (status, vm) = s
+        .call(Method::GET, "/api/v1/vms/vm-4", None, Some(&token))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{vm}");
+    assert_eq!(vm["access"]["node_ingress"], false, "{vm}");
+    assert_eq!(vm["access"]["urls"], json!([]), "{vm}");
+    for body in [json!({"name": "myide"}), json!({})] {
+        let (status, refused) = s
+            .call(
+                Method::PUT,
+                "/api/v1/vms/vm-4/ingress/8080",
+                Some(body),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+        assert_eq!(refused["error"]["code"], "node_without_ingress", "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("forwarded directly"),
+            "{refused}"
+        );
+    }
+    assert!(
+        s.store
+            .vm_ingress("vm-4".parse().unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The name is still free for a VM whose node serves names.
+    let (status, free) = s
+        .call(Method::GET, "/api/v1/ingress/names/myide", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{free}");
+    assert_eq!(free["url"], "https://myide.apps.decloud.test");
 }

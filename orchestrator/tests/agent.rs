@@ -148,6 +148,7 @@ fn heartbeat(seq: u64, compute_points: u64) -> AgentMessage {
         sent_at: 0,
         ready: true,
         public_address: None,
+        ingress: None,
         resources: NodeResources {
             arch: "x86_64".into(),
             cpu_model: "test".into(),

@@ -275,6 +275,7 @@ async fn lease_flow(url: String) {
         sent_at: 0,
         ready: true,
         public_address: None,
+        ingress: None,
         resources: NodeResources {
             arch: "x86_64".into(),
             cpu_model: "t".into(),

@@ -3,7 +3,10 @@
 //! whose ingress is a real Caddy. The seed templates' HTTP ports (VS Code Server, Web Proxy
 //! Browser, Stable Diffusion's UI) get derived names that Caddy serves; a tenant names, renames
 //! and removes names; every refusal changes nothing; names survive an orchestrator restart and
-//! go with their VM. The uniqueness of names is checked on SQLite and PostgreSQL.
+//! go with their VM. The orchestrator's authoritative DNS server for the domain answers each
+//! name with the node's reported address over UDP and TCP, follows renames and removals, refuses
+//! names outside the domain and survives malformed packets. The uniqueness of names is checked
+//! on SQLite and PostgreSQL.
 
 mod support;
 
@@ -17,6 +20,10 @@ use alloy::{
     transports::http::reqwest,
 };
 use caddy::Caddy;
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{Name, RData, RecordType},
+};
 use decloud_node_agent::{
     Agent, Backoff, ConfigLayer, DomainType, Identity, ImageConfig, IngressConfig, IngressTls,
     NetworkConfig, create_blank_qcow2, node_tag, run_link,
@@ -38,6 +45,7 @@ use serde_json::{Value, json};
 use std::{
     collections::BTreeMap,
     future::Future,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command},
     time::{Duration, Instant},
@@ -54,6 +62,116 @@ const SEEDS: [(&str, u16); 3] = [
     ("web-proxy-browser", 80),
     ("stable-diffusion", 80),
 ];
+
+/// The public address the node's agent reports, which the names resolve to.
+const NODE_ADDRESS: &str = "192.0.2.44";
+
+/// A DNS question as any client asks it (hickory's wire format, a random id).
+fn question(name: &str, wanted: RecordType) -> Message {
+    let mut message = Message::new();
+    message
+        .set_id(rand::random())
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), wanted));
+    message
+}
+
+/// Sends `message` over UDP and returns the answer with its id.
+async fn over_udp(server: SocketAddr, message: &Message) -> Message {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(&message.to_vec().unwrap(), server)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+        .await
+        .expect("the DNS server answers over UDP")
+        .unwrap();
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(answer.id(), message.id());
+    assert_eq!(answer.message_type(), MessageType::Response);
+    answer
+}
+
+/// Sends `message` over TCP (two-byte length, RFC 1035 4.2.2) and returns the answer.
+async fn over_tcp(server: SocketAddr, message: &Message) -> Message {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
+    let bytes = message.to_vec().unwrap();
+    stream.write_u16(bytes.len() as u16).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let length = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
+        .await
+        .expect("the DNS server answers over TCP")
+        .unwrap();
+    let mut buf = vec![0u8; usize::from(length)];
+    stream.read_exact(&mut buf).await.unwrap();
+    let answer = Message::from_vec(&buf).unwrap();
+    assert_eq!(answer.id(), message.id());
+    answer
+}
+
+/// The response code and the addresses (A and AAAA) of the answer to `name`/`wanted`, asked over
+/// UDP and over TCP (which must agree).
+async fn resolve(server: SocketAddr, name: &str, wanted: RecordType) -> (ResponseCode, Vec<IpAddr>) {
+    let ask = question(name, wanted);
+    let mut seen = Vec::new();
+    for answer in [over_udp(server, &ask).await, over_tcp(server, &ask).await] {
+        let addresses: Vec<IpAddr> = answer
+            .answers()
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
+        if answer.response_code() != ResponseCode::Refused {
+            assert!(answer.authoritative(), "{name}: {answer:?}");
+        }
+        if answer.response_code() == ResponseCode::NXDomain || addresses.is_empty() {
+            // NXDOMAIN and NODATA carry the zone's SOA, for negative caching.
+            if answer.response_code() != ResponseCode::Refused {
+                assert!(
+                    answer
+                        .name_servers()
+                        .iter()
+                        .any(|r| r.record_type() == RecordType::SOA),
+                    "{name}: {answer:?}"
+                );
+            }
+        }
+        for r in answer.answers() {
+            assert!(r.ttl() <= 30, "short TTLs: {r:?}");
+        }
+        seen.push((answer.response_code(), addresses));
+    }
+    assert_eq!(seen[0], seen[1], "{name}: UDP and TCP agree");
+    seen.remove(0)
+}
+
+/// Waits until `name` resolves to the node's address.
+async fn wait_resolves(server: SocketAddr, name: &str) {
+    let want = (ResponseCode::NoError, vec![NODE_ADDRESS.parse::<IpAddr>().unwrap()]);
+    let host = format!("{name}.{DOMAIN}");
+    wait_for(&format!("{host} to resolve to the node"), || async {
+        (resolve(server, &host, RecordType::A).await == want).then_some(())
+    })
+    .await;
+}
+
+/// Asserts that `name` does not exist under the domain.
+async fn assert_nxdomain(server: SocketAddr, name: &str) {
+    let host = format!("{name}.{DOMAIN}");
+    assert_eq!(
+        resolve(server, &host, RecordType::A).await,
+        (ResponseCode::NXDomain, vec![]),
+        "{host}"
+    );
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -270,6 +388,7 @@ async fn seed_http_ports_get_names_that_tenants_change_and_that_survive_a_restar
     let work = tempfile::tempdir().unwrap();
 
     let port = caddy::free_port();
+    let dns: SocketAddr = format!("127.0.0.1:{}", caddy::free_port()).parse().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let host = format!("127.0.0.1:{port}");
     let agent_dir = work.path().join("agent");
@@ -287,6 +406,7 @@ async fn seed_http_ports_get_names_that_tenants_change_and_that_survive_a_restar
             orchestrator_url: Some(format!("ws://{host}/api/v1/agent/ws")),
             operator: Some(operator_addr),
             machine_id: Some(machine.into()),
+            public_address: Some(NODE_ADDRESS.into()),
             shutdown_timeout_secs: Some(2),
             reserved_memory_mib: Some(0),
             network: Some(NetworkConfig::Network {
@@ -382,7 +502,10 @@ async fn seed_http_ports_get_names_that_tenants_change_and_that_survive_a_restar
              image = \"{IMAGE}\"\n\
              [ingress]\n\
              domain = \"{DOMAIN}\"\n\
-             https_port = {https}\n",
+             https_port = {https}\n\
+             dns_listen = \"{dns}\"\n\
+             dns_nameserver = \"ns1.{DOMAIN}\"\n\
+             dns_nameserver_addresses = [\"127.0.0.1\"]\n",
             db = work.path().join("orchestrator.db").display(),
             seeds = root().join("templates/seed").display(),
             rpc = system.rpc_url(),
@@ -547,6 +670,99 @@ async fn seed_http_ports_get_names_that_tenants_change_and_that_survive_a_restar
     )
     .await;
 
+    // The orchestrator's DNS server answers each name with the node's address, over UDP and
+    // TCP, in any letter case; other types get an empty answer, other names none.
+    for name in &derived {
+        wait_resolves(dns, name).await;
+    }
+    let node_ip: IpAddr = NODE_ADDRESS.parse().unwrap();
+    assert_eq!(
+        resolve(dns, "VM-1-8080.Apps.DeCloud.Test", RecordType::A).await,
+        (ResponseCode::NoError, vec![node_ip])
+    );
+    assert_eq!(
+        resolve(dns, &format!("vm-1-8080.{DOMAIN}"), RecordType::AAAA).await,
+        (ResponseCode::NoError, vec![])
+    );
+    for unknown in ["nobody", "vm-9-80", "deeper.vm-1-8080"] {
+        assert_nxdomain(dns, unknown).await;
+    }
+    assert_eq!(
+        resolve(dns, "vm-1-8080.apps.example.org", RecordType::A).await,
+        (ResponseCode::Refused, vec![])
+    );
+    assert_eq!(
+        resolve(dns, "decloud.test", RecordType::SOA).await,
+        (ResponseCode::Refused, vec![])
+    );
+    // The apex has its SOA and NS; the nameserver's glue address answers too.
+    let apex = over_tcp(dns, &question(DOMAIN, RecordType::SOA)).await;
+    assert_eq!(apex.response_code(), ResponseCode::NoError);
+    match apex.answers().first().map(|r| r.data()) {
+        Some(RData::SOA(soa)) => {
+            assert_eq!(soa.mname().to_ascii(), format!("ns1.{DOMAIN}."));
+            assert_eq!(soa.minimum(), 30);
+        }
+        other => panic!("no SOA at the apex: {other:?}"),
+    }
+    let ns = over_udp(dns, &question(DOMAIN, RecordType::NS)).await;
+    match ns.answers().first().map(|r| r.data()) {
+        Some(RData::NS(ns)) => assert_eq!(ns.0.to_ascii(), format!("ns1.{DOMAIN}.")),
+        other => panic!("no NS at the apex: {other:?}"),
+    }
+    assert_eq!(
+        resolve(dns, &format!("ns1.{DOMAIN}"), RecordType::A).await,
+        (ResponseCode::NoError, vec!["127.0.0.1".parse::<IpAddr>().unwrap()])
+    );
+    // Malformed packets: garbage and a cut header get nothing, a cut question a FORMERR, two
+    // questions a FORMERR, a response is not answered; the server answers the next query.
+    {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let good = question(&format!("vm-2-80.{DOMAIN}"), RecordType::A)
+            .to_vec()
+            .unwrap();
+        let mut cut_question = good.clone();
+        cut_question.truncate(good.len() - 3);
+        let mut two = question(&format!("vm-2-80.{DOMAIN}"), RecordType::A);
+        two.add_query(Query::query(
+            Name::from_ascii(format!("vm-3-80.{DOMAIN}")).unwrap(),
+            RecordType::A,
+        ));
+        let mut response = question(&format!("vm-2-80.{DOMAIN}"), RecordType::A);
+        response.set_message_type(MessageType::Response);
+        for (packet, answered) in [
+            (b"\xff\x00garbage".to_vec(), None),
+            (vec![0u8; 0], None),
+            (good[..7].to_vec(), None),
+            (cut_question, Some(ResponseCode::FormErr)),
+            (two.to_vec().unwrap(), Some(ResponseCode::FormErr)),
+            (response.to_vec().unwrap(), None),
+            (vec![0xab; 4000], None),
+        ] {
+            socket.send_to(&packet, dns).await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let got =
+                tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf)).await;
+            match (answered, got) {
+                (None, Err(_)) => {}
+                (Some(code), Ok(Ok((n, _)))) => {
+                    let answer = Message::from_vec(&buf[..n]).unwrap();
+                    assert_eq!(answer.response_code(), code, "{packet:?}");
+                }
+                (want, got) => panic!("{packet:?}: want {want:?}, got {got:?}"),
+            }
+        }
+        // Over TCP, a length with nothing behind it and then a closed connection.
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(dns).await.unwrap();
+        stream.write_all(&[0x01, 0x00, 0xde, 0xad]).await.unwrap();
+        drop(stream);
+    }
+    assert_eq!(
+        resolve(dns, &format!("vm-2-80.{DOMAIN}"), RecordType::A).await,
+        (ResponseCode::NoError, vec![node_ip])
+    );
+
     // The tenant renames the IDE's port and names another port of the proxy browser.
     let put = |path: String, token: String, body: Value| {
         let http = http.clone();
@@ -582,6 +798,10 @@ async fn seed_http_ports_get_names_that_tenants_change_and_that_survive_a_restar
     );
     let names = ["myide", "vm-2-80", "vm-2-6080", "vm-3-80"];
     wait_served(&caddy, &tag, &names, "Caddy to serve the changed names").await;
+    // A renamed port's old name is gone from DNS; its new name and the new port's resolve.
+    wait_resolves(dns, "myide").await;
+    wait_resolves(dns, "vm-2-6080").await;
+    assert_nxdomain(dns, "vm-1-8080").await;
 
     // Refused with a clear error and nothing changed.
     let snapshot = |token: String| {
@@ -729,8 +949,11 @@ async fn seed_http_ports_get_names_that_tenants_change_and_that_survive_a_restar
     assert_eq!(snapshot(token.clone()).await, before);
     let (status, vm) = delete("/vms/vm-2/ingress/6080".into(), token.clone()).await;
     assert_eq!(status, 200, "{vm}");
+    // The names survived the restart in DNS too.
+    wait_resolves(dns, "myide").await;
     let names = ["myide", "vm-2-80", "vm-3-80"];
     wait_served(&caddy, &tag, &names, "Caddy to drop the removed name").await;
+    assert_nxdomain(dns, "vm-2-6080").await;
 
     // A closed lease's VM goes with its routes, and its name is free for another VM.
     tx::send("LeaseEscrow", escrow.closeLease(U256::from(1)))
@@ -750,6 +973,8 @@ async fn seed_http_ports_get_names_that_tenants_change_and_that_survive_a_restar
     .await;
     let (_, vm) = get(&http, &base, "/vms/vm-1", &token).await;
     assert_eq!(urls(&vm), vec![]);
+    // A terminated VM's name does not resolve; the name then moves to another VM.
+    assert_nxdomain(dns, "myide").await;
     let (status, body) = put("/vms/vm-1/ingress/8080".into(), token.clone(), json!({})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -770,12 +995,20 @@ async fn seed_http_ports_get_names_that_tenants_change_and_that_survive_a_restar
         "Caddy to serve the name on its new VM",
     )
     .await;
+    wait_resolves(dns, "myide").await;
     for lease in [2u64, 3] {
         tx::send("LeaseEscrow", escrow.closeLease(U256::from(lease)))
             .await
             .unwrap();
     }
     wait_served(&caddy, &tag, &[], "Caddy to serve nothing of this node").await;
+    for name in ["myide", "vm-3-80"] {
+        wait_for(&format!("{name} to stop resolving"), || async {
+            let host = format!("{name}.{DOMAIN}");
+            (resolve(dns, &host, RecordType::A).await.0 == ResponseCode::NXDomain).then_some(())
+        })
+        .await;
+    }
 
     let _ = stop_agent.send(true);
     observer.abort();

@@ -773,6 +773,11 @@ pub struct Heartbeat {
     /// when the operator has not configured one.
     #[serde(default)]
     pub public_address: Option<String>,
+    /// Whether the node runs an ingress (the agent's `[ingress]`: a Caddy serving its VMs'
+    /// HTTP ports by name). `None` from agents older than this field, which are taken to run
+    /// one; a VM on a node that says `false` gets its HTTP ports forwarded directly instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<bool>,
     /// Host resources.
     pub resources: NodeResources,
     /// Free capacity.

@@ -857,9 +857,13 @@ pub struct VmAccess {
     #[serde(default)]
     pub ssh_command: Option<String>,
     /// The VM's HTTP ports served over HTTPS by name through its node's ingress (empty when the
-    /// orchestrator has no ingress domain).
+    /// orchestrator has no ingress domain, or the node runs no ingress).
     #[serde(default)]
     pub urls: Vec<IngressUrl>,
+    /// Whether the VM's node runs an ingress, as its agent reported it (`None`: not reported).
+    /// `false`: the VM's HTTP ports get no names; they are forwarded directly (`forwards`).
+    #[serde(default)]
+    pub node_ingress: Option<bool>,
 }
 
 /// One HTTP port of a VM served at `https://<name>.<ingress domain>`.
@@ -885,6 +889,17 @@ pub struct ExposeRequest {
     /// the VM and port (`vm-7-8080`).
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// A name that is free now (`GET /ingress/names/{name}`): checked like a name a tenant gives a
+/// VM's port, and held by no VM. Nothing is reserved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IngressNameFree {
+    /// The name.
+    pub name: String,
+    /// The URL a port with this name is served at.
+    pub url: String,
 }
 
 /// Whether this orchestrator names HTTPS routes (`GET /ingress`).

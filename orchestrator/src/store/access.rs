@@ -151,46 +151,69 @@ impl Store {
             access.addresses = from_json("addresses", &row.try_get::<String, _>("addresses")?)?;
             access.forwards = from_json("forwards", &row.try_get::<String, _>("forwards")?)?;
         }
-        access.public_address =
-            sqlx::query("SELECT public_address FROM node_addresses WHERE node_id = $1")
+        if let Some(row) =
+            sqlx::query("SELECT public_address, ingress FROM node_addresses WHERE node_id = $1")
                 .bind(node_id.to_string())
                 .fetch_optional(&self.pool)
                 .await?
-                .map(|r| r.try_get::<Option<String>, _>("public_address"))
-                .transpose()?
-                .flatten();
+        {
+            access.public_address = row.try_get("public_address")?;
+            access.node_ingress = row.try_get::<Option<i64>, _>("ingress")?.map(|i| i != 0);
+        }
         access.has_credentials = self.vm_credentials(vm_id).await?.is_some();
         Ok(access)
     }
 
-    /// Records a node's public address; written only when it changed.
+    /// Records a node's public address and whether it runs an ingress (`None`: not reported);
+    /// written only when something changed.
     pub async fn record_node_address(
         &self,
         node_id: NodeId,
         public_address: Option<&str>,
+        ingress: Option<bool>,
         now: i64,
     ) -> Result<(), StoreError> {
         let node_id = node_id.to_string();
-        let stored = sqlx::query("SELECT public_address FROM node_addresses WHERE node_id = $1")
+        let ingress = ingress.map(i64::from);
+        let stored = sqlx::query("SELECT public_address, ingress FROM node_addresses WHERE node_id = $1")
             .bind(node_id.clone())
             .fetch_optional(&self.pool)
             .await?
-            .map(|r| r.try_get::<Option<String>, _>("public_address"))
+            .map(|r| {
+                Ok::<_, sqlx::Error>((
+                    r.try_get::<Option<String>, _>("public_address")?,
+                    r.try_get::<Option<i64>, _>("ingress")?,
+                ))
+            })
             .transpose()?;
-        if stored.as_ref().map(Option::as_deref) == Some(public_address) {
+        if stored.as_ref().map(|(a, i)| (a.as_deref(), *i)) == Some((public_address, ingress)) {
             return Ok(());
         }
         sqlx::query(
-            "INSERT INTO node_addresses (node_id, public_address, updated_at) VALUES ($1, $2, $3) \
+            "INSERT INTO node_addresses (node_id, public_address, ingress, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (node_id) DO UPDATE SET public_address = excluded.public_address, \
-             updated_at = excluded.updated_at",
+             ingress = excluded.ingress, updated_at = excluded.updated_at",
         )
         .bind(node_id)
         .bind(public_address.map(str::to_string))
+        .bind(ingress)
         .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Whether a node serves its VMs' HTTP ports by name: `false` only when its agent reported
+    /// that it runs no ingress (a node that never said is taken to run one).
+    pub async fn node_runs_ingress(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        let reported = sqlx::query("SELECT ingress FROM node_addresses WHERE node_id = $1")
+            .bind(node_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<Option<i64>, _>("ingress"))
+            .transpose()?
+            .flatten();
+        Ok(reported != Some(0))
     }
 
     /// Records the guest addresses and forwards a node reports for one of its VMs; a report

@@ -18,6 +18,18 @@ pub struct IngressName {
     pub chosen: bool,
 }
 
+/// Who holds a name now: a VM that is not terminated, its node, and the public address that
+/// node's agent last reported (`None` when it reported none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameHolder {
+    /// The VM whose port has the name.
+    pub vm_id: VmId,
+    /// The node that runs the VM.
+    pub node_id: NodeId,
+    /// The node's public address (IP or DNS name) as its agent last reported it.
+    pub node_address: Option<String>,
+}
+
 /// A command for the VM's node, made from the VM's names after a change: (command id, node,
 /// action JSON). `None` queues nothing.
 pub type IngressCommand = Option<(String, NodeId, String)>;
@@ -170,6 +182,38 @@ impl Store {
         }
         tx.commit().await?;
         Ok(IngressChange::Done(names))
+    }
+
+    /// The VM holding `name`, its node and that node's reported public address; `None` when no
+    /// VM that is not terminated holds it.
+    pub async fn ingress_holder(&self, name: &str) -> Result<Option<NameHolder>, StoreError> {
+        let row = sqlx::query(
+            "SELECT v.vm_id, v.node_id, a.public_address FROM vm_ingress i \
+             JOIN vms v ON v.vm_id = i.vm_id \
+             LEFT JOIN node_addresses a ON a.node_id = v.node_id \
+             WHERE i.name = $1 AND v.state <> $2",
+        )
+        .bind(name.to_string())
+        .bind(decloud_sdk::types::VmState::Terminated.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(NameHolder {
+                vm_id: super::named(&r, "vm_id")?,
+                node_id: super::named(&r, "node_id")?,
+                node_address: r.try_get("public_address")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Whether any VM (created or not yet) holds `name`.
+    pub async fn ingress_name_taken(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT vm_id FROM vm_ingress WHERE name = $1")
+            .bind(name.to_string())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
     }
 
     /// Frees every name of a VM (it was terminated).

@@ -30,7 +30,7 @@ pub use access::{Profile, SealedCredentials, VmAccess};
 pub use attestations::{Attestor, BatchRecord, append};
 pub use commands::{AckRecorded, CommandRecord};
 pub use drafts::DraftView;
-pub use ingress::{IngressChange, IngressCommand, IngressName};
+pub use ingress::{IngressChange, IngressCommand, IngressName, NameHolder};
 pub use leases::{LeaseFunding, LeaseOpened, LeaseRecord, SilentLease};
 pub use liveness::{DailyFailures, Liveness, Reputation};
 pub use nodes::{NodeCapabilities, NodeRecord, NodeRegistration, NodeStatus};
