@@ -502,9 +502,8 @@ async fn withdraw(args: AmountArgs) -> Result<(), CliError> {
 async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
     // Keys, ports and the sealing key are saved first: the VM is created from the chain event,
     // with the profile in effect at that moment.
-    access::prepare_lease(&args.global, &args.ssh_keys, &args.ports).await?;
     let settings = Settings::from_process(&args.global)?;
-    // Names are checked before money moves; giving them needs the session afterwards.
+    // Names are checked before anything is saved or paid; giving them needs the session after.
     let naming = if args.expose.is_empty() {
         None
     } else {
@@ -512,6 +511,7 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
         crate::ingress::check_before_open(&settings, &args.expose).await?;
         Some(session)
     };
+    access::prepare_lease(&args.global, &args.ssh_keys, &args.ports).await?;
     let (node, placement) = match args.node {
         Some(node) => (node, None),
         None => {
@@ -634,9 +634,9 @@ async fn lease_open(args: LeaseOpenArgs) -> Result<(), CliError> {
         .map(|e| e.leaseId.to_string())
         .unwrap_or_default();
     let named = match &naming {
-        Some(session) if !lease.is_empty() => Some(
-            crate::ingress::name_after_open(&settings, session, &lease, &args.expose).await,
-        ),
+        Some(session) if !lease.is_empty() => {
+            Some(crate::ingress::name_after_open(&settings, session, &lease, &args.expose).await)
+        }
         _ => None,
     };
     let mut fields = vec![("lease", json!(lease))];

@@ -81,8 +81,20 @@ async fn serve_orchestrator(cli: &Cli, db_dir: &Path) -> (String, AppState) {
         // lifecycle run in this test.
         chain: Some(decloud_orchestrator::config::ChainConfig {
             rpc_url: cli.system.rpc_url().to_string(),
-            node_registry: cli.system.deployment.contracts.node_registry.address.to_string(),
-            lease_escrow: cli.system.deployment.contracts.lease_escrow.address.to_string(),
+            node_registry: cli
+                .system
+                .deployment
+                .contracts
+                .node_registry
+                .address
+                .to_string(),
+            lease_escrow: cli
+                .system
+                .deployment
+                .contracts
+                .lease_escrow
+                .address
+                .to_string(),
             template_market: None,
             storage_market: None,
             start_block: cli.system.deployment.deploy_block,

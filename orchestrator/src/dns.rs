@@ -15,6 +15,7 @@
 
 use crate::config::IngressConfig;
 use crate::store::Store;
+use decloud_runtime::CancellationToken;
 use hickory_proto::{
     op::{Edns, Header, Message, MessageType, OpCode, Query, ResponseCode},
     rr::{
@@ -33,7 +34,6 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream, UdpSocket},
 };
-use decloud_runtime::CancellationToken;
 
 /// Largest UDP answer for a query without EDNS (RFC 1035).
 const UDP_PLAIN_LIMIT: usize = 512;
@@ -103,8 +103,7 @@ pub enum ZoneError {
 }
 
 fn fqdn(text: &str) -> Result<Name, ZoneError> {
-    let mut name =
-        Name::from_ascii(text).map_err(|e| ZoneError::BadName(text.to_string(), e))?;
+    let mut name = Name::from_ascii(text).map_err(|e| ZoneError::BadName(text.to_string(), e))?;
     name.set_fqdn(true);
     Ok(name.to_lowercase())
 }
@@ -265,7 +264,10 @@ async fn reply(store: &Store, zone: &Zone, packet: &[u8], over_udp: bool) -> Opt
             let mut ours = Edns::new();
             ours.set_max_payload(UDP_EDNS_LIMIT);
             response.set_edns(ours);
-            usize::from(edns.max_payload().clamp(UDP_PLAIN_LIMIT as u16, UDP_EDNS_LIMIT))
+            usize::from(
+                edns.max_payload()
+                    .clamp(UDP_PLAIN_LIMIT as u16, UDP_EDNS_LIMIT),
+            )
         }
         None => UDP_PLAIN_LIMIT,
     };
@@ -425,7 +427,11 @@ async fn serve_tcp(store: Store, zone: Arc<Zone>, listener: TcpListener, stop: C
 
 /// Queries over one TCP connection, each behind its two-byte length (RFC 1035 4.2.2), until
 /// the client closes, idles or sends something that is not DNS.
-async fn serve_connection(store: &Store, zone: &Zone, mut stream: TcpStream) -> std::io::Result<()> {
+async fn serve_connection(
+    store: &Store,
+    zone: &Zone,
+    mut stream: TcpStream,
+) -> std::io::Result<()> {
     loop {
         let length = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
             Ok(Ok(length)) => usize::from(length),
@@ -477,7 +483,9 @@ mod tests {
         );
         assert_eq!(
             name_target(Some("node7.example.net")),
-            Some(Target::Host(Name::from_ascii("node7.example.net.").unwrap()))
+            Some(Target::Host(
+                Name::from_ascii("node7.example.net.").unwrap()
+            ))
         );
         for nothing in [None, Some(""), Some("localhost"), Some("not a name")] {
             assert_eq!(name_target(nothing), None, "{nothing:?}");

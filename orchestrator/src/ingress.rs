@@ -9,12 +9,12 @@
 use crate::agent::AgentHub;
 use crate::config::{ChainConfig, IngressConfig};
 use crate::store::{IngressChange, IngressName, Store, StoreError};
-use decloud_sdk::bindings::LeaseEscrow;
-use decloud_sdk::types::LeaseStatus;
-use decloud_sdk::{LeaseId, NodeId, VmId};
 use decloud_sdk::agent_protocol::{CommandAction, IngressRoute};
 use decloud_sdk::api::{IngressUrl, VmRecord, check_ingress_name};
+use decloud_sdk::bindings::LeaseEscrow;
+use decloud_sdk::types::LeaseStatus;
 use decloud_sdk::types::VmState;
+use decloud_sdk::{LeaseId, NodeId, VmId};
 
 /// Most named ports one VM may have.
 pub const MAX_NAMES_PER_VM: usize = 16;

@@ -218,7 +218,9 @@ pub async fn start_with_keys(
         dns_addr = Some(listening);
         tracing::info!(target: "orchestrator::dns", listen = %listening, domain = %state.config().ingress.as_ref().map(|i| i.domain.as_str()).unwrap_or_default(), "serving the ingress domain's DNS (udp and tcp)");
         let store = store.clone();
-        tasks.spawn("dns server", move |stop| dns::serve(store, zone, listeners, stop));
+        tasks.spawn("dns server", move |stop| {
+            dns::serve(store, zone, listeners, stop)
+        });
     }
     // Used nonces and dead sessions are only clutter; clear them out every ten minutes.
     {

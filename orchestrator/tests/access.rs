@@ -973,7 +973,10 @@ async fn a_node_without_an_ingress_gets_http_ports_forwarded_directly() {
             )
             .await;
         assert_eq!(status, StatusCode::CONFLICT, "{refused}");
-        assert_eq!(refused["error"]["code"], "node_without_ingress", "{refused}");
+        assert_eq!(
+            refused["error"]["code"], "node_without_ingress",
+            "{refused}"
+        );
         assert!(
             refused["error"]["message"]
                 .as_str()

@@ -20,10 +20,6 @@ use alloy::{
     transports::http::reqwest,
 };
 use caddy::Caddy;
-use hickory_proto::{
-    op::{Message, MessageType, OpCode, Query, ResponseCode},
-    rr::{Name, RData, RecordType},
-};
 use decloud_node_agent::{
     Agent, Backoff, ConfigLayer, DomainType, Identity, ImageConfig, IngressConfig, IngressTls,
     NetworkConfig, create_blank_qcow2, node_tag, run_link,
@@ -40,6 +36,10 @@ use decloud_sdk::{
     testing::TestSystem,
     tx,
     types::{Architecture, BandwidthTier, QualityTier},
+};
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{Name, RData, RecordType},
 };
 use serde_json::{Value, json};
 use std::{
@@ -116,7 +116,11 @@ async fn over_tcp(server: SocketAddr, message: &Message) -> Message {
 
 /// The response code and the addresses (A and AAAA) of the answer to `name`/`wanted`, asked over
 /// UDP and over TCP (which must agree).
-async fn resolve(server: SocketAddr, name: &str, wanted: RecordType) -> (ResponseCode, Vec<IpAddr>) {
+async fn resolve(
+    server: SocketAddr,
+    name: &str,
+    wanted: RecordType,
+) -> (ResponseCode, Vec<IpAddr>) {
     let ask = question(name, wanted);
     let mut seen = Vec::new();
     for answer in [over_udp(server, &ask).await, over_tcp(server, &ask).await] {
@@ -155,7 +159,10 @@ async fn resolve(server: SocketAddr, name: &str, wanted: RecordType) -> (Respons
 
 /// Waits until `name` resolves to the node's address.
 async fn wait_resolves(server: SocketAddr, name: &str) {
-    let want = (ResponseCode::NoError, vec![NODE_ADDRESS.parse::<IpAddr>().unwrap()]);
+    let want = (
+        ResponseCode::NoError,
+        vec![NODE_ADDRESS.parse::<IpAddr>().unwrap()],
+    );
     let host = format!("{name}.{DOMAIN}");
     wait_for(&format!("{host} to resolve to the node"), || async {
         (resolve(server, &host, RecordType::A).await == want).then_some(())
@@ -712,7 +719,10 @@ async fn seed_http_ports_get_names_that_tenants_change_and_that_survive_a_restar
     }
     assert_eq!(
         resolve(dns, &format!("ns1.{DOMAIN}"), RecordType::A).await,
-        (ResponseCode::NoError, vec!["127.0.0.1".parse::<IpAddr>().unwrap()])
+        (
+            ResponseCode::NoError,
+            vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
+        )
     );
     // Malformed packets: garbage and a cut header get nothing, a cut question a FORMERR, two
     // questions a FORMERR, a response is not answered; the server answers the next query.

@@ -135,9 +135,7 @@ async fn name_free(
 
 fn unreadable(e: LeaseReadError) -> ApiError {
     match e {
-        LeaseReadError::NoChain => {
-            ApiError::new(StatusCode::CONFLICT, "no_chain", e.to_string())
-        }
+        LeaseReadError::NoChain => ApiError::new(StatusCode::CONFLICT, "no_chain", e.to_string()),
         LeaseReadError::NoSuchLease(_) => ApiError::not_found("lease"),
         LeaseReadError::Chain(_) => {
             tracing::warn!(target: "orchestrator::ingress", error = %e, "lease read failed");

@@ -175,17 +175,18 @@ impl Store {
     ) -> Result<(), StoreError> {
         let node_id = node_id.to_string();
         let ingress = ingress.map(i64::from);
-        let stored = sqlx::query("SELECT public_address, ingress FROM node_addresses WHERE node_id = $1")
-            .bind(node_id.clone())
-            .fetch_optional(&self.pool)
-            .await?
-            .map(|r| {
-                Ok::<_, sqlx::Error>((
-                    r.try_get::<Option<String>, _>("public_address")?,
-                    r.try_get::<Option<i64>, _>("ingress")?,
-                ))
-            })
-            .transpose()?;
+        let stored =
+            sqlx::query("SELECT public_address, ingress FROM node_addresses WHERE node_id = $1")
+                .bind(node_id.clone())
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| {
+                    Ok::<_, sqlx::Error>((
+                        r.try_get::<Option<String>, _>("public_address")?,
+                        r.try_get::<Option<i64>, _>("ingress")?,
+                    ))
+                })
+                .transpose()?;
         if stored.as_ref().map(|(a, i)| (a.as_deref(), *i)) == Some((public_address, ingress)) {
             return Ok(());
         }
