@@ -296,6 +296,8 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/vms/{vm_id}/ingress/{port}", "put"),
         ("/api/v1/vms/{vm_id}/ingress/{port}", "delete"),
         ("/api/v1/ingress", "get"),
+        ("/api/v1/ingress/names/{name}", "get"),
+        ("/api/v1/leases/{lease_id}/ingress/{port}", "put"),
         ("/api/v1/profile", "get"),
         ("/api/v1/profile", "put"),
         ("/api/v1/operator/nodes", "get"),
@@ -325,7 +327,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        38,
+        40,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );
