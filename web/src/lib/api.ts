@@ -139,6 +139,8 @@ export interface VmAccess {
   ssh_command: string | null;
   /** HTTPS names of the VM's HTTP ports (empty when the orchestrator has no ingress domain). */
   urls?: IngressUrl[];
+  /** Whether the VM's node runs an ingress (null: not reported); false: HTTP ports are forwarded directly. */
+  node_ingress?: boolean | null;
 }
 
 /** One service check of a VM (`readiness.services[]` of `GET /vms/{id}`), as its node last ran it. */
