@@ -208,3 +208,30 @@ pub(crate) async fn name_after_open(
     }
     Ok(urls)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expose_at_open_is_port_equals_name() {
+        assert_eq!(
+            parse_expose("8080=myapp"),
+            Ok(ExposeAtOpen {
+                port: 8080,
+                name: "myapp".into()
+            })
+        );
+        for (bad, says) in [
+            ("8080", "PORT=NAME"),
+            ("0=web", "not a port"),
+            ("70000=web", "not a port"),
+            ("8080=My_App", "lowercase"),
+            ("8080=www", "reserved"),
+            ("8080=", "1 to 63"),
+        ] {
+            let e = parse_expose(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+}
