@@ -582,6 +582,50 @@ mod tests {
     }
 
     #[test]
+    fn the_dns_server_needs_a_nameserver_that_can_be_found() {
+        let with = |dns: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("o.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[ingress]\ndomain = \"apps.example.org\"\ndns_listen = \"127.0.0.1:0\"\n{dns}"
+                ),
+            )
+            .unwrap();
+            Config::resolve(
+                &Args {
+                    config: Some(path),
+                    ..Args::default()
+                },
+                |_| None,
+            )
+        };
+        let ok = with("dns_nameserver = \"ns1.apps.example.org\"\ndns_nameserver_addresses = [\"203.0.113.5\"]\n")
+            .unwrap()
+            .ingress
+            .unwrap();
+        assert_eq!(ok.dns_ttl_secs, 30);
+        assert!(with("dns_nameserver = \"ns.example.net\"\n").is_ok());
+        for (bad, says) in [
+            ("", "dns_nameserver is required"),
+            ("dns_nameserver = \"ns1.apps.example.org\"\n", "glue"),
+            (
+                "dns_nameserver = \"myapp.apps.example.org\"\ndns_nameserver_addresses = [\"203.0.113.5\"]\n",
+                "reserved name",
+            ),
+            (
+                "dns_nameserver = \"ns.example.net\"\ndns_ttl_secs = 0\n",
+                "1 to 3600",
+            ),
+            ("dns_nameserver = \"bad name\"\n", "dns_nameserver"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let e = Config::resolve(&Args::default(), |k| {
             (k == "DECLOUD_ORCHESTRATOR_SIWE_CHAIN_IDS").then(|| "137,abc".to_string())
