@@ -741,22 +741,29 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
         ),
     )
     .unwrap();
-    let orchestrator_log = std::fs::File::create(work.path().join("orchestrator.log")).unwrap();
-    let _orchestrator = Process(
-        Command::new(env!("CARGO_BIN_EXE_decloud-orchestrator"))
-            .arg("--config")
-            .arg(&config)
-            .env("DECLOUD_LOG", "info")
-            .stderr(orchestrator_log)
-            .spawn()
-            .expect("the orchestrator binary starts"),
-    );
+    let start_orchestrator = |run: u32| {
+        let log = std::fs::File::create(work.path().join(format!("orchestrator-{run}.log")))
+            .unwrap();
+        Process(
+            Command::new(env!("CARGO_BIN_EXE_decloud-orchestrator"))
+                .arg("--config")
+                .arg(&config)
+                .env("DECLOUD_LOG", "info")
+                .stderr(log)
+                .spawn()
+                .expect("the orchestrator binary starts"),
+        )
+    };
+    let mut orchestrator = start_orchestrator(1);
     let http = reqwest::Client::new();
-    wait_for("the orchestrator to answer /api/v1/health", TIMEOUT, || async {
-        let r = http.get(format!("{base}/api/v1/health")).send().await.ok()?;
-        r.status().is_success().then_some(())
-    })
-    .await;
+    let healthy = || async {
+        wait_for("the orchestrator to answer /api/v1/health", TIMEOUT, || async {
+            let r = http.get(format!("{base}/api/v1/health")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await
+    };
+    healthy().await;
 
     let mut relay_agents: Vec<Process> = relay_configs
         .iter()
@@ -910,12 +917,56 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
     .await;
 
     // The new relay's bytes add to the first one's.
-    wait_for("the second relay's bytes in the API", TIMEOUT, || async {
+    let counted = wait_for("the second relay's bytes in the API", TIMEOUT, || async {
+        let (_, vm) = get_vm().await;
+        let t = &vm["access"]["relay_traffic"];
+        (t["bytes_out"].as_u64()? > counted["bytes_out"].as_u64()?).then(|| t.clone())
+    })
+    .await;
+
+    // The orchestrator restarts: the assignment is whole (same relay, same ports), the VM is
+    // reached there, and the counts go on from where they were.
+    let _ = sh("kill", &["-TERM", &orchestrator.0.id().to_string()]);
+    let _ = orchestrator.0.wait();
+    orchestrator = start_orchestrator(2);
+    healthy().await;
+    let (_, vm) = get_vm().await;
+    assert_eq!(
+        relay_endpoint(&vm, 22),
+        Some((moved_to.clone(), new_address.clone(), new_ssh_port)),
+        "{vm}"
+    );
+    assert_eq!(
+        relay_endpoint(&vm, 80),
+        Some((moved_to.clone(), new_address.clone(), new_http_port)),
+        "{vm}"
+    );
+    assert!(
+        vm["access"]["relay_traffic"]["bytes_out"].as_u64() >= counted["bytes_out"].as_u64(),
+        "{vm}"
+    );
+    reach(
+        &topology,
+        &new_address,
+        new_ssh_port,
+        new_http_port,
+        &name_host,
+        &ca,
+        TIMEOUT,
+    )
+    .await;
+    wait_for("the relayed bytes to grow after the restart", TIMEOUT, || async {
         let (_, vm) = get_vm().await;
         let t = &vm["access"]["relay_traffic"];
         (t["bytes_out"].as_u64()? > counted["bytes_out"].as_u64()?).then_some(())
     })
     .await;
+    let (_, vm) = get_vm().await;
+    assert_eq!(
+        relay_endpoint(&vm, 22),
+        Some((moved_to.clone(), new_address.clone(), new_ssh_port)),
+        "the heartbeats after the restart change nothing: {vm}"
+    );
     // The operator sees the node behind NAT on its new relay, and what the relay carried.
     let operator_token = sign_in(&http, &base, &host, chain_id, &system.signer(1)).await;
     let (status, node) = call(
@@ -943,6 +994,7 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
         "{relay_node}"
     );
     drop(relay_agents);
+    drop(orchestrator);
 }
 
 /// The node identity an agent with this config uses (made in its data directory now, loaded
