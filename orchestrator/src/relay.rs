@@ -83,10 +83,10 @@ impl LiveRelay {
 
 /// The host of a `host:port` (IPv6 brackets removed).
 fn host_of(endpoint: &str) -> String {
-    let host = endpoint
-        .rsplit_once(':')
-        .map_or(endpoint, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']').to_string()
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
 }
 
 /// Why a pass failed.
@@ -179,8 +179,16 @@ pub async fn pass(
             tracing::warn!(target: "orchestrator::relay", %node_id, relay = %old.relay_node_id, "the node's relay is gone and no other relay is online");
             continue;
         };
-        let Some(record) = assign(store, &relays, &assignments, node_id, relay, &old.published, now)
-            .await?
+        let Some(record) = assign(
+            store,
+            &relays,
+            &assignments,
+            node_id,
+            relay,
+            &old.published,
+            now,
+        )
+        .await?
         else {
             continue;
         };
@@ -298,7 +306,8 @@ pub async fn pass(
             .get(&node_id)
             .and_then(|l| l.tunnel.as_ref())
             .and_then(|t| t.relay_node_id);
-        if tunnel_relay != Some(relay.node_id.into()) && due(memory, node_id, relay.node_id, "join", now)
+        if tunnel_relay != Some(relay.node_id.into())
+            && due(memory, node_id, relay.node_id, "join", now)
         {
             enqueue_command(
                 hub,
@@ -321,7 +330,13 @@ pub async fn pass(
     Ok(())
 }
 
-fn due(memory: &RelayMemory, target: NodeId, subject: NodeId, kind: &'static str, now: i64) -> bool {
+fn due(
+    memory: &RelayMemory,
+    target: NodeId,
+    subject: NodeId,
+    kind: &'static str,
+    now: i64,
+) -> bool {
     let memory = memory.inner.lock().unwrap_or_else(|e| e.into_inner());
     memory
         .sent
@@ -544,7 +559,9 @@ async fn desired_vms(
                 }
             }
         }
-        relayed.forwards.sort_by_key(|f| (f.relay_port, f.node_port));
+        relayed
+            .forwards
+            .sort_by_key(|f| (f.relay_port, f.node_port));
         relayed.routes.sort();
         if !relayed.forwards.is_empty() || !relayed.routes.is_empty() {
             vms.push(relayed);

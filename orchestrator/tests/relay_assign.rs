@@ -17,7 +17,9 @@ use decloud_orchestrator::{
 use decloud_sdk::{
     NodeId, VmId,
     agent_protocol::{self as proto, CommandAction},
-    relay::{RELAY_FLAG, RelayPorts, RelayReport, TunnelBinding, TunnelKey, TunnelReport, VmTraffic},
+    relay::{
+        RELAY_FLAG, RelayPorts, RelayReport, TunnelBinding, TunnelKey, TunnelReport, VmTraffic,
+    },
 };
 use sqlx::Connection;
 use std::{net::Ipv4Addr, sync::Arc};
@@ -76,7 +78,13 @@ fn relay_report(n: u8) -> RelayReport {
     }
 }
 
-fn heartbeat(hub: &AgentHub, node: &Node, relay: Option<RelayReport>, tunnel: Option<TunnelReport>, at: i64) -> SessionTicket {
+fn heartbeat(
+    hub: &AgentHub,
+    node: &Node,
+    relay: Option<RelayReport>,
+    tunnel: Option<TunnelReport>,
+    at: i64,
+) -> SessionTicket {
     let ticket = hub.open_session(node.node_id);
     hub.record_links(
         &ticket,
@@ -145,7 +153,13 @@ async fn relays_assign_refuse_fail_over_and_count(url: &str) {
     // A node whose binding is signed by another key than its registered one gets nothing.
     let forged = register(url, "forged", 2).await;
     let stranger = PrivateKeySigner::random();
-    heartbeat(&hub, &forged, None, Some(tunnel(&stranger, &forged, 8)), NOW);
+    heartbeat(
+        &hub,
+        &forged,
+        None,
+        Some(tunnel(&stranger, &forged, 8)),
+        NOW,
+    );
     pass(hub.clone(), memory.clone(), NOW).await;
 
     let assigned = store.relay_assignment(node.node_id).await.unwrap().unwrap();
@@ -166,7 +180,13 @@ async fn relays_assign_refuse_fail_over_and_count(url: &str) {
                 && a.relay_key == TunnelKey([1; 32]) && a.node_address == assigned.tunnel_address),
         "{to_node:?}"
     );
-    assert!(store.relay_assignment(forged.node_id).await.unwrap().is_none());
+    assert!(
+        store
+            .relay_assignment(forged.node_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(queued(&store, forged.node_id).await.is_empty());
     assert!(queued(&store, second.node_id).await.is_empty());
     assert!(queued(&store, unflagged.node_id).await.is_empty());
@@ -175,7 +195,11 @@ async fn relays_assign_refuse_fail_over_and_count(url: &str) {
     let other = register(url, "behind-nat-2", 2).await;
     heartbeat(&hub, &other, None, Some(tunnel(&other.key, &other, 9)), NOW);
     pass(hub.clone(), memory.clone(), NOW + 1).await;
-    let other_assigned = store.relay_assignment(other.node_id).await.unwrap().unwrap();
+    let other_assigned = store
+        .relay_assignment(other.node_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(other_assigned.relay_node_id, second.node_id);
     // Nothing is sent twice while the relay and node have not reported back.
     pass(hub.clone(), memory.clone(), NOW + 2).await;
@@ -187,7 +211,12 @@ async fn relays_assign_refuse_fail_over_and_count(url: &str) {
     hub.close_session(&first_ticket);
     pass(hub.clone(), memory.clone(), NOW + 3).await;
     assert_eq!(
-        store.relay_assignment(node.node_id).await.unwrap().unwrap().relay_node_id,
+        store
+            .relay_assignment(node.node_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .relay_node_id,
         first.node_id
     );
     pass(hub.clone(), memory.clone(), NOW + 3 + FAILOVER_SECS as i64).await;
@@ -211,7 +240,11 @@ async fn relays_assign_refuse_fail_over_and_count(url: &str) {
     let store2 = Store::connect(url).await.unwrap();
     let hub2 = AgentHub::new(store2.clone(), Arc::new(Metrics::default()), 30);
     assert_eq!(
-        store2.relay_assignment(node.node_id).await.unwrap().unwrap(),
+        store2
+            .relay_assignment(node.node_id)
+            .await
+            .unwrap()
+            .unwrap(),
         moved
     );
     let mut report = relay_report(2);
@@ -225,13 +258,24 @@ async fn relays_assign_refuse_fail_over_and_count(url: &str) {
     heartbeat(&hub2, &other, None, Some(joined), NOW + 100);
     let before: usize = queued(&store2, second.node_id).await.len();
     let before_node = queued(&store2, node.node_id).await.len();
-    relay::pass(&store2, &hub2, None, &config, &RelayMemory::default(), NOW + 100)
-        .await
-        .unwrap();
+    relay::pass(
+        &store2,
+        &hub2,
+        None,
+        &config,
+        &RelayMemory::default(),
+        NOW + 100,
+    )
+    .await
+    .unwrap();
     assert_eq!(queued(&store2, second.node_id).await.len(), before);
     assert_eq!(queued(&store2, node.node_id).await.len(), before_node);
     assert_eq!(
-        store2.relay_assignment(node.node_id).await.unwrap().unwrap(),
+        store2
+            .relay_assignment(node.node_id)
+            .await
+            .unwrap()
+            .unwrap(),
         moved
     );
 

@@ -23,6 +23,10 @@
 //! (`cargo build -p decloud-node-agent`; `cargo test --workspace` builds it). Everything
 //! host-global is named after the process id and removed when the test ends, also on failure.
 
+#[path = "../../node-agent/tests/common/netns.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod netns;
+
 use alloy::{
     primitives::{B256, U256},
     signers::{Signer, local::PrivateKeySigner},
@@ -40,6 +44,7 @@ use decloud_sdk::{
     tx,
     types::{Architecture, BandwidthTier, QualityTier},
 };
+use netns::{NsCaddy, in_ns, must, sh};
 use serde_json::{Value, json};
 use std::{
     future::Future,
@@ -60,7 +65,6 @@ const IMAGE: &str = "test-guest";
 const CLIENT: &str = "172.29.81.3";
 const NAT: &str = "172.29.81.4";
 const WG_PORT: u16 = 51820;
-const CADDY_ADMIN: &str = "127.0.0.1:2019";
 
 /// One relay of the topology.
 struct RelaySite {
@@ -91,32 +95,6 @@ const RELAYS: [RelaySite; 2] = [
         ports: "24200-24299",
     },
 ];
-
-fn sh(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-fn must(program: &str, args: &[&str]) -> String {
-    sh(program, args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Result<String, String> {
-    let mut all = vec!["netns", "exec", ns];
-    all.extend(args);
-    sh("ip", &all)
-}
 
 /// The namespaces, links and routes of the topology. When dropped, every process left in its
 /// namespaces (a relay's `wireguard-go`, Caddy) is killed and everything is removed.
@@ -169,11 +147,25 @@ impl Topology {
             must(
                 "ip",
                 &[
-                    "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port,
-                    "netns", &this.internet,
+                    "link",
+                    "add",
+                    "eth0",
+                    "netns",
+                    ns,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    port,
+                    "netns",
+                    &this.internet,
                 ],
             );
-            in_ns(&this.internet, &["ip", "link", "set", port, "master", "br0"]).unwrap();
+            in_ns(
+                &this.internet,
+                &["ip", "link", "set", port, "master", "br0"],
+            )
+            .unwrap();
             in_ns(&this.internet, &["ip", "link", "set", port, "up"]).unwrap();
             in_ns(
                 ns,
@@ -192,12 +184,25 @@ impl Topology {
             );
             must(
                 "ip",
-                &["addr", "add", &format!("{}/30", site.host_side), "dev", link],
+                &[
+                    "addr",
+                    "add",
+                    &format!("{}/30", site.host_side),
+                    "dev",
+                    link,
+                ],
             );
             must("ip", &["link", "set", link, "up"]);
             in_ns(
                 ns,
-                &["ip", "addr", "add", &format!("{}/30", site.relay_side), "dev", "ctl"],
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/30", site.relay_side),
+                    "dev",
+                    "ctl",
+                ],
             )
             .unwrap();
             in_ns(ns, &["ip", "link", "set", "ctl", "up"]).unwrap();
@@ -206,28 +211,70 @@ impl Topology {
         must(
             "ip",
             &[
-                "link", "add", &this.host_link, "type", "veth", "peer", "name", "inside",
-                "netns", &this.nat,
+                "link",
+                "add",
+                &this.host_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "inside",
+                "netns",
+                &this.nat,
             ],
         );
-        must("ip", &["addr", "add", "172.29.82.2/30", "dev", &this.host_link]);
+        must(
+            "ip",
+            &["addr", "add", "172.29.82.2/30", "dev", &this.host_link],
+        );
         must("ip", &["link", "set", &this.host_link, "up"]);
-        must("ip", &["route", "add", "172.29.81.0/24", "via", "172.29.82.1"]);
+        must(
+            "ip",
+            &["route", "add", "172.29.81.0/24", "via", "172.29.82.1"],
+        );
         for step in [
             vec!["ip", "addr", "add", "172.29.82.1/30", "dev", "inside"],
             vec!["ip", "link", "set", "inside", "up"],
             vec!["sysctl", "-qw", "net.ipv4.ip_forward=1"],
-            vec!["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j", "MASQUERADE"],
-            vec!["iptables", "-P", "FORWARD", "DROP"],
-            vec!["iptables", "-A", "FORWARD", "-i", "inside", "-o", "eth0", "-j", "ACCEPT"],
             vec![
-                "iptables", "-A", "FORWARD", "-i", "eth0", "-m", "conntrack", "--ctstate",
-                "ESTABLISHED,RELATED", "-j", "ACCEPT",
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "eth0",
+                "-j",
+                "MASQUERADE",
+            ],
+            vec!["iptables", "-P", "FORWARD", "DROP"],
+            vec![
+                "iptables", "-A", "FORWARD", "-i", "inside", "-o", "eth0", "-j", "ACCEPT",
+            ],
+            vec![
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                "eth0",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
             ],
             vec!["iptables", "-P", "INPUT", "DROP"],
             vec![
-                "iptables", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
-                "-j", "ACCEPT",
+                "iptables",
+                "-A",
+                "INPUT",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
             ],
             vec!["iptables", "-A", "INPUT", "-i", "inside", "-j", "ACCEPT"],
         ] {
@@ -247,7 +294,10 @@ impl Topology {
     }
 
     fn remove(&self) {
-        let _ = sh("ip", &["route", "del", "172.29.81.0/24", "via", "172.29.82.1"]);
+        let _ = sh(
+            "ip",
+            &["route", "del", "172.29.81.0/24", "via", "172.29.82.1"],
+        );
         let _ = sh("ip", &["link", "del", &self.host_link]);
         for link in &self.control_links {
             let _ = sh("ip", &["link", "del", link]);
@@ -290,60 +340,6 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         self.remove();
-    }
-}
-
-/// Caddy inside a relay's namespace, its admin API on the namespace's loopback.
-struct NsCaddy {
-    dir: tempfile::TempDir,
-}
-
-impl NsCaddy {
-    fn start(namespace: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("decloud-relay-caddy-")
-            .tempdir()
-            .unwrap();
-        let config = json!({
-            "admin": { "listen": CADDY_ADMIN },
-            "storage": { "module": "file_system", "root": dir.path().join("storage") },
-            "apps": { "pki": { "certificate_authorities": { "local": { "install_trust": false } } } },
-        });
-        let config_path = dir.path().join("caddy.json");
-        std::fs::write(&config_path, config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("caddy.log")).unwrap();
-        // Runs until the namespace's processes are killed (the relay is stopped, or the
-        // topology is removed).
-        Command::new("ip")
-            .args(["netns", "exec", namespace, "caddy", "run", "--config"])
-            .arg(&config_path)
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path().join("data"))
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("relay tests need caddy (scripts/setup installs it)");
-        let caddy = Self { dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while in_ns(
-            namespace,
-            &["curl", "-sf", &format!("http://{CADDY_ADMIN}/config/")],
-        )
-        .is_err()
-        {
-            assert!(Instant::now() < deadline, "caddy did not start: {}", caddy.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        caddy
-    }
-
-    fn root_certificate(&self) -> PathBuf {
-        self.dir.path().join("storage/pki/authorities/local/root.crt")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
     }
 }
 
@@ -563,7 +559,9 @@ async fn reach(
         let banner = topology.client_banner(address, ssh_port);
         let https = topology.client_curl(&["--resolve", &resolve, "--cacert", &ca, &url]);
         let http = topology.client_curl(&[&plain]);
-        let ssh_ok = banner.as_deref().is_ok_and(|b| b.starts_with("SSH-2.0-dropbear"));
+        let ssh_ok = banner
+            .as_deref()
+            .is_ok_and(|b| b.starts_with("SSH-2.0-dropbear"));
         let https_ok = matches!(&https, Ok((200, _)));
         let http_ok = matches!(&http, Ok((200, _)));
         if ssh_ok && https_ok && http_ok {
@@ -581,7 +579,9 @@ async fn reach(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_failover() {
     if let Err(e) = decloud_node_agent::Hypervisor::open("qemu:///system") {
-        panic!("this test needs libvirtd with QEMU (scripts/setup, then `virtlogd -d && libvirtd -d`): {e}");
+        panic!(
+            "this test needs libvirtd with QEMU (scripts/setup, then `virtlogd -d && libvirtd -d`): {e}"
+        );
     }
     let unique = format!("{}", std::process::id() % 100_000);
     let work = tempfile::Builder::new()
@@ -659,13 +659,14 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
              public_address = \"{address}\"\n\
              [relay]\nlisten_port = {WG_PORT}\npublic_address = \"{address}\"\n\
              tunnel_subnet = \"{subnet}\"\nport_range = \"{ports}\"\n\
-             [relay.ingress]\nadmin = \"{CADDY_ADMIN}\"\nlisten = \":443\"\ntls = \"internal\"\n",
+             [relay.ingress]\nadmin = \"{admin}\"\nlisten = \":443\"\ntls = \"internal\"\n",
             data = dir.join("data").display(),
             name = site.name,
             control = site.host_side,
             address = site.address,
             subnet = site.tunnel_subnet,
             ports = site.ports,
+            admin = NsCaddy::ADMIN,
         );
         let path = dir.join("agent.toml");
         std::fs::write(&path, &toml).unwrap();
@@ -676,10 +677,8 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
 
     // Everything registered on-chain: the relays with the relay flag, the node behind CGNAT.
     let registry = NodeRegistry::new(d.contracts.node_registry.address, operator.clone());
-    let mut registrations: Vec<(&Identity, u32)> = relay_ids
-        .iter()
-        .map(|r| (r, 1 | RELAY_FLAG))
-        .collect();
+    let mut registrations: Vec<(&Identity, u32)> =
+        relay_ids.iter().map(|r| (r, 1 | RELAY_FLAG)).collect();
     registrations.push((&node_identity, 2));
     for (identity, flags) in registrations {
         tx::send(
@@ -742,8 +741,8 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
     )
     .unwrap();
     let start_orchestrator = |run: u32| {
-        let log = std::fs::File::create(work.path().join(format!("orchestrator-{run}.log")))
-            .unwrap();
+        let log =
+            std::fs::File::create(work.path().join(format!("orchestrator-{run}.log"))).unwrap();
         Process(
             Command::new(env!("CARGO_BIN_EXE_decloud-orchestrator"))
                 .arg("--config")
@@ -757,10 +756,18 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
     let mut orchestrator = start_orchestrator(1);
     let http = reqwest::Client::new();
     let healthy = || async {
-        wait_for("the orchestrator to answer /api/v1/health", TIMEOUT, || async {
-            let r = http.get(format!("{base}/api/v1/health")).send().await.ok()?;
-            r.status().is_success().then_some(())
-        })
+        wait_for(
+            "the orchestrator to answer /api/v1/health",
+            TIMEOUT,
+            || async {
+                let r = http
+                    .get(format!("{base}/api/v1/health"))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            },
+        )
         .await
     };
     healthy().await;
@@ -873,7 +880,10 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
         ca.exists().then_some(ca)
     })
     .await;
-    reach(&topology, &address, ssh_port, http_port, &name_host, &ca, TIMEOUT).await;
+    reach(
+        &topology, &address, ssh_port, http_port, &name_host, &ca, TIMEOUT,
+    )
+    .await;
 
     // The relay counted the bytes, and the API serves them.
     let counted = wait_for("the relay's byte counts in the API", TIMEOUT, || async {
@@ -902,7 +912,11 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
     let left = FAILOVER_LIMIT.saturating_sub(stopped.elapsed());
     let wait_ca = Instant::now();
     while !ca.exists() {
-        assert!(wait_ca.elapsed() < left, "no certificate: {}", caddies[second].log());
+        assert!(
+            wait_ca.elapsed() < left,
+            "no certificate: {}",
+            caddies[second].log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     reach(
@@ -955,11 +969,15 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
         TIMEOUT,
     )
     .await;
-    wait_for("the relayed bytes to grow after the restart", TIMEOUT, || async {
-        let (_, vm) = get_vm().await;
-        let t = &vm["access"]["relay_traffic"];
-        (t["bytes_out"].as_u64()? > counted["bytes_out"].as_u64()?).then_some(())
-    })
+    wait_for(
+        "the relayed bytes to grow after the restart",
+        TIMEOUT,
+        || async {
+            let (_, vm) = get_vm().await;
+            let t = &vm["access"]["relay_traffic"];
+            (t["bytes_out"].as_u64()? > counted["bytes_out"].as_u64()?).then_some(())
+        },
+    )
     .await;
     let (_, vm) = get_vm().await;
     assert_eq!(
@@ -979,7 +997,10 @@ async fn a_vm_behind_nat_is_reached_through_its_relay_and_through_another_after_
     .await;
     assert_eq!(status, 200, "{node}");
     assert_eq!(node["reachability"]["behind_nat"], true, "{node}");
-    assert_eq!(node["reachability"]["relay"]["relay_node_id"], moved_to, "{node}");
+    assert_eq!(
+        node["reachability"]["relay"]["relay_node_id"], moved_to,
+        "{node}"
+    );
     let (status, relay_node) = call(
         &http,
         reqwest::Method::GET,
