@@ -405,9 +405,13 @@ pub(crate) fn print_readiness(vm: &VmDetail, now: u64) {
 /// How to reach a VM, for `decloud vm show`.
 pub(crate) fn print_access(vm: &VmDetail) {
     let access = &vm.access;
-    match &access.public_address {
-        Some(address) => println!("  address {address}"),
-        None => println!("  address: not reported by the node yet"),
+    match (&access.public_address, &access.relay) {
+        (Some(address), Some(relay)) => println!(
+            "  address {address} (relay {}: the node accepts no inbound connections)",
+            relay.relay_node_id
+        ),
+        (Some(address), None) => println!("  address {address}"),
+        (None, _) => println!("  address: not reported by the node yet"),
     }
     for f in &access.forwards {
         println!("  port {}/{} -> guest {}", f.public, f.protocol, f.guest);
@@ -434,5 +438,11 @@ pub(crate) fn print_access(vm: &VmDetail) {
     }
     if access.has_credentials {
         println!("  password: decloud vm credentials {}", vm.vm.vm_id);
+    }
+    if let Some(t) = &access.relay_traffic {
+        println!(
+            "  relayed traffic {} bytes in, {} bytes out",
+            t.bytes_in, t.bytes_out
+        );
     }
 }

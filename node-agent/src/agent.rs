@@ -21,7 +21,7 @@ use decloud_sdk::agent_protocol::{
     Ack, AckOutcome, Capacity, Command, CommandAction, Heartbeat, IngressRoute, NodeResources,
     PortForward, PortProtocol, ProbeResult, Readiness, ReadinessProbe, VmReport, VmSpec, VmState,
 };
-use decloud_sdk::relay::{RelayAssignment, RelayReport, TunnelBinding, TunnelReport};
+use decloud_sdk::relay::{RelayAssignment, RelayPorts, RelayReport, TunnelBinding, TunnelReport};
 use decloud_sdk::storage::StorageReport;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -1411,6 +1411,13 @@ impl Agent {
             tunnel_address: relay.address(),
             nodes: relay.nodes().iter().map(|n| n.node_id).collect(),
             traffic,
+            // Validated when the relay started: the orchestrator gives tunnel addresses and
+            // relay ports from these.
+            tunnel_prefix: relay.config().subnet().ok().map(|s| s.prefix),
+            ports: relay.config().ports().ok().map(|r| RelayPorts {
+                first: r.first,
+                last: r.last,
+            }),
         }))
     }
 

@@ -17,13 +17,12 @@ mod common;
 
 use std::{
     net::Ipv4Addr,
-    process::Command,
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use alloy::signers::local::PrivateKeySigner;
-use common::*;
+use common::{netns::*, *};
 use decloud_node_agent::{
     Agent, Config, ConfigLayer, Identity, RelayConfig, TunnelKeys, WgInterface,
     test_guest::HTTP_PORT,
@@ -45,32 +44,6 @@ const NAT_ADDRESS: &str = "172.31.71.4";
 const TUNNEL_SUBNET: &str = "10.97.71.0/24";
 const RELAY_PORT: u16 = 24000;
 const WG_PORT: u16 = 51820;
-
-fn sh(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
-
-fn must(program: &str, args: &[&str]) -> String {
-    sh(program, args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn in_ns(ns: &str, args: &[&str]) -> Result<String, String> {
-    let mut all = vec!["netns", "exec", ns];
-    all.extend(args);
-    sh("ip", &all)
-}
 
 /// The namespaces, links and routes of the topology; all removed when dropped.
 struct Topology {
@@ -312,74 +285,6 @@ impl Drop for NsThread {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-/// Caddy inside a namespace, its admin API on the namespace's loopback; killed when dropped.
-struct NsCaddy {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-}
-
-impl NsCaddy {
-    const ADMIN: &'static str = "127.0.0.1:2019";
-
-    fn start(namespace: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("decloud-relay-caddy-")
-            .tempdir()
-            .unwrap();
-        let config = serde_json::json!({
-            "admin": { "listen": Self::ADMIN },
-            "storage": { "module": "file_system", "root": dir.path().join("storage") },
-            "apps": { "pki": { "certificate_authorities": { "local": { "install_trust": false } } } },
-        });
-        let config_path = dir.path().join("caddy.json");
-        std::fs::write(&config_path, config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("caddy.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", namespace, "caddy", "run", "--config"])
-            .arg(&config_path)
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path().join("data"))
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("relay tests need caddy (scripts/setup installs it)");
-        let caddy = Self { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while in_ns(
-            namespace,
-            &["curl", "-sf", &format!("http://{}/config/", Self::ADMIN)],
-        )
-        .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "caddy did not start: {}",
-                caddy.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        caddy
-    }
-
-    fn root_certificate(&self) -> std::path::PathBuf {
-        self.dir
-            .path()
-            .join("storage/pki/authorities/local/root.crt")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for NsCaddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -71,6 +71,19 @@ struct LiveSession {
     replaced: Arc<Notify>,
     /// The session's latest heartbeat; `None` until its first.
     report: Option<NodeReport>,
+    /// The relay and tunnel parts of the session's latest heartbeat; `None` until its first.
+    links: Option<LinkReport>,
+}
+
+/// What a node said about relays in a heartbeat: its relay role's report and its tunnel's.
+#[derive(Clone, Debug)]
+pub struct LinkReport {
+    /// The relay role's report (a relay's heartbeat).
+    pub relay: Option<decloud_sdk::relay::RelayReport>,
+    /// The tunnel's report (a node behind NAT, or relayed now).
+    pub tunnel: Option<decloud_sdk::relay::TunnelReport>,
+    /// When the heartbeat arrived, unix seconds (server clock).
+    pub received_at: i64,
 }
 
 /// What a node said it runs in a heartbeat.
@@ -179,6 +192,7 @@ impl AgentHub {
                 id,
                 replaced: replaced.clone(),
                 report: None,
+                links: None,
             },
         );
         if let Some(previous) = previous {
@@ -231,6 +245,28 @@ impl AgentHub {
         sessions.dirty.insert(ticket.node_id);
         drop(sessions);
         self.inner.reported.notify_one();
+    }
+
+    /// Records the relay and tunnel reports of a node's heartbeat (ignored from a replaced
+    /// session).
+    pub fn record_links(&self, ticket: &SessionTicket, links: LinkReport) {
+        let mut sessions = self.sessions();
+        if let Some(live) = sessions
+            .live
+            .get_mut(&ticket.node_id)
+            .filter(|s| s.id == ticket.id)
+        {
+            live.links = Some(links);
+        }
+    }
+
+    /// The relay and tunnel reports of every node with a live session that reported them.
+    pub fn links(&self) -> HashMap<NodeId, LinkReport> {
+        self.sessions()
+            .live
+            .iter()
+            .filter_map(|(n, s)| s.links.clone().map(|l| (*n, l)))
+            .collect()
     }
 
     /// What a node's agent runs, as its latest heartbeat in its live session said: `None` while

@@ -147,6 +147,7 @@ async fn apply(
                             disk_gib: e.capabilities.diskGiB.into(),
                             gpus: e.capabilities.gpus.into(),
                             bandwidth_mbps: e.capabilities.bandwidthMbps.into(),
+                            flags: e.capabilities.flags,
                         },
                     };
                     chain::node_registered(conn, &node, block_time).await?;
@@ -166,6 +167,7 @@ async fn apply(
                             disk_gib: e.capabilities.diskGiB.into(),
                             gpus: e.capabilities.gpus.into(),
                             bandwidth_mbps: e.capabilities.bandwidthMbps.into(),
+                            flags: e.capabilities.flags,
                         },
                     };
                     chain::node_updated(conn, &node, block_time).await?;

@@ -53,6 +53,25 @@ pub struct Config {
     /// key as their deals' repairer and register their repair secrets with it. Needs `[chain]`
     /// with `storage_market`; without it nothing is repaired.
     pub repair: Option<RepairConfig>,
+    /// Relays for nodes that accept no inbound connections (`[relays]`).
+    pub relays: RelaysConfig,
+}
+
+/// How the orchestrator uses relays (`[relays]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaysConfig {
+    /// Seconds a relay may be without a live session (or without heartbeats) before its nodes
+    /// are moved to another relay. A relay's agent reconnects within a few seconds after a
+    /// blip, so this is short; together with the nodes' tunnel setup it keeps a relayed VM's
+    /// outage well under a minute.
+    pub failover_secs: u64,
+}
+
+impl Default for RelaysConfig {
+    fn default() -> Self {
+        Self { failover_secs: 20 }
+    }
 }
 
 /// The orchestrator's repair key (`[repair]`). The key comes from `DECLOUD_REPAIR_PRIVATE_KEY`
@@ -307,6 +326,7 @@ impl Default for Config {
             web: None,
             ingress: None,
             repair: None,
+            relays: RelaysConfig::default(),
         }
     }
 }
@@ -480,6 +500,11 @@ impl Config {
                         .into(),
                 ));
             }
+        }
+        if self.relays.failover_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "relays.failover_secs must be positive".into(),
+            ));
         }
         if self.repair.is_some()
             && self

@@ -55,12 +55,12 @@ pub enum Target {
     Host(Name),
 }
 
-/// The one decision of which address a VM's name resolves to: the public address its node's
-/// agent reported (an IP, or a DNS name the name then aliases). `None` when the node reported
-/// none or something that is neither. A relayed node's VMs will resolve to the relay's address:
-/// that choice belongs here.
-pub fn name_target(node_address: Option<&str>) -> Option<Target> {
-    let address = node_address?.trim();
+/// The one decision of which address a VM's name resolves to: its node's relay's public address
+/// when the node is relayed (the relay's Caddy serves the name), else the public address the
+/// node's agent reported (an IP, or a DNS name the name then aliases). `None` when there is none
+/// or it is neither.
+pub fn name_target(node_address: Option<&str>, relay_address: Option<&str>) -> Option<Target> {
+    let address = relay_address.or(node_address)?.trim();
     // A bracketed IPv6 literal is how URLs write it; the address is the same.
     let bare = address
         .strip_prefix('[')
@@ -214,7 +214,7 @@ async fn lookup(
     let Some(holder) = store.ingress_holder(label).await? else {
         return Ok(Found::NoName);
     };
-    let rdata = match name_target(holder.node_address.as_deref()) {
+    let rdata = match name_target(holder.node_address.as_deref(), holder.relay_address.as_deref()) {
         Some(Target::V4(ip)) if matches!(wanted, RecordType::A | RecordType::ANY) => {
             Some(RData::A(A(ip)))
         }
@@ -470,26 +470,40 @@ mod tests {
     #[test]
     fn a_name_resolves_to_its_nodes_reported_address() {
         assert_eq!(
-            name_target(Some("203.0.113.7")),
+            name_target(Some("203.0.113.7"), None),
             Some(Target::V4("203.0.113.7".parse().unwrap()))
         );
         assert_eq!(
-            name_target(Some("2001:db8::7")),
+            name_target(Some("2001:db8::7"), None),
             Some(Target::V6("2001:db8::7".parse().unwrap()))
         );
         assert_eq!(
-            name_target(Some("[2001:db8::7]")),
+            name_target(Some("[2001:db8::7]"), None),
             Some(Target::V6("2001:db8::7".parse().unwrap()))
         );
         assert_eq!(
-            name_target(Some("node7.example.net")),
+            name_target(Some("node7.example.net"), None),
             Some(Target::Host(
                 Name::from_ascii("node7.example.net.").unwrap()
             ))
         );
         for nothing in [None, Some(""), Some("localhost"), Some("not a name")] {
-            assert_eq!(name_target(nothing), None, "{nothing:?}");
+            assert_eq!(name_target(nothing, None), None, "{nothing:?}");
         }
+    }
+
+    #[test]
+    fn a_relayed_nodes_names_resolve_to_its_relay() {
+        assert_eq!(
+            name_target(Some("10.0.0.7"), Some("198.51.100.2")),
+            Some(Target::V4("198.51.100.2".parse().unwrap()))
+        );
+        assert_eq!(
+            name_target(None, Some("relay.example.net")),
+            Some(Target::Host(
+                Name::from_ascii("relay.example.net.").unwrap()
+            ))
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod money;
 pub mod profiles;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod relay;
 pub mod repair;
 pub mod reputation;
 pub mod reviews;
@@ -235,6 +236,29 @@ pub async fn start_with_keys(
                     Err(e) => {
                         tracing::warn!(target: "orchestrator::auth", error = %e, "pruning sign-in state failed")
                     }
+                }
+            }
+        });
+    }
+    // Relays: assignments, publications and failover follow the heartbeats.
+    {
+        let state = state.clone();
+        let memory = relay::RelayMemory::default();
+        tasks.every("relays", Duration::from_secs(2), move || {
+            let (state, memory) = (state.clone(), memory.clone());
+            async move {
+                let config = state.config();
+                if let Err(e) = relay::pass(
+                    state.store(),
+                    state.agents(),
+                    config.ingress.as_ref(),
+                    &config.relays,
+                    &memory,
+                    clock::now(),
+                )
+                .await
+                {
+                    tracing::warn!(target: "orchestrator::relay", error = %e, "relay pass failed; retrying on the next");
                 }
             }
         });

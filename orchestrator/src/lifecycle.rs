@@ -350,7 +350,8 @@ type GuestSetup = (String, Vec<PortSpec>, Vec<ProbeSpec>, Vec<u16>);
 /// before the next lease).
 ///
 /// With `name_http` the template's HTTP ports are returned to be named ([`crate::ingress`])
-/// instead of forwarded directly (a tenant who asks for one in their profile still gets it).
+/// instead of forwarded directly (a tenant who asks for one in their profile still gets it), except
+/// on a relayed node, where the relay reaches the names through the node's forwards.
 async fn guest_setup(
     store: &Store,
     vm: &VmRecord,
@@ -358,6 +359,9 @@ async fn guest_setup(
     name_http: bool,
 ) -> Result<Result<GuestSetup, String>, LifecycleError> {
     let profile = store.profile(&vm.tenant).await?;
+    // A relayed node takes no inbound connections: its relay's Caddy reaches a named HTTP port
+    // through the tunnel and the node's forward of it, so there the port keeps its forward.
+    let relayed = store.relay_assignment(vm.node_id).await?.is_some();
     let bundle = match store.lease_template(vm.lease_id).await? {
         // A lease without a template runs the draft its tenant armed for it, if any: a tenant
         // can only arm their own drafts.
@@ -416,7 +420,7 @@ async fn guest_setup(
                 };
                 (
                     rendered.into_string(),
-                    template_ports(bundle, &http),
+                    template_ports(bundle, if relayed { &[] } else { &http }),
                     template_readiness(bundle),
                     http,
                 )

@@ -638,6 +638,38 @@ pub struct OperatorNode {
     pub node: NodeListing,
     /// VMs placed on it, newest first.
     pub vms: Vec<VmRecord>,
+    /// How the node is reached and what it relays.
+    #[serde(default)]
+    pub reachability: NodeReachability,
+}
+
+/// Whether a node accepts inbound connections, the relay it goes through if not, and the bytes
+/// it carried as a relay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeReachability {
+    /// The node's live heartbeats say it accepts no inbound connections (it reports a tunnel).
+    pub behind_nat: bool,
+    /// The relay the orchestrator assigned the node to.
+    #[serde(default)]
+    pub relay: Option<RelayEndpoint>,
+    /// The node's address inside its relay's tunnel.
+    #[serde(default)]
+    pub tunnel_address: Option<String>,
+    /// Bytes the node carried as a relay, per VM of the nodes it relays (cumulative).
+    #[serde(default)]
+    pub relayed: Vec<RelayedVmTraffic>,
+}
+
+/// Bytes a relay carried for one VM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RelayedVmTraffic {
+    /// The VM.
+    pub vm_id: String,
+    /// Its bytes.
+    #[serde(flatten)]
+    pub traffic: RelayTraffic,
 }
 
 /// The key that signs attestations and its EIP-712 domain.
@@ -864,6 +896,37 @@ pub struct VmAccess {
     /// `false`: the VM's HTTP ports get no names; they are forwarded directly (`forwards`).
     #[serde(default)]
     pub node_ingress: Option<bool>,
+    /// The relay the VM is reached through, when its node accepts no inbound connections: then
+    /// `public_address` is the relay's, `forwards` name the relay's ports, and the `urls`' names
+    /// are served by the relay (their DNS records point at `public_address`).
+    #[serde(default)]
+    pub relay: Option<RelayEndpoint>,
+    /// Bytes relays carried for the VM, summed over every relay that ever carried it.
+    #[serde(default)]
+    pub relay_traffic: Option<RelayTraffic>,
+}
+
+/// The relay a VM of a node behind NAT is reached through.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RelayEndpoint {
+    /// Node id of the relay.
+    pub relay_node_id: String,
+    /// The relay's public address (IP or DNS name).
+    pub address: String,
+    /// Ports of the relay's own address, one per forwarded guest port that is published.
+    #[serde(default)]
+    pub forwards: Vec<crate::agent_protocol::PortForward>,
+}
+
+/// Bytes carried by relays for one VM (cumulative; counters that restart are continued).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RelayTraffic {
+    /// Bytes from clients towards the VM.
+    pub bytes_in: u64,
+    /// Bytes from the VM towards clients.
+    pub bytes_out: u64,
 }
 
 /// One HTTP port of a VM served at `https://<name>.<ingress domain>`.

@@ -247,6 +247,22 @@ pub struct RelayReport {
     pub nodes: Vec<B256>,
     /// Bytes carried per VM of those nodes.
     pub traffic: Vec<VmTraffic>,
+    /// Prefix length of the relay's tunnel subnet (the subnet of `tunnel_address`), from which
+    /// the orchestrator gives relayed nodes their tunnel addresses.
+    #[serde(default)]
+    pub tunnel_prefix: Option<u8>,
+    /// Public ports the relay gives relayed nodes' forwards.
+    #[serde(default)]
+    pub ports: Option<RelayPorts>,
+}
+
+/// A relay's range of public ports for relayed forwards, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayPorts {
+    /// First port.
+    pub first: u16,
+    /// Last port.
+    pub last: u16,
 }
 
 /// What a node that is, or may be, relayed reports in its heartbeats.

@@ -184,6 +184,11 @@ impl Relay {
         format!("{}:{}", self.config.public_address, self.config.listen_port)
     }
 
+    /// The relay's settings.
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
     /// The relay's address in the tunnel.
     pub fn address(&self) -> Ipv4Addr {
         self.address

@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod caddy;
+pub mod netns;
 pub mod peer;
 
 use std::{

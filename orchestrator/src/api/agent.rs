@@ -284,6 +284,20 @@ async fn on_heartbeat(
         .await
         .map_err(|e| e.to_string())?;
     hub.metrics().record_heartbeat(arrived.elapsed());
+    if let Some(relay) = &hb.relay {
+        hub.store()
+            .record_relay_traffic(node_id, &relay.traffic, now())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    hub.record_links(
+        ticket,
+        crate::agent::LinkReport {
+            relay: hb.relay.clone(),
+            tunnel: hb.tunnel.clone(),
+            received_at: now(),
+        },
+    );
     hub.record_report(ticket, hb.vms.clone(), now());
     if missed > 0 {
         tracing::info!(target: "orchestrator::agent", %node_id, missed, "heartbeat after a gap");

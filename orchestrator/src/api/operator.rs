@@ -3,7 +3,10 @@
 use super::{ApiError, ApiPath, AppState, ErrorBody, Session, marketplace::node_listing};
 use crate::{clock::now, marketplace::NodeListing};
 use axum::{Json, extract::State};
-use decloud_sdk::{NodeId, api::OperatorNode};
+use decloud_sdk::{
+    NodeId,
+    api::{NodeReachability, OperatorNode, RelayEndpoint, RelayedVmTraffic},
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// The nodes the caller operates, with reputation and capacity.
@@ -41,7 +44,32 @@ async fn my_node(
         return Err(ApiError::forbidden("node"));
     }
     let vms = state.inner.store.vms_on_node(node_id).await?;
-    Ok(Json(OperatorNode { node, vms }))
+    let store = &state.inner.store;
+    let assignment = store.relay_assignment(node_id).await?;
+    let reachability = NodeReachability {
+        behind_nat: state
+            .agents()
+            .links()
+            .get(&node_id)
+            .is_some_and(|l| l.tunnel.is_some()),
+        tunnel_address: assignment.as_ref().map(|a| a.tunnel_address.to_string()),
+        relay: assignment.map(|a| RelayEndpoint {
+            relay_node_id: a.relay_node_id.to_string(),
+            address: a.relay_address,
+            forwards: Vec::new(),
+        }),
+        relayed: store
+            .relay_traffic_of(node_id)
+            .await?
+            .into_iter()
+            .map(|(vm_id, traffic)| RelayedVmTraffic { vm_id, traffic })
+            .collect(),
+    };
+    Ok(Json(OperatorNode {
+        node,
+        vms,
+        reachability,
+    }))
 }
 
 /// The operator routes.

@@ -76,6 +76,15 @@ async fn my_vm(
 
 pub(super) async fn detail(state: &AppState, vm: VmRecord) -> Result<VmDetail, ApiError> {
     let mut access = state.inner.store.vm_access(vm.vm_id, vm.node_id).await?;
+    // A VM of a relayed node is reached at its relay's address and ports.
+    if let Some(relay) =
+        crate::relay::endpoint(&state.inner.store, vm.node_id, vm.vm_id, &access.forwards).await?
+    {
+        access.public_address = Some(relay.address.clone());
+        access.forwards = relay.forwards.clone();
+        access.relay = Some(relay);
+    }
+    access.relay_traffic = state.inner.store.vm_relay_traffic(vm.vm_id).await?;
     access.ssh_command = access::ssh_command(&access);
     access.urls = crate::ingress::urls(
         &state.inner.store,

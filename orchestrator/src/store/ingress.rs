@@ -28,6 +28,8 @@ pub struct NameHolder {
     pub node_id: NodeId,
     /// The node's public address (IP or DNS name) as its agent last reported it.
     pub node_address: Option<String>,
+    /// The public address of the node's relay, when the node is relayed.
+    pub relay_address: Option<String>,
 }
 
 /// A command for the VM's node, made from the VM's names after a change: (command id, node,
@@ -184,13 +186,15 @@ impl Store {
         Ok(IngressChange::Done(names))
     }
 
-    /// The VM holding `name`, its node and that node's reported public address; `None` when no
+    /// The VM holding `name`, its node, that node's reported public address and its relay's;
+    /// `None` when no
     /// VM that is not terminated holds it.
     pub async fn ingress_holder(&self, name: &str) -> Result<Option<NameHolder>, StoreError> {
         let row = sqlx::query(
-            "SELECT v.vm_id, v.node_id, a.public_address FROM vm_ingress i \
+            "SELECT v.vm_id, v.node_id, a.public_address, r.relay_address FROM vm_ingress i \
              JOIN vms v ON v.vm_id = i.vm_id \
              LEFT JOIN node_addresses a ON a.node_id = v.node_id \
+             LEFT JOIN relay_assignments r ON r.node_id = v.node_id \
              WHERE i.name = $1 AND v.state <> $2",
         )
         .bind(name.to_string())
@@ -202,6 +206,7 @@ impl Store {
                 vm_id: super::named(&r, "vm_id")?,
                 node_id: super::named(&r, "node_id")?,
                 node_address: r.try_get("public_address")?,
+                relay_address: r.try_get("relay_address")?,
             })
         })
         .transpose()

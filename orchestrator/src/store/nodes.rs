@@ -158,6 +158,8 @@ pub struct NodeCapabilities {
     pub gpus: u64,
     /// Uplink, Mbit/s.
     pub bandwidth_mbps: u64,
+    /// Capability flags (`decloud_sdk::relay::RELAY_FLAG` among them).
+    pub flags: u32,
 }
 
 /// A node's registration (or update) as NodeRegistry emitted it.
@@ -190,8 +192,8 @@ pub async fn node_registered(
     sqlx::query(
         "INSERT INTO nodes (node_id, operator, node_key, status, region, endpoint, metadata_cid, tags, \
          vcpus, memory_gib, disk_gib, gpus, bandwidth_mbps, compute_points, price_cpu, price_memory, \
-         price_storage, price_gpu, registered_at, updated_at) \
-         VALUES ($1, $2, $3, 'active', $4, $5, $6, '', $7, $8, $9, $10, $11, 0, 0, 0, 0, 0, $12, $12) \
+         price_storage, price_gpu, registered_at, updated_at, flags) \
+         VALUES ($1, $2, $3, 'active', $4, $5, $6, '', $7, $8, $9, $10, $11, 0, 0, 0, 0, 0, $12, $12, $13) \
          ON CONFLICT (node_id) DO NOTHING",
     )
     .bind(node.node_id.to_string())
@@ -206,6 +208,7 @@ pub async fn node_registered(
     .bind(i(caps.gpus))
     .bind(i(caps.bandwidth_mbps))
     .bind(block_time)
+    .bind(i64::from(caps.flags))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -221,8 +224,8 @@ pub async fn node_updated(
     let caps = &node.capabilities;
     sqlx::query(
         "UPDATE nodes SET node_key = $2, region = $3, endpoint = $4, metadata_cid = $5, vcpus = $6, \
-         memory_gib = $7, disk_gib = $8, gpus = $9, bandwidth_mbps = $10, updated_at = $11 \
-         WHERE node_id = $1",
+         memory_gib = $7, disk_gib = $8, gpus = $9, bandwidth_mbps = $10, updated_at = $11, \
+         flags = $12 WHERE node_id = $1",
     )
     .bind(node.node_id.to_string())
     .bind(node.node_key.clone())
@@ -235,6 +238,7 @@ pub async fn node_updated(
     .bind(i(caps.gpus))
     .bind(i(caps.bandwidth_mbps))
     .bind(block_time)
+    .bind(i64::from(caps.flags))
     .execute(&mut *conn)
     .await?;
     Ok(())
