@@ -13,7 +13,8 @@
 //   `console` (the console relay), `repair` (rebuilding a lost storage replica);
 // - storage: `store`, every SQL statement of the crate;
 // - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `profiles`,
-//   `reviews`, `marketplace`, `lifecycle`, `reconcile`, `sla`, `chain`;
+//   `reviews`, `marketplace`, `lifecycle`, `reconcile`, `sla`, `chain`, `placement` (where
+//   storage replicas go), `repair_watch` (repairing failing replicas on its own);
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
 pub mod access;
@@ -33,10 +34,12 @@ pub mod lifecycle;
 pub mod marketplace;
 pub mod metrics;
 pub mod money;
+pub mod placement;
 pub mod profiles;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod repair;
+pub mod repair_watch;
 pub mod reputation;
 pub mod reviews;
 pub mod scheduler;
@@ -211,6 +214,32 @@ pub async fn start_with_keys(
                 }
             }
         });
+    }
+    // The repair watcher: failing replicas of the deals registered here are rebuilt elsewhere.
+    if let (Some(desk), Some(r)) = (state.repair().cloned(), state.config().repair.clone()) {
+        let watcher = std::sync::Arc::new(repair_watch::RepairWatcher::new(
+            desk,
+            store.clone(),
+            (&r).into(),
+        ));
+        tasks.every(
+            "storage repair",
+            Duration::from_secs(r.watch_interval_secs),
+            move || {
+                let watcher = watcher.clone();
+                async move {
+                    match watcher.pass(clock::now()).await {
+                        Ok(s) if s != Default::default() => {
+                            tracing::info!(target: "orchestrator::repair", opened = s.opened, repaired = s.repaired, failed = s.failed, "repair pass")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(target: "orchestrator::repair", error = %e, "repair pass failed; retrying")
+                        }
+                    }
+                }
+            },
+        );
     }
     if let Some((anchorer, a)) = anchorer {
         let store = store.clone();
