@@ -8,7 +8,8 @@
 //! waits until the market allows the repairer to move the replica (its node no longer Active, or
 //! both last closed epochs missed), picks the new node with the placement rules (never a node
 //! holding a replica of the deal), records it, then runs [`Repairer::rebuild`] from a healthy
-//! replica. A failed attempt is kept with its error and tried again after a wait that doubles up
+//! replica. A node a replica of the deal failed on before is never chosen again for that deal.
+//! A failed attempt is kept with its error and tried again after a wait that doubles up
 //! to `retry_max_secs`. A crash at any point leaves the job open with its new node recorded:
 //! the next pass resumes (a replica already moved is not moved again, an upload resumes).
 
@@ -228,8 +229,10 @@ impl RepairWatcher {
         {
             return Ok(Some(format!("node {node} is {status} on-chain")));
         }
+        // The epoch a replica arrived on its node does not count against the node (the data may
+        // have arrived late in it); every closed epoch after it does.
         let since = self.since(deal, replica).await?;
-        if current > since && !self.proven(deal, replica, current - 1).await? {
+        if current >= since.saturating_add(2) && !self.proven(deal, replica, current - 1).await? {
             return Ok(Some(format!(
                 "node {node} did not prove epoch {} of the replica",
                 current - 1
@@ -322,7 +325,16 @@ impl RepairWatcher {
             value: job.from_node.clone(),
         })?;
         let recorded_target: Option<NodeId> = job.to_node.as_deref().and_then(|t| t.parse().ok());
-        let deal_nodes: Vec<NodeId> = view.replicas.iter().map(|(n, _)| *n).collect();
+        // Never a node holding a replica of the deal, nor one a replica of the deal already
+        // failed on (its disk or its operator let the deal down once).
+        let mut deal_nodes: Vec<NodeId> = view.replicas.iter().map(|(n, _)| *n).collect();
+        for earlier in self.store.repair_jobs_of_deal(deal).await? {
+            if let Ok(node) = earlier.from_node.parse::<NodeId>()
+                && !deal_nodes.contains(&node)
+            {
+                deal_nodes.push(node);
+            }
+        }
         let target = if on_chain == from {
             if !self.move_allowed(deal, replica, from, current).await? {
                 if self

@@ -668,9 +668,10 @@ async fn flipped_chunk_is_repaired_to_the_spare_node(size: usize) {
     );
 
     // The spare node proves the replica from then on, with its own key.
+    net.proven_by_their_nodes(deal, &[1, 2], 5).await;
     let spare_payee = net.nodes[net.node_index(spare)].operator;
-    net.enter_epoch(deal, 7).await;
-    net.proven_by_their_nodes(deal, &[0, 1, 2], 7).await;
+    net.enter_epoch(deal, 6).await;
+    net.proven_by_their_nodes(deal, &[0, 1, 2], 6).await;
     let replicas = net
         .market()
         .getReplicas(U256::from(deal))
@@ -732,8 +733,11 @@ async fn killed_node_is_repaired_to_the_spare_node(size: usize) {
         earned,
         "a missed epoch earned nothing"
     );
-    net.enter_epoch(deal, 7).await;
-    net.proven_by_their_nodes(deal, &[0, 1, 2], 7).await;
+    net.proven_by_their_nodes(deal, &[0, 2], 5).await;
+    net.enter_epoch(deal, 6).await;
+    net.proven_by_their_nodes(deal, &[0, 1, 2], 6).await;
+    let spare_payee = net.nodes[net.node_index(spare)].operator;
+    assert!(net.earnings(spare_payee).await > U256::ZERO);
 
     assert!(
         net.get("killed.bin").await == data,
