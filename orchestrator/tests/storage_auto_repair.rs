@@ -207,6 +207,42 @@ impl Network {
                 == 200
         })
         .await;
+        // Bad questions are refused clearly; more replicas than nodes is a conflict that says why.
+        for bad in [
+            "replicas=0&bytes=1",
+            "replicas=2&bytes=x",
+            "replicas=2&bytes=1&exclude=0x12",
+        ] {
+            let (status, body) = net
+                .get_json(&format!("/storage/placement?{bad}"), None)
+                .await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (400, Some("invalid_query")),
+                "{bad}: {body}"
+            );
+        }
+        let (status, body) = net
+            .get_json("/storage/placement?replicas=5&bytes=1", None)
+            .await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "not_enough_storage_nodes");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("4 can take one"), "{message}");
+        let (status, body) = net
+            .get_json(
+                &format!("/storage/placement?replicas=2&bytes={}", quota + 1),
+                None,
+            )
+            .await;
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("4 too little free space"),
+            "{body}"
+        );
         net
     }
 
