@@ -78,12 +78,63 @@ impl Default for RelaysConfig {
 /// (hex) or from `key_file` (a file holding the hex key, mode 0600): never from this file itself
 /// or a flag. It signs the repairer's chunk requests and `replaceReplica` transactions, so its
 /// account needs gas, and it seals the registered repair secrets at rest.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepairConfig {
     /// File holding the repair key in hex (else `DECLOUD_REPAIR_PRIVATE_KEY`).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// How often the repair watcher looks at the deals it repairs, seconds.
+    #[serde(default = "default_repair_watch_secs")]
+    pub watch_interval_secs: u64,
+    /// A replica whose node sent no heartbeat for this long gets a repair job (the market still
+    /// lets the repairer move it only once its node is no longer Active or missed the last two
+    /// closed epochs), seconds.
+    #[serde(default = "default_repair_offline_secs")]
+    pub offline_after_secs: u64,
+    /// Wait after a repair job's first failed attempt; it doubles with each failure, seconds.
+    #[serde(default = "default_repair_retry_secs")]
+    pub retry_base_secs: u64,
+    /// The longest wait between two attempts of a failing repair job, seconds.
+    #[serde(default = "default_repair_retry_max_secs")]
+    pub retry_max_secs: u64,
+}
+
+impl RepairConfig {
+    /// Defaults, reading the key from `key_file` when given.
+    pub fn with_key_file(key_file: Option<PathBuf>) -> Self {
+        Self {
+            key_file,
+            watch_interval_secs: default_repair_watch_secs(),
+            offline_after_secs: default_repair_offline_secs(),
+            retry_base_secs: default_repair_retry_secs(),
+            retry_max_secs: default_repair_retry_max_secs(),
+        }
+    }
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self::with_key_file(None)
+    }
+}
+
+fn default_repair_watch_secs() -> u64 {
+    30
+}
+
+fn default_repair_offline_secs() -> u64 {
+    // Two missed epochs of a production deal are needed anyway; half an hour of silence is
+    // enough to prepare the move without chasing short restarts.
+    1800
+}
+
+fn default_repair_retry_secs() -> u64 {
+    30
+}
+
+fn default_repair_retry_max_secs() -> u64 {
+    3600
 }
 
 /// The domain VMs' HTTP ports are named under (`[ingress]`). Each node serves the names of its
@@ -517,6 +568,18 @@ impl Config {
                     .into(),
             ));
         }
+        if let Some(r) = &self.repair
+            && (r.watch_interval_secs == 0
+                || r.offline_after_secs == 0
+                || r.retry_base_secs == 0
+                || r.retry_max_secs < r.retry_base_secs)
+        {
+            return Err(ConfigError::Invalid(
+                "[repair] watch_interval_secs, offline_after_secs and retry_base_secs must be \
+                 positive, and retry_max_secs at least retry_base_secs"
+                    .into(),
+            ));
+        }
         if let Some(ingress) = &self.ingress {
             decloud_sdk::api::check_ingress_domain(&ingress.domain)
                 .map_err(|e| ConfigError::Invalid(format!("ingress.domain: {e}")))?;
@@ -754,6 +817,39 @@ mod tests {
         .unwrap();
         let repair = Config::resolve(&args, |_| None).unwrap().repair.unwrap();
         assert_eq!(repair.key_file, Some(PathBuf::from("/etc/r.key")));
+        assert_eq!(
+            (repair.watch_interval_secs, repair.offline_after_secs),
+            (30, 1800)
+        );
+        std::fs::write(
+            &path,
+            format!(
+                "{}[repair]\nwatch_interval_secs = 5\noffline_after_secs = 60\n\
+                 retry_base_secs = 2\nretry_max_secs = 10\n",
+                chain(&market)
+            ),
+        )
+        .unwrap();
+        let repair = Config::resolve(&args, |_| None).unwrap().repair.unwrap();
+        assert_eq!(
+            (
+                repair.watch_interval_secs,
+                repair.offline_after_secs,
+                repair.retry_base_secs,
+                repair.retry_max_secs
+            ),
+            (5, 60, 2, 10)
+        );
+        std::fs::write(
+            &path,
+            format!(
+                "{}[repair]\nretry_base_secs = 20\nretry_max_secs = 10\n",
+                chain(&market)
+            ),
+        )
+        .unwrap();
+        let e = Config::resolve(&args, |_| None).unwrap_err();
+        assert!(e.to_string().contains("retry_max_secs"), "{e}");
         std::fs::write(&path, format!("{}[repair]\n", chain(""))).unwrap();
         let e = Config::resolve(&args, |_| None).unwrap_err();
         assert!(e.to_string().contains("storage_market"), "{e}");

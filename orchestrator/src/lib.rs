@@ -14,7 +14,8 @@
 // - storage: `store`, every SQL statement of the crate;
 // - services: `agent` (the hub), `auth`, `attestation`, `catalog`, `bundles`, `profiles`,
 //   `reviews`, `marketplace`, `lifecycle`, `reconcile`, `sla`, `chain`, `dns` (the ingress
-//   domain's authoritative DNS server);
+//   domain's authoritative DNS server), `relay` (relay assignment and failover), `placement`
+//   (where storage replicas go), `repair_watch` (repairing failing replicas on its own);
 // - HTTP and WebSocket: `api`;
 // - wiring: this file and `dev`.
 pub mod access;
@@ -35,11 +36,13 @@ pub mod lifecycle;
 pub mod marketplace;
 pub mod metrics;
 pub mod money;
+pub mod placement;
 pub mod profiles;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod relay;
 pub mod repair;
+pub mod repair_watch;
 pub mod reputation;
 pub mod reviews;
 pub mod scheduler;
@@ -262,6 +265,32 @@ pub async fn start_with_keys(
                 }
             }
         });
+    }
+    // The repair watcher: failing replicas of the deals registered here are rebuilt elsewhere.
+    if let (Some(desk), Some(r)) = (state.repair().cloned(), state.config().repair.clone()) {
+        let watcher = std::sync::Arc::new(repair_watch::RepairWatcher::new(
+            desk,
+            store.clone(),
+            (&r).into(),
+        ));
+        tasks.every(
+            "storage repair",
+            Duration::from_secs(r.watch_interval_secs),
+            move || {
+                let watcher = watcher.clone();
+                async move {
+                    match watcher.pass(clock::now()).await {
+                        Ok(s) if s != Default::default() => {
+                            tracing::info!(target: "orchestrator::repair", opened = s.opened, repaired = s.repaired, failed = s.failed, "repair pass")
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(target: "orchestrator::repair", error = %e, "repair pass failed; retrying")
+                        }
+                    }
+                }
+            },
+        );
     }
     if let Some((anchorer, a)) = anchorer {
         let store = store.clone();

@@ -9,6 +9,8 @@ pub use decloud_sdk::api::{NodeListing, NodeSearch, SortBy};
 
 /// Uptime a node needs to be featured, basis points (strictly above).
 pub const FEATURED_MIN_UPTIME_BPS: u32 = 9_500;
+/// Storage proof rate a storage node needs to be featured, basis points (at least).
+pub const FEATURED_MIN_STORAGE_PROOF_BPS: u32 = 9_500;
 /// How many nodes are featured.
 pub const FEATURED_COUNT: usize = 10;
 /// Largest page of search results.
@@ -148,6 +150,11 @@ pub fn featured(mut listings: Vec<NodeListing>) -> Vec<NodeListing> {
             && l.reputation
                 .uptime_bps
                 .is_some_and(|u| u > FEATURED_MIN_UPTIME_BPS)
+            // A storage node that fails its proofs is not one to recommend, however long it
+            // stays online.
+            && l.reputation
+                .storage_proof_rate_bps
+                .is_none_or(|r| r >= FEATURED_MIN_STORAGE_PROOF_BPS)
     });
     listings.sort_by(|a, b| order(a, b, SortBy::Uptime));
     listings.truncate(FEATURED_COUNT);
@@ -189,6 +196,7 @@ mod tests {
             failed_by_day: Vec::new(),
             vms_hosted: 0,
             vms_completed: 0,
+            storage_proof_rate_bps: None,
         };
         super::listing(node, reputation, Usage::default())
     }
@@ -327,5 +335,16 @@ mod tests {
         assert_eq!(f.len(), 10);
         assert_eq!(ids(&f[..1]), ["0x0e"]);
         assert!(f.iter().all(|l| l.reputation.uptime_bps.unwrap() > 9_500));
+    }
+
+    #[test]
+    fn a_storage_node_that_misses_proofs_is_not_featured() {
+        let mut failing = listing(1, Some(9_900), 1, 1);
+        failing.reputation.storage_proof_rate_bps = Some(9_000);
+        let mut proving = listing(2, Some(9_800), 1, 1);
+        proving.reputation.storage_proof_rate_bps = Some(10_000);
+        let compute_only = listing(3, Some(9_700), 1, 1);
+        let f = featured(vec![failing, proving, compute_only]);
+        assert_eq!(ids(&f), ["0x02", "0x03"]);
     }
 }

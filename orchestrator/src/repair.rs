@@ -170,6 +170,16 @@ impl Repairer {
         self.key.address()
     }
 
+    /// The provider the repairer reads the chain and sends its transactions through.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// The market whose deals it repairs.
+    pub fn market(&self) -> Address {
+        self.market
+    }
+
     fn client(&self, url: Url, node: B256) -> NodeClient {
         NodeClient::new(url, self.chain_id, self.market, node, self.key.clone())
     }

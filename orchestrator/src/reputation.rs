@@ -64,6 +64,14 @@ pub fn missed_by_day(prev: i64, now: i64, not_before_day: i64) -> Vec<(i64, i64)
     out
 }
 
+/// A storage node's proof rate in basis points (10000 = every closed epoch proven): `proven`
+/// over `proven + missed`; `None` before any epoch closed. Rounded down: a node never shows a
+/// better record than it has.
+pub fn storage_proof_rate_bps(proven: u64, missed: u64) -> Option<u32> {
+    let total = u128::from(proven) + u128::from(missed);
+    (total > 0).then(|| u32::try_from(u128::from(proven) * 10_000 / total).unwrap_or(10_000))
+}
+
 /// First UTC day of the uptime window that ends at `now`.
 pub fn window_start_day(now: i64) -> i64 {
     day_of(now) - (UPTIME_WINDOW_DAYS - 1)
@@ -153,6 +161,17 @@ mod tests {
         let got = uptime_bps(0, now, 0, now).unwrap();
         assert_eq!(got, 10_000);
         assert_eq!(expected, (29 * DAY_SECS + 10) / 15);
+    }
+
+    #[test]
+    fn storage_proof_rate_is_proven_over_closed_epochs_rounded_down() {
+        assert_eq!(storage_proof_rate_bps(0, 0), None);
+        assert_eq!(storage_proof_rate_bps(3, 0), Some(10_000));
+        assert_eq!(storage_proof_rate_bps(4, 1), Some(8_000));
+        assert_eq!(storage_proof_rate_bps(2, 1), Some(6_666));
+        assert_eq!(storage_proof_rate_bps(0, 7), Some(0));
+        assert_eq!(storage_proof_rate_bps(u64::MAX, 0), Some(10_000));
+        assert_eq!(storage_proof_rate_bps(u64::MAX, u64::MAX), Some(5_000));
     }
 
     #[test]

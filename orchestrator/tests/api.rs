@@ -319,6 +319,8 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/hosting/services/{id}/distribute", "post"),
         ("/api/v1/storage/repairer", "get"),
         ("/api/v1/storage/deals/{deal_id}/repair", "post"),
+        ("/api/v1/storage/deals/{deal_id}/repairs", "get"),
+        ("/api/v1/storage/placement", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -327,7 +329,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        40,
+        42,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );

@@ -671,12 +671,147 @@ async fn lifecycle_queries(url: String) {
     );
 }
 
+async fn storage_reports_and_repair_jobs(url: String) {
+    use decloud_sdk::{
+        api::RepairJobState,
+        storage::{ReplicaProofs, StorageReport},
+    };
+    let store = Store::connect(&url).await.unwrap();
+    let id: NodeId = B256::with_last_byte(9).into();
+    store.upsert_node(&node(9)).await.unwrap();
+    let report = |stored: u64, proven: u32, missed: u32| StorageReport {
+        url: Some("http://node9:7000".into()),
+        quota_bytes: 1 << 30,
+        stored_bytes: stored,
+        replicas: Vec::new(),
+        draining: false,
+        proofs: vec![
+            ReplicaProofs {
+                deal: 1,
+                replica: 0,
+                proven_epochs: proven,
+                missed_epochs: 0,
+                ..Default::default()
+            },
+            ReplicaProofs {
+                deal: 2,
+                replica: 1,
+                proven_epochs: 1,
+                missed_epochs: missed,
+                ..Default::default()
+            },
+        ],
+    };
+    store
+        .save_storage_report(id, &report(100, 3, 1), 50)
+        .await
+        .unwrap();
+    // An older report (a retried delivery) does not replace a newer one.
+    store
+        .save_storage_report(id, &report(5, 0, 9), 40)
+        .await
+        .unwrap();
+    let kept = store.storage_report(id).await.unwrap().unwrap();
+    assert_eq!(
+        (kept.stored_bytes, kept.proven_epochs, kept.missed_epochs),
+        (100, 4, 1)
+    );
+    assert_eq!(kept.free_bytes(), (1 << 30) - 100);
+    assert_eq!(kept.url.as_deref(), Some("http://node9:7000"));
+    assert_eq!(kept.proof_rate_bps(), Some(8_000));
+    store.record_heartbeat(id, 60).await.unwrap();
+    let rep = store.reputation(id, 60).await.unwrap();
+    assert_eq!(rep.storage_proof_rate_bps, Some(8_000));
+    assert_eq!(
+        store.reputations(60).await.unwrap()[&id].storage_proof_rate_bps,
+        Some(8_000)
+    );
+
+    // One open job per replica; a second failure of the same replica finds it.
+    let from = id.to_string();
+    let (job, opened) = store
+        .open_repair_job(7, 1, &from, "missed epoch 3", 100)
+        .await
+        .unwrap();
+    assert!(opened);
+    assert_eq!(
+        (job.deal_id, job.replica, job.state, job.attempts),
+        (7, 1, RepairJobState::Open, 0)
+    );
+    let (again, opened) = store
+        .open_repair_job(7, 1, &from, "offline", 101)
+        .await
+        .unwrap();
+    assert!(!opened);
+    assert_eq!(
+        (again.job_id, again.reason.as_str()),
+        (job.job_id, "missed epoch 3")
+    );
+    let (other, _) = store
+        .open_repair_job(7, 2, &from, "offline", 101)
+        .await
+        .unwrap();
+    assert_ne!(other.job_id, job.job_id);
+    assert_eq!(store.due_repair_jobs(100).await.unwrap().len(), 1);
+
+    // An attempt records its node first; a failure waits and keeps the error.
+    let to = B256::with_last_byte(10).to_string();
+    store
+        .start_repair_attempt(job.job_id, &to, 102)
+        .await
+        .unwrap();
+    store
+        .defer_repair_job(job.job_id, "node refused", 200, 102)
+        .await
+        .unwrap();
+    let due: Vec<u64> = store
+        .due_repair_jobs(150)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(due, vec![other.job_id]);
+    // Restarted: the job is whole.
+    store.close().await;
+    let store = Store::connect(&url).await.unwrap();
+    let job = store.repair_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!(job.attempts, 1);
+    assert_eq!(job.to_node.as_deref(), Some(to.as_str()));
+    assert_eq!(job.error.as_deref(), Some("node refused"));
+    assert_eq!(job.next_attempt_at, 200);
+    store.count_repair_attempt(job.job_id, 201).await.unwrap();
+    store
+        .finish_repair_job(job.job_id, RepairJobState::Done, None, 210)
+        .await
+        .unwrap();
+    // Once done, the replica can fail again: a new job.
+    let (next, opened) = store
+        .open_repair_job(7, 1, &to, "offline", 300)
+        .await
+        .unwrap();
+    assert!(opened);
+    let jobs = store.repair_jobs_of_deal(7).await.unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| (j.job_id, j.state)).collect::<Vec<_>>(),
+        vec![
+            (next.job_id, RepairJobState::Open),
+            (other.job_id, RepairJobState::Open),
+            (job.job_id, RepairJobState::Done),
+        ]
+    );
+    assert_eq!(jobs[2].attempts, 2);
+    assert!(store.repair_jobs_of_deal(8).await.unwrap().is_empty());
+    store.close().await;
+}
+
 macro_rules! suite {
     ($make_url:expr) => {{
         suite!(@run $make_url, nodes_round_trip, heartbeats_build_reputation_that_survives_restart,
             counters_before_first_heartbeat_do_not_start_the_clock, concurrent_heartbeats_are_all_counted,
             leases_vms_and_usage, nonces_are_single_use_and_expire, one_nonce_races_to_one_session,
-            agent_commands_queue_and_ack, vm_transitions_are_compare_and_set, templates_round_trip, lifecycle_queries)
+            agent_commands_queue_and_ack, vm_transitions_are_compare_and_set, templates_round_trip, lifecycle_queries,
+            storage_reports_and_repair_jobs)
     }};
     (@run $make_url:expr, $($check:ident),+) => {{
         $(

@@ -156,6 +156,11 @@ pub struct Reputation {
     pub vms_hosted: i64,
     /// VMs that ran until their lease ended normally.
     pub vms_completed: i64,
+    /// Storage proof rate in basis points: epochs proven over proven plus missed, over every
+    /// replica the node reported; absent for a node that stores nothing or before any epoch
+    /// closed.
+    #[serde(default)]
+    pub storage_proof_rate_bps: Option<u32>,
 }
 
 /// Missed heartbeats on one UTC day.
@@ -1232,6 +1237,7 @@ mod tests {
                 failed_by_day: Vec::new(),
                 vms_hosted: 0,
                 vms_completed: 0,
+                storage_proof_rate_bps: None,
             },
             used: Usage::default(),
             free: Usage::default(),
@@ -1362,6 +1368,94 @@ pub struct RepairRegistered {
     pub repairer: String,
     /// When the secret was registered, unix seconds.
     pub registered_at: i64,
+}
+
+/// Where a storage repair job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum RepairJobState {
+    /// To do: waiting for the market to allow the move, or for its next attempt after a failure.
+    Open,
+    /// The replica was rebuilt on the new node and moved there on-chain.
+    Done,
+    /// Nothing left to do: the deal ended, the replica was moved by someone else, or its node
+    /// recovered before the move.
+    Closed,
+}
+
+impl RepairJobState {
+    /// The stable name, as in JSON and in the orchestrator's database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Done => "done",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+impl std::fmt::Display for RepairJobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RepairJobState {
+    type Err = crate::types::InvalidEnumName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(Self::Open),
+            "done" => Ok(Self::Done),
+            "closed" => Ok(Self::Closed),
+            _ => Err(crate::types::InvalidEnumName {
+                name: "RepairJobState",
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// A repair of one replica of a storage deal (`GET /storage/deals/{id}/repairs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StorageRepairJob {
+    /// The job's id.
+    pub job_id: u64,
+    /// The deal.
+    pub deal_id: u64,
+    /// The replica's index.
+    pub replica: u32,
+    /// The node the replica failed on, 0x-hex.
+    pub from_node: String,
+    /// Why the replica is repaired (missed epochs, node offline, node no longer active).
+    pub reason: String,
+    /// Where the job stands.
+    pub state: RepairJobState,
+    /// Attempts made to rebuild the replica.
+    pub attempts: u32,
+    /// The node the replica is rebuilt on, once chosen, 0x-hex.
+    #[serde(default)]
+    pub to_node: Option<String>,
+    /// What stopped the latest attempt, or what the job waits for.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When the job was opened, unix seconds.
+    pub opened_at: i64,
+    /// When the job last changed, unix seconds.
+    pub updated_at: i64,
+    /// When an open job is tried next, unix seconds.
+    pub next_attempt_at: i64,
+}
+
+/// The repair jobs of a deal, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StorageRepairs {
+    /// The deal.
+    pub deal_id: u64,
+    /// Its jobs, newest first.
+    pub jobs: Vec<StorageRepairJob>,
 }
 
 /// Where a new storage deal's replicas should go (`GET /storage/placement`): the query.

@@ -4,7 +4,7 @@
 //! `hello`, signs a fresh challenge with its node key, and is welcomed only if that key is the
 //! one registered on-chain for its node id. Afterwards:
 //! - each heartbeat is booked in the store (reputation) at the server's receive time, and the
-//!   compute points the agent measured are kept on the node;
+//!   compute points the agent measured are kept on the node, as is a storage node's report;
 //! - commands are queued in the store first, then delivered: at once when queued, all
 //!   unacknowledged ones on every (re)connect, and again every `agent_resend_secs` (30 s by
 //!   default) until acknowledged. The command id is the idempotency key: the agent never executes an id
@@ -271,6 +271,14 @@ async fn on_heartbeat(
     crate::access::record_heartbeat(hub.store(), node_id, hb, now())
         .await
         .map_err(|e| e.to_string())?;
+    // A storage node's report: where its chunk API is, its room, and its proof record
+    // (placement and the storage proof rate of its reputation).
+    if let Some(storage) = &hb.storage {
+        hub.store()
+            .save_storage_report(node_id, storage, now())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     // Each service's readiness, for `GET /vms/{id}` (a node speaks only for its own VMs).
     for (vm_id, vm) in crate::agent::reported_vms(&hb.vms) {
         hub.store()

@@ -38,6 +38,7 @@ async fn listings(store: &Store, now: i64) -> Result<Vec<NodeListing>, ApiError>
                     failed_by_day: Vec::new(),
                     vms_hosted: 0,
                     vms_completed: 0,
+                    storage_proof_rate_bps: None,
                 });
             let used = usage.get(&n.node_id).copied().unwrap_or_default();
             NodeListing {

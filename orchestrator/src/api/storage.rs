@@ -1,10 +1,17 @@
-//! Storage repair: the orchestrator's repairer address, and deal owners registering their deals'
-//! repair secrets with it.
+//! Storage: where a new deal's replicas should go, the orchestrator's repairer address, deal
+//! owners registering their deals' repair secrets with it, and the repairs of a deal.
 
-use super::{ApiError, ApiJson, ApiPath, AppState, ErrorBody, Session};
-use crate::{clock::now, repair::RegistrationRefusal};
+use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Session};
+use crate::{
+    clock::now,
+    placement::{self, PlacementError, PlacementQuery},
+    repair::RegistrationRefusal,
+};
 use axum::{Json, extract::State, http::StatusCode};
-use decloud_sdk::api::{RepairRegistered, RepairRegistration, RepairerView};
+use decloud_sdk::api::{
+    RepairRegistered, RepairRegistration, RepairerView, StoragePlacement, StoragePlacementRequest,
+    StorageRepairs,
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 impl From<RegistrationRefusal> for ApiError {
@@ -81,8 +88,69 @@ async fn register(
     ))
 }
 
+/// Where a new deal's replicas should go: exactly `replicas` distinct storage nodes, best
+/// first. A node qualifies when it is registered and Active on-chain, online, not draining,
+/// reports a chunk API and has `bytes` free; nodes in `region` come first, then by storage proof
+/// rate, free space and storage price. Public: no sign-in.
+#[utoipa::path(get, path = "/storage/placement", tag = "storage", params(StoragePlacementRequest),
+    responses((status = 200, body = StoragePlacement), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+async fn placement(
+    State(state): State<AppState>,
+    ApiQuery(req): ApiQuery<StoragePlacementRequest>,
+) -> Result<Json<StoragePlacement>, ApiError> {
+    let query = PlacementQuery::try_from(&req)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()))?;
+    match placement::place(state.store(), &query).await {
+        Ok(nodes) => Ok(Json(StoragePlacement { nodes })),
+        Err(e @ PlacementError::NotEnough { .. }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_enough_storage_nodes",
+            e.to_string(),
+        )),
+        Err(PlacementError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The repair jobs of a deal this orchestrator repairs, newest first: which replica failed on
+/// which node and why, where it went, attempts and the latest error. For the owner who
+/// registered the deal's repair secret.
+#[utoipa::path(get, path = "/storage/deals/{deal_id}/repairs", tag = "storage", security(("session" = [])),
+    params(("deal_id" = u64, Path, description = "StorageMarket deal id")),
+    responses((status = 200, body = StorageRepairs), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn repairs(
+    State(state): State<AppState>,
+    session: Session,
+    ApiPath(deal_id): ApiPath<u64>,
+) -> Result<Json<StorageRepairs>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no repair is registered for deal {deal_id} by {}",
+                session.address
+            ),
+        )
+    };
+    let registered = state
+        .store()
+        .repair_secret(deal_id)
+        .await?
+        .ok_or_else(not_found)?;
+    // Another wallet learns nothing, not even that the deal is repaired here.
+    if !registered.owner.eq_ignore_ascii_case(&session.address) {
+        return Err(not_found());
+    }
+    let jobs = state.store().repair_jobs_of_deal(deal_id).await?;
+    Ok(Json(StorageRepairs { deal_id, jobs }))
+}
+
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(repairer))
         .routes(routes!(register))
+        .routes(routes!(placement))
+        .routes(routes!(repairs))
 }

@@ -1,5 +1,6 @@
 //! Heartbeats and the reputation computed from them: first and latest heartbeat, missed
-//! heartbeats booked per UTC day, and lifetime VM counters.
+//! heartbeats booked per UTC day, lifetime VM counters, and (from storage reports) the storage
+//! proof rate.
 
 use super::{Store, StoreError, named};
 use crate::reputation;
@@ -207,7 +208,12 @@ impl Store {
             .failures_by_day(node_id, reputation::window_start_day(now))
             .await?;
         let recorded: i64 = failed_by_day.iter().map(|d| d.failed).sum();
-        Ok(reputation_of(liveness, recorded, failed_by_day, now))
+        let mut out = reputation_of(liveness, recorded, failed_by_day, now);
+        out.storage_proof_rate_bps = self
+            .storage_report(node_id)
+            .await?
+            .and_then(|r| r.proof_rate_bps());
+        Ok(out)
     }
 
     /// Reputation of every node with a heartbeat record, by node id.
@@ -230,14 +236,15 @@ impl Store {
             let n: i64 = row.try_get("failed")?;
             failed.insert(id, n);
         }
+        let rates = self.storage_proof_rates().await?;
         let mut out = HashMap::new();
         for row in &rows {
             let id: NodeId = named(row, "node_id")?;
             let recorded = failed.get(&id).copied().unwrap_or(0);
-            out.insert(
-                id,
-                reputation_of(Some(liveness_from_row(row)?), recorded, Vec::new(), now),
-            );
+            let mut rep = reputation_of(Some(liveness_from_row(row)?), recorded, Vec::new(), now);
+            // The storage proof record, from the node's latest report.
+            rep.storage_proof_rate_bps = rates.get(&id).copied();
+            out.insert(id, rep);
         }
         Ok(out)
     }
@@ -257,6 +264,7 @@ fn reputation_of(
             failed_by_day,
             vms_hosted: 0,
             vms_completed: 0,
+            storage_proof_rate_bps: None,
         },
         Some(l) => {
             let seen = l.heartbeats > 0;
@@ -276,6 +284,7 @@ fn reputation_of(
                 failed_by_day,
                 vms_hosted: l.vms_hosted,
                 vms_completed: l.vms_completed,
+                storage_proof_rate_bps: None,
             }
         }
     }

@@ -6,7 +6,7 @@
 //!
 //! This is the bottom layer of the orchestrator and holds every SQL statement of the crate, split
 //! by domain: [`access`], [`nodes`], [`liveness`], [`leases`], [`vms`], [`commands`], [`sessions`],
-//! [`templates`], [`drafts`], [`ingress`], [`profiles`], [`reviews`], [`repair`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
+//! [`templates`], [`drafts`], [`ingress`], [`profiles`], [`reviews`], [`repair`], [`storage`] and [`attestations`]. Functions that take an `AnyConnection` run inside a
 //! caller's transaction (the chain follower's); the rest are methods of [`Store`]. It depends on
 //! nothing above it: the services and the HTTP layer call it, never the reverse.
 
@@ -24,6 +24,7 @@ mod relays;
 mod repair;
 mod reviews;
 mod sessions;
+mod storage;
 mod templates;
 mod vms;
 
@@ -38,6 +39,7 @@ pub use nodes::{NodeCapabilities, NodeRecord, NodeRegistration, NodeStatus};
 pub use relays::RelayAssignmentRecord;
 pub use repair::SealedRepairSecret;
 pub use sessions::SessionRecord;
+pub use storage::StoredStorageReport;
 pub use templates::{FetchState, Publication, TemplateRecord};
 pub use vms::{RELEASED_VM_STATES, VmRecord};
 

@@ -1,0 +1,807 @@
+//! The storage network end to end, on anvil with the real contracts (development circuit, 20-block
+//! epochs), four node agents in the storage role on loopback connected to the real orchestrator
+//! with a repair key, and the owner's client from the SDK (what `decloud storage` runs).
+//!
+//! The owner asks the orchestrator where to put a file, puts it with three replicas, names the
+//! orchestrator's repairer on-chain and registers the deal's repair secret over HTTP. For three
+//! epochs every replica is proven on-chain by its own node; `get` returns identical bytes. Then a
+//! replica fails (bytes flipped in one chunk on its node's disk, or its node killed): it is not
+//! proven and earns nothing, and the orchestrator alone rebuilds it on the fourth node, which
+//! proves it from then on; `get` still returns identical bytes, also from the rebuilt replica
+//! alone. The owner follows the repair through `GET /storage/deals/{id}/repairs`, and the failing
+//! node's storage proof rate shows in its marketplace reputation.
+//!
+//! The file is small in CI; `scripts/test --long` runs the 100 MiB variants (`#[ignore]`d here).
+
+use std::{sync::Arc, time::Duration};
+
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::{Provider, ext::AnvilApi},
+    signers::Signer as _,
+};
+use decloud_node_agent::{
+    ConfigLayer, DomainType, Identity, NetworkConfig, RunningAgent, StorageLayer,
+};
+use decloud_orchestrator::{
+    Config,
+    config::{ChainConfig, RepairConfig, SiweConfig},
+};
+use decloud_sdk::{
+    agent_protocol::{self, NodeResources},
+    bindings::{NodeRegistry, StorageMarket, node_registry::INodeRegistry},
+    storage::{
+        FileRecord, Progress, ProgressFn, PutOptions, StorageClient, StorageNode,
+        encoding::{FileId, MasterKey},
+    },
+    testing::{SendOk as _, TestSystem},
+};
+use serde_json::{Value, json};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+const OWNER: usize = 5;
+const STRANGER: usize = 6;
+const REPAIR_KEY: usize = 7;
+/// Each node has its own operator, so each node's earnings are its own.
+const OPERATORS: [usize; 4] = [1, 2, 3, 4];
+const DOMAIN: &str = "app.decloud.test";
+const URI: &str = "https://app.decloud.test";
+const PRICE: u64 = 1_000;
+/// A CI-sized file: three full 1 MiB chunks and a short one.
+const SMALL_FILE: usize = 3 * (1 << 20) + 12_345;
+const LARGE_FILE: usize = 100 << 20;
+
+fn resources() -> NodeResources {
+    NodeResources {
+        arch: std::env::consts::ARCH.into(),
+        cpu_model: "test".into(),
+        cpu_cores: 2,
+        memory_mib: 2048,
+        disks: vec![],
+        vm_storage_free_bytes: 1 << 30,
+        gpus: vec![],
+        compute_points: 100,
+    }
+}
+
+/// Waits (at most `secs` seconds) until `check` holds.
+async fn until<F, Fut>(what: &str, secs: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 2 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// A free loopback port (the chunk API's URL must be known before the agent starts).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Node {
+    id: B256,
+    operator: Address,
+    url: url::Url,
+    agent: Option<RunningAgent>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn agent(&self) -> &RunningAgent {
+        self.agent.as_ref().expect("the agent runs")
+    }
+
+    async fn stop(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.stop().await;
+        }
+    }
+}
+
+struct Network {
+    system: TestSystem,
+    nodes: Vec<Node>,
+    orchestrator: Option<decloud_orchestrator::Running>,
+    api: String,
+    http: reqwest::Client,
+    work: tempfile::TempDir,
+    owner: StorageClient,
+    _db: tempfile::TempDir,
+}
+
+impl Network {
+    /// Anvil, the orchestrator (repairing with REPAIR_KEY, watching every second) and four
+    /// storage agents connected to it, each with `quota` bytes; returns once the orchestrator has
+    /// every node's storage report.
+    async fn start(quota: u64) -> Self {
+        // The repair watcher's and the agents' words, shown when a test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "warn,orchestrator::repair=info,decloud_node_agent=info",
+            ))
+            .with_test_writer()
+            .try_init();
+        let system = TestSystem::start().await.unwrap();
+        let c = &system.deployment.contracts;
+        let db = tempfile::tempdir().unwrap();
+        let config = Config {
+            database_url: format!("sqlite:{}", db.path().join("o.db").display()),
+            siwe: SiweConfig {
+                domains: vec![DOMAIN.into()],
+                uris: vec![URI.into()],
+                chain_ids: vec![31337],
+                ..SiweConfig::default()
+            },
+            signin_burst: 1_000,
+            chain: Some(ChainConfig {
+                rpc_url: system.rpc_url().to_string(),
+                node_registry: c.node_registry.address.to_string(),
+                lease_escrow: c.lease_escrow.address.to_string(),
+                template_market: None,
+                storage_market: Some(c.storage_market.address.to_string()),
+                start_block: 0,
+                confirmations: 0,
+                image: "base".into(),
+                grace_secs: 60,
+                reconnect_grace_secs: 0,
+                sla_window_secs: 1800,
+            }),
+            repair: Some(RepairConfig {
+                watch_interval_secs: 1,
+                offline_after_secs: 20,
+                retry_base_secs: 1,
+                retry_max_secs: 4,
+                ..RepairConfig::default()
+            }),
+            ..Config::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let orchestrator = decloud_orchestrator::start_with_keys(
+            config,
+            listener,
+            None,
+            Some(system.signer(REPAIR_KEY)),
+        )
+        .await
+        .unwrap();
+        let api = orchestrator.api_url();
+        let ws = orchestrator.agent_ws_url();
+        let mut nodes = Vec::new();
+        for (i, &operator) in OPERATORS.iter().enumerate() {
+            nodes
+                .push(start_node(&system, &ws, operator, &format!("auto-repair-{i}"), quota).await);
+        }
+        let work = tempfile::tempdir().unwrap();
+        let owner = StorageClient::new(
+            system.provider(OWNER),
+            system.signer(OWNER),
+            &system.deployment,
+            work.path().join("index"),
+        )
+        .await
+        .unwrap();
+        let net = Self {
+            system,
+            nodes,
+            orchestrator: Some(orchestrator),
+            api,
+            http: reqwest::Client::new(),
+            work,
+            owner,
+            _db: db,
+        };
+        until("the orchestrator knows every storage node", 120, || async {
+            net.get_json("/storage/placement?replicas=4&bytes=1", None)
+                .await
+                .0
+                == 200
+        })
+        .await;
+        // Bad questions are refused clearly; more replicas than nodes is a conflict that says why.
+        for bad in [
+            "replicas=0&bytes=1",
+            "replicas=2&bytes=x",
+            "replicas=2&bytes=1&exclude=0x12",
+        ] {
+            let (status, body) = net
+                .get_json(&format!("/storage/placement?{bad}"), None)
+                .await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (400, Some("invalid_query")),
+                "{bad}: {body}"
+            );
+        }
+        let (status, body) = net
+            .get_json("/storage/placement?replicas=5&bytes=1", None)
+            .await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(body["error"]["code"], "not_enough_storage_nodes");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("4 can take one"), "{message}");
+        let (status, body) = net
+            .get_json(
+                &format!("/storage/placement?replicas=2&bytes={}", quota + 1),
+                None,
+            )
+            .await;
+        assert_eq!(status, 409, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("4 too little free space"),
+            "{body}"
+        );
+        net
+    }
+
+    async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.api));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn post_json(&self, path: &str, body: Value, token: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Signs in with SIWE as anvil account `who`; the bearer token.
+    async fn sign_in(&self, who: usize) -> String {
+        let signer = self.system.signer(who);
+        let (_, nonce) = self.post_json("/auth/nonce", json!({}), None).await;
+        let issued = OffsetDateTime::now_utc().format(&Rfc3339).unwrap();
+        let message = format!(
+            "{DOMAIN} wants you to sign in with your Ethereum account:\n{}\n\nSign in to DeCloud.\n\n\
+             URI: {URI}\nVersion: 1\nChain ID: 31337\nNonce: {}\nIssued At: {issued}",
+            signer.address().to_checksum(None),
+            nonce["nonce"].as_str().unwrap()
+        );
+        let sig = signer.sign_message(message.as_bytes()).await.unwrap();
+        let (status, body) = self
+            .post_json(
+                "/auth/verify",
+                json!({ "message": message, "signature": format!("0x{}", hex::encode(sig.as_bytes())) }),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    fn market(&self) -> StorageMarket::StorageMarketInstance<alloy::providers::DynProvider> {
+        StorageMarket::new(
+            self.system.deployment.contracts.storage_market.address,
+            self.system.provider(0),
+        )
+    }
+
+    async fn replica_node(&self, deal: u64, replica: usize) -> B256 {
+        self.market()
+            .getReplicas(U256::from(deal))
+            .call()
+            .await
+            .unwrap()[replica]
+            .nodeId
+    }
+
+    async fn is_proven(&self, deal: u64, replica: usize, epoch: u32) -> bool {
+        self.market()
+            .isProven(U256::from(deal), U256::from(replica), epoch)
+            .call()
+            .await
+            .unwrap()
+    }
+
+    async fn earnings(&self, payee: Address) -> U256 {
+        self.market().earningsOf(payee).call().await.unwrap()
+    }
+
+    /// Mines until epoch `epoch` of the deal has begun and its first block is readable.
+    async fn enter_epoch(&self, deal: u64, epoch: u32) {
+        let start: u64 = self
+            .market()
+            .epochStartBlock(U256::from(deal), epoch)
+            .call()
+            .await
+            .unwrap()
+            .to();
+        let reader = self.system.provider(0);
+        let now = reader.get_block_number().await.unwrap();
+        if start + 1 > now {
+            reader
+                .anvil_mine(Some(start + 1 - now), None)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Waits until each of `replicas` is proven for `epoch`, by its node alone.
+    async fn proven_by_their_nodes(&self, deal: u64, replicas: &[usize], epoch: u32) {
+        for &replica in replicas {
+            until(
+                &format!("replica {replica} is proven for epoch {epoch}"),
+                120,
+                || self.is_proven(deal, replica, epoch),
+            )
+            .await;
+        }
+    }
+
+    /// Puts `data` as `name` with three replicas on the nodes the orchestrator's placement
+    /// chooses, names the repairer and registers the repair secret. Returns the record.
+    async fn put(&self, name: &str, data: &[u8], epochs: u32) -> FileRecord {
+        let file = self.work.path().join(name);
+        std::fs::write(&file, data).unwrap();
+        let bytes = data.len() as u64 + 4096;
+        let (status, placement) = self
+            .get_json(
+                &format!("/storage/placement?replicas=3&bytes={bytes}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{placement}");
+        let targets: Vec<StorageNode> = placement["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| StorageNode {
+                node: n["node_id"].as_str().unwrap().parse().unwrap(),
+                url: n["url"].as_str().unwrap().parse().unwrap(),
+            })
+            .collect();
+        assert_eq!(targets.len(), 3);
+        let record = self
+            .owner
+            .put(
+                &file,
+                &PutOptions {
+                    name: Some(name.into()),
+                    replicas: 3,
+                    epochs,
+                    price_per_epoch: PRICE,
+                },
+                &targets,
+                no_progress(),
+            )
+            .await
+            .unwrap();
+        std::fs::remove_file(&file).unwrap();
+        let deal = record.deal.unwrap();
+
+        // The repairer: named on-chain by the owner, then handed the deal's repair secret.
+        let (status, repairer) = self.get_json("/storage/repairer", None).await;
+        assert_eq!(status, 200, "{repairer}");
+        let repairer: Address = repairer["address"].as_str().unwrap().parse().unwrap();
+        assert_eq!(repairer, self.system.address(REPAIR_KEY));
+        StorageMarket::new(
+            self.system.deployment.contracts.storage_market.address,
+            self.system.provider(OWNER),
+        )
+        .setRepairer(U256::from(deal), repairer)
+        .send_ok()
+        .await;
+        let chain_id = self.system.provider(0).get_chain_id().await.unwrap();
+        let secret = MasterKey::derive(&self.system.signer(OWNER), chain_id)
+            .unwrap()
+            .repair_secret(&FileId(record.file_id));
+        let token = self.sign_in(OWNER).await;
+        let (status, body) = self
+            .post_json(
+                &format!("/storage/deals/{deal}/repair"),
+                json!({ "secret": hex::encode(secret.to_bytes()) }),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        record
+    }
+
+    /// `get` of the file into a fresh path; its bytes.
+    async fn get(&self, name: &str) -> Vec<u8> {
+        let out = self.work.path().join(format!("{name}.out"));
+        let _ = std::fs::remove_file(&out);
+        self.owner.get(name, &out, no_progress()).await.unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        bytes
+    }
+
+    fn node_index(&self, id: B256) -> usize {
+        self.nodes.iter().position(|n| n.id == id).unwrap()
+    }
+
+    /// The owner's repair jobs of `deal`.
+    async fn repairs(&self, deal: u64, token: &str) -> Vec<Value> {
+        let (status, body) = self
+            .get_json(&format!("/storage/deals/{deal}/repairs"), Some(token))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["jobs"].as_array().unwrap().clone()
+    }
+
+    /// Waits for the orchestrator to move `replica` off `from` on its own; the new node, which
+    /// must be the one node that held nothing of the deal.
+    async fn repaired(&self, deal: u64, replica: usize, from: B256, spare: B256) {
+        until(
+            &format!("replica {replica} moves off its failed node"),
+            240,
+            || async { self.replica_node(deal, replica).await != from },
+        )
+        .await;
+        assert_eq!(self.replica_node(deal, replica).await, spare);
+        let token = self.sign_in(OWNER).await;
+        until("the repair job is done", 60, || async {
+            self.repairs(deal, &token)
+                .await
+                .first()
+                .is_some_and(|j| j["state"] == "done")
+        })
+        .await;
+        let jobs = self.repairs(deal, &token).await;
+        assert_eq!(jobs.len(), 1, "{jobs:?}");
+        assert_eq!(jobs[0]["replica"], replica);
+        assert_eq!(jobs[0]["from_node"], from.to_string());
+        assert_eq!(jobs[0]["to_node"], spare.to_string());
+        assert!(jobs[0]["attempts"].as_u64().unwrap() >= 1);
+        // Another wallet learns nothing of the deal's repairs.
+        let stranger = self.sign_in(STRANGER).await;
+        let (status, _) = self
+            .get_json(&format!("/storage/deals/{deal}/repairs"), Some(&stranger))
+            .await;
+        assert_eq!(status, 404);
+    }
+
+    /// With the client pointed at the rebuilt replica and every other node stopped, `get` still
+    /// returns `data`: the rebuilt replica alone holds the whole file.
+    async fn get_from_rebuilt_replica_alone(&mut self, name: &str, replica: usize, data: &[u8]) {
+        let mut record = self.owner.find(name).unwrap();
+        let deal = record.deal.unwrap();
+        let node = self.replica_node(deal, replica).await;
+        let index = self.node_index(node);
+        record.replicas[replica].node = node;
+        record.replicas[replica].url = self.nodes[index].url.clone();
+        self.owner.index().save(&record).unwrap();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            if i != index {
+                n.stop().await;
+            }
+        }
+        assert!(
+            self.get(name).await == data,
+            "the rebuilt replica returns other bytes"
+        );
+    }
+
+    async fn stop(mut self) {
+        for node in &mut self.nodes {
+            node.stop().await;
+        }
+        if let Some(o) = self.orchestrator.take() {
+            o.stop().await.unwrap();
+        }
+    }
+}
+
+fn no_progress() -> ProgressFn {
+    Arc::new(|_: Progress| {})
+}
+
+async fn register(system: &TestSystem, operator: usize, machine: &str, key: Address) -> B256 {
+    let p = system.provider(operator);
+    let registry = NodeRegistry::new(system.deployment.contracts.node_registry.address, &p);
+    let machine = agent_protocol::machine_id(machine);
+    registry
+        .register(
+            machine,
+            key,
+            "eu-west".into(),
+            INodeRegistry::Capabilities {
+                vcpus: 2,
+                memoryGiB: 2,
+                diskGiB: 100,
+                gpus: 0,
+                bandwidthMbps: 1000,
+                architecture: 0,
+                flags: 0,
+            },
+            "wss://node".into(),
+            "bafy".into(),
+            INodeRegistry::Prices {
+                cpuPerHour: 0,
+                memoryGiBPerHour: 0,
+                storageGiBPerHour: 0,
+                gpuPerHour: 0,
+            },
+        )
+        .send_ok()
+        .await;
+    registry
+        .computeNodeId(machine, system.address(operator))
+        .call()
+        .await
+        .unwrap()
+}
+
+/// A storage agent of `operator`, registered on-chain, connected to the orchestrator at `ws`.
+async fn start_node(
+    system: &TestSystem,
+    ws: &str,
+    operator: usize,
+    machine: &str,
+    quota: u64,
+) -> Node {
+    let dir = tempfile::Builder::new()
+        .prefix("decloud-auto-repair-test-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let port = free_port();
+    let layer = ConfigLayer {
+        data_dir: Some(dir.path().join("data")),
+        libvirt_uri: Some("test:///default".into()),
+        domain_type: Some(DomainType::Qemu),
+        operator: Some(system.address(operator)),
+        machine_id: Some(machine.into()),
+        network: Some(NetworkConfig::User),
+        orchestrator_url: Some(ws.to_string()),
+        storage: Some(StorageLayer {
+            listen: Some(format!("127.0.0.1:{port}")),
+            quota_bytes: Some(quota),
+            dir: None,
+            rpc_url: Some(system.rpc_url().to_string()),
+            storage_market: Some(system.deployment.contracts.storage_market.address),
+            public_url: Some(format!("http://127.0.0.1:{port}")),
+            proving_keys: None,
+            drain: None,
+        }),
+        ..Default::default()
+    };
+    let config = decloud_node_agent::Config::resolve(None, layer, ConfigLayer::default()).unwrap();
+    let (identity, _) = Identity::load_or_create(&config).unwrap();
+    let id = register(system, operator, machine, identity.address()).await;
+    assert_eq!(id, identity.node_id);
+    // The node key pays the gas of its proofs.
+    system
+        .provider(0)
+        .anvil_set_balance(identity.address(), U256::from(10u128.pow(20)))
+        .await
+        .unwrap();
+    let agent = RunningAgent::start_with(config, identity, resources())
+        .await
+        .unwrap();
+    Node {
+        id,
+        operator: system.address(operator),
+        url: format!("http://127.0.0.1:{port}").parse().unwrap(),
+        agent: Some(agent),
+        _dir: dir,
+    }
+}
+
+/// A file of `bytes` pseudo-random bytes.
+fn file_bytes(bytes: usize) -> Vec<u8> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Puts a file and sees three epochs proven by the nodes themselves and identical bytes back.
+/// Returns the network, the record and the data; the fourth node is the spare.
+async fn stored_and_proven(size: usize, name: &str) -> (Network, FileRecord, Vec<u8>, B256) {
+    let quota = (size as u64 + (8 << 20)) * 2;
+    let net = Network::start(quota).await;
+    let data = file_bytes(size);
+    let record = net.put(name, &data, 40).await;
+    let deal = record.deal.unwrap();
+    let placed: Vec<B256> = record.replicas.iter().map(|r| r.node).collect();
+    let spare = net
+        .nodes
+        .iter()
+        .map(|n| n.id)
+        .find(|id| !placed.contains(id))
+        .unwrap();
+    for epoch in 0..3u32 {
+        net.enter_epoch(deal, epoch).await;
+        net.proven_by_their_nodes(deal, &[0, 1, 2], epoch).await;
+    }
+    // Proven by each node's own key: every replica's node holds an earning for three epochs.
+    for node in &placed {
+        let payee = net.nodes[net.node_index(*node)].operator;
+        assert!(net.earnings(payee).await > U256::ZERO);
+    }
+    assert!(net.get(name).await == data, "get returned other bytes");
+    (net, record, data, spare)
+}
+
+async fn flipped_chunk_is_repaired_to_the_spare_node(size: usize) {
+    let (mut net, record, data, spare) = stored_and_proven(size, "flipped.bin").await;
+    let deal = record.deal.unwrap();
+    let failing = record.replicas[0].node;
+    let failing_index = net.node_index(failing);
+    let payee = net.nodes[failing_index].operator;
+
+    // Flip bytes of one chunk of replica 0 on its node's disk.
+    let store = net.nodes[failing_index]
+        .agent()
+        .agent()
+        .chunk_store()
+        .unwrap()
+        .clone();
+    let path = store.chunk_path(&record.replicas[0].chunk_sha256[1]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[777] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let earned = net.earnings(payee).await;
+
+    // Epoch 3: the other replicas are proven, the damaged one is not, and its node says why.
+    net.enter_epoch(deal, 3).await;
+    net.proven_by_their_nodes(deal, &[1, 2], 3).await;
+    let agent = net.nodes[failing_index].agent();
+    until(
+        "the damaged node reports why it cannot prove",
+        120,
+        || async {
+            agent
+                .agent()
+                .heartbeat(1)
+                .await
+                .unwrap()
+                .storage
+                .unwrap()
+                .proofs
+                .iter()
+                .any(|p| {
+                    p.deal == deal && p.error.as_deref().is_some_and(|e| e.contains("corrupt"))
+                })
+        },
+    )
+    .await;
+    assert!(!net.is_proven(deal, 0, 3).await);
+
+    // Epochs 4 and 5: once two closed epochs are missed the market lets the repairer move the
+    // replica, and the orchestrator rebuilds it on the spare node by itself.
+    net.enter_epoch(deal, 4).await;
+    net.proven_by_their_nodes(deal, &[1, 2], 4).await;
+    assert!(!net.is_proven(deal, 0, 4).await);
+    net.enter_epoch(deal, 5).await;
+    net.repaired(deal, 0, failing, spare).await;
+    assert_eq!(
+        net.earnings(payee).await,
+        earned,
+        "a missed epoch earned nothing"
+    );
+
+    // The spare node proves the replica from then on, with its own key.
+    net.proven_by_their_nodes(deal, &[1, 2], 5).await;
+    let spare_payee = net.nodes[net.node_index(spare)].operator;
+    net.enter_epoch(deal, 6).await;
+    net.proven_by_their_nodes(deal, &[0, 1, 2], 6).await;
+    let replicas = net
+        .market()
+        .getReplicas(U256::from(deal))
+        .call()
+        .await
+        .unwrap();
+    assert_eq!(replicas[0].payee, spare_payee);
+    let spare_earned = net.earnings(spare_payee).await;
+    assert!(
+        spare_earned > U256::ZERO,
+        "the spare node's operator {spare_payee} earned nothing; replicas {replicas:?}"
+    );
+    assert_eq!(net.earnings(payee).await, earned);
+
+    // The failing node's storage proof rate is in its marketplace reputation.
+    until(
+        "the failing node's proof rate is in its reputation",
+        60,
+        || async {
+            let (_, listing) = net.get_json(&format!("/nodes/{failing}"), None).await;
+            listing["reputation"]["storage_proof_rate_bps"]
+                .as_u64()
+                .is_some_and(|r| r < 10_000)
+        },
+    )
+    .await;
+    let healthy = record.replicas[1].node;
+    let (_, listing) = net.get_json(&format!("/nodes/{healthy}"), None).await;
+    assert_eq!(listing["reputation"]["storage_proof_rate_bps"], 10_000);
+
+    assert!(
+        net.get("flipped.bin").await == data,
+        "get returned other bytes"
+    );
+    net.get_from_rebuilt_replica_alone("flipped.bin", 0, &data)
+        .await;
+    net.stop().await;
+}
+
+async fn killed_node_is_repaired_to_the_spare_node(size: usize) {
+    let (mut net, record, data, spare) = stored_and_proven(size, "killed.bin").await;
+    let deal = record.deal.unwrap();
+    let failing = record.replicas[1].node;
+    let failing_index = net.node_index(failing);
+    let payee = net.nodes[failing_index].operator;
+    let earned = net.earnings(payee).await;
+
+    // Kill replica 1's node.
+    net.nodes[failing_index].stop().await;
+    for epoch in [3u32, 4] {
+        net.enter_epoch(deal, epoch).await;
+        net.proven_by_their_nodes(deal, &[0, 2], epoch).await;
+        assert!(!net.is_proven(deal, 1, epoch).await);
+    }
+    net.enter_epoch(deal, 5).await;
+    net.repaired(deal, 1, failing, spare).await;
+    assert_eq!(
+        net.earnings(payee).await,
+        earned,
+        "a missed epoch earned nothing"
+    );
+    net.proven_by_their_nodes(deal, &[0, 2], 5).await;
+    net.enter_epoch(deal, 6).await;
+    net.proven_by_their_nodes(deal, &[0, 1, 2], 6).await;
+    let spare_payee = net.nodes[net.node_index(spare)].operator;
+    assert!(net.earnings(spare_payee).await > U256::ZERO);
+
+    assert!(
+        net.get("killed.bin").await == data,
+        "get returned other bytes"
+    );
+    net.get_from_rebuilt_replica_alone("killed.bin", 1, &data)
+        .await;
+    net.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_with_a_flipped_chunk_is_repaired_by_the_orchestrator_alone() {
+    flipped_chunk_is_repaired_to_the_spare_node(SMALL_FILE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_on_a_killed_node_is_repaired_by_the_orchestrator_alone() {
+    killed_node_is_repaired_to_the_spare_node(SMALL_FILE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "100 MiB with three replicas: minutes of Poseidon commitments; scripts/test --long"]
+async fn a_100_mib_replica_with_a_flipped_chunk_is_repaired_by_the_orchestrator_alone() {
+    flipped_chunk_is_repaired_to_the_spare_node(LARGE_FILE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "100 MiB with three replicas: minutes of Poseidon commitments; scripts/test --long"]
+async fn a_100_mib_replica_on_a_killed_node_is_repaired_by_the_orchestrator_alone() {
+    killed_node_is_repaired_to_the_spare_node(LARGE_FILE).await;
+}
