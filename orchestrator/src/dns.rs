@@ -214,7 +214,10 @@ async fn lookup(
     let Some(holder) = store.ingress_holder(label).await? else {
         return Ok(Found::NoName);
     };
-    let rdata = match name_target(holder.node_address.as_deref(), holder.relay_address.as_deref()) {
+    let rdata = match name_target(
+        holder.node_address.as_deref(),
+        holder.relay_address.as_deref(),
+    ) {
         Some(Target::V4(ip)) if matches!(wanted, RecordType::A | RecordType::ANY) => {
             Some(RData::A(A(ip)))
         }
