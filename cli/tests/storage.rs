@@ -614,10 +614,7 @@ async fn bad_input_is_refused_clearly_and_an_interrupted_put_resumes() {
     let on_chain: Vec<B256> = on_chain.iter().map(|r| r.nodeId).collect();
     assert_eq!(on_chain, placed);
     let small_out = work.path().join("small-back.bin");
-    owner
-        .get("small", &small_out, no_progress())
-        .await
-        .unwrap();
+    owner.get("small", &small_out, no_progress()).await.unwrap();
     assert_eq!(std::fs::read(&small_out).unwrap(), small);
     // Only dead candidates: refused with the reason, nothing sent.
     let all_dead: Vec<StorageNode> = nodes[..3]

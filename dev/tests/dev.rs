@@ -522,7 +522,11 @@ async fn dev_runs_the_local_network_until_interrupted() {
         "--node",
         &storage_node,
     ]);
-    assert_eq!(stored["replicas"][0]["node"], json!(node_id.to_string()), "{stored}");
+    assert_eq!(
+        stored["replicas"][0]["node"],
+        json!(node_id.to_string()),
+        "{stored}"
+    );
     let repairer: Value = http
         .get(format!("{api}/storage/repairer"))
         .send()
@@ -533,7 +537,10 @@ async fn dev_runs_the_local_network_until_interrupted() {
         .unwrap();
     assert_eq!(stored["repair"]["state"], "registered", "{stored}");
     assert_eq!(
-        stored["repair"]["repairer"].as_str().unwrap().to_lowercase(),
+        stored["repair"]["repairer"]
+            .as_str()
+            .unwrap()
+            .to_lowercase(),
         repairer["address"].as_str().unwrap().to_lowercase(),
         "{stored}"
     );
@@ -553,13 +560,10 @@ async fn dev_runs_the_local_network_until_interrupted() {
 
     // The node proves epoch 0 on its own; rm ends the deal after it and, once it is over,
     // refunds exactly the unproven epochs: 5 epochs × 1 replica × 0.001 USDC paid in, 1 proven.
-    let epoch_start: u64 = tx::read(
-        "StorageMarket",
-        storage_market.epochStartBlock(deal, 0),
-    )
-    .await
-    .unwrap()
-    .to();
+    let epoch_start: u64 = tx::read("StorageMarket", storage_market.epochStartBlock(deal, 0))
+        .await
+        .unwrap()
+        .to();
     let head = provider.get_block_number().await.unwrap();
     if epoch_start + 1 > head {
         provider
@@ -568,10 +572,13 @@ async fn dev_runs_the_local_network_until_interrupted() {
             .unwrap();
     }
     wait_for("the node to prove epoch 0", || async {
-        tx::read("StorageMarket", storage_market.isProven(deal, U256::ZERO, 0))
-            .await
-            .ok()?
-            .then_some(())
+        tx::read(
+            "StorageMarket",
+            storage_market.isProven(deal, U256::ZERO, 0),
+        )
+        .await
+        .ok()?
+        .then_some(())
     })
     .await;
     let removed = cli.ok(&["storage", "rm", "notes.txt"]);

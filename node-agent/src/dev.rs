@@ -7,11 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use alloy::{
-    primitives::U256,
-    providers::ext::AnvilApi as _,
-    signers::local::PrivateKeySigner,
-};
+use alloy::{primitives::U256, providers::ext::AnvilApi as _, signers::local::PrivateKeySigner};
 use decloud_sdk::{
     Error,
     agent_protocol::NodeResources,
@@ -272,10 +268,7 @@ impl DevService for NodeAgentService {
             )
             .await?;
             info!(target: "agent::dev", node_id = %identity.node_id, operator = %operator.address(), "node registered");
-            let storage_url = config
-                .storage
-                .as_ref()
-                .and_then(|s| s.public_url.clone());
+            let storage_url = config.storage.as_ref().and_then(|s| s.public_url.clone());
             if storage_url.is_some() {
                 // The node key sends its own proofs.
                 let chain = alloy::providers::ProviderBuilder::new().connect_http(rpc.clone());

@@ -165,7 +165,9 @@ pub enum StorageError {
         source: CoordinatorError,
     },
     /// Setting up the deal's repair failed; the deal and the uploads are kept.
-    #[error("deal {deal}: setting up repair failed: {reason}; run put again to finish (or pass --no-repair)")]
+    #[error(
+        "deal {deal}: setting up repair failed: {reason}; run put again to finish (or pass --no-repair)"
+    )]
     Repair {
         /// The deal.
         deal: u64,
@@ -912,10 +914,12 @@ impl StorageClient {
             self.index.save(&record)?;
             return Ok(record);
         };
-        let repairer: Address = view
-            .address
-            .parse()
-            .map_err(|e| fail(format!("the repairer {:?} is no address: {e}", view.address)))?;
+        let repairer: Address = view.address.parse().map_err(|e| {
+            fail(format!(
+                "the repairer {:?} is no address: {e}",
+                view.address
+            ))
+        })?;
         let market: Option<Address> = view.storage_market.parse().ok();
         if view.chain_id != self.chain_id || market != Some(self.market) {
             return Err(fail(format!(
