@@ -14,7 +14,7 @@ use std::{
 use alloy::signers::local::PrivateKeySigner;
 use alloy::{
     primitives::{B256, U256},
-    providers::{Provider, ProviderBuilder, ext::AnvilApi as _},
+    providers::{Provider, ProviderBuilder},
     transports::http::reqwest,
 };
 use decloud_sdk::{
@@ -187,54 +187,6 @@ async fn sign_in(http: &reqwest::Client, api: &str, port: u16, key: &PrivateKeyS
         .as_str()
         .unwrap_or_else(|| panic!("sign-in: {session}"))
         .to_string()
-}
-
-/// A user's `decloud` CLI (built beside `decloud-dev`) against the running local network, with
-/// a config home of its own.
-struct TenantCli {
-    rpc_url: String,
-    deployments: std::path::PathBuf,
-    orchestrator: String,
-    private_key: String,
-    config_home: tempfile::TempDir,
-}
-
-impl TenantCli {
-    /// `decloud ARGS --yes --json`, which must succeed with one JSON document.
-    fn ok(&self, args: &[&str]) -> Value {
-        let decloud =
-            std::path::Path::new(env!("CARGO_BIN_EXE_decloud-dev")).with_file_name("decloud");
-        assert!(
-            decloud.exists(),
-            "{} is missing: build it with `cargo build -p decloud-cli`",
-            decloud.display()
-        );
-        let out = Command::new(decloud)
-            .args(args)
-            .args(["--yes", "--json", "--network", "anvil"])
-            .args(["--rpc-url", &self.rpc_url])
-            .arg("--deployments-dir")
-            .arg(&self.deployments)
-            .args(["--orchestrator", &self.orchestrator])
-            .env("XDG_CONFIG_HOME", self.config_home.path())
-            .env("DECLOUD_PRIVATE_KEY", &self.private_key)
-            .env("DECLOUD_LOG", "warn")
-            .env_remove("DECLOUD_STORAGE_NODES")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "decloud {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "decloud {args:?} printed no JSON ({e}): {}",
-                String::from_utf8_lossy(&out.stdout)
-            )
-        })
-    }
 }
 
 async fn graphql(http: &reqwest::Client, url: &str, query: &str) -> Value {
@@ -482,130 +434,6 @@ async fn dev_runs_the_local_network_until_interrupted() {
         .await
         .unwrap();
     assert!(openapi.status().is_success());
-
-    // The node stores files too: the tenant puts a small file with the `decloud` CLI on the
-    // node the summary names, the put hands the deal's repair to the orchestrator, and the file
-    // comes back identical.
-    let storage_node = summary
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("decloud storage put FILE --replicas 1 --node ")
-        })
-        .unwrap_or_else(|| panic!("no storage node in {summary}"))
-        .to_owned();
-    assert!(
-        storage_node.starts_with(&format!("{node_id}=http://127.0.0.1:")),
-        "{storage_node}"
-    );
-    let cli = TenantCli {
-        rpc_url: format!("http://127.0.0.1:{port}"),
-        deployments: dir.path().to_path_buf(),
-        orchestrator: format!("http://127.0.0.1:{}", ports.orchestrator),
-        private_key: alloy::hex::encode_prefixed(tenant_key.to_bytes()),
-        config_home: tempfile::tempdir().unwrap(),
-    };
-    cli.ok(&["login"]);
-    let file = cli.config_home.path().join("notes.txt");
-    let content = b"stored on the local network's node\n".repeat(1000);
-    std::fs::write(&file, &content).unwrap();
-    let stored = cli.ok(&[
-        "storage",
-        "put",
-        file.to_str().unwrap(),
-        "--replicas",
-        "1",
-        "--epochs",
-        "5",
-        "--price",
-        "0.001",
-        "--node",
-        &storage_node,
-    ]);
-    assert_eq!(
-        stored["replicas"][0]["node"],
-        json!(node_id.to_string()),
-        "{stored}"
-    );
-    let repairer: Value = http
-        .get(format!("{api}/storage/repairer"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(stored["repair"]["state"], "registered", "{stored}");
-    assert_eq!(
-        stored["repair"]["repairer"]
-            .as_str()
-            .unwrap()
-            .to_lowercase(),
-        repairer["address"].as_str().unwrap().to_lowercase(),
-        "{stored}"
-    );
-    let storage_market =
-        decloud_sdk::bindings::StorageMarket::new(c.storage_market.address, &provider);
-    let deal = U256::from(stored["deal"].as_u64().unwrap());
-    let named = tx::read("StorageMarket", storage_market.repairerOf(deal))
-        .await
-        .unwrap();
-    assert_eq!(
-        named.to_string().to_lowercase(),
-        repairer["address"].as_str().unwrap().to_lowercase()
-    );
-    let back = cli.config_home.path().join("notes-back.txt");
-    cli.ok(&["storage", "get", "notes.txt", "-o", back.to_str().unwrap()]);
-    assert_eq!(std::fs::read(&back).unwrap(), content);
-
-    // The node proves epoch 0 on its own; rm ends the deal after it and, once it is over,
-    // refunds exactly the unproven epochs: 5 epochs × 1 replica × 0.001 USDC paid in, 1 proven.
-    let epoch_start: u64 = tx::read("StorageMarket", storage_market.epochStartBlock(deal, 0))
-        .await
-        .unwrap()
-        .to();
-    let head = provider.get_block_number().await.unwrap();
-    if epoch_start + 1 > head {
-        provider
-            .anvil_mine(Some(epoch_start + 1 - head), None)
-            .await
-            .unwrap();
-    }
-    wait_for("the node to prove epoch 0", || async {
-        tx::read(
-            "StorageMarket",
-            storage_market.isProven(deal, U256::ZERO, 0),
-        )
-        .await
-        .ok()?
-        .then_some(())
-    })
-    .await;
-    let removed = cli.ok(&["storage", "rm", "notes.txt"]);
-    assert_eq!(removed["deal_ended_now"], true, "{removed}");
-    let end = tx::read("StorageMarket", storage_market.getDeal(deal))
-        .await
-        .unwrap();
-    let epoch_blocks = tx::read("StorageMarket", storage_market.epochBlocks())
-        .await
-        .unwrap();
-    let end_block = end.startBlock + u64::from(end.epochs) * epoch_blocks;
-    let head = provider.get_block_number().await.unwrap();
-    provider
-        .anvil_mine(Some(end_block.saturating_sub(head) + 1), None)
-        .await
-        .unwrap();
-    let proven = tx::read("StorageMarket", storage_market.getDeal(deal))
-        .await
-        .unwrap()
-        .provenEpochs;
-    assert_eq!(proven, 1, "only epoch 0 was proven");
-    let settled = cli.ok(&["storage", "rm", &deal.to_string()]);
-    assert_eq!(
-        settled["refunded"]["micro_usdc"],
-        json!(((5 - 1) * 1_000u64).to_string()),
-        "{settled}"
-    );
 
     stop_dev(child, "-INT", &ports).await;
     assert!(

@@ -66,7 +66,7 @@ pub struct NodeAgentService {
     /// can lose the files it just wrote); a guest that ignores the ACPI power button (the busybox
     /// test guest) always waits this long.
     pub shutdown_timeout: Duration,
-    /// Bytes the storage role's chunk store may hold; `None` runs no storage role.
+    /// Bytes the storage role's chunk store may hold; `None` (the default) runs no storage role.
     pub storage_quota_bytes: Option<u64>,
     running: Option<RunningAgent>,
     temp: Option<tempfile::TempDir>,
@@ -83,7 +83,7 @@ impl NodeAgentService {
             image: None,
             image_name: image_name.into(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            storage_quota_bytes: Some(DEFAULT_STORAGE_QUOTA_BYTES),
+            storage_quota_bytes: None,
             running: None,
             temp: None,
         }
