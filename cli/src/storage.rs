@@ -13,16 +13,21 @@ use serde_json::{Value, json};
 use url::Url;
 
 use decloud_sdk::storage::{
-    Phase, Progress, ProgressFn, PutOptions, StorageClient, StorageError, StorageNode,
+    FileRecord, NodeSource, Phase, Progress, ProgressFn, PutOptions, RepairSetup, StorageClient,
+    StorageCoordinator, StorageError, StorageNode,
 };
 
-use crate::context::{Chain, CliError, GlobalArgs, Report, Settings, confirm, money, usdc_arg};
+use crate::{
+    context::{Chain, CliError, GlobalArgs, Report, Settings, confirm, money, usdc_arg},
+    tenant::current_session,
+};
 
 /// Storage commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum StorageCommand {
-    /// Store a file: encrypt it here, open a deal, upload one distinct replica per node. Run it
-    /// again after an interruption to resume.
+    /// Store a file: encrypt it here, place the replicas (the orchestrator's placement, or
+    /// --node), open a deal, upload one distinct replica per node, and hand the deal's repair to
+    /// the orchestrator. Run it again after an interruption or a failure to finish.
     Put(PutArgs),
     /// Fetch a stored file (by name or deal id), from any replica that serves it intact.
     Get(GetArgs),
@@ -51,9 +56,18 @@ pub(crate) struct PutArgs {
     #[arg(long, value_parser = usdc_arg, default_value = "0.01")]
     price: u64,
     /// A storage node to place a replica on, as NODE_ID=CHUNK_API_URL; repeat it (the first
-    /// active ones are used, in order) [env: DECLOUD_STORAGE_NODES, comma-separated].
+    /// active ones that answer are used, in order). Without it the orchestrator's placement
+    /// picks the nodes [env: DECLOUD_STORAGE_NODES, comma-separated].
     #[arg(long = "node", env = "DECLOUD_STORAGE_NODES", value_delimiter = ',', value_parser = node_arg)]
     nodes: Vec<StorageNode>,
+    /// Prefer nodes in this region (the orchestrator's placement; nodes elsewhere fill the rest).
+    #[arg(long, conflicts_with = "nodes")]
+    region: Option<String>,
+    /// Do not hand the deal's repair to the orchestrator. By default the deal names the
+    /// orchestrator's repairer on-chain and the orchestrator gets the deal's repair secret (it
+    /// can rebuild a lost replica, never read the file); that step needs `decloud login`.
+    #[arg(long)]
+    no_repair: bool,
     #[command(flatten)]
     global: GlobalArgs,
 }
@@ -147,6 +161,23 @@ fn progress_lines() -> ProgressFn {
     })
 }
 
+/// The repair state for JSON: `{"state": "registered", "repairer": "0x…"}`.
+fn repair_json(repair: &RepairSetup) -> Value {
+    serde_json::to_value(repair).expect("the repair state serializes")
+}
+
+/// The repair state for people.
+fn repair_words(repair: &RepairSetup) -> String {
+    match repair {
+        RepairSetup::Registered { repairer } => format!("repaired by {repairer}"),
+        RepairSetup::RepairerSet { .. } | RepairSetup::Pending => {
+            "repair not set up: run put again".into()
+        }
+        RepairSetup::Declined => "no repair".into(),
+        RepairSetup::NotOffered => "no repairer offered".into(),
+    }
+}
+
 fn hex_root(root: U256) -> String {
     format!("{root:#066x}")
 }
@@ -159,7 +190,12 @@ async fn put(args: PutArgs) -> Result<(), CliError> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
-    let resuming = client.find(&name).ok().filter(|r| !r.removed);
+    let resuming = client.live(&name)?;
+    let settings = Settings::from_process(&args.global)?;
+    let mut coordinator = StorageCoordinator::new(settings.orchestrator.clone());
+    if let Ok(session) = current_session(&settings) {
+        coordinator = coordinator.with_session(session.token);
+    }
     if resuming.as_ref().is_none_or(|r| r.deal.is_none()) {
         let replicas = resuming
             .as_ref()
@@ -174,6 +210,8 @@ async fn put(args: PutArgs) -> Result<(), CliError> {
             crate::context::format_usdc(deposit),
         );
         confirm(args.global.yes)?;
+    } else if resuming.as_ref().is_some_and(FileRecord::uploaded) {
+        eprintln!("{name:?} is uploaded; finishing its repair setup");
     } else {
         eprintln!("resuming the upload of {name:?}");
     }
@@ -183,9 +221,45 @@ async fn put(args: PutArgs) -> Result<(), CliError> {
         epochs: args.epochs,
         price_per_epoch: args.price,
     };
-    let record = client
-        .put(&args.file, &options, &args.nodes, progress_lines())
-        .await?;
+    let source = if args.nodes.is_empty() {
+        NodeSource::Placement {
+            coordinator: &coordinator,
+            region: args.region.as_deref(),
+        }
+    } else {
+        NodeSource::Given(&args.nodes)
+    };
+    // A file already uploaded whose repair is still to set up goes straight to that step.
+    let uploaded = match &resuming {
+        Some(r) if r.uploaded() && (r.repair.is_pending() || args.no_repair) => Ok(r.clone()),
+        _ => {
+            client
+                .put_with(&args.file, &options, source, progress_lines())
+                .await
+        }
+    };
+    // Once the deal exists the repair is set up even when an upload failed: the repairer can
+    // then rebuild the missing replica from another.
+    let deal = client.live(&name)?.and_then(|r| r.deal);
+    let repaired = match deal {
+        Some(deal) if args.no_repair => client.decline_repair(&deal.to_string()).map(drop),
+        Some(deal) => {
+            if client.find(&deal.to_string())?.repair.is_pending() {
+                eprintln!(
+                    "handing deal {deal}'s repair to the orchestrator {}",
+                    coordinator.base()
+                );
+            }
+            client
+                .set_up_repair(&deal.to_string(), &coordinator)
+                .await
+                .map(drop)
+        }
+        None => Ok(()),
+    };
+    let record = uploaded?;
+    repaired?;
+    let record = client.find(&record.deal.unwrap_or_default().to_string())?;
     let deposit = U256::from(record.price_per_epoch)
         * U256::from(record.epochs)
         * U256::from(record.replicas.len());
@@ -199,6 +273,7 @@ async fn put(args: PutArgs) -> Result<(), CliError> {
             ("segments", json!(record.segment_count)),
             ("epochs", json!(record.epochs)),
             ("deposit", money(deposit)),
+            ("repair", repair_json(&record.repair)),
             (
                 "replicas",
                 Value::Array(
@@ -257,6 +332,7 @@ async fn ls(args: LsArgs) -> Result<(), CliError> {
                     "replicas": r.replicas.len(),
                     "uploaded": r.uploaded(),
                     "removed": r.removed,
+                    "repair": repair_json(&r.repair),
                     "proven_epochs": f.deal.as_ref().map(|d| d.proven_epochs),
                     "epochs": r.epochs,
                     "current_epoch": f.deal.as_ref().map(|d| d.current_epoch),
@@ -279,7 +355,7 @@ async fn ls(args: LsArgs) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "{:<6} {:<24} {:>14} {:>8} {:>14} {:>20}  state",
+        "{:<6} {:<24} {:>14} {:>8} {:>14} {:>20}  state; repair",
         "deal", "name", "bytes", "replicas", "proven/paid", "funds left"
     );
     for f in &files {
@@ -309,13 +385,14 @@ async fn ls(args: LsArgs) -> Result<(), CliError> {
             .as_ref()
             .map_or("-".into(), |d| crate::context::format_usdc(d.remaining));
         println!(
-            "{:<6} {:<24} {:>14} {:>8} {:>14} {:>20}  {state}",
+            "{:<6} {:<24} {:>14} {:>8} {:>14} {:>20}  {state}; {}",
             r.deal.map_or("-".into(), |d| d.to_string()),
             r.name,
             r.size,
             r.replicas.len(),
             proven,
-            funds
+            funds,
+            repair_words(&r.repair)
         );
     }
     Ok(())

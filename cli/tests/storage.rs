@@ -221,7 +221,13 @@ async fn deal_count(system: &TestSystem) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_and_get_through_the_cli_with_three_replicas_skipping_a_damaged_and_a_stopped_node() {
-    let cli = Cli::start().await;
+    let mut cli = Cli::start().await;
+    // An orchestrator that does not answer (a port just freed): placement and repair fail.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    cli.orchestrator = Some(format!("http://{closed}"));
     let system = &cli.system;
     let mut nodes = start_nodes(system, "sclient-cli", &[64 << 20; 4]).await;
     let work = tempfile::tempdir().unwrap();
@@ -252,7 +258,49 @@ async fn put_and_get_through_the_cli_with_three_replicas_skipping_a_damaged_and_
     );
     assert_eq!(deal_count(system).await, 0);
 
+    // Without --node the orchestrator's placement picks the nodes: unreachable, nothing is sent.
+    let unplaced = cli.run(
+        OWNER,
+        &[
+            "storage",
+            "put",
+            file.to_str().unwrap(),
+            "--replicas",
+            "3",
+            "--yes",
+        ],
+    );
+    let error = unplaced.failure();
+    assert!(
+        error.contains("could not place 3 replicas") && error.contains(&closed.to_string()),
+        "{error}"
+    );
+    assert_eq!(deal_count(system).await, 0);
+
+    // The deal's repair cannot be handed to an orchestrator that does not answer: the put
+    // says so, and keeps the deal and the uploads.
+    let mut put_and_ok = put.clone();
+    put_and_ok.push("--yes");
+    let unrepaired = cli.run(OWNER, &put_and_ok);
+    let error = unrepaired.failure();
+    assert!(
+        error.contains("setting up repair failed") && error.contains("run put again"),
+        "{error}"
+    );
+    assert_eq!(deal_count(system).await, 1);
+    let listed = cli.ok(OWNER, &["storage", "ls"]);
+    assert_eq!(listed["files"][0]["uploaded"], true, "{listed}");
+    assert_eq!(listed["files"][0]["repair"]["state"], "pending", "{listed}");
+    let text = cli.run(OWNER, &["storage", "ls"]);
+    assert!(
+        text.stdout.contains("repair not set up: run put again"),
+        "{text:#?}"
+    );
+    // Run again without repair: the same deal, finished, nothing uploaded twice.
+    put.push("--no-repair");
     let stored = cli.ok(OWNER, &put);
+    assert_eq!(deal_count(system).await, 1);
+    assert_eq!(stored["repair"]["state"], "declined", "{stored}");
     assert_eq!(stored["name"], "report.bin");
     assert_eq!(stored["bytes"], data.len() as u64);
     assert_eq!(stored["chunks"], 3);
@@ -533,6 +581,64 @@ async fn bad_input_is_refused_clearly_and_an_interrupted_put_resumes() {
     );
     assert!(error.to_string().contains("wrong key"), "{error}");
     assert!(!wrong_out.exists());
+
+    // A node whose chunk API does not answer is left out before the deal, and the next
+    // candidate takes its replica.
+    let small_file = work.path().join("small.bin");
+    let small = write_pattern_file(&small_file, 1000);
+    let dead = StorageNode {
+        node: roomy[0].node,
+        url: "http://127.0.0.1:1".parse().unwrap(),
+    };
+    let with_dead = vec![dead, roomy[1].clone(), roomy[2].clone(), nodes[3].target()];
+    let deals_before = deal_count(&system).await;
+    let record = owner
+        .put(
+            &small_file,
+            &options("small", 10, 1_000),
+            &with_dead,
+            no_progress(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(deal_count(&system).await, deals_before + 1);
+    let placed: Vec<B256> = record.replicas.iter().map(|r| r.node).collect();
+    assert_eq!(placed, vec![roomy[1].node, roomy[2].node, nodes[3].id]);
+    let p = system.provider(0);
+    let market = StorageMarket::new(system.deployment.contracts.storage_market.address, &p);
+    let on_chain = market
+        .getReplicas(U256::from(record.deal.unwrap()))
+        .call()
+        .await
+        .unwrap();
+    let on_chain: Vec<B256> = on_chain.iter().map(|r| r.nodeId).collect();
+    assert_eq!(on_chain, placed);
+    let small_out = work.path().join("small-back.bin");
+    owner.get("small", &small_out, no_progress()).await.unwrap();
+    assert_eq!(std::fs::read(&small_out).unwrap(), small);
+    // Only dead candidates: refused with the reason, nothing sent.
+    let all_dead: Vec<StorageNode> = nodes[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| StorageNode {
+            node: n.id,
+            url: format!("http://127.0.0.1:{}", 1 + i).parse().unwrap(),
+        })
+        .collect();
+    let error = owner
+        .put(
+            &small_file,
+            &options("nowhere", 10, 1_000),
+            &all_dead,
+            no_progress(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("usable: 0") && error.to_string().contains("does not answer"),
+        "{error}"
+    );
+    assert_eq!(deal_count(&system).await, deals_before + 1);
 
     // A node over its quota: its replica fails with the node's reason, the others upload, and
     // the record keeps the deal so nothing is lost.

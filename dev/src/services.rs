@@ -57,6 +57,11 @@ pub(crate) struct ServiceArgs {
     /// Which funded account operates the node (anvil's account index).
     #[arg(long, default_value_t = 1)]
     agent_operator_account: usize,
+    /// Run the node agent in the storage role too (a 2 GiB chunk store, proving every epoch with
+    /// the development circuit, whose keys the agent derives at start: a few seconds in a release
+    /// build, minutes in a debug build).
+    #[arg(long)]
+    storage_node: bool,
     /// Do not run the HTTPS ingress (a Caddy that serves VMs' HTTP ports by name under
     /// apps.decloud.localhost; run only when `caddy` is on PATH and the node agent runs).
     #[arg(long)]
@@ -126,6 +131,9 @@ pub(crate) fn services(
             agent.image = image;
             agent.operator_account = args.agent_operator_account;
             agent.shutdown_timeout = std::time::Duration::from_secs(args.agent_shutdown_timeout);
+            agent.storage_quota_bytes = args
+                .storage_node
+                .then_some(decloud_node_agent::dev::DEFAULT_STORAGE_QUOTA_BYTES);
             services.push(Box::new(agent));
         }
     }

@@ -1,11 +1,13 @@
 //! One node agent as a service of the local development network (`decloud dev`): it creates the
 //! node's identity in a fresh temp directory, registers the node on the local chain from one of
-//! anvil's funded accounts, and runs the agent linked to the orchestrator the context names.
+//! anvil's funded accounts, and runs the agent linked to the orchestrator the context names, in
+//! the storage role too (a chunk store under its data directory, proving every epoch of the
+//! local chain's short epochs with the development circuit).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use alloy::signers::local::PrivateKeySigner;
+use alloy::{primitives::U256, providers::ext::AnvilApi as _, signers::local::PrivateKeySigner};
 use decloud_sdk::{
     Error,
     agent_protocol::NodeResources,
@@ -26,6 +28,20 @@ pub const TEST_DRIVER_URI: &str = "test:///default";
 
 /// The node agent's own default: a graceful shutdown under emulation (TCG) takes tens of seconds.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The local node's chunk store quota: room for a few files of tens of MiB.
+pub const DEFAULT_STORAGE_QUOTA_BYTES: u64 = 2 << 30;
+
+/// Gas for the node key's `submitProof` transactions on the local chain (100 ETH).
+const NODE_KEY_GAS_WEI: u128 = 100 * 10u128.pow(18);
+
+/// A free loopback port for the chunk API: its URL must be known before the agent starts, since
+/// the agent reports it in heartbeats (where the orchestrator's placement finds it).
+fn free_loopback_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
 
 /// Runs one node agent inside `decloud dev`. Needs the chain and the orchestrator services before
 /// it in the service list.
@@ -50,6 +66,8 @@ pub struct NodeAgentService {
     /// can lose the files it just wrote); a guest that ignores the ACPI power button (the busybox
     /// test guest) always waits this long.
     pub shutdown_timeout: Duration,
+    /// Bytes the storage role's chunk store may hold; `None` (the default) runs no storage role.
+    pub storage_quota_bytes: Option<u64>,
     running: Option<RunningAgent>,
     temp: Option<tempfile::TempDir>,
 }
@@ -65,6 +83,7 @@ impl NodeAgentService {
             image: None,
             image_name: image_name.into(),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            storage_quota_bytes: None,
             running: None,
             temp: None,
         }
@@ -176,6 +195,24 @@ impl DevService for NodeAgentService {
                     outbound_address().map(|ip| ip.to_string()),
                 )
             };
+            let storage = match self.storage_quota_bytes {
+                Some(quota) => {
+                    let port = free_loopback_port().map_err(|e| tool(&e))?;
+                    Some(crate::StorageLayer {
+                        listen: Some(format!("127.0.0.1:{port}")),
+                        quota_bytes: Some(quota),
+                        dir: None,
+                        rpc_url: Some(rpc.to_string()),
+                        storage_market: Some(deployment.contracts.storage_market.address),
+                        public_url: Some(format!("http://127.0.0.1:{port}")),
+                        // The local market verifies the development circuit, whose keys the
+                        // agent derives itself.
+                        proving_keys: None,
+                        drain: None,
+                    })
+                }
+                None => None,
+            };
             let mut config = Config::resolve(
                 None,
                 ConfigLayer::default(),
@@ -192,6 +229,7 @@ impl DevService for NodeAgentService {
                     network_subnet: subnet,
                     public_address,
                     images: BTreeMap::from([(self.image_name.clone(), image)]),
+                    storage,
                     ..Default::default()
                 },
             )
@@ -208,7 +246,7 @@ impl DevService for NodeAgentService {
             let found = crate::cli::discover(&config).await.map_err(|e| tool(&e))?;
 
             // Registered before the agent dials, so the orchestrator can check its key.
-            let provider = tx::signing_provider(rpc, operator.clone());
+            let provider = tx::signing_provider(rpc.clone(), operator.clone());
             let registry = NodeRegistry::new(deployment.contracts.node_registry.address, provider);
             tx::send(
                 "NodeRegistry",
@@ -230,6 +268,15 @@ impl DevService for NodeAgentService {
             )
             .await?;
             info!(target: "agent::dev", node_id = %identity.node_id, operator = %operator.address(), "node registered");
+            let storage_url = config.storage.as_ref().and_then(|s| s.public_url.clone());
+            if storage_url.is_some() {
+                // The node key sends its own proofs.
+                let chain = alloy::providers::ProviderBuilder::new().connect_http(rpc.clone());
+                chain
+                    .anvil_set_balance(identity.address(), U256::from(NODE_KEY_GAS_WEI))
+                    .await
+                    .map_err(|e| tool(&format!("funding the node key: {e}")))?;
+            }
 
             let node = DevNode {
                 node_id: identity.node_id,
@@ -237,6 +284,7 @@ impl DevService for NodeAgentService {
                 node_key: identity.address(),
                 libvirt_uri: self.libvirt_uri.clone(),
                 data_dir,
+                storage_url,
             };
             let running = RunningAgent::start_with(config, identity, found)
                 .await

@@ -85,6 +85,8 @@ pub struct DevNode {
     pub libvirt_uri: String,
     /// The agent's data directory.
     pub data_dir: PathBuf,
+    /// The agent's storage chunk API, when it runs the storage role.
+    pub storage_url: Option<url::Url>,
 }
 
 /// One part of the local network.
@@ -289,6 +291,14 @@ pub fn summary(ctx: &DevContext) -> String {
             let _ = writeln!(out, "  node key  {}", n.node_key);
             let _ = writeln!(out, "  libvirt   {}", n.libvirt_uri);
             let _ = writeln!(out, "  data dir  {}", n.data_dir.display());
+            if let Some(url) = &n.storage_url {
+                let _ = writeln!(out, "  storage   {url}");
+                let _ = writeln!(
+                    out,
+                    "            decloud storage put FILE --replicas 1 --node {}={url}",
+                    n.node_id
+                );
+            }
         }
     }
     if let Some(path) = &ctx.deployment_path {
@@ -370,6 +380,7 @@ mod tests {
                 node_key: Address::repeat_byte(2),
                 libvirt_uri: "test:///default".into(),
                 data_dir: PathBuf::from("/tmp/agent"),
+                storage_url: Some("http://127.0.0.1:7700".parse().unwrap()),
             }],
             warnings: vec!["VMs are SIMULATED".into()],
             ..DevContext::default()
@@ -388,6 +399,14 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("libvirt   test:///default"), "{out}");
+        assert!(out.contains("storage   http://127.0.0.1:7700/"), "{out}");
+        assert!(
+            out.contains(&format!(
+                "decloud storage put FILE --replicas 1 --node {}=http://127.0.0.1:7700/",
+                B256::repeat_byte(0xab)
+            )),
+            "{out}"
+        );
         assert!(out.contains("!!! VMs are SIMULATED"), "{out}");
         assert!(out.trim_end().ends_with("Press Ctrl-C to stop."), "{out}");
     }

@@ -203,6 +203,29 @@ impl NodeClient {
         }
     }
 
+    /// Checks that the node's chunk API answers, before a deal names the node: an unsigned
+    /// manifest request must come back as the API's own refusal (a JSON error) or a success.
+    /// A node that is down, or a URL where no chunk API answers, fails.
+    pub async fn probe(&self) -> Result<(), StorageClientError> {
+        let response = self
+            .http
+            .get(self.endpoint(0, 0, None))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|source| self.transport(source))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_success() || serde_json::from_str::<ErrorBody>(&text).is_ok() {
+            return Ok(());
+        }
+        Err(StorageClientError::Refused {
+            url: self.url.to_string(),
+            status,
+            error: format!("no chunk API answers here ({})", text.trim()),
+        })
+    }
+
     /// Stores chunk `index` of a replica. Returns whether the node wrote it (`false`: it
     /// already held it).
     pub async fn put_chunk(

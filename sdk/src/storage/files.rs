@@ -30,6 +30,7 @@ use url::Url;
 use super::{
     NodeClient, StorageClientError,
     client::sha256,
+    coordinator::{CoordinatorError, StorageCoordinator},
     encoding::{
         self, CHUNK_PLAINTEXT, Commitment, EncodingError, FileCodec, FileId, MasterKey,
         ReplicaCommitter,
@@ -152,6 +153,27 @@ pub enum StorageError {
         /// What each replica did.
         reasons: String,
     },
+    /// The orchestrator's placement could not place the replicas.
+    #[error("the orchestrator could not place {wanted} replicas: {source}{left_out}")]
+    Placement {
+        /// Replicas asked for.
+        wanted: usize,
+        /// The nodes left out and why (`; left out: …`), or empty.
+        left_out: String,
+        /// What the orchestrator said.
+        #[source]
+        source: CoordinatorError,
+    },
+    /// Setting up the deal's repair failed; the deal and the uploads are kept.
+    #[error(
+        "deal {deal}: setting up repair failed: {reason}; run put again to finish (or pass --no-repair)"
+    )]
+    Repair {
+        /// The deal.
+        deal: u64,
+        /// What failed.
+        reason: String,
+    },
     /// Some replicas did not upload.
     #[error("deal {deal}: {failures}; run put again to resume")]
     UploadFailed {
@@ -178,6 +200,65 @@ pub struct StorageNode {
     pub node: B256,
     /// Its chunk API.
     pub url: Url,
+}
+
+/// Where a put's replicas go.
+#[derive(Debug, Clone, Copy)]
+pub enum NodeSource<'a> {
+    /// These nodes, in order: the first distinct ones that are Active in the NodeRegistry and
+    /// answer.
+    Given(&'a [StorageNode]),
+    /// The nodes the orchestrator's placement picks (`GET /storage/placement`), asked again
+    /// without the nodes that are not Active or do not answer.
+    Placement {
+        /// The orchestrator.
+        coordinator: &'a StorageCoordinator,
+        /// The region to prefer.
+        region: Option<&'a str>,
+    },
+}
+
+/// How far a stored file's repair is set up: the deal naming the orchestrator's repairer
+/// on-chain (`setRepairer`) and the orchestrator holding the deal's repair secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RepairSetup {
+    /// Not set up yet: `put` run again does it.
+    #[default]
+    Pending,
+    /// The deal names `repairer` on-chain; the repair secret is not registered yet.
+    RepairerSet {
+        /// The repairer's address.
+        repairer: Address,
+    },
+    /// The deal names `repairer` and the orchestrator holds the repair secret.
+    Registered {
+        /// The repairer's address.
+        repairer: Address,
+    },
+    /// The owner chose no repair (`--no-repair`).
+    Declined,
+    /// The orchestrator repairs no deals.
+    NotOffered,
+}
+
+impl RepairSetup {
+    /// Whether steps are left to do.
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Self::Pending | Self::RepairerSet { .. })
+    }
+
+    /// A word for people and JSON: `pending`, `repairer_set`, `registered`, `declined`,
+    /// `not_offered`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::RepairerSet { .. } => "repairer_set",
+            Self::Registered { .. } => "registered",
+            Self::Declined => "declined",
+            Self::NotOffered => "not_offered",
+        }
+    }
 }
 
 /// One replica of a stored file.
@@ -225,6 +306,9 @@ pub struct FileRecord {
     /// Whether `remove` ran (the record stays until the deal settles).
     #[serde(default)]
     pub removed: bool,
+    /// How far the deal's repair is set up.
+    #[serde(default)]
+    pub repair: RepairSetup,
 }
 
 impl FileRecord {
@@ -480,6 +564,14 @@ impl StorageClient {
         }
     }
 
+    /// The record of `name` that is not removed: the one a put of that name resumes.
+    pub fn live(&self, name: &str) -> Result<Option<FileRecord>, StorageError> {
+        Ok(self
+            .records()?
+            .into_iter()
+            .find(|r| r.name == name && !r.removed))
+    }
+
     /// The depth of the market's circuit (`maxSegmentCount` is `2^depth`).
     async fn depth(&self) -> Result<usize, StorageError> {
         let max = tx::read("StorageMarket", self.market().maxSegmentCount()).await?;
@@ -491,54 +583,191 @@ impl StorageClient {
         Ok(max.trailing_zeros() as usize)
     }
 
-    /// The first `wanted` distinct candidates that are Active in the NodeRegistry.
-    async fn choose_nodes(
-        &self,
-        candidates: &[StorageNode],
-        wanted: usize,
-    ) -> Result<Vec<StorageNode>, StorageError> {
+    /// Why `node` cannot take a replica now (not Active in the NodeRegistry, or its chunk API
+    /// does not answer), or `None` when it can.
+    async fn unusable(&self, node: &StorageNode) -> Result<Option<String>, StorageError> {
         let registry = NodeRegistry::new(self.registry, &self.provider);
-        let mut chosen: Vec<StorageNode> = Vec::new();
-        let mut reasons = Vec::new();
-        for candidate in candidates {
-            if chosen.len() == wanted {
-                break;
-            }
-            if chosen.iter().any(|c| c.node == candidate.node) {
-                reasons.push(format!("{} listed twice", candidate.node));
-                continue;
-            }
-            let status = tx::read("NodeRegistry", registry.statusOf(candidate.node)).await?;
-            if crate::types::NodeStatus::try_from(status).ok()
-                != Some(crate::types::NodeStatus::Active)
-            {
-                reasons.push(format!("{} is not active", candidate.node));
-                continue;
-            }
-            chosen.push(candidate.clone());
+        let status = tx::read("NodeRegistry", registry.statusOf(node.node)).await?;
+        if crate::types::NodeStatus::try_from(status).ok() != Some(crate::types::NodeStatus::Active)
+        {
+            return Ok(Some(format!("{} is not active", node.node)));
         }
-        if chosen.len() < wanted {
-            return Err(StorageError::NotEnoughNodes {
-                wanted,
-                usable: chosen.len(),
-                reasons: if reasons.is_empty() {
-                    "no more candidates".into()
-                } else {
-                    reasons.join(", ")
-                },
-            });
-        }
-        Ok(chosen)
+        let probe = self.node_client(node.node, &node.url).probe().await;
+        Ok(probe
+            .err()
+            .map(|e| format!("{} does not answer: {e}", node.node)))
     }
 
-    /// Stores `path`: encrypts it, commits to each replica, opens the deal on nodes chosen from
-    /// `candidates` and uploads every replica. A put of a name whose earlier put was interrupted
-    /// resumes it (same file, same deal, chunks the nodes hold are not sent again).
+    /// Fills the empty `slots` with usable nodes from `source` (each checked with
+    /// [`Self::unusable`]), distinct from the nodes already in `slots` and from `left_out` (nodes
+    /// found unusable, with why; grows). `bytes` is what each replica takes on its node.
+    async fn fill_nodes(
+        &self,
+        source: NodeSource<'_>,
+        slots: &mut [Option<StorageNode>],
+        bytes: u64,
+        left_out: &mut Vec<(B256, String)>,
+    ) -> Result<(), StorageError> {
+        // The placement is asked again after each unusable node; a bound keeps an orchestrator
+        // that keeps offering dead nodes from looping forever.
+        const PLACEMENT_ROUNDS: usize = 8;
+        let wanted = slots.len();
+        let mut next_given = 0usize;
+        let mut rounds = 0usize;
+        let mut duplicates = Vec::new();
+        loop {
+            let missing = slots.iter().filter(|s| s.is_none()).count();
+            if missing == 0 {
+                return Ok(());
+            }
+            let taken: Vec<B256> = slots.iter().flatten().map(|n| n.node).collect();
+            let offered: Vec<StorageNode> = match source {
+                NodeSource::Given(candidates) => {
+                    let mut offered: Vec<StorageNode> = Vec::new();
+                    while offered.len() < missing && next_given < candidates.len() {
+                        let candidate = &candidates[next_given];
+                        next_given += 1;
+                        if taken.contains(&candidate.node)
+                            || offered.iter().any(|o| o.node == candidate.node)
+                        {
+                            duplicates.push(format!("{} listed twice", candidate.node));
+                        } else if !left_out.iter().any(|(id, _)| *id == candidate.node) {
+                            offered.push(candidate.clone());
+                        }
+                    }
+                    offered
+                }
+                NodeSource::Placement {
+                    coordinator,
+                    region,
+                } if rounds < PLACEMENT_ROUNDS => {
+                    rounds += 1;
+                    let exclude: Vec<String> = left_out
+                        .iter()
+                        .map(|(id, _)| id.to_string())
+                        .chain(taken.iter().map(B256::to_string))
+                        .collect();
+                    let request = crate::api::StoragePlacementRequest {
+                        replicas: missing as u32,
+                        bytes,
+                        region: region.map(str::to_owned),
+                        exclude: (!exclude.is_empty()).then(|| exclude.join(",")),
+                    };
+                    coordinator.placement(&request).await.map_err(|source| {
+                        StorageError::Placement {
+                            wanted,
+                            left_out: if left_out.is_empty() {
+                                String::new()
+                            } else {
+                                format!(
+                                    "; left out: {}",
+                                    left_out
+                                        .iter()
+                                        .map(|(_, why)| why.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            },
+                            source,
+                        }
+                    })?
+                }
+                NodeSource::Placement { .. } => Vec::new(),
+            };
+            if offered.is_empty() {
+                let reasons: Vec<String> = duplicates
+                    .iter()
+                    .cloned()
+                    .chain(left_out.iter().map(|(_, why)| why.clone()))
+                    .collect();
+                return Err(StorageError::NotEnoughNodes {
+                    wanted,
+                    usable: wanted - missing,
+                    reasons: if reasons.is_empty() {
+                        "no more candidates".into()
+                    } else {
+                        reasons.join(", ")
+                    },
+                });
+            }
+            for node in offered {
+                match self.unusable(&node).await? {
+                    None => {
+                        *slots
+                            .iter_mut()
+                            .find(|s| s.is_none())
+                            .expect("no more nodes offered than slots are empty") = Some(node);
+                    }
+                    Some(why) => {
+                        tracing::warn!(target: "decloud::storage", node = %node.node, url = %node.url, why, "node left out");
+                        left_out.push((node.node, why));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks the record's nodes again just before its deal is opened, and replaces each one
+    /// that is no longer usable with another from `source` (replica roots do not depend on the
+    /// node, so nothing is committed again). Saves the record when a node changed.
+    async fn recheck_nodes(
+        &self,
+        record: &mut FileRecord,
+        source: NodeSource<'_>,
+    ) -> Result<(), StorageError> {
+        let mut slots: Vec<Option<StorageNode>> = Vec::with_capacity(record.replicas.len());
+        let mut left_out = Vec::new();
+        for replica in &record.replicas {
+            let node = StorageNode {
+                node: replica.node,
+                url: replica.url.clone(),
+            };
+            match self.unusable(&node).await? {
+                None => slots.push(Some(node)),
+                Some(why) => {
+                    tracing::warn!(target: "decloud::storage", node = %node.node, why, "replacing a node before the deal");
+                    left_out.push((node.node, why));
+                    slots.push(None);
+                }
+            }
+        }
+        if left_out.is_empty() {
+            return Ok(());
+        }
+        let bytes = record.segment_count * super::SEGMENT_BYTES;
+        self.fill_nodes(source, &mut slots, bytes, &mut left_out)
+            .await?;
+        for (replica, node) in record.replicas.iter_mut().zip(slots) {
+            let node = node.expect("fill_nodes filled every slot");
+            replica.node = node.node;
+            replica.url = node.url;
+        }
+        self.index.save(record)
+    }
+
+    /// Stores `path` on nodes chosen from `candidates` ([`NodeSource::Given`]); see
+    /// [`Self::put_with`].
     pub async fn put(
         &self,
         path: &Path,
         options: &PutOptions,
         candidates: &[StorageNode],
+        progress: ProgressFn,
+    ) -> Result<FileRecord, StorageError> {
+        self.put_with(path, options, NodeSource::Given(candidates), progress)
+            .await
+    }
+
+    /// Stores `path`: encrypts it, commits to each replica, opens the deal on nodes from
+    /// `source` and uploads every replica. A node that is not Active or does not answer is left
+    /// out and replaced from `source` before the deal is opened. A put of a name whose earlier
+    /// put was interrupted resumes it (same file, same deal, chunks the nodes hold are not sent
+    /// again). The deal's repair is set up apart ([`Self::set_up_repair`]).
+    pub async fn put_with(
+        &self,
+        path: &Path,
+        options: &PutOptions,
+        source: NodeSource<'_>,
         progress: ProgressFn,
     ) -> Result<FileRecord, StorageError> {
         let name = match &options.name {
@@ -553,10 +782,7 @@ impl StorageClient {
         let size = std::fs::metadata(path)
             .map_err(StorageError::io(path))?
             .len();
-        let existing = self
-            .records()?
-            .into_iter()
-            .find(|r| r.name == name && !r.removed);
+        let existing = self.live(&name)?;
         let resumed = existing.is_some();
         let mut record = match existing {
             Some(record) if record.uploaded() => {
@@ -593,7 +819,15 @@ impl StorageClient {
                             * CHUNK_PLAINTEXT as u64
                     )));
                 }
-                let nodes = self.choose_nodes(candidates, options.replicas).await?;
+                let mut slots = vec![None; options.replicas];
+                self.fill_nodes(
+                    source,
+                    &mut slots,
+                    segments * super::SEGMENT_BYTES,
+                    &mut Vec::new(),
+                )
+                .await?;
+                let nodes: Vec<StorageNode> = slots.into_iter().flatten().collect();
                 let file_id = FileId::random()
                     .map_err(|e| StorageError::Invalid(format!("no randomness: {e}")))?;
                 let codec = FileCodec::new(&self.master, file_id);
@@ -623,6 +857,7 @@ impl StorageClient {
                         })
                         .collect(),
                     removed: false,
+                    repair: RepairSetup::Pending,
                 };
                 self.index.save(&record)?;
                 record
@@ -637,12 +872,89 @@ impl StorageClient {
             };
             let deal = match found {
                 Some(deal) => deal,
-                None => self.open_deal(&record).await?,
+                None => {
+                    self.recheck_nodes(&mut record, source).await?;
+                    self.open_deal(&record).await?
+                }
             };
             record.deal = Some(deal);
             self.index.save(&record)?;
         }
         self.upload(&mut record, path, progress).await?;
+        Ok(record)
+    }
+
+    /// Sets up the repair of `key`'s deal by the orchestrator behind `coordinator`, resuming
+    /// where an earlier attempt stopped: asks for its repairer (none offered: recorded, nothing
+    /// to do), names it on-chain with `setRepairer` unless the deal already does, then registers
+    /// the deal's repair secret (which needs the coordinator's session). Each step is recorded
+    /// as it completes; a failure keeps the deal and the uploads.
+    pub async fn set_up_repair(
+        &self,
+        key: &str,
+        coordinator: &StorageCoordinator,
+    ) -> Result<FileRecord, StorageError> {
+        let mut record = self.find(key)?;
+        let Some(deal) = record.deal else {
+            return Err(StorageError::Invalid(format!(
+                "{:?} has no deal yet: run put again",
+                record.name
+            )));
+        };
+        if record.removed || !record.repair.is_pending() {
+            return Ok(record);
+        }
+        let fail = |reason: String| StorageError::Repair { deal, reason };
+        let Some(view) = coordinator
+            .repairer()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+        else {
+            record.repair = RepairSetup::NotOffered;
+            self.index.save(&record)?;
+            return Ok(record);
+        };
+        let repairer: Address = view.address.parse().map_err(|e| {
+            fail(format!(
+                "the repairer {:?} is no address: {e}",
+                view.address
+            ))
+        })?;
+        let market: Option<Address> = view.storage_market.parse().ok();
+        if view.chain_id != self.chain_id || market != Some(self.market) {
+            return Err(fail(format!(
+                "the orchestrator repairs deals of StorageMarket {} on chain {}, not of {} on chain {}",
+                view.storage_market, view.chain_id, self.market, self.chain_id
+            )));
+        }
+        let id = U256::from(deal);
+        let named = tx::read("StorageMarket", self.market().repairerOf(id)).await?;
+        if named != repairer {
+            tx::send("StorageMarket", self.market().setRepairer(id, repairer))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            tracing::info!(target: "decloud::storage", deal, %repairer, "repairer set");
+        }
+        record.repair = RepairSetup::RepairerSet { repairer };
+        self.index.save(&record)?;
+        let secret = record.codec(&self.master).repair_secret().clone();
+        coordinator
+            .register_repair(deal, &secret)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        record.repair = RepairSetup::Registered { repairer };
+        self.index.save(&record)?;
+        Ok(record)
+    }
+
+    /// Records that `key`'s deal is not to be repaired (`--no-repair`); a repair already set up
+    /// stays as it is (the owner withdraws it with `setRepairer(deal, 0)`).
+    pub fn decline_repair(&self, key: &str) -> Result<FileRecord, StorageError> {
+        let mut record = self.find(key)?;
+        if record.repair == RepairSetup::Pending {
+            record.repair = RepairSetup::Declined;
+            self.index.save(&record)?;
+        }
         Ok(record)
     }
 

@@ -31,13 +31,15 @@
 //! chunks, per-replica masks and the commitments the StorageMarket stores.
 
 mod client;
+mod coordinator;
 pub mod encoding;
 mod files;
 
 pub use client::{NodeClient, StorageClientError, UploadStats, sha256};
+pub use coordinator::{CoordinatorError, StorageCoordinator};
 pub use files::{
-    DealState, FileIndex, FileRecord, FileStatus, Phase, Progress, ProgressFn, PutOptions, Removal,
-    ReplicaRecord, StorageClient, StorageError, StorageNode,
+    DealState, FileIndex, FileRecord, FileStatus, NodeSource, Phase, Progress, ProgressFn,
+    PutOptions, Removal, RepairSetup, ReplicaRecord, StorageClient, StorageError, StorageNode,
 };
 
 use std::fmt;
