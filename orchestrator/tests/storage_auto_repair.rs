@@ -31,7 +31,8 @@ use decloud_sdk::{
     agent_protocol::{self, NodeResources},
     bindings::{NodeRegistry, StorageMarket, node_registry::INodeRegistry},
     storage::{
-        FileRecord, Progress, ProgressFn, PutOptions, StorageClient, StorageNode,
+        FileRecord, NodeSource, Progress, ProgressFn, PutOptions, RepairSetup, StorageClient,
+        StorageCoordinator,
         encoding::{FileId, MasterKey},
     },
     testing::{SendOk as _, TestSystem},
@@ -354,32 +355,18 @@ impl Network {
         }
     }
 
-    /// Puts `data` as `name` with three replicas on the nodes the orchestrator's placement
-    /// chooses, names the repairer and registers the repair secret. Returns the record.
+    /// Puts `data` as `name` with three replicas as `decloud storage put` does without `--node`:
+    /// the client asks the orchestrator's placement for the nodes, then names the orchestrator's
+    /// repairer on-chain and registers the deal's repair secret with it. Returns the record.
     async fn put(&self, name: &str, data: &[u8], epochs: u32) -> FileRecord {
         let file = self.work.path().join(name);
         std::fs::write(&file, data).unwrap();
-        let bytes = data.len() as u64 + 4096;
-        let (status, placement) = self
-            .get_json(
-                &format!("/storage/placement?replicas=3&bytes={bytes}"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{placement}");
-        let targets: Vec<StorageNode> = placement["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| StorageNode {
-                node: n["node_id"].as_str().unwrap().parse().unwrap(),
-                url: n["url"].as_str().unwrap().parse().unwrap(),
-            })
-            .collect();
-        assert_eq!(targets.len(), 3);
+        let base = self.api.trim_end_matches("/api/v1");
+        let token = self.sign_in(OWNER).await;
+        let coordinator = StorageCoordinator::new(base.parse().unwrap()).with_session(token);
         let record = self
             .owner
-            .put(
+            .put_with(
                 &file,
                 &PutOptions {
                     name: Some(name.into()),
@@ -387,39 +374,48 @@ impl Network {
                     epochs,
                     price_per_epoch: PRICE,
                 },
-                &targets,
+                NodeSource::Placement {
+                    coordinator: &coordinator,
+                    region: None,
+                },
                 no_progress(),
             )
             .await
             .unwrap();
         std::fs::remove_file(&file).unwrap();
         let deal = record.deal.unwrap();
+        assert_eq!(record.replicas.len(), 3, "{record:?}");
 
-        // The repairer: named on-chain by the owner, then handed the deal's repair secret.
-        let (status, repairer) = self.get_json("/storage/repairer", None).await;
-        assert_eq!(status, 200, "{repairer}");
-        let repairer: Address = repairer["address"].as_str().unwrap().parse().unwrap();
-        assert_eq!(repairer, self.system.address(REPAIR_KEY));
-        StorageMarket::new(
-            self.system.deployment.contracts.storage_market.address,
-            self.system.provider(OWNER),
-        )
-        .setRepairer(U256::from(deal), repairer)
-        .send_ok()
-        .await;
+        let record = self.owner.set_up_repair(name, &coordinator).await.unwrap();
+        let repairer = self.system.address(REPAIR_KEY);
+        assert_eq!(
+            record.repair,
+            RepairSetup::Registered { repairer },
+            "{record:?}"
+        );
+        // On-chain, the deal names the orchestrator's repairer.
+        let named = self
+            .market()
+            .repairerOf(U256::from(deal))
+            .call()
+            .await
+            .unwrap();
+        assert_eq!(named, repairer);
+        // The registration is the orchestrator's: a second one by the owner is accepted again
+        // or refused, but never by a stranger.
+        let stranger = self.sign_in(STRANGER).await;
         let chain_id = self.system.provider(0).get_chain_id().await.unwrap();
         let secret = MasterKey::derive(&self.system.signer(OWNER), chain_id)
             .unwrap()
             .repair_secret(&FileId(record.file_id));
-        let token = self.sign_in(OWNER).await;
         let (status, body) = self
             .post_json(
                 &format!("/storage/deals/{deal}/repair"),
                 json!({ "secret": hex::encode(secret.to_bytes()) }),
-                Some(&token),
+                Some(&stranger),
             )
             .await;
-        assert_eq!(status, 201, "{body}");
+        assert!((400..500).contains(&status), "{status} {body}");
         record
     }
 
