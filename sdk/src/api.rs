@@ -898,7 +898,8 @@ pub struct VmAccess {
     #[serde(default)]
     pub urls: Vec<IngressUrl>,
     /// Whether the VM's node runs an ingress, as its agent reported it (`None`: not reported).
-    /// `false`: the VM's HTTP ports get no names; they are forwarded directly (`forwards`).
+    /// `false` on a node that is not relayed: the VM's HTTP ports get no names; they are
+    /// forwarded directly (`forwards`). A relayed node's names are served by its relay.
     #[serde(default)]
     pub node_ingress: Option<bool>,
     /// The relay the VM is reached through, when its node accepts no inbound connections: then

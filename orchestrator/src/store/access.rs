@@ -204,9 +204,13 @@ impl Store {
         Ok(())
     }
 
-    /// Whether a node serves its VMs' HTTP ports by name: `false` only when its agent reported
-    /// that it runs no ingress (a node that never said is taken to run one).
+    /// Whether a node's VMs' HTTP ports are served by name: by its relay's ingress when it is
+    /// relayed, else by its own, which is missing only when its agent reported that it runs none
+    /// (a node that never said is taken to run one).
     pub async fn node_runs_ingress(&self, node_id: NodeId) -> Result<bool, StoreError> {
+        if self.relay_assignment(node_id).await?.is_some() {
+            return Ok(true);
+        }
         let reported = sqlx::query("SELECT ingress FROM node_addresses WHERE node_id = $1")
             .bind(node_id.to_string())
             .fetch_optional(&self.pool)
