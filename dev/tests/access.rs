@@ -322,6 +322,17 @@ enum Login<'a> {
 
 /// Runs `command` on the guest over SSH; `None` when the login or the command fails.
 fn ssh(address: &str, port: u16, user: &str, login: &Login<'_>, command: &str) -> Option<String> {
+    ssh_attempt(address, port, user, login, command).ok()
+}
+
+/// [`ssh`], with what ssh printed when it fails.
+fn ssh_attempt(
+    address: &str,
+    port: u16,
+    user: &str,
+    login: &Login<'_>,
+    command: &str,
+) -> Result<String, String> {
     let mut cmd = Command::new("ssh");
     cmd.args([
         "-o",
@@ -353,13 +364,20 @@ fn ssh(address: &str, port: u16, user: &str, login: &Login<'_>, command: &str) -
         .arg(format!("{user}@{address}"))
         .arg(command)
         .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .map_err(|e| format!("cannot run ssh: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
-/// Retries [`ssh`] until it answers (the guest boots, or comes back after a stop or reboot).
+/// Retries [`ssh`] until it answers (the guest boots, or comes back after a stop or reboot);
+/// past `bound`, fails with ssh's last error and what `diagnose` gathers.
 fn ssh_until(
     address: &str,
     port: u16,
@@ -367,18 +385,77 @@ fn ssh_until(
     login: &Login<'_>,
     command: &str,
     bound: Duration,
+    diagnose: &dyn Fn() -> String,
 ) -> String {
     let deadline = Instant::now() + bound;
     loop {
-        if let Some(out) = ssh(address, port, user, login, command) {
-            return out;
-        }
+        let error = match ssh_attempt(address, port, user, login, command) {
+            Ok(out) => return out,
+            Err(error) => error,
+        };
         assert!(
             Instant::now() < deadline,
-            "ssh -p {port} {user}@{address} {command:?} never succeeded"
+            "ssh -p {port} {user}@{address} {command:?} never succeeded; the last attempt: {error}\n{}",
+            diagnose()
         );
         std::thread::sleep(Duration::from_secs(3));
     }
+}
+
+/// What a failed login needs explained: the host's forwarding rules and addresses, the agent's
+/// network, the guest's serial console and the end of `decloud dev`'s log.
+fn diagnostics(dev: &Dev, vm: &str) -> String {
+    let run = |program: &str, args: &[&str]| -> String {
+        match Command::new(program).args(args).output() {
+            Ok(out) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => format!("cannot run {program}: {e}"),
+        }
+    };
+    let rules: String = iptables_rules()
+        .lines()
+        .filter(|l| l.contains("DECLOUD"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // The agent of `decloud dev` keeps each VM's serial console under its temporary data
+    // directory; the newest such file of this VM id is this run's.
+    let console = std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("decloud-dev-agent-")
+        })
+        .map(|e| e.path().join("data/vms").join(vm).join("console.log"))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| std::fs::read_to_string(&p).unwrap_or_default())
+        .unwrap_or_else(|| "(no console log found)".into());
+    let log = std::fs::read_to_string(&dev.log).unwrap_or_default();
+    let log_tail: Vec<&str> = log.lines().rev().take(80).collect();
+    format!(
+        "--- forwarding rules\n{rules}--- addresses\n{}--- network\n{}--- {vm}'s console\n{}\n--- the end of decloud dev's log\n{}",
+        run("ip", &["-br", "addr"]),
+        run(
+            "virsh",
+            &["-c", "qemu:///system", "net-dumpxml", "decloud-dev"]
+        ),
+        console
+            .lines()
+            .rev()
+            .take(60)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        log_tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+    )
 }
 
 fn iptables_rules() -> String {
@@ -465,6 +542,7 @@ fn tenant_reaches_and_logs_into_the_vm(guest: &Guest, and_then: impl FnOnce(&Ten
         &with_key,
         "echo in-as-$(id -un)",
         guest.boot,
+        &|| diagnostics(&dev, &vm),
     );
     assert_eq!(answer, format!("in-as-{user}"));
     // Reported for scripts/bench-ssh-ready (BENCHMARKS.md), never asserted.
@@ -512,11 +590,16 @@ fn tenant_reaches_and_logs_into_the_vm(guest: &Guest, and_then: impl FnOnce(&Ten
     tenant.wait_for_vm(&vm, "running again", Duration::from_secs(180), |v| {
         v["state"] == "running"
     });
-    ssh_until(&address, ssh_port, &user, &with_key, "true", guest.boot);
+    let diagnose = || diagnostics(&dev, &vm);
+    ssh_until(
+        &address, ssh_port, &user, &with_key, "true", guest.boot, &diagnose,
+    );
 
     // Reboot: a new boot (its boot id changes), reachable again.
     let boot_id = "cat /proc/sys/kernel/random/boot_id";
-    let before = ssh_until(&address, ssh_port, &user, &with_key, boot_id, guest.boot);
+    let before = ssh_until(
+        &address, ssh_port, &user, &with_key, boot_id, guest.boot, &diagnose,
+    );
     tenant.ok(&["vm", "reboot", &vm]);
     let deadline = Instant::now() + guest.boot;
     loop {
@@ -622,6 +705,7 @@ fn a_template_another_account_published_runs(tenant: &Tenant<'_>, key: &Path, gu
         &Login::Key(key),
         "echo in-the-template-vm",
         guest.boot,
+        &|| diagnostics(tenant.dev, &vm),
     );
     assert_eq!(answer, "in-the-template-vm");
     tenant.ok(&["lease", "close", &lease]);
