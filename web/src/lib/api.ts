@@ -141,6 +141,26 @@ export interface VmAccess {
   urls?: IngressUrl[];
   /** Whether the VM's node runs an ingress (null: not reported); false: HTTP ports are forwarded directly. */
   node_ingress?: boolean | null;
+  /**
+   * The relay the VM is reached through when its node accepts no inbound connections: then
+   * `public_address` and `forwards` are the relay's, and the `urls` are served by the relay.
+   */
+  relay?: RelayEndpoint | null;
+  /** Bytes relays carried for the VM, summed over every relay that ever carried it. */
+  relay_traffic?: RelayTraffic | null;
+}
+
+/** A relay publishing a VM's ports (`access.relay` of `GET /vms/{id}`). */
+export interface RelayEndpoint {
+  relay_node_id: string;
+  address: string;
+  forwards: PortForward[];
+}
+
+/** Bytes carried by relays for one VM, cumulative. */
+export interface RelayTraffic {
+  bytes_in: number;
+  bytes_out: number;
 }
 
 /** One service check of a VM (`readiness.services[]` of `GET /vms/{id}`), as its node last ran it. */

@@ -11,7 +11,7 @@ import { apiFetch, type SealedCredentials, type VmAccess, type VmDetail, type Vm
 import { useAppConfig } from '../lib/appConfig';
 import type { Credentials } from '../lib/credentials';
 import { explainError } from '../lib/errors';
-import { formatUnixTime } from '../lib/format';
+import { formatBytes, formatUnixTime, shortHex } from '../lib/format';
 import { useApi } from '../lib/queries';
 import { useSealingKey } from '../lib/sealing';
 import { useSession } from '../lib/session';
@@ -188,11 +188,29 @@ function Access({ vmId, access }: { vmId: string; access: VmAccess }) {
       )}
       <dl>
         <div className="kv">
-          <dt>Node address</dt>
+          <dt>{access.relay ? 'Relay address' : 'Node address'}</dt>
           <dd className="mono" data-testid="public-address">
             {access.public_address ?? '—'}
           </dd>
         </div>
+        {access.relay && (
+          <div className="kv">
+            <dt>Reached through</dt>
+            <dd data-testid="relay">
+              relay <span className="mono">{shortHex(access.relay.relay_node_id)}</span>: the VM&rsquo;s node accepts no
+              inbound connections, so its ports and web addresses are published by this relay. If the relay goes away,
+              another takes over and the address and ports above change.
+            </dd>
+          </div>
+        )}
+        {access.relay_traffic && (
+          <div className="kv">
+            <dt>Carried by relays</dt>
+            <dd data-testid="relay-traffic">
+              {formatBytes(access.relay_traffic.bytes_in)} in, {formatBytes(access.relay_traffic.bytes_out)} out
+            </dd>
+          </div>
+        )}
         <div className="kv">
           <dt>Login user</dt>
           <dd className="mono">{access.login_user ?? '—'}</dd>
