@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use decloud_sdk::storage::{
-    FileRecord, NodeSource, Phase, Progress, ProgressFn, PutOptions, RepairSetup, StorageClient,
-    StorageCoordinator, StorageError, StorageNode,
+    DealState, FileRecord, NodeSource, Phase, Progress, ProgressFn, PutOptions, RepairSetup,
+    StorageClient, StorageCoordinator, StorageError, StorageNode,
 };
 
 use crate::{
@@ -361,15 +361,11 @@ async fn ls(args: LsArgs) -> Result<(), CliError> {
     for f in &files {
         let r = &f.record;
         let state = if r.removed {
-            "removed: refund at settlement"
+            "removed: rm again once the deal ends for the refund"
+        } else if f.deal.as_ref().is_some_and(DealState::ended) {
+            "ended: rm settles it (refunds unproven epochs)"
         } else if !r.uploaded() {
             "upload incomplete: run put again"
-        } else if f
-            .deal
-            .as_ref()
-            .is_some_and(|d| d.current_epoch >= u64::from(d.epochs))
-        {
-            "ended"
         } else {
             "stored"
         };
@@ -424,7 +420,8 @@ async fn rm(args: RmArgs) -> Result<(), CliError> {
         (None, Some(block)) => fields.push((
             "refund",
             json!(format!(
-                "the unproven epochs are refunded by StorageMarket.settle from block {block}"
+                "the unproven replica-epochs are refunded when the deal settles: run `decloud storage rm {}` again from block {block}",
+                removal.deal.map_or_else(|| record.name.clone(), |d| d.to_string())
             )),
         )),
         (None, None) => {}
