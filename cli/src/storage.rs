@@ -33,8 +33,8 @@ pub(crate) enum StorageCommand {
     Get(GetArgs),
     /// Your stored files with their deals: size, replicas, proven epochs, funds left.
     Ls(LsArgs),
-    /// Remove a stored file: the nodes delete it and the unproven epochs are refunded when the
-    /// deal settles.
+    /// Remove a stored file: the nodes delete it, the deal ends after the current epoch, and
+    /// its unproven replica-epochs are refunded when it settles (`rm` again once it has ended).
     Rm(RmArgs),
 }
 
@@ -423,6 +423,11 @@ async fn rm(args: RmArgs) -> Result<(), CliError> {
                 "the unproven replica-epochs are refunded when the deal settles: run `decloud storage rm {}` again from block {block}",
                 removal.deal.map_or_else(|| record.name.clone(), |d| d.to_string())
             )),
+        )),
+        // Anyone may settle an ended deal; the refund then went to the owner already.
+        (None, None) if removal.deal.is_some() => fields.push((
+            "refund",
+            json!("the deal was settled before: its refund was paid to the owner then"),
         )),
         (None, None) => {}
     }
