@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use url::Url;
 
 use decloud_sdk::storage::{
-    FileRecord, NodeSource, Phase, Progress, ProgressFn, PutOptions, RepairSetup, StorageClient,
-    StorageCoordinator, StorageError, StorageNode,
+    DealState, FileRecord, NodeSource, Phase, Progress, ProgressFn, PutOptions, RepairSetup,
+    StorageClient, StorageCoordinator, StorageError, StorageNode,
 };
 
 use crate::{
@@ -33,8 +33,8 @@ pub(crate) enum StorageCommand {
     Get(GetArgs),
     /// Your stored files with their deals: size, replicas, proven epochs, funds left.
     Ls(LsArgs),
-    /// Remove a stored file: the nodes delete it and the unproven epochs are refunded when the
-    /// deal settles.
+    /// Remove a stored file: the nodes delete it, the deal ends after the current epoch, and
+    /// its unproven replica-epochs are refunded when it settles (`rm` again once it has ended).
     Rm(RmArgs),
 }
 
@@ -361,15 +361,11 @@ async fn ls(args: LsArgs) -> Result<(), CliError> {
     for f in &files {
         let r = &f.record;
         let state = if r.removed {
-            "removed: refund at settlement"
+            "removed: rm again once the deal ends for the refund"
+        } else if f.deal.as_ref().is_some_and(DealState::ended) {
+            "ended: rm settles it (refunds unproven epochs)"
         } else if !r.uploaded() {
             "upload incomplete: run put again"
-        } else if f
-            .deal
-            .as_ref()
-            .is_some_and(|d| d.current_epoch >= u64::from(d.epochs))
-        {
-            "ended"
         } else {
             "stored"
         };
@@ -424,8 +420,14 @@ async fn rm(args: RmArgs) -> Result<(), CliError> {
         (None, Some(block)) => fields.push((
             "refund",
             json!(format!(
-                "the unproven epochs are refunded by StorageMarket.settle from block {block}"
+                "the unproven replica-epochs are refunded when the deal settles: run `decloud storage rm {}` again from block {block}",
+                removal.deal.map_or_else(|| record.name.clone(), |d| d.to_string())
             )),
+        )),
+        // Anyone may settle an ended deal; the refund then went to the owner already.
+        (None, None) if removal.deal.is_some() => fields.push((
+            "refund",
+            json!("the deal was settled before: its refund was paid to the owner then"),
         )),
         (None, None) => {}
     }

@@ -701,12 +701,34 @@ async fn bad_input_is_refused_clearly_and_an_interrupted_put_resumes() {
         )
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("ended"), "{error}");
+    assert!(matches!(error, StorageError::DealEnded { .. }), "{error}");
+    assert!(
+        error.to_string().contains("ended at block") && error.to_string().contains("rm"),
+        "{error}"
+    );
     let listed = owner.list().await.unwrap();
     let short = listed.iter().find(|f| f.record.name == "short").unwrap();
     let state = short.deal.as_ref().unwrap();
-    assert!(state.current_epoch >= 2);
+    assert!(state.ended() && state.current_epoch >= 2);
     assert_eq!(state.remaining, U256::from(2 * 3 * 1_000u64));
+    // Nothing is lost: get says the upload is incomplete and writes nothing, and rm settles the
+    // ended deal at once (there is nothing to end) and refunds the whole deposit, since no epoch
+    // of an incomplete upload is proven.
+    let short_out = work.path().join("short-back.bin");
+    let error = owner
+        .get("short", &short_out, no_progress())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StorageError::Incomplete { .. }), "{error}");
+    assert!(!short_out.exists());
+    let usdc = decloud_sdk::bindings::MockUSDC::new(system.deployment.usdc, &p);
+    let before = usdc.balanceOf(system.address(OWNER)).call().await.unwrap();
+    let removal = owner.remove("short").await.unwrap();
+    assert!(!removal.ended, "{removal:?}");
+    assert_eq!(removal.refunded, Some(U256::from(2 * 3 * 1_000u64)));
+    let after = usdc.balanceOf(system.address(OWNER)).call().await.unwrap();
+    assert_eq!(after - before, U256::from(2 * 3 * 1_000u64));
+    assert!(owner.live("short").unwrap().is_none());
     for node in &mut nodes {
         node.stop().await;
     }

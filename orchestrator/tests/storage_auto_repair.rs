@@ -11,6 +11,11 @@
 //! alone. The owner follows the repair through `GET /storage/deals/{id}/repairs`, and the failing
 //! node's storage proof rate shows in its marketplace reputation.
 //!
+//! The owner's `rm` (as `decloud storage rm` runs it) of a deal proven in part refunds exactly
+//! the replica-epochs no node proved, by arithmetic from the deal's terms and the chain's
+//! EpochProven events; a deal whose paid epochs are used up refuses more uploads, still serves
+//! `get`, and settles on `rm`.
+//!
 //! The file is small in CI; `scripts/test --long` runs the 100 MiB variants (`#[ignore]`d here).
 
 use std::{sync::Arc, time::Duration};
@@ -18,7 +23,9 @@ use std::{sync::Arc, time::Duration};
 use alloy::{
     primitives::{Address, B256, U256},
     providers::{Provider, ext::AnvilApi},
+    rpc::types::Filter,
     signers::Signer as _,
+    sol_types::SolEvent,
 };
 use decloud_node_agent::{
     ConfigLayer, DomainType, Identity, NetworkConfig, RunningAgent, StorageLayer,
@@ -29,10 +36,10 @@ use decloud_orchestrator::{
 };
 use decloud_sdk::{
     agent_protocol::{self, NodeResources},
-    bindings::{NodeRegistry, StorageMarket, node_registry::INodeRegistry},
+    bindings::{MockUSDC, NodeRegistry, StorageMarket, node_registry::INodeRegistry},
     storage::{
-        FileRecord, NodeSource, Progress, ProgressFn, PutOptions, RepairSetup, StorageClient,
-        StorageCoordinator,
+        FileRecord, NodeClient, NodeSource, Progress, ProgressFn, PutOptions, RepairSetup,
+        StorageClient, StorageCoordinator, StorageError,
         encoding::{FileId, MasterKey},
     },
     testing::{SendOk as _, TestSystem},
@@ -355,10 +362,50 @@ impl Network {
         }
     }
 
+    /// Flips a byte of chunk `chunk` of `replica` on its node's disk.
+    fn flip_chunk(&self, record: &FileRecord, replica: usize, chunk: usize) {
+        let index = self.node_index(record.replicas[replica].node);
+        let store = self.nodes[index]
+            .agent()
+            .agent()
+            .chunk_store()
+            .unwrap()
+            .clone();
+        let path = store.chunk_path(&record.replicas[replica].chunk_sha256[chunk]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[777] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+    }
+
+    /// Waits until node `index` reports that it cannot prove its replica of `deal` because a
+    /// chunk is corrupt.
+    async fn reports_corrupt(&self, index: usize, deal: u64) {
+        let agent = self.nodes[index].agent();
+        until(
+            "the damaged node reports why it cannot prove",
+            120,
+            || async {
+                agent
+                    .agent()
+                    .heartbeat(1)
+                    .await
+                    .unwrap()
+                    .storage
+                    .unwrap()
+                    .proofs
+                    .iter()
+                    .any(|p| {
+                        p.deal == deal && p.error.as_deref().is_some_and(|e| e.contains("corrupt"))
+                    })
+            },
+        )
+        .await;
+    }
+
     /// Puts `data` as `name` with three replicas as `decloud storage put` does without `--node`:
     /// the client asks the orchestrator's placement for the nodes, then names the orchestrator's
     /// repairer on-chain and registers the deal's repair secret with it. Returns the record.
-    async fn put(&self, name: &str, data: &[u8], epochs: u32) -> FileRecord {
+    async fn put(&self, name: &str, data: &[u8], epochs: u32, price: u64) -> FileRecord {
         let file = self.work.path().join(name);
         std::fs::write(&file, data).unwrap();
         let base = self.api.trim_end_matches("/api/v1");
@@ -372,7 +419,7 @@ impl Network {
                     name: Some(name.into()),
                     replicas: 3,
                     epochs,
-                    price_per_epoch: PRICE,
+                    price_per_epoch: price,
                 },
                 NodeSource::Placement {
                     coordinator: &coordinator,
@@ -619,7 +666,7 @@ async fn stored_and_proven(size: usize, name: &str) -> (Network, FileRecord, Vec
     let quota = (size as u64 + (8 << 20)) * 2;
     let net = Network::start(quota).await;
     let data = file_bytes(size);
-    let record = net.put(name, &data, 40).await;
+    let record = net.put(name, &data, 40, PRICE).await;
     let deal = record.deal.unwrap();
     let placed: Vec<B256> = record.replicas.iter().map(|r| r.node).collect();
     let spare = net
@@ -649,41 +696,13 @@ async fn flipped_chunk_is_repaired_to_the_spare_node(size: usize) {
     let payee = net.nodes[failing_index].operator;
 
     // Flip bytes of one chunk of replica 0 on its node's disk.
-    let store = net.nodes[failing_index]
-        .agent()
-        .agent()
-        .chunk_store()
-        .unwrap()
-        .clone();
-    let path = store.chunk_path(&record.replicas[0].chunk_sha256[1]);
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[777] ^= 0xff;
-    std::fs::write(&path, &bytes).unwrap();
+    net.flip_chunk(&record, 0, 1);
     let earned = net.earnings(payee).await;
 
     // Epoch 3: the other replicas are proven, the damaged one is not, and its node says why.
     net.enter_epoch(deal, 3).await;
     net.proven_by_their_nodes(deal, &[1, 2], 3).await;
-    let agent = net.nodes[failing_index].agent();
-    until(
-        "the damaged node reports why it cannot prove",
-        120,
-        || async {
-            agent
-                .agent()
-                .heartbeat(1)
-                .await
-                .unwrap()
-                .storage
-                .unwrap()
-                .proofs
-                .iter()
-                .any(|p| {
-                    p.deal == deal && p.error.as_deref().is_some_and(|e| e.contains("corrupt"))
-                })
-        },
-    )
-    .await;
+    net.reports_corrupt(failing_index, deal).await;
     assert!(!net.is_proven(deal, 0, 3).await);
 
     // Epochs 4 and 5: once two closed epochs are missed the market lets the repairer move the
@@ -800,4 +819,329 @@ async fn a_100_mib_replica_with_a_flipped_chunk_is_repaired_by_the_orchestrator_
 #[ignore = "100 MiB with three replicas: minutes of Poseidon commitments; scripts/test --long"]
 async fn a_100_mib_replica_on_a_killed_node_is_repaired_by_the_orchestrator_alone() {
     killed_node_is_repaired_to_the_spare_node(LARGE_FILE).await;
+}
+
+/// The refund test's price per replica per epoch: 5% of it is 50.45 micro-USDC, so every proof's
+/// fee is rounded.
+const ODD_PRICE: u64 = 1_009;
+
+/// Every `EpochProven` of `deal` on chain: (replica, epoch, payee, node amount, fee).
+async fn proofs_on_chain(net: &Network, deal: u64) -> Vec<(u64, u32, Address, U256, U256)> {
+    let logs = net
+        .system
+        .provider(0)
+        .get_logs(
+            &Filter::new()
+                .address(net.system.deployment.contracts.storage_market.address)
+                .event_signature(StorageMarket::EpochProven::SIGNATURE_HASH)
+                .from_block(0),
+        )
+        .await
+        .unwrap();
+    let mut proofs: Vec<_> = logs
+        .iter()
+        .map(|log| {
+            log.log_decode::<StorageMarket::EpochProven>()
+                .unwrap()
+                .inner
+                .data
+        })
+        .filter(|e| e.dealId == U256::from(deal))
+        .map(|e| (e.replica.to::<u64>(), e.epoch, e.payee, e.nodeAmount, e.fee))
+        .collect();
+    proofs.sort();
+    proofs
+}
+
+/// `decloud storage rm` of a deal the nodes proved in part, and of a deal whose paid epochs are
+/// used up. The first deal (6 epochs, 3 replicas) is proven by all three nodes for epochs 0 and
+/// 1; then a chunk of replica 0 is flipped on its node's disk, so epochs 2 and 3 are proven for
+/// replicas 1 and 2 only; in epoch 3 the owner removes the file (the deal ends after epoch 3),
+/// and once it has ended removes it again, which settles it. The refund is checked against
+/// arithmetic from the deal's terms and the EpochProven events alone, then every unit of both
+/// deposits is followed to the owner, the nodes' operators and the treasury.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rm_refunds_exactly_the_replica_epochs_the_nodes_did_not_prove() {
+    let net = Network::start(16 << 20).await;
+    let p = net.system.provider(0);
+    let usdc = MockUSDC::new(net.system.deployment.usdc, &p);
+    let market_address = net.system.deployment.contracts.storage_market.address;
+    let owner = net.system.address(OWNER);
+    let funded = usdc.balanceOf(owner).call().await.unwrap();
+    let market_held = usdc.balanceOf(market_address).call().await.unwrap();
+
+    // Two chunks, so that one can be damaged; and a one-chunk file on a two-epoch deal.
+    let data = file_bytes((1 << 20) + 4_321);
+    let removed = net.put("removed.bin", &data, 6, ODD_PRICE).await;
+    let spent_data = file_bytes(10_000);
+    let spent = net.put("spent.bin", &spent_data, 2, ODD_PRICE).await;
+    let (deal, spent_deal) = (removed.deal.unwrap(), spent.deal.unwrap());
+
+    // The deal's terms, as StorageMarket holds them.
+    let terms = net.market().getDeal(U256::from(deal)).call().await.unwrap();
+    let replicas = net
+        .market()
+        .getReplicas(U256::from(deal))
+        .call()
+        .await
+        .unwrap();
+    let epoch_blocks = net.market().epochBlocks().call().await.unwrap();
+    let price = U256::from(terms.pricePerEpoch);
+    let fee_bps = U256::from(terms.feeBps);
+    let (funded_epochs, replica_count) = (u64::from(terms.epochs), replicas.len() as u64);
+    assert_eq!(
+        (price, funded_epochs, replica_count),
+        (U256::from(ODD_PRICE), 6, 3)
+    );
+    assert!(fee_bps > U256::ZERO, "the market takes a fee");
+    // The owner pays the price for every replica of every epoch up front.
+    let deposit = price * U256::from(funded_epochs * replica_count);
+    let spent_deposit = price * U256::from(2 * 3u64);
+    assert_eq!(
+        funded - usdc.balanceOf(owner).call().await.unwrap(),
+        deposit + spent_deposit
+    );
+    // What one proven replica-epoch pays: the whole price leaves the deposit, split between the
+    // node and the platform. The fee rounds down (StorageMarket computes price × bps / 10 000 in
+    // integers), so the node keeps the dust; the owner is charged the whole price either way, so
+    // the refund itself involves no rounding at all: it is whole replica-epochs of the price.
+    let fee_per_epoch = price * fee_bps / U256::from(10_000u64);
+    let node_per_epoch = price - fee_per_epoch;
+    assert_eq!(
+        (fee_per_epoch, node_per_epoch),
+        (U256::from(50u64), U256::from(959u64)),
+        "5% of 1009 rounds down to 50"
+    );
+
+    // Epochs 0 and 1: every replica of both deals proven by its node.
+    for epoch in 0..2u32 {
+        net.enter_epoch(deal, epoch).await;
+        net.proven_by_their_nodes(deal, &[0, 1, 2], epoch).await;
+        net.enter_epoch(spent_deal, epoch).await;
+        net.proven_by_their_nodes(spent_deal, &[0, 1, 2], epoch)
+            .await;
+    }
+    // Epochs 2 and 3: replica 0 is damaged and missed; the others are proven.
+    net.flip_chunk(&removed, 0, 1);
+    net.enter_epoch(deal, 2).await;
+    net.proven_by_their_nodes(deal, &[1, 2], 2).await;
+    net.reports_corrupt(net.node_index(removed.replicas[0].node), deal)
+        .await;
+    net.enter_epoch(deal, 3).await;
+    net.proven_by_their_nodes(deal, &[1, 2], 3).await;
+    assert!(!net.is_proven(deal, 0, 2).await && !net.is_proven(deal, 0, 3).await);
+
+    // rm in epoch 3: the deal ends after it (4 epochs instead of 6), every node deletes its
+    // replica, and nothing is refunded yet.
+    let first = net.owner.remove("removed.bin").await.unwrap();
+    assert!(first.ended, "{first:?}");
+    assert!(
+        first.deletions.iter().all(|(_, e)| e.is_none()),
+        "{first:?}"
+    );
+    let ended = net.market().getDeal(U256::from(deal)).call().await.unwrap();
+    assert_eq!(ended.epochs, 4);
+    let end_block = terms.startBlock + 4 * epoch_blocks;
+    assert_eq!(
+        (first.refunded, first.settles_at_block),
+        (None, Some(end_block))
+    );
+    assert!(net.owner.find("removed.bin").unwrap().removed);
+    // rm again before the end: still nothing to settle.
+    let early = net.owner.remove("removed.bin").await.unwrap();
+    assert_eq!(
+        (early.ended, early.refunded, early.settles_at_block),
+        (false, None, Some(end_block))
+    );
+
+    // The two-epoch deal's paid epochs are used up (all six replica-epochs were proven): its
+    // funds ran out. put of the same name refuses, says why and what to do, and sends nothing;
+    // a node refuses new chunks for it; get still returns the file, which its nodes keep until
+    // the owner removes it.
+    let spent_state = net
+        .owner
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|f| f.record.name == "spent.bin")
+        .unwrap()
+        .deal
+        .unwrap();
+    assert!(spent_state.ended(), "{spent_state:?}");
+    assert_eq!(
+        (spent_state.proven_epochs, spent_state.remaining),
+        (6, U256::ZERO)
+    );
+    let deals = net.market().dealCount().call().await.unwrap();
+    let held = usdc.balanceOf(owner).call().await.unwrap();
+    let file = net.work.path().join("spent.bin");
+    std::fs::write(&file, &spent_data).unwrap();
+    let error = net
+        .owner
+        .put(
+            &file,
+            &PutOptions {
+                name: Some("spent.bin".into()),
+                replicas: 3,
+                epochs: 2,
+                price_per_epoch: ODD_PRICE,
+            },
+            &[],
+            no_progress(),
+        )
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, StorageError::DealEnded { deal, .. } if deal == spent_deal),
+        "{message}"
+    );
+    assert!(
+        message.contains("ended at block") && message.contains("nothing was sent"),
+        "{message}"
+    );
+    assert_eq!(net.market().dealCount().call().await.unwrap(), deals);
+    assert_eq!(usdc.balanceOf(owner).call().await.unwrap(), held);
+    let spent_node = &spent.replicas[0];
+    let refused = NodeClient::new(
+        spent_node.url.clone(),
+        31337,
+        market_address,
+        spent_node.node,
+        net.system.signer(OWNER),
+    )
+    .put_chunk(spent_deal, 0, 1, vec![1; 1000])
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("ended at block"), "{refused}");
+    assert!(
+        net.get("spent.bin").await == spent_data,
+        "get returned other bytes"
+    );
+    // rm of it: nothing to end, the nodes delete, and settling refunds nothing (all was proven).
+    let removal = net.owner.remove("spent.bin").await.unwrap();
+    assert!(!removal.ended, "{removal:?}");
+    assert!(
+        removal.deletions.iter().all(|(_, e)| e.is_none()),
+        "{removal:?}"
+    );
+    assert_eq!(removal.refunded, Some(U256::ZERO));
+    assert_eq!(usdc.balanceOf(owner).call().await.unwrap(), held);
+    assert!(matches!(
+        net.owner.find("spent.bin"),
+        Err(StorageError::NotFound(_))
+    ));
+
+    // Once the deal has ended, rm settles it and the refund is paid.
+    let now = p.get_block_number().await.unwrap();
+    assert!(now < end_block, "the removed deal ended too early");
+    p.anvil_mine(Some(end_block - now), None).await.unwrap();
+    let before = usdc.balanceOf(owner).call().await.unwrap();
+    let settled = net.owner.remove("removed.bin").await.unwrap();
+    let refund = settled.refunded.expect("the deal settled");
+    let after = usdc.balanceOf(owner).call().await.unwrap();
+    assert!(matches!(
+        net.owner.find("removed.bin"),
+        Err(StorageError::NotFound(_))
+    ));
+
+    // What was proven, from the chain's EpochProven events: epochs 0 and 1 of every replica,
+    // epochs 2 and 3 of replicas 1 and 2; each paid to the operator of the replica's node, the
+    // price split as above.
+    let proofs = proofs_on_chain(&net, deal).await;
+    let proven: Vec<(u64, u32)> = proofs.iter().map(|p| (p.0, p.1)).collect();
+    assert_eq!(
+        proven,
+        vec![
+            (0, 0),
+            (0, 1),
+            (1, 0),
+            (1, 1),
+            (1, 2),
+            (1, 3),
+            (2, 0),
+            (2, 1),
+            (2, 2),
+            (2, 3)
+        ]
+    );
+    for &(replica, epoch, payee, node_amount, fee) in &proofs {
+        let node = removed.replicas[replica as usize].node;
+        assert_eq!(payee, net.nodes[net.node_index(node)].operator);
+        assert_eq!(
+            (node_amount, fee),
+            (node_per_epoch, fee_per_epoch),
+            "replica {replica} epoch {epoch}"
+        );
+    }
+    let paid = price * U256::from(proofs.len());
+
+    // The refund is the deposit less what the proven replica-epochs were paid, exactly: the two
+    // epochs replica 0 missed, and epochs 4 and 5 of every replica that rm cut off.
+    assert_eq!(refund, deposit - paid);
+    assert_eq!(refund, price * U256::from(2 + 2 * 3u64));
+    assert_eq!(after - before, refund, "the owner received the refund");
+    // Over both deals the owner paid exactly the proven replica-epochs.
+    let spent_proofs = proofs_on_chain(&net, spent_deal).await;
+    assert_eq!(spent_proofs.len(), 6);
+    let proven_count = U256::from(proofs.len() + spent_proofs.len());
+    assert_eq!(funded - after, price * proven_count);
+
+    // Each node's operator earned its node's share of its own proven replica-epochs, the
+    // platform the fees; the deposit is the refund, the nodes' earnings and the fees.
+    let mut earned_total = U256::ZERO;
+    for node in &net.nodes {
+        let proven_here = proofs
+            .iter()
+            .chain(&spent_proofs)
+            .filter(|p| p.2 == node.operator)
+            .count();
+        let earned = net.earnings(node.operator).await;
+        assert_eq!(
+            earned,
+            node_per_epoch * U256::from(proven_here),
+            "node {}",
+            node.id
+        );
+        earned_total += earned;
+    }
+    let fees = net.market().accruedFees().call().await.unwrap();
+    assert_eq!(fees, fee_per_epoch * proven_count);
+    assert_eq!(
+        deposit,
+        refund
+            + node_per_epoch * U256::from(proofs.len())
+            + fee_per_epoch * U256::from(proofs.len())
+    );
+    assert_eq!(deposit + spent_deposit, refund + earned_total + fees);
+
+    // Every unit leaves the market: the operators claim, the fees go to the treasury, and the
+    // market holds what it held before the two deals.
+    for (node, &operator) in net.nodes.iter().zip(&OPERATORS) {
+        let earned = net.earnings(node.operator).await;
+        if earned == U256::ZERO {
+            continue;
+        }
+        let before = usdc.balanceOf(node.operator).call().await.unwrap();
+        StorageMarket::new(market_address, net.system.provider(operator))
+            .claim()
+            .send_ok()
+            .await;
+        let after = usdc.balanceOf(node.operator).call().await.unwrap();
+        assert_eq!(after - before, earned);
+    }
+    let treasury = net.market().treasury().call().await.unwrap();
+    let before = usdc.balanceOf(treasury).call().await.unwrap();
+    net.market().withdrawFees().send_ok().await;
+    assert_eq!(
+        usdc.balanceOf(treasury).call().await.unwrap() - before,
+        fees
+    );
+    assert_eq!(
+        usdc.balanceOf(market_address).call().await.unwrap(),
+        market_held
+    );
+    net.stop().await;
 }

@@ -90,6 +90,19 @@ pub enum StorageError {
         /// Its deal.
         deal: u64,
     },
+    /// The name's deal has ended: its paid epochs are over (proven and paid, or refundable).
+    #[error(
+        "{name:?} is deal {deal}, which ended at block {end_block} (its paid epochs are over): nothing was sent; \
+         remove it (`rm` settles the deal, refunding its unproven epochs), then put again"
+    )]
+    DealEnded {
+        /// The name.
+        name: String,
+        /// Its deal.
+        deal: u64,
+        /// The first block after the deal's last epoch.
+        end_block: u64,
+    },
     /// The file changed since an interrupted put of the same name began.
     #[error(
         "{path} changed since its interrupted put began ({what}): restore it, or remove {name:?} and put again"
@@ -443,6 +456,14 @@ pub struct DealState {
     pub end_block: u64,
 }
 
+impl DealState {
+    /// Whether the deal has ended (its last epoch is over) or settled: nodes take no more
+    /// chunks for it, and `settle` may pay its refund.
+    pub fn ended(&self) -> bool {
+        self.settled || self.current_epoch >= u64::from(self.epochs)
+    }
+}
+
 /// A record with its deal's state.
 #[derive(Debug, Clone)]
 pub struct FileStatus {
@@ -459,11 +480,13 @@ pub struct Removal {
     pub deal: Option<u64>,
     /// Per replica: the node and the deletion's outcome (`None`: deleted).
     pub deletions: Vec<(B256, Option<String>)>,
-    /// Whether `endDeal` was called (the deal was still running).
+    /// Whether `endDeal` cut the deal short now (it had epochs after the current one).
     pub ended: bool,
-    /// The refund paid by `settle`, when the deal could settle now.
+    /// The refund `settle` paid to the owner, when the deal could settle now: the deposit less
+    /// the price of every proven replica-epoch.
     pub refunded: Option<U256>,
-    /// When the deal did not settle now: the block from which `settle` refunds the rest.
+    /// When the deal did not settle now: the block from which `settle` (another `remove`)
+    /// refunds the rest.
     pub settles_at_block: Option<u64>,
 }
 
@@ -783,6 +806,18 @@ impl StorageClient {
             .map_err(StorageError::io(path))?
             .len();
         let existing = self.live(&name)?;
+        // A deal whose epochs are over takes no more chunks and cannot be extended: the owner
+        // removes it (settling the refund) and stores the file anew.
+        if let Some(deal) = existing.as_ref().and_then(|r| r.deal) {
+            let state = self.deal_state(deal).await?;
+            if state.ended() {
+                return Err(StorageError::DealEnded {
+                    name,
+                    deal,
+                    end_block: state.end_block,
+                });
+            }
+        }
         let resumed = existing.is_some();
         let mut record = match existing {
             Some(record) if record.uploaded() => {
@@ -1260,14 +1295,10 @@ impl StorageClient {
         };
         let mut state = self.deal_state(deal).await?;
         let mut ended = false;
-        // A deal still running ends after the current epoch, so the unproven rest is refunded
-        // once that epoch closes (an ended deal cannot be ended again).
-        let now = self
-            .provider
-            .get_block_number()
-            .await
-            .map_err(Error::from)?;
-        if !state.settled && now < state.end_block {
+        // A deal with epochs after the current one ends after it, so the unproven rest is
+        // refunded once that epoch closes. A deal in its last epoch (or ended by an earlier
+        // `rm`) already ends then, and one that has ended cannot be ended again.
+        if !state.ended() && state.current_epoch + 1 < u64::from(state.epochs) {
             tx::send("StorageMarket", self.market().endDeal(U256::from(deal))).await?;
             ended = true;
             state = self.deal_state(deal).await?;
