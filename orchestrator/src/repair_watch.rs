@@ -28,13 +28,13 @@ use alloy::{
     primitives::{Address, B256, U256},
     providers::Provider as _,
 };
-use std::collections::{BTreeMap, BTreeSet};
 use decloud_sdk::{
     NodeId,
     api::{RepairJobState, StorageRepairJob},
     bindings::StorageMarket,
     storage::SEGMENT_BYTES,
 };
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info, warn};
 
 /// How the watcher paces itself (`[repair]`).

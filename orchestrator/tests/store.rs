@@ -810,7 +810,10 @@ async fn storage_proof_counts_from_the_chain(url: String) {
     use decloud_orchestrator::store::{ProofCounts, ProofCursor};
     use decloud_sdk::storage::{ReplicaProofs, StorageReport};
     let store = Store::connect(&url).await.unwrap();
-    let (a, b): (NodeId, NodeId) = (B256::with_last_byte(9).into(), B256::with_last_byte(10).into());
+    let (a, b): (NodeId, NodeId) = (
+        B256::with_last_byte(9).into(),
+        B256::with_last_byte(10).into(),
+    );
     store.upsert_node(&node(9)).await.unwrap();
     store.upsert_node(&node(10)).await.unwrap();
     assert_eq!(store.storage_proof_rate(a).await.unwrap(), None);
@@ -888,7 +891,11 @@ async fn storage_proof_counts_from_the_chain(url: String) {
     store.save_storage_report(a, &claim, 50).await.unwrap();
     store.record_heartbeat(a, 60).await.unwrap();
     assert_eq!(
-        store.reputation(a, 60).await.unwrap().storage_proof_rate_bps,
+        store
+            .reputation(a, 60)
+            .await
+            .unwrap()
+            .storage_proof_rate_bps,
         Some(6_000)
     );
     assert_eq!(

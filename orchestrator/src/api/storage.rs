@@ -138,10 +138,7 @@ async fn storage_node(
             format!("node {node_id} is not a storage node this orchestrator knows"),
         )
     };
-    let report = store
-        .storage_report(node_id)
-        .await?
-        .ok_or_else(not_found)?;
+    let report = store.storage_report(node_id).await?.ok_or_else(not_found)?;
     let node = store.node(node_id).await?.ok_or_else(not_found)?;
     let now = now();
     let online = crate::reputation::is_online(

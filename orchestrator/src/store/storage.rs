@@ -186,9 +186,10 @@ impl Store {
     /// Storage proof rate of every node with an epoch due, counted from StorageMarket, basis
     /// points.
     pub async fn storage_proof_rates(&self) -> Result<HashMap<NodeId, u32>, StoreError> {
-        let rows = sqlx::query("SELECT node_id, due_epochs, proven_epochs FROM storage_proof_counts")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT node_id, due_epochs, proven_epochs FROM storage_proof_counts")
+                .fetch_all(&self.pool)
+                .await?;
         let mut out = HashMap::new();
         for row in &rows {
             let counts = counts_from_row(row)?;

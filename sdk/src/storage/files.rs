@@ -1330,18 +1330,17 @@ impl StorageClient {
         let Some(deal) = record.deal else {
             return Ok((recorded, Vec::new()));
         };
-        let on_chain = match tx::read("StorageMarket", self.market().getReplicas(U256::from(deal)))
-            .await
-        {
-            Ok(replicas) => replicas,
-            Err(e) => {
-                let note = FollowNote::ChainUnreadable {
-                    deal,
-                    reason: e.to_string(),
-                };
-                return Ok((recorded, vec![note]));
-            }
-        };
+        let on_chain =
+            match tx::read("StorageMarket", self.market().getReplicas(U256::from(deal))).await {
+                Ok(replicas) => replicas,
+                Err(e) => {
+                    let note = FollowNote::ChainUnreadable {
+                        deal,
+                        reason: e.to_string(),
+                    };
+                    return Ok((recorded, vec![note]));
+                }
+            };
         if on_chain.len() != record.replicas.len() {
             return Err(StorageError::Invalid(format!(
                 "deal {deal} has {} replicas on-chain but the local record of {:?} names {}: \
@@ -1401,8 +1400,9 @@ impl StorageClient {
                 let url = view
                     .url
                     .ok_or("the orchestrator knows no chunk API of it (its agent reports none)")?;
-                Url::parse(&url)
-                    .map_err(|e| format!("the orchestrator gives a malformed chunk API {url:?}: {e}"))
+                Url::parse(&url).map_err(|e| {
+                    format!("the orchestrator gives a malformed chunk API {url:?}: {e}")
+                })
             }
             Ok(None) => Err(format!(
                 "the orchestrator {} knows no storage node of that id",
