@@ -29,9 +29,12 @@ pub(crate) enum StorageCommand {
     /// --node), open a deal, upload one distinct replica per node, and hand the deal's repair to
     /// the orchestrator. Run it again after an interruption or a failure to finish.
     Put(PutArgs),
-    /// Fetch a stored file (by name or deal id), from any replica that serves it intact.
+    /// Fetch a stored file (by name or deal id), from any replica that serves it intact. A
+    /// replica the orchestrator's repairer moved is followed on-chain: the orchestrator tells
+    /// where its new node serves, and the local record is updated.
     Get(GetArgs),
-    /// Your stored files with their deals: size, replicas, proven epochs, funds left.
+    /// Your stored files with their deals: size, replicas, proven epochs, funds left, and each
+    /// replica's node on-chain now.
     Ls(LsArgs),
     /// Remove a stored file: the nodes delete it and the unproven epochs are refunded when the
     /// deal settles.
