@@ -7,7 +7,8 @@
 //! epochs every replica is proven on-chain by its own node; `get` returns identical bytes. Then a
 //! replica fails (bytes flipped in one chunk on its node's disk, or its node killed): it is not
 //! proven and earns nothing, and the orchestrator alone rebuilds it on the fourth node, which
-//! proves it from then on. A client that cannot ask the orchestrator skips the moved replica and
+//! proves it from then on (a client that cannot reach the chain still gets identical bytes from
+//! the nodes in its record). A client that cannot ask the orchestrator skips the moved replica and
 //! still gets identical bytes from the others; the owner's own client follows the deal on-chain,
 //! finds the new node's chunk API at the orchestrator (`GET /storage/nodes/{id}`), saves it in
 //! its record and gets identical bytes from the rebuilt replica alone. The owner follows the
@@ -680,6 +681,46 @@ async fn start_node(
     }
 }
 
+/// A TCP relay to anvil that can be cut: the chain as a client behind a failing link sees it.
+struct ChainLink {
+    url: url::Url,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl ChainLink {
+    async fn open(to: &url::Url) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = format!("{}:{}", to.host_str().unwrap(), to.port().unwrap());
+        let relay = tokio::spawn(async move {
+            // Dropped with the task when the link is cut: every connection through it closes.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                while connections.try_join_next().is_some() {}
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}").parse().unwrap(),
+            relay,
+        }
+    }
+
+    /// Cuts the link: nothing through it reaches the chain any more.
+    async fn cut(self) {
+        self.relay.abort();
+        let _ = self.relay.await;
+    }
+}
+
 /// A file of `bytes` pseudo-random bytes.
 fn file_bytes(bytes: usize) -> Vec<u8> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -718,6 +759,27 @@ async fn stored_and_proven(size: usize, name: &str) -> (Network, FileRecord, Vec
         assert!(net.earnings(payee).await > U256::ZERO);
     }
     assert!(net.get(name).await == data, "get returned other bytes");
+
+    // Where the chain cannot be read, get still works from the nodes in the record.
+    let link = ChainLink::open(&net.system.rpc_url()).await;
+    let cut_off = StorageClient::new(
+        decloud_sdk::tx::signing_provider(link.url.clone(), net.system.signer(OWNER)),
+        net.system.signer(OWNER),
+        &net.system.deployment,
+        net.work.path().join("index"),
+    )
+    .await
+    .unwrap();
+    link.cut().await;
+    // The chain really is out of its reach: ls, which needs the deal's state, fails.
+    assert!(cut_off.list().await.is_err());
+    let out = net.work.path().join(format!("{name}.cut-off"));
+    cut_off.get(name, &out, no_progress()).await.unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "get without the chain returned other bytes"
+    );
+    std::fs::remove_file(&out).unwrap();
     (net, record, data, spare)
 }
 
