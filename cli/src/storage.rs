@@ -29,9 +29,12 @@ pub(crate) enum StorageCommand {
     /// --node), open a deal, upload one distinct replica per node, and hand the deal's repair to
     /// the orchestrator. Run it again after an interruption or a failure to finish.
     Put(PutArgs),
-    /// Fetch a stored file (by name or deal id), from any replica that serves it intact.
+    /// Fetch a stored file (by name or deal id), from any replica that serves it intact. A
+    /// replica the orchestrator's repairer moved is followed on-chain: the orchestrator tells
+    /// where its new node serves, and the local record is updated.
     Get(GetArgs),
-    /// Your stored files with their deals: size, replicas, proven epochs, funds left.
+    /// Your stored files with their deals: size, replicas, proven epochs, funds left, and each
+    /// replica's node on-chain now.
     Ls(LsArgs),
     /// Remove a stored file: the nodes delete it, the deal ends after the current epoch, and
     /// its unproven replica-epochs are refunded when it settles (`rm` again once it has ended).
@@ -122,6 +125,8 @@ pub(crate) async fn run(command: StorageCommand) -> Result<(), CliError> {
     }
 }
 
+/// The storage client of the wallet, asking the orchestrator where a moved replica's node
+/// serves (get, ls and rm follow each deal's replicas on-chain).
 async fn client(global: &GlobalArgs) -> Result<StorageClient, CliError> {
     let settings = Settings::from_process(global)?;
     let chain = Chain::with_key(&settings).await?;
@@ -132,7 +137,8 @@ async fn client(global: &GlobalArgs) -> Result<StorageClient, CliError> {
         &chain.deployment,
         index,
     )
-    .await?)
+    .await?
+    .with_coordinator(StorageCoordinator::new(settings.orchestrator.clone())))
 }
 
 /// Progress lines on stderr: one per phase, then every 10 %.
@@ -311,6 +317,16 @@ async fn get(args: GetArgs) -> Result<(), CliError> {
             ("deal", json!(record.deal)),
             ("bytes", json!(record.size)),
             ("out", json!(out.display().to_string())),
+            (
+                "nodes",
+                json!(
+                    record
+                        .replicas
+                        .iter()
+                        .map(|r| r.node.to_string())
+                        .collect::<Vec<_>>()
+                ),
+            ),
         ],
     )
     .print(args.global.json);
@@ -320,6 +336,12 @@ async fn get(args: GetArgs) -> Result<(), CliError> {
 async fn ls(args: LsArgs) -> Result<(), CliError> {
     let client = client(&args.global).await?;
     let files = client.list().await?;
+    // What following the deals on-chain found (moved replicas, nodes not found), on stderr.
+    for f in &files {
+        for note in &f.notes {
+            eprintln!("{}: {note}", f.record.name);
+        }
+    }
     if args.global.json {
         let list: Vec<Value> = files
             .iter()
@@ -330,6 +352,7 @@ async fn ls(args: LsArgs) -> Result<(), CliError> {
                     "deal": r.deal,
                     "bytes": r.size,
                     "replicas": r.replicas.len(),
+                    "nodes": f.nodes.iter().map(B256::to_string).collect::<Vec<_>>(),
                     "uploaded": r.uploaded(),
                     "removed": r.removed,
                     "repair": repair_json(&r.repair),
@@ -390,6 +413,9 @@ async fn ls(args: LsArgs) -> Result<(), CliError> {
             funds,
             repair_words(&r.repair)
         );
+        for (index, node) in f.nodes.iter().enumerate() {
+            println!("       replica {index}: node {node}");
+        }
     }
     Ok(())
 }

@@ -389,6 +389,28 @@ async fn put_and_get_through_the_cli_with_three_replicas_skipping_a_damaged_and_
     assert_eq!(files[0]["replicas"], 3);
     assert_eq!(files[0]["proven_epochs"], 0);
     assert_eq!(support::micro(&files[0]["funds_left"]), 300_000);
+    // Each replica's node as the deal names it on-chain now (no repair moved any).
+    let on_chain: Vec<String> = market
+        .getReplicas(U256::from(deal))
+        .call()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.nodeId.to_string())
+        .collect();
+    let listed_nodes: Vec<&str> = files[0]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(listed_nodes, on_chain);
+    let text = cli.run(OWNER, &["storage", "ls"]);
+    assert!(
+        text.stdout
+            .contains(&format!("replica 2: node {}", on_chain[2])),
+        "{text:#?}"
+    );
 
     // rm: the running node deletes, the stopped ones are reported; the refund comes when the deal
     // settles, and the record stays (marked removed) until then.

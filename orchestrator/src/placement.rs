@@ -118,6 +118,9 @@ pub struct StorageCandidate {
     pub online: bool,
     /// Its storage price per GiB-hour on-chain.
     pub storage_price: u64,
+    /// Its storage proof rate counted from StorageMarket, basis points; `None` before any
+    /// epoch was due.
+    pub proof_rate_bps: Option<u32>,
 }
 
 /// Why a candidate cannot take a replica, if it cannot.
@@ -166,7 +169,7 @@ pub fn rank(
     fit.sort_by(|a, b| {
         in_region(b)
             .cmp(&in_region(a))
-            .then_with(|| b.report.proof_rate_bps().cmp(&a.report.proof_rate_bps()))
+            .then_with(|| b.proof_rate_bps.cmp(&a.proof_rate_bps))
             .then_with(|| b.report.free_bytes().cmp(&a.report.free_bytes()))
             .then_with(|| a.storage_price.cmp(&b.storage_price))
             .then_with(|| a.report.node_id.cmp(&b.report.node_id))
@@ -195,7 +198,7 @@ pub fn rank(
             if in_region(c) {
                 why.push(format!("in {} as asked", c.region));
             }
-            why.push(match c.report.proof_rate_bps() {
+            why.push(match c.proof_rate_bps {
                 Some(rate) => format!("storage proof rate {}", percent(rate)),
                 None => "no storage proof record yet".into(),
             });
@@ -205,7 +208,7 @@ pub fn rank(
                 url: c.report.url.clone().unwrap_or_default(),
                 free_bytes: c.report.free_bytes(),
                 region: c.region.clone(),
-                proof_rate_bps: c.report.proof_rate_bps(),
+                proof_rate_bps: c.proof_rate_bps,
                 reason: why.join("; "),
             }
         })
@@ -215,6 +218,7 @@ pub fn rank(
 /// Every node that reported a storage role, with its on-chain record and liveness at `now`.
 pub async fn candidates(store: &Store, now: i64) -> Result<Vec<StorageCandidate>, StoreError> {
     let reports = store.storage_reports().await?;
+    let rates = store.storage_proof_rates().await?;
     let nodes: HashMap<NodeId, _> = store
         .nodes()
         .await?
@@ -236,6 +240,7 @@ pub async fn candidates(store: &Store, now: i64) -> Result<Vec<StorageCandidate>
                 now,
             ),
             storage_price: node.prices.storage_gib_per_hour,
+            proof_rate_bps: rates.get(&report.node_id).copied(),
             report,
         });
     }
@@ -272,6 +277,7 @@ mod tests {
             active: true,
             online: true,
             storage_price: 0,
+            proof_rate_bps: crate::reputation::storage_proof_rate_bps(proven, missed),
         }
     }
 

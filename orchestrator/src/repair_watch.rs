@@ -12,14 +12,20 @@
 //! A failed attempt is kept with its error and tried again after a wait that doubles up
 //! to `retry_max_secs`. A crash at any point leaves the job open with its new node recorded:
 //! the next pass resumes (a replica already moved is not moved again, an upload resumes).
+//!
+//! Each pass also counts the storage proof record of the replicas' nodes from the market itself
+//! (the node's own report never counts): every closed epoch of a replica is due from the node
+//! that held it (the epoch it arrived on its node only when proven, as above), and proven when
+//! the market emitted `EpochProven` for it. The counts and a cursor per replica are persisted
+//! together, so a restart resumes where the count stopped.
 
 use crate::{
     placement::{self, PlacementQuery},
     repair::{RepairDesk, RepairError, ReplicaRepair},
-    store::{NodeStatus, Store, StoreError},
+    store::{NodeStatus, ProofCounts, ProofCursor, Store, StoreError},
 };
 use alloy::{
-    primitives::{Address, U256},
+    primitives::{Address, B256, U256},
     providers::Provider as _,
 };
 use decloud_sdk::{
@@ -28,7 +34,8 @@ use decloud_sdk::{
     bindings::StorageMarket,
     storage::SEGMENT_BYTES,
 };
-use tracing::{info, warn};
+use std::collections::{BTreeMap, BTreeSet};
+use tracing::{debug, info, warn};
 
 /// How the watcher paces itself (`[repair]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +99,20 @@ struct DealView {
     segment_count: u64,
     /// The current epoch; `None` once the deal has ended or settled.
     current: Option<u32>,
+    /// Epochs closed so far (every epoch below it), at most the deal's epochs.
+    closed: u32,
+    /// First block of epoch 0.
+    start_block: u64,
+    /// Blocks per epoch.
+    epoch_blocks: u64,
     repairer: Address,
+}
+
+impl DealView {
+    fn epoch_start(&self, epoch: u32) -> u64 {
+        self.start_block
+            .saturating_add(u64::from(epoch).saturating_mul(self.epoch_blocks))
+    }
 }
 
 /// The watcher over the repair desk's deals.
@@ -161,6 +181,13 @@ impl RepairWatcher {
             .saturating_add(u64::from(terms.epochs).saturating_mul(epoch_blocks));
         let current = (!terms.settled && block >= terms.startBlock && block < end)
             .then(|| u32::try_from((block - terms.startBlock) / epoch_blocks).unwrap_or(u32::MAX));
+        let closed = if block < terms.startBlock {
+            0
+        } else {
+            u32::try_from((block - terms.startBlock) / epoch_blocks)
+                .unwrap_or(u32::MAX)
+                .min(terms.epochs)
+        };
         Ok(DealView {
             replicas: replicas
                 .iter()
@@ -168,6 +195,9 @@ impl RepairWatcher {
                 .collect(),
             segment_count: terms.segmentCount,
             current,
+            closed,
+            start_block: terms.startBlock,
+            epoch_blocks,
             repairer,
         })
     }
@@ -254,6 +284,14 @@ impl RepairWatcher {
     /// longer runs or no longer names this repairer. Returns the jobs opened.
     async fn watch_deal(&self, deal: u64, now: i64) -> Result<usize, WatchError> {
         let view = self.deal_view(deal).await?;
+        // Counted before any repair of this pass moves a replica, so each closed epoch goes to
+        // the node that held the replica in it.
+        // A count that fails is taken up again next pass; repairs go on meanwhile.
+        for (index, (node, _)) in view.replicas.iter().enumerate() {
+            if let Err(e) = self.count_proofs(deal, index as u32, *node, &view).await {
+                warn!(target: "orchestrator::repair", deal, replica = index, error = %e, "counting storage proofs failed; next pass");
+            }
+        }
         let ours = self.desk.repairer().address();
         let Some(current) = view.current else {
             self.close_jobs(deal, "the deal has ended", now).await?;
@@ -279,6 +317,78 @@ impl RepairWatcher {
             }
         }
         Ok(opened)
+    }
+
+    /// Counts the replica's closed epochs not counted yet into its nodes' proof records: due
+    /// from the node that held the replica in each (`node` from the epoch it arrived, the node
+    /// the count last saw before that), proven when the market emitted `EpochProven` for it.
+    async fn count_proofs(
+        &self,
+        deal: u64,
+        replica: u32,
+        node: NodeId,
+        view: &DealView,
+    ) -> Result<(), WatchError> {
+        let cursor = self.store.proof_cursor(deal, replica).await?;
+        let start = cursor.map_or(0, |c| c.next_epoch);
+        if start >= view.closed && cursor.is_some_and(|c| c.node == node) {
+            return Ok(());
+        }
+        let since = self.since(deal, replica).await?;
+        // Proofs of an epoch land inside it (the market refuses them once it closed): the logs
+        // of the closed epochs' blocks hold every proof they will ever have.
+        let mut proven = BTreeSet::new();
+        if start < view.closed {
+            let logs = self
+                .market()
+                .EpochProven_filter()
+                .topic1(B256::from(U256::from(deal)))
+                .topic2(B256::from(U256::from(replica)))
+                .from_block(view.epoch_start(start))
+                .to_block(view.epoch_start(view.closed).saturating_sub(1))
+                .query()
+                .await
+                .map_err(|e| decloud_sdk::Error::Chain(e.to_string()))?;
+            proven.extend(logs.into_iter().map(|(event, _)| event.epoch));
+        }
+        let mut counted: BTreeMap<NodeId, ProofCounts> = BTreeMap::new();
+        for epoch in start..view.closed {
+            let was_proven = proven.contains(&epoch);
+            let holder = if epoch >= since {
+                node
+            } else {
+                match cursor {
+                    // Before the replica arrived on `node`: the node the count last saw.
+                    Some(c) if c.node != node => c.node,
+                    // Held by a node this count never saw (the deal was registered after a
+                    // move): nobody's record.
+                    _ => continue,
+                }
+            };
+            // The epoch a replica arrived on its node counts only when proven (the data may
+            // have arrived late in it).
+            if epoch == since && !was_proven {
+                continue;
+            }
+            let entry = counted.entry(holder).or_default();
+            entry.due += 1;
+            entry.proven += u64::from(was_proven);
+        }
+        let to = ProofCursor {
+            node,
+            next_epoch: start.max(view.closed),
+        };
+        let counted: Vec<(NodeId, ProofCounts)> = counted.into_iter().collect();
+        if self
+            .store
+            .count_proof_epochs(deal, replica, cursor, to, &counted)
+            .await?
+        {
+            for (holder, counts) in &counted {
+                debug!(target: "orchestrator::repair", deal, replica, node = %holder, due = counts.due, proven = counts.proven, "storage proofs counted");
+            }
+        }
+        Ok(())
     }
 
     async fn close_jobs(&self, deal: u64, why: &str, now: i64) -> Result<(), WatchError> {

@@ -321,6 +321,7 @@ async fn openapi_document_describes_every_endpoint() {
         ("/api/v1/storage/deals/{deal_id}/repair", "post"),
         ("/api/v1/storage/deals/{deal_id}/repairs", "get"),
         ("/api/v1/storage/placement", "get"),
+        ("/api/v1/storage/nodes/{node_id}", "get"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -329,7 +330,7 @@ async fn openapi_document_describes_every_endpoint() {
     }
     assert_eq!(
         paths.len(),
-        42,
+        43,
         "an endpoint is undocumented or unexpected: {:?}",
         paths.keys()
     );

@@ -7,9 +7,14 @@
 //! epochs every replica is proven on-chain by its own node; `get` returns identical bytes. Then a
 //! replica fails (bytes flipped in one chunk on its node's disk, or its node killed): it is not
 //! proven and earns nothing, and the orchestrator alone rebuilds it on the fourth node, which
-//! proves it from then on; `get` still returns identical bytes, also from the rebuilt replica
-//! alone. The owner follows the repair through `GET /storage/deals/{id}/repairs`, and the failing
-//! node's storage proof rate shows in its marketplace reputation.
+//! proves it from then on (a client that cannot reach the chain still gets identical bytes from
+//! the nodes in its record). A client that cannot ask the orchestrator skips the moved replica and
+//! still gets identical bytes from the others; the owner's own client follows the deal on-chain,
+//! finds the new node's chunk API at the orchestrator (`GET /storage/nodes/{id}`), saves it in
+//! its record and gets identical bytes from the rebuilt replica alone. The owner follows the
+//! repair through `GET /storage/deals/{id}/repairs`, and the failing node's storage proof rate,
+//! counted by the orchestrator from StorageMarket's proofs, drops below the healthy nodes' and
+//! keeps it out of the featured nodes.
 //!
 //! The owner's `rm` (as `decloud storage rm` runs it) of a deal proven in part refunds exactly
 //! the replica-epochs no node proved, by arithmetic from the deal's terms and the chain's
@@ -38,8 +43,8 @@ use decloud_sdk::{
     agent_protocol::{self, NodeResources},
     bindings::{MockUSDC, NodeRegistry, StorageMarket, node_registry::INodeRegistry},
     storage::{
-        FileRecord, NodeClient, NodeSource, Progress, ProgressFn, PutOptions, RepairSetup,
-        StorageClient, StorageCoordinator, StorageError,
+        FileRecord, FollowNote, NodeClient, NodeSource, Progress, ProgressFn, PutOptions,
+        RepairSetup, StorageClient, StorageCoordinator, StorageError,
         encoding::{FileId, MasterKey},
     },
     testing::{SendOk as _, TestSystem},
@@ -190,6 +195,7 @@ impl Network {
                 .push(start_node(&system, &ws, operator, &format!("auto-repair-{i}"), quota).await);
         }
         let work = tempfile::tempdir().unwrap();
+        // The owner's client asks the orchestrator where a moved replica's node serves.
         let owner = StorageClient::new(
             system.provider(OWNER),
             system.signer(OWNER),
@@ -197,7 +203,10 @@ impl Network {
             work.path().join("index"),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .with_coordinator(StorageCoordinator::new(
+            api.trim_end_matches("/api/v1").parse().unwrap(),
+        ));
         let net = Self {
             system,
             nodes,
@@ -237,6 +246,33 @@ impl Network {
         assert_eq!(body["error"]["code"], "not_enough_storage_nodes");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains("4 can take one"), "{message}");
+        // Each storage node's chunk API and state, over HTTP; unknown and malformed ids refused.
+        for node in &net.nodes {
+            let (status, view) = net
+                .get_json(&format!("/storage/nodes/{}", node.id), None)
+                .await;
+            assert_eq!(status, 200, "{view}");
+            assert_eq!(view["node_id"], node.id.to_string());
+            let url: url::Url = view["url"].as_str().unwrap().parse().unwrap();
+            assert_eq!(url, node.url, "{view}");
+            assert_eq!(view["status"], "active");
+            assert_eq!(view["online"], true);
+            assert_eq!(view["draining"], false);
+        }
+        let (status, body) = net
+            .get_json(&format!("/storage/nodes/{}", B256::repeat_byte(0x5a)), None)
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{body}"
+        );
+        let (status, body) = net.get_json("/storage/nodes/0x12", None).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_node_id")),
+            "{body}"
+        );
         let (status, body) = net
             .get_json(
                 &format!("/storage/placement?replicas=2&bytes={}", quota + 1),
@@ -521,16 +557,56 @@ impl Network {
         assert_eq!(status, 404);
     }
 
-    /// With the client pointed at the rebuilt replica and every other node stopped, `get` still
-    /// returns `data`: the rebuilt replica alone holds the whole file.
+    /// Right after the repair, a client of the same wallet and index that cannot ask an
+    /// orchestrator sees the moved replica on-chain, skips it with a clear reason, and gets `data`
+    /// from the other replicas; the record still names the node the replica left.
+    async fn get_without_the_orchestrator(&self, name: &str, replica: usize, data: &[u8]) {
+        let left = self.owner.find(name).unwrap().replicas[replica].node;
+        let deal = self.owner.find(name).unwrap().deal.unwrap();
+        let moved_to = self.replica_node(deal, replica).await;
+        assert_ne!(left, moved_to);
+        let unaided = StorageClient::new(
+            self.system.provider(OWNER),
+            self.system.signer(OWNER),
+            &self.system.deployment,
+            self.work.path().join("index"),
+        )
+        .await
+        .unwrap();
+        let listed = unaided.list().await.unwrap();
+        let status = listed.iter().find(|f| f.record.name == name).unwrap();
+        assert_eq!(status.nodes[replica], moved_to);
+        assert!(
+            status.notes.iter().any(|n| matches!(
+                n,
+                FollowNote::Unresolved { replica: r, to, reason }
+                    if *r == replica as u32 && *to == moved_to && reason.contains("no orchestrator")
+            )),
+            "{:?}",
+            status.notes
+        );
+        let out = self.work.path().join(format!("{name}.unaided"));
+        unaided.get(name, &out, no_progress()).await.unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "the other replicas return other bytes"
+        );
+        std::fs::remove_file(&out).unwrap();
+        assert_eq!(self.owner.find(name).unwrap().replicas[replica].node, left);
+    }
+
+    /// With every other node stopped, the owner's own `get` follows the deal on-chain, finds the
+    /// rebuilt replica's node at the orchestrator and returns `data` from it alone (it holds the
+    /// whole file); the saved record names the new node from then on.
     async fn get_from_rebuilt_replica_alone(&mut self, name: &str, replica: usize, data: &[u8]) {
-        let mut record = self.owner.find(name).unwrap();
+        let record = self.owner.find(name).unwrap();
         let deal = record.deal.unwrap();
         let node = self.replica_node(deal, replica).await;
+        assert_ne!(
+            record.replicas[replica].node, node,
+            "the record already names the new node before any get followed the deal"
+        );
         let index = self.node_index(node);
-        record.replicas[replica].node = node;
-        record.replicas[replica].url = self.nodes[index].url.clone();
-        self.owner.index().save(&record).unwrap();
         for (i, n) in self.nodes.iter_mut().enumerate() {
             if i != index {
                 n.stop().await;
@@ -540,6 +616,11 @@ impl Network {
             self.get(name).await == data,
             "the rebuilt replica returns other bytes"
         );
+        let saved = self.owner.find(name).unwrap();
+        assert_eq!(saved.replicas[replica].node, node);
+        assert_eq!(saved.replicas[replica].url, self.nodes[index].url);
+        // The next get needs no lookup: the stored record names the node.
+        assert!(self.get(name).await == data);
     }
 
     async fn stop(mut self) {
@@ -647,6 +728,46 @@ async fn start_node(
     }
 }
 
+/// A TCP relay to anvil that can be cut: the chain as a client behind a failing link sees it.
+struct ChainLink {
+    url: url::Url,
+    relay: tokio::task::JoinHandle<()>,
+}
+
+impl ChainLink {
+    async fn open(to: &url::Url) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let target = format!("{}:{}", to.host_str().unwrap(), to.port().unwrap());
+        let relay = tokio::spawn(async move {
+            // Dropped with the task when the link is cut: every connection through it closes.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                while connections.try_join_next().is_some() {}
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            url: format!("http://127.0.0.1:{port}").parse().unwrap(),
+            relay,
+        }
+    }
+
+    /// Cuts the link: nothing through it reaches the chain any more.
+    async fn cut(self) {
+        self.relay.abort();
+        let _ = self.relay.await;
+    }
+}
+
 /// A file of `bytes` pseudo-random bytes.
 fn file_bytes(bytes: usize) -> Vec<u8> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
@@ -685,6 +806,27 @@ async fn stored_and_proven(size: usize, name: &str) -> (Network, FileRecord, Vec
         assert!(net.earnings(payee).await > U256::ZERO);
     }
     assert!(net.get(name).await == data, "get returned other bytes");
+
+    // Where the chain cannot be read, get still works from the nodes in the record.
+    let link = ChainLink::open(&net.system.rpc_url()).await;
+    let cut_off = StorageClient::new(
+        decloud_sdk::tx::signing_provider(link.url.clone(), net.system.signer(OWNER)),
+        net.system.signer(OWNER),
+        &net.system.deployment,
+        net.work.path().join("index"),
+    )
+    .await
+    .unwrap();
+    link.cut().await;
+    // The chain really is out of its reach: ls, which needs the deal's state, fails.
+    assert!(cut_off.list().await.is_err());
+    let out = net.work.path().join(format!("{name}.cut-off"));
+    cut_off.get(name, &out, no_progress()).await.unwrap();
+    assert!(
+        std::fs::read(&out).unwrap() == data,
+        "get without the chain returned other bytes"
+    );
+    std::fs::remove_file(&out).unwrap();
     (net, record, data, spare)
 }
 
@@ -717,6 +859,8 @@ async fn flipped_chunk_is_repaired_to_the_spare_node(size: usize) {
         earned,
         "a missed epoch earned nothing"
     );
+    net.get_without_the_orchestrator("flipped.bin", 0, &data)
+        .await;
 
     // The spare node proves the replica from then on, with its own key.
     net.proven_by_their_nodes(deal, &[1, 2], 5).await;
@@ -737,26 +881,43 @@ async fn flipped_chunk_is_repaired_to_the_spare_node(size: usize) {
     );
     assert_eq!(net.earnings(payee).await, earned);
 
-    // The failing node's storage proof rate is in its marketplace reputation.
+    // The orchestrator counts each node's proof record from the market's proofs: the failing
+    // node proved epochs 0 to 2 and missed 3 and 4 before its replica moved (3 of 5), the
+    // healthy nodes proved every epoch due. Its own heartbeat report has no say in it.
     until(
-        "the failing node's proof rate is in its reputation",
+        "the failing node's proof rate counted from the chain is in its reputation",
         60,
         || async {
             let (_, listing) = net.get_json(&format!("/nodes/{failing}"), None).await;
-            listing["reputation"]["storage_proof_rate_bps"]
-                .as_u64()
-                .is_some_and(|r| r < 10_000)
+            listing["reputation"]["storage_proof_rate_bps"].as_u64() == Some(6_000)
         },
     )
     .await;
-    let healthy = record.replicas[1].node;
-    let (_, listing) = net.get_json(&format!("/nodes/{healthy}"), None).await;
-    assert_eq!(listing["reputation"]["storage_proof_rate_bps"], 10_000);
-
+    let (_, view) = net
+        .get_json(&format!("/storage/nodes/{failing}"), None)
+        .await;
+    assert_eq!(view["proof_rate_bps"], 6_000, "{view}");
+    for healthy in [record.replicas[1].node, record.replicas[2].node] {
+        let (_, listing) = net.get_json(&format!("/nodes/{healthy}"), None).await;
+        assert_eq!(
+            listing["reputation"]["storage_proof_rate_bps"], 10_000,
+            "{listing}"
+        );
+    }
+    // A node that misses its proofs is not featured, however long it stays online.
+    let (status, featured) = net.get_json("/nodes/featured", None).await;
+    assert_eq!(status, 200, "{featured}");
+    let featured: Vec<&str> = featured
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["node_id"].as_str())
+        .collect();
     assert!(
-        net.get("flipped.bin").await == data,
-        "get returned other bytes"
+        !featured.contains(&failing.to_string().as_str()),
+        "{featured:?}"
     );
+
     net.get_from_rebuilt_replica_alone("flipped.bin", 0, &data)
         .await;
     net.stop().await;
@@ -784,16 +945,14 @@ async fn killed_node_is_repaired_to_the_spare_node(size: usize) {
         earned,
         "a missed epoch earned nothing"
     );
+    net.get_without_the_orchestrator("killed.bin", 1, &data)
+        .await;
     net.proven_by_their_nodes(deal, &[0, 2], 5).await;
     net.enter_epoch(deal, 6).await;
     net.proven_by_their_nodes(deal, &[0, 1, 2], 6).await;
     let spare_payee = net.nodes[net.node_index(spare)].operator;
     assert!(net.earnings(spare_payee).await > U256::ZERO);
 
-    assert!(
-        net.get("killed.bin").await == data,
-        "get returned other bytes"
-    );
     net.get_from_rebuilt_replica_alone("killed.bin", 1, &data)
         .await;
     net.stop().await;

@@ -718,13 +718,14 @@ async fn storage_reports_and_repair_jobs(url: String) {
     );
     assert_eq!(kept.free_bytes(), (1 << 30) - 100);
     assert_eq!(kept.url.as_deref(), Some("http://node9:7000"));
-    assert_eq!(kept.proof_rate_bps(), Some(8_000));
+    // The node's own proof record is kept but gives it no proof rate: that is counted from the
+    // chain only.
     store.record_heartbeat(id, 60).await.unwrap();
     let rep = store.reputation(id, 60).await.unwrap();
-    assert_eq!(rep.storage_proof_rate_bps, Some(8_000));
+    assert_eq!(rep.storage_proof_rate_bps, None);
     assert_eq!(
         store.reputations(60).await.unwrap()[&id].storage_proof_rate_bps,
-        Some(8_000)
+        None
     );
 
     // One open job per replica; a second failure of the same replica finds it.
@@ -805,13 +806,122 @@ async fn storage_reports_and_repair_jobs(url: String) {
     store.close().await;
 }
 
+async fn storage_proof_counts_from_the_chain(url: String) {
+    use decloud_orchestrator::store::{ProofCounts, ProofCursor};
+    use decloud_sdk::storage::{ReplicaProofs, StorageReport};
+    let store = Store::connect(&url).await.unwrap();
+    let (a, b): (NodeId, NodeId) = (
+        B256::with_last_byte(9).into(),
+        B256::with_last_byte(10).into(),
+    );
+    store.upsert_node(&node(9)).await.unwrap();
+    store.upsert_node(&node(10)).await.unwrap();
+    assert_eq!(store.storage_proof_rate(a).await.unwrap(), None);
+    assert_eq!(store.proof_cursor(1, 0).await.unwrap(), None);
+    let at = |node, next_epoch| ProofCursor { node, next_epoch };
+    let counts = |due, proven| ProofCounts { due, proven };
+
+    // Epochs 0 to 2 of deal 1's replica 0, all proven by `a`.
+    assert!(
+        store
+            .count_proof_epochs(1, 0, None, at(a, 3), &[(a, counts(3, 3))])
+            .await
+            .unwrap()
+    );
+    // A second counter that read the cursor before (none) finds it moved: nothing is counted twice.
+    assert!(
+        !store
+            .count_proof_epochs(1, 0, None, at(a, 3), &[(a, counts(3, 3))])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.storage_proof_counts(a).await.unwrap(), counts(3, 3));
+    // Epochs 3 and 4 missed.
+    assert!(
+        store
+            .count_proof_epochs(1, 0, Some(at(a, 3)), at(a, 5), &[(a, counts(2, 0))])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .count_proof_epochs(1, 0, Some(at(a, 3)), at(a, 5), &[(a, counts(2, 0))])
+            .await
+            .unwrap()
+    );
+    // A cursor never moves back.
+    assert!(
+        store
+            .count_proof_epochs(1, 0, Some(at(a, 5)), at(a, 4), &[])
+            .await
+            .is_err()
+    );
+    // The replica moved to `b` in epoch 5, which proved epochs 5 and 6; another deal's replica
+    // on `b` proved one of two.
+    assert!(
+        store
+            .count_proof_epochs(1, 0, Some(at(a, 5)), at(b, 7), &[(b, counts(2, 2))])
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .count_proof_epochs(2, 1, None, at(b, 2), &[(b, counts(2, 1))])
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.storage_proof_rate(a).await.unwrap(), Some(6_000));
+    assert_eq!(store.storage_proof_rate(b).await.unwrap(), Some(7_500));
+
+    // A node claiming every epoch proven in its heartbeat report changes nothing.
+    let claim = StorageReport {
+        url: Some("http://node9:7000".into()),
+        quota_bytes: 1 << 30,
+        stored_bytes: 0,
+        replicas: Vec::new(),
+        draining: false,
+        proofs: vec![ReplicaProofs {
+            deal: 1,
+            replica: 0,
+            proven_epochs: 1_000,
+            missed_epochs: 0,
+            ..Default::default()
+        }],
+    };
+    store.save_storage_report(a, &claim, 50).await.unwrap();
+    store.record_heartbeat(a, 60).await.unwrap();
+    assert_eq!(
+        store
+            .reputation(a, 60)
+            .await
+            .unwrap()
+            .storage_proof_rate_bps,
+        Some(6_000)
+    );
+    assert_eq!(
+        store.reputations(60).await.unwrap()[&a].storage_proof_rate_bps,
+        Some(6_000)
+    );
+
+    // Restarted: the counts and the cursors are whole.
+    store.close().await;
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(store.storage_proof_counts(a).await.unwrap(), counts(5, 3));
+    assert_eq!(store.storage_proof_counts(b).await.unwrap(), counts(4, 3));
+    assert_eq!(store.proof_cursor(1, 0).await.unwrap(), Some(at(b, 7)));
+    assert_eq!(store.proof_cursor(2, 1).await.unwrap(), Some(at(b, 2)));
+    let rates = store.storage_proof_rates().await.unwrap();
+    assert_eq!((rates[&a], rates[&b]), (6_000, 7_500));
+    store.close().await;
+}
+
 macro_rules! suite {
     ($make_url:expr) => {{
         suite!(@run $make_url, nodes_round_trip, heartbeats_build_reputation_that_survives_restart,
             counters_before_first_heartbeat_do_not_start_the_clock, concurrent_heartbeats_are_all_counted,
             leases_vms_and_usage, nonces_are_single_use_and_expire, one_nonce_races_to_one_session,
             agent_commands_queue_and_ack, vm_transitions_are_compare_and_set, templates_round_trip, lifecycle_queries,
-            storage_reports_and_repair_jobs)
+            storage_reports_and_repair_jobs, storage_proof_counts_from_the_chain)
     }};
     (@run $make_url:expr, $($check:ident),+) => {{
         $(

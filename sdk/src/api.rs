@@ -156,9 +156,9 @@ pub struct Reputation {
     pub vms_hosted: i64,
     /// VMs that ran until their lease ended normally.
     pub vms_completed: i64,
-    /// Storage proof rate in basis points: epochs proven over proven plus missed, over every
-    /// replica the node reported; absent for a node that stores nothing or before any epoch
-    /// closed.
+    /// Storage proof rate in basis points: replica-epochs proven over replica-epochs due,
+    /// counted by the orchestrator from StorageMarket (never from the node's own report);
+    /// absent for a node that stores nothing or before any epoch was due.
     #[serde(default)]
     pub storage_proof_rate_bps: Option<u32>,
 }
@@ -1488,7 +1488,8 @@ pub struct StoragePlacementNode {
     pub free_bytes: u64,
     /// The node's region, from its on-chain metadata (empty when it gave none).
     pub region: String,
-    /// Proven over proven plus missed epochs, basis points; absent before any epoch closed.
+    /// Replica-epochs proven over due, counted from StorageMarket, basis points; absent before
+    /// any epoch was due.
     pub proof_rate_bps: Option<u32>,
     /// Why this node was chosen, for people.
     pub reason: String,
@@ -1501,4 +1502,26 @@ pub struct StoragePlacementNode {
 pub struct StoragePlacement {
     /// Exactly `replicas` distinct nodes.
     pub nodes: Vec<StoragePlacementNode>,
+}
+
+/// One storage node as the orchestrator knows it (`GET /storage/nodes/{node_id}`): where its
+/// chunk API is and its state, so a deal's owner can reach a replica that moved to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StorageNodeView {
+    /// The node's on-chain id, 0x-hex.
+    pub node_id: NodeId,
+    /// Its chunk API, as its agent last reported it; absent when it reported none.
+    pub url: Option<String>,
+    /// On-chain status.
+    pub status: NodeStatus,
+    /// Whether it sent a heartbeat lately.
+    pub online: bool,
+    /// Whether it drains (takes no new replicas).
+    pub draining: bool,
+    /// When its latest storage report arrived, unix seconds.
+    pub reported_at: i64,
+    /// Epochs the node proved over the epochs it was due to prove, counted from StorageMarket,
+    /// basis points; absent before any epoch was due.
+    pub proof_rate_bps: Option<u32>,
 }

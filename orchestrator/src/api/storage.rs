@@ -1,5 +1,6 @@
-//! Storage: where a new deal's replicas should go, the orchestrator's repairer address, deal
-//! owners registering their deals' repair secrets with it, and the repairs of a deal.
+//! Storage: where a new deal's replicas should go, where one storage node's chunk API is, the
+//! orchestrator's repairer address, deal owners registering their deals' repair secrets with it,
+//! and the repairs of a deal.
 
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Session};
 use crate::{
@@ -8,9 +9,12 @@ use crate::{
     repair::RegistrationRefusal,
 };
 use axum::{Json, extract::State, http::StatusCode};
-use decloud_sdk::api::{
-    RepairRegistered, RepairRegistration, RepairerView, StoragePlacement, StoragePlacementRequest,
-    StorageRepairs,
+use decloud_sdk::{
+    NodeId,
+    api::{
+        RepairRegistered, RepairRegistration, RepairerView, StorageNodeView, StoragePlacement,
+        StoragePlacementRequest, StorageRepairs,
+    },
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -112,6 +116,51 @@ async fn placement(
     }
 }
 
+/// One storage node: its chunk API as its agent last reported it, its on-chain status, whether
+/// it is online and draining, and its storage proof rate counted from StorageMarket. A deal's
+/// owner asks it when a replica moved to a node its local record does not name. Public: no
+/// sign-in (placement serves the same URLs).
+#[utoipa::path(get, path = "/storage/nodes/{node_id}", tag = "storage",
+    params(("node_id" = String, Path, description = "0x-prefixed 32-byte node id", pattern = r"^0x[0-9a-fA-F]{64}$")),
+    responses((status = 200, body = StorageNodeView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn storage_node(
+    State(state): State<AppState>,
+    ApiPath(node_id): ApiPath<String>,
+) -> Result<Json<StorageNodeView>, ApiError> {
+    // Parsed here rather than by the extractor so the 400 names the id (`invalid_node_id`).
+    let node_id: NodeId = node_id.parse()?;
+    let store = state.store();
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("node {node_id} is not a storage node this orchestrator knows"),
+        )
+    };
+    let report = store.storage_report(node_id).await?.ok_or_else(not_found)?;
+    let node = store.node(node_id).await?.ok_or_else(not_found)?;
+    let now = now();
+    let online = crate::reputation::is_online(
+        store
+            .liveness(node_id)
+            .await?
+            .filter(|l| l.heartbeats > 0)
+            .map(|l| l.last_heartbeat),
+        now,
+    );
+    let proof_rate_bps = store.storage_proof_rate(node_id).await?;
+    Ok(Json(StorageNodeView {
+        node_id,
+        url: report.url,
+        status: node.status,
+        online,
+        draining: report.draining,
+        reported_at: report.reported_at,
+        proof_rate_bps,
+    }))
+}
+
 /// The repair jobs of a deal this orchestrator repairs, newest first: which replica failed on
 /// which node and why, where it went, attempts and the latest error. For the owner who
 /// registered the deal's repair secret.
@@ -152,5 +201,6 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(repairer))
         .routes(routes!(register))
         .routes(routes!(placement))
+        .routes(routes!(storage_node))
         .routes(routes!(repairs))
 }

@@ -209,10 +209,7 @@ impl Store {
             .await?;
         let recorded: i64 = failed_by_day.iter().map(|d| d.failed).sum();
         let mut out = reputation_of(liveness, recorded, failed_by_day, now);
-        out.storage_proof_rate_bps = self
-            .storage_report(node_id)
-            .await?
-            .and_then(|r| r.proof_rate_bps());
+        out.storage_proof_rate_bps = self.storage_proof_rate(node_id).await?;
         Ok(out)
     }
 
@@ -242,7 +239,7 @@ impl Store {
             let id: NodeId = named(row, "node_id")?;
             let recorded = failed.get(&id).copied().unwrap_or(0);
             let mut rep = reputation_of(Some(liveness_from_row(row)?), recorded, Vec::new(), now);
-            // The storage proof record, from the node's latest report.
+            // The storage proof record, counted from StorageMarket (not the node's own report).
             rep.storage_proof_rate_bps = rates.get(&id).copied();
             out.insert(id, rep);
         }

@@ -39,7 +39,7 @@ pub use nodes::{NodeCapabilities, NodeRecord, NodeRegistration, NodeStatus};
 pub use relays::RelayAssignmentRecord;
 pub use repair::SealedRepairSecret;
 pub use sessions::SessionRecord;
-pub use storage::StoredStorageReport;
+pub use storage::{ProofCounts, ProofCursor, StoredStorageReport};
 pub use templates::{FetchState, Publication, TemplateRecord};
 pub use vms::{RELEASED_VM_STATES, VmRecord};
 

@@ -1,5 +1,5 @@
-//! Storage nodes' latest reports (from their heartbeats) and the repair jobs of storage
-//! replicas.
+//! Storage nodes' latest reports (from their heartbeats), their proof records counted from
+//! StorageMarket, and the repair jobs of storage replicas.
 
 use super::{Store, StoreError, i, named, u};
 use decloud_sdk::{
@@ -23,9 +23,10 @@ pub struct StoredStorageReport {
     pub stored_bytes: u64,
     /// Whether it drains.
     pub draining: bool,
-    /// Epochs proven over every replica it reported.
+    /// Epochs proven over every replica it reported, in its own words (kept for operators; the
+    /// proof rate is counted from the chain, see [`Store::storage_proof_rate`]).
     pub proven_epochs: u64,
-    /// Epochs missed over every replica it reported.
+    /// Epochs missed over every replica it reported, in its own words.
     pub missed_epochs: u64,
     /// When the report arrived, unix seconds.
     pub reported_at: i64,
@@ -36,11 +37,42 @@ impl StoredStorageReport {
     pub fn free_bytes(&self) -> u64 {
         self.quota_bytes.saturating_sub(self.stored_bytes)
     }
+}
 
-    /// Proven over proven plus missed epochs, basis points.
-    pub fn proof_rate_bps(&self) -> Option<u32> {
-        crate::reputation::storage_proof_rate_bps(self.proven_epochs, self.missed_epochs)
+/// A node's storage proof record counted from StorageMarket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProofCounts {
+    /// Replica-epochs the node was due to prove.
+    pub due: u64,
+    /// Those the market recorded proven.
+    pub proven: u64,
+}
+
+impl ProofCounts {
+    /// Proven over due, basis points; `None` before any epoch was due.
+    pub fn rate_bps(&self) -> Option<u32> {
+        crate::reputation::storage_proof_rate_bps(
+            self.proven.min(self.due),
+            self.due.saturating_sub(self.proven),
+        )
     }
+}
+
+/// How far a replica's epochs are counted: the node that held it when last counted and the
+/// first epoch not counted yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProofCursor {
+    /// The node that held the replica at the last count.
+    pub node: NodeId,
+    /// The first epoch not counted yet.
+    pub next_epoch: u32,
+}
+
+fn counts_from_row(row: &AnyRow) -> Result<ProofCounts, StoreError> {
+    Ok(ProofCounts {
+        due: u(row, "due_epochs")?,
+        proven: u(row, "proven_epochs")?,
+    })
 }
 
 fn report_from_row(row: &AnyRow) -> Result<StoredStorageReport, StoreError> {
@@ -151,14 +183,129 @@ impl Store {
         row.as_ref().map(report_from_row).transpose()
     }
 
-    /// Storage proof rate of every node that reported one, basis points.
+    /// Storage proof rate of every node with an epoch due, counted from StorageMarket, basis
+    /// points.
     pub async fn storage_proof_rates(&self) -> Result<HashMap<NodeId, u32>, StoreError> {
-        Ok(self
-            .storage_reports()
-            .await?
-            .into_iter()
-            .filter_map(|r| r.proof_rate_bps().map(|rate| (r.node_id, rate)))
-            .collect())
+        let rows =
+            sqlx::query("SELECT node_id, due_epochs, proven_epochs FROM storage_proof_counts")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = HashMap::new();
+        for row in &rows {
+            let counts = counts_from_row(row)?;
+            if let Some(rate) = counts.rate_bps() {
+                out.insert(named(row, "node_id")?, rate);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A node's storage proof rate counted from StorageMarket, basis points; `None` before any
+    /// epoch was due.
+    pub async fn storage_proof_rate(&self, node_id: NodeId) -> Result<Option<u32>, StoreError> {
+        Ok(self.storage_proof_counts(node_id).await?.rate_bps())
+    }
+
+    /// A node's replica-epochs due and proven, counted from StorageMarket.
+    pub async fn storage_proof_counts(&self, node_id: NodeId) -> Result<ProofCounts, StoreError> {
+        let row = sqlx::query(
+            "SELECT due_epochs, proven_epochs FROM storage_proof_counts WHERE node_id = $1",
+        )
+        .bind(node_id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref()
+            .map(counts_from_row)
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// How far the proof record of a deal's replica is counted.
+    pub async fn proof_cursor(
+        &self,
+        deal_id: u64,
+        replica: u32,
+    ) -> Result<Option<ProofCursor>, StoreError> {
+        let row = sqlx::query(
+            "SELECT node_id, next_epoch FROM storage_proof_cursors WHERE deal_id = $1 AND replica = $2",
+        )
+        .bind(i(deal_id))
+        .bind(i64::from(replica))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let next = u(&row, "next_epoch")?;
+            Ok(ProofCursor {
+                node: named(&row, "node_id")?,
+                next_epoch: u32::try_from(next).map_err(|_| StoreError::Corrupt {
+                    column: "next_epoch",
+                    value: next.to_string(),
+                })?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Adds `counted` (per node: epochs due and proven) to the nodes' proof records and moves
+    /// the replica's cursor from `from` (what [`Self::proof_cursor`] returned) to `to`, in one
+    /// transaction. Returns `false`, changing nothing, when the cursor is no longer at `from`
+    /// (another orchestrator sharing the database counted these epochs first).
+    pub async fn count_proof_epochs(
+        &self,
+        deal_id: u64,
+        replica: u32,
+        from: Option<ProofCursor>,
+        to: ProofCursor,
+        counted: &[(NodeId, ProofCounts)],
+    ) -> Result<bool, StoreError> {
+        if from.is_some_and(|f| to.next_epoch < f.next_epoch) {
+            return Err(StoreError::Corrupt {
+                column: "next_epoch",
+                value: format!("cursor moved back to {}", to.next_epoch),
+            });
+        }
+        let mut tx = self.begin_write().await?;
+        let moved = match from {
+            Some(from) => sqlx::query(
+                "UPDATE storage_proof_cursors SET node_id = $3, next_epoch = $4                  WHERE deal_id = $1 AND replica = $2 AND node_id = $5 AND next_epoch = $6",
+            )
+            .bind(i(deal_id))
+            .bind(i64::from(replica))
+            .bind(to.node.to_string())
+            .bind(i64::from(to.next_epoch))
+            .bind(from.node.to_string())
+            .bind(i64::from(from.next_epoch))
+            .execute(&mut *tx)
+            .await?,
+            None => sqlx::query(
+                "INSERT INTO storage_proof_cursors (deal_id, replica, node_id, next_epoch)                  VALUES ($1, $2, $3, $4) ON CONFLICT (deal_id, replica) DO NOTHING",
+            )
+            .bind(i(deal_id))
+            .bind(i64::from(replica))
+            .bind(to.node.to_string())
+            .bind(i64::from(to.next_epoch))
+            .execute(&mut *tx)
+            .await?,
+        };
+        if moved.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for (node, counts) in counted {
+            if counts.due == 0 && counts.proven == 0 {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO storage_proof_counts (node_id, due_epochs, proven_epochs)                  VALUES ($1, $2, $3) ON CONFLICT (node_id) DO UPDATE SET                  due_epochs = storage_proof_counts.due_epochs + excluded.due_epochs,                  proven_epochs = storage_proof_counts.proven_epochs + excluded.proven_epochs",
+            )
+            .bind(node.to_string())
+            .bind(i(counts.due))
+            .bind(i(counts.proven))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Every deal with a registered repair secret.

@@ -1,6 +1,8 @@
 //! The orchestrator's storage endpoints a deal's owner uses: where to place replicas
-//! (`GET /api/v1/storage/placement`), which repairer it offers (`GET /api/v1/storage/repairer`)
-//! and registering a deal's repair secret (`POST /api/v1/storage/deals/{id}/repair`, signed in).
+//! (`GET /api/v1/storage/placement`), where one node's chunk API is
+//! (`GET /api/v1/storage/nodes/{node_id}`), which repairer it offers
+//! (`GET /api/v1/storage/repairer`) and registering a deal's repair secret
+//! (`POST /api/v1/storage/deals/{id}/repair`, signed in).
 
 use alloy::primitives::B256;
 use reqwest::StatusCode;
@@ -8,8 +10,8 @@ use url::Url;
 
 use super::{StorageNode, encoding::RepairSecret};
 use crate::api::{
-    ErrorBody, RepairRegistered, RepairRegistration, RepairerView, StoragePlacement,
-    StoragePlacementRequest,
+    ErrorBody, RepairRegistered, RepairRegistration, RepairerView, StorageNodeView,
+    StoragePlacement, StoragePlacementRequest,
 };
 
 /// What can go wrong asking the orchestrator.
@@ -156,6 +158,29 @@ impl StorageCoordinator {
         let url = self.placement_url(request);
         let body = self.send(&url, self.http.get(url.clone())).await?;
         parse_placement(&url, &body, request.replicas)
+    }
+
+    /// What the orchestrator knows of storage node `node` (its chunk API and state), or `None`
+    /// when it knows no storage node of that id (404 `not_found`).
+    pub async fn storage_node(
+        &self,
+        node: B256,
+    ) -> Result<Option<StorageNodeView>, CoordinatorError> {
+        let url = self.endpoint(&format!("/storage/nodes/{node}"));
+        match self.send(&url, self.http.get(url.clone())).await {
+            Ok(body) => {
+                let view: StorageNodeView = Self::parse(&url, &body)?;
+                if view.node_id.as_b256() != node {
+                    return Err(CoordinatorError::Unexpected {
+                        url: url.to_string(),
+                        message: format!("asked for node {node}, answered for {}", view.node_id),
+                    });
+                }
+                Ok(Some(view))
+            }
+            Err(e) if e.code() == Some("not_found") => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The repairer the orchestrator offers, or `None` when it repairs no deals (404

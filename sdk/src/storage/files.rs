@@ -3,6 +3,13 @@
 //! `list` (the local index joined with the deals on-chain) and `remove` (nodes delete, the deal
 //! ends or settles).
 //!
+//! `get` and `list` follow the deal on-chain: a replica the orchestrator's repairer moved to
+//! another node (`replaceReplica`) is looked up at the orchestrator
+//! (`GET /api/v1/storage/nodes/{node_id}`, see [`StorageClient::with_coordinator`]) and the
+//! record is updated and saved, so the next `get` needs no lookup. A moved replica whose node
+//! cannot be found is skipped (the others serve); when the chain cannot be read, the record's
+//! nodes are used as they are. Each such event is a [`FollowNote`].
+//!
 //! The client keeps one JSON record per file in an index directory ([`FileIndex`]): deal id,
 //! name, size, file id, chunk count and, per replica, its node, root and chunk hashes. The file id
 //! is what turns the wallet's master key into the file's keys: **losing the index loses access to
@@ -471,6 +478,71 @@ pub struct FileStatus {
     pub record: FileRecord,
     /// The deal on-chain, when opened.
     pub deal: Option<DealState>,
+    /// The node of each replica on-chain now (the record's nodes when the chain could not be
+    /// read).
+    pub nodes: Vec<B256>,
+    /// What following the deal on-chain found (moved replicas, nodes not found).
+    pub notes: Vec<FollowNote>,
+}
+
+/// What comparing a file's record with its deal on-chain found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowNote {
+    /// The replica moved to `to` (its chunk API at `url`); the record now names it.
+    Moved {
+        /// Replica index.
+        replica: u32,
+        /// The node the record named.
+        from: B256,
+        /// The node holding it on-chain.
+        to: B256,
+        /// `to`'s chunk API.
+        url: Url,
+    },
+    /// The replica moved to `to`, whose chunk API could not be found: it is skipped.
+    Unresolved {
+        /// Replica index.
+        replica: u32,
+        /// The node holding it on-chain.
+        to: B256,
+        /// Why it could not be used.
+        reason: String,
+    },
+    /// The deal's replicas could not be read on-chain: the record's nodes are used as they are.
+    ChainUnreadable {
+        /// The deal.
+        deal: u64,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for FollowNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Moved {
+                replica,
+                from,
+                to,
+                url,
+            } => write!(
+                f,
+                "replica {replica} moved from node {from} to node {to} ({url}); the local record now names it"
+            ),
+            Self::Unresolved {
+                replica,
+                to,
+                reason,
+            } => write!(
+                f,
+                "replica {replica} moved to node {to}, which cannot be reached ({reason}); skipping it, the other replicas serve"
+            ),
+            Self::ChainUnreadable { deal, reason } => write!(
+                f,
+                "cannot read deal {deal}'s replicas on-chain ({reason}); using the nodes in the local record"
+            ),
+        }
+    }
 }
 
 /// What [`StorageClient::remove`] did.
@@ -501,6 +573,8 @@ pub struct StorageClient {
     usdc: Address,
     master: MasterKey,
     index: FileIndex,
+    /// The orchestrator that tells where a moved replica's node serves its chunks.
+    coordinator: Option<StorageCoordinator>,
 }
 
 fn failures(list: &[(String, String)]) -> String {
@@ -530,12 +604,20 @@ impl StorageClient {
             usdc: deployment.usdc,
             master,
             index: FileIndex::new(index_dir),
+            coordinator: None,
         })
     }
 
     /// The same client decrypting with another master key (a key kept elsewhere).
     pub fn with_master_key(mut self, master: MasterKey) -> Self {
         self.master = master;
+        self
+    }
+
+    /// The same client asking `coordinator` (the orchestrator) for the chunk API of a node a
+    /// replica moved to. Without one, a moved replica is skipped by `get`.
+    pub fn with_coordinator(mut self, coordinator: StorageCoordinator) -> Self {
+        self.coordinator = Some(coordinator);
         self
     }
 
@@ -930,6 +1012,10 @@ impl StorageClient {
         coordinator: &StorageCoordinator,
     ) -> Result<FileRecord, StorageError> {
         let mut record = self.find(key)?;
+        // The nodes holding the replicas now are the ones to ask to delete them.
+        for note in self.follow(&mut record).await?.1 {
+            log_note(&note);
+        }
         let Some(deal) = record.deal else {
             return Err(StorageError::Invalid(format!(
                 "{:?} has no deal yet: run put again",
@@ -1142,14 +1228,15 @@ impl StorageClient {
 
     /// Downloads `key` (a name or deal id) to `out`: each chunk from the first replica that
     /// serves it intact, checked, unmasked and decrypted. `out` is written only when every
-    /// chunk arrived (through a temporary file renamed over it).
+    /// chunk arrived (through a temporary file renamed over it). The deal's replicas are
+    /// followed on-chain first (see the module docs); what that finds is logged.
     pub async fn get(
         &self,
         key: &str,
         out: &Path,
         progress: ProgressFn,
     ) -> Result<FileRecord, StorageError> {
-        let record = self.find(key)?;
+        let mut record = self.find(key)?;
         let deal = match record.deal {
             Some(deal) if record.uploaded() => deal,
             deal => {
@@ -1159,11 +1246,23 @@ impl StorageClient {
                 });
             }
         };
+        let (_, notes) = self.follow(&mut record).await?;
+        let mut skipped: Vec<Option<String>> = vec![None; record.replicas.len()];
+        for note in &notes {
+            log_note(note);
+            if let FollowNote::Unresolved { replica, .. } = note {
+                skipped[*replica as usize] = Some(note.to_string());
+            }
+        }
         let codec = record.codec(&self.master);
-        let clients: Vec<NodeClient> = record
+        let clients: Vec<Result<NodeClient, String>> = record
             .replicas
             .iter()
-            .map(|r| self.node_client(r.node, &r.url))
+            .zip(skipped)
+            .map(|(r, skip)| match skip {
+                Some(why) => Err(why),
+                None => Ok(self.node_client(r.node, &r.url)),
+            })
             .collect();
         let file_name = out
             .file_name()
@@ -1189,7 +1288,7 @@ impl StorageClient {
         record: &FileRecord,
         deal: u64,
         codec: &FileCodec,
-        clients: &[NodeClient],
+        clients: &[Result<NodeClient, String>],
         tmp: &Path,
         progress: ProgressFn,
     ) -> Result<(), StorageError> {
@@ -1201,8 +1300,15 @@ impl StorageClient {
             let mut plaintext = None;
             for attempt in 0..clients.len() {
                 let replica = (preferred + attempt) % clients.len();
+                let client = match &clients[replica] {
+                    Ok(client) => client,
+                    Err(why) => {
+                        reasons.push((format!("replica {replica}"), why.clone()));
+                        continue;
+                    }
+                };
                 let expected = record.replicas[replica].chunk_sha256[index as usize];
-                let fetched = clients[replica]
+                let fetched = client
                     .get_chunk(deal, replica as u32, index, expected)
                     .await;
                 match fetched {
@@ -1246,6 +1352,101 @@ impl StorageClient {
         file.sync_all().map_err(StorageError::io(tmp))
     }
 
+    /// Compares `record`'s replicas with its deal on-chain. A replica whose node changed (a
+    /// repair moved it) gets its new node's chunk API from the orchestrator, and the record is
+    /// saved naming it. Returns the nodes on-chain and what was found; a replica in an
+    /// [`FollowNote::Unresolved`] note keeps its recorded node. A chain that cannot be read
+    /// leaves the record as it is ([`FollowNote::ChainUnreadable`]).
+    async fn follow(
+        &self,
+        record: &mut FileRecord,
+    ) -> Result<(Vec<B256>, Vec<FollowNote>), StorageError> {
+        let recorded: Vec<B256> = record.replicas.iter().map(|r| r.node).collect();
+        let Some(deal) = record.deal else {
+            return Ok((recorded, Vec::new()));
+        };
+        let on_chain =
+            match tx::read("StorageMarket", self.market().getReplicas(U256::from(deal))).await {
+                Ok(replicas) => replicas,
+                Err(e) => {
+                    let note = FollowNote::ChainUnreadable {
+                        deal,
+                        reason: e.to_string(),
+                    };
+                    return Ok((recorded, vec![note]));
+                }
+            };
+        if on_chain.len() != record.replicas.len() {
+            return Err(StorageError::Invalid(format!(
+                "deal {deal} has {} replicas on-chain but the local record of {:?} names {}: \
+                 the record is not this deal's",
+                on_chain.len(),
+                record.name,
+                record.replicas.len()
+            )));
+        }
+        let mut notes = Vec::new();
+        for (index, (held, replica)) in on_chain.iter().zip(&mut record.replicas).enumerate() {
+            if held.nodeId == replica.node {
+                continue;
+            }
+            let replica_index = index as u32;
+            // A repair rebuilds the same bytes (same root): the recorded chunk hashes still
+            // check them. Another root means the record cannot check what the node serves.
+            let found = if held.root != replica.root {
+                Err(format!(
+                    "its commitment on-chain {:#x} is not the recorded {:#x}",
+                    held.root, replica.root
+                ))
+            } else {
+                self.chunk_api_of(held.nodeId).await
+            };
+            match found {
+                Ok(url) => {
+                    notes.push(FollowNote::Moved {
+                        replica: replica_index,
+                        from: replica.node,
+                        to: held.nodeId,
+                        url: url.clone(),
+                    });
+                    replica.node = held.nodeId;
+                    replica.url = url;
+                }
+                Err(reason) => notes.push(FollowNote::Unresolved {
+                    replica: replica_index,
+                    to: held.nodeId,
+                    reason,
+                }),
+            }
+        }
+        if notes.iter().any(|n| matches!(n, FollowNote::Moved { .. })) {
+            self.index.save(record)?;
+        }
+        Ok((on_chain.iter().map(|r| r.nodeId).collect(), notes))
+    }
+
+    /// The chunk API of `node`, as the orchestrator knows it.
+    async fn chunk_api_of(&self, node: B256) -> Result<Url, String> {
+        let Some(coordinator) = &self.coordinator else {
+            return Err("no orchestrator is configured to tell where it serves".into());
+        };
+        match coordinator.storage_node(node).await {
+            Ok(Some(view)) => {
+                let url = view
+                    .url
+                    .ok_or("the orchestrator knows no chunk API of it (its agent reports none)")?;
+                Url::parse(&url).map_err(|e| {
+                    format!("the orchestrator gives a malformed chunk API {url:?}: {e}")
+                })
+            }
+            Ok(None) => Err(format!(
+                "the orchestrator {} knows no storage node of that id",
+                coordinator.base()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     async fn deal_state(&self, deal: u64) -> Result<DealState, StorageError> {
         let market = self.market();
         let on_chain = tx::read("StorageMarket", market.getDeal(U256::from(deal))).await?;
@@ -1265,15 +1466,22 @@ impl StorageClient {
         })
     }
 
-    /// Every file of this chain and market with its deal's state.
+    /// Every file of this chain and market with its deal's state and the replicas' nodes
+    /// on-chain (records of moved replicas are updated, as by `get`).
     pub async fn list(&self) -> Result<Vec<FileStatus>, StorageError> {
         let mut out = Vec::new();
-        for record in self.records()? {
+        for mut record in self.records()? {
             let deal = match record.deal {
                 Some(deal) => Some(self.deal_state(deal).await?),
                 None => None,
             };
-            out.push(FileStatus { record, deal });
+            let (nodes, notes) = self.follow(&mut record).await?;
+            out.push(FileStatus {
+                record,
+                deal,
+                nodes,
+                notes,
+            });
         }
         Ok(out)
     }
@@ -1283,6 +1491,10 @@ impl StorageClient {
     /// the owner). The record stays in the index, marked removed, until the deal settles.
     pub async fn remove(&self, key: &str) -> Result<Removal, StorageError> {
         let mut record = self.find(key)?;
+        // The nodes holding the replicas now are the ones to ask to delete them.
+        for note in self.follow(&mut record).await?.1 {
+            log_note(&note);
+        }
         let Some(deal) = record.deal else {
             self.index.delete(&record)?;
             return Ok(Removal {
@@ -1341,6 +1553,16 @@ impl StorageClient {
             settles_at_block: (refunded.is_none() && !state.settled).then_some(state.end_block),
             refunded,
         })
+    }
+}
+
+/// Logs what following a deal on-chain found (the CLI shows these lines on stderr).
+fn log_note(note: &FollowNote) {
+    match note {
+        FollowNote::Moved { .. } => tracing::info!(target: "decloud::storage", "{note}"),
+        FollowNote::Unresolved { .. } | FollowNote::ChainUnreadable { .. } => {
+            tracing::warn!(target: "decloud::storage", "{note}")
+        }
     }
 }
 

@@ -38,8 +38,9 @@ mod files;
 pub use client::{NodeClient, StorageClientError, UploadStats, sha256};
 pub use coordinator::{CoordinatorError, StorageCoordinator};
 pub use files::{
-    DealState, FileIndex, FileRecord, FileStatus, NodeSource, Phase, Progress, ProgressFn,
-    PutOptions, Removal, RepairSetup, ReplicaRecord, StorageClient, StorageError, StorageNode,
+    DealState, FileIndex, FileRecord, FileStatus, FollowNote, NodeSource, Phase, Progress,
+    ProgressFn, PutOptions, Removal, RepairSetup, ReplicaRecord, StorageClient, StorageError,
+    StorageNode,
 };
 
 use std::fmt;
