@@ -1024,10 +1024,20 @@ impl Agent {
                 spec.id
             )));
         }
-        // Addresses of this node's VMs, and every address the network reserves for anyone
-        // (another agent on the same network, or a reservation left by an earlier node).
+        // Addresses of this node's VMs, every address the network reserves for anyone
+        // (another agent on the same network, or a reservation left by an earlier node), and
+        // every address another MAC still holds a lease on (a deleted VM's, which dnsmasq
+        // keeps until it expires and would not give to this MAC).
         let mut taken: Vec<Ipv4Addr> = attachments.values().map(|a| a.ip).collect();
         taken.extend(network.hosts.iter().map(|h| h.ip));
+        let name = network.name.clone();
+        let leases = self.libvirt(move |h| h.dhcp_leases(&name)).await?;
+        taken.extend(
+            leases
+                .iter()
+                .filter(|l| !l.mac.eq_ignore_ascii_case(&mac))
+                .map(|l| l.ip),
+        );
         let last = self.inner.store.last_reserved_ip().await?;
         let ip = network.free_address(&taken, last).ok_or_else(|| {
             Error::Capacity(format!(

@@ -43,6 +43,15 @@ pub struct DhcpHost {
     pub name: Option<String>,
 }
 
+/// An address the network's DHCP server has leased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpLease {
+    /// The MAC address holding the lease (lower case).
+    pub mac: String,
+    /// The leased address.
+    pub ip: Ipv4Addr,
+}
+
 impl DhcpHost {
     fn xml(&self) -> String {
         match &self.name {
@@ -293,6 +302,51 @@ impl Hypervisor {
             self.update_host(name, sys::VIR_NETWORK_UPDATE_COMMAND_DELETE, host)?;
         }
         Ok(())
+    }
+
+    /// The addresses the network's DHCP server has leased now, with the MAC holding each
+    /// (expired leases excluded). dnsmasq will not hand a reserved address to a new MAC
+    /// while another MAC still holds its lease (the lease of a deleted VM lives on for its
+    /// lease time), so a new reservation must avoid these.
+    pub fn dhcp_leases(&self, name: &str) -> Result<Vec<DhcpLease>> {
+        let network = require(self, name)?;
+        let mut leases: *mut sys::virNetworkDHCPLeasePtr = std::ptr::null_mut();
+        // SAFETY: the network pointer is valid while `network` lives; on success libvirt
+        // returns an array of `n` lease pointers that we own and free below, each once.
+        let n = unsafe {
+            sys::virNetworkGetDHCPLeases(network.as_ptr(), std::ptr::null(), &mut leases, 0)
+        };
+        if n < 0 {
+            return Err(Error::Libvirt(format!(
+                "reading the DHCP leases of network {name}: {}",
+                virt::error::Error::last_error().message()
+            )));
+        }
+        let mut out = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            // SAFETY: `i < n`, and each element is a valid lease until freed here.
+            unsafe {
+                let lease = *leases.add(i);
+                let text = |p: *mut std::os::raw::c_char| {
+                    (!p.is_null())
+                        .then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+                };
+                if let (Some(mac), Some(ip)) = (text((*lease).mac), text((*lease).ipaddr))
+                    && let Ok(ip) = ip.parse::<Ipv4Addr>()
+                {
+                    out.push(DhcpLease {
+                        mac: mac.to_ascii_lowercase(),
+                        ip,
+                    });
+                }
+                sys::virNetworkDHCPLeaseFree(lease);
+            }
+        }
+        if !leases.is_null() {
+            // SAFETY: the array itself was allocated by libvirt with malloc.
+            unsafe { libc::free(leases.cast()) };
+        }
+        Ok(out)
     }
 
     /// Removes a network (for tests and tools cleaning up after themselves).

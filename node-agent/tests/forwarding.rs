@@ -200,6 +200,55 @@ async fn a_forwarded_port_reaches_the_guest_and_is_freed_when_the_vm_is_deleted(
     let third_address = agent.store().attachment("third").await.unwrap().unwrap().ip;
     assert_eq!(third_address.to_string(), "192.168.231.4");
 
+    // Another node on the same network, knowing nothing of this one's history, skips the
+    // address the DHCP server still leases to the deleted VM's MAC: dnsmasq would not give
+    // it to a new MAC, and the guest would come up on an address no rule points at.
+    let web_mac = agent.mac_address("web");
+    let leases = agent
+        .with_hypervisor(move |h| h.dhcp_leases(network))
+        .await
+        .unwrap();
+    assert!(
+        leases
+            .iter()
+            .any(|l| l.mac == web_mac && l.ip.to_string() == "192.168.231.2"),
+        "{leases:?}"
+    );
+    let other_dir = data_dir();
+    let other_machine = "forwarding-one-other";
+    let other_node = agent_protocol::node_id(agent_protocol::machine_id(other_machine), OPERATOR);
+    let _other_cleanup = HostCleanup {
+        node_id: other_node,
+        network: network.into(),
+        extra_rules: vec![],
+    };
+    let other_config = config_from(&nat_vm_config_toml(
+        other_dir.path(),
+        other_machine,
+        None,
+        network,
+        "192.168.231.0/24",
+        "31010-31011",
+    ));
+    let (other_identity, _) = Identity::load_or_create(&other_config).unwrap();
+    let other = Agent::open(other_config, other_identity, resources())
+        .await
+        .unwrap();
+    other
+        .create_vm(web_spec("late", "w", &[(PortProtocol::Tcp, HTTP_PORT)]))
+        .await
+        .unwrap();
+    let late_address = other.store().attachment("late").await.unwrap().unwrap().ip;
+    assert_eq!(late_address.to_string(), "192.168.231.5");
+    wait_for_console(
+        &other.vm_dir("late").join("console.log"),
+        &format!("{ADDRESS_MARKER}{late_address}"),
+        BOOT_LIMIT,
+    )
+    .await;
+    other.delete_vm("late").await.unwrap();
+    other.close().await;
+
     for vm in ["second", "third"] {
         agent.delete_vm(vm).await.unwrap();
     }
