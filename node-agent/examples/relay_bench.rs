@@ -10,6 +10,11 @@
 //! guest. Servers in the guest: a sink that counts what it receives, an echo, and an HTTP
 //! server answering `ok`.
 //!
+//! A third path, client → relay → node → guest through two plain user-space proxies (no
+//! encryption, no tunnel, nothing of the agent), is the reference: what any user-space relay
+//! at best carries on the same cores, since it copies every byte through two more processes
+//! where the direct forward never leaves the kernel.
+//!
 //! Run as root with `wireguard-go`, `wg`, `iptables` and `caddy` installed:
 //! `cargo run --release -p decloud-node-agent --example relay_bench [MiB] [round trips] [seconds]`
 //! (defaults 512 MiB, 20000 round trips, 10 s of HTTPS).
@@ -277,6 +282,43 @@ fn relay_port(guest_port: u16) -> u16 {
     24000 + guest_port % 1000
 }
 
+/// The reference path's ports: the relay's proxy listens on `25000 + guest port % 1000` and
+/// connects to the node's, on `26000 + guest port % 1000`, which connects to the guest.
+fn proxy_port(base: u16, guest_port: u16) -> u16 {
+    base + guest_port % 1000
+}
+
+/// A plain user-space TCP proxy from `listen` to `upstream`, on threads of the calling
+/// thread's namespace: each connection copied both ways by blocking reads and writes of
+/// 128 KiB, as a stream relay without encryption would at best.
+fn pass_through(listen: SocketAddr, upstream: SocketAddr) {
+    let listener = TcpListener::bind(listen).unwrap();
+    std::thread::spawn(move || {
+        for downstream in listener.incoming().flatten() {
+            let Ok(up) = TcpStream::connect(upstream) else {
+                continue;
+            };
+            for socket in [&downstream, &up] {
+                let _ = socket.set_nodelay(true);
+            }
+            let (down_reader, up_writer) =
+                (downstream.try_clone().unwrap(), up.try_clone().unwrap());
+            std::thread::spawn(move || copy_until_eof(down_reader, up_writer));
+            std::thread::spawn(move || copy_until_eof(up, downstream));
+        }
+    });
+}
+
+fn copy_until_eof(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; 1 << 17];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
 /// MiB/s for sending `mib` MiB to the sink at `address`.
 fn throughput(address: SocketAddr, mib: usize) -> f64 {
     let mut socket = TcpStream::connect(address).unwrap();
@@ -426,6 +468,22 @@ fn main() {
 
     let direct = move |p: u16| SocketAddr::new(NODE.parse().unwrap(), node_port(p));
     let relayed = move |p: u16| SocketAddr::new(RELAY.parse().unwrap(), relay_port(p));
+    let proxied = move |p: u16| SocketAddr::new(RELAY.parse().unwrap(), proxy_port(25000, p));
+    for port in &GUEST_PORTS[..2] {
+        let port = *port;
+        node.run(move |_| {
+            pass_through(
+                SocketAddr::new(NODE.parse().unwrap(), proxy_port(26000, port)),
+                SocketAddr::new(GUEST.parse().unwrap(), port),
+            )
+        });
+        relay_ns.run(move |_| {
+            pass_through(
+                proxied(port),
+                SocketAddr::new(NODE.parse().unwrap(), proxy_port(26000, port)),
+            )
+        });
+    }
     // The tunnel's first handshake, before anything is measured.
     client.run(move |_| {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -439,30 +497,37 @@ fn main() {
         "{mib} MiB one way per throughput run, {round_trips} round trips of 64 bytes, TCP_NODELAY"
     );
     for round in 1..=2 {
-        let (d, r) = client.run(move |_| {
+        let (d, r, p) = client.run(move |_| {
             (
                 throughput(direct(GUEST_PORTS[0]), mib),
                 throughput(relayed(GUEST_PORTS[0]), mib),
+                throughput(proxied(GUEST_PORTS[0]), mib),
             )
         });
         println!(
-            "round {round} throughput: direct {d:.0} MiB/s, relay {r:.0} MiB/s ({:.0}% of direct)",
-            100.0 * r / d
+            "round {round} throughput: direct {d:.0} MiB/s, relay {r:.0} MiB/s ({:.0}% of direct), \
+             user-space pass-through {p:.0} MiB/s ({:.0}% of direct)",
+            100.0 * r / d,
+            100.0 * p / d
         );
-        let ((d50, d99), (r50, r99)) = client.run(move |_| {
+        let ((d50, d99), (r50, r99), (p50, p99)) = client.run(move |_| {
             (
                 latency(direct(GUEST_PORTS[1]), round_trips),
                 latency(relayed(GUEST_PORTS[1]), round_trips),
+                latency(proxied(GUEST_PORTS[1]), round_trips),
             )
         });
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
-            "round {round} latency: direct p50 {:.3} ms p99 {:.3} ms, relay p50 {:.3} ms p99 {:.3} ms (p50 +{:.3} ms)",
+            "round {round} latency: direct p50 {:.3} ms p99 {:.3} ms, relay p50 {:.3} ms p99 {:.3} ms (p50 +{:.3} ms), \
+             user-space pass-through p50 {:.3} ms p99 {:.3} ms",
             ms(d50),
             ms(d99),
             ms(r50),
             ms(r99),
-            ms(r50) - ms(d50)
+            ms(r50) - ms(d50),
+            ms(p50),
+            ms(p99)
         );
     }
 
