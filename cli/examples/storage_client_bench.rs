@@ -3,8 +3,9 @@
 //! split into its phases: encrypt and commit (AES-256-GCM once, then per replica the ChaCha20
 //! mask, SHA-256 and the Poseidon leaf hashes), the deal's transactions, and the upload.
 //!
-//! Run: `cargo run --release -p decloud-cli --example storage_client_bench -- 100 1024`
-//! (sizes in MiB; default 100).
+//! Run: `cargo run --release -p decloud-cli --example storage_client_bench -- 100 max`
+//! (sizes in MiB, or `max` for the largest file one deal holds, 16 KiB under 1 GiB; default
+//! 100).
 
 use std::{
     sync::{Arc, Mutex},
@@ -18,7 +19,11 @@ use decloud_node_agent::{
 use decloud_sdk::{
     agent_protocol::{self, NodeResources},
     bindings::{NodeRegistry, node_registry::INodeRegistry},
-    storage::{Phase, Progress, ProgressFn, PutOptions, StorageClient, StorageNode},
+    deploy::STORAGE_MAX_SEGMENTS,
+    storage::{
+        Phase, Progress, ProgressFn, PutOptions, StorageClient, StorageNode,
+        encoding::max_file_bytes,
+    },
     testing::{SendOk as _, TestSystem},
 };
 
@@ -74,12 +79,12 @@ async fn register(system: &TestSystem, machine: &str, key: Address) -> alloy::pr
         .unwrap()
 }
 
-/// A file of `mib` MiB of xorshift bytes.
-fn write_file(path: &std::path::Path, mib: u64) {
+/// A file of `bytes` bytes (a multiple of 8) of xorshift bytes.
+fn write_file(path: &std::path::Path, bytes: u64) {
     use std::io::Write as _;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..(mib << 17) {
+    for _ in 0..bytes / 8 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -90,11 +95,28 @@ fn write_file(path: &std::path::Path, mib: u64) {
 
 #[tokio::main]
 async fn main() {
-    let sizes: Vec<u64> = std::env::args()
+    // (bytes, how the table names the size)
+    let sizes: Vec<(u64, String)> = std::env::args()
         .skip(1)
-        .map(|a| a.parse().expect("sizes in MiB"))
+        .map(|a| {
+            if a == "max" {
+                let bytes = max_file_bytes(STORAGE_MAX_SEGMENTS);
+                let under = ((1 << 30) - bytes) >> 10;
+                (
+                    bytes,
+                    format!("1 GiB − {under} KiB (the most a deal holds)"),
+                )
+            } else {
+                let mib: u64 = a.parse().expect("sizes in MiB, or max");
+                (mib << 20, format!("{mib} MiB"))
+            }
+        })
         .collect();
-    let sizes = if sizes.is_empty() { vec![100] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![(100 << 20, "100 MiB".to_owned())]
+    } else {
+        sizes
+    };
     let system = TestSystem::start()
         .await
         .expect("anvil with the system deployed");
@@ -154,9 +176,9 @@ async fn main() {
         "| file | replicas | put (s) | put (MB/s of file) | of which encrypt + commit (s) | deal txs (s) | upload (s) | get (s) | get (MB/s) |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for mib in sizes {
-        let path = work.path().join(format!("file-{mib}.bin"));
-        write_file(&path, mib);
+    for (bytes, label) in sizes {
+        let path = work.path().join(format!("file-{bytes}.bin"));
+        write_file(&path, bytes);
         // When each phase was first and last seen.
         let marks: Arc<Mutex<Vec<(Phase, Instant)>>> = Arc::default();
         let seen = marks.clone();
@@ -190,17 +212,17 @@ async fn main() {
         let upload = (last(Phase::Upload).unwrap() - upload_start).as_secs_f64();
         let deal_txs = put - commit - upload;
 
-        let out = work.path().join(format!("back-{mib}.bin"));
+        let out = work.path().join(format!("back-{bytes}.bin"));
         let started = Instant::now();
         client
             .get(&record.name, &out, Arc::new(|_: Progress| {}))
             .await
             .expect("get");
         let get = started.elapsed().as_secs_f64();
-        assert_eq!(std::fs::metadata(&out).unwrap().len(), mib << 20);
-        let mb = (mib << 20) as f64 / 1e6;
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), bytes);
+        let mb = bytes as f64 / 1e6;
         println!(
-            "| {mib} MiB | 3 | {put:.1} | {:.1} | {commit:.1} | {deal_txs:.1} | {upload:.1} | {get:.2} | {:.0} |",
+            "| {label} | 3 | {put:.1} | {:.1} | {commit:.1} | {deal_txs:.1} | {upload:.1} | {get:.2} | {:.0} |",
             mb / put,
             mb / get
         );

@@ -305,6 +305,17 @@ pub fn segment_count(bytes: u64) -> Result<u64, EncodingError> {
     Ok(stored_len(bytes)?.div_ceil(SEGMENT_BYTES as u64))
 }
 
+/// The largest file whose replica fits in `max_segments` proof segments: every whole chunk
+/// that fits, plus a last partial chunk in what is left beyond its tag. A deal's tree of depth
+/// `d` proves `1 << d` segments; at the production depth of 20 that is 1 GiB of stored bytes,
+/// so 16 KiB less than 1 GiB of file, since each of the 1,024 chunks carries a tag.
+pub fn max_file_bytes(max_segments: u64) -> u64 {
+    let capacity = max_segments * SEGMENT_BYTES as u64;
+    let whole = capacity / CHUNK_STORED as u64;
+    let rest = (capacity % CHUNK_STORED as u64).saturating_sub(TAG_BYTES as u64);
+    whole * CHUNK_PLAINTEXT as u64 + rest
+}
+
 /// Everything needed to encode and decode one file's chunks for its owner.
 #[derive(Debug, Clone)]
 pub struct FileCodec {
@@ -455,6 +466,17 @@ mod tests {
     use super::*;
     use alloy::signers::local::PrivateKeySigner;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_largest_file_fits_and_one_byte_more_does_not() {
+        for depth in [4, 8, 10, 11, 16, 20] {
+            let segments = 1u64 << depth;
+            let max = max_file_bytes(segments);
+            assert!(segment_count(max).unwrap() <= segments, "depth {depth}");
+            assert!(segment_count(max + 1).unwrap() > segments, "depth {depth}");
+        }
+        assert_eq!(max_file_bytes(1 << 20), (1 << 30) - 1024 * TAG_BYTES as u64);
+    }
 
     fn master(seed: u8) -> MasterKey {
         MasterKey::from_bytes([seed; 32])

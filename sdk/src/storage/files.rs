@@ -932,8 +932,7 @@ impl StorageClient {
                         "{} is {size} bytes: {segments} segments, more than the {} a deal can prove (at most {} bytes per file)",
                         path.display(),
                         1u64 << depth,
-                        ((1u64 << depth) * 1024 / encoding::CHUNK_STORED as u64)
-                            * CHUNK_PLAINTEXT as u64
+                        encoding::max_file_bytes(1u64 << depth)
                     )));
                 }
                 let mut slots = vec![None; options.replicas];
