@@ -1,7 +1,8 @@
 //! Storage client benchmark (not a test): `StorageClient::put` and `get` of a file with three
 //! replicas on three node agents in the storage role on loopback, the deal on anvil. Put is
 //! split into its phases: encrypt and commit (AES-256-GCM once, then per replica the ChaCha20
-//! mask, SHA-256 and the Poseidon leaf hashes), the deal's transactions, and the upload.
+//! mask, SHA-256 and the Poseidon leaf hashes, then each replica's Merkle tree), the deal's
+//! transactions, and the upload.
 //!
 //! Run: `cargo run --release -p decloud-cli --example storage_client_bench -- 100 max`
 //! (sizes in MiB, or `max` for the largest file one deal holds, 16 KiB under 1 GiB; default
@@ -206,7 +207,7 @@ async fn main() {
                 .map(|(_, t)| *t)
         };
         let first = |phase| marks.iter().find(|(p, _)| *p == phase).map(|(_, t)| *t);
-        let commit_end = last(Phase::Commit).unwrap();
+        let commit_end = last(Phase::Tree).unwrap();
         let upload_start = first(Phase::Upload).unwrap();
         let commit = (commit_end - started).as_secs_f64();
         let upload = (last(Phase::Upload).unwrap() - upload_start).as_secs_f64();

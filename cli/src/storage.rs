@@ -153,7 +153,8 @@ fn progress_lines() -> ProgressFn {
         }
         *last = Some((p.phase, step));
         let what = match p.phase {
-            Phase::Commit => "encrypting and committing",
+            Phase::Commit => "encrypting and hashing",
+            Phase::Tree => "building commitments",
             Phase::Upload => "uploading replicas",
             Phase::Download => "downloading",
         };

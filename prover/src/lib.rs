@@ -45,7 +45,7 @@ pub use groth::{
     load_info, load_verifying_key, proof_from_solidity, proof_to_solidity, prove, prove_circuit,
     verify,
 };
-pub use merkle::{MAX_DEPTH, MerkleTree, hash_leaf, hash_segment, root_from_path};
+pub use merkle::{MAX_DEPTH, MerkleTree, hash_leaf, hash_segment, hash_segments, root_from_path};
 pub use poseidon::{ALPHA, FULL_ROUNDS, PARTIAL_ROUNDS, RATE};
 pub use solidity::{
     DEV_VERIFIER_CONTRACT, VERIFIER_CONTRACT, generate_dev_verifier, generate_verifier,

@@ -1,6 +1,7 @@
 //! Poseidon Merkle tree over segments; its root is the commitment to the data.
 
 use ark_bn254::Fr;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::field::{ELEMENTS_PER_SEGMENT, SEGMENT_BYTES, pack_segment, split_segments};
@@ -17,6 +18,18 @@ pub fn hash_leaf(elements: &[Fr; ELEMENTS_PER_SEGMENT]) -> Fr {
 /// Hash of one raw segment.
 pub fn hash_segment(segment: &[u8; SEGMENT_BYTES]) -> Fr {
     hash_leaf(&pack_segment(segment))
+}
+
+/// Leaf hashes of data split into [`SEGMENT_BYTES`] segments, the last one zero-padded,
+/// hashed on every core.
+pub fn hash_segments(data: &[u8]) -> Vec<Fr> {
+    data.par_chunks(SEGMENT_BYTES)
+        .map(|part| {
+            let mut segment = [0u8; SEGMENT_BYTES];
+            segment[..part.len()].copy_from_slice(part);
+            hash_segment(&segment)
+        })
+        .collect()
 }
 
 /// A complete Merkle tree of fixed depth over `segment_count` leaves; leaves past the
@@ -38,7 +51,7 @@ impl MerkleTree {
 
     /// Builds the tree over already split segments.
     pub fn from_segments(segments: &[[u8; SEGMENT_BYTES]], depth: usize) -> Result<Self> {
-        let leaves: Vec<Fr> = segments.iter().map(hash_segment).collect();
+        let leaves: Vec<Fr> = segments.par_iter().map(hash_segment).collect();
         Self::from_leaves(leaves, depth)
     }
 
@@ -66,7 +79,7 @@ impl MerkleTree {
         for level in 0..depth {
             let below = &levels[level];
             let above: Vec<Fr> = below
-                .chunks(2)
+                .par_chunks(2)
                 .map(|pair| {
                     poseidon::hash_pair(pair[0], pair.get(1).copied().unwrap_or(empty[level]))
                 })

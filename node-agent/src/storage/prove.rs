@@ -34,7 +34,7 @@ use alloy::{
 };
 use decloud_prover::{
     CircuitParams, Fr, Keys, MerkleTree, SEGMENT_BYTES, challenged_indices, fr_from_be_bytes,
-    fr_to_be_bytes, hash_segment, proof_to_solidity,
+    fr_to_be_bytes, hash_segment, hash_segments, proof_to_solidity,
 };
 use decloud_sdk::{
     Error as SdkError, RevertError,
@@ -763,7 +763,7 @@ fn scrub_and_build(
             continue;
         }
         let mut rest = data.as_slice();
-        while !rest.is_empty() {
+        if !carry.is_empty() {
             let take = (SEGMENT_BYTES - carry.len()).min(rest.len());
             carry.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
@@ -774,6 +774,9 @@ fn scrub_and_build(
                 carry.clear();
             }
         }
+        let whole = rest.len() / SEGMENT_BYTES * SEGMENT_BYTES;
+        leaves.extend(hash_segments(&rest[..whole]));
+        carry.extend_from_slice(&rest[whole..]);
     }
     let leaves = match cached {
         Some(leaves) => leaves,

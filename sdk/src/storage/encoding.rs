@@ -30,7 +30,7 @@ use chacha20::{
     ChaCha20,
     cipher::{KeyIvInit as _, StreamCipher as _},
 };
-use decloud_prover::{Fr, MerkleTree, SEGMENT_BYTES, fr_to_be_bytes, hash_segment};
+use decloud_prover::{Fr, MerkleTree, SEGMENT_BYTES, fr_to_be_bytes, hash_segments};
 use hkdf::Hkdf;
 use sha2::Sha256;
 
@@ -439,14 +439,7 @@ impl ReplicaCommitter {
 /// The Merkle leaves of one stored chunk: the Poseidon hash of each 1 KiB segment (the last one
 /// zero-padded).
 pub fn leaf_hashes(chunk: &[u8]) -> Vec<Fr> {
-    chunk
-        .chunks(SEGMENT_BYTES)
-        .map(|part| {
-            let mut segment = [0u8; SEGMENT_BYTES];
-            segment[..part.len()].copy_from_slice(part);
-            hash_segment(&segment)
-        })
-        .collect()
+    hash_segments(chunk)
 }
 
 /// Commitment to a whole replica held in memory (tests and small files).

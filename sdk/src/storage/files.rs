@@ -411,8 +411,11 @@ impl FileIndex {
 /// What a put, get or remove is doing, for progress output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Encrypting and committing to every replica.
+    /// Encrypting every replica and hashing its segments.
     Commit,
+    /// Building each replica's Merkle tree over its segment hashes; `done` and `total` count
+    /// the bytes of every replica (the file's size once per replica).
+    Tree,
     /// Uploading replicas.
     Upload,
     /// Downloading and decrypting.
@@ -1634,11 +1637,19 @@ async fn commit_file(
                 total: size,
             });
         }
-        committers
-            .into_iter()
-            .zip(hashes)
-            .map(|(c, h)| Ok((c.finish()?, h)))
-            .collect()
+        let total = size * replicas as u64;
+        let mut done = 0;
+        let mut commitments = Vec::with_capacity(replicas);
+        for (committer, hashes) in committers.into_iter().zip(hashes) {
+            commitments.push((committer.finish()?, hashes));
+            done += size;
+            progress(Progress {
+                phase: Phase::Tree,
+                done,
+                total,
+            });
+        }
+        Ok(commitments)
     })
     .await
     .expect("the commitment task does not panic")
