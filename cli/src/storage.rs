@@ -159,11 +159,12 @@ fn progress_lines() -> ProgressFn {
             Phase::Download => "downloading",
         };
         let mut err = std::io::stderr().lock();
+        let mib = |bytes: u64| bytes as f64 / f64::from(1u32 << 20);
         let _ = writeln!(
             err,
-            "{what}: {percent:>3}% ({} of {} MiB)",
-            p.done >> 20,
-            p.total >> 20
+            "{what}: {percent:>3}% ({:.1} of {:.1} MiB)",
+            mib(p.done),
+            mib(p.total)
         );
     })
 }

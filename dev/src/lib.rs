@@ -53,6 +53,11 @@ struct DevArgs {
     /// Where 31337.json is written (default: the repository's deployments/).
     #[arg(long)]
     deployments_dir: Option<PathBuf>,
+    /// Mine a block every SECONDS besides the one each transaction gets, as a live chain does
+    /// (default: 2 with --storage-node, so that storage epochs pass; otherwise blocks come only
+    /// with transactions). 0 mines only with transactions.
+    #[arg(long, value_name = "SECONDS")]
+    block_time: Option<u64>,
     #[command(flatten)]
     services: services::ServiceArgs,
 }
@@ -104,9 +109,20 @@ async fn dev(args: DevArgs) -> Result<(), Error> {
         accounts: args.accounts,
         mint_usdc: args.mint_usdc,
         deployments_dir,
+        block_time: block_time(args.block_time, args.services.storage_node),
     });
     let mut services = services::services(Box::new(chain), &args.host, &args.services, &root)?;
     run_services(&mut services, shutdown).await.map(drop)
+}
+
+/// Seconds between blocks besides those of transactions: the flag's, else 2 for a storage node
+/// (whose epochs are counted in blocks), else none; 0 means none.
+fn block_time(flag: Option<u64>, storage_node: bool) -> Option<u64> {
+    match flag {
+        Some(0) => None,
+        Some(seconds) => Some(seconds),
+        None => storage_node.then_some(2),
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +134,13 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_storage_node_gets_blocks_between_transactions_unless_told_otherwise() {
+        assert_eq!(block_time(None, false), None);
+        assert_eq!(block_time(None, true), Some(2));
+        assert_eq!(block_time(Some(0), true), None);
+        assert_eq!(block_time(Some(5), false), Some(5));
     }
 }

@@ -58,10 +58,10 @@ pub(crate) struct ServiceArgs {
     #[arg(long, default_value_t = 1)]
     agent_operator_account: usize,
     /// Run the node agent in the storage role too (a 2 GiB chunk store, proving every epoch with
-    /// the development circuit, whose keys the agent derives at start: a few seconds in a release
-    /// build, minutes in a debug build).
+    /// the development circuit, whose keys the agent derives at start in a few seconds). Anvil
+    /// then also mines a block every 2 s (see --block-time), so that epochs pass.
     #[arg(long)]
-    storage_node: bool,
+    pub(crate) storage_node: bool,
     /// Do not run the HTTPS ingress (a Caddy that serves VMs' HTTP ports by name under
     /// apps.decloud.localhost; run only when `caddy` is on PATH and the node agent runs).
     #[arg(long)]
@@ -241,6 +241,7 @@ mod tests {
                 accounts: 1,
                 mint_usdc: 0,
                 deployments_dir: "d".into(),
+                block_time: None,
             },
         ));
         services(chain, "127.0.0.1", &flags.services, Path::new("."))
@@ -285,6 +286,7 @@ mod tests {
                 accounts: 1,
                 mint_usdc: 0,
                 deployments_dir: "d".into(),
+                block_time: None,
             },
         ));
         let err = services(chain, "no such host!", &flags.services, Path::new("."))

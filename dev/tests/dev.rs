@@ -21,6 +21,7 @@ use decloud_sdk::{
     agent_protocol,
     bindings::{LeaseEscrow, MockUSDC, lease_escrow::ILeaseEscrow},
     deployments::{Deployment, Networks},
+    storage::{NodeSource, Progress, PutOptions, StorageClient, StorageCoordinator},
     testing::TEST_FUNDS,
     tx,
     types::{BandwidthTier, QualityTier},
@@ -58,8 +59,9 @@ struct Ports {
     orchestrator: u16,
 }
 
-/// Starts `decloud dev` on free ports and returns it with its summary once it runs.
-async fn start_dev(dir: &std::path::Path) -> (Child, Ports, String) {
+/// Starts `decloud dev` on free ports, with `extra` flags, and returns it with its summary once
+/// it runs.
+async fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Child, Ports, String) {
     let ports = Ports {
         chain: free_port(),
         indexer: free_port(),
@@ -72,6 +74,7 @@ async fn start_dev(dir: &std::path::Path) -> (Child, Ports, String) {
         .args(["--orchestrator-port", &ports.orchestrator.to_string()])
         .arg("--deployments-dir")
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -203,7 +206,7 @@ async fn graphql(http: &reqwest::Client, url: &str, query: &str) -> Value {
 #[tokio::test]
 async fn dev_runs_the_local_network_until_interrupted() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, ports, summary) = start_dev(dir.path()).await;
+    let (child, ports, summary) = start_dev(dir.path(), &[]).await;
     let port = ports.chain;
 
     let deployment = Deployment::load(dir.path(), 31337).expect("31337.json written");
@@ -445,7 +448,7 @@ async fn dev_runs_the_local_network_until_interrupted() {
 #[tokio::test]
 async fn dev_stops_everything_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, ports, summary) = start_dev(dir.path()).await;
+    let (child, ports, summary) = start_dev(dir.path(), &[]).await;
     let http = reqwest::Client::new();
     let node_id = summary_node_id(&summary);
     let api = format!("http://127.0.0.1:{}/api/v1", ports.orchestrator);
@@ -462,4 +465,96 @@ async fn dev_stops_everything_on_sigterm() {
     })
     .await;
     stop_dev(child, "-TERM", &ports).await;
+}
+
+/// A newcomer's storage path on `decloud dev --storage-node`: a file is put through the
+/// orchestrator's placement (no node named), read back identical, and proven by the node on its
+/// own, epoch after epoch, while nobody sends a transaction (the chain mines a block every 2 s).
+#[tokio::test]
+async fn dev_storage_node_stores_and_proves_a_file_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, ports, summary) =
+        start_dev(dir.path(), &["--storage-node", "--ingress-port", "0"]).await;
+    let node_id = summary_node_id(&summary);
+    let deployment = Deployment::load(dir.path(), 31337).unwrap();
+    // Account (2), a tenant: anvil's third public test key, as the summary prints it.
+    let key: PrivateKeySigner = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("(2) "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("no account (2) in {summary}"))
+        .parse()
+        .unwrap();
+    let chain: url::Url = format!("http://127.0.0.1:{}", ports.chain).parse().unwrap();
+    let coordinator = StorageCoordinator::new(
+        format!("http://127.0.0.1:{}/", ports.orchestrator)
+            .parse()
+            .unwrap(),
+    );
+    let client = StorageClient::new(
+        tx::signing_provider(chain, key.clone()),
+        key,
+        &deployment,
+        dir.path().join("index"),
+    )
+    .await
+    .unwrap()
+    .with_coordinator(coordinator.clone());
+
+    let file = dir.path().join("notes.bin");
+    let bytes: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let options = PutOptions {
+        name: None,
+        replicas: 1,
+        epochs: 10,
+        price_per_epoch: 10_000,
+    };
+    let quiet = || std::sync::Arc::new(|_: Progress| {});
+    // The agent announces its storage role in its first heartbeats: until the orchestrator has
+    // one, its placement finds no storage node.
+    let record = wait_for("a placement on the dev node", || async {
+        client
+            .put_with(
+                &file,
+                &options,
+                NodeSource::Placement {
+                    coordinator: &coordinator,
+                    region: None,
+                },
+                quiet(),
+            )
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(record.replicas.len(), 1);
+    assert_eq!(record.replicas[0].node, node_id);
+
+    let back = dir.path().join("back.bin");
+    client.get(&record.name, &back, quiet()).await.unwrap();
+    assert!(
+        std::fs::read(&back).unwrap() == bytes,
+        "get returned other bytes"
+    );
+
+    // Epochs are 20 blocks: two proven epochs need blocks that no transaction of ours mines.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let status = client.list().await.unwrap().remove(0);
+        let deal = status.deal.expect("the deal is open");
+        if deal.proven_epochs >= 2 {
+            assert!(deal.current_epoch >= 1, "{deal:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node proved {} epochs in 5 minutes: {deal:?}",
+            deal.proven_epochs
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    stop_dev(child, "-INT", &ports).await;
 }

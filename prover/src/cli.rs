@@ -199,13 +199,8 @@ pub enum Command {
 /// Entry point of the binary: parses the command line, runs it, reports errors.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    // arkworks instruments its gadgets with INFO spans (target `r1cs`) whose fields
-    // Debug-print the whole constraint system: recording them makes proving take hours.
-    decloud_runtime::init_logging_with(
-        cli.log.as_deref(),
-        decloud_runtime::LogFormat::Text,
-        &["r1cs=off"],
-    );
+    // The runtime silences arkworks' constraint spans (target `r1cs`) in every binary.
+    decloud_runtime::init_logging_with(cli.log.as_deref(), decloud_runtime::LogFormat::Text, &[]);
     match run_with(cli.command, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -13,6 +13,13 @@ pub const LOG_ENV: &str = "DECLOUD_LOG";
 /// The filter when neither a flag nor [`LOG_ENV`] names one.
 const DEFAULT_FILTER: &str = "info";
 
+/// Directives every binary appends to its filter, whatever it is. arkworks instruments its
+/// constraint gadgets with INFO spans (target `r1cs`) whose fields Debug-print the whole
+/// constraint system; recording them makes each storage proof, and the node agent's
+/// derivation of development keys, take hours instead of seconds. Any process that links the
+/// prover (the node agent, `decloud-dev`, `decloud-prover`) would record them at `info`.
+const ALWAYS_PINNED: &[&str] = &["r1cs=off"];
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,22 +64,17 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Installs the process's log subscriber. The filter is `flag` when a command line gave one,
-/// else [`LOG_ENV`], else `info`; `pinned` directives are appended to it whatever it is (the
-/// prover silences a target whose spans would make proving crawl). A filter that does not
-/// parse falls back to `info` with a warning rather than stopping the program, which has work
-/// to do; so does a `RUST_LOG` set without [`LOG_ENV`], which is named in the warning.
+/// else [`LOG_ENV`], else `info`; `pinned` directives, and [`ALWAYS_PINNED`], are appended to
+/// it whatever it is (the orchestrator keeps a target that logs secrets below `debug`). A
+/// filter that does not parse falls back to `info` with a warning rather than stopping the
+/// program, which has work to do; so does a `RUST_LOG` set without [`LOG_ENV`], which is named
+/// in the warning.
 ///
 /// A second call in one process (tests that run a binary's entry point twice) keeps the first
 /// subscriber.
 pub fn init_logging_with(flag: Option<&str>, format: LogFormat, pinned: &[&str]) {
     let choice = choose_filter(flag, |name| std::env::var(name).ok());
-    let (filter, rejected) = match EnvFilter::try_new(with_pinned(&choice.directives, pinned)) {
-        Ok(filter) => (filter, None),
-        Err(e) => (
-            EnvFilter::new(with_pinned(DEFAULT_FILTER, pinned)),
-            Some(e.to_string()),
-        ),
-    };
+    let (filter, rejected) = build_filter(&choice.directives, pinned);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -113,9 +115,22 @@ fn choose_filter(flag: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Fi
     }
 }
 
+/// The filter of `directives` with the pinned ones appended; `info` (pinned too) and the parse
+/// error when `directives` do not parse.
+fn build_filter(directives: &str, pinned: &[&str]) -> (EnvFilter, Option<String>) {
+    match EnvFilter::try_new(with_pinned(directives, pinned)) {
+        Ok(filter) => (filter, None),
+        Err(e) => (
+            EnvFilter::new(with_pinned(DEFAULT_FILTER, pinned)),
+            Some(e.to_string()),
+        ),
+    }
+}
+
 fn with_pinned(directives: &str, pinned: &[&str]) -> String {
     std::iter::once(directives)
         .chain(pinned.iter().copied())
+        .chain(ALWAYS_PINNED.iter().copied())
         .filter(|d| !d.is_empty())
         .collect::<Vec<_>>()
         .join(",")
@@ -158,9 +173,42 @@ mod tests {
 
     #[test]
     fn pinned_directives_follow_the_chosen_ones() {
-        assert_eq!(with_pinned("debug", &["r1cs=off"]), "debug,r1cs=off");
-        assert_eq!(with_pinned("", &["r1cs=off"]), "r1cs=off");
-        assert!(EnvFilter::try_new(with_pinned("info", &["r1cs=off"])).is_ok());
+        assert_eq!(
+            with_pinned("debug", &["tungstenite=debug"]),
+            "debug,tungstenite=debug,r1cs=off"
+        );
+        assert_eq!(with_pinned("", &[]), "r1cs=off");
+    }
+
+    /// Whether a span of `target` at `level` is recorded under the filter built from
+    /// `directives`.
+    fn records(directives: &str, target_is_r1cs: bool, level: tracing::Level) -> bool {
+        let (filter, _) = build_filter(directives, &["tungstenite=debug"]);
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = match (target_is_r1cs, level) {
+                (true, tracing::Level::INFO) => tracing::info_span!(target: "r1cs", "mul"),
+                (true, _) => tracing::trace_span!(target: "r1cs", "mul"),
+                (false, tracing::Level::INFO) => tracing::info_span!(target: "prove", "epoch"),
+                (false, _) => tracing::trace_span!(target: "prove", "epoch"),
+            };
+            !span.is_disabled()
+        })
+    }
+
+    #[test]
+    fn arkworks_constraint_spans_are_never_recorded() {
+        use tracing::Level;
+        for directives in ["info", "trace", "r1cs=trace", "not a filter ==="] {
+            assert!(!records(directives, true, Level::INFO), "{directives}");
+            assert!(!records(directives, true, Level::TRACE), "{directives}");
+        }
+        assert!(records("info", false, Level::INFO));
+        assert!(records("trace", false, Level::TRACE));
+        assert!(!records("info", false, Level::TRACE));
     }
 
     #[test]

@@ -114,6 +114,10 @@ pub struct ChainOptions {
     pub mint_usdc: u64,
     /// Where `31337.json` is written.
     pub deployments_dir: PathBuf,
+    /// Seconds between blocks mined besides the one each transaction gets (anvil's mixed
+    /// mining), so that block-counted periods such as storage epochs pass on an idle chain;
+    /// `None` mines only with transactions.
+    pub block_time: Option<u64>,
 }
 
 /// Anvil with the system deployed and every account funded with MockUSDC.
@@ -141,21 +145,25 @@ impl DevService for ChainService {
     fn start<'a>(&'a mut self, ctx: &'a mut DevContext) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             let o = &self.options;
-            let anvil = Anvil::at(&o.anvil_path)
+            let mut anvil = Anvil::at(&o.anvil_path)
                 .host(o.host.clone())
                 .port(o.port)
                 .chain_id(31337)
                 .arg("--accounts")
-                .arg(o.accounts.to_string())
-                .try_spawn()
-                .map_err(|e| {
-                    Error::Tool(format!(
-                        "cannot start anvil ({}) on {}:{}: {e}",
-                        o.anvil_path.display(),
-                        o.host,
-                        o.port
-                    ))
-                })?;
+                .arg(o.accounts.to_string());
+            if let Some(seconds) = o.block_time {
+                anvil = anvil
+                    .args(["--block-time", &seconds.to_string()])
+                    .arg("--mixed-mining");
+            }
+            let anvil = anvil.try_spawn().map_err(|e| {
+                Error::Tool(format!(
+                    "cannot start anvil ({}) on {}:{}: {e}",
+                    o.anvil_path.display(),
+                    o.host,
+                    o.port
+                ))
+            })?;
             let url: Url = format!("http://{}:{}", o.host, anvil.port())
                 .parse()
                 .map_err(|e| Error::Tool(format!("bad anvil endpoint: {e}")))?;
