@@ -764,11 +764,24 @@ impl Report {
     }
 }
 
-/// A JSON value as a person reads it: strings without quotes.
+/// A JSON value as a person reads it: strings without quotes, money in USDC, lists joined with
+/// commas (`none` when empty), other objects as `key=value` pairs, and a list of objects one per
+/// indented line.
 pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Object(o) if o.contains_key("usdc") => text(&o["usdc"]),
+        Value::Object(o) => o
+            .iter()
+            .map(|(key, value)| format!("{key}={}", text(value)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Value::Array(items) if items.is_empty() => "none".into(),
+        Value::Array(items) if items.iter().any(Value::is_object) => items
+            .iter()
+            .map(|item| format!("\n    {}", text(item)))
+            .collect(),
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(", "),
         other => other.to_string(),
     }
 }
@@ -782,6 +795,25 @@ pub(crate) fn money(micro: U256) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_read_as_text() {
+        assert_eq!(text(&json!("stored")), "stored");
+        assert_eq!(text(&money(U256::from(1_500_000u64))), "1.500000 USDC");
+        assert_eq!(text(&json!(["0xab", "0xcd"])), "0xab, 0xcd");
+        assert_eq!(text(&json!([])), "none");
+        assert_eq!(
+            text(&json!({"state": "registered", "repairer": "0x56"})),
+            "repairer=0x56 state=registered"
+        );
+        assert_eq!(
+            text(
+                &json!([{"node": "0x1", "url": "http://a/"}, {"node": "0x2", "url": "http://b/"}])
+            ),
+            "\n    node=0x1 url=http://a/\n    node=0x2 url=http://b/"
+        );
+        assert_eq!(text(&json!(null)), "null");
+    }
 
     #[test]
     fn usdc_amounts_parse_exactly() {

@@ -59,9 +59,34 @@ struct Ports {
     orchestrator: u16,
 }
 
+/// `decloud dev` as a child process. A test that ends without stopping it (a failed assertion)
+/// stops it on drop, so that no local network outlives its test.
+struct Dev(Option<Child>);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else {
+            return;
+        };
+        // SIGTERM lets it stop anvil, Caddy and the agent's VMs; SIGKILL would orphan them.
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// Starts `decloud dev` on free ports, with `extra` flags, and returns it with its summary once
 /// it runs.
-async fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Child, Ports, String) {
+async fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Dev, Ports, String) {
     let ports = Ports {
         chain: free_port(),
         indexer: free_port(),
@@ -106,11 +131,12 @@ async fn start_dev(dir: &std::path::Path, extra: &[&str]) -> (Child, Ports, Stri
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let summary = reader.join().unwrap().join("\n");
-    (child, ports, summary)
+    (Dev(Some(child)), ports, summary)
 }
 
 /// Sends `signal` and checks that `decloud dev` exits with 0 and frees every port it held.
-async fn stop_dev(mut child: Child, signal: &str, ports: &Ports) {
+async fn stop_dev(mut dev: Dev, signal: &str, ports: &Ports) {
+    let mut child = dev.0.take().expect("running");
     let sent = Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
