@@ -287,6 +287,14 @@ async fn put_and_get_through_the_cli_with_three_replicas_skipping_a_damaged_and_
         error.contains("setting up repair failed") && error.contains("run put again"),
         "{error}"
     );
+    // Progress on stderr, phase by phase, each to its end: the Merkle trees have one of their own.
+    for phase in [
+        "encrypting and hashing",
+        "building commitments",
+        "uploading replicas",
+    ] {
+        assert!(error.contains(&format!("{phase}: 100%")), "{error}");
+    }
     assert_eq!(deal_count(system).await, 1);
     let listed = cli.ok(OWNER, &["storage", "ls"]);
     assert_eq!(listed["files"][0]["uploaded"], true, "{listed}");
