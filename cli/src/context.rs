@@ -765,14 +765,16 @@ impl Report {
 }
 
 /// A JSON value as a person reads it: strings without quotes, money in USDC, lists joined with
-/// commas (`none` when empty), other objects as `key=value` pairs, and a list of objects one per
-/// indented line.
+/// commas (`none` when empty), other objects as `key=value` pairs (those without a value left
+/// out), and a list of objects one per indented line.
 pub(crate) fn text(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Object(o) if o.contains_key("usdc") => text(&o["usdc"]),
+        // A field without a value (`"error": null`) says nothing to a reader.
         Value::Object(o) => o
             .iter()
+            .filter(|(_, value)| !value.is_null())
             .map(|(key, value)| format!("{key}={}", text(value)))
             .collect::<Vec<_>>()
             .join(" "),
@@ -805,6 +807,10 @@ mod tests {
         assert_eq!(
             text(&json!({"state": "registered", "repairer": "0x56"})),
             "repairer=0x56 state=registered"
+        );
+        assert_eq!(
+            text(&json!({"deleted": true, "error": null, "node": "0x1"})),
+            "deleted=true node=0x1"
         );
         assert_eq!(
             text(

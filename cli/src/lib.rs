@@ -56,8 +56,9 @@ enum Command {
     // Boxed: the deploy arguments are several times the size of the others.
     Deploy(Box<DeployArgs>),
     /// Run the local network until Ctrl-C: anvil with everything deployed and funded, the indexer,
-    /// the orchestrator and one registered node agent. Runs the decloud-dev binary (beside
-    /// decloud or on PATH; scripts/dev builds it): `decloud dev --help` shows its options.
+    /// the orchestrator and a registered node agent (more storage nodes with --storage-nodes N).
+    /// Runs the decloud-dev binary (beside decloud or on PATH; scripts/dev builds it): `decloud dev
+    /// --help` shows its options.
     // Its own `--help` is decloud-dev's, so it is passed on with the rest.
     #[command(disable_help_flag = true)]
     Dev(dev::DevCommand),

@@ -20,7 +20,8 @@ use decloud_sdk::{
 };
 
 /// Run the DeCloud local network until Ctrl-C: anvil with everything deployed and funded, the
-/// indexer, the orchestrator and one registered node agent.
+/// indexer, the orchestrator and a registered node agent (more storage nodes with
+/// --storage-nodes N).
 #[derive(Debug, Parser)]
 #[command(name = "decloud-dev", version, about)]
 pub struct Cli {
@@ -54,7 +55,7 @@ struct DevArgs {
     #[arg(long)]
     deployments_dir: Option<PathBuf>,
     /// Mine a block every SECONDS besides the one each transaction gets, as a live chain does
-    /// (default: 2 with --storage-node, so that storage epochs pass; otherwise blocks come only
+    /// (default: 2 with --storage-node(s), so that storage epochs pass; otherwise blocks come only
     /// with transactions). 0 mines only with transactions.
     #[arg(long, value_name = "SECONDS")]
     block_time: Option<u64>,
@@ -109,7 +110,7 @@ async fn dev(args: DevArgs) -> Result<(), Error> {
         accounts: args.accounts,
         mint_usdc: args.mint_usdc,
         deployments_dir,
-        block_time: block_time(args.block_time, args.services.storage_node),
+        block_time: block_time(args.block_time, args.services.storage_nodes() > 0),
     });
     let mut services = services::services(Box::new(chain), &args.host, &args.services, &root)?;
     run_services(&mut services, shutdown).await.map(drop)

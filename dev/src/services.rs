@@ -10,7 +10,7 @@ use clap::Args;
 use decloud_indexer::IndexerService;
 use decloud_node_agent::{
     ImageConfig, NodeAgentService,
-    dev::{DEFAULT_SHUTDOWN_TIMEOUT, TEST_DRIVER_URI},
+    dev::{DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_STORAGE_QUOTA_BYTES, TEST_DRIVER_URI},
 };
 use decloud_orchestrator::{OrchestratorService, dev::DEV_IMAGE};
 use decloud_sdk::{Error, dev::DevService};
@@ -61,7 +61,13 @@ pub(crate) struct ServiceArgs {
     /// the development circuit, whose keys the agent derives at start in a few seconds). Anvil
     /// then also mines a block every 2 s (see --block-time), so that epochs pass.
     #[arg(long)]
-    pub(crate) storage_node: bool,
+    storage_node: bool,
+    /// Run N storage nodes, so that deals can have up to N replicas (and N - 1 leaves a node free
+    /// to repair onto): the node agent as with --storage-node, and N - 1 more agents in the
+    /// storage role on libvirt's test driver (their VMs are simulated), operated by the same
+    /// account. Implies --storage-node.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    storage_nodes: Option<u8>,
     /// Do not run the HTTPS ingress (a Caddy that serves VMs' HTTP ports by name under
     /// apps.decloud.localhost; run only when `caddy` is on PATH and the node agent runs).
     #[arg(long)]
@@ -72,6 +78,14 @@ pub(crate) struct ServiceArgs {
     /// The built web app the orchestrator serves at its origin (default: web/dist when built).
     #[arg(long)]
     web_dir: Option<PathBuf>,
+}
+
+impl ServiceArgs {
+    /// How many node agents run in the storage role: `--storage-nodes`, else 1 with
+    /// `--storage-node`, else none.
+    pub(crate) fn storage_nodes(&self) -> u8 {
+        self.storage_nodes.unwrap_or(u8::from(self.storage_node))
+    }
 }
 
 /// The services after `chain`, in start order.
@@ -119,6 +133,16 @@ pub(crate) fn services(
             } else {
                 args.agent_libvirt_uri.clone()
             };
+            let storage_nodes = args.storage_nodes();
+            if storage_nodes > 1 && libvirt_uri != TEST_DRIVER_URI {
+                // The extra agents cannot share a real hypervisor's NAT network and forwards
+                // with the first, and simulated VMs beside real ones would surprise a tenant.
+                return Err(Error::Tool(format!(
+                    "--storage-nodes {storage_nodes} runs its extra nodes on libvirt's test \
+                     driver, so the node agent must run there too: drop --real-vms or \
+                     --agent-libvirt-uri, or use --storage-node (one storage node)"
+                )));
+            }
             if args.start_libvirtd {
                 start_libvirtd()?;
             }
@@ -127,14 +151,22 @@ pub(crate) fn services(
                 (None, true) => Some(agent_image(&build_guest_image(root)?)?),
                 (None, false) => None,
             };
+            let storage_quota = (storage_nodes > 0).then_some(DEFAULT_STORAGE_QUOTA_BYTES);
             let mut agent = NodeAgentService::new(libvirt_uri, DEV_IMAGE);
             agent.image = image;
             agent.operator_account = args.agent_operator_account;
             agent.shutdown_timeout = std::time::Duration::from_secs(args.agent_shutdown_timeout);
-            agent.storage_quota_bytes = args
-                .storage_node
-                .then_some(decloud_node_agent::dev::DEFAULT_STORAGE_QUOTA_BYTES);
+            agent.storage_quota_bytes = storage_quota;
             services.push(Box::new(agent));
+            for number in 2..=storage_nodes {
+                let mut agent = NodeAgentService::new(TEST_DRIVER_URI, DEV_IMAGE);
+                agent.machine_id = format!("decloud-dev-node-{number}");
+                agent.operator_account = args.agent_operator_account;
+                agent.shutdown_timeout =
+                    std::time::Duration::from_secs(args.agent_shutdown_timeout);
+                agent.storage_quota_bytes = storage_quota;
+                services.push(Box::new(agent));
+            }
         }
     }
     Ok(services)
@@ -263,6 +295,16 @@ mod tests {
             ["chain", "orchestrator", "node agent"]
         );
         assert_eq!(names(&["--no-orchestrator"]), ["chain", "indexer"]);
+        assert_eq!(
+            names(&["--no-indexer", "--no-ingress", "--storage-nodes", "3"]),
+            [
+                "chain",
+                "orchestrator",
+                "node agent",
+                "node agent",
+                "node agent"
+            ]
+        );
         let flags = Flags::try_parse_from(["dev"]).unwrap();
         assert_eq!(flags.services.agent_libvirt_uri, TEST_DRIVER_URI);
         assert_eq!(
@@ -273,6 +315,51 @@ mod tests {
             (8000, 8080)
         );
         assert_eq!(flags.services.ingress_port, 8443);
+    }
+
+    #[test]
+    fn storage_nodes_count_and_their_limits() {
+        let parse = |flags: &[&str]| {
+            Flags::try_parse_from(std::iter::once("dev").chain(flags.iter().copied()))
+        };
+        assert_eq!(parse(&[]).unwrap().services.storage_nodes(), 0);
+        assert_eq!(
+            parse(&["--storage-node"]).unwrap().services.storage_nodes(),
+            1
+        );
+        assert_eq!(
+            parse(&["--storage-nodes", "4"])
+                .unwrap()
+                .services
+                .storage_nodes(),
+            4
+        );
+        assert!(parse(&["--storage-nodes", "0"]).is_err());
+        assert!(parse(&["--storage-nodes", "9"]).is_err());
+
+        // Extra storage nodes run on the test driver: next to real guests they are refused
+        // before anything is built or started.
+        let flags = parse(&["--storage-nodes", "2", "--real-vms"]).unwrap();
+        let chain = Box::new(decloud_sdk::dev::ChainService::new(
+            decloud_sdk::dev::ChainOptions {
+                anvil_path: "anvil".into(),
+                host: "127.0.0.1".into(),
+                port: 0,
+                accounts: 1,
+                mint_usdc: 0,
+                deployments_dir: "d".into(),
+                block_time: None,
+            },
+        ));
+        let err = services(
+            chain,
+            "127.0.0.1",
+            &flags.services,
+            Path::new("/nonexistent"),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("--storage-nodes 2"), "{err}");
     }
 
     #[test]

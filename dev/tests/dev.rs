@@ -19,7 +19,7 @@ use alloy::{
 };
 use decloud_sdk::{
     agent_protocol,
-    bindings::{LeaseEscrow, MockUSDC, lease_escrow::ILeaseEscrow},
+    bindings::{LeaseEscrow, MockUSDC, StorageMarket, lease_escrow::ILeaseEscrow},
     deployments::{Deployment, Networks},
     storage::{NodeSource, Progress, PutOptions, StorageClient, StorageCoordinator},
     testing::TEST_FUNDS,
@@ -166,15 +166,21 @@ async fn stop_dev(mut dev: Dev, signal: &str, ports: &Ports) {
     }
 }
 
-/// The node id printed in the summary.
-fn summary_node_id(summary: &str) -> B256 {
+/// The node ids printed in the summary, in order.
+fn summary_node_ids(summary: &str) -> Vec<B256> {
     summary
         .lines()
-        .find_map(|l| l.trim().strip_prefix("node id"))
+        .filter_map(|l| l.trim().strip_prefix("node id"))
+        .map(|id| id.trim().parse().unwrap())
+        .collect()
+}
+
+/// The (first) node id printed in the summary.
+fn summary_node_id(summary: &str) -> B256 {
+    summary_node_ids(summary)
+        .first()
+        .copied()
         .unwrap_or_else(|| panic!("no node id in {summary}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 /// Signs in to the orchestrator at `api` with SIWE as `key`; returns the session token.
@@ -493,15 +499,22 @@ async fn dev_stops_everything_on_sigterm() {
     stop_dev(child, "-TERM", &ports).await;
 }
 
-/// A newcomer's storage path on `decloud dev --storage-node`: a file is put through the
-/// orchestrator's placement (no node named), read back identical, and proven by the node on its
-/// own, epoch after epoch, while nobody sends a transaction (the chain mines a block every 2 s).
+/// A newcomer's storage path on `decloud dev --storage-nodes 3`: a file is put through the
+/// orchestrator's placement (no node named) as the summary says, one replica on each of the three
+/// nodes, read back identical, and proven by every node on its own, epoch after epoch, while
+/// nobody sends a transaction (the chain mines a block every 2 s).
 #[tokio::test]
-async fn dev_storage_node_stores_and_proves_a_file_on_its_own() {
+async fn dev_storage_nodes_store_and_prove_a_file_on_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let (child, ports, summary) =
-        start_dev(dir.path(), &["--storage-node", "--ingress-port", "0"]).await;
-    let node_id = summary_node_id(&summary);
+        start_dev(dir.path(), &["--storage-nodes", "3", "--ingress-port", "0"]).await;
+    let mut node_ids = summary_node_ids(&summary);
+    node_ids.sort();
+    assert_eq!(node_ids.len(), 3, "{summary}");
+    assert!(
+        summary.contains("decloud storage put FILE --replicas 3\n"),
+        "{summary}"
+    );
     let deployment = Deployment::load(dir.path(), 31337).unwrap();
     // Account (2), a tenant: anvil's third public test key, as the summary prints it.
     let key: PrivateKeySigner = summary
@@ -518,7 +531,7 @@ async fn dev_storage_node_stores_and_proves_a_file_on_its_own() {
             .unwrap(),
     );
     let client = StorageClient::new(
-        tx::signing_provider(chain, key.clone()),
+        tx::signing_provider(chain.clone(), key.clone()),
         key,
         &deployment,
         dir.path().join("index"),
@@ -534,14 +547,14 @@ async fn dev_storage_node_stores_and_proves_a_file_on_its_own() {
     std::fs::write(&file, &bytes).unwrap();
     let options = PutOptions {
         name: None,
-        replicas: 1,
+        replicas: 3,
         epochs: 10,
         price_per_epoch: 10_000,
     };
     let quiet = || std::sync::Arc::new(|_: Progress| {});
-    // The agent announces its storage role in its first heartbeats: until the orchestrator has
-    // one, its placement finds no storage node.
-    let record = wait_for("a placement on the dev node", || async {
+    // The agents announce their storage role in their first heartbeats: until the orchestrator
+    // has them, its placement finds too few storage nodes.
+    let record = wait_for("a placement on the dev nodes", || async {
         client
             .put_with(
                 &file,
@@ -556,8 +569,9 @@ async fn dev_storage_node_stores_and_proves_a_file_on_its_own() {
             .ok()
     })
     .await;
-    assert_eq!(record.replicas.len(), 1);
-    assert_eq!(record.replicas[0].node, node_id);
+    let mut placed: Vec<B256> = record.replicas.iter().map(|r| r.node).collect();
+    placed.sort();
+    assert_eq!(placed, node_ids, "one replica on each node");
 
     let back = dir.path().join("back.bin");
     client.get(&record.name, &back, quiet()).await.unwrap();
@@ -567,20 +581,27 @@ async fn dev_storage_node_stores_and_proves_a_file_on_its_own() {
     );
 
     // Epochs are 20 blocks: two proven epochs need blocks that no transaction of ours mines.
+    let deal_id = U256::from(record.deal.expect("the deal is open"));
+    let market = StorageMarket::new(
+        deployment.contracts.storage_market.address,
+        ProviderBuilder::new().connect_http(chain.clone()),
+    );
     let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let status = client.list().await.unwrap().remove(0);
-        let deal = status.deal.expect("the deal is open");
-        if deal.proven_epochs >= 2 {
-            assert!(deal.current_epoch >= 1, "{deal:?}");
-            break;
+    for epoch in 0..2u32 {
+        for replica in 0..3u64 {
+            while !market
+                .isProven(deal_id, U256::from(replica), epoch)
+                .call()
+                .await
+                .unwrap()
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {replica}'s epoch {epoch} is not proven after 5 minutes"
+                );
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
         }
-        assert!(
-            Instant::now() < deadline,
-            "the node proved {} epochs in 5 minutes: {deal:?}",
-            deal.proven_epochs
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     stop_dev(child, "-INT", &ports).await;
 }

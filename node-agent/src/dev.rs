@@ -291,20 +291,28 @@ impl DevService for NodeAgentService {
                 .map_err(|e| tool(&e))?;
             self.running = Some(running);
             ctx.nodes.push(node);
-            if self.is_test_driver() {
-                ctx.warnings.push(format!(
+            let warning = if self.is_test_driver() {
+                Some(format!(
                     "The node agent runs on libvirt's TEST DRIVER ({}): its VMs are SIMULATED, \
-                     nothing boots. Pass --agent-libvirt-uri qemu:///system (libvirtd running) \
-                     for real QEMU guests.",
+                     nothing boots. Pass --real-vms for real QEMU guests of the Debian image \
+                     (add --start-libvirtd when nothing starts libvirtd here).",
                     self.libvirt_uri
-                ));
+                ))
             } else if self.image.is_none() {
-                ctx.warnings.push(format!(
+                Some(format!(
                     "The node agent's image {} is an EMPTY disk: VMs start but boot nothing. \
                      Pass --real-vms for the Debian guest image (built by scripts/guest-image), \
                      or --agent-image with a bootable qcow2.",
                     self.image_name
-                ));
+                ))
+            } else {
+                None
+            };
+            // Several agents of one kind warn once.
+            if let Some(warning) = warning
+                && !ctx.warnings.contains(&warning)
+            {
+                ctx.warnings.push(warning);
             }
             Ok(())
         })

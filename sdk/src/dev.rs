@@ -293,7 +293,10 @@ pub fn summary(ctx: &DevContext) -> String {
         out.push_str(
             "\nNodes (registered on-chain; each agent dials the orchestrator's agent WebSocket):\n",
         );
-        for n in &ctx.nodes {
+        for (i, n) in ctx.nodes.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
             let _ = writeln!(out, "  node id   {}", n.node_id);
             let _ = writeln!(out, "  operator  {}", n.operator);
             let _ = writeln!(out, "  node key  {}", n.node_key);
@@ -301,12 +304,19 @@ pub fn summary(ctx: &DevContext) -> String {
             let _ = writeln!(out, "  data dir  {}", n.data_dir.display());
             if let Some(url) = &n.storage_url {
                 let _ = writeln!(out, "  storage   {url}");
-                let _ = writeln!(
-                    out,
-                    "            decloud storage put FILE --replicas 1 --node {}={url}",
-                    n.node_id
-                );
             }
+        }
+        let storage_nodes = ctx.nodes.iter().filter(|n| n.storage_url.is_some()).count();
+        if storage_nodes > 0 {
+            let _ = writeln!(
+                out,
+                "\nStore a file on {} (after `decloud login`; the orchestrator's placement picks the nodes):\n  decloud storage put FILE --replicas {storage_nodes}",
+                if storage_nodes == 1 {
+                    "the storage node".to_owned()
+                } else {
+                    format!("the {storage_nodes} storage nodes")
+                }
+            );
         }
     }
     if let Some(path) = &ctx.deployment_path {
@@ -382,14 +392,24 @@ mod tests {
                 "indexer (GraphQL)".into(),
                 "http://127.0.0.1:1/graphql".into(),
             )],
-            nodes: vec![DevNode {
-                node_id: B256::repeat_byte(0xab),
-                operator: Address::repeat_byte(1),
-                node_key: Address::repeat_byte(2),
-                libvirt_uri: "test:///default".into(),
-                data_dir: PathBuf::from("/tmp/agent"),
-                storage_url: Some("http://127.0.0.1:7700".parse().unwrap()),
-            }],
+            nodes: vec![
+                DevNode {
+                    node_id: B256::repeat_byte(0xab),
+                    operator: Address::repeat_byte(1),
+                    node_key: Address::repeat_byte(2),
+                    libvirt_uri: "test:///default".into(),
+                    data_dir: PathBuf::from("/tmp/agent"),
+                    storage_url: Some("http://127.0.0.1:7700".parse().unwrap()),
+                },
+                DevNode {
+                    node_id: B256::repeat_byte(0xcd),
+                    operator: Address::repeat_byte(1),
+                    node_key: Address::repeat_byte(3),
+                    libvirt_uri: "test:///default".into(),
+                    data_dir: PathBuf::from("/tmp/agent-2"),
+                    storage_url: Some("http://127.0.0.1:7701".parse().unwrap()),
+                },
+            ],
             warnings: vec!["VMs are SIMULATED".into()],
             ..DevContext::default()
         };
@@ -408,11 +428,18 @@ mod tests {
         );
         assert!(out.contains("libvirt   test:///default"), "{out}");
         assert!(out.contains("storage   http://127.0.0.1:7700/"), "{out}");
+        assert!(out.contains("storage   http://127.0.0.1:7701/"), "{out}");
+        // Each node's lines apart from the next's, then how to store on all of them.
         assert!(
             out.contains(&format!(
-                "decloud storage put FILE --replicas 1 --node {}=http://127.0.0.1:7700/",
-                B256::repeat_byte(0xab)
+                "data dir  /tmp/agent\n  storage   http://127.0.0.1:7700/\n\n  node id   {}",
+                B256::repeat_byte(0xcd)
             )),
+            "{out}"
+        );
+        assert!(
+            out.contains("on the 2 storage nodes (after `decloud login`")
+                && out.contains("\n  decloud storage put FILE --replicas 2\n"),
             "{out}"
         );
         assert!(out.contains("!!! VMs are SIMULATED"), "{out}");
