@@ -180,6 +180,7 @@ async fn node_acks(store: &Store, node_id: NodeId, command_id: &str, forwards: V
             forwards,
             error: None,
         }),
+        user_data_sha256: None,
     };
     store
         .ack_command(

@@ -1467,6 +1467,13 @@ impl Agent {
             return Err(Error::Link("agent is not reconciled yet".into()));
         }
         info!(target: "agent::command", id = %command.id, action = ?std::mem::discriminant(&command.action), "executing");
+        // Recorded with the outcome: a repeat of this command id answers which user-data ran.
+        let user_data_sha256 = match &command.action {
+            CommandAction::CreateVm { spec } => Some(
+                decloud_sdk::agent_protocol::user_data_sha256(&spec.user_data),
+            ),
+            _ => None,
+        };
         let result = match command.action {
             CommandAction::CreateVm { spec } => self.create_vm(spec).await.map(Some),
             CommandAction::StartVm { vm_id } => self.start_vm(&vm_id).await.map(Some),
@@ -1490,7 +1497,10 @@ impl Agent {
             },
         };
         let outcome = match result {
-            Ok(vm) => AckOutcome::Done { vm },
+            Ok(vm) => AckOutcome::Done {
+                vm,
+                user_data_sha256,
+            },
             Err(Error::Db(e)) => return Err(Error::Db(e)),
             Err(e) => AckOutcome::Failed {
                 error: e.to_string(),

@@ -739,7 +739,10 @@ mod tests {
         store
             .record_command(&Ack {
                 command_id: "c1".into(),
-                outcome: AckOutcome::Done { vm: None },
+                outcome: AckOutcome::Done {
+                    vm: None,
+                    user_data_sha256: None,
+                },
             })
             .await
             .unwrap();

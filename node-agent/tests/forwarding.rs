@@ -327,7 +327,10 @@ async fn sigkilled_agent_restarts_with_every_forward_working_and_no_rule_duplica
             .command(&format!("create-{id}"), CommandAction::CreateVm { spec })
             .await;
         let ack = session.next_ack().await;
-        let AckOutcome::Done { vm: Some(report) } = &ack.outcome else {
+        let AckOutcome::Done {
+            vm: Some(report), ..
+        } = &ack.outcome
+        else {
             panic!("{ack:?}");
         };
         assert_eq!(report.state, VmState::Running);
@@ -447,7 +450,10 @@ async fn sigkilled_agent_restarts_with_every_forward_working_and_no_rule_duplica
             .await;
         assert_eq!(
             session.next_ack().await.outcome,
-            AckOutcome::Done { vm: None }
+            AckOutcome::Done {
+                vm: None,
+                user_data_sha256: None,
+            }
         );
     }
     assert!(node_comments(&iptables_save(), &tag).is_empty());

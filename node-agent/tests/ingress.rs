@@ -340,7 +340,7 @@ async fn set_ingress_changes_a_vms_routes_in_every_state_and_refuses_with_nothin
     )
     .await;
     assert!(
-        matches!(outcome, AckOutcome::Done { vm: Some(ref r) } if r.state == VmState::Running),
+        matches!(outcome, AckOutcome::Done { vm: Some(ref r), .. } if r.state == VmState::Running),
         "{outcome:?}"
     );
     let mut want = vec![

@@ -40,7 +40,7 @@ async fn link_authenticates_heartbeats_executes_and_reports_changes_after_reconn
     session.command("c-1", create.clone()).await;
     let ack = session.next_ack().await;
     assert_eq!(ack.command_id, "c-1");
-    let AckOutcome::Done { vm: Some(vm) } = &ack.outcome else {
+    let AckOutcome::Done { vm: Some(vm), .. } = &ack.outcome else {
         panic!("{ack:?}")
     };
     assert_eq!(vm.state, VmState::Running);
@@ -98,7 +98,10 @@ async fn link_authenticates_heartbeats_executes_and_reports_changes_after_reconn
         .await;
     assert_eq!(
         session.next_ack().await.outcome,
-        AckOutcome::Done { vm: None }
+        AckOutcome::Done {
+            vm: None,
+            user_data_sha256: None,
+        }
     );
     session
         .command(

@@ -98,7 +98,7 @@ async fn sigkilled_agent_adopts_its_running_vm_on_restart() {
         .await;
     let ack = session.next_ack().await;
     assert!(
-        matches!(&ack.outcome, AckOutcome::Done { vm: Some(vm) } if vm.state == VmState::Running),
+        matches!(&ack.outcome, AckOutcome::Done { vm: Some(vm), .. } if vm.state == VmState::Running),
         "{ack:?}"
     );
     let console = dir.path().join("data/vms/survivor/console.log");
@@ -159,7 +159,10 @@ async fn sigkilled_agent_adopts_its_running_vm_on_restart() {
         .await;
     assert_eq!(
         session.next_ack().await.outcome,
-        AckOutcome::Done { vm: None }
+        AckOutcome::Done {
+            vm: None,
+            user_data_sha256: None,
+        }
     );
     assert!(libvirt.owned_domains(node_id).unwrap().is_empty());
     assert!(!dir.path().join("data/vms/survivor").exists());

@@ -458,7 +458,13 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
         })
         .await
         .unwrap();
-    assert_eq!(ack.outcome, AckOutcome::Done { vm: None });
+    assert_eq!(
+        ack.outcome,
+        AckOutcome::Done {
+            vm: None,
+            user_data_sha256: None,
+        }
+    );
     let host = format!("web-{unique}.relay.test");
     let published = RelayedNode {
         node_id,
@@ -529,7 +535,10 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
                 node: published.clone()
             },
         ),
-        AckOutcome::Done { vm: None }
+        AckOutcome::Done {
+            vm: None,
+            user_data_sha256: None,
+        }
     );
     let body = topology.client_get_eventually(
         &[&format!("http://{RELAY_ADDRESS}:{RELAY_PORT}/")],
@@ -605,7 +614,10 @@ async fn a_vm_behind_nat_is_reached_through_the_relay_by_port_and_by_name() {
             "unpublish-1",
             CommandAction::UnpublishNode { node_id },
         ),
-        AckOutcome::Done { vm: None }
+        AckOutcome::Done {
+            vm: None,
+            user_data_sha256: None,
+        }
     );
     assert!(relay.peers().unwrap().is_empty());
     assert!(

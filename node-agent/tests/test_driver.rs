@@ -389,10 +389,25 @@ async fn commands_execute_once_per_id() {
         },
     };
     let first = agent.execute(create.clone()).await.unwrap();
-    let again = agent.execute(create).await.unwrap();
+    // The same id with other user-data (an orchestrator that put it together again after a
+    // restart) runs nothing either: the ack names the user-data the VM was created from.
+    let mut rebuilt = create.clone();
+    let CommandAction::CreateVm {
+        spec: ref mut rebuilt_spec,
+    } = rebuilt.action
+    else {
+        unreachable!()
+    };
+    rebuilt_spec.user_data = "#cloud-config\nhostname: other\n".into();
+    let again = agent.execute(rebuilt).await.unwrap();
     assert_eq!(first, again);
+    let CommandAction::CreateVm { spec: created } = &create.action else {
+        unreachable!()
+    };
     assert!(
-        matches!(&first.outcome, AckOutcome::Done { vm: Some(vm) } if vm.state == VmState::Running)
+        matches!(&first.outcome, AckOutcome::Done { vm: Some(vm), user_data_sha256: Some(digest) }
+            if vm.state == VmState::Running
+                && *digest == decloud_sdk::agent_protocol::user_data_sha256(&created.user_data))
     );
     assert_eq!(agent.owned_domains().await.unwrap().len(), 1);
 
@@ -416,12 +431,18 @@ async fn commands_execute_once_per_id() {
     };
     assert_eq!(
         agent.execute(delete.clone()).await.unwrap().outcome,
-        AckOutcome::Done { vm: None }
+        AckOutcome::Done {
+            vm: None,
+            user_data_sha256: None,
+        }
     );
     // Repeating the delete repeats its ack; it does not fail with "no such vm".
     assert_eq!(
         agent.execute(delete).await.unwrap().outcome,
-        AckOutcome::Done { vm: None }
+        AckOutcome::Done {
+            vm: None,
+            user_data_sha256: None,
+        }
     );
     assert!(agent.owned_domains().await.unwrap().is_empty());
 }

@@ -6,8 +6,12 @@
 //! database until its node acknowledges it, so its user-data is stored sealed to a key that lives
 //! only in this process's memory ([`seal_for_node`]) and is opened just before it is sent
 //! ([`open_for_node`]). The database therefore never holds a password in clear; the price is
-//! that a create command not yet delivered when the orchestrator restarts cannot be opened any
-//! more, and its VM fails with that reason.
+//! that a create command not yet acknowledged when the orchestrator restarts cannot be opened any
+//! more: it is put together again with new passwords ([`crate::lifecycle::reseal_create`]). Each
+//! version's sealed passwords stay on record, by the digest of its user-data, until the node's
+//! acknowledgement names the user-data it created the VM from (an earlier version, when it had
+//! run the command before the restart), and that version becomes the tenant's
+//! ([`Store::settle_vm_setup`]).
 
 use crate::store::{Store, StoreError};
 use decloud_sdk::NodeId;

@@ -446,18 +446,19 @@ async fn guest_setup(
             credentials.as_ref().map(|(_, _, p)| p.as_str()),
         )
         .map_err(|e| e.to_string())?;
+        let digest = decloud_sdk::agent_protocol::user_data_sha256(&user_data);
         let user_data = access::seal_for_node(&vm_id, &user_data)
             .map_err(|e| format!("user-data cannot be sealed: {e}"))?;
         let ports = access::vm_ports(&template_ports, &profile.ports);
         Ok::<_, String>((
-            user_data,
+            (user_data, digest),
             ports,
             readiness,
             credentials.map(|(key, sealed, _)| (key, sealed)),
             http_ports,
         ))
     })();
-    let (user_data, ports, readiness, sealed, http_ports) = match prepared {
+    let ((user_data, digest), ports, readiness, sealed, http_ports) = match prepared {
         Ok(p) => p,
         Err(reason) => return Ok(Err(reason)),
     };
@@ -467,6 +468,7 @@ async fn guest_setup(
             access::LOGIN_USER,
             &ports,
             sealed.as_ref().map(|(k, s)| (k.as_str(), s.as_str())),
+            digest,
             now(),
         )
         .await?;
@@ -476,7 +478,9 @@ async fn guest_setup(
 /// Puts a waiting create command's user-data together again when this process cannot open it
 /// (it was sealed by an earlier run; [`access`] keeps that key in memory only): new passwords,
 /// sealed to the tenant again, the profile in effect now, and the command's action replaced
-/// while it is still unacknowledged. Returns the new action (sealed for the node), or `None`
+/// while it is still unacknowledged. The earlier version stays on record: a node that had run
+/// it answers the command id with that run's outcome, and [`on_command_acked`] gives its
+/// passwords back to the tenant. Returns the new action (sealed for the node), or `None`
 /// when the VM or its setup is gone and the command cannot be sent.
 pub async fn reseal_create(
     store: &Store,
@@ -885,8 +889,21 @@ pub async fn on_command_acked(
     let creating = command_id.starts_with("create-") || command_id.starts_with("start-");
     let deleting = command_id.starts_with("delete-");
     let stopping = command_id.starts_with("stop-");
+    if command_id.starts_with("create-") {
+        // The VM holds the passwords of the user-data it was created from, which is not the
+        // latest one put together when the node had run an earlier one before a restart here.
+        let created_from = match outcome {
+            AckOutcome::Done {
+                user_data_sha256, ..
+            } => *user_data_sha256,
+            AckOutcome::Failed { .. } => None,
+        };
+        if store.settle_vm_setup(vm_id, created_from, now()).await? {
+            tracing::warn!(target: "orchestrator::lifecycle", %vm_id, command_id, "the node created the VM from user-data put together before a restart: its credentials are the tenant's again");
+        }
+    }
     match outcome {
-        AckOutcome::Done { vm: report } => {
+        AckOutcome::Done { vm: report, .. } => {
             if creating && state == VmState::Provisioning {
                 let reported = report.as_ref().map(|r| r.state);
                 if reported == Some(AgentVmState::Failed) {

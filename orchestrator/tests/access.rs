@@ -310,7 +310,25 @@ async fn ack(ws: &mut Ws, command_id: String, vm: Option<VmReport>) {
         ws,
         &AgentMessage::Ack(Ack {
             command_id,
-            outcome: AckOutcome::Done { vm },
+            outcome: AckOutcome::Done {
+                vm,
+                user_data_sha256: None,
+            },
+        }),
+    )
+    .await;
+}
+
+/// Acknowledges a create as its node does: done, with the digest of the user-data it ran.
+async fn ack_create(ws: &mut Ws, create: &proto::Command, user_data: &str, vm: VmReport) {
+    send(
+        ws,
+        &AgentMessage::Ack(Ack {
+            command_id: create.id.clone(),
+            outcome: AckOutcome::Done {
+                vm: Some(vm),
+                user_data_sha256: Some(proto::user_data_sha256(user_data)),
+            },
         }),
     )
     .await;
@@ -530,10 +548,14 @@ async fn tenant_reaches_and_logs_into_the_vm(url: &str, sqlite_dir: Option<&std:
         public: 40022,
         protocol: PortProtocol::Tcp,
     };
-    ack(
+    let CommandAction::CreateVm { spec } = &create.action else {
+        panic!("{create:?}")
+    };
+    ack_create(
         &mut ws,
-        create.id.clone(),
-        Some(report("vm-7", AgentVmState::Running, vec![ssh])),
+        &create,
+        &spec.user_data,
+        report("vm-7", AgentVmState::Running, vec![ssh]),
     )
     .await;
     send(
@@ -788,9 +810,22 @@ async fn a_create_command_sealed_before_a_restart_is_put_together_again() {
         .await
         .unwrap();
     assert_eq!(queued.len(), 1);
-    // What an earlier run left: user-data sealed to a key this process never had.
-    let CommandAction::CreateVm { mut spec } = serde_json::from_str(&queued[0].action).unwrap()
+    let first_sealed = s
+        .store
+        .vm_credentials("vm-9".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let first_password = sealing.open(&first_sealed.sealed, "vm-9").unwrap().password;
+    let action: CommandAction = serde_json::from_str(&queued[0].action).unwrap();
+    let CommandAction::CreateVm { spec: first } =
+        decloud_orchestrator::access::open_for_node(action.clone()).unwrap()
     else {
+        panic!("not a create")
+    };
+    assert!(first.user_data.contains(&first_password));
+    // What an earlier run left: user-data sealed to a key this process never had.
+    let CommandAction::CreateVm { mut spec } = action else {
         panic!("not a create")
     };
     let earlier = SealingKey::generate();
@@ -829,6 +864,7 @@ async fn a_create_command_sealed_before_a_restart_is_put_together_again() {
         sealing.open(&sealed.sealed, "vm-9").unwrap().password,
         password
     );
+    assert_ne!(password, first_password);
     assert_eq!(
         s.store
             .vm("vm-9".parse().unwrap())
@@ -839,6 +875,93 @@ async fn a_create_command_sealed_before_a_restart_is_put_together_again() {
             .as_str(),
         "provisioning"
     );
+
+    // The node had run the first user-data before the restart, so it answers the command id with
+    // that run's outcome: the tenant's sealed passwords are again those the VM holds.
+    ack_create(
+        &mut ws,
+        &create,
+        &first.user_data,
+        report("vm-9", AgentVmState::Running, Vec::new()),
+    )
+    .await;
+    eventually("the vm to run", async || {
+        s.store
+            .vm("vm-9".parse().unwrap())
+            .await
+            .unwrap()
+            .is_some_and(|vm| vm.state.as_str() == "running")
+    })
+    .await;
+    let sealed = s
+        .store
+        .vm_credentials("vm-9".parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        sealing.open(&sealed.sealed, "vm-9").unwrap().password,
+        first_password
+    );
+}
+
+/// Every create acknowledgement settles the VM's setup: the versions kept while it was
+/// unacknowledged go, and a digest nobody recorded (or none) changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_versions_are_settled_by_the_create_acknowledgement() {
+    let (url, _dir) = support::sqlite_database();
+    let store = Store::connect(&url).await.unwrap();
+    let vm: decloud_sdk::VmId = "vm-3".parse().unwrap();
+    let ssh = [PortSpec {
+        guest: 22,
+        protocol: PortProtocol::Tcp,
+    }];
+    let web = [
+        ssh[0],
+        PortSpec {
+            guest: 8080,
+            protocol: PortProtocol::Tcp,
+        },
+    ];
+    let (first, second) = (B256::repeat_byte(1), B256::repeat_byte(2));
+    store
+        .record_vm_setup(vm, "decloud", &ssh, Some(("key", "sealed-1")), first, 10)
+        .await
+        .unwrap();
+    store
+        .record_vm_setup(vm, "decloud", &web, Some(("key", "sealed-2")), second, 20)
+        .await
+        .unwrap();
+    let sealed = async || store.vm_credentials(vm).await.unwrap().unwrap().sealed;
+    assert_eq!(sealed().await, "sealed-2");
+
+    // An unknown digest (or none) keeps the latest setup, and forgets the versions.
+    assert!(
+        !store
+            .settle_vm_setup(vm, Some(B256::repeat_byte(9)), 30)
+            .await
+            .unwrap()
+    );
+    assert_eq!(sealed().await, "sealed-2");
+    assert!(!store.settle_vm_setup(vm, Some(first), 30).await.unwrap());
+    assert_eq!(sealed().await, "sealed-2");
+
+    // The first version, when the node ran it: its seal and ports come back.
+    store
+        .record_vm_setup(vm, "decloud", &ssh, Some(("key", "sealed-1")), first, 40)
+        .await
+        .unwrap();
+    store
+        .record_vm_setup(vm, "decloud", &web, Some(("key", "sealed-2")), second, 50)
+        .await
+        .unwrap();
+    assert!(store.settle_vm_setup(vm, Some(first), 60).await.unwrap());
+    assert_eq!(sealed().await, "sealed-1");
+    let access = store.vm_access(vm, NodeId::from(B256::ZERO)).await.unwrap();
+    assert_eq!(access.ports, ssh);
+    // Settled once: a repeated acknowledgement finds nothing to put back.
+    assert!(!store.settle_vm_setup(vm, Some(second), 70).await.unwrap());
+    assert_eq!(sealed().await, "sealed-1");
 }
 
 /// A node whose agent says it runs no ingress: under an orchestrator with an ingress domain, the

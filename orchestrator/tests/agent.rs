@@ -252,7 +252,10 @@ async fn agent_authenticates_heartbeats_and_acknowledges_commands() {
         &mut ws,
         &AgentMessage::Ack(Ack {
             command_id: "cmd-1".into(),
-            outcome: AckOutcome::Done { vm: None },
+            outcome: AckOutcome::Done {
+                vm: None,
+                user_data_sha256: None,
+            },
         }),
     )
     .await;
@@ -325,7 +328,10 @@ async fn unacknowledged_commands_are_resent_after_reconnect() {
                 &mut ws,
                 &AgentMessage::Ack(Ack {
                     command_id: cmd.id,
-                    outcome: AckOutcome::Done { vm: None },
+                    outcome: AckOutcome::Done {
+                        vm: None,
+                        user_data_sha256: None,
+                    },
                 }),
             )
             .await;
@@ -533,7 +539,10 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
         &mut ws,
         &AgentMessage::Ack(Ack {
             command_id: cmd.id,
-            outcome: AckOutcome::Done { vm: Some(running) },
+            outcome: AckOutcome::Done {
+                vm: Some(running),
+                user_data_sha256: None,
+            },
         }),
     )
     .await;
@@ -585,7 +594,10 @@ async fn lease_events_drive_the_vm_through_its_lifecycle_on_the_agent() {
         &mut ws,
         &AgentMessage::Ack(Ack {
             command_id: cmd.id,
-            outcome: AckOutcome::Done { vm: None },
+            outcome: AckOutcome::Done {
+                vm: None,
+                user_data_sha256: None,
+            },
         }),
     )
     .await;
@@ -903,6 +915,7 @@ async fn the_reconciler_adopts_what_runs_reports_failures_and_removes_orphans() 
             command_id: "create-vm-11".into(),
             outcome: AckOutcome::Done {
                 vm: Some(report("vm-11", AgentVmState::Running, None)),
+                user_data_sha256: None,
             },
         }),
     )
@@ -972,7 +985,11 @@ async fn acknowledgements_stored_before_a_crash_are_applied_on_recovery() {
     .await
     .unwrap();
     // The ack reached the store, the process died before the VM moved.
-    let outcome = serde_json::to_string(&AckOutcome::Done { vm: None }).unwrap();
+    let outcome = serde_json::to_string(&AckOutcome::Done {
+        vm: None,
+        user_data_sha256: None,
+    })
+    .unwrap();
     s.store
         .ack_command(node, "create-vm-5", &outcome, 1)
         .await
@@ -1022,7 +1039,10 @@ async fn unacknowledged_commands_are_resent_on_the_same_connection() {
         &mut ws,
         &AgentMessage::Ack(Ack {
             command_id: "cmd-r".into(),
-            outcome: AckOutcome::Done { vm: None },
+            outcome: AckOutcome::Done {
+                vm: None,
+                user_data_sha256: None,
+            },
         }),
     )
     .await;

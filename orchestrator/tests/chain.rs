@@ -395,7 +395,10 @@ async fn lease_flow(url: String) {
         &mut ws,
         AgentMessage::Ack(Ack {
             command_id: create.id,
-            outcome: AckOutcome::Done { vm: Some(running) },
+            outcome: AckOutcome::Done {
+                vm: Some(running),
+                user_data_sha256: None,
+            },
         }),
     )
     .await;
@@ -427,7 +430,10 @@ async fn lease_flow(url: String) {
         &mut ws,
         AgentMessage::Ack(Ack {
             command_id: delete.id,
-            outcome: AckOutcome::Done { vm: None },
+            outcome: AckOutcome::Done {
+                vm: None,
+                user_data_sha256: None,
+            },
         }),
     )
     .await;
@@ -534,7 +540,10 @@ async fn lease_flow(url: String) {
         });
         AgentMessage::Ack(Ack {
             command_id: id,
-            outcome: AckOutcome::Done { vm },
+            outcome: AckOutcome::Done {
+                vm,
+                user_data_sha256: None,
+            },
         })
     };
     escrow

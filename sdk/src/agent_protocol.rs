@@ -384,6 +384,12 @@ pub struct Ack {
     pub outcome: AckOutcome,
 }
 
+/// The SHA-256 of a VM's user-data, as [`AckOutcome::Done`] reports it.
+pub fn user_data_sha256(user_data: &str) -> B256 {
+    use sha2::Digest as _;
+    B256::from_slice(&sha2::Sha256::digest(user_data.as_bytes()))
+}
+
 /// Outcome of a command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -392,6 +398,13 @@ pub enum AckOutcome {
     Done {
         /// The VM after the command.
         vm: Option<VmReport>,
+        /// For a create: the SHA-256 of the user-data the VM was created with (see
+        /// [`user_data_sha256`]). A create command's user-data can be put together again, with
+        /// new passwords, when the orchestrator restarts before its acknowledgement; a node that
+        /// had already run the earlier one answers with that one's outcome, and this says which
+        /// user-data, and so which passwords, the VM holds. Absent for other commands.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_data_sha256: Option<B256>,
     },
     /// Refused or failed; nothing was changed by a refused command.
     Failed {

@@ -3,6 +3,7 @@
 //! report. Lists are stored as JSON text (both databases read it back the same way).
 
 use super::{Store, StoreError};
+use alloy::primitives::B256;
 use decloud_sdk::agent_protocol::{PortForward, PortSpec};
 pub use decloud_sdk::api::{Profile, SealedCredentials, VmAccess};
 use decloud_sdk::{NodeId, VmId};
@@ -20,6 +21,38 @@ fn from_json<T: serde::de::DeserializeOwned>(
         column,
         value: text.to_string(),
     })
+}
+
+/// Puts a VM's sealed credentials in place, or removes them when it has none.
+async fn write_credentials(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    vm_id: VmId,
+    sealed: Option<(&str, &str)>,
+    created_at: i64,
+) -> Result<(), StoreError> {
+    match sealed {
+        Some((sealing_key, blob)) => {
+            sqlx::query(
+                "INSERT INTO vm_credentials (vm_id, sealing_key, sealed, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (vm_id) DO UPDATE SET \
+                 sealing_key = excluded.sealing_key, sealed = excluded.sealed, \
+                 created_at = excluded.created_at",
+            )
+            .bind(vm_id.to_string())
+            .bind(sealing_key.to_string())
+            .bind(blob.to_string())
+            .bind(created_at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM vm_credentials WHERE vm_id = $1")
+                .bind(vm_id.to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -65,13 +98,16 @@ impl Store {
     }
 
     /// Records what a VM is created with: its sealed credentials (if any), login user and guest
-    /// ports. Written before the create command, so whatever reaches the node is on record.
+    /// ports. Written before the create command, so whatever reaches the node is on record; kept
+    /// too as the version of the setup whose user-data has the digest `user_data_sha256`, until
+    /// [`Store::settle_vm_setup`].
     pub async fn record_vm_setup(
         &self,
         vm_id: VmId,
         login_user: &str,
         ports: &[PortSpec],
         sealed: Option<(&str, &str)>,
+        user_data_sha256: B256,
         now: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
@@ -86,30 +122,81 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        match sealed {
-            Some((sealing_key, blob)) => {
-                sqlx::query(
-                    "INSERT INTO vm_credentials (vm_id, sealing_key, sealed, created_at) \
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (vm_id) DO UPDATE SET \
-                     sealing_key = excluded.sealing_key, sealed = excluded.sealed, \
-                     created_at = excluded.created_at",
-                )
-                .bind(vm_id.to_string())
-                .bind(sealing_key.to_string())
-                .bind(blob.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
-            None => {
-                sqlx::query("DELETE FROM vm_credentials WHERE vm_id = $1")
+        write_credentials(&mut tx, vm_id, sealed, now).await?;
+        // The same user-data again (no password in it, the same SSH keys) is the same version
+        // for the node: the latest ports and seal stand for it.
+        sqlx::query(
+            "INSERT INTO vm_setup_versions (vm_id, user_data_sha256, ports, sealing_key, sealed, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (vm_id, user_data_sha256) \
+             DO UPDATE SET ports = excluded.ports, sealing_key = excluded.sealing_key, \
+             sealed = excluded.sealed, created_at = excluded.created_at",
+        )
+        .bind(vm_id.to_string())
+        .bind(format!("{user_data_sha256:#x}"))
+        .bind(json(&ports))
+        .bind(sealed.map(|(key, _)| key.to_string()))
+        .bind(sealed.map(|(_, blob)| blob.to_string()))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Settles a VM's setup once its create command is acknowledged. With the digest of the
+    /// user-data the node created the VM from, that version's ports and sealed passwords become
+    /// the VM's: they are already unless the user-data was put together again (after a restart)
+    /// once the node had run the earlier version. Then every version is forgotten. Returns
+    /// whether that changed the VM's ports or sealed passwords.
+    pub async fn settle_vm_setup(
+        &self,
+        vm_id: VmId,
+        created_from: Option<B256>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut restored = false;
+        if let Some(digest) = created_from {
+            let version = sqlx::query(
+                "SELECT ports, sealing_key, sealed, created_at FROM vm_setup_versions \
+                 WHERE vm_id = $1 AND user_data_sha256 = $2",
+            )
+            .bind(vm_id.to_string())
+            .bind(format!("{digest:#x}"))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(version) = version {
+                let current_ports: Option<String> =
+                    sqlx::query_scalar("SELECT ports FROM vm_access WHERE vm_id = $1")
+                        .bind(vm_id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let current_sealed: Option<String> =
+                    sqlx::query_scalar("SELECT sealed FROM vm_credentials WHERE vm_id = $1")
+                        .bind(vm_id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let created_at: i64 = version.try_get("created_at")?;
+                let ports: String = version.try_get("ports")?;
+                let sealing_key: Option<String> = version.try_get("sealing_key")?;
+                let sealed: Option<String> = version.try_get("sealed")?;
+                restored = current_ports.as_ref() != Some(&ports) || current_sealed != sealed;
+                sqlx::query("UPDATE vm_access SET ports = $1, updated_at = $2 WHERE vm_id = $3")
+                    .bind(ports)
+                    .bind(now)
                     .bind(vm_id.to_string())
                     .execute(&mut *tx)
                     .await?;
+                let seal = sealing_key.as_deref().zip(sealed.as_deref());
+                write_credentials(&mut tx, vm_id, seal, created_at).await?;
             }
         }
+        sqlx::query("DELETE FROM vm_setup_versions WHERE vm_id = $1")
+            .bind(vm_id.to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(restored)
     }
 
     /// A VM's sealed credentials.
