@@ -155,21 +155,35 @@ describe('VM page: access, password, console, controls', () => {
     assert.equal(await page.getByTestId('public-address').innerText(), detail.access.public_address ?? '—');
   });
 
-  test('the VM page links each HTTPS name of the VM, as the orchestrator names them', async () => {
+  test('names a port of the VM in the page, refuses a bad name with nothing changed, and frees it', async () => {
     const info = (await api(network, '/ingress')).body;
     assert.match(info.domain, /\.localhost$/, 'decloud dev names HTTP ports under a .localhost domain');
-    const response = await fetch(`${network.apiUrl}/vms/${vmId}/ingress/8080`, {
-      method: 'PUT',
-      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ name: 'webpage-test' }),
-    });
-    assert.equal(response.status, 200, await response.clone().text());
+    const form = page.getByRole('form', { name: 'Serve a port by name' });
+    const urls = async () => (await api(network, `/vms/${vmId}`, token)).body.access.urls.map((u) => u.url);
+
+    await form.getByLabel('Guest port').fill('8080');
+    await form.getByLabel('Name (optional)').fill('webpage-test');
+    await form.getByRole('button', { name: 'Serve by name' }).click();
     const url = `https://webpage-test.${info.domain}:${info.https_port}`;
-    assert.deepEqual((await response.json()).access.urls.map((u) => u.url), [url]);
-    await page.reload();
     const link = page.getByTestId('urls').getByRole('link', { name: url });
     await link.waitFor();
     assert.equal(await link.getAttribute('href'), url);
+    assert.deepEqual(await urls(), [url], 'the orchestrator serves the name the page showed');
+
+    // A name that is no DNS label: the orchestrator's reason in words, and the name stays.
+    await form.getByLabel('Guest port').fill('8080');
+    await form.getByLabel('Name (optional)').fill('not_a_label');
+    await form.getByRole('button', { name: 'Serve by name' }).click();
+    const refusal = await page.getByTestId('web-name-error').innerText();
+    assert.match(refusal, /"not_a_label" may hold only a-z, 0-9 and -/, refusal);
+    assert.deepEqual(await urls(), [url], 'a refused name changed nothing');
+    await link.waitFor();
+
+    // Freed: no longer served, and the name is free for anyone again.
+    await page.getByRole('button', { name: 'Stop serving port 8080 at webpage-test' }).click();
+    await eventually('the web address to go', async () => (await page.getByTestId('urls').count()) === 0);
+    assert.deepEqual(await urls(), []);
+    assert.equal((await api(network, '/ingress/names/webpage-test')).status, 200, 'the name is free again');
   });
 
   test('opens the password in the browser with the wallet: the same the CLI opens', async () => {

@@ -7,7 +7,7 @@ import { leaseEscrowAbi } from '../abi/generated';
 import { HostingActions } from '../components/HostingActions';
 import { ReviewForm } from '../components/Reviews';
 import { TableWrap } from '../components/TableWrap';
-import { apiFetch, type SealedCredentials, type VmAccess, type VmDetail, type VmReadiness } from '../lib/api';
+import { apiFetch, type IngressUrl, type SealedCredentials, type VmAccess, type VmDetail, type VmReadiness } from '../lib/api';
 import { useAppConfig } from '../lib/appConfig';
 import type { Credentials } from '../lib/credentials';
 import { explainError } from '../lib/errors';
@@ -20,6 +20,118 @@ import { TxPanel, useTx } from '../lib/tx';
 
 // xterm loads with the VM page's console, not on the app's first visit.
 const Console = lazy(() => import('../components/Console').then((m) => ({ default: m.Console })));
+
+/**
+ * The VM's HTTPS names: each HTTP port served at `https://<name>.<domain>`, named here or freed,
+ * through the orchestrator's checks (one lowercase DNS label, not reserved, not taken). A refused
+ * name changes nothing and says why.
+ */
+function WebNames({ vmId, urls }: { vmId: string; urls: IngressUrl[] }) {
+  const config = useAppConfig();
+  const { session } = useSession();
+  const queries = useQueryClient();
+  const toasts = useToasts();
+  const [port, setPort] = useState('');
+  const [name, setName] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+
+  async function change(guest: number, label: string, init: RequestInit): Promise<boolean> {
+    setBusy(true);
+    setError(null);
+    const toast = toasts.show('pending', `${label}…`);
+    try {
+      const path = `/vms/${encodeURIComponent(vmId)}`;
+      const next = await apiFetch<VmDetail>(config.apiUrl, `${path}/ingress/${guest}`, { ...init, token: session?.token });
+      queries.setQueryData(['api', path, session?.token ?? null], next);
+      toasts.show('success', `${label}: done.`, toast);
+      return true;
+    } catch (e) {
+      const words = explainError(e);
+      setError(words);
+      toasts.show('error', `${label} refused: ${words}`, toast);
+      return false;
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  async function serve(e: React.FormEvent) {
+    e.preventDefault();
+    const guest = Number(port);
+    if (!Number.isInteger(guest) || guest < 1 || guest > 65535) {
+      setError('The guest port is a whole number from 1 to 65535.');
+      return;
+    }
+    const chosen = name.trim();
+    // Without a name the port keeps its name, or gets one derived from the VM and port.
+    const body = JSON.stringify(chosen ? { name: chosen } : {});
+    if (await change(guest, `Serving port ${guest} by name`, { method: 'PUT', body })) {
+      setPort('');
+      setName('');
+    }
+  }
+
+  return (
+    <>
+      {urls.length > 0 && (
+        <TableWrap label="Web addresses">
+          <table data-testid="urls">
+            <caption>Web addresses (HTTPS)</caption>
+            <thead>
+              <tr>
+                <th scope="col">Guest port</th>
+                <th scope="col">Open it at</th>
+                <th scope="col">Actions</th>
+              </tr>
+            </thead>
+            <tbody>
+              {urls.map((u) => (
+                <tr key={u.guest}>
+                  <td>{u.guest}</td>
+                  <td className="mono">
+                    <a href={u.url} target="_blank" rel="noreferrer noopener">
+                      {u.url}
+                    </a>
+                  </td>
+                  <td>
+                    <button
+                      type="button"
+                      className="secondary"
+                      disabled={busy}
+                      onClick={() => void change(u.guest, `Freeing ${u.name}`, { method: 'DELETE' })}
+                      aria-label={`Stop serving port ${u.guest} at ${u.name}`}
+                    >
+                      Stop serving
+                    </button>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </TableWrap>
+      )}
+      <form className="row" aria-label="Serve a port by name" onSubmit={(e) => void serve(e)}>
+        <label>
+          Guest port
+          <input name="web-port" inputMode="numeric" value={port} onChange={(e) => setPort(e.target.value)} placeholder="8080" />
+        </label>
+        <label>
+          Name (optional)
+          <input name="web-name" value={name} onChange={(e) => setName(e.target.value)} placeholder="myapp" autoCapitalize="none" spellCheck={false} />
+        </label>
+        <button type="submit" disabled={busy || !session}>
+          Serve by name
+        </button>
+      </form>
+      {error && (
+        <p className="error" role="alert" data-testid="web-name-error">
+          {error}
+        </p>
+      )}
+    </>
+  );
+}
 
 /** A VM as the orchestrator knows it: state, how to reach it, its password, console and controls. */
 export function VmPage() {
@@ -224,31 +336,8 @@ function Access({ vmId, access }: { vmId: string; access: VmAccess }) {
           <dd className="mono">{access.ports.length ? access.ports.map((p) => `${p.guest}/${p.protocol}`).join(' ') : '—'}</dd>
         </div>
       </dl>
-      {(access.urls ?? []).length > 0 && (
-        <TableWrap label="Web addresses">
-          <table data-testid="urls">
-            <caption>Web addresses (HTTPS)</caption>
-            <thead>
-              <tr>
-                <th scope="col">Guest port</th>
-                <th scope="col">Open it at</th>
-              </tr>
-            </thead>
-            <tbody>
-              {(access.urls ?? []).map((u) => (
-                <tr key={u.guest}>
-                  <td>{u.guest}</td>
-                  <td className="mono">
-                    <a href={u.url} target="_blank" rel="noreferrer noopener">
-                      {u.url}
-                    </a>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </TableWrap>
-      )}
+      {/* A node that runs no ingress forwards HTTP ports directly: there is nothing to name. */}
+      {access.node_ingress !== false && <WebNames vmId={vmId} urls={access.urls ?? []} />}
       {access.forwards.length > 0 && (
         <TableWrap label="Forwarded ports">
           <table data-testid="forwards">
