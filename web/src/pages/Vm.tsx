@@ -111,15 +111,21 @@ function WebNames({ vmId, urls }: { vmId: string; urls: IngressUrl[] }) {
           </table>
         </TableWrap>
       )}
-      <form className="row" aria-label="Serve a port by name" onSubmit={(e) => void serve(e)}>
-        <label>
-          Guest port
-          <input name="web-port" inputMode="numeric" value={port} onChange={(e) => setPort(e.target.value)} placeholder="8080" />
-        </label>
-        <label>
-          Name (optional)
-          <input name="web-name" value={name} onChange={(e) => setName(e.target.value)} placeholder="myapp" autoCapitalize="none" spellCheck={false} />
-        </label>
+      <form aria-label="Serve a port by name" onSubmit={(e) => void serve(e)}>
+        <p className="muted">
+          Serve an HTTP port of the VM over HTTPS at a name: yours (lowercase letters, digits and -), or one made from
+          the VM and port when you leave it empty.
+        </p>
+        <div className="row">
+          <label>
+            Guest port
+            <input name="web-port" inputMode="numeric" value={port} onChange={(e) => setPort(e.target.value)} placeholder="8080" />
+          </label>
+          <label>
+            Name (optional)
+            <input name="web-name" value={name} onChange={(e) => setName(e.target.value)} placeholder="myapp" autoCapitalize="none" spellCheck={false} />
+          </label>
+        </div>
         <button type="submit" disabled={busy || !session}>
           Serve by name
         </button>
