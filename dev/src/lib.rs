@@ -55,7 +55,7 @@ struct DevArgs {
     #[arg(long)]
     deployments_dir: Option<PathBuf>,
     /// Mine a block every SECONDS besides the one each transaction gets, as a live chain does
-    /// (default: 2 with --storage-node(s), so that storage epochs pass; otherwise blocks come only
+    /// (default: 2 with storage nodes, so that their epochs pass; otherwise blocks come only
     /// with transactions). 0 mines only with transactions.
     #[arg(long, value_name = "SECONDS")]
     block_time: Option<u64>,
